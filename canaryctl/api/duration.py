@@ -1,0 +1,32 @@
+"""Go-style durations ("1m30s", "500ms"), the form Flagger manifests use for every interval."""
+
+from __future__ import annotations
+
+import re
+
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_WHOLE = re.compile(r"^(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+$")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a Go duration string; a bare number counts as seconds."""
+    value = text.strip()
+    if re.fullmatch(r"\d+(?:\.\d+)?", value):
+        return float(value)
+    if not _WHOLE.fullmatch(value):
+        raise ValueError(f"invalid duration {text!r}: expected a Go duration such as 30s, 1m or 1m30s")
+    return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in _PART.findall(value))
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest Go duration string for a whole number of seconds (used in messages)."""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs}s" if secs else f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    rest = f"{minutes}m" if minutes else ""
+    return f"{hours}h{rest}{secs}s" if secs else f"{hours}h{rest}"

@@ -1,0 +1,133 @@
+"""Manual control, new revisions mid-analysis, reverts, and the revision hash."""
+
+from __future__ import annotations
+
+from canaryctl.api.models import Phase
+from canaryctl.engine.revision import config_checksum, revision_hash
+from canaryctl.engine.types import CommandKind, Event, Workload, WorkloadOp
+from tests.engine.driver import Driver, make_canary, metric_value
+from tests.engine.test_strategies import SUCCESS, promoted
+
+
+def test_pause_without_duration_waits_for_promote() -> None:
+    driver = promoted(Driver(make_canary({"steps": [{"setWeight": 10}, {"pause": {}}, {"setWeight": 40}]})))
+    driver.run(ticks=20, until=lambda s: False)
+    assert driver.status.current_step == 1
+    assert driver.status.canary_weight == 10
+    assert "until promoted" in driver.status.message
+    driver.send(CommandKind.PROMOTE)
+    assert driver.run().phase is Phase.SUCCEEDED
+    assert driver.weights() == [0, 10, 40, 0]
+
+
+def test_promote_full_skips_remaining_steps() -> None:
+    driver = promoted(Driver(make_canary({"stepWeight": 10, "metrics": [SUCCESS]})))
+    driver.run(until=lambda s: s.canary_weight == 20)
+    driver.send(CommandKind.PROMOTE_FULL)
+    driver.tick()
+    assert driver.status.phase is Phase.PROMOTING
+    assert driver.run().phase is Phase.SUCCEEDED
+    assert max(driver.weights()) == 20
+
+
+def test_promote_skips_the_current_analysis_wait() -> None:
+    driver = promoted(Driver(make_canary({"interval": "10m", "stepWeight": 50, "metrics": [SUCCESS]})))
+    driver.run(until=lambda s: s.canary_weight == 50)
+    driver.send(CommandKind.PROMOTE)
+    driver.tick()
+    assert driver.status.current_step == 2
+    assert driver.calls.count("metric:request-success-rate") == 0
+
+
+def test_abort_rolls_back_and_retry_reruns_the_same_revision() -> None:
+    driver = promoted(Driver(make_canary({"stepWeight": 20, "metrics": [SUCCESS]})))
+    driver.run(until=lambda s: s.canary_weight == 40)
+    driver.send(CommandKind.ABORT)
+    driver.tick()
+    assert driver.status.phase is Phase.FAILED
+    assert driver.status.canary_weight == 0
+    driver.advance(60)
+    driver.tick()
+    assert driver.status.phase is Phase.FAILED, "a failed revision is not retried without asking"
+    driver.send(CommandKind.RETRY)
+    driver.tick()
+    assert driver.status.phase is Phase.PROGRESSING
+    assert driver.status.failed_checks == 0
+    assert driver.run().phase is Phase.SUCCEEDED
+    assert driver.status.last_promoted_spec == "rev-2"
+
+
+def test_commands_are_idempotent_across_ticks() -> None:
+    driver = promoted(Driver(make_canary({"stepWeight": 20, "metrics": [SUCCESS]})))
+    driver.run(until=lambda s: s.canary_weight == 20)
+    driver.send(CommandKind.ABORT)
+    driver.tick()
+    driver.send(CommandKind.RETRY)
+    retry = driver.command
+    driver.run(until=lambda s: s.canary_weight == 40)
+    driver.command = retry  # the same retry still set on the object is not acted on twice
+    driver.tick()
+    assert driver.status.canary_weight == 40
+    assert driver.status.current_step >= 3
+
+
+def test_pause_and_resume() -> None:
+    driver = promoted(Driver(make_canary({"stepWeight": 20, "metrics": [SUCCESS]})))
+    driver.run(until=lambda s: s.canary_weight == 20)
+    driver.send(CommandKind.PAUSE)
+    driver.run(ticks=10, until=lambda s: False)
+    assert driver.status.canary_weight == 20 and driver.status.paused
+    checks = driver.calls.count("metric:request-success-rate")
+    driver.send(CommandKind.RESUME)
+    assert driver.run().phase is Phase.SUCCEEDED
+    assert driver.calls.count("metric:request-success-rate") > checks
+
+
+def test_skip_command_promotes_this_revision_without_analysis() -> None:
+    driver = promoted(Driver(make_canary({"stepWeight": 20, "metrics": [SUCCESS]})))
+    driver.run(until=lambda s: s.canary_weight == 20)
+    driver.send(CommandKind.SKIP)
+    driver.tick()
+    assert driver.status.phase is Phase.PROMOTING
+
+
+def test_new_revision_mid_analysis_restarts_from_the_first_step() -> None:
+    driver = promoted(Driver(make_canary({"stepWeight": 20, "threshold": 5, "metrics": [SUCCESS]})))
+    driver.run(until=lambda s: s.canary_weight == 40)
+    driver.metrics["request-success-rate"] = metric_value(50.0)
+    driver.run(until=lambda s: s.failed_checks == 1)
+    driver.metrics["request-success-rate"] = metric_value(100.0)
+    driver.new_revision("rev-3")
+    driver.tick()
+    status = driver.status
+    assert status.phase is Phase.PROGRESSING
+    assert (status.canary_weight, status.current_step, status.failed_checks) == (0, 0, 0)
+    assert status.last_applied_spec == "rev-3"
+    assert any(isinstance(a, Event) and "Restarting analysis" in a.message for a in driver.actions)
+    assert driver.run().phase is Phase.SUCCEEDED
+    assert driver.status.last_promoted_spec == "rev-3"
+
+
+def test_revert_to_the_promoted_revision_is_a_no_op() -> None:
+    driver = promoted(Driver(make_canary({"stepWeight": 50, "threshold": 1, "metrics": [SUCCESS]})))
+    driver.run()
+    driver.new_revision("rev-3")
+    driver.metrics["request-success-rate"] = metric_value(10.0)
+    assert driver.run().phase is Phase.FAILED
+    driver.actions.clear()
+    driver.new_revision("rev-2")  # git revert to what the primary runs
+    driver.tick()
+    assert driver.status.last_applied_spec == "rev-2"
+    assert not any(isinstance(a, Workload) and a.op is WorkloadOp.SCALE_CANARY_UP for a in driver.actions)
+    assert "already promoted" in driver.status.message
+
+
+def test_revision_hash_covers_template_and_tracked_configs() -> None:
+    template = {"spec": {"containers": [{"name": "app", "image": "podinfo:6.0.0"}]}}
+    configs = {"configmap/app-config": config_checksum({"LOG": "info"})}
+    base = revision_hash(template, configs)
+    assert base == revision_hash(template, dict(configs))
+    assert base != revision_hash(
+        {"spec": {"containers": [{"name": "app", "image": "podinfo:6.0.1"}]}}, configs
+    )
+    assert base != revision_hash(template, {"configmap/app-config": config_checksum({"LOG": "debug"})})
