@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from canaryctl import __version__
 from canaryctl.cli import lint_cmd
+from canaryctl.loadtester import cli as loadtester_cmd
 
 
 def _version(_: argparse.Namespace) -> int:
@@ -20,6 +21,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     lint_cmd.add_parser(subparsers)
+    loadtester_cmd.add_parser(subparsers)
     version = subparsers.add_parser("version", help="print the canaryctl version")
     version.set_defaults(func=_version)
     return parser

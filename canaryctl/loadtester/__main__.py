@@ -1,0 +1,5 @@
+import sys
+
+from canaryctl.loadtester.cli import main
+
+sys.exit(main())

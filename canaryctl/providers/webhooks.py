@@ -1,0 +1,161 @@
+"""Calls a Canary's webhooks with Flagger's payload, so Flagger's loadtester and existing gates keep working.
+
+A webhook failure is an observation the engine acts on (hold, roll back, wait), never an exception: every
+transport error, timeout or non-2xx answer comes back as a failed ``HookResult``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import httpx
+
+from canaryctl.api.duration import parse_duration
+from canaryctl.api.models import Canary, CanaryWebhook, Phase, Severity
+from canaryctl.engine.types import HookResult
+from canaryctl.ports import Alert
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_SECONDS = 10.0
+# Flagger counts 200, 201 and 202 as success; anything else (including other 2xx) is a failure.
+SUCCESS_CODES = range(200, 203)
+# Retried answers: the receiver is overloaded or broken, not saying "no" (a 403 from a gate is an answer).
+RETRIED_CODES = frozenset({429, 500, 502, 503, 504})
+MAX_BODY_IN_MESSAGE = 300
+
+HookObserver = Callable[[Canary, CanaryWebhook, HookResult, float], None]
+
+
+def payload(
+    canary: Canary, phase: Phase | None, checksum: str | None, metadata: dict[str, str] | None
+) -> dict[str, Any]:
+    """Flagger's CanaryWebhookPayload."""
+    return {
+        "name": canary.metadata.name or "",
+        "namespace": canary.metadata.namespace or "",
+        "phase": phase.value if phase is not None else "",
+        "checksum": checksum or "",
+        "metadata": dict(metadata or {}),
+    }
+
+
+def event_metadata(
+    hook: CanaryWebhook, message: str, warning: bool, now_ms: int | None = None
+) -> dict[str, str]:
+    """Event metadata as Flagger sends it; the hook's own metadata never overrides the event keys."""
+    event = {
+        "eventMessage": message,
+        "eventType": "Warning" if warning else "Normal",
+        "timestamp": str(now_ms if now_ms is not None else int(time.time() * 1000)),
+    }
+    return {**(hook.metadata or {}), **event}
+
+
+def failure_alert(canary: Canary, hook: CanaryWebhook, result: HookResult, cluster: str) -> Alert | None:
+    """The warn alert Flagger sends when a webhook check fails, unless the hook sets ``muteAlert``."""
+    if result.success or hook.mute_alert:
+        return None
+    status = canary.status
+    return Alert(
+        canary=canary.metadata.name or "",
+        namespace=canary.metadata.namespace or "",
+        cluster=cluster,
+        phase=status.phase if status else None,
+        severity=Severity.WARN,
+        message=f"{hook.type.value} webhook {hook.name} failed: {result.message}",
+        canary_weight=status.canary_weight if status else 0,
+        failed_checks=status.failed_checks if status else 0,
+        threshold=canary.spec.effective_analysis.failure_threshold,
+        target=canary.spec.target_ref.name,
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    """The innermost cause, so an error raised inside a task group reads as itself."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"
+
+
+class WebhookClient:
+    """Implements the ``Hooks`` port over httpx with a per-attempt timeout and bounded exponential backoff."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient | None = None,
+        *,
+        backoff_base: float = 0.5,
+        backoff_max: float = 8.0,
+        observe: HookObserver | None = None,
+    ) -> None:
+        self._client = client or httpx.AsyncClient(headers={"User-Agent": "canaryctl"})
+        self._backoff_base = backoff_base
+        self._backoff_max = backoff_max
+        self._observe = observe
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def call(
+        self, canary: Canary, hook: CanaryWebhook, phase: Phase | None, checksum: str | None
+    ) -> HookResult:
+        return await self._post(canary, hook, payload(canary, phase, checksum, hook.metadata))
+
+    async def event(
+        self, canary: Canary, hook: CanaryWebhook, phase: Phase | None, message: str, warning: bool
+    ) -> HookResult:
+        checksum = canary.status.last_applied_spec if canary.status else None
+        body = payload(canary, phase, checksum, event_metadata(hook, message, warning))
+        return await self._post(canary, hook, body)
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds to wait before retry number ``attempt`` (1-based): base·2^(n-1), capped."""
+        return float(min(self._backoff_max, self._backoff_base * 2 ** (attempt - 1)))
+
+    async def _post(self, canary: Canary, hook: CanaryWebhook, body: dict[str, Any]) -> HookResult:
+        timeout = parse_duration(hook.timeout) if hook.timeout else DEFAULT_TIMEOUT_SECONDS
+        attempts = 1 + (hook.retries or 0)
+        started = time.monotonic()
+        for attempt in range(1, attempts + 1):
+            if attempt > 1:
+                await asyncio.sleep(self.backoff(attempt - 1))
+            result, retryable = await self._attempt(hook, body, timeout)
+            if result.success or not retryable:
+                break
+            log.info("webhook %s attempt %d/%d failed: %s", hook.name, attempt, attempts, result.message)
+        if attempt > 1 and not result.success:
+            result = replace(result, message=f"{result.message} (after {attempt} attempts)")
+        if self._observe is not None:
+            self._observe(canary, hook, result, time.monotonic() - started)
+        return result
+
+    async def _attempt(
+        self, hook: CanaryWebhook, body: dict[str, Any], timeout: float
+    ) -> tuple[HookResult, bool]:
+        """One POST; returns the result and whether a retry could change it."""
+        try:
+            # asyncio.timeout bounds the whole exchange; httpx's own timeouts are per read/write.
+            async with asyncio.timeout(timeout):
+                response = await self._client.post(hook.url, json=body, timeout=timeout)
+        except TimeoutError:
+            return self._failed(hook, None, f"timed out after {timeout:g}s"), True
+        except httpx.HTTPError as exc:
+            return self._failed(hook, None, f"{type(exc).__name__}: {exc or 'request failed'}"), True
+        except Exception as exc:  # the Hooks port never raises: a malformed URL is a failed hook too
+            return self._failed(hook, None, _describe(exc)), False
+        text = response.text.strip()[:MAX_BODY_IN_MESSAGE]
+        code = response.status_code
+        if code in SUCCESS_CODES:
+            return HookResult(hook.name, hook.type, True, code, text), False
+        message = f"HTTP {code}: {text}" if text else f"HTTP {code}"
+        return self._failed(hook, code, message), code in RETRIED_CODES
+
+    @staticmethod
+    def _failed(hook: CanaryWebhook, code: int | None, message: str) -> HookResult:
+        return HookResult(name=hook.name, type=hook.type, success=False, status_code=code, message=message)

@@ -1,0 +1,182 @@
+"""WebhookClient against real HTTP servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from canaryctl.api.models import Canary, CanaryWebhook, Phase, Severity, WebhookType
+from canaryctl.engine.types import HookResult
+from canaryctl.providers.webhooks import WebhookClient, failure_alert
+
+CANARY = Canary.model_validate(
+    {
+        "metadata": {"name": "podinfo", "namespace": "test"},
+        "spec": {
+            "targetRef": {"kind": "Deployment", "name": "podinfo"},
+            "service": {"port": 9898},
+            "analysis": {"threshold": 3},
+        },
+        "status": {"phase": "Progressing", "canaryWeight": 20, "failedChecks": 1, "lastAppliedSpec": "abc"},
+    }
+)
+
+
+class Receiver:
+    """Records every request; answers with the status the path names (/200, /500, /hang)."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, dict[str, Any]]] = []
+        self.release = asyncio.Event()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.requests.append((request.path, await request.json()))
+        code = request.match_info["code"]
+        if code == "hang":
+            # Bounded so a broken test cannot hang the suite; released at teardown.
+            await asyncio.wait_for(self.release.wait(), timeout=5)
+            return web.Response(text="late")
+        return web.Response(status=int(code), text=f"answer {code}")
+
+
+def with_receiver(test: Callable[[Receiver, str], Awaitable[None]]) -> None:
+    async def main() -> None:
+        receiver = Receiver()
+        app = web.Application()
+        app.router.add_post("/{code}", receiver.handle)
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        try:
+            await test(receiver, f"http://127.0.0.1:{server.port}")
+        finally:
+            receiver.release.set()
+            await server.close()
+
+    asyncio.run(main())
+
+
+def hook(url: str, **fields: Any) -> CanaryWebhook:
+    return CanaryWebhook.model_validate({"name": "check", "url": url, **fields})
+
+
+def test_success_posts_flagger_payload_with_metadata() -> None:
+    async def run(receiver: Receiver, base: str) -> None:
+        client = WebhookClient()
+        spec = hook(f"{base}/200", type="pre-rollout", metadata={"cmd": "hey -z 1m URL", "type": "cmd"})
+        result = await client.call(CANARY, spec, Phase.PROGRESSING, "abc123")
+        await client.aclose()
+        assert result == HookResult("check", WebhookType.PRE_ROLLOUT, True, 200, "answer 200")
+        assert receiver.requests == [
+            (
+                "/200",
+                {
+                    "name": "podinfo",
+                    "namespace": "test",
+                    "phase": "Progressing",
+                    "checksum": "abc123",
+                    "metadata": {"cmd": "hey -z 1m URL", "type": "cmd"},
+                },
+            )
+        ]
+
+    with_receiver(run)
+
+
+def test_server_error_is_a_failed_result_and_retries_are_counted() -> None:
+    async def run(receiver: Receiver, base: str) -> None:
+        client = WebhookClient(backoff_base=0.01)
+        result = await client.call(CANARY, hook(f"{base}/500", retries=2), None, None)
+        await client.aclose()
+        assert not result.success
+        assert result.status_code == 500
+        assert result.message == "HTTP 500: answer 500 (after 3 attempts)"
+        assert len(receiver.requests) == 3
+        assert receiver.requests[0][1]["phase"] == ""
+
+    with_receiver(run)
+
+
+def test_a_refusal_is_not_retried() -> None:
+    async def run(receiver: Receiver, base: str) -> None:
+        client = WebhookClient(backoff_base=0.01)
+        result = await client.call(CANARY, hook(f"{base}/403", type="rollback", retries=3), None, None)
+        await client.aclose()
+        assert (result.success, result.message, len(receiver.requests)) == (False, "HTTP 403: answer 403", 1)
+
+    with_receiver(run)
+
+
+def test_hanging_server_times_out_within_the_hook_timeout() -> None:
+    async def run(receiver: Receiver, base: str) -> None:
+        seen: list[tuple[HookResult, float]] = []
+        client = WebhookClient(observe=lambda _c, _h, result, seconds: seen.append((result, seconds)))
+        started = time.monotonic()
+        result = await client.call(CANARY, hook(f"{base}/hang", timeout="500ms"), None, None)
+        elapsed = time.monotonic() - started
+        await client.aclose()
+        assert not result.success
+        assert result.message == "timed out after 0.5s"
+        assert 0.4 < elapsed < 2.0
+        assert seen and seen[0][0] == result and 0.4 < seen[0][1] < 2.0
+
+    with_receiver(run)
+
+
+def test_unreachable_or_invalid_url_is_a_failed_result() -> None:
+    async def run(_receiver: Receiver, base: str) -> None:
+        client = WebhookClient()
+        # Port 9 (discard) on 127.0.0.1 is closed here; the connection is refused at once.
+        result = await client.call(CANARY, hook("http://127.0.0.1:9/"), None, None)
+        invalid = await client.call(CANARY, hook("http://127.0.0.1:99999/"), None, None)
+        await client.aclose()
+        assert not result.success and result.status_code is None
+        assert result.message.startswith("ConnectError")
+        assert not invalid.success and invalid.message == "OverflowError: connect(): port must be 0-65535."
+
+    with_receiver(run)
+
+
+def test_event_payload_carries_message_type_and_millisecond_timestamp() -> None:
+    async def run(receiver: Receiver, base: str) -> None:
+        client = WebhookClient()
+        spec = hook(f"{base}/202", type="event", metadata={"env": "prod", "eventType": "ignored"})
+        before = int(time.time() * 1000)
+        result = await client.event(CANARY, spec, Phase.FAILED, "Canary failed: 2 checks", True)
+        after = int(time.time() * 1000)
+        await client.aclose()
+        assert result.success and result.status_code == 202
+        body = receiver.requests[0][1]
+        assert (body["name"], body["namespace"], body["phase"], body["checksum"]) == (
+            "podinfo",
+            "test",
+            "Failed",
+            "abc",
+        )
+        metadata = body["metadata"]
+        assert metadata["eventMessage"] == "Canary failed: 2 checks"
+        assert metadata["eventType"] == "Warning"
+        assert metadata["env"] == "prod"
+        assert before <= int(metadata["timestamp"]) <= after
+
+    with_receiver(run)
+
+
+def test_failure_alert_honours_mute_alert() -> None:
+    failed = HookResult("check", WebhookType.ROLLOUT, False, 500, "HTTP 500")
+    alert = failure_alert(CANARY, hook("http://x/", type="rollout"), failed, "prod-eu")
+    assert alert is not None
+    assert (alert.severity, alert.cluster, alert.canary_weight, alert.threshold) == (
+        Severity.WARN,
+        "prod-eu",
+        20,
+        3,
+    )
+    assert alert.message == "rollout webhook check failed: HTTP 500"
+    assert failure_alert(CANARY, hook("http://x/", muteAlert=True), failed, "c") is None
+    ok = HookResult("check", WebhookType.ROLLOUT, True, 200)
+    assert failure_alert(CANARY, hook("http://x/"), ok, "c") is None
