@@ -1,0 +1,121 @@
+"""Metric names and labels the mesh exposes on Envoy's /stats/prometheus.
+
+The metrics provider writes PromQL against these constants, so they are the contract; docs/mesh.md
+lists the same names. Each backend is its own Envoy cluster named after the backend (for example
+``podinfo-primary`` / ``podinfo-canary``), so the cluster label tells primary from canary.
+
+Upstream stats (Envoy built-ins) miss faults injected by the mesh, because an aborted request never
+reaches the upstream. Caller-side stats come from Envoy's stats access logger, which runs once per
+downstream request after the response, injected faults included, and tags it with the backend the
+route picked.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+# -- upstream (per backend cluster), Envoy built-ins -------------------------------------------------
+UPSTREAM_RQ_TOTAL = "envoy_cluster_upstream_rq"
+"""Counter: requests answered by the upstream, labels CLUSTER_LABEL and RESPONSE_CODE_LABEL."""
+UPSTREAM_RQ_TIME_BUCKET = "envoy_cluster_upstream_rq_time_bucket"
+"""Histogram buckets (ms) of upstream latency, labels CLUSTER_LABEL and ``le``."""
+UPSTREAM_RQ_TIME_SUM = "envoy_cluster_upstream_rq_time_sum"
+UPSTREAM_RQ_TIME_COUNT = "envoy_cluster_upstream_rq_time_count"
+CLUSTER_LABEL = "envoy_cluster_name"
+RESPONSE_CODE_LABEL = "envoy_response_code"
+
+# -- caller side (per backend, injected faults included), the stats access logger ---------------------
+STATS_PREFIX = "canaryctl"
+CALLER_RQ_TOTAL = "envoy_canaryctl_requests"
+"""Counter: every downstream request, labels SERVICE_LABEL, BACKEND_LABEL, RESPONSE_CODE_LABEL."""
+CALLER_RQ_DURATION_BUCKET = "envoy_canaryctl_request_duration_bucket"
+"""Histogram buckets (ms) of the full caller-side duration (injected delays included), same labels + le."""
+CALLER_RQ_DURATION_SUM = "envoy_canaryctl_request_duration_sum"
+CALLER_RQ_DURATION_COUNT = "envoy_canaryctl_request_duration_count"
+SERVICE_LABEL = "canaryctl_service"
+BACKEND_LABEL = "canaryctl_backend"
+
+# -- fault filter totals (not per backend) -------------------------------------------------------------
+FAULT_ABORTS_TOTAL = "envoy_http_fault_aborts_injected"
+FAULT_DELAYS_TOTAL = "envoy_http_fault_delays_injected"
+
+_TAGS = [
+    {"name": SERVICE_LABEL, "value_format": "%ROUTE_NAME%"},
+    {"name": BACKEND_LABEL, "value_format": "%UPSTREAM_CLUSTER%"},
+]
+
+
+def stats_logger() -> dict[str, Any]:
+    """Body of the envoy.access_loggers.stats config behind CALLER_RQ_TOTAL and CALLER_RQ_DURATION_*.
+
+    Envoy 1.40 logs `stat_prefix` as deprecated in favour of `stats_scope.prefix`, but the xds-protos
+    used to build ADS responses do not know `stats_scope` yet; switch once they do (same metric names).
+    """
+    return {
+        "stat_prefix": STATS_PREFIX,
+        "counters": [
+            {
+                "stat": {
+                    "name": "requests",
+                    "tags": [*_TAGS, {"name": RESPONSE_CODE_LABEL, "value_format": "%RESPONSE_CODE%"}],
+                },
+                "value_fixed": 1,
+            }
+        ],
+        "histograms": [
+            {
+                "stat": {"name": "request_duration", "tags": _TAGS},
+                "unit": "Milliseconds",
+                "value_format": "%DURATION%",
+            }
+        ],
+    }
+
+
+ACCESS_LOG_FORMAT: dict[str, str] = {
+    "start_time": "%START_TIME%",
+    "method": "%REQ(:METHOD)%",
+    "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+    "authority": "%REQ(:AUTHORITY)%",
+    "protocol": "%PROTOCOL%",
+    "response_code": "%RESPONSE_CODE%",
+    "response_flags": "%RESPONSE_FLAGS%",
+    "duration_ms": "%DURATION%",
+    "upstream_service_time_ms": "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%",
+    "route": "%ROUTE_NAME%",
+    "backend": "%UPSTREAM_CLUSTER%",
+    "upstream_host": "%UPSTREAM_HOST%",
+    "request_id": "%REQ(X-REQUEST-ID)%",
+    "bytes_received": "%BYTES_RECEIVED%",
+    "bytes_sent": "%BYTES_SENT%",
+}
+"""JSON access log fields; response_flags carries FI (fault abort) and DI (fault delay)."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str
+    labels: dict[str, str]
+    value: float
+
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)$")
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_samples(text: str) -> list[Sample]:
+    """Samples of a Prometheus text exposition (what /stats/prometheus returns), without Prometheus."""
+    samples = []
+    for line in text.splitlines():
+        found = _SAMPLE.match(line.strip())
+        if found and not line.startswith("#"):
+            labels = dict(_LABEL.findall(found.group(2) or ""))
+            samples.append(Sample(found.group(1), labels, float(found.group(3))))
+    return samples
+
+
+def total(samples: list[Sample], name: str, **labels: str) -> float:
+    """Sum of `name` samples whose labels include `labels`."""
+    return sum(s.value for s in samples if s.name == name and labels.items() <= s.labels.items())

@@ -1,0 +1,64 @@
+"""Real parts for the mesh tests: loopback HTTP upstreams and Envoy processes, stopped by PID."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+
+from canaryctl.mesh import config
+from canaryctl.mesh.local import LocalMesh
+from canaryctl.mesh.loopback import UpstreamServers
+from canaryctl.mesh.process import EnvoyProcess
+
+PRIMARY = "web-primary"
+CANARY = "web-canary"
+
+
+@pytest.fixture(scope="session")
+def upstreams() -> Iterator[UpstreamServers]:
+    with UpstreamServers([PRIMARY, CANARY]) as servers:
+        yield servers
+
+
+@pytest.fixture()
+def fresh_upstreams(upstreams: UpstreamServers) -> UpstreamServers:
+    upstreams.reset()
+    return upstreams
+
+
+@pytest.fixture(scope="session")
+def local_mesh() -> Iterator[LocalMesh]:
+    """One local-mode Envoy for the session; each test applies the routes it needs."""
+    mesh = LocalMesh(concurrency=2)
+    asyncio.run(mesh.start())
+    yield mesh
+    asyncio.run(mesh.stop())
+
+
+def split(upstreams: UpstreamServers, primary: int, canary: int, **fields: object) -> config.RouteSpec:
+    """The web service split between the two loopback upstreams."""
+    backends = tuple(
+        config.WeightedBackend(
+            backend=config.Backend(name=name, address="127.0.0.1", port=upstreams[name].port), weight=weight
+        )
+        for name, weight in ((PRIMARY, primary), (CANARY, canary))
+    )
+    return config.RouteSpec(service="web", backends=backends, **fields)
+
+
+@pytest.fixture()
+def ads_envoys() -> Iterator[list[EnvoyProcess]]:
+    """Envoys started by `start_ads_envoy` during a test, stopped by PID afterwards."""
+    started: list[EnvoyProcess] = []
+    yield started
+    for envoy in started:
+        asyncio.run(envoy.stop())
+
+
+async def start_ads_envoy(started: list[EnvoyProcess], xds_port: int, node_id: str) -> EnvoyProcess:
+    envoy = EnvoyProcess(config.ads_bootstrap(node_id, "127.0.0.1", xds_port, admin_port=0))
+    started.append(envoy)
+    await envoy.start()
+    return envoy

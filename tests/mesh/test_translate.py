@@ -1,0 +1,245 @@
+"""SMI (all TrafficSplit versions, both HTTPRouteGroup header shapes) + TrafficPolicy → RouteSpec."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from canaryctl.api.mesh import MESH_GROUP, MESH_VERSION, TRAFFIC_POLICY_KIND, TrafficPolicy
+from canaryctl.mesh import config
+from canaryctl.mesh.translate import integer_weights, parse_weight, translate, translate_split
+
+NS = "shop"
+
+
+def _service(name: str, ip: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"clusterIP": ip, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
+    }
+
+
+def _slice(service: str, addresses: list[str], ready: bool = True) -> dict[str, Any]:
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": f"{service}-abc",
+            "namespace": NS,
+            "labels": {"kubernetes.io/service-name": service},
+        },
+        "ports": [{"name": "http", "port": 8080}],
+        "endpoints": [{"addresses": addresses, "conditions": {"ready": ready}}],
+    }
+
+
+SERVICES = [
+    _service("web", "10.0.0.1"),
+    _service("web-primary", "10.0.0.2"),
+    _service("web-canary", "10.0.0.3"),
+]
+SLICES = [
+    _slice("web-primary", ["10.1.0.1", "10.1.0.2"]),
+    _slice("web-canary", ["10.1.0.9"]),
+    _slice("web", []),
+]
+
+
+def _split(
+    version: str, weights: tuple[Any, Any], matches: list[dict[str, str]] | None = None
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "service": "web",
+        "backends": [
+            {"service": "web-primary", "weight": weights[0]},
+            {"service": "web-canary", "weight": weights[1]},
+        ],
+    }
+    if matches:
+        spec["matches"] = matches
+    return {
+        "apiVersion": f"split.smi-spec.io/{version}",
+        "kind": "TrafficSplit",
+        "metadata": {"name": "web", "namespace": NS},
+        "spec": spec,
+    }
+
+
+def _weights(spec: config.RouteSpec) -> dict[str, int]:
+    return {wb.backend.name: wb.weight for wb in spec.backends}
+
+
+@pytest.mark.parametrize(
+    ("version", "weights", "expected"),
+    [
+        ("v1alpha1", ("900m", "100m"), (900, 100)),
+        ("v1alpha1", ("1", "500m"), (1000, 500)),
+        ("v1alpha2", (90, 10), (90, 10)),
+        ("v1alpha3", (75, 25), (75, 25)),
+        ("v1alpha4", (0, 100), (0, 100)),
+    ],
+)
+def test_split_versions(version: str, weights: tuple[Any, Any], expected: tuple[int, int]) -> None:
+    spec = translate_split(_split(version, weights), SERVICES, SLICES)
+    assert _weights(spec) == {"web-primary.shop": expected[0], "web-canary.shop": expected[1]}
+    primary = spec.backends[0].backend
+    assert primary.endpoints == (("10.1.0.1", 8080), ("10.1.0.2", 8080))
+    assert "web.shop.svc.cluster.local:80" in spec.hosts and "10.0.0.1" in spec.hosts
+
+
+def test_unready_endpoints_are_skipped_and_clusterip_is_the_fallback() -> None:
+    slices = [_slice("web-primary", ["10.1.0.1"], ready=False), _slice("web-canary", ["10.1.0.9"])]
+    spec = translate_split(_split("v1alpha2", (50, 50)), SERVICES, slices)
+    primary = spec.backends[0].backend
+    assert primary.endpoints == () and (primary.address, primary.port) == ("10.0.0.2", 80)
+
+
+ROUTE_GROUP_HEADERS: list[Any] = [{"x-canary": "always", "user-agent": ".*Firefox.*"}]
+ROUTE_GROUP_HEADERS.append([{"x-canary": "always"}, {"user-agent": ".*Firefox.*"}])
+
+
+@pytest.mark.parametrize("headers", ROUTE_GROUP_HEADERS, ids=["map", "list-of-maps"])
+@pytest.mark.parametrize("group_version", ["v1alpha2", "v1alpha4"])
+def test_route_group_matches_send_matching_traffic_to_canary(headers: Any, group_version: str) -> None:
+    matches = [
+        {"name": "canary-users", "pathRegex": "/api/.*", "methods": ["GET", "POST"], "headers": headers}
+    ]
+    group: dict[str, Any] = {
+        "apiVersion": f"specs.smi-spec.io/{group_version}",
+        "kind": "HTTPRouteGroup",
+        "metadata": {"name": "canary-users", "namespace": NS},
+    }
+    if group_version == "v1alpha2":
+        group["matches"] = matches
+    else:
+        group["spec"] = {"matches": matches}
+    split = _split("v1alpha4", (0, 100), matches=[{"kind": "HTTPRouteGroup", "name": "canary-users"}])
+    spec = translate_split(split, SERVICES, SLICES, [group])
+    assert _weights(spec) == {"web-primary.shop": 0, "web-canary.shop": 0, "web.shop": 100}
+    (match,) = spec.matches
+    assert match.backend == "web-canary.shop"
+    assert match.path_regex == "/api/.*" and match.methods == ("GET", "POST")
+    assert {(h.name, h.regex) for h in match.headers} == {
+        ("x-canary", "always"),
+        ("user-agent", ".*Firefox.*"),
+    }
+    routes = config.build_route_config("r", [spec])["virtual_hosts"][0]["routes"]
+    assert routes[0]["route"]["cluster"] == "web-canary.shop"
+    assert {"name": ":method", "string_match": {"safe_regex": {"regex": "GET|POST"}}} in routes[0]["match"][
+        "headers"
+    ]
+
+
+POLICY = {
+    "apiVersion": f"{MESH_GROUP}/{MESH_VERSION}",
+    "kind": TRAFFIC_POLICY_KIND,
+    "metadata": {"name": "web", "namespace": NS},
+    "spec": {
+        "service": "web",
+        "mirror": {"backend": "web-canary", "percentage": 50},
+        "faults": [
+            {
+                "backend": "web-canary",
+                "delay": {"fixedDelay": "200ms", "percentage": 10},
+                "abort": {"httpStatus": 503, "percentage": 20},
+            }
+        ],
+        "timeout": "3s",
+        "retries": {"attempts": 3, "perTryTimeout": "1s", "budgetPercent": 25},
+        "outlierDetection": {"consecutive5xx": 3, "baseEjectionTime": "1m"},
+    },
+}
+
+
+def test_traffic_policy_model_round_trips_camel_case() -> None:
+    policy = TrafficPolicy.model_validate(POLICY)
+    assert policy.spec.faults[0].abort is not None and policy.spec.faults[0].abort.http_status == 503
+    assert policy.model_dump(by_alias=True, exclude_none=True, mode="json")["spec"]["outlierDetection"] == {
+        "consecutive5xx": 3,
+        "interval": "10s",
+        "baseEjectionTime": "1m",
+        "maxEjectionPercent": 50,
+    }
+    with pytest.raises(ValueError):
+        TrafficPolicy.model_validate({**POLICY, "spec": {**POLICY["spec"], "timeout": "soon"}})  # type: ignore[dict-item]
+    with pytest.raises(ValueError):
+        TrafficPolicy.model_validate({**POLICY, "spec": {"service": "web", "mirorr": {}}})
+
+
+def test_policy_adds_mirror_faults_timeouts_retries() -> None:
+    (spec,) = translate([_split("v1alpha2", (90, 10)), *SERVICES, *SLICES, POLICY])
+    assert spec.mirror == config.Mirror(backend="web-canary.shop", percentage=50)
+    fault = spec.faults["web-canary.shop"]
+    assert fault.delay == config.FaultDelay(seconds=0.2, percentage=10)
+    assert fault.abort == config.FaultAbort(status=503, percentage=20)
+    assert spec.timeout == 3 and spec.retries is not None and spec.retries.per_try_timeout == 1
+    resources = config.local_resources(spec, "127.0.0.1", 8080, config.ads_source(), "/dev/null")
+    clusters = {c["name"]: c for c in resources.clusters}
+    assert clusters["web-canary.shop"]["outlier_detection"]["base_ejection_time"] == "60s"
+    budget = clusters["web-primary.shop"]["circuit_breakers"]["thresholds"][0]["retry_budget"]
+    assert budget["budget_percent"] == {"value": 25.0}
+    route = resources.routes[0]["virtual_hosts"][0]["routes"][-1]["route"]
+    weighted = {c["name"]: c for c in route["weighted_clusters"]["clusters"]}
+    assert "typed_per_filter_config" not in weighted["web-primary.shop"]
+    fault_config = weighted["web-canary.shop"]["typed_per_filter_config"]["envoy.filters.http.fault"]
+    assert fault_config["abort"] == {
+        "http_status": 503,
+        "percentage": {"numerator": 200000, "denominator": "MILLION"},
+    }
+    assert route["timeout"] == "3s" and route["retry_policy"]["num_retries"] == 3
+    assert route["request_mirror_policies"][0]["cluster"] == "web-canary.shop"
+
+
+def test_errors_name_the_problem() -> None:
+    with pytest.raises(ValueError, match="service 'web-missing' not found"):
+        translate_split(
+            {
+                **_split("v1alpha2", (1, 1)),
+                "spec": {"service": "web", "backends": [{"service": "web-missing", "weight": 1}]},
+            },
+            SERVICES,
+        )
+    with pytest.raises(ValueError, match="at least one backend"):
+        translate_split(_split("v1alpha2", (0, 0)), SERVICES, SLICES)
+    with pytest.raises(ValueError, match="quantity"):
+        parse_weight("lots")
+
+
+@given(st.integers(min_value=0, max_value=10**6))
+def test_milli_quantities_equal_scaled_integers(milli: int) -> None:
+    assert parse_weight(f"{milli}m") == Decimal(milli) / 1000
+    canary, whole = integer_weights([parse_weight(f"{milli}m"), parse_weight("1")])
+    assert canary * 1000 == milli * whole  # same ratio, in integers
+
+
+def test_one_bad_split_does_not_block_the_others() -> None:
+    other = {**_service("shop-api", "10.0.0.5")}
+    good = _split("v1alpha2", (90, 10))
+    twin = {**good, "metadata": {"name": "web-twin", "namespace": NS}}
+    broken = {
+        **_split("v1alpha2", (1, 1)),
+        "metadata": {"name": "api", "namespace": NS},
+        "spec": {"service": "shop-api", "backends": [{"service": "nope", "weight": 1}]},
+    }
+    errors: list[str] = []
+    specs = translate([good, twin, broken, *SERVICES, other, *SLICES], errors)
+    assert [s.service for s in specs] == ["web.shop"]
+    assert len(errors) == 2 and "another split already routes web" in errors[0] and "'nope'" in errors[1]
+    with pytest.raises(ValueError):
+        translate([good, broken, *SERVICES, other])
+
+
+def test_overlapping_hosts_are_refused_before_envoy_sees_them() -> None:
+    backend = config.Backend(name="b", address="127.0.0.1", port=1)
+    spec = config.RouteSpec(
+        service="a", hosts=("x", "y"), backends=(config.WeightedBackend(backend=backend, weight=1),)
+    )
+    other = spec.model_copy(update={"service": "c", "hosts": ("y",)})
+    with pytest.raises(ValueError, match="'y' is claimed by both 'a' and 'c'"):
+        config.build_route_config("r", [spec, other])
