@@ -416,6 +416,8 @@ class CanaryAnalysis(ApiModel):
 # ---------------------------------------------------------------------------------------------------
 
 INCLUDED_MESH = "canaryctl"
+PRIMARY_SUFFIX = "-primary"
+CANARY_SUFFIX = "-canary"
 SUPPORTED_PROVIDERS = (
     INCLUDED_MESH,
     "kubernetes",
@@ -465,6 +467,10 @@ class CanarySpec(ApiModel):
     @property
     def apex_name(self) -> str:
         return self.service.name or self.target_ref.name
+
+    def side_service(self, primary: bool) -> str:
+        """Flagger's generated Services: ``<apex>-primary`` and ``<apex>-canary``."""
+        return self.apex_name + (PRIMARY_SUFFIX if primary else CANARY_SUFFIX)
 
 
 class Phase(StrEnum):

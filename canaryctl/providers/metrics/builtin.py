@@ -1,0 +1,136 @@
+"""The builtin metrics, ``request-success-rate`` (% non-5xx) and ``request-duration`` (p99, ms), per mesh.
+
+Queries are templates rendered like MetricTemplates. For Istio, Linkerd and Kubernetes/Gateway API
+they are Flagger's; the included mesh reads the Envoy stats named in canaryctl.mesh.telemetry. Each
+mesh also has a request-count query over the interval (for the engine's two-proportion test and
+fastFail), and a caller-side variant for fault steps, where the upstream never sees the requests a
+fault aborted.
+
+One deliberate change from Flagger: the success-rate numerator falls back to 0, so a canary that
+fails every request reads 0% instead of "no data"; with no traffic at all the query still returns
+nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from canaryctl.api.models import INCLUDED_MESH
+from canaryctl.mesh import telemetry
+
+SUCCESS_RATE = "request-success-rate"
+DURATION = "request-duration"
+BUILTIN_METRICS = (SUCCESS_RATE, DURATION)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where one mesh keeps request stats: a counter and a latency histogram with their selectors."""
+
+    counter: str
+    selector: str
+    successes: str
+    buckets: str
+    to_ms: str = ""
+
+    def queries(self) -> BuiltinQueries:
+        def counter(extra: str, fn: str) -> str:
+            matchers = ", ".join(m for m in (self.selector, extra) if m)
+            return f"sum({fn}({self.counter}{{{matchers}}}[{{{{ interval }}}}]))"
+
+        return BuiltinQueries(
+            success_rate=f"({counter(self.successes, 'rate')} or vector(0)) / {counter('', 'rate')} * 100",
+            duration=(
+                f"histogram_quantile(0.99, sum(rate({self.buckets}{{{self.selector}}}"
+                f"[{{{{ interval }}}}])) by (le)){self.to_ms}"
+            ),
+            requests=counter("", "increase"),
+        )
+
+
+@dataclass(frozen=True)
+class BuiltinQueries:
+    success_rate: str
+    duration: str
+    requests: str
+
+    def value_query(self, metric: str) -> str:
+        return self.success_rate if metric == SUCCESS_RATE else self.duration
+
+
+@dataclass(frozen=True)
+class MeshQueries:
+    upstream: BuiltinQueries
+    caller: BuiltinQueries
+
+    def select(self, caller_side: bool) -> BuiltinQueries:
+        return self.caller if caller_side else self.upstream
+
+
+_FIVE_XX = '"5.*"'
+_ISTIO_DEST = 'destination_workload_namespace="{{ namespace }}", destination_workload=~"{{ target }}"'
+_LINKERD_IN = 'namespace="{{ namespace }}", deployment=~"{{ target }}", direction="inbound"'
+_LINKERD_OUT = 'dst_namespace="{{ namespace }}", dst_deployment=~"{{ target }}", direction="outbound"'
+_POD = (
+    'kubernetes_namespace="{{ namespace }}", kubernetes_pod_name=~"{{ target }}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"'
+)
+
+
+def _envoy(counter: str, buckets: str, backend_label: str) -> Source:
+    selector = f'{backend_label}="{{{{ backend }}}}"'
+    code = telemetry.RESPONSE_CODE_LABEL
+    return Source(counter, selector, f"{code}!~{_FIVE_XX}", buckets)
+
+
+def _istio(reporter: str) -> Source:
+    selector = f'reporter="{reporter}", {_ISTIO_DEST}'
+    return Source(
+        "istio_requests_total",
+        selector,
+        f"response_code!~{_FIVE_XX}",
+        "istio_request_duration_milliseconds_bucket",
+    )
+
+
+def _linkerd(selector: str) -> Source:
+    return Source(
+        "response_total",
+        selector,
+        'classification!="failure"',
+        "response_latency_ms_bucket",
+    )
+
+
+_INCLUDED = MeshQueries(
+    upstream=_envoy(
+        telemetry.UPSTREAM_RQ_TOTAL, telemetry.UPSTREAM_RQ_TIME_BUCKET, telemetry.CLUSTER_LABEL
+    ).queries(),
+    caller=_envoy(
+        telemetry.CALLER_RQ_TOTAL, telemetry.CALLER_RQ_DURATION_BUCKET, telemetry.BACKEND_LABEL
+    ).queries(),
+)
+_ISTIO = MeshQueries(_istio("destination").queries(), _istio("source").queries())
+_LINKERD = MeshQueries(_linkerd(_LINKERD_IN).queries(), _linkerd(_LINKERD_OUT).queries())
+# Pod-level stats have no caller side: the pod never sees requests a proxy aborted in front of it.
+_POD_QUERIES = Source(
+    "http_request_duration_seconds_count",
+    _POD,
+    f"status!~{_FIVE_XX}",
+    "http_request_duration_seconds_bucket",
+    " * 1000",
+).queries()
+_KUBERNETES = MeshQueries(_POD_QUERIES, _POD_QUERIES)
+
+
+def mesh_queries(provider: str | None) -> MeshQueries:
+    """Queries for a Canary's ``spec.provider``; None is the included mesh."""
+    name = (provider or INCLUDED_MESH).split(":")[0]
+    if name == INCLUDED_MESH:
+        return _INCLUDED
+    if name == "istio":
+        return _ISTIO
+    if name in ("linkerd", "smi"):
+        return _LINKERD
+    if name in ("kubernetes", "gatewayapi"):
+        return _KUBERNETES
+    raise ValueError(f"no builtin metrics for provider {provider!r}")

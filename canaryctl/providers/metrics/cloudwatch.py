@@ -1,0 +1,103 @@
+"""AWS CloudWatch ``GetMetricData`` over the AWS JSON 1.0 protocol, signed with SigV4.
+
+The query is Flagger's: a JSON list of MetricDataQuery objects. Credentials come from the Secret
+(``aws_access_key_id``, ``aws_secret_access_key``, optional ``aws_session_token``) or, like the AWS SDK
+Flagger uses, from the ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_SESSION_TOKEN`` environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from canaryctl.api.duration import parse_duration
+from canaryctl.api.models import MetricTemplateProvider
+from canaryctl.providers.metrics.errors import MetricQueryError, ProviderConfigError
+from canaryctl.providers.metrics.sigv4 import Credentials, sign
+from canaryctl.providers.metrics.transport import Endpoint, parse_json, to_float
+
+TARGET = "GraniteServiceVersion20100801.GetMetricData"
+CONTENT_TYPE = "application/x-amz-json-1.0"
+SERVICE = "monitoring"
+# Flagger's window: ten metric intervals back from now, at most 20 datapoints.
+LOOKBACK_INTERVALS = 10
+MAX_DATAPOINTS = 20
+
+
+def _credentials(secret: dict[str, str] | None) -> Credentials:
+    source = (
+        secret
+        if secret and "aws_access_key_id" in secret
+        else {
+            "aws_access_key_id": os.environ.get("AWS_ACCESS_KEY_ID", ""),
+            "aws_secret_access_key": os.environ.get("AWS_SECRET_ACCESS_KEY", ""),
+            "aws_session_token": os.environ.get("AWS_SESSION_TOKEN", ""),
+        }
+    )
+    if not source.get("aws_access_key_id") or not source.get("aws_secret_access_key"):
+        raise ProviderConfigError(
+            "cloudwatch needs aws_access_key_id and aws_secret_access_key in its Secret or environment"
+        )
+    return Credentials(
+        source["aws_access_key_id"], source["aws_secret_access_key"], source.get("aws_session_token") or None
+    )
+
+
+class CloudWatchProvider:
+    """The value is the first value of the first returned result (CloudWatch lists newest first)."""
+
+    def __init__(
+        self, spec: MetricTemplateProvider, secret: dict[str, str] | None, interval: str = "1m"
+    ) -> None:
+        if not spec.region:
+            raise ProviderConfigError("cloudwatch provider needs spec.provider.region")
+        self.region = spec.region
+        self._credentials = _credentials(secret)
+        self._endpoint = Endpoint.from_spec(spec, None, f"https://{SERVICE}.{spec.region}.amazonaws.com")
+        self._lookback = LOOKBACK_INTERVALS * parse_duration(interval)
+
+    async def query(self, query: str) -> float | None:
+        try:
+            queries = json.loads(query)
+        except json.JSONDecodeError as exc:
+            raise MetricQueryError(f"cloudwatch query is not a JSON list of MetricDataQuery: {exc}") from exc
+        end = int(time.time())
+        body = await self._call(
+            {
+                "MetricDataQueries": queries,
+                "StartTime": end - int(self._lookback),
+                "EndTime": end,
+                "MaxDatapoints": MAX_DATAPOINTS,
+            }
+        )
+        results = body.get("MetricDataResults") if isinstance(body, dict) else None
+        if not isinstance(results, list):
+            raise MetricQueryError(f"unexpected CloudWatch response: {body!r}"[:300])
+        values = (results or [{}])[0].get("Values") or []
+        return to_float(values[0]) if values else None
+
+    async def is_online(self) -> bool:
+        """An empty request is answered 400 (validation) once auth passes, 403 when it does not."""
+        try:
+            await self._call({"MetricDataQueries": [], "StartTime": 0, "EndTime": 0})
+        except MetricQueryError as exc:
+            return exc.status == 400
+        return True
+
+    async def _call(self, payload: dict[str, Any]) -> Any:
+        body = json.dumps(payload).encode()
+        url = self._endpoint.base_url + "/"
+        headers = sign(
+            "POST",
+            url,
+            {"Content-Type": CONTENT_TYPE, "X-Amz-Target": TARGET},
+            body,
+            self._credentials,
+            self.region,
+            SERVICE,
+            datetime.now(UTC),
+        )
+        return parse_json(await self._endpoint.send("POST", url, content=body, headers=headers))

@@ -1,0 +1,271 @@
+"""Template rendering with Flagger's variables and the Analyzer's resolution, with providers faked at the
+factory seam (the vendors and a real Prometheus are tested in their own modules)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import yaml
+
+from canaryctl.api.models import Canary, CanaryMetric, MetricTemplate, MetricTemplateProvider
+from canaryctl.engine.types import ErrorSample, MetricSample
+from canaryctl.providers.metrics import MetricQueryError, MetricsAnalyzer, TemplateRenderError
+from canaryctl.providers.metrics.builtin import mesh_queries
+from canaryctl.providers.metrics.template import TemplateModel, render
+
+# Flagger's documentation example, verbatim apart from the apiVersion.
+NOT_FOUND_PERCENTAGE = """
+apiVersion: canaryctl.dev/v1beta1
+kind: MetricTemplate
+metadata:
+  name: not-found-percentage
+  namespace: istio-system
+spec:
+  provider:
+    type: prometheus
+    address: http://prometheus.istio-system:9090
+  query: |
+    100 - sum(
+        rate(
+            istio_requests_total{
+              reporter="destination",
+              destination_workload_namespace="{{ namespace }}",
+              destination_workload="{{ target }}",
+              response_code!="404"
+            }[{{ interval }}]
+        )
+    )
+    /
+    sum(
+        rate(
+            istio_requests_total{
+              reporter="destination",
+              destination_workload_namespace="{{ namespace }}",
+              destination_workload="{{ target }}"
+            }[{{ interval }}]
+        )
+    ) * 100
+"""
+
+CANARY = {
+    "apiVersion": "canaryctl.dev/v1beta1",
+    "kind": "Canary",
+    "metadata": {"name": "podinfo", "namespace": "test"},
+    "spec": {
+        "provider": "istio",
+        "targetRef": {"kind": "Deployment", "name": "podinfo"},
+        "service": {"name": "podinfo-svc", "port": 9898},
+        "ingressRef": {"name": "podinfo-ingress"},
+    },
+}
+
+
+def canary(**spec: Any) -> Canary:
+    data = yaml.safe_load(yaml.safe_dump(CANARY))
+    data["spec"].update(spec)
+    return Canary.model_validate(data)
+
+
+def metric(**fields: Any) -> CanaryMetric:
+    return CanaryMetric.model_validate({"name": "m", **fields})
+
+
+def test_flagger_template_renders_unchanged() -> None:
+    template = MetricTemplate.model_validate(yaml.safe_load(NOT_FOUND_PERCENTAGE))
+    query = render(template.spec.query, TemplateModel.for_canary(canary(), "2m"))
+    assert 'destination_workload_namespace="test"' in query
+    assert 'destination_workload="podinfo"' in query
+    assert "[2m]" in query and "{{" not in query
+
+
+def test_template_variables_and_primary_model() -> None:
+    text = (
+        'rate(x{svc="{{ service }}", ing="{{ ingress }}", n="{{ name }}", dir="{{ variables.direction }}"}'
+        "[{{ interval }}])"
+    )
+    model = TemplateModel.for_canary(canary(), None, {"direction": "inbound"})
+    assert (
+        render(text, model)
+        == 'rate(x{svc="podinfo-svc", ing="podinfo-ingress", n="podinfo", dir="inbound"}[1m])'
+    )
+    primary = TemplateModel.for_canary(canary(), "30s", {"direction": "in"}, primary=True)
+    assert (primary.target, primary.service, primary.backend) == (
+        "podinfo-primary",
+        "podinfo-svc-primary",
+        "podinfo-svc-primary.test",
+    )
+    assert TemplateModel.for_canary(canary()).backend == "podinfo-svc-canary.test"
+
+
+def test_missing_variables_are_named() -> None:
+    model = TemplateModel.for_canary(canary(), None, {"a": "1"})
+    with pytest.raises(
+        TemplateRenderError, match=r"'variables.direction' is not defined \(templateVariables has: a\)"
+    ):
+        render("{{ variables.direction }}", model)
+    with pytest.raises(TemplateRenderError, match="'deployment' is not defined"):
+        render("{{ deployment }}", model)
+    with pytest.raises(TemplateRenderError, match="does not parse"):
+        render("{{ target ", model)
+
+
+# --- the analyzer, with providers faked at the factory ------------------------------------------------
+
+
+@dataclass
+class FakeProvider:
+    answers: dict[str, float | None]
+    spec: MetricTemplateProvider
+    secret: dict[str, str] | None
+    queries: list[str] = field(default_factory=list)
+    online: bool = True
+
+    async def query(self, query: str) -> float | None:
+        self.queries.append(query)
+        for needle, value in self.answers.items():
+            if needle in query:
+                return value
+        raise MetricQueryError(f"no answer for {query}")
+
+    async def is_online(self) -> bool:
+        return self.online
+
+
+@dataclass
+class Factory:
+    answers: dict[str, float | None] = field(default_factory=dict)
+    built: list[FakeProvider] = field(default_factory=list)
+
+    def __call__(self, spec: MetricTemplateProvider, secret: dict[str, str] | None, **_: Any) -> FakeProvider:
+        self.built.append(FakeProvider(self.answers, spec, secret))
+        return self.built[-1]
+
+
+def test_template_ref_with_secret_and_compare() -> None:
+    template = MetricTemplate.model_validate(
+        {
+            "metadata": {"name": "errors", "namespace": "monitoring"},
+            "spec": {
+                "provider": {"type": "datadog", "secretRef": {"name": "dd"}},
+                "query": "sum:errors{service:{{ target }},env:{{ variables.env }}}",
+            },
+        }
+    )
+    lookups: list[tuple[str, str]] = []
+
+    async def templates(name: str, namespace: str) -> MetricTemplate:
+        lookups.append((name, namespace))
+        return template
+
+    async def secrets(name: str, namespace: str) -> dict[str, str]:
+        lookups.append((name, namespace))
+        return {"datadog_api_key": "k"}
+
+    factory = Factory({"service:podinfo-primary,": 1.0, "service:podinfo,": 3.0})
+    analyzer = MetricsAnalyzer(templates, secrets, provider_factory=factory)
+    m = metric(
+        templateRef={"name": "errors", "namespace": "monitoring"},
+        templateVariables={"env": "prod"},
+        compare={"maxDelta": 1},
+    )
+    observation = asyncio.run(analyzer.measure(canary(), m, caller_side=False))
+    assert observation.error is None
+    assert observation.canary == MetricSample(3.0) and observation.primary == MetricSample(1.0)
+    assert (observation.provider, observation.query) == ("datadog", "sum:errors{service:podinfo,env:prod}")
+    assert lookups == [("errors", "monitoring"), ("dd", "monitoring")]
+    assert factory.built[0].secret == {"datadog_api_key": "k"}
+
+
+def test_builtin_success_rate_counts_and_caller_side() -> None:
+    factory = Factory({'response_code=~"5.*"': 4.0, "sum(increase(": 40.0, "* 100": 90.0})
+    analyzer = MetricsAnalyzer(provider_factory=factory, default_address="http://prom:9090")
+    observation = asyncio.run(
+        analyzer.measure(canary(), metric(name="request-success-rate"), caller_side=True)
+    )
+    assert observation.canary == MetricSample(90.0, 40.0, 4.0)
+    assert observation.provider == "prometheus" and 'reporter="source"' in (observation.query or "")
+    assert factory.built[0].spec.address == "http://prom:9090"
+    assert all('reporter="source"' in q and "[1m]" in q for q in factory.built[0].queries)
+    assert len(factory.built[0].queries) == 2  # value and request count; 5xx = requests x error rate
+    assert mesh_queries("istio").select(False).requests != mesh_queries("istio").select(True).requests
+
+
+def test_inline_query_uses_metrics_server_and_errors_become_observations() -> None:
+    factory = Factory({"up": 1.0})
+    analyzer = MetricsAnalyzer(provider_factory=factory)
+    observation = asyncio.run(
+        analyzer.measure(canary(metricsServer="http://mine:9090"), metric(query="up"), False)
+    )
+    assert observation.canary.value == 1.0 and factory.built[0].spec.address == "http://mine:9090"
+
+    failing = asyncio.run(analyzer.measure(canary(), metric(query="down"), False))
+    assert failing.canary.value is None and "no answer" in (failing.error or "")
+    unknown = asyncio.run(analyzer.measure(canary(), metric(name="latency"), False))
+    assert "neither templateRef nor query" in (unknown.error or "")
+    no_lookup = asyncio.run(analyzer.measure(canary(), metric(templateRef={"name": "x"}), False))
+    assert "no template lookup" in (no_lookup.error or "")
+    bad_template = asyncio.run(analyzer.measure(canary(), metric(query="{{ nope }}"), False))
+    assert "'nope' is not defined" in (bad_template.error or "") and bad_template.canary.value is None
+
+
+def test_template_lookup_failure_is_reported() -> None:
+    async def templates(name: str, namespace: str) -> MetricTemplate:
+        raise LookupError(f"metrictemplate {namespace}/{name} not found")
+
+    analyzer = MetricsAnalyzer(templates, provider_factory=Factory())
+    observation = asyncio.run(analyzer.measure(canary(), metric(templateRef={"name": "gone"}), False))
+    assert observation.error == "metrictemplate test/gone not found"
+
+
+def test_error_sample_and_availability() -> None:
+    factory = Factory({"increase(": 30.0, "* 100": 90.0, "vector(1)": 1.0})
+    analyzer = MetricsAnalyzer(provider_factory=factory)
+    assert asyncio.run(analyzer.error_sample(canary(), 4.2)) == ErrorSample(30.0, pytest.approx(3.0))
+    assert "[5s]" in factory.built[-1].queries[0]
+    factory.answers.update({"increase(": 0.0, "* 100": None})
+    assert asyncio.run(analyzer.error_sample(canary(), 5)) == ErrorSample(0.0, 0.0)
+    factory.answers.clear()
+    assert asyncio.run(analyzer.error_sample(canary(), 5)) is None
+
+    with_metrics = canary(analysis={"metrics": [{"name": "request-duration"}, {"name": "x", "query": "up"}]})
+    assert asyncio.run(analyzer.availability(with_metrics)) == []
+    factory.built.clear()
+
+    class Offline(Factory):
+        def __call__(
+            self, spec: MetricTemplateProvider, secret: dict[str, str] | None, **_: Any
+        ) -> FakeProvider:
+            provider = super().__call__(spec, secret)
+            provider.online = False
+            return provider
+
+    problems = asyncio.run(MetricsAnalyzer(provider_factory=Offline()).availability(with_metrics))
+    assert problems == [
+        "metric request-duration: prometheus provider is not available",
+        "metric x: prometheus provider is not available",
+    ]
+
+
+def test_builtin_queries_per_provider() -> None:
+    model = TemplateModel.for_canary(canary(), "1m")
+    istio = render(mesh_queries("istio").upstream.success_rate, model)
+    selector = (
+        'reporter="destination", destination_workload_namespace="test", destination_workload=~"podinfo"'
+    )
+    assert istio == (
+        f'(sum(rate(istio_requests_total{{{selector}, response_code!~"5.*"}}[1m])) or vector(0))'
+        f" / sum(rate(istio_requests_total{{{selector}}}[1m])) * 100"
+    )
+    assert render(mesh_queries("istio").upstream.duration, model) == (
+        "histogram_quantile(0.99, sum(rate("
+        f"istio_request_duration_milliseconds_bucket{{{selector}}}[1m])) by (le))"
+    )
+    assert mesh_queries("smi:v1alpha2") is mesh_queries("linkerd")
+    assert mesh_queries("gatewayapi:v1") is mesh_queries("kubernetes")
+    assert mesh_queries(None) is mesh_queries("canaryctl")
+    assert 'envoy_cluster_name="podinfo-svc-canary.test"' in render(mesh_queries(None).upstream.requests, model)
+    with pytest.raises(ValueError, match="no builtin metrics"):
+        mesh_queries("nginx")
