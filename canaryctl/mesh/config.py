@@ -38,9 +38,13 @@ class _Spec(BaseModel):
 
 
 class Backend(_Spec):
-    """One upstream service; `endpoints` (address, port) overrides the single address when set."""
+    """One upstream service; `endpoints` (address, port) overrides the single address when set.
 
-    name: str = Field(min_length=1)
+    The name becomes the Envoy cluster name and so the ``envoy_cluster_name`` stats label; a dot
+    would make Envoy's tag extraction cut the name short, so dots are refused.
+    """
+
+    name: str = Field(min_length=1, pattern=r"^[^.]+$")
     address: str = Field(min_length=1)
     port: int = Field(ge=1, le=65535)
     endpoints: tuple[tuple[str, int], ...] = ()

@@ -78,7 +78,9 @@ def _name(obj: Object) -> str:
 
 
 def cluster_name(service: str, namespace: str) -> str:
-    return f"{service}.{namespace}"
+    """``<service>_<namespace>``: unique (Kubernetes names have no ``_``) and free of dots, which
+    Envoy's stats tagging would split (``cluster.a.b.upstream_rq`` tags the cluster as ``a``)."""
+    return f"{service}_{namespace}"
 
 
 def _service_port(service: Object) -> Mapping[str, Any]:

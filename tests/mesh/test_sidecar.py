@@ -85,7 +85,7 @@ def test_smi_objects_drive_a_sidecar(upstreams: UpstreamServers, ads_envoys: lis
             prometheus = await envoy.listener_port("prometheus")
             text = httpx.get(f"http://127.0.0.1:{prometheus}/stats/prometheus", timeout=5).text
             samples = telemetry.parse_samples(text)
-            labels = {"canaryctl_service": "web.shop", "canaryctl_backend": f"{CANARY}.{NS}"}
+            labels = {"canaryctl_service": "web_shop", "canaryctl_backend": f"{CANARY}_{NS}"}
             assert (
                 telemetry.total(samples, telemetry.CALLER_RQ_TOTAL, envoy_response_code="418", **labels) > 0
             )

@@ -87,7 +87,7 @@ def _weights(spec: config.RouteSpec) -> dict[str, int]:
 )
 def test_split_versions(version: str, weights: tuple[Any, Any], expected: tuple[int, int]) -> None:
     spec = translate_split(_split(version, weights), SERVICES, SLICES)
-    assert _weights(spec) == {"web-primary.shop": expected[0], "web-canary.shop": expected[1]}
+    assert _weights(spec) == {"web-primary_shop": expected[0], "web-canary_shop": expected[1]}
     primary = spec.backends[0].backend
     assert primary.endpoints == (("10.1.0.1", 8080), ("10.1.0.2", 8080))
     assert "web.shop.svc.cluster.local:80" in spec.hosts and "10.0.0.1" in spec.hosts
@@ -121,16 +121,16 @@ def test_route_group_matches_send_matching_traffic_to_canary(headers: Any, group
         group["spec"] = {"matches": matches}
     split = _split("v1alpha4", (0, 100), matches=[{"kind": "HTTPRouteGroup", "name": "canary-users"}])
     spec = translate_split(split, SERVICES, SLICES, [group])
-    assert _weights(spec) == {"web-primary.shop": 0, "web-canary.shop": 0, "web.shop": 100}
+    assert _weights(spec) == {"web-primary_shop": 0, "web-canary_shop": 0, "web_shop": 100}
     (match,) = spec.matches
-    assert match.backend == "web-canary.shop"
+    assert match.backend == "web-canary_shop"
     assert match.path_regex == "/api/.*" and match.methods == ("GET", "POST")
     assert {(h.name, h.regex) for h in match.headers} == {
         ("x-canary", "always"),
         ("user-agent", ".*Firefox.*"),
     }
     routes = config.build_route_config("r", [spec])["virtual_hosts"][0]["routes"]
-    assert routes[0]["route"]["cluster"] == "web-canary.shop"
+    assert routes[0]["route"]["cluster"] == "web-canary_shop"
     assert {"name": ":method", "string_match": {"safe_regex": {"regex": "GET|POST"}}} in routes[0]["match"][
         "headers"
     ]
@@ -174,26 +174,26 @@ def test_traffic_policy_model_round_trips_camel_case() -> None:
 
 def test_policy_adds_mirror_faults_timeouts_retries() -> None:
     (spec,) = translate([_split("v1alpha2", (90, 10)), *SERVICES, *SLICES, POLICY])
-    assert spec.mirror == config.Mirror(backend="web-canary.shop", percentage=50)
-    fault = spec.faults["web-canary.shop"]
+    assert spec.mirror == config.Mirror(backend="web-canary_shop", percentage=50)
+    fault = spec.faults["web-canary_shop"]
     assert fault.delay == config.FaultDelay(seconds=0.2, percentage=10)
     assert fault.abort == config.FaultAbort(status=503, percentage=20)
     assert spec.timeout == 3 and spec.retries is not None and spec.retries.per_try_timeout == 1
     resources = config.local_resources(spec, "127.0.0.1", 8080, config.ads_source(), "/dev/null")
     clusters = {c["name"]: c for c in resources.clusters}
-    assert clusters["web-canary.shop"]["outlier_detection"]["base_ejection_time"] == "60s"
-    budget = clusters["web-primary.shop"]["circuit_breakers"]["thresholds"][0]["retry_budget"]
+    assert clusters["web-canary_shop"]["outlier_detection"]["base_ejection_time"] == "60s"
+    budget = clusters["web-primary_shop"]["circuit_breakers"]["thresholds"][0]["retry_budget"]
     assert budget["budget_percent"] == {"value": 25.0}
     route = resources.routes[0]["virtual_hosts"][0]["routes"][-1]["route"]
     weighted = {c["name"]: c for c in route["weighted_clusters"]["clusters"]}
-    assert "typed_per_filter_config" not in weighted["web-primary.shop"]
-    fault_config = weighted["web-canary.shop"]["typed_per_filter_config"]["envoy.filters.http.fault"]
+    assert "typed_per_filter_config" not in weighted["web-primary_shop"]
+    fault_config = weighted["web-canary_shop"]["typed_per_filter_config"]["envoy.filters.http.fault"]
     assert fault_config["abort"] == {
         "http_status": 503,
         "percentage": {"numerator": 200000, "denominator": "MILLION"},
     }
     assert route["timeout"] == "3s" and route["retry_policy"]["num_retries"] == 3
-    assert route["request_mirror_policies"][0]["cluster"] == "web-canary.shop"
+    assert route["request_mirror_policies"][0]["cluster"] == "web-canary_shop"
 
 
 def test_errors_name_the_problem() -> None:
@@ -229,7 +229,7 @@ def test_one_bad_split_does_not_block_the_others() -> None:
     }
     errors: list[str] = []
     specs = translate([good, twin, broken, *SERVICES, other, *SLICES], errors)
-    assert [s.service for s in specs] == ["web.shop"]
+    assert [s.service for s in specs] == ["web_shop"]
     assert len(errors) == 2 and "another split already routes web" in errors[0] and "'nope'" in errors[1]
     with pytest.raises(ValueError):
         translate([good, broken, *SERVICES, other])

@@ -95,9 +95,9 @@ def test_template_variables_and_primary_model() -> None:
     assert (primary.target, primary.service, primary.backend) == (
         "podinfo-primary",
         "podinfo-svc-primary",
-        "podinfo-svc-primary.test",
+        "podinfo-svc-primary_test",
     )
-    assert TemplateModel.for_canary(canary()).backend == "podinfo-svc-canary.test"
+    assert TemplateModel.for_canary(canary()).backend == "podinfo-svc-canary_test"
 
 
 def test_missing_variables_are_named() -> None:
@@ -266,6 +266,8 @@ def test_builtin_queries_per_provider() -> None:
     assert mesh_queries("smi:v1alpha2") is mesh_queries("linkerd")
     assert mesh_queries("gatewayapi:v1") is mesh_queries("kubernetes")
     assert mesh_queries(None) is mesh_queries("canaryctl")
-    assert 'envoy_cluster_name="podinfo-svc-canary.test"' in render(mesh_queries(None).upstream.requests, model)
+    assert 'envoy_cluster_name="podinfo-svc-canary_test"' in render(
+        mesh_queries(None).upstream.requests, model
+    )
     with pytest.raises(ValueError, match="no builtin metrics"):
         mesh_queries("nginx")
