@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from canaryctl.api.control import CommandKind
 from canaryctl.api.duration import parse_duration
 from canaryctl.api.models import (
     Canary,
@@ -36,7 +37,6 @@ from canaryctl.engine.steps import Step, StepKind, compile_steps
 from canaryctl.engine.types import (
     Action,
     CallHooks,
-    CommandKind,
     Decision,
     ErrorSample,
     Event,
@@ -289,15 +289,11 @@ class _Tick:
         status.last_applied_spec = revision
         status.tracked_configs = self.obs.tracked_configs
         status.failed_checks = 0
-        status.iterations = 0
-        status.current_step = 0
         status.total_steps = len(self.steps)
-        status.step_started_at = self.now
-        status.last_analysis_at = None
-        status.held_since = None
         status.pre_rollout_done = False
         status.metrics = []
         self.reset_routes()
+        self.enter(0)
         self.actions.append(Workload(WorkloadOp.SCALE_CANARY_UP))
         self.set_phase(Phase.PROGRESSING, "New revision detected, progressing canary analysis")
         verb = "Restarting analysis" if restarted else "Scaling up"
@@ -359,7 +355,7 @@ class _Tick:
         if rate <= fast_fail.max_error_rate:
             return False
         self.rollback(
-            f"fastFail: canary error rate {rate:.1f}% over {sample.requests:g} requests "
+            f"fastFail: canary error rate {rate:.1f}% over {sample.requests:.0f} requests "
             f"exceeds {fast_fail.max_error_rate:g}%"
         )
         return True
@@ -508,19 +504,24 @@ class _Tick:
             status.mirror_weight = 0
         if leaving.fault is not None:
             status.fault = None
-        status.current_step += 1
+        self.enter(status.current_step + 1)
+        self.requeue = 0.0
+
+    def enter(self, index: int) -> None:
+        """Start step ``index``: a timed mirror or fault step switches its routing on now."""
+        status = self.status
+        status.current_step = index
         status.iterations = 0
         status.step_started_at = self.now
         status.last_analysis_at = None
         status.held_since = None
-        if status.current_step < len(self.steps):
-            entering = self.steps[status.current_step]
+        if index < len(self.steps):
+            entering = self.steps[index]
             if entering.kind is StepKind.ANALYSIS and entering.mirror:
                 status.mirror_weight = entering.mirror
             if entering.fault is not None:
                 status.fault = entering.fault
-            status.message = f"Step {status.current_step + 1}/{len(self.steps)}: {entering.describe()}"
-        self.requeue = 0.0
+            status.message = f"Step {index + 1}/{len(self.steps)}: {entering.describe()}"
 
     # --- promotion --------------------------------------------------------------------------------------
 
@@ -590,7 +591,10 @@ class _Tick:
         self.set_phase(Phase.FAILED, reason)
         self.event("Synced", reason, warning=True)
         self.event(
-            "Synced", f"Canary failed! Scaling down {self.target}", warning=True, severity=Severity.ERROR
+            "Synced",
+            f"Canary failed! Scaling down {self.target}: {reason}",
+            warning=True,
+            severity=Severity.ERROR,
         )
         self.post_rollout()
         self.requeue = self.interval

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
+from canaryctl.api.control import CommandKind
 from canaryctl.api.models import (
     CanaryMetric,
     CanaryStatus,
@@ -78,16 +79,6 @@ class HookResult:
     success: bool
     status_code: int | None = None
     message: str = ""
-
-
-class CommandKind(StrEnum):
-    PROMOTE = "promote"
-    PROMOTE_FULL = "promote-full"
-    ABORT = "abort"
-    RETRY = "retry"
-    PAUSE = "pause"
-    RESUME = "resume"
-    SKIP = "skip"
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,12 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from canaryctl.api.control import CommandKind
 from canaryctl.api.models import Canary, CanaryStatus, Phase
 from canaryctl.engine import Need, hook_key, reconcile
 from canaryctl.engine.types import (
     Action,
     Command,
-    CommandKind,
     Decision,
     ErrorSample,
     HookResult,

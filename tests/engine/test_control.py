@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from canaryctl.api.control import CommandKind
 from canaryctl.api.models import Phase
 from canaryctl.engine.revision import config_checksum, revision_hash
-from canaryctl.engine.types import CommandKind, Event, Workload, WorkloadOp
+from canaryctl.engine.types import Event, Workload, WorkloadOp
 from tests.engine.driver import Driver, make_canary, metric_value
 from tests.engine.test_strategies import SUCCESS, promoted
 

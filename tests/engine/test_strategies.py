@@ -160,3 +160,18 @@ def test_suspended_canary_does_nothing() -> None:
         assert decision.actions == ()
         driver.advance(30)
     assert driver.status.phase is Phase.INITIALIZED
+
+
+def test_a_timed_mirror_or_fault_step_first_switches_on_with_the_rollout() -> None:
+    steps = [{"mirror": {"percentage": 30, "duration": "10s"}}, {"setWeight": 40}]
+    driver = promoted(Driver(make_canary({"steps": steps, "metrics": [SUCCESS]})))
+    driver.tick()
+    assert driver.status.phase is Phase.PROGRESSING
+    assert driver.routes[-1].routes.mirror_weight == 30
+    driver.run()
+    assert [(r.routes.canary_weight, r.routes.mirror_weight) for r in driver.routes] == [
+        (0, 30),
+        (0, 0),
+        (40, 0),
+        (0, 0),
+    ]
