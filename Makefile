@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint check crds deps venv clean
+.PHONY: test demo lint crds deps tools venv clean
 
 venv: $(STAMP)
 
@@ -14,9 +14,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# System packages the suite uses (Prometheus, hey); skipped when already present.
+# Debian packages the suite and the demo run for real: Prometheus and hey.
 deps:
 	bash scripts/install-system-deps.sh
+
+# Real helm and kubectl binaries for the chart tests, unpacked into .tools/bin.
+tools: venv
+	bash scripts/install-test-tools.sh $(BIN)/python
 
 lint: venv
 	$(BIN)/ruff check canaryctl tests e2e bench
@@ -24,13 +28,16 @@ lint: venv
 	$(BIN)/mypy canaryctl
 	$(BIN)/lint-imports
 
-check: lint
-
-test: venv deps lint
+test: venv deps tools lint
 	$(BIN)/pytest -q
+
+# A whole canary on this machine with real traffic: a healthy v2 is promoted, a faulty one rolled back.
+demo: venv deps
+	$(BIN)/canaryctl demo --scenario healthy --scenario faulty --report-dir demo-reports
 
 crds: venv
 	$(BIN)/python -m canaryctl.api.crd crds
+	bash scripts/sync-chart-crds.sh
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache demo-reports

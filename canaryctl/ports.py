@@ -7,7 +7,7 @@ talks to these Protocols, so the same rollout logic drives a cluster and a lapto
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from canaryctl.api.models import Canary, CanaryMetric, CanaryWebhook, Phase, Severity
 from canaryctl.engine.types import (
@@ -109,3 +109,17 @@ class Events(Protocol):
     """Where a platform records what happened (Kubernetes events, the local console)."""
 
     async def record(self, canary: Canary, reason: str, message: str, warning: bool) -> None: ...
+
+
+class Objects(Protocol):
+    """Kubernetes objects by (apiVersion, kind, namespace, name): what routers and workloads write.
+
+    ``apply`` creates or updates the object to match (server-side-apply semantics: fields it sets are
+    owned by canaryctl, others are left alone).
+    """
+
+    async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    async def apply(self, obj: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None: ...

@@ -7,8 +7,11 @@ import sys
 from collections.abc import Sequence
 
 from canaryctl import __version__
-from canaryctl.cli import lint_cmd
+from canaryctl.cli import completion_cmd, control_cmd, convert_cmd, lint_cmd, status_cmd
+from canaryctl.demo import app as demo_app
+from canaryctl.demo import run as demo_cmd
 from canaryctl.loadtester import cli as loadtester_cmd
+from canaryctl.local import cli as local_cmd
 
 
 def _version(_: argparse.Namespace) -> int:
@@ -20,10 +23,17 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description="Progressive delivery for Kubernetes.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
+    status_cmd.add_parser(subparsers)
+    control_cmd.add_parser(subparsers)
     lint_cmd.add_parser(subparsers)
+    convert_cmd.add_parser(subparsers)
     loadtester_cmd.add_parser(subparsers)
+    local_cmd.add_parser(subparsers)
+    demo_app.add_parser(subparsers)
+    demo_cmd.add_parser(subparsers)
     version = subparsers.add_parser("version", help="print the canaryctl version")
     version.set_defaults(func=_version)
+    completion_cmd.add_parser(subparsers)  # last: it lists every sub-command registered before it
     return parser
 
 

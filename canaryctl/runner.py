@@ -1,0 +1,173 @@
+"""One engine tick against real systems: observe through the ports, decide, act.
+
+Shared by the Kubernetes operator and the local runtime. The decision's status is returned only after
+every action succeeded; when an action fails the caller keeps the old status and retries later, so a
+flaky router or API server never leaves status claiming what was not done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from canaryctl.api.models import Canary, CanaryWebhook, Severity, Verdict, WebhookStatus, WebhookType
+from canaryctl.engine import Need, hook_key, reconcile
+from canaryctl.engine.clock import to_rfc3339
+from canaryctl.engine.types import (
+    CallHooks,
+    Command,
+    Decision,
+    Event,
+    HookResult,
+    Observations,
+    SetRoutes,
+    Workload,
+)
+from canaryctl.ports import Alert, Alerts, Analyzer, Events, Hooks, Router, Workloads
+
+log = logging.getLogger(__name__)
+
+# A tick passes at most this many gates (rollback, fastFail, pre-rollout, analysis, promotion).
+MAX_GATHER_ROUNDS = 8
+
+
+class ActionFailed(Exception):
+    """An action could not be carried out; the tick's status must not be stored."""
+
+
+@dataclass(frozen=True)
+class Ports:
+    workloads: Workloads
+    router: Router
+    analyzer: Analyzer
+    hooks: Hooks
+    alerts: Alerts
+    events: Events
+    cluster: str = "local"
+
+
+async def observe(canary: Canary, ports: Ports, now: datetime, command: Command | None) -> Observations:
+    revision, primary, canary_ready = await asyncio.gather(
+        ports.workloads.revision(canary),
+        ports.workloads.readiness(canary, primary=True),
+        ports.workloads.readiness(canary, primary=False),
+    )
+    return Observations(
+        now=now,
+        revision=revision.hash,
+        tracked_configs=revision.tracked_configs,
+        primary=primary,
+        canary=canary_ready,
+        command=command,
+    )
+
+
+async def gather(canary: Canary, need: Need, obs: Observations, ports: Ports) -> Observations:
+    """Fetch exactly what the engine asked for, concurrently."""
+    phase = canary.status.phase if canary.status else None
+    checksum = canary.status.last_applied_spec if canary.status else None
+
+    hook_calls = [ports.hooks.call(canary, hook, phase, checksum) for hook in need.hooks]
+    measurements = [ports.analyzer.measure(canary, r.metric, r.caller_side) for r in need.metrics]
+    hook_results, metric_results = await asyncio.gather(
+        asyncio.gather(*hook_calls), asyncio.gather(*measurements)
+    )
+    hooks = dict(obs.hooks) | {hook_key(h): r for h, r in zip(need.hooks, hook_results, strict=True)}
+    metrics = dict(obs.metrics) | {m.name: m for m in metric_results}
+    updated = replace(obs, hooks=hooks, metrics=metrics)
+    if need.error_sample_period is not None:
+        sample = await ports.analyzer.error_sample(canary, need.error_sample_period)
+        updated = replace(updated, error_sample=sample, error_sample_measured=True)
+    return updated
+
+
+async def decide(canary: Canary, ports: Ports, now: datetime, command: Command | None = None) -> Decision:
+    obs = await observe(canary, ports, now, command)
+    for _ in range(MAX_GATHER_ROUNDS):
+        result = reconcile(canary, obs)
+        if isinstance(result, Decision):
+            return result
+        obs = await gather(canary, result, obs, ports)
+    raise RuntimeError(f"engine asked for data more than {MAX_GATHER_ROUNDS} times in one tick")
+
+
+def _failing_metric(decision: Decision) -> str | None:
+    for metric in decision.status.metrics:
+        if metric.verdict is Verdict.FAIL:
+            return metric.message
+    return None
+
+
+async def _event(canary: Canary, event: Event, decision: Decision, ports: Ports) -> None:
+    await ports.events.record(canary, event.reason, event.message, event.warning)
+    phase = decision.status.phase
+    event_hooks = [h for h in canary.spec.effective_analysis.webhooks or [] if h.type is WebhookType.EVENT]
+    await asyncio.gather(
+        *(ports.hooks.event(canary, h, phase, event.message, event.warning) for h in event_hooks)
+    )
+    if event.severity is None:
+        return
+    alert = Alert(
+        canary=canary.metadata.name or "",
+        namespace=canary.metadata.namespace or "",
+        cluster=ports.cluster,
+        phase=phase,
+        severity=event.severity,
+        message=event.message,
+        canary_weight=decision.status.canary_weight,
+        failed_checks=decision.status.failed_checks,
+        threshold=canary.spec.effective_analysis.failure_threshold,
+        failing_metric=_failing_metric(decision) if event.severity is not Severity.INFO else None,
+        target=canary.spec.target_ref.name,
+    )
+    for failure in await ports.alerts.send(canary, alert):
+        log.warning("alert not delivered: %s", failure)
+
+
+async def _post_rollout(
+    canary: Canary, hooks: tuple[CanaryWebhook, ...], decision: Decision, ports: Ports
+) -> None:
+    phase = decision.status.phase
+    results: list[HookResult] = await asyncio.gather(
+        *(ports.hooks.call(canary, hook, phase, decision.status.last_applied_spec) for hook in hooks)
+    )
+    now = to_rfc3339(datetime.now(UTC))
+    for hook, result in zip(hooks, results, strict=True):
+        entry = WebhookStatus(
+            name=hook.name,
+            type=hook.type,
+            success=result.success,
+            status_code=result.status_code,
+            message=result.message,
+            time=now,
+        )
+        kept = [w for w in decision.status.webhooks if (w.name, w.type) != (hook.name, hook.type)]
+        decision.status.webhooks = [*kept, entry]
+
+
+async def act(canary: Canary, decision: Decision, ports: Ports) -> None:
+    """Carry out the decision's actions in order. Routing and workload failures raise ActionFailed;
+    notifications and events are best effort."""
+    for action in decision.actions:
+        try:
+            if isinstance(action, SetRoutes):
+                await ports.router.apply(canary, action.routes)
+            elif isinstance(action, Workload):
+                await ports.workloads.apply(canary, action.op)
+        except Exception as exc:
+            raise ActionFailed(f"{type(action).__name__} {action}: {exc}") from exc
+        if isinstance(action, Event):
+            await _event(canary, action, decision, ports)
+        elif isinstance(action, CallHooks):
+            await _post_rollout(canary, action.hooks, decision, ports)
+
+
+async def tick(
+    canary: Canary, ports: Ports, now: datetime | None = None, command: Command | None = None
+) -> Decision:
+    """Observe, decide and act once. Returns the decision whose status the caller must store."""
+    decision = await decide(canary, ports, now or datetime.now(UTC), command)
+    await act(canary, decision, ports)
+    return decision

@@ -1,0 +1,238 @@
+"""The small platform the e2e scenarios are written against, here on the local runtime.
+
+A scenario names two app versions, a Canary analysis, the traffic users send and what an operator
+does meanwhile (open a gate, hit the rollback switch). The platform runs it with real processes:
+the demo app as v1 and v2, the included mesh's Envoy, the load tester and a Slack receiver, and
+records what users saw, what each version served, every status the canary went through and every
+Slack message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import yaml
+
+from canaryctl.api.models import Canary, Phase
+from canaryctl.demo.app import SERVED, VERSION_HEADER, build_app
+from canaryctl.demo.servers import LocalServer, SlackReceiver
+from canaryctl.loadtester.server import build_app as build_loadtester
+from canaryctl.local.console import Console
+from canaryctl.local.manifests import load_texts
+from canaryctl.local.prometheus import free_port
+from canaryctl.local.runtime import LocalOptions, LocalRuntime
+
+NAMESPACE = "e2e"
+SCENARIO_TIMEOUT_SECONDS = 120.0
+
+
+@dataclass(frozen=True)
+class Version:
+    error_rate: float = 0.0
+    latency_ms: float = 2.0
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One response as a user saw it."""
+
+    at: float
+    status: int
+    version: str | None
+    header: bool
+
+
+@dataclass(frozen=True)
+class Tick:
+    at: float
+    phase: Phase | None
+    weight: int
+    mirror: int
+    step: int
+    message: str
+    canary_served: int  # requests the canary app had answered by then (mirrored ones included)
+
+
+@dataclass
+class Run:
+    canary: Canary | None = None
+    seen: list[Seen] = field(default_factory=list)
+    ticks: list[Tick] = field(default_factory=list)
+    served: dict[str, Counter[int]] = field(default_factory=dict)
+    slack: list[str] = field(default_factory=list)  # each message as Slack received it (JSON)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def phase(self) -> Phase | None:
+        return self.canary.status.phase if self.canary and self.canary.status else None
+
+    def first(self, predicate: Callable[[Tick], bool]) -> Tick | None:
+        return next((tick for tick in self.ticks if predicate(tick)), None)
+
+    def seen_between(self, start: float, end: float) -> list[Seen]:
+        return [s for s in self.seen if start <= s.at < end]
+
+
+@dataclass
+class Context:
+    """What a scenario's operator actions can reach while the canary runs."""
+
+    loadtester_url: str
+    run: Run
+
+    async def wait_for(self, predicate: Callable[[Tick], bool], timeout: float = 90.0) -> Tick:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.run.first(predicate)
+            if found is not None:
+                return found
+            await asyncio.sleep(0.2)
+        raise TimeoutError("the canary never reached the awaited state")
+
+    async def post(self, path: str) -> int:
+        """A user's call to the load tester's gate API for this canary."""
+        payload = {"name": self.run.canary.metadata.name if self.run.canary else "", "namespace": NAMESPACE}
+        async with httpx.AsyncClient(timeout=5) as client:
+            return (await client.post(f"{self.loadtester_url}{path}", json=payload)).status_code
+
+
+Action = Callable[[Context], Awaitable[None]]
+
+
+async def _nothing(_: Context) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    analysis: Callable[[str, str], dict[str, Any]]  # (loadtester URL, listen URL) -> spec.analysis
+    canary: Version = Version()
+    header_share: float = 0.0  # fraction of users sending x-canary: insider
+    rps: float = 10.0  # user requests per second, one client
+    act: Action = _nothing
+    prometheus: str | None = None
+
+
+def _manifests(scenario: Scenario, loadtester: str, listen: str, slack: str) -> str:
+    analysis = {"interval": "10s", "threshold": 1, **scenario.analysis(loadtester, listen)}
+    analysis.setdefault("alerts", [{"name": "team", "severity": "info", "providerRef": {"name": "slack"}}])
+    canary = {
+        "apiVersion": "canaryctl.dev/v1beta1",
+        "kind": "Canary",
+        "metadata": {"name": scenario.name, "namespace": NAMESPACE},
+        "spec": {
+            "targetRef": {"kind": "Service", "name": scenario.name},
+            "service": {"port": 80},
+            "progressDeadlineSeconds": 60,
+            "analysis": analysis,
+        },
+    }
+    provider = {
+        "apiVersion": "canaryctl.dev/v1beta1",
+        "kind": "AlertProvider",
+        "metadata": {"name": "slack", "namespace": NAMESPACE},
+        "spec": {"type": "slack", "address": f"{slack}/services/e2e"},
+    }
+    return yaml.safe_dump_all([canary, provider], sort_keys=False)
+
+
+async def _users(scenario: Scenario, url: str, run: Run, started: float, stop: asyncio.Event) -> None:
+    """A client sending requests until stopped; every ``1/header_share``-th one carries the header."""
+    every = round(1 / scenario.header_share) if scenario.header_share else 0
+    async with httpx.AsyncClient(timeout=5) as client:
+        for n in range(100_000):
+            if stop.is_set():
+                return
+            header = bool(every) and n % every == 0
+            try:
+                response = await client.get(url, headers={"x-canary": "insider"} if header else {})
+                seen = Seen(
+                    time.monotonic() - started,
+                    response.status_code,
+                    response.headers.get(VERSION_HEADER),
+                    header,
+                )
+                run.seen.append(seen)
+            except httpx.HTTPError:
+                run.seen.append(Seen(time.monotonic() - started, 0, None, header))
+            await asyncio.sleep(1 / scenario.rps)
+
+
+async def run_scenario(scenario: Scenario) -> Run:
+    run = Run()
+    slack = SlackReceiver()
+    primary_app = build_app("v1", 0.0, 2.0, seed=1)
+    canary_app = build_app("v2", scenario.canary.error_rate, scenario.canary.latency_ms, seed=2)
+    servers = [
+        LocalServer(primary_app),
+        LocalServer(canary_app),
+        LocalServer(slack.build_app()),
+        LocalServer(build_loadtester()),
+    ]
+    primary, canary, receiver, loadtester = servers
+    stop = asyncio.Event()
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        for server in servers:
+            await server.start()
+        port = free_port()
+        listen = f"http://127.0.0.1:{port}"
+        bundle = load_texts(
+            [(f"{scenario.name}.yaml", _manifests(scenario, loadtester.url, listen, receiver.url))]
+        )
+        options = LocalOptions(
+            primary=primary.url,
+            canary=canary.url,
+            listen_port=port,
+            prometheus=scenario.prometheus,
+            timeout=SCENARIO_TIMEOUT_SECONDS,
+        )
+        runtime = LocalRuntime(bundle, options, Console(io.StringIO()))
+        started = time.monotonic()
+
+        def record(current: Canary) -> None:
+            status = current.status
+            assert status is not None
+            run.canary = current
+            run.ticks.append(
+                Tick(
+                    time.monotonic() - started,
+                    status.phase,
+                    status.canary_weight,
+                    status.mirror_weight,
+                    status.current_step,
+                    status.message,
+                    sum(canary_app[SERVED].values()),
+                )
+            )
+
+        def begin(url: str) -> None:
+            tasks.append(asyncio.create_task(_users(scenario, url, run, started, stop)))
+
+        runtime.on_tick = record
+        runtime.on_started = begin
+        acting = asyncio.create_task(scenario.act(Context(loadtester.url, run)))
+        tasks.append(acting)
+        result = await runtime.run()
+        run.canary = result.canary
+        if acting.done() and acting.exception() is not None:
+            run.errors.append(f"operator action failed: {acting.exception()!r}")
+    finally:
+        stop.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for server in servers:
+            await server.stop()
+    run.served = {"v1": primary_app[SERVED], "v2": canary_app[SERVED]}
+    run.slack = [json.dumps(message) for message in slack.messages]
+    return run

@@ -1,0 +1,189 @@
+"""``canaryctl local run`` as a user runs it: real processes, real Envoy, real traffic."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from canaryctl.local.envoy_stats import quantile
+from canaryctl.local.prometheus import free_port
+
+CANARY = """
+apiVersion: canaryctl.dev/v1beta1
+kind: Canary
+metadata: {name: web, namespace: local}
+spec:
+  targetRef: {kind: Service, name: web}
+  service: {port: 80}
+  analysis:
+    interval: 10s
+    stepWeight: 50
+    maxWeight: 50
+    metrics:
+      - {name: request-success-rate, interval: 10s, thresholdRange: {min: 99}}
+"""
+CANARYCTL = [sys.executable, "-m", "canaryctl.cli.main"]
+
+
+def wait_until_up(url: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=0.5)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise TimeoutError(f"{url} did not come up")
+
+
+@pytest.fixture
+def apps() -> Iterator[tuple[str, str]]:
+    ports = [free_port(), free_port()]
+    procs = [
+        subprocess.Popen([*CANARYCTL, "demo-app", "--version", version, "--port", str(port)])
+        for version, port in zip(("v1", "v2"), ports, strict=True)
+    ]
+    try:
+        urls = [f"http://127.0.0.1:{port}" for port in ports]
+        for url in urls:
+            wait_until_up(url)
+        yield urls[0], urls[1]
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+def traffic(url: str, stop: threading.Event) -> None:
+    with httpx.Client(timeout=2) as client:
+        for _ in range(5_000):
+            if stop.is_set():
+                return
+            with contextlib.suppress(httpx.HTTPError):
+                client.get(url)
+            time.sleep(0.05)
+
+
+def children(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found |= {int(c) for c in (task / "children").read_text().split()}
+    return found
+
+
+def test_local_run_promotes_and_writes_its_status(apps: tuple[str, str], tmp_path: Path) -> None:
+    manifest = tmp_path / "canary.yaml"
+    manifest.write_text(CANARY)
+    status_file = tmp_path / "status.json"
+    port = free_port()
+    stop = threading.Event()
+    loader = threading.Thread(target=traffic, args=(f"http://127.0.0.1:{port}/", stop), daemon=True)
+    loader.start()
+    try:
+        done = subprocess.run(
+            [
+                *CANARYCTL,
+                "local",
+                "run",
+                str(manifest),
+                "--primary",
+                apps[0],
+                "--canary",
+                apps[1],
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--status-file",
+                str(status_file),
+                "--timeout",
+                "90",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        stop.set()
+        loader.join(timeout=5)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "verdict: Succeeded"
+    assert "Advance web.local canary weight 50" in done.stdout
+    status = json.loads(status_file.read_text())["status"]
+    assert status["phase"] == "Succeeded"
+    assert status["metrics"][0]["name"] == "request-success-rate" and status["metrics"][0]["value"] == 100
+
+
+def test_local_run_rejects_a_bad_manifest_with_the_field_path(tmp_path: Path) -> None:
+    manifest = tmp_path / "canary.yaml"
+    manifest.write_text(CANARY.replace("stepWeight: 50", "stepWieght: 50"))
+    done = subprocess.run(
+        [
+            *CANARYCTL,
+            "local",
+            "run",
+            str(manifest),
+            "--primary",
+            "http://127.0.0.1:1",
+            "--canary",
+            "http://127.0.0.1:2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 3
+    assert "spec.analysis.stepWieght" in done.stderr
+
+
+def test_ctrl_c_stops_envoy_and_leaves_nothing_running(apps: tuple[str, str], tmp_path: Path) -> None:
+    manifest = tmp_path / "canary.yaml"
+    manifest.write_text(CANARY)
+    proc = subprocess.Popen(
+        [
+            *CANARYCTL,
+            "local",
+            "run",
+            str(manifest),
+            "--primary",
+            apps[0],
+            "--canary",
+            apps[1],
+            "--listen",
+            f"127.0.0.1:{free_port()}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        started: set[int] = set()
+        while time.monotonic() < deadline and not started:
+            started = children(proc.pid)
+            time.sleep(0.2)
+        assert started, "the runtime should have started Envoy"
+        time.sleep(1)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    for pid in started:
+        assert not os.path.exists(f"/proc/{pid}") or "zombie" in Path(f"/proc/{pid}/status").read_text()
+
+
+def test_quantile_interpolates_like_prometheus() -> None:
+    buckets = [(1.0, 10.0), (5.0, 100.0), (10.0, 100.0), (float("inf"), 100.0)]
+    assert quantile(0.99, buckets) == pytest.approx(1 + 4 * (99 - 10) / 90)
+    assert quantile(0.5, [(float("inf"), 0.0)]) is None
