@@ -1,0 +1,61 @@
+"""The included mesh: SMI TrafficSplit v1alpha4 + HTTPRouteGroup + a TrafficPolicy.
+
+The TrafficPolicy (mesh.canaryctl.dev/v1alpha1) says what SMI cannot: mirror percentage, faults on
+the canary backend only, spec.service.timeout and retries. It is always written (timeouts and retries
+hold outside rollouts too); mirror and fault appear in it only while a step needs them.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from canaryctl.api.mesh import MESH_API_VERSION, TRAFFIC_POLICY_KIND
+from canaryctl.api.models import INCLUDED_MESH, Canary
+from canaryctl.engine.types import RouteState
+from canaryctl.ports import Objects
+from canaryctl.providers.routers import smi
+from canaryctl.providers.routers.common import Obj, metadata
+
+SMI_VERSION: Final = "v1alpha4"
+
+
+def traffic_policy(canary: Canary, routes: RouteState) -> Obj:
+    service = canary.spec.service
+    canary_service = canary.spec.side_service(False)
+    spec: Obj = {"service": canary.spec.apex_name}
+    if routes.mirror_weight:
+        spec["mirror"] = {"backend": canary_service, "percentage": routes.mirror_weight}
+    if routes.fault is not None:
+        spec["faults"] = [{"backend": canary_service, **routes.fault.to_wire()}]
+    if service.timeout:
+        spec["timeout"] = service.timeout
+    if service.retries is not None:
+        spec["retries"] = service.retries.to_wire()
+    return {
+        "apiVersion": MESH_API_VERSION,
+        "kind": TRAFFIC_POLICY_KIND,
+        "metadata": metadata(canary, canary.spec.apex_name),
+        "spec": spec,
+    }
+
+
+def desired(canary: Canary, routes: RouteState) -> list[Obj]:
+    """Route group and policy before the split that uses them, so the mesh never sees a dangling ref."""
+    return [
+        *smi.route_groups(canary, routes, SMI_VERSION),
+        traffic_policy(canary, routes),
+        smi.traffic_split(canary, routes, SMI_VERSION),
+    ]
+
+
+class CanaryctlRouter(smi.SmiRouter):
+    """SMI v1alpha4 plus the policy, so mirror and fault steps work too."""
+
+    def __init__(self, objects: Objects) -> None:
+        super().__init__(objects, SMI_VERSION, INCLUDED_MESH)
+
+    def unsupported(self, routes: RouteState) -> str | None:
+        return smi.routing_problem(self.name, routes, SMI_VERSION)
+
+    async def desired(self, canary: Canary, routes: RouteState) -> list[Obj]:
+        return desired(canary, routes)

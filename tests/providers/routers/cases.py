@@ -1,0 +1,103 @@
+"""Canaries, route states and an in-memory ``Objects`` shared by the router tests."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from canaryctl.api.models import Canary, FaultAbort, FaultDelay, FaultStatus, HTTPMatchRequest
+from canaryctl.engine.types import RouteState
+
+NS = "test"
+UID = "5f0c2d6e-8a51-4c0e-9a7e-0d1f3b7c9a11"
+
+AB_MATCH = (
+    HTTPMatchRequest.model_validate({"headers": {"x-canary": {"exact": "insider"}}}),
+    HTTPMatchRequest.model_validate({"headers": {"cookie": {"regex": "^(.*?;)?(canary=always)(;.*)?$"}}}),
+)
+FAULT = FaultStatus(
+    delay=FaultDelay(fixed_delay="5s", percentage=50), abort=FaultAbort(http_status=503, percentage=10)
+)
+
+# The route states every golden is written for; a router gets only the ones it supports.
+STATES: dict[str, RouteState] = {
+    "initial": RouteState(),
+    "weights-90-10": RouteState(canary_weight=10),
+    "ab": RouteState(match=AB_MATCH),
+    "mirror-30": RouteState(mirror_weight=30),
+    "fault-weight-10": RouteState(canary_weight=10, fault=FAULT),
+    "fault-weight-100": RouteState(canary_weight=100, fault=FAULT),
+    "fault-ab": RouteState(match=AB_MATCH, fault=FAULT),
+    "promoted-100": RouteState(canary_weight=100),
+}
+
+
+def make_canary(service: dict[str, Any] | None = None, analysis: dict[str, Any] | None = None) -> Canary:
+    """podinfo in namespace test, stored (it has a uid), with a timeout and retries to pass through."""
+    return Canary.model_validate(
+        {
+            "apiVersion": "canaryctl.dev/v1beta1",
+            "kind": "Canary",
+            "metadata": {"name": "podinfo", "namespace": NS, "uid": UID},
+            "spec": {
+                "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+                "service": service
+                or {
+                    "port": 9898,
+                    "timeout": "30s",
+                    "retries": {"attempts": 3, "perTryTimeout": "5s", "retryOn": "gateway-error,reset"},
+                },
+                "analysis": analysis or {"interval": "10s", "stepWeight": 10, "maxWeight": 50},
+            },
+        }
+    )
+
+
+def _merge(current: Any, previous: Any, new: Any) -> Any:
+    """Server-side apply by one field manager: fields it applied before and omits now are removed,
+    fields it applies are set, fields other managers own stay. Lists are atomic, as for these CRDs."""
+    if not isinstance(new, dict) or not isinstance(current, dict):
+        return copy.deepcopy(new)
+    previous = previous if isinstance(previous, dict) else {}
+    merged = {k: v for k, v in current.items() if k in new or k not in previous}
+    for field, value in new.items():
+        merged[field] = _merge(current.get(field), previous.get(field), value)
+    return merged
+
+
+class InMemoryObjects:
+    """The ``Objects`` port over a dict; stands in for the Kubernetes API the real adapter talks to."""
+
+    def __init__(self, *objects: dict[str, Any]) -> None:
+        self.store: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+        self.applied: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+        self.log: list[str] = []
+        for obj in objects:
+            self.store[self._key(obj)] = copy.deepcopy(obj)
+
+    @staticmethod
+    def _key(obj: dict[str, Any]) -> tuple[str, str, str, str]:
+        meta = obj["metadata"]
+        return (obj["apiVersion"], obj["kind"], meta.get("namespace", ""), meta["name"])
+
+    async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        found = self.store.get((api_version, kind, namespace, name))
+        return copy.deepcopy(found) if found is not None else None
+
+    async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        key = self._key(obj)
+        self.store[key] = _merge(self.store.get(key, {}), self.applied.get(key, {}), obj)
+        self.applied[key] = copy.deepcopy(obj)
+        self.log.append(f"apply {obj['kind']}/{key[3]}")
+        return copy.deepcopy(self.store[key])
+
+    async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        key = (api_version, kind, namespace, name)
+        if key not in self.store:
+            raise KeyError(f"{kind} {namespace}/{name} not found")
+        del self.store[key]
+        self.applied.pop(key, None)
+        self.log.append(f"delete {kind}/{name}")
+
+    def kind(self, kind: str) -> list[dict[str, Any]]:
+        return [obj for key, obj in self.store.items() if key[1] == kind]
