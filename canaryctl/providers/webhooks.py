@@ -16,9 +16,8 @@ from typing import Any
 import httpx
 
 from canaryctl.api.duration import parse_duration
-from canaryctl.api.models import Canary, CanaryWebhook, Phase, Severity
+from canaryctl.api.models import Canary, CanaryWebhook, Phase
 from canaryctl.engine.types import HookResult
-from canaryctl.ports import Alert
 
 log = logging.getLogger(__name__)
 
@@ -55,25 +54,6 @@ def event_metadata(
         "timestamp": str(now_ms if now_ms is not None else int(time.time() * 1000)),
     }
     return {**(hook.metadata or {}), **event}
-
-
-def failure_alert(canary: Canary, hook: CanaryWebhook, result: HookResult, cluster: str) -> Alert | None:
-    """The warn alert Flagger sends when a webhook check fails, unless the hook sets ``muteAlert``."""
-    if result.success or hook.mute_alert:
-        return None
-    status = canary.status
-    return Alert(
-        canary=canary.metadata.name or "",
-        namespace=canary.metadata.namespace or "",
-        cluster=cluster,
-        phase=status.phase if status else None,
-        severity=Severity.WARN,
-        message=f"{hook.type.value} webhook {hook.name} failed: {result.message}",
-        canary_weight=status.canary_weight if status else 0,
-        failed_checks=status.failed_checks if status else 0,
-        threshold=canary.spec.effective_analysis.failure_threshold,
-        target=canary.spec.target_ref.name,
-    )
 
 
 def _describe(exc: BaseException) -> str:

@@ -259,3 +259,20 @@ def test_primary_not_ready_at_initialization_fails_after_deadline() -> None:
     status = driver.run()
     assert status.phase is Phase.FAILED
     assert "primary" in status.message
+
+
+def test_failed_hooks_alert_unless_muted() -> None:
+    hooks = [hook("load", "rollout"), {**hook("quiet", "rollout"), "muteAlert": True}]
+    driver = promoted(
+        Driver(make_canary({"stepWeight": 50, "threshold": 5, "metrics": [SUCCESS], "webhooks": hooks}))
+    )
+    driver.run(until=lambda s: s.canary_weight == 50)
+    driver.hooks["quiet"] = False
+    driver.run(until=lambda s: s.failed_checks == 1)
+    warnings = [a for a in driver.actions if isinstance(a, Event) and a.severity is Severity.WARN]
+    assert warnings == [], "a muted hook's failure counts but does not page anyone"
+    driver.hooks["quiet"] = True
+    driver.hooks["load"] = False
+    driver.run(until=lambda s: s.failed_checks == 2)
+    warnings = [a for a in driver.actions if isinstance(a, Event) and a.severity is Severity.WARN]
+    assert len(warnings) == 1 and "rollout hook load failed" in warnings[0].message

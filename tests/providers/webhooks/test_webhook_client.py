@@ -10,9 +10,9 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from canaryctl.api.models import Canary, CanaryWebhook, Phase, Severity, WebhookType
+from canaryctl.api.models import Canary, CanaryWebhook, Phase, WebhookType
 from canaryctl.engine.types import HookResult
-from canaryctl.providers.webhooks import WebhookClient, failure_alert
+from canaryctl.providers.webhooks import WebhookClient
 
 CANARY = Canary.model_validate(
     {
@@ -164,19 +164,3 @@ def test_event_payload_carries_message_type_and_millisecond_timestamp() -> None:
         assert before <= int(metadata["timestamp"]) <= after
 
     with_receiver(run)
-
-
-def test_failure_alert_honours_mute_alert() -> None:
-    failed = HookResult("check", WebhookType.ROLLOUT, False, 500, "HTTP 500")
-    alert = failure_alert(CANARY, hook("http://x/", type="rollout"), failed, "prod-eu")
-    assert alert is not None
-    assert (alert.severity, alert.cluster, alert.canary_weight, alert.threshold) == (
-        Severity.WARN,
-        "prod-eu",
-        20,
-        3,
-    )
-    assert alert.message == "rollout webhook check failed: HTTP 500"
-    assert failure_alert(CANARY, hook("http://x/", muteAlert=True), failed, "c") is None
-    ok = HookResult("check", WebhookType.ROLLOUT, True, 200)
-    assert failure_alert(CANARY, hook("http://x/"), ok, "c") is None
