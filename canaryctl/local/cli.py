@@ -10,7 +10,7 @@ from pathlib import Path
 from canaryctl.api.models import AlertProviderSpec, AlertProviderType
 from canaryctl.local.console import Console
 from canaryctl.local.manifests import ManifestError, load_files
-from canaryctl.local.runtime import LocalOptions, LocalRun, LocalRuntime
+from canaryctl.local.runtime import LocalOptions, LocalRun, LocalRuntime, ProviderUnavailable
 from canaryctl.providers.notifiers import notifier_for
 
 EXIT_SUCCEEDED, EXIT_FAILED, EXIT_TIMEOUT, EXIT_USAGE = 0, 1, 2, 3
@@ -81,6 +81,9 @@ def run_command(args: argparse.Namespace) -> int:
     runtime = LocalRuntime(bundle, options, Console())
     try:
         outcome = asyncio.run(runtime.run())
+    except ProviderUnavailable as exc:
+        print(f"canaryctl local run: metrics provider not available: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("canaryctl local run: interrupted; Envoy and Prometheus stopped", file=sys.stderr)
         return 130

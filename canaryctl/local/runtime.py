@@ -33,6 +33,10 @@ from canaryctl.providers.webhooks import WebhookClient
 from canaryctl.runner import ActionFailed, Ports, tick
 
 TERMINAL = (Phase.SUCCEEDED, Phase.FAILED)
+
+
+class ProviderUnavailable(RuntimeError):
+    """A metrics provider the Canary needs does not answer: refuse to start rather than hold blind."""
 AUTO = "auto"
 
 
@@ -117,7 +121,11 @@ class LocalRuntime:
             await asyncio.to_thread(prometheus.start)
             stack.callback(prometheus.stop)
             choice = prometheus.url
-        return MetricsAnalyzer(templates=self.bundle.template, default_address=choice)
+        analyzer = MetricsAnalyzer(templates=self.bundle.template, default_address=choice)
+        problems = await analyzer.availability(self.bundle.canary)
+        if problems:
+            raise ProviderUnavailable("; ".join(problems))
+        return analyzer
 
     def _initial(self) -> Canary:
         """The primary already serves; the canary endpoint is the new revision to roll out."""

@@ -187,3 +187,29 @@ def test_quantile_interpolates_like_prometheus() -> None:
     buckets = [(1.0, 10.0), (5.0, 100.0), (10.0, 100.0), (float("inf"), 100.0)]
     assert quantile(0.99, buckets) == pytest.approx(1 + 4 * (99 - 10) / 90)
     assert quantile(0.5, [(float("inf"), 0.0)]) is None
+
+
+def test_local_run_refuses_to_start_without_its_metrics_provider(tmp_path: Path) -> None:
+    manifest = tmp_path / "canary.yaml"
+    manifest.write_text(CANARY)
+    done = subprocess.run(
+        [
+            *CANARYCTL,
+            "local",
+            "run",
+            str(manifest),
+            "--primary",
+            "http://127.0.0.1:1",
+            "--canary",
+            "http://127.0.0.1:2",
+            "--listen",
+            f"127.0.0.1:{free_port()}",
+            "--prometheus",
+            f"http://127.0.0.1:{free_port()}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert "metrics provider not available" in done.stderr and "request-success-rate" in done.stderr
