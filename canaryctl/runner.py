@@ -12,9 +12,10 @@ import logging
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from canaryctl.api.models import Canary, CanaryWebhook, Severity, Verdict, WebhookStatus, WebhookType
+from canaryctl.api.models import Canary, CanaryWebhook, Severity, Verdict, WebhookType
 from canaryctl.engine import Need, hook_key, reconcile
 from canaryctl.engine.clock import to_rfc3339
+from canaryctl.engine.machine import record_hook_result
 from canaryctl.engine.types import (
     CallHooks,
     Command,
@@ -135,16 +136,7 @@ async def _post_rollout(
     )
     now = to_rfc3339(datetime.now(UTC))
     for hook, result in zip(hooks, results, strict=True):
-        entry = WebhookStatus(
-            name=hook.name,
-            type=hook.type,
-            success=result.success,
-            status_code=result.status_code,
-            message=result.message,
-            time=now,
-        )
-        kept = [w for w in decision.status.webhooks if (w.name, w.type) != (hook.name, hook.type)]
-        decision.status.webhooks = [*kept, entry]
+        record_hook_result(decision.status, hook, result, now)
 
 
 async def act(canary: Canary, decision: Decision, ports: Ports) -> None:

@@ -55,6 +55,20 @@ ANALYSIS_PHASES = (Phase.PROGRESSING, Phase.WAITING_PROMOTION)
 ACTIVE_PHASES = (*ANALYSIS_PHASES, Phase.WAITING, Phase.PROMOTING)
 
 
+def record_hook_result(status: CanaryStatus, hook: CanaryWebhook, result: HookResult, now: str) -> None:
+    """Keep the last result of each webhook in status, for the plugin and the alerts."""
+    entry = WebhookStatus(
+        name=hook.name,
+        type=hook.type,
+        success=result.success,
+        status_code=result.status_code,
+        message=result.message,
+        time=now,
+    )
+    kept = [w for w in status.webhooks if (w.name, w.type) != (hook.name, hook.type)]
+    status.webhooks = [*kept, entry]
+
+
 def hook_key(hook: CanaryWebhook) -> str:
     return f"{hook.type.value}/{hook.name}"
 
@@ -162,16 +176,7 @@ class _Tick:
         return results
 
     def record_hook(self, hook: CanaryWebhook, result: HookResult) -> None:
-        entry = WebhookStatus(
-            name=hook.name,
-            type=hook.type,
-            success=result.success,
-            status_code=result.status_code,
-            message=result.message,
-            time=self.now,
-        )
-        kept = [w for w in self.status.webhooks if (w.name, w.type) != (hook.name, hook.type)]
-        self.status.webhooks = [*kept, entry]
+        record_hook_result(self.status, hook, result, self.now)
 
     def gate(self, kind: WebhookType, hooks: tuple[CanaryWebhook, ...] | None = None) -> CanaryWebhook | None:
         """The first failing hook of a gate type, or None when the gate is open."""

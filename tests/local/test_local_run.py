@@ -34,6 +34,24 @@ spec:
       - {name: request-success-rate, interval: 10s, thresholdRange: {min: 99}}
 """
 CANARYCTL = [sys.executable, "-m", "canaryctl.cli.main"]
+UNREACHABLE = ("http://127.0.0.1:1", "http://127.0.0.1:2")
+
+
+def local_run(tmp_path: Path, manifest: str, endpoints: tuple[str, str], *extra: str) -> list[str]:
+    """The command line a user types, with the manifest written to a file first."""
+    path = tmp_path / "canary.yaml"
+    path.write_text(manifest)
+    return [
+        *CANARYCTL,
+        "local",
+        "run",
+        str(path),
+        "--primary",
+        endpoints[0],
+        "--canary",
+        endpoints[1],
+        *extra,
+    ]
 
 
 def wait_until_up(url: str, timeout: float = 10.0) -> None:
@@ -83,35 +101,24 @@ def children(pid: int) -> set[int]:
 
 
 def test_local_run_promotes_and_writes_its_status(apps: tuple[str, str], tmp_path: Path) -> None:
-    manifest = tmp_path / "canary.yaml"
-    manifest.write_text(CANARY)
     status_file = tmp_path / "status.json"
     port = free_port()
+    command = local_run(
+        tmp_path,
+        CANARY,
+        apps,
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--status-file",
+        str(status_file),
+        "--timeout",
+        "90",
+    )
     stop = threading.Event()
     loader = threading.Thread(target=traffic, args=(f"http://127.0.0.1:{port}/", stop), daemon=True)
     loader.start()
     try:
-        done = subprocess.run(
-            [
-                *CANARYCTL,
-                "local",
-                "run",
-                str(manifest),
-                "--primary",
-                apps[0],
-                "--canary",
-                apps[1],
-                "--listen",
-                f"127.0.0.1:{port}",
-                "--status-file",
-                str(status_file),
-                "--timeout",
-                "90",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     finally:
         stop.set()
         loader.join(timeout=5)
@@ -124,47 +131,25 @@ def test_local_run_promotes_and_writes_its_status(apps: tuple[str, str], tmp_pat
 
 
 def test_local_run_rejects_a_bad_manifest_with_the_field_path(tmp_path: Path) -> None:
-    manifest = tmp_path / "canary.yaml"
-    manifest.write_text(CANARY.replace("stepWeight: 50", "stepWieght: 50"))
-    done = subprocess.run(
-        [
-            *CANARYCTL,
-            "local",
-            "run",
-            str(manifest),
-            "--primary",
-            "http://127.0.0.1:1",
-            "--canary",
-            "http://127.0.0.1:2",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    command = local_run(tmp_path, CANARY.replace("stepWeight: 50", "stepWieght: 50"), UNREACHABLE)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert done.returncode == 3
     assert "spec.analysis.stepWieght" in done.stderr
 
 
-def test_ctrl_c_stops_envoy_and_leaves_nothing_running(apps: tuple[str, str], tmp_path: Path) -> None:
-    manifest = tmp_path / "canary.yaml"
-    manifest.write_text(CANARY)
-    proc = subprocess.Popen(
-        [
-            *CANARYCTL,
-            "local",
-            "run",
-            str(manifest),
-            "--primary",
-            apps[0],
-            "--canary",
-            apps[1],
-            "--listen",
-            f"127.0.0.1:{free_port()}",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+def test_local_run_refuses_to_start_without_its_metrics_provider(tmp_path: Path) -> None:
+    prometheus = f"http://127.0.0.1:{free_port()}"
+    command = local_run(
+        tmp_path, CANARY, UNREACHABLE, "--listen", f"127.0.0.1:{free_port()}", "--prometheus", prometheus
     )
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert "metrics provider not available" in done.stderr and "request-success-rate" in done.stderr
+
+
+def test_ctrl_c_stops_envoy_and_leaves_nothing_running(apps: tuple[str, str], tmp_path: Path) -> None:
+    command = local_run(tmp_path, CANARY, apps, "--listen", f"127.0.0.1:{free_port()}")
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 20
         started: set[int] = set()
@@ -187,29 +172,3 @@ def test_quantile_interpolates_like_prometheus() -> None:
     buckets = [(1.0, 10.0), (5.0, 100.0), (10.0, 100.0), (float("inf"), 100.0)]
     assert quantile(0.99, buckets) == pytest.approx(1 + 4 * (99 - 10) / 90)
     assert quantile(0.5, [(float("inf"), 0.0)]) is None
-
-
-def test_local_run_refuses_to_start_without_its_metrics_provider(tmp_path: Path) -> None:
-    manifest = tmp_path / "canary.yaml"
-    manifest.write_text(CANARY)
-    done = subprocess.run(
-        [
-            *CANARYCTL,
-            "local",
-            "run",
-            str(manifest),
-            "--primary",
-            "http://127.0.0.1:1",
-            "--canary",
-            "http://127.0.0.1:2",
-            "--listen",
-            f"127.0.0.1:{free_port()}",
-            "--prometheus",
-            f"http://127.0.0.1:{free_port()}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 3, done.stderr[-2000:]
-    assert "metrics provider not available" in done.stderr and "request-success-rate" in done.stderr
