@@ -45,7 +45,7 @@ class InjectorSettings(BaseModel):
     init_image: str = "docker.io/istio/proxyv2:1.24.2"
     """Any image with sh and iptables."""
     xds_host: str = "canaryctl-mesh.canaryctl-system.svc"
-    xds_port: int = 18000
+    xds_port: int = 15010
     proxy_uid: int = 1337
     ports: config.SidecarPorts = Field(default_factory=config.SidecarPorts)
     proxy_resources: ContainerResources = Field(default_factory=ContainerResources)

@@ -1,6 +1,6 @@
 """SMI TrafficSplit (v1alpha1-4) + HTTPRouteGroup + TrafficPolicy + Services/EndpointSlices → RouteSpec.
 
-Backends become Envoy clusters named ``<service>.<namespace>``. With ``spec.matches`` (v1alpha3+) the
+Backends become Envoy clusters named ``<service>_<namespace>``. With ``spec.matches`` (v1alpha3+) the
 split applies only to matching requests, as SMI says: the matched traffic goes to the single weighted
 backend and everything else to the apex service. HTTPRouteGroup header values are RE2 regexes (SMI's
 semantics), given as a map or as a list of one-entry maps.

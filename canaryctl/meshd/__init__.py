@@ -1,0 +1,1 @@
+"""The included mesh's long-running processes: the xDS control plane and the sidecar injector webhook."""

@@ -1,0 +1,179 @@
+"""The control plane against kmock's emulator (real kubernetes client, list + watch) and a REAL Envoy."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import kmock
+import pytest
+import pytest_asyncio
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import base_pb2
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from kubernetes import client
+
+from canaryctl.local.prometheus import free_port
+from canaryctl.mesh import config
+from canaryctl.mesh.loopback import UpstreamServers, fire
+from canaryctl.mesh.process import EnvoyProcess
+from canaryctl.mesh.translate import cluster_name
+from canaryctl.meshd.control_plane import ControlPlane
+from canaryctl.providers.kube import KubeObjects, api_client_for_host
+from tests.kube.emulator import declare, emulator_url, namespaces_path_fix
+from tests.meshd.conftest import CANARY, NS, PRIMARY, endpoint_slice, service, traffic_split
+
+pytestmark = pytest.mark.asyncio
+
+NODE = "web-1.test"
+REQUESTS = 1000
+
+
+async def create_mesh(objects: KubeObjects, upstreams: UpstreamServers) -> None:
+    for obj in (
+        service("web", "10.96.0.10"),
+        service(PRIMARY, "10.96.0.11"),
+        service(CANARY, "10.96.0.12"),
+        endpoint_slice(PRIMARY, upstreams[PRIMARY].port),
+        endpoint_slice(CANARY, upstreams[CANARY].port),
+        traffic_split("web", 80, 20),
+    ):
+        await objects.apply(obj)
+
+
+def assert_share(served: Counter[str], name: str, expected: float) -> None:
+    """Binomial: the observed count lies within 3σ of REQUESTS × expected."""
+    sigma = math.sqrt(REQUESTS * expected * (1 - expected))
+    assert abs(served[name] - REQUESTS * expected) <= 3 * sigma, served
+
+
+async def routed(port: int) -> Counter[str]:
+    result = await fire("127.0.0.1", port, REQUESTS, concurrency=8, headers={"host": "web"}, timeout=20)
+    assert result.errors == 0 and set(result.statuses) == {200}, result.statuses
+    return result.bodies
+
+
+async def new_snapshot(plane: ControlPlane, version: str, timeout: float) -> None:
+    """Until the control plane pushed a snapshot other than `version`."""
+    deadline = time.monotonic() + timeout
+    while plane.version == version:
+        assert time.monotonic() < deadline, f"no new snapshot within {timeout}s"
+        await asyncio.sleep(0.02)
+
+
+async def pushed_after(plane: ControlPlane, version: str, timeout: float = 10.0) -> None:
+    """Until the control plane pushed a snapshot other than `version` and the Envoy ACKed it."""
+    await new_snapshot(plane, version, timeout)
+    await plane.ads.wait_acked(NODE, timeout)
+
+
+@pytest_asyncio.fixture
+async def sidecar() -> AsyncIterator[list[EnvoyProcess]]:
+    started: list[EnvoyProcess] = []
+    yield started
+    for envoy in started:
+        await envoy.stop()
+
+
+async def test_traffic_split_changes_reach_a_real_envoy(
+    objects: KubeObjects,
+    kube_api: client.ApiClient,
+    upstreams: UpstreamServers,
+    sidecar: list[EnvoyProcess],
+) -> None:
+    await create_mesh(objects, upstreams)
+    admin = free_port()
+    ports = config.SidecarPorts(outbound=0, inbound=0, prometheus=0, admin=admin)
+    plane = ControlPlane(kube_api, [NS], "127.0.0.1", 0, resync=5.0, ports=ports, bind_host="127.0.0.1")
+    async with plane:
+        envoy = EnvoyProcess(config.ads_bootstrap(NODE, "127.0.0.1", plane.ads.port, admin_port=admin))
+        sidecar.append(envoy)
+        await envoy.start()
+        await plane.ads.wait_acked(NODE)
+        outbound = await envoy.listener_port("outbound")
+        assert_share(await routed(outbound), CANARY, 0.2)
+
+        # A split naming a missing service is reported and left out; the rest keeps syncing.
+        version = plane.version
+        await objects.apply(traffic_split("broken", 50, 50, canary_service="missing"))
+        await objects.apply(traffic_split("web", 30, 70))
+        await pushed_after(plane, version)
+        assert_share(await routed(outbound), CANARY, 0.7)
+        assert any("'missing' not found" in error for error in plane.errors), plane.errors
+
+        # A deleted split takes its routes with it: "web" now passes through to its original destination.
+        version = plane.version
+        await objects.delete("split.smi-spec.io/v1alpha4", "TrafficSplit", NS, "web")
+        await pushed_after(plane, version)
+        clusters = (await envoy.get("/clusters?format=json")).json()["cluster_statuses"]
+        assert cluster_name(CANARY, NS) not in {c["name"] for c in clusters}
+
+
+async def first_clusters(port: int) -> set[str]:
+    """The clusters a raw ADS client gets first from the control plane at 127.0.0.1:`port`."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        await asyncio.wait_for(channel.channel_ready(), 10)
+        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
+        request = discovery_pb2.DiscoveryRequest(node=base_pb2.Node(id="probe"), type_url=config.CLUSTER_TYPE)
+
+        async def requests() -> AsyncIterator[discovery_pb2.DiscoveryRequest]:
+            yield request
+            await asyncio.sleep(10)  # keep the stream open until the answer arrived
+
+        stream = stub.StreamAggregatedResources(requests())
+        response = await asyncio.wait_for(stream.read(), 10)
+        stream.cancel()
+    names = set()
+    for resource in response.resources:
+        cluster = cluster_pb2.Cluster()
+        resource.Unpack(cluster)
+        names.add(cluster.name)
+    return names
+
+
+async def test_control_plane_process_serves_ads_and_stops_on_sigterm(
+    emulator: kmock.KubernetesEmulator, objects: KubeObjects, upstreams: UpstreamServers, meshd: Any
+) -> None:
+    await create_mesh(objects, upstreams)
+    port = free_port()
+    child = await meshd(
+        "control-plane", "--xds-port", str(port), "--namespace", NS, "--resync-seconds", "5",
+        "--server", emulator_url(emulator),
+    )  # fmt: skip
+    names = await first_clusters(port)
+    assert {cluster_name(PRIMARY, NS), cluster_name(CANARY, NS), config.PASSTHROUGH_CLUSTER} <= names
+    started = time.monotonic()
+    assert await child.terminate() == 0, child.log.read_text()
+    assert time.monotonic() - started < 5
+    assert "pushed snapshot" in child.log.read_text()
+
+
+async def test_control_plane_pushes_nothing_until_the_api_server_answers() -> None:
+    """Lists fail (connection refused) and back off; once the API server is up, the mesh is pushed."""
+    port = free_port()
+    api = api_client_for_host(f"http://127.0.0.1:{port}")
+    plane = ControlPlane(api, [NS], "127.0.0.1", 0, resync=5.0, bind_host="127.0.0.1")
+    splits = [traffic_split("web", 8, 2)]
+    with namespaces_path_fix():
+        async with kmock.KubernetesEmulator() as emulator:
+            declare(emulator)
+            for obj in [service(name, "10.96.0.1") for name in ("web", PRIMARY, CANARY)] + splits:
+                plural = "services" if obj["kind"] == "Service" else "trafficsplits"
+                emulator.objects[f"{obj['apiVersion']}/{plural}", NS, obj["metadata"]["name"]] = obj
+            await plane.start()
+            try:
+                await asyncio.sleep(1.0)
+                assert plane.version == ""  # sidecars must not get an empty mesh while nothing was listed
+                async with kmock.Server(emulator, port=port):
+                    # After ~1 s of failures the backoff is at 0.8-1.6 s: the next list comes soon.
+                    await new_snapshot(plane, "", timeout=5.0)
+                    assert cluster_name(CANARY, NS) in await first_clusters(plane.ads.port)
+                    await plane.stop()  # while the server runs, so the watch streams end first
+            finally:
+                await plane.stop()
+                api.close()  # type: ignore[no-untyped-call]

@@ -1,0 +1,31 @@
+"""The reflectors' pure parts: reconnect backoff and the object store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from canaryctl.meshd.watch import Backoff, ObjectStore, Source
+from tests.meshd.conftest import NS
+
+
+def test_backoff_doubles_up_to_its_cap_and_resets() -> None:
+    backoff = Backoff(initial=0.2, maximum=3.0)
+    delays = [backoff.next() for _ in range(8)]
+    for delay, nominal in zip(delays, (0.2, 0.4, 0.8, 1.6, 3.0, 3.0, 3.0, 3.0), strict=True):
+        assert nominal * 0.8 <= delay <= nominal * 1.2
+    backoff.reset()
+    assert backoff.next() <= 0.2 * 1.2
+
+
+def test_store_counts_an_object_served_under_several_versions_once() -> None:
+    changes: list[int] = []
+    store = ObjectStore(lambda: changes.append(1))
+    split: dict[str, Any] = {"metadata": {"name": "web", "namespace": NS}, "spec": {"service": "web"}}
+    for version in ("v1alpha2", "v1alpha4"):
+        store.replace(Source(f"split.smi-spec.io/{version}", "TrafficSplit", None), [split])
+    store.replace(Source("v1", "Service", NS), [{"metadata": {"name": "web", "namespace": NS}}])
+    found = {(o["apiVersion"], o["kind"]) for o in store.objects()}
+    assert found == {("split.smi-spec.io/v1alpha4", "TrafficSplit"), ("v1", "Service")}
+    store.remove(Source("split.smi-spec.io/v1alpha4", "TrafficSplit", None), split)
+    assert {o["apiVersion"] for o in store.objects()} == {"split.smi-spec.io/v1alpha2", "v1"}
+    assert len(changes) == 4
