@@ -1,0 +1,223 @@
+"""N Canaries progressing at once on one operator process against kmock's Kubernetes emulator.
+
+The emulator (with the Deployment-controller and Prometheus stand-ins from ``tests.kube.cluster``) runs
+in a child process, so the figures are the operator's own: one kopf operator, standalone, real client.
+All Canaries are initialized, then every target gets a new revision at once and the rollouts run for
+``--duration`` seconds (or until all are promoted). Prints one JSON object as its last line:
+
+- ``canaries``; ``rss_mb``: the operator process's peak RSS;
+- ``tick_lag_s_p99``: how late Canary ticks start against the time their previous tick scheduled;
+- ``api_calls_per_tick``: canaryctl's own API requests per tick (kopf's watch streams not counted).
+
+Goals: 500 canaries, RSS < 300 MB, tick lag p99 < 1 s.
+
+    python -m bench.controller [--canaries 500] [--interval 10s] [--duration 90]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+from kubernetes import client
+
+from canaryctl.api.models import API_VERSION
+from canaryctl.operator.handlers import CanaryOperator, OperatorConfig
+from canaryctl.providers.kube import KubeObjects, api_client_for_host
+from canaryctl.telemetry.metrics import ControllerMetrics
+
+NS = "default"
+KUBELET_PERIOD_SECONDS = 0.5
+STARTUP_TIMEOUT_SECONDS = 300.0
+
+
+class CountingApiClient(client.ApiClient):
+    """Counts every request the operator's client makes (from its worker threads)."""
+
+    def __init__(self, configuration: client.Configuration) -> None:
+        super().__init__(configuration)
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def call_api(self, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            self.calls += 1
+        return super().call_api(*args, **kwargs)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.calls = 0
+
+
+def manifests(index: int, interval: str) -> list[dict[str, Any]]:
+    name = f"app-{index:04d}"
+    labels = {"app": name}
+    container = {"name": "app", "image": "app:v1", "envFrom": [{"configMapRef": {"name": f"{name}-config"}}]}
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": NS, "labels": labels},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": {"containers": [container]}},
+        },
+    }
+    config = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": f"{name}-config", "namespace": NS},
+    }
+    metric = {"name": "success", "query": "success_{{ target }}", "thresholdRange": {"min": 90}}
+    canary = {
+        "apiVersion": API_VERSION,
+        "kind": "Canary",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "service": {"port": 80, "targetPort": 8080},
+            "analysis": {"interval": interval, "threshold": 2, "stepWeight": 20, "metrics": [metric]},
+        },
+    }
+    return [config | {"data": {"COLOR": "blue"}}, deployment, canary]
+
+
+# --- the child process: emulator, kubelet, Prometheus stand-in ------------------------------------------
+
+
+async def serve(count: int, interval: str) -> None:
+    from tests.kube.cluster import Kubelet, running_prometheus
+    from tests.kube.emulator import emulator_url, running_emulator
+
+    plurals = {
+        "ConfigMap": "v1/configmaps",
+        "Deployment": "apps/v1/deployments",
+        "Canary": f"{API_VERSION}/canaries",
+    }
+    async with running_emulator(keep_requests=False) as emulator, running_prometheus() as prometheus:
+        for index in range(count):
+            for obj in manifests(index, interval):
+                obj["metadata"].update(resourceVersion="1", generation=1, uid=f"{obj['kind']}-{index}")
+                emulator.objects[plurals[obj["kind"]], NS, obj["metadata"]["name"]] = obj
+        kubelet = Kubelet(emulator, period=KUBELET_PERIOD_SECONDS)
+        kubelet.sync()
+        print(json.dumps({"url": emulator_url(emulator), "prometheus": prometheus.url}), flush=True)
+        reader = asyncio.StreamReader()
+        await asyncio.get_running_loop().connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), sys.stdin
+        )
+        kubelet_task = asyncio.create_task(kubelet.run(24 * 3600))
+        while line := (await reader.readline()).decode().strip():  # EOF (parent gone) ends the loop
+            if line == "bump":
+                for index in range(count):
+                    key = ("apps/v1/deployments", NS, f"app-{index:04d}")
+                    containers = emulator.objects[key].raw["spec"]["template"]["spec"]["containers"]
+                    bumped = [dict(containers[0], image="app:v2")]
+                    emulator.objects[key].patch({"spec": {"template": {"spec": {"containers": bumped}}}})
+        kubelet_task.cancel()
+
+
+# --- the operator process --------------------------------------------------------------------------------
+
+
+async def phases(objects: KubeObjects) -> Counter[str]:
+    canaries = await objects.list_objects(API_VERSION, "Canary", NS)
+    return Counter((c.get("status") or {}).get("phase") or "Pending" for c in canaries)
+
+
+async def wait_all(objects: KubeObjects, phase: str, count: int, timeout: float) -> Counter[str]:
+    deadline = time.monotonic() + timeout
+    seen: Counter[str] = Counter()
+    while time.monotonic() < deadline:
+        seen = await phases(objects)
+        print(f"waiting for {count} {phase}: {dict(seen)}", file=sys.stderr)  # progress, not the result
+        if seen[phase] >= count:
+            break
+        await asyncio.sleep(2.0)
+    return seen
+
+
+def p99(values: list[float]) -> float:
+    return statistics.quantiles(values, n=100)[98] if len(values) >= 2 else (values[0] if values else 0.0)
+
+
+async def measure(
+    args: argparse.Namespace, url: str, prometheus: str, child: subprocess.Popen[str]
+) -> dict[str, Any]:
+    configuration = client.Configuration()
+    configuration.host = url
+    api = CountingApiClient(configuration)
+    operator = CanaryOperator(
+        OperatorConfig(peering=None, prometheus_url=prometheus), api, ControllerMetrics()
+    )
+    observer = KubeObjects(api_client_for_host(url))  # the bench's own reads are not counted
+    stop = asyncio.Event()
+    task = asyncio.create_task(operator.run(stop_flag=stop))
+    try:
+        initialized = await wait_all(observer, "Initialized", args.canaries, STARTUP_TIMEOUT_SECONDS)
+        api.reset()
+        operator.ticks = 0
+        operator.tick_lags.clear()
+        assert child.stdin is not None
+        child.stdin.write("bump\n")
+        child.stdin.flush()
+        started = time.monotonic()
+        final = await wait_all(observer, "Succeeded", args.canaries, args.duration)
+        elapsed = time.monotonic() - started
+        ticks = max(operator.ticks, 1)
+        lags = list(operator.tick_lags)
+        return {
+            "canaries": args.canaries,
+            "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "tick_lag_s_p99": round(p99(lags), 3),
+            "api_calls_per_tick": round(api.calls / ticks, 2),
+            "ticks": operator.ticks,
+            "ticks_per_s": round(operator.ticks / elapsed, 1),
+            "measured_s": round(elapsed, 1),
+            "interval": args.interval,
+            "initialized": initialized["Initialized"],
+            "phases": dict(final),
+        }
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=60)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--canaries", type=int, default=500)
+    parser.add_argument("--interval", default="10s", help="analysis interval (Flagger's minimum: 10s)")
+    parser.add_argument("--duration", type=float, default=120.0, help="seconds of rollouts measured at most")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # the child process
+    args = parser.parse_args()
+    if args.serve:
+        asyncio.run(serve(args.canaries, args.interval))
+        return 0
+    command = [sys.executable, "-m", "bench.controller", "--serve", "--canaries", str(args.canaries)]
+    command += ["--interval", args.interval]
+    with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as child:
+        assert child.stdout is not None
+        endpoints = json.loads(child.stdout.readline())
+        try:
+            result = asyncio.run(measure(args, endpoints["url"], endpoints["prometheus"], child))
+        finally:
+            assert child.stdin is not None
+            child.stdin.close()
+            child.wait(timeout=30)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

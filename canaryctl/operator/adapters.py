@@ -1,0 +1,122 @@
+"""The operator's remaining ports over the Kubernetes API: Events, status writes, and lookups of the
+MetricTemplates, AlertProviders and Secrets canaries refer to.
+
+MetricTemplates and AlertProviders are watched (kopf event handlers fill ``Catalog``), so a tick reads
+them from memory; a miss (e.g. right after start) falls back to one GET.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from canaryctl.api.models import API_VERSION, AlertProvider, Canary, MetricTemplate
+from canaryctl.engine.clock import to_rfc3339
+from canaryctl.ports import Notifier
+from canaryctl.providers.kube import KubeObjects, resource_path
+from canaryctl.providers.notifiers import notifier_for
+
+Key = tuple[str, str]  # namespace, name
+
+
+class OperatorObjects(KubeObjects):
+    """KubeObjects plus the two writes only the operator makes: a status patch and a blind create."""
+
+    async def patch_status(self, kind: str, namespace: str, name: str, status: dict[str, Any]) -> None:
+        path = resource_path(API_VERSION, kind, namespace, name) + "/status"
+        await asyncio.to_thread(self._call, "PATCH", path, {"status": status}, "application/merge-patch+json")
+
+    async def create(self, obj: dict[str, Any]) -> None:
+        """POST without the GET that ``apply`` makes first (events are always new)."""
+        namespace = obj["metadata"].get("namespace")
+        path = resource_path(obj["apiVersion"], obj["kind"], namespace)
+        await asyncio.to_thread(self._call, "POST", path, obj)
+
+
+def _decode(secret: dict[str, Any]) -> dict[str, str]:
+    data = {key: base64.b64decode(value).decode() for key, value in (secret.get("data") or {}).items()}
+    return data | dict(secret.get("stringData") or {})
+
+
+def _manifest(body: dict[str, Any]) -> dict[str, Any]:
+    """What the API models validate: the object without status and server-set extras."""
+    return {key: body[key] for key in ("apiVersion", "kind", "metadata", "spec") if key in body}
+
+
+class KubeEvents:
+    """The Events port: one v1 Event per engine event, involving the Canary (``kubectl describe``)."""
+
+    def __init__(self, objects: OperatorObjects, component: str = "canaryctl") -> None:
+        self.objects = objects
+        self.component = component
+
+    async def record(self, canary: Canary, reason: str, message: str, warning: bool) -> None:
+        name, namespace = canary.metadata.name or "", canary.metadata.namespace or "default"
+        now = to_rfc3339(datetime.now(UTC))
+        involved = {"apiVersion": API_VERSION, "kind": "Canary", "name": name, "namespace": namespace}
+        uid = (canary.metadata.model_extra or {}).get("uid")
+        if uid:
+            involved["uid"] = uid
+        await self.objects.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"name": f"{name}.{uuid.uuid4().hex[:16]}", "namespace": namespace},
+                "involvedObject": involved,
+                "reason": reason,
+                "message": message,
+                "type": "Warning" if warning else "Normal",
+                "source": {"component": self.component},
+                "reportingComponent": self.component,
+                "firstTimestamp": now,
+                "lastTimestamp": now,
+                "count": 1,
+            }
+        )
+
+
+class Catalog:
+    """MetricTemplates and AlertProviders by (namespace, name), kept current by watch events."""
+
+    def __init__(self, objects: KubeObjects) -> None:
+        self.objects = objects
+        self.templates: dict[Key, dict[str, Any]] = {}
+        self.providers: dict[Key, dict[str, Any]] = {}
+
+    def _store(self, kind: str) -> dict[Key, dict[str, Any]]:
+        return self.templates if kind == "MetricTemplate" else self.providers
+
+    def observe(self, kind: str, event_type: str | None, body: dict[str, Any]) -> None:
+        store = self._store(kind)
+        key = (body["metadata"].get("namespace") or "", body["metadata"]["name"])
+        if event_type == "DELETED":
+            store.pop(key, None)
+        else:
+            store[key] = _manifest(body)
+
+    async def _get(self, kind: str, name: str, namespace: str) -> dict[str, Any]:
+        found = self._store(kind).get((namespace, name))
+        if found is None:
+            fetched = await self.objects.get(API_VERSION, kind, namespace, name)
+            if fetched is None:
+                raise LookupError(f"{kind} {namespace}/{name} not found")
+            found = _manifest(fetched)
+        return found
+
+    async def template(self, name: str, namespace: str) -> MetricTemplate:
+        return MetricTemplate.model_validate(await self._get("MetricTemplate", name, namespace))
+
+    async def secret(self, name: str, namespace: str) -> dict[str, str]:
+        found = await self.objects.get("v1", "Secret", namespace, name)
+        if found is None:
+            raise LookupError(f"Secret {namespace}/{name} not found")
+        return _decode(found)
+
+    async def notifier(self, name: str, namespace: str) -> Notifier:
+        provider = AlertProvider.model_validate(await self._get("AlertProvider", name, namespace))
+        secret_ref = provider.spec.secret_ref
+        secret = await self.secret(secret_ref.name, namespace) if secret_ref is not None else None
+        return notifier_for(provider.spec, secret)

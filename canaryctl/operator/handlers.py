@@ -1,0 +1,361 @@
+"""The kopf operator: one daemon per Canary drives the engine through the runner.
+
+Each daemon iteration re-reads the Canary, ticks once (observe, decide, act) and stores the decision's
+status with a merge patch of ``.status``, then sleeps until the decision's ``requeue_after`` or until
+the spec or the ``canaryctl.dev/command`` annotation changes. Everything durable is in that status, so
+a restarted (or newly elected) operator continues at the same step. A Canary that fails validation or
+asks for routing its router cannot express gets an ``InvalidSpec`` condition and nothing else: its
+traffic is not touched. Errors stay inside their Canary's daemon; other Canaries keep progressing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from kubernetes import client
+from pydantic import ValidationError
+
+from canaryctl.api.control import COMMAND_ANNOTATION, decode_command
+from canaryctl.api.models import (
+    GROUP,
+    INCLUDED_MESH,
+    VERSION,
+    Canary,
+    Condition,
+    ConditionStatus,
+    ObjectMeta,
+    Phase,
+)
+from canaryctl.engine.clock import to_rfc3339
+from canaryctl.engine.types import Command, RouteState, WorkloadOp
+from canaryctl.operator.adapters import Catalog, KubeEvents, OperatorObjects
+from canaryctl.operator.patching import merge_patch
+from canaryctl.operator.workloads import KubeWorkloads
+from canaryctl.providers.metrics.analyzer import DEFAULT_PROMETHEUS, MetricsAnalyzer
+from canaryctl.providers.notifiers.routing import AlertRouter
+from canaryctl.providers.routers import router_for, unsupported_steps
+from canaryctl.providers.webhooks import WebhookClient
+from canaryctl.runner import ActionFailed, Ports, tick
+from canaryctl.telemetry.metrics import ControllerMetrics
+from canaryctl.telemetry.tracing import Tracer
+
+log = logging.getLogger(__name__)
+
+FINALIZER = "canaryctl.dev/finalizer"
+INVALID_SPEC = "InvalidSpec"
+TERMINAL = (Phase.SUCCEEDED, Phase.FAILED)
+RETRY_SECONDS = 5.0  # after an error: the status was not stored, try the same tick again
+INVALID_RECHECK_SECONDS = 60.0  # an invalid spec is re-read at once when it changes; this is a backstop
+MIN_REQUEUE_SECONDS = 0.01  # the engine asks for 0 s after a step; keep one yield between ticks
+LAG_SAMPLES = 10_000
+ROUTER_FIELD_MANAGER = "canaryctl-router"  # routers own only their own fields (e.g. the apex selector)
+
+Flag = asyncio.Event | threading.Event  # what kopf accepts as stop/ready flags
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    namespaces: tuple[str, ...] = ()  # empty: all namespaces
+    peering: str | None = "canaryctl"  # None: standalone (no leader election)
+    priority: int = field(default_factory=lambda: random.randint(1, 2**31 - 1))  # distinct per replica
+    default_provider: str = INCLUDED_MESH
+    prometheus_url: str = DEFAULT_PROMETHEUS
+    cluster_name: str = "kubernetes"
+    liveness: str | None = None  # kopf's liveness endpoint, e.g. http://0.0.0.0:8081/healthz
+
+
+def invalid_status(status: Mapping[str, Any], message: str, now: str) -> dict[str, Any]:
+    """The stored status with an InvalidSpec condition and Ready=False; phase and traffic untouched."""
+    conditions = [c for c in status.get("conditions") or [] if c.get("type") not in (INVALID_SPEC, "Ready")]
+    for kind, state in ((INVALID_SPEC, ConditionStatus.TRUE), ("Ready", ConditionStatus.FALSE)):
+        condition = Condition(
+            type=kind, status=state, reason=INVALID_SPEC, message=message, last_transition_time=now
+        )
+        conditions.append(condition.to_wire())
+    return {**status, "conditions": conditions, "message": f"{INVALID_SPEC}: {message}"}
+
+
+def connection_info(configuration: client.Configuration) -> kopf.ConnectionInfo:
+    """kopf connects with the very credentials of the operator's own client (one login, one place);
+    called again on a 401, which re-reads a rotated service-account token."""
+    header = configuration.get_api_key_with_prefix("BearerToken") or ""
+    scheme, _, token = header.rpartition(" ")
+    return kopf.ConnectionInfo(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+        scheme=scheme or None,
+        token=token or None,
+    )
+
+
+def describe(error: ValidationError) -> str:
+    """Each problem with the field path as written in the manifest, e.g. ``spec.analysis.stepWeight``."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in problem['loc'])}: {problem['msg']}" for problem in error.errors()
+    )
+
+
+def _reference(body: Mapping[str, Any]) -> Canary:
+    """A Canary carrying only metadata, for events about objects whose spec does not validate."""
+    return Canary.model_construct(metadata=ObjectMeta.model_validate(body["metadata"]))  # type: ignore[call-arg]
+
+
+class CanaryOperator:
+    """Holds the shared ports and per-canary wake-ups; ``registry()`` gives kopf its handlers."""
+
+    def __init__(self, config: OperatorConfig, api: client.ApiClient, metrics: ControllerMetrics) -> None:
+        self.config = config
+        self.objects = OperatorObjects(api)
+        self.router_objects = OperatorObjects(api, field_manager=ROUTER_FIELD_MANAGER)
+        self.metrics = metrics
+        self.catalog = Catalog(self.objects)
+        self.hooks = WebhookClient(observe=metrics.observe_webhook)
+        self.analyzer = MetricsAnalyzer(
+            templates=self.catalog.template,
+            secrets=self.catalog.secret,
+            default_address=config.prometheus_url,
+        )
+        self.alerts = AlertRouter(self.catalog.notifier)
+        self.events = KubeEvents(self.objects)
+        self.workloads = KubeWorkloads(self.objects)
+        self.tracer = Tracer()
+        self.ticks = 0
+        self.tick_lags: deque[float] = deque(maxlen=LAG_SAMPLES)  # seconds late, for the benchmark
+        self._wakes: dict[tuple[str, str], asyncio.Event] = {}
+        self._seen: dict[tuple[str, str], tuple[Any, Any]] = {}
+
+    # --- one tick -----------------------------------------------------------------------------------------
+
+    def ports(self, canary: Canary) -> Ports:
+        router = router_for(canary.spec.provider, self.router_objects, self.config.default_provider)
+        return Ports(
+            workloads=self.workloads,
+            router=router,
+            analyzer=self.analyzer,
+            hooks=self.hooks,
+            alerts=self.alerts,
+            events=self.events,
+            cluster=self.config.cluster_name,
+            tracer=self.tracer,
+        )
+
+    async def _store(self, body: Mapping[str, Any], status: dict[str, Any]) -> None:
+        patch = merge_patch(body.get("status") or {}, status)
+        if patch:
+            meta = body["metadata"]
+            await self.objects.patch_status("Canary", meta["namespace"], meta["name"], patch)
+
+    async def _invalid(self, body: Mapping[str, Any], message: str) -> None:
+        old = body.get("status") or {}
+        reported = next((c for c in old.get("conditions") or [] if c.get("type") == INVALID_SPEC), None)
+        if reported is not None and reported.get("message") == message:
+            return  # already reported; do not rewrite the transition time on every tick
+        await self._store(body, invalid_status(old, message, to_rfc3339(datetime.now(UTC))))
+        await self.events.record(_reference(body), INVALID_SPEC, message, warning=True)
+
+    async def reconcile(self, body: Mapping[str, Any]) -> float:
+        """One tick for one Canary object; returns the seconds until the next one is due."""
+        try:
+            canary = Canary.model_validate(body)
+        except ValidationError as exc:
+            await self._invalid(body, describe(exc))
+            return INVALID_RECHECK_SECONDS
+        interval = canary.spec.effective_analysis.interval_seconds
+        try:
+            ports = self.ports(canary)
+        except ValueError as exc:
+            await self._invalid(body, f"spec.provider: {exc}")
+            return interval
+        problem = unsupported_steps(canary, ports.router)
+        if problem is not None:
+            await self._invalid(body, f"spec.analysis: {problem}")
+            return interval
+        decoded = decode_command((body["metadata"].get("annotations") or {}).get(COMMAND_ANNOTATION))
+        command = Command(*decoded) if decoded is not None else None
+        before = canary.status.phase if canary.status else None
+        started = time.monotonic()
+        revision = canary.status.last_applied_spec if canary.status else None
+        with self.tracer.rollout(canary, revision or "", phase=before.value if before else None):
+            decision = await tick(canary, ports, command=command)
+        decision.status.observed_generation = body["metadata"].get("generation")
+        await self._store(body, decision.status.to_wire())
+        self.ticks += 1
+        updated = canary.model_copy(update={"status": decision.status})
+        self._record(updated, before, time.monotonic() - started)
+        return max(decision.requeue_after, MIN_REQUEUE_SECONDS)
+
+    def _record(self, canary: Canary, before: Phase | None, seconds: float) -> None:
+        status = canary.status
+        assert status is not None
+        self.metrics.record_status(canary)
+        self.metrics.observe_analysis(canary, seconds)
+        for metric in status.metrics:
+            if metric.value is not None:
+                self.metrics.record_metric(canary, metric.name, metric.value)
+        if status.phase in TERMINAL and status.phase is not before:
+            promoted = status.phase is Phase.SUCCEEDED
+            self.metrics.record_result(canary, promoted)
+            revision = status.last_applied_spec or ""
+            self.tracer.finish_rollout(canary, revision, "promoted" if promoted else "rolled back")
+
+    # --- the daemon ---------------------------------------------------------------------------------------
+
+    def observe_canary(self, body: Mapping[str, Any]) -> None:
+        """Wake the canary's daemon early when its spec or command changed (not on its own status)."""
+        meta = body["metadata"]
+        key = (meta.get("namespace") or "", meta["name"])
+        seen = (body.get("spec"), (meta.get("annotations") or {}).get(COMMAND_ANNOTATION))
+        if self._seen.get(key, seen) != seen and key in self._wakes:
+            self._wakes[key].set()
+        self._seen[key] = seen
+
+    async def follow(self, namespace: str, name: str, stopped: kopf.DaemonStopped) -> None:
+        """Tick one Canary until kopf stops the daemon (deletion, pause by a peer, exit)."""
+        key = (namespace, name)
+        wake = self._wakes.setdefault(key, asyncio.Event())
+        due: float | None = None
+        last_error = ""
+        try:
+            while not stopped:
+                started = time.monotonic()
+                if due is not None and not wake.is_set():
+                    self.tick_lags.append(max(0.0, started - due))
+                wake.clear()
+                body = await self.objects.get(f"{GROUP}/{VERSION}", "Canary", namespace, name)
+                if body is None or body["metadata"].get("deletionTimestamp"):
+                    return
+                try:
+                    delay = await self.reconcile(body)
+                    last_error = ""
+                except Exception as exc:  # one canary's failure must never stop the others
+                    delay = RETRY_SECONDS
+                    last_error = await self._report(body, exc, last_error)
+                due = time.monotonic() + delay
+                await self._sleep(stopped, wake, delay)
+        finally:
+            self._wakes.pop(key, None)
+            self._seen.pop(key, None)
+
+    async def _report(self, body: Mapping[str, Any], exc: Exception, last: str) -> str:
+        """Log every failure; post a Warning event only when the message changes (no event storms)."""
+        meta = body["metadata"]
+        message = f"{exc}" if isinstance(exc, ActionFailed) else f"{type(exc).__name__}: {exc}"
+        log.warning("canary %s/%s: tick failed: %s", meta["namespace"], meta["name"], message)
+        self.metrics.reconcile_error(meta["name"], meta["namespace"])
+        if message != last:
+            reason = "ActionFailed" if isinstance(exc, ActionFailed) else "ReconcileError"
+            try:
+                await self.events.record(_reference(body), reason, message, warning=True)
+            except Exception as event_error:  # the API server itself may be what failed
+                log.warning("event not recorded: %s", event_error)
+        return message
+
+    @staticmethod
+    async def _sleep(stopped: kopf.DaemonStopped, wake: asyncio.Event, seconds: float) -> None:
+        waiters = [asyncio.ensure_future(stopped.wait()), asyncio.ensure_future(wake.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    # --- deletion -----------------------------------------------------------------------------------------
+
+    async def finalize(self, body: Mapping[str, Any]) -> None:
+        """revertOnDeletion: give the target its traffic back before the Canary (and what it owns) goes."""
+        try:
+            canary = Canary.model_validate(body)
+        except ValidationError:
+            return  # never initialized from this spec: nothing of ours to revert
+        if canary.status is None or canary.status.phase in (None, Phase.INITIALIZING):
+            return
+        await self._store(body, {**(body.get("status") or {}), "phase": Phase.TERMINATING.value})
+        ports = self.ports(canary)
+        await self.workloads.apply(canary, WorkloadOp.REVERT)
+        await ports.router.apply(canary, RouteState(canary_weight=100))
+        await self._store(body, {**(body.get("status") or {}), "phase": Phase.TERMINATED.value})
+        await self.events.record(
+            canary, "Terminated", f"Canary {canary.metadata.name} reverted to its target", False
+        )
+        self.metrics.forget(canary)
+
+    # --- kopf wiring --------------------------------------------------------------------------------------
+
+    def settings(self) -> kopf.OperatorSettings:
+        settings = kopf.OperatorSettings()
+        settings.posting.enabled = False  # the engine writes the events users read
+        settings.persistence.finalizer = FINALIZER
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kopf.canaryctl.dev")
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix="kopf.canaryctl.dev", key="last-handled-configuration"
+        )
+        settings.peering.standalone = self.config.peering is None
+        settings.peering.name = self.config.peering or "canaryctl"
+        settings.peering.mandatory = self.config.peering is not None
+        settings.peering.priority = self.config.priority
+        settings.peering.clusterwide = not self.config.namespaces
+        return settings
+
+    def registry(self) -> kopf.OperatorRegistry:
+        registry = kopf.OperatorRegistry()
+        configuration = self.objects.api.configuration
+
+        @kopf.on.login(registry=registry)
+        def login(**_: Any) -> kopf.ConnectionInfo:
+            return connection_info(configuration)
+
+        @kopf.daemon(GROUP, VERSION, "canaries", registry=registry, cancellation_timeout=30.0)
+        async def canary_daemon(
+            namespace: str | None, name: str, stopped: kopf.DaemonStopped, **_: Any
+        ) -> None:
+            await self.follow(namespace or "", name, stopped)
+
+        @kopf.on.event(GROUP, VERSION, "canaries", registry=registry)
+        def canary_changed(body: kopf.Body, **_: Any) -> None:
+            self.observe_canary(body)
+
+        def reverts(spec: kopf.Spec, **_: Any) -> bool:
+            return bool(spec.get("revertOnDeletion"))
+
+        @kopf.on.delete(GROUP, VERSION, "canaries", registry=registry, when=reverts)
+        async def canary_deleted(body: kopf.Body, **_: Any) -> None:
+            await self.finalize(body)
+
+        for plural, kind in (("metrictemplates", "MetricTemplate"), ("alertproviders", "AlertProvider")):
+            kopf.on.event(GROUP, VERSION, plural, registry=registry)(self._catalog_handler(kind))
+
+        return registry
+
+    def _catalog_handler(self, kind: str) -> Callable[..., None]:
+        def catalog_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
+            self.catalog.observe(kind, type, dict(body))
+
+        return catalog_changed
+
+    async def run(self, stop_flag: Flag | None = None, ready_flag: Flag | None = None) -> None:
+        """Run kopf with these handlers until ``stop_flag`` is set (or a signal arrives)."""
+        try:
+            await kopf.operator(
+                registry=self.registry(),
+                settings=self.settings(),
+                clusterwide=not self.config.namespaces,
+                namespaces=self.config.namespaces,
+                liveness_endpoint=self.config.liveness,
+                stop_flag=stop_flag,
+                ready_flag=ready_flag,
+            )
+        finally:
+            await self.hooks.aclose()

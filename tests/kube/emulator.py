@@ -1,0 +1,208 @@
+"""Shared fixtures: kmock's Kubernetes emulator on loopback with every resource canaryctl touches.
+
+Use them from a conftest (pytest runs with ``--import-mode=importlib``, so fixtures are shared by
+import rather than by a package-level conftest)::
+
+    from tests.kube.emulator import emulator, kube_api, objects  # noqa: F401
+
+``emulator`` is the running :class:`kmock.KubernetesEmulator` (its ``.url`` is the API base URL,
+its ``.objects`` the stored state); ``kube_api`` a real ``kubernetes`` ApiClient pointed at it;
+``objects`` the :class:`~canaryctl.providers.kube.KubeObjects` port over that client.
+``running_emulator()`` is the same setup as an async context manager for code outside pytest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import jsonpatch
+import kmock
+import pytest
+import pytest_asyncio
+from aiohttp import web
+from kmock._internal import parsing, rendering
+from kubernetes import client
+
+from canaryctl.providers.kube import KubeObjects, api_client_for_host
+
+_ALL_VERBS = ["list", "watch", "get", "create", "update", "patch", "delete"]
+
+# (group/version, plural, kind, namespaced, subresources)
+RESOURCES: list[tuple[str, str, str, bool, list[str]]] = [
+    ("canaryctl.dev/v1beta1", "canaries", "Canary", True, ["status"]),
+    ("canaryctl.dev/v1beta1", "metrictemplates", "MetricTemplate", True, []),
+    ("canaryctl.dev/v1beta1", "alertproviders", "AlertProvider", True, []),
+    ("apps/v1", "deployments", "Deployment", True, ["status", "scale"]),
+    ("apps/v1", "daemonsets", "DaemonSet", True, ["status"]),
+    ("apps/v1", "replicasets", "ReplicaSet", True, ["status", "scale"]),
+    ("v1", "services", "Service", True, ["status"]),
+    ("v1", "pods", "Pod", True, ["status"]),
+    ("v1", "configmaps", "ConfigMap", True, []),
+    ("v1", "secrets", "Secret", True, []),
+    ("v1", "events", "Event", True, []),
+    ("v1", "namespaces", "Namespace", False, ["status"]),
+    ("autoscaling/v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler", True, ["status"]),
+    *[
+        (f"split.smi-spec.io/{v}", "trafficsplits", "TrafficSplit", True, [])
+        for v in ("v1alpha1", "v1alpha2", "v1alpha3", "v1alpha4")
+    ],
+    *[
+        (f"specs.smi-spec.io/{v}", "httproutegroups", "HTTPRouteGroup", True, [])
+        for v in ("v1alpha1", "v1alpha2", "v1alpha3", "v1alpha4")
+    ],
+    ("mesh.canaryctl.dev/v1alpha1", "trafficpolicies", "TrafficPolicy", True, []),
+    ("networking.istio.io/v1beta1", "virtualservices", "VirtualService", True, []),
+    ("networking.istio.io/v1beta1", "destinationrules", "DestinationRule", True, []),
+    ("gateway.networking.k8s.io/v1", "httproutes", "HTTPRoute", True, ["status"]),
+    ("kopf.dev/v1", "kopfpeerings", "KopfPeering", True, []),
+    ("kopf.dev/v1", "clusterkopfpeerings", "ClusterKopfPeering", False, []),
+    ("apiextensions.k8s.io/v1", "customresourcedefinitions", "CustomResourceDefinition", False, ["status"]),
+]
+
+NAMESPACES = ("default", "test")
+
+_original_parse_path = parsing.parse_path
+
+
+def _parse_path_with_namespaces(path: str) -> parsing.ParsedPath:
+    """kmock 0.8 reads ``/api/v1/namespaces[/NAME]`` as "namespace marker" and answers 500.
+
+    Parse those two paths as the cluster-scoped ``namespaces`` resource; leave the rest to kmock.
+    """
+    parts = path.strip("/").split("/")
+    if parts[:3] == ["api", "v1", "namespaces"] and len(parts) in (3, 4):
+        name = parts[3] if len(parts) == 4 else None
+        return parsing.ParsedPath(group="", version="v1", plural="namespaces", name=name)
+    return _original_parse_path(path)
+
+
+@contextlib.contextmanager
+def namespaces_path_fix() -> Iterator[None]:
+    """Install the kmock 0.8 ``parse_path`` fix for the duration of the block."""
+    parsing.parse_path = _parse_path_with_namespaces
+    try:
+        yield
+    finally:
+        parsing.parse_path = _original_parse_path
+
+
+class StampingEmulator(kmock.KubernetesEmulator):
+    """Stamps what an API server sets and kmock 0.8 does not: ``uid``, ``creationTimestamp``,
+    ``resourceVersion`` (kopf guards its finalizer JSON patches with a test on it) and ``generation``
+    (bumped when a write touches ``spec``, as readiness checks compare it with observedGeneration).
+    A JSON patch whose test fails is answered 422 as by a real API server (kmock 0.8 answers 500, which
+    kopf retries with the same stale resourceVersion instead of re-reading).
+
+    Objects are found by name with one dict lookup instead of kmock's scan over all objects, and
+    ``keep_requests=False`` keeps only the requests in flight in the request log, which kmock matches
+    every request against: what a long run over many objects (the benchmark) needs to stay fast.
+    """
+
+    _versions = itertools.count(1)
+    keep_requests = True
+    _in_flight: set[int] | None = None
+
+    async def _handle(self, request: rendering.Request) -> web.StreamResponse:
+        if request.resource is not None and isinstance(request.data, dict | list):
+            self._stamp(request)
+        if not self.keep_requests:  # ``request`` was appended just now, without an await in between
+            self._in_flight = self._in_flight if self._in_flight is not None else set()
+            self._in_flight.add(id(request))
+            self._requests[:] = [r for r in self._requests if id(r) in self._in_flight]
+        try:
+            return await super()._handle(request)
+        except jsonpatch.JsonPatchTestFailed as exc:
+            raise kmock.KubernetesError(status=422, reason="Invalid", message=str(exc)) from exc
+        finally:
+            if self._in_flight is not None:
+                self._in_flight.discard(id(request))
+
+    # Overrides kmock 0.8's private scan over every object (name-mangled in KubernetesEmulator).
+    def _KubernetesEmulator__get_objs(self, request: rendering.Request, strict: bool) -> list[Any]:
+        if request.name is None or request.resource is None or (request.namespace is None and not strict):
+            scan = kmock.KubernetesEmulator._KubernetesEmulator__get_objs  # type: ignore[attr-defined]
+            found: list[Any] = scan(self, request, strict)
+            return found
+        key = (request.resource, request.namespace, request.name)
+        return [self.objects[key]] if key in self.objects else []
+
+    def _current(self, request: rendering.Request) -> dict[str, Any] | None:
+        if request.resource is None or request.name is None:
+            return None
+        key = (request.resource, request.namespace, request.name)
+        if key not in self.objects or self.objects[key].deleted:
+            return None
+        return dict(self.objects[key].raw)
+
+    def _stamp(self, request: rendering.Request) -> None:
+        version = str(next(self._versions))
+        data = request.data
+        if request.action == kmock.action.CREATE and isinstance(data, dict):
+            meta = data.setdefault("metadata", {})
+            meta.update(resourceVersion=version, generation=1, uid=str(uuid.uuid4()))
+            meta["creationTimestamp"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            return
+        current = self._current(request)
+        if request.action != kmock.action.UPDATE or current is None:
+            return
+        generation = int(current.get("metadata", {}).get("generation") or 1)
+        if isinstance(data, list):  # JSON patch: stamp after the client's own operations (and tests)
+            data.append({"op": "add", "path": "/metadata/resourceVersion", "value": version})
+            return
+        meta = data.setdefault("metadata", {}) if isinstance(data.get("metadata", {}), dict) else {}
+        meta["resourceVersion"] = version
+        if "spec" in data and request.subresource is None:
+            meta["generation"] = generation + 1
+
+
+def declare(emulator: kmock.KubernetesEmulator) -> None:
+    """Declare every resource (with verbs and subresources, which kopf's discovery needs) + namespaces."""
+    for group_version, plural, kind, namespaced, subresources in RESOURCES:
+        emulator.resources[f"{group_version}/{plural}"] = kmock.ResourceInfo(
+            kind=kind, namespaced=namespaced, verbs=_ALL_VERBS, subresources=subresources
+        )
+    for namespace in NAMESPACES:
+        emulator.objects["v1/namespaces", None, namespace] = {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": namespace},
+        }
+
+
+@contextlib.asynccontextmanager
+async def running_emulator(keep_requests: bool = True) -> AsyncIterator[kmock.KubernetesEmulator]:
+    """A declared emulator served on 127.0.0.1 (random port) in the current event loop."""
+    with namespaces_path_fix():
+        async with StampingEmulator() as emulator, kmock.Server(emulator):
+            emulator.keep_requests = keep_requests
+            declare(emulator)
+            yield emulator
+
+
+def emulator_url(emulator: kmock.KubernetesEmulator) -> str:
+    return str(emulator.url).rstrip("/")
+
+
+@pytest_asyncio.fixture()
+async def emulator() -> AsyncIterator[kmock.KubernetesEmulator]:
+    async with running_emulator() as running:
+        yield running
+
+
+@pytest.fixture()
+def kube_api(emulator: kmock.KubernetesEmulator) -> Iterator[client.ApiClient]:
+    api = api_client_for_host(emulator_url(emulator))
+    try:
+        yield api
+    finally:
+        api.close()  # type: ignore[no-untyped-call]
+
+
+@pytest.fixture()
+def objects(kube_api: client.ApiClient) -> KubeObjects:
+    return KubeObjects(kube_api)

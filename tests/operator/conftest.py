@@ -1,0 +1,91 @@
+"""Real kopf running canaryctl's operator against kmock's emulator, with the shared stand-ins for the
+controllers and Prometheus the emulator lacks.
+
+Each operator runs in its own thread and event loop, as in its own process: kopf cancels every task
+created in its loop after it started when it stops, which must not hit the test's tasks or a peer's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import kmock
+import pytest
+import pytest_asyncio
+
+from canaryctl.api.models import CanaryAnalysis
+from canaryctl.operator.handlers import CanaryOperator, OperatorConfig
+from canaryctl.providers.kube import api_client_for_host
+from canaryctl.telemetry.metrics import ControllerMetrics
+from tests.kube.cluster import Kubelet, PrometheusStub, running_kubelet, running_prometheus
+from tests.kube.emulator import emulator, emulator_url, kube_api, objects  # noqa: F401
+
+MIN_INTERVAL_SECONDS = 0.3
+
+
+@dataclass
+class RunningOperator:
+    operator: CanaryOperator
+    stop_flag: threading.Event
+    thread: threading.Thread
+
+    async def stop(self) -> None:
+        self.stop_flag.set()
+        await asyncio.to_thread(self.thread.join, 20)
+        assert not self.thread.is_alive(), "operator did not stop within 20 s"
+
+
+StartOperator = Callable[..., Awaitable[RunningOperator]]
+
+
+@pytest.fixture(autouse=True)
+def short_intervals(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the operator's hidden --min-interval-seconds does, for this test only."""
+    monkeypatch.setattr(CanaryAnalysis, "min_interval_seconds", MIN_INTERVAL_SECONDS)
+
+
+@pytest_asyncio.fixture()
+async def kubelet(emulator: kmock.KubernetesEmulator) -> AsyncIterator[Kubelet]:  # noqa: F811
+    async with running_kubelet(emulator) as running:
+        yield running
+
+
+@pytest_asyncio.fixture()
+async def prometheus() -> AsyncIterator[PrometheusStub]:
+    async with running_prometheus() as stub:
+        yield stub
+
+
+@pytest_asyncio.fixture()
+async def start_operator(
+    emulator: kmock.KubernetesEmulator,  # noqa: F811
+    prometheus: PrometheusStub,
+) -> AsyncIterator[StartOperator]:
+    """Starts an operator (standalone unless ``peering=`` is given) and waits until kopf is ready."""
+    running: list[RunningOperator] = []
+
+    async def start(**overrides: Any) -> RunningOperator:
+        options: dict[str, Any] = {
+            "peering": None,
+            "prometheus_url": prometheus.url,
+        }
+        config = OperatorConfig(**(options | overrides))
+        operator = CanaryOperator(config, api_client_for_host(emulator_url(emulator)), ControllerMetrics())
+        stop_flag, ready_flag = threading.Event(), threading.Event()
+        thread = threading.Thread(
+            target=asyncio.run, args=(operator.run(stop_flag=stop_flag, ready_flag=ready_flag),), daemon=True
+        )
+        thread.start()
+        assert await asyncio.to_thread(ready_flag.wait, 10), "operator not ready within 10 s"
+        handle = RunningOperator(operator, stop_flag, thread)
+        running.append(handle)
+        return handle
+
+    yield start
+    for handle in running:
+        if handle.thread.is_alive():
+            await handle.stop()
