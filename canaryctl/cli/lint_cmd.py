@@ -1,4 +1,5 @@
-"""``canaryctl lint FILE...``: check manifests offline, before they reach a cluster or a GitOps repo.
+"""``canaryctl lint FILE...`` or ``-f FILE`` (repeatable, like kubectl): check manifests offline, before
+they reach a cluster or a GitOps repo.
 
 Exit status: 0 clean (warnings allowed), 1 any error, 2 a file could not be read.
 """
@@ -22,15 +23,22 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         description="Validate multi-document YAML files offline; other kinds in them are skipped. "
         "Flagger manifests (flagger.app/v1beta1) are checked as canaryctl.dev/v1beta1.",
     )
-    parser.add_argument("files", nargs="+", metavar="FILE", help="YAML file, or - for stdin")
+    parser.add_argument("files", nargs="*", metavar="FILE", help="YAML file, or - for stdin")
+    parser.add_argument(
+        "-f", "--filename", action="append", default=[], metavar="FILE", help="YAML file (repeatable)"
+    )
     parser.add_argument("-o", "--output", choices=("text", "json"), default="text", help="output format")
     parser.set_defaults(func=run)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
+    paths = [*args.files, *args.filename]
+    if not paths:
+        print("canaryctl lint: no files given (FILE... or -f FILE)", file=sys.stderr)
+        return 2
     sources = []
-    for path in args.files:
+    for path in paths:
         try:
             text = sys.stdin.read() if path == STDIN else Path(path).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:

@@ -12,6 +12,8 @@ from canaryctl.demo import app as demo_app
 from canaryctl.demo import run as demo_cmd
 from canaryctl.loadtester import cli as loadtester_cmd
 from canaryctl.local import cli as local_cmd
+from canaryctl.meshd import cli as meshd_cmd
+from canaryctl.operator import cli as operator_cmd
 
 
 def _version(_: argparse.Namespace) -> int:
@@ -29,6 +31,8 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     convert_cmd.add_parser(subparsers)
     loadtester_cmd.add_parser(subparsers)
     local_cmd.add_parser(subparsers)
+    meshd_cmd.add_parser(subparsers)
+    operator_cmd.add_parser(subparsers)
     demo_app.add_parser(subparsers)
     demo_cmd.add_parser(subparsers)
     version = subparsers.add_parser("version", help="print the canaryctl version")

@@ -1,0 +1,244 @@
+"""Everything ``kubectl canary status`` shows, read from the cluster in one pass: the Canary, its primary
+and canary workloads with their pods, the weight the router really has, and the Canary's last events.
+
+Pods and events are also filtered here, not only by the server's selectors, so a server that ignores
+selectors (an emulator) shows the same thing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import asdict, dataclass
+
+from canaryctl.api.models import (
+    API_VERSION,
+    INCLUDED_MESH,
+    PRIMARY_SUFFIX,
+    Canary,
+    Phase,
+    TargetKind,
+)
+from canaryctl.cli.kube import API_ERRORS, Obj, PluginObjects, describe_failure
+from canaryctl.operator.workloads import KubeWorkloads, TargetError
+from canaryctl.providers.kube import UnknownKind
+from canaryctl.providers.routers import smi
+from canaryctl.providers.routers.canaryctl import SMI_VERSION
+from canaryctl.providers.routers.gatewayapi import GROUP as GATEWAY_GROUP
+from canaryctl.providers.routers.istio import API_VERSION as ISTIO_API_VERSION
+
+EVENTS_SHOWN = 5
+APPS = "apps/v1"
+
+
+@dataclass(frozen=True)
+class Pod:
+    name: str
+    phase: str
+    ready: str  # ready containers / containers
+    restarts: int
+
+
+@dataclass(frozen=True)
+class Workload:
+    role: str  # primary | canary
+    kind: str
+    name: str
+    found: bool
+    ready: int = 0
+    desired: int = 0
+    images: tuple[str, ...] = ()
+    pods: tuple[Pod, ...] = ()
+
+
+@dataclass(frozen=True)
+class ObservedWeight:
+    """The canary weight the router object carries; None when it cannot be read (``source`` says why)."""
+
+    weight: int | None
+    source: str
+
+
+@dataclass(frozen=True)
+class Event:
+    time: str
+    type: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class StatusView:
+    canary: Canary
+    workloads: tuple[Workload, ...] = ()
+    observed: ObservedWeight | None = None
+    events: tuple[Event, ...] = ()
+    # True when the target changed and the operator has not started on the new revision yet.
+    revision_pending: bool = False
+
+    def to_data(self) -> Obj:
+        return {**asdict(self), "canary": self.canary.to_wire()}
+
+
+def _images(obj: Obj) -> tuple[str, ...]:
+    containers = (((obj.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
+    return tuple(str(c.get("image", "")) for c in containers)
+
+
+def _counts(obj: Obj) -> tuple[int, int]:
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    if obj.get("kind") == "DaemonSet":
+        return int(status.get("numberReady") or 0), int(status.get("desiredNumberScheduled") or 0)
+    return int(status.get("readyReplicas") or 0), int(spec.get("replicas", 1))
+
+
+def _pod(obj: Obj) -> Pod:
+    statuses = (obj.get("status") or {}).get("containerStatuses") or []
+    containers = ((obj.get("spec") or {}).get("containers")) or statuses
+    ready = sum(bool(s.get("ready")) for s in statuses)
+    return Pod(
+        name=obj["metadata"]["name"],
+        phase=str((obj.get("status") or {}).get("phase") or "Pending"),
+        ready=f"{ready}/{len(containers)}",
+        restarts=sum(int(s.get("restartCount") or 0) for s in statuses),
+    )
+
+
+def _selects(labels: dict[str, str], selector: dict[str, str]) -> bool:
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+async def _workload(objects: PluginObjects, canary: Canary, role: str) -> Workload:
+    ref, namespace = canary.spec.target_ref, canary.metadata.namespace or "default"
+    name = ref.name + (PRIMARY_SUFFIX if role == "primary" else "")
+    found = await objects.get(APPS, ref.kind.value, namespace, name)
+    if found is None:
+        return Workload(role, ref.kind.value, name, found=False)
+    selector = dict(((found.get("spec") or {}).get("selector") or {}).get("matchLabels") or {})
+    label_selector = ",".join(f"{k}={v}" for k, v in selector.items())
+    pods = await objects.list_objects("v1", "Pod", namespace, label_selector) if selector else []
+    mine = sorted(
+        (_pod(p) for p in pods if _selects(p["metadata"].get("labels") or {}, selector)), key=lambda p: p.name
+    )
+    ready, desired = _counts(found)
+    return Workload(role, ref.kind.value, name, True, ready, desired, _images(found), tuple(mine))
+
+
+def _percent(value: object) -> int:
+    """A weight: an integer percent, or (SMI v1alpha1) a Quantity string such as "900m" or "1"."""
+    if isinstance(value, int):
+        return value
+    text = str(value)
+    return round(float(text[:-1]) / 10) if text.endswith("m") else round(float(text) * 100)
+
+
+def _router_object(canary: Canary) -> tuple[str, str] | None:
+    """(apiVersion, kind) of the object holding the weights for ``spec.provider``; None without one."""
+    provider = canary.spec.provider or INCLUDED_MESH
+    if provider == INCLUDED_MESH:
+        return f"{smi.SPLIT_GROUP}/{SMI_VERSION}", "TrafficSplit"
+    if provider in ("smi", "linkerd"):
+        return f"{smi.SPLIT_GROUP}/v1alpha1", "TrafficSplit"
+    if provider.startswith("smi:"):
+        return f"{smi.SPLIT_GROUP}/{provider.partition(':')[2]}", "TrafficSplit"
+    if provider == "istio":
+        return ISTIO_API_VERSION, "VirtualService"
+    if provider.startswith("gatewayapi"):
+        return f"{GATEWAY_GROUP}/{provider.partition(':')[2] or 'v1'}", "HTTPRoute"
+    return None
+
+
+def _canary_weight(kind: str, obj: Obj, canary_service: str) -> int | None:
+    """The weight of the default (last) route's canary backend."""
+    spec = obj.get("spec") or {}
+    if kind == "TrafficSplit":
+        backends = spec.get("backends") or []
+    elif kind == "VirtualService":
+        backends = [
+            {"service": r.get("destination", {}).get("host"), "weight": r.get("weight", 0)}
+            for r in ((spec.get("http") or [{}])[-1].get("route") or [])
+        ]
+    else:
+        backends = [
+            {"service": r.get("name"), "weight": r.get("weight", 1)}
+            for r in ((spec.get("rules") or [{}])[-1].get("backendRefs") or [])
+        ]
+    for backend in backends:
+        if backend.get("service") == canary_service:
+            return _percent(backend.get("weight", 0))
+    return None
+
+
+async def observed_weight(objects: PluginObjects, canary: Canary) -> ObservedWeight:
+    located = _router_object(canary)
+    provider = canary.spec.provider or INCLUDED_MESH
+    if located is None:
+        return ObservedWeight(None, f"provider {provider} has no weights to read")
+    api_version, kind = located
+    name, namespace = canary.spec.apex_name, canary.metadata.namespace or "default"
+    try:
+        found = await objects.get(api_version, kind, namespace, name)
+    except UnknownKind:
+        return ObservedWeight(None, f"{kind} {api_version} is not in canaryctl's kind table")
+    if found is None:
+        return ObservedWeight(None, f"{kind} {name} not found")
+    if kind == "TrafficSplit" and (found.get("spec") or {}).get("matches"):
+        return ObservedWeight(None, f"{kind} {name} routes matching requests only")
+    return ObservedWeight(_canary_weight(kind, found, canary.spec.side_service(False)), f"{kind} {name}")
+
+
+def _event_time(obj: Obj) -> str:
+    return str(obj.get("lastTimestamp") or obj.get("eventTime") or obj.get("firstTimestamp") or "")
+
+
+async def events(objects: PluginObjects, canary: Canary) -> tuple[Event, ...]:
+    name, namespace = canary.metadata.name or "", canary.metadata.namespace or "default"
+    selector = f"involvedObject.kind=Canary,involvedObject.name={name}"
+    found = await objects.list_selected("v1", "Event", namespace, selector)
+    mine = [
+        e
+        for e in found
+        if (e.get("involvedObject") or {}).get("kind") == "Canary"
+        and (e.get("involvedObject") or {}).get("name") == name
+    ]
+    mine.sort(key=_event_time)
+    return tuple(
+        Event(
+            _event_time(e), str(e.get("type") or ""), str(e.get("reason") or ""), str(e.get("message") or "")
+        )
+        for e in mine[-EVENTS_SHOWN:]
+    )
+
+
+async def revision_pending(objects: PluginObjects, canary: Canary) -> bool:
+    """The target's revision differs from what the operator last started (or promoted)."""
+    status = canary.status
+    if status is None or status.phase not in (Phase.SUCCEEDED, Phase.FAILED, Phase.INITIALIZED):
+        return False
+    try:
+        revision = await KubeWorkloads(objects).revision(canary)
+    except TargetError:
+        return False
+    return revision.hash not in (status.last_applied_spec, status.last_promoted_spec)
+
+
+async def gather(objects: PluginObjects, canary: Canary) -> StatusView:
+    what = f"canary {canary.metadata.namespace}/{canary.metadata.name}"
+    workloads: tuple[Workload, ...] = ()
+    try:
+        if canary.spec.target_ref.kind is not TargetKind.SERVICE:
+            workloads = tuple(
+                await asyncio.gather(*(_workload(objects, canary, r) for r in ("primary", "canary")))
+            )
+        observed, recent, pending = await asyncio.gather(
+            observed_weight(objects, canary), events(objects, canary), revision_pending(objects, canary)
+        )
+    except API_ERRORS as exc:
+        raise describe_failure(what, exc) from exc
+    return StatusView(canary, workloads, observed, recent, pending)
+
+
+async def list_canaries(objects: PluginObjects, namespace: str | None) -> list[Obj]:
+    try:
+        return await objects.list_objects(API_VERSION, "Canary", namespace)
+    except API_ERRORS as exc:
+        raise describe_failure(f"canaries in {namespace or 'all namespaces'}", exc) from exc

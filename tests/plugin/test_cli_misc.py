@@ -1,0 +1,92 @@
+"""completion, lint -f, and the pieces of rendering golden files do not pin: terminal style, durations,
+and when --watch counts a rollout as done."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from canaryctl.api.models import Canary
+from canaryctl.cli.main import main
+from canaryctl.cli.render import Style, duration, status_text, time_left
+from canaryctl.cli.status_cmd import outcome
+from canaryctl.cli.view import StatusView
+from canaryctl.engine.clock import from_rfc3339
+from tests.plugin import scenarios
+
+COMMANDS = ("status", "list", "promote", "abort", "retry", "pause", "resume", "skip", "lint", "convert")
+FLAGGER = Path(__file__).parents[1] / "api" / "manifests" / "flagger"
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh"])
+def test_completion_script_lists_the_subcommands(capsys: pytest.CaptureFixture[str], shell: str) -> None:
+    assert main(["completion", shell]) == 0
+    script = capsys.readouterr().out
+    assert all(f" {command} " in script or f"{command})" in script for command in COMMANDS)
+    assert "complete -F _kubectl_canary kubectl-canary canaryctl" in script
+    assert 'status) opts="-h --help -n --namespace' in script and "--watch" in script and "--until" in script
+    assert "--poll-interval" not in script  # hidden flags stay hidden
+    if shell == "zsh":
+        assert script.startswith("#compdef kubectl-canary canaryctl\n")
+    bash = shutil.which("bash")
+    if bash is not None and shell == "bash":
+        subprocess.run([bash, "-n"], input=script, text=True, check=True)
+
+
+def test_lint_takes_f_and_positional_files(capsys: pytest.CaptureFixture[str]) -> None:
+    blue_green, ab = str(FLAGGER / "blue-green.yaml"), str(FLAGGER / "ab-testing.yaml")
+    assert main(["lint", "-f", blue_green, "-f", ab, "-o", "json"]) == 1  # Flagger apiVersion: an error
+    both = capsys.readouterr().out
+    assert main(["lint", blue_green, ab, "-o", "json"]) == 1
+    assert capsys.readouterr().out == both
+    assert main(["lint"]) == 2
+    assert "no files given" in capsys.readouterr().err
+
+
+def test_rich_style_on_a_terminal() -> None:
+    canary = Canary.model_validate(scenarios.failed()[0])
+    text = status_text(StatusView(canary), Style(rich=True), from_rfc3339(scenarios.NOW))
+    assert "\x1b[31m✖ Failed\x1b[0m" in text
+    assert "\x1b[31m✖\x1b[0m  request-duration" in text
+    assert "\x1b[32m✔\x1b[0m  request-success-rate" in text
+    assert "└── " in text
+    plain = status_text(StatusView(canary), Style(rich=False), from_rfc3339(scenarios.NOW))
+    assert "FAIL  request-duration" in plain and plain.isascii()
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0, "0s"), (42.2, "43s"), (60, "1m"), (200, "3m20s"), (3600, "1h"), (3900, "1h5m"), (93600, "1d2h")],
+)
+def test_duration(seconds: float, text: str) -> None:
+    assert duration(seconds) == text
+
+
+def test_time_left_counts_down_with_the_clock() -> None:
+    canary = Canary.model_validate(scenarios.progressing()[0])
+    now = from_rfc3339(scenarios.NOW)
+    assert time_left(canary, now) == "next check in 40s (interval 1m)"
+    assert time_left(canary, now + timedelta(seconds=39)) == "next check in 1s (interval 1m)"
+    assert time_left(canary, now + timedelta(seconds=41)) == "next check due now (interval 1m)"
+
+
+def test_until_paused_counts_a_pause_step_waiting_for_promote() -> None:
+    canary = Canary.model_validate(scenarios.paused("held", by_user=False)[0])
+    assert canary.status is not None
+    assert outcome(canary, "paused", revision_pending=False) is None  # a timed pause ends on its own
+    canary.status.current_step = 5  # `pause: {}`
+    assert outcome(canary, "paused", revision_pending=False) == 0
+    assert outcome(canary, "succeeded", revision_pending=False) is None
+    canary.status.phase = None
+    assert outcome(canary, "paused", revision_pending=False) is None
+
+
+def test_metrics_not_checked_yet_are_listed_with_their_thresholds() -> None:
+    obj = scenarios.progressing()[0]
+    obj["status"]["metrics"] = obj["status"]["metrics"][:1]
+    text = status_text(StatusView(Canary.model_validate(obj)), Style(rich=False), from_rfc3339(scenarios.NOW))
+    assert "  -   request-duration      -      max 500  not checked yet" in text

@@ -1,0 +1,112 @@
+"""``convert``: Flagger manifests become canaryctl manifests that lint clean; what cannot be carried over
+is reported with its field path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from canaryctl.api.lint import lint_sources
+from canaryctl.cli.main import main
+
+FLAGGER = sorted((Path(__file__).parents[1] / "api" / "manifests" / "flagger").glob("*.yaml"))
+
+UNSUPPORTED = """\
+apiVersion: flagger.app/v1beta1
+kind: MetricTemplate
+metadata: {name: apdex, namespace: test}
+spec:
+  provider: {type: dynatrace, address: https://example.live.dynatrace.com}
+  query: builtin:apps.web.apdex
+---
+apiVersion: flagger.app/v1beta1
+kind: MetricTemplate
+metadata: {name: errors, namespace: test}
+spec:
+  query: sum(rate(errors[1m]))
+---
+apiVersion: flagger.app/v1beta1
+kind: AlertProvider
+metadata: {name: pager, namespace: test}
+spec: {type: opsgenie}
+---
+apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata: {name: web, namespace: test}
+spec:
+  provider: nginx
+  ingressRef: {apiVersion: networking.k8s.io/v1, kind: Ingress, name: web}
+  targetRef: {apiVersion: apps/v1, kind: Deployment, name: web}
+  service: {port: 80, futureField: yes}
+  analysis:
+    interval: 1m
+    stepWeight: 10
+    alerts:
+      - {name: page, providerRef: {name: pager}}
+    metrics:
+      - {name: apdex, templateRef: {name: apdex}, thresholdRange: {min: 0.9}}
+      - {name: errors, templateRef: {name: errors}, thresholdRange: {max: 1}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: test}
+"""
+
+
+def convert(capsys: pytest.CaptureFixture[str], *files: str) -> tuple[int, list[dict[str, Any]], str]:
+    code = main(["convert", *(arg for f in files for arg in ("-f", f))])
+    captured = capsys.readouterr()
+    return code, list(yaml.safe_load_all(captured.out)), captured.err
+
+
+@pytest.mark.parametrize("path", FLAGGER, ids=lambda p: p.name)
+def test_flagger_manifests_convert_and_lint_clean(capsys: pytest.CaptureFixture[str], path: Path) -> None:
+    code, docs, err = convert(capsys, str(path))
+    assert code == 0 and err == ""
+    ours = [d for d in docs if str(d.get("apiVersion", "")).startswith("canaryctl.dev/")]
+    assert ours and not any(d.get("apiVersion") == "flagger.app/v1beta1" for d in docs)
+    result = lint_sources([("converted", yaml.safe_dump_all(docs))])
+    assert result.ok, [str(e) for e in result.errors]
+    assert len(docs) == len([d for d in yaml.safe_load_all(path.read_text()) if d is not None])
+
+
+def test_unsupported_parts_are_reported_and_removed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "flagger.yaml"
+    source.write_text(UNSUPPORTED)
+    code, docs, err = convert(capsys, str(source))
+    assert code == 0
+    file = str(source)
+    assert err.splitlines() == [
+        f"warning: {file}:1: MetricTemplate test/apdex: spec.provider.type: 'dynatrace' is not supported by "
+        "canaryctl; MetricTemplate not converted",
+        f"warning: {file}:3: AlertProvider test/pager: spec.type: 'opsgenie' is not supported by canaryctl; "
+        "AlertProvider not converted",
+        f"warning: {file}:4: Canary test/web: spec.provider: 'nginx' is not supported by canaryctl; removed, "
+        "the operator's default router applies",
+        f"warning: {file}:4: Canary test/web: spec.ingressRef: kept, but unused without provider 'nginx'",
+        f"warning: {file}:4: Canary test/web: spec.analysis.metrics[0]: 'apdex' refers to 'apdex', not "
+        "converted; removed",
+        f"warning: {file}:4: Canary test/web: spec.analysis.alerts[0]: 'page' refers to 'pager', not "
+        "converted; removed",
+        f"warning: {file}:4: Canary test/web: spec.service.futureField: unknown field 'futureField'; removed",
+    ]
+    assert [(d["kind"], d["metadata"]["name"]) for d in docs] == [
+        ("MetricTemplate", "errors"),
+        ("Canary", "web"),
+        ("Deployment", "web"),
+    ]
+    canary = docs[1]
+    assert canary["apiVersion"] == "canaryctl.dev/v1beta1"
+    assert "provider" not in canary["spec"]
+    assert [m["name"] for m in canary["spec"]["analysis"]["metrics"]] == ["errors"]
+    assert lint_sources([("converted", yaml.safe_dump_all(docs))]).ok
+
+
+def test_unreadable_file_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["convert", "-f", "/nonexistent.yaml"]) == 2
+    assert "cannot read /nonexistent.yaml" in capsys.readouterr().err

@@ -1,0 +1,147 @@
+"""``status`` and ``list`` against rollouts seeded into the emulator: golden outputs (plain mode, as in
+a pipe or CI log), machine-readable output, and errors."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import kmock
+import pytest
+import yaml
+
+from canaryctl.api.models import Canary
+from canaryctl.engine.types import RouteState
+from canaryctl.providers.kube import KubeObjects
+from canaryctl.providers.routers import ROUTERS
+from tests.plugin import scenarios
+from tests.plugin.helpers import check_golden, kubectl_canary
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest.mark.parametrize("scenario", sorted(scenarios.SCENARIOS))
+async def test_status_golden(
+    emulator: kmock.KubernetesEmulator, capsys: pytest.CaptureFixture[str], scenario: str
+) -> None:
+    scenarios.seed(emulator, scenarios.SCENARIOS[scenario]())
+    assert await kubectl_canary(emulator, "status", scenarios.CANARY_NAMES[scenario], "-n", "test") == 0
+    out = capsys.readouterr().out
+    assert "\x1b[" not in out and "✔" not in out  # plain mode when stdout is not a terminal
+    check_golden(f"status-{scenario}", out)
+
+
+async def test_list_golden(emulator: kmock.KubernetesEmulator, capsys: pytest.CaptureFixture[str]) -> None:
+    for make in scenarios.SCENARIOS.values():
+        scenarios.seed(emulator, make())
+    assert await kubectl_canary(emulator, "list", "-A") == 0
+    check_golden("list", capsys.readouterr().out)
+
+
+async def test_list_is_per_namespace(
+    emulator: kmock.KubernetesEmulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scenarios.seed(emulator, scenarios.progressing())
+    assert await kubectl_canary(emulator, "list", "-n", "default") == 0
+    assert capsys.readouterr().out == "No canaries found.\n"
+    assert await kubectl_canary(emulator, "list", "-n", "test", "-o", "json") == 0
+    (row,) = json.loads(capsys.readouterr().out)["items"]
+    assert row | {"age": None} == {
+        "name": "podinfo",
+        "namespace": "test",
+        "phase": "Progressing",
+        "canaryWeight": 30,
+        "step": 6,
+        "totalSteps": 10,
+        "failedChecks": 1,
+        "threshold": 5,
+        "lastTransitionTime": scenarios.ago(400),
+        "age": None,
+    }
+
+
+@pytest.mark.parametrize("output", ["json", "yaml"])
+async def test_status_data(
+    emulator: kmock.KubernetesEmulator, capsys: pytest.CaptureFixture[str], output: str
+) -> None:
+    scenarios.seed(emulator, scenarios.progressing())
+    assert await kubectl_canary(emulator, "status", "podinfo", "-n", "test", "-o", output) == 0
+    text = capsys.readouterr().out
+    data = json.loads(text) if output == "json" else yaml.safe_load(text)
+    assert data["canary"]["status"]["canaryWeight"] == 30
+    assert data["observed"] == {"weight": 30, "source": "TrafficSplit podinfo"}
+    assert [w["name"] for w in data["workloads"]] == ["podinfo-primary", "podinfo"]
+    assert len(data["workloads"][0]["pods"]) == 2
+    assert data["events"][-1]["message"] == "Advance podinfo.test canary weight 30"
+    assert data["revision_pending"] is False
+
+
+async def test_router_lagging_behind_status_is_shown(
+    emulator: kmock.KubernetesEmulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    objs = scenarios.progressing()
+    scenarios.seed(emulator, [*objs, scenarios.traffic_split("podinfo", 20)])
+    assert await kubectl_canary(emulator, "status", "podinfo", "-n", "test") == 0
+    assert "30% canary (router: 20% in TrafficSplit podinfo, updating)" in capsys.readouterr().out
+
+
+async def test_new_revision_not_yet_picked_up(
+    emulator: kmock.KubernetesEmulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    objs = scenarios.succeeded()
+    scenarios.seed(emulator, [*objs, scenarios.deployment("done", "done", "6.1.0", 1, 1)])
+    assert await kubectl_canary(emulator, "status", "done", "-n", "test") == 0
+    assert "Revision:      new revision detected, waiting for the operator" in capsys.readouterr().out
+
+
+async def test_not_found_names_the_object(
+    emulator: kmock.KubernetesEmulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await kubectl_canary(emulator, "status", "nope", "-n", "test") == 1
+    assert capsys.readouterr().err == "kubectl canary: error: canary test/nope: not found\n"
+
+
+async def test_unreachable_server(capsys: pytest.CaptureFixture[str]) -> None:
+    from canaryctl.cli.main import build_parser
+
+    args = build_parser("kubectl canary").parse_args(["status", "x", "--server", "http://127.0.0.1:9"])
+    assert await args.afunc(args) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("kubectl canary: error: canary default/x: cannot reach the API server")
+
+
+@pytest.mark.parametrize("provider", ["smi", "smi:v1alpha2", "istio", "gatewayapi"])
+async def test_observed_weight_is_read_from_what_each_router_writes(
+    emulator: kmock.KubernetesEmulator,
+    objects: KubeObjects,
+    capsys: pytest.CaptureFixture[str],
+    provider: str,
+) -> None:
+    """The plugin reads the very objects the routers generate (SMI v1alpha1 weights are Quantities)."""
+    objs = scenarios.progressing()
+    objs[0]["spec"]["provider"] = provider
+    canary = Canary.model_validate(objs[0])
+    written = await ROUTERS[provider](objects).desired(canary, RouteState(canary_weight=30))
+    router_obj = written[-1]
+    emulator.objects[resource_of(router_obj), "test", router_obj["metadata"]["name"]] = router_obj
+    scenarios.seed(emulator, objs[:1])
+    assert await kubectl_canary(emulator, "status", "podinfo", "-n", "test", "-o", "json") == 0
+    observed = json.loads(capsys.readouterr().out)["observed"]
+    assert observed == {"weight": 30, "source": f"{router_obj['kind']} podinfo"}
+
+
+def resource_of(obj: dict[str, Any]) -> str:
+    plural = {"TrafficSplit": "trafficsplits", "VirtualService": "virtualservices", "HTTPRoute": "httproutes"}
+    return f"{obj['apiVersion']}/{plural[obj['kind']]}"
+
+
+async def test_service_target_has_no_workloads(
+    emulator: kmock.KubernetesEmulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    objs = scenarios.progressing()
+    objs[0]["spec"]["targetRef"] = {"apiVersion": "v1", "kind": "Service", "name": "podinfo"}
+    scenarios.seed(emulator, objs[:1])
+    assert await kubectl_canary(emulator, "status", "podinfo", "-n", "test") == 0
+    out = capsys.readouterr().out
+    assert "Canary podinfo\n`-- Service podinfo (traffic only, no pods)\n" in out
+    assert "Images" not in out
