@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-from canaryctl.api.models import Canary, CanaryWebhook, Severity, Verdict, WebhookType
+from canaryctl.api.models import Canary, CanaryWebhook, Phase, Severity, Verdict, WebhookType
 from canaryctl.engine import Need, hook_key, reconcile
 from canaryctl.engine.clock import to_rfc3339
 from canaryctl.engine.machine import record_hook_result
@@ -22,11 +22,14 @@ from canaryctl.engine.types import (
     Decision,
     Event,
     HookResult,
+    MetricObservation,
+    MetricRequest,
     Observations,
     SetRoutes,
     Workload,
 )
 from canaryctl.ports import Alert, Alerts, Analyzer, Events, Hooks, Router, Workloads
+from canaryctl.telemetry.tracing import Tracer
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,8 @@ class Ports:
     alerts: Alerts
     events: Events
     cluster: str = "local"
+    # Spans per step, metric check, webhook and router call; exporters come from OTEL_* (none by default).
+    tracer: Tracer = field(default_factory=Tracer)
 
 
 async def observe(canary: Canary, ports: Ports, now: datetime, command: Command | None) -> Observations:
@@ -70,8 +75,8 @@ async def gather(canary: Canary, need: Need, obs: Observations, ports: Ports) ->
     phase = canary.status.phase if canary.status else None
     checksum = canary.status.last_applied_spec if canary.status else None
 
-    hook_calls = [ports.hooks.call(canary, hook, phase, checksum) for hook in need.hooks]
-    measurements = [ports.analyzer.measure(canary, r.metric, r.caller_side) for r in need.metrics]
+    hook_calls = [_call_hook(canary, hook, phase, checksum, ports) for hook in need.hooks]
+    measurements = [_measure(canary, request, ports) for request in need.metrics]
     hook_results, metric_results = await asyncio.gather(
         asyncio.gather(*hook_calls), asyncio.gather(*measurements)
     )
@@ -82,6 +87,26 @@ async def gather(canary: Canary, need: Need, obs: Observations, ports: Ports) ->
         sample = await ports.analyzer.error_sample(canary, need.error_sample_period)
         updated = replace(updated, error_sample=sample, error_sample_measured=True)
     return updated
+
+
+async def _call_hook(
+    canary: Canary, hook: CanaryWebhook, phase: Phase | None, checksum: str | None, ports: Ports
+) -> HookResult:
+    with ports.tracer.span("webhook", webhook=hook.name, type=hook.type.value) as span:
+        result = await ports.hooks.call(canary, hook, phase, checksum)
+        span.set(success=result.success, status_code=result.status_code)
+        if not result.success:
+            span.fail(result.message)
+        return result
+
+
+async def _measure(canary: Canary, request: MetricRequest, ports: Ports) -> MetricObservation:
+    with ports.tracer.span("metric", metric=request.metric.name, caller_side=request.caller_side) as span:
+        observation = await ports.analyzer.measure(canary, request.metric, request.caller_side)
+        span.set(value=observation.canary.value, provider=observation.provider)
+        if observation.error is not None:
+            span.fail(observation.error)
+        return observation
 
 
 async def decide(canary: Canary, ports: Ports, now: datetime, command: Command | None = None) -> Decision:
@@ -145,7 +170,14 @@ async def act(canary: Canary, decision: Decision, ports: Ports) -> None:
     for action in decision.actions:
         try:
             if isinstance(action, SetRoutes):
-                await ports.router.apply(canary, action.routes)
+                routes = action.routes
+                with ports.tracer.span(
+                    "router",
+                    router=ports.router.name,
+                    weight=routes.canary_weight,
+                    mirror=routes.mirror_weight,
+                ):
+                    await ports.router.apply(canary, routes)
             elif isinstance(action, Workload):
                 await ports.workloads.apply(canary, action.op)
         except Exception as exc:
@@ -160,6 +192,13 @@ async def tick(
     canary: Canary, ports: Ports, now: datetime | None = None, command: Command | None = None
 ) -> Decision:
     """Observe, decide and act once. Returns the decision whose status the caller must store."""
+    before = canary.status.current_step if canary.status else 0
     decision = await decide(canary, ports, now or datetime.now(UTC), command)
-    await act(canary, decision, ports)
+    status = decision.status
+    if status.current_step == before:
+        await act(canary, decision, ports)
+        return decision
+    phase = status.phase.value if status.phase else None
+    with ports.tracer.span("step", step=status.current_step, weight=status.canary_weight, phase=phase):
+        await act(canary, decision, ports)
     return decision

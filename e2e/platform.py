@@ -29,6 +29,7 @@ from canaryctl.local.console import Console
 from canaryctl.local.manifests import load_texts
 from canaryctl.local.prometheus import free_port
 from canaryctl.local.runtime import LocalOptions, LocalRuntime
+from canaryctl.telemetry.tracing import Tracer
 
 NAMESPACE = "e2e"
 SCENARIO_TIMEOUT_SECONDS = 120.0
@@ -120,6 +121,7 @@ class Scenario:
     rps: float = 10.0  # user requests per second, one client
     act: Action = _nothing
     prometheus: str | None = None
+    tracer: Tracer | None = None
 
 
 def _manifests(scenario: Scenario, loadtester: str, listen: str, slack: str) -> str:
@@ -194,6 +196,7 @@ async def run_scenario(scenario: Scenario) -> Run:
             canary=canary.url,
             listen_port=port,
             prometheus=scenario.prometheus,
+            tracer=scenario.tracer,
             timeout=SCENARIO_TIMEOUT_SECONDS,
         )
         runtime = LocalRuntime(bundle, options, Console(io.StringIO()))

@@ -31,12 +31,15 @@ from canaryctl.providers.notifiers import notifier_for
 from canaryctl.providers.notifiers.routing import AlertRouter
 from canaryctl.providers.webhooks import WebhookClient
 from canaryctl.runner import ActionFailed, Ports, tick
+from canaryctl.telemetry.tracing import Tracer
 
 TERMINAL = (Phase.SUCCEEDED, Phase.FAILED)
 
 
 class ProviderUnavailable(RuntimeError):
     """A metrics provider the Canary needs does not answer: refuse to start rather than hold blind."""
+
+
 AUTO = "auto"
 
 
@@ -51,6 +54,7 @@ class LocalOptions:
     timeout: float = 1800.0
     cluster: str = "local"
     default_notifier: Notifier | None = None
+    tracer: Tracer | None = None  # default: one configured from OTEL_* (exports nothing unless asked)
 
 
 @dataclass
@@ -154,6 +158,7 @@ class LocalRuntime:
                 alerts=AlertRouter(self._notifier, self.options.default_notifier),
                 events=self.events,
                 cluster=self.options.cluster,
+                tracer=self.options.tracer or Tracer(),
             )
             canary = self._initial()
             await router.apply(canary, RouteState())
