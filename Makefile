@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint crds deps tools venv clean
+.PHONY: test demo lint crds deps tools venv clean reliability kind
 
 venv: $(STAMP)
 
@@ -34,6 +34,14 @@ test: venv deps tools lint
 # A whole canary on this machine with real traffic: a healthy v2 is promoted, a faulty one rolled back.
 demo: venv deps
 	$(BIN)/canaryctl demo --scenario healthy --scenario faulty --report-dir demo-reports
+
+# The failure tests alone (they also run in `make test`).
+reliability: venv deps
+	$(BIN)/pytest -q tests/reliability
+
+# The kind suite: needs Docker; skips with one reason line without it.
+kind: venv tools
+	$(BIN)/pytest -m kind e2e/kind -rs
 
 crds: venv
 	$(BIN)/python -m canaryctl.api.crd crds

@@ -33,7 +33,7 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import any_pb2, json_format
 
-from canaryctl.mesh.config import TYPE_ORDER, Resources
+from canaryctl.mesh.config import CLUSTER_TYPE, TYPE_ORDER, Resources
 
 ANY_NODE = "*"
 
@@ -73,6 +73,7 @@ class _Stream:
     outbox: asyncio.Queue[discovery_pb2.DiscoveryResponse | None] = field(default_factory=asyncio.Queue)
     names: dict[str, tuple[str, ...]] = field(default_factory=dict)
     sent: dict[str, str] = field(default_factory=dict)
+    delivered: dict[str, TypeSnapshot] = field(default_factory=dict)
     nonces: dict[str, str] = field(default_factory=dict)
     waiters: dict[str, asyncio.Future[bool]] = field(default_factory=dict)
     push_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -166,14 +167,17 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
             return self._last_good.get((stream.node_id, type_url))
         return current
 
-    def _send(self, stream: _Stream, type_url: str) -> asyncio.Future[bool] | None:
-        snapshot = self._current(stream, type_url)
+    def _send(
+        self, stream: _Stream, type_url: str, snapshot: TypeSnapshot | None = None
+    ) -> asyncio.Future[bool] | None:
+        snapshot = snapshot or self._current(stream, type_url)
         if snapshot is None:
             return None
         names = set(stream.names.get(type_url, ()))
         resources = [r for name, r in snapshot.resources if not names or name in names]
         nonce = str(next(self._nonce))
         stream.sent[type_url] = snapshot.version
+        stream.delivered[type_url] = snapshot
         stream.nonces[type_url] = nonce
         waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         stream.waiters[nonce] = waiter
@@ -185,8 +189,14 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         return waiter
 
     async def _push(self, stream: _Stream) -> None:
-        """Send changed types in CDS, LDS, RDS order, each after the previous one was ACKed."""
+        """Send changed types in CDS, LDS, RDS order, each after the previous one was ACKed.
+
+        Make before break: clusters the node's current routes may still name stay in the first CDS
+        push and are only removed after the new routes were ACKed, so no request meets a route to a
+        cluster Envoy no longer has (a 503).
+        """
         async with stream.push_lock:
+            final_clusters = None
             for type_url in TYPE_ORDER:
                 snapshot = self._current(stream, type_url)
                 if (
@@ -195,15 +205,35 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                     or stream.sent.get(type_url) == snapshot.version
                 ):
                     continue
-                waiter = self._send(stream, type_url)
-                if waiter is None:
-                    continue
-                try:
-                    accepted = await asyncio.wait_for(waiter, self.ack_timeout)
-                except TimeoutError:
+                bridge = self._bridge(stream, snapshot) if type_url == CLUSTER_TYPE else None
+                if bridge is not None:
+                    final_clusters, snapshot = snapshot, bridge
+                if not await self._deliver(stream, type_url, snapshot):
                     return
-                if not accepted:
-                    return
+            if final_clusters is not None:
+                await self._deliver(stream, CLUSTER_TYPE, final_clusters)
+
+    @staticmethod
+    def _bridge(stream: _Stream, clusters: TypeSnapshot) -> TypeSnapshot | None:
+        """The new clusters plus the ones last sent that the new snapshot drops, or None if none are."""
+        previous = stream.delivered.get(CLUSTER_TYPE)
+        if previous is None:
+            return None
+        kept = {name for name, _ in clusters.resources}
+        dropped = [(name, resource) for name, resource in previous.resources if name not in kept]
+        if not dropped:
+            return None
+        return TypeSnapshot(f"{clusters.version}+bridge", [*clusters.resources, *dropped])
+
+    async def _deliver(self, stream: _Stream, type_url: str, snapshot: TypeSnapshot) -> bool:
+        """Send and wait for the ACK; False on a NACK or when the node does not answer in time."""
+        waiter = self._send(stream, type_url, snapshot)
+        if waiter is None:
+            return True
+        try:
+            return await asyncio.wait_for(waiter, self.ack_timeout)
+        except TimeoutError:
+            return False
 
     def _on_request(self, stream: _Stream, request: discovery_pb2.DiscoveryRequest) -> None:
         if not stream.node_id:

@@ -1,0 +1,134 @@
+"""The included mesh under traffic while backends are removed and its parts restart.
+
+Real Envoy processes and loopback upstreams (the mesh suite's fixtures); clients keep sending on
+keep-alive connections and every response is stamped with the time its request was sent, so "no
+request reached a removed backend once the change was applied" is checked request by request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from canaryctl.mesh import config
+from canaryctl.mesh.ads import AdsServer
+from canaryctl.mesh.local import LocalMesh
+from canaryctl.mesh.loopback import UpstreamServers
+from canaryctl.mesh.process import EnvoyProcess
+from tests.mesh.conftest import CANARY, PRIMARY, split, start_ads_envoy
+from tests.reliability.traffic import Response, Users
+
+NODE = "web-reliability.default"
+SETTLE_SECONDS = 0.3
+
+
+def only(upstreams: UpstreamServers, name: str) -> config.RouteSpec:
+    """The web service on one backend: the other one's cluster is removed, not weighted to 0."""
+    weighted = next(wb for wb in split(upstreams, 100, 100).backends if wb.backend.name == name)
+    return config.RouteSpec(service="web", backends=(weighted,))
+
+
+def _ads_resources(spec: config.RouteSpec) -> config.Resources:
+    return config.local_resources(spec, "127.0.0.1", 0, config.ads_source(), "/dev/null")
+
+
+async def _cluster_names(envoy: EnvoyProcess) -> set[str]:
+    statuses = (await envoy.get("/clusters?format=json")).json().get("cluster_statuses", [])
+    return {status["name"] for status in statuses}
+
+
+def test_local_mesh_removes_a_backend_under_traffic(
+    local_mesh: LocalMesh, fresh_upstreams: UpstreamServers
+) -> None:
+    async def run() -> tuple[list[Response], float]:
+        await local_mesh.apply(split(fresh_upstreams, 50, 50))
+        users = Users(local_mesh.listen_port).start()
+        await asyncio.sleep(SETTLE_SECONDS)
+        await local_mesh.apply(only(fresh_upstreams, PRIMARY))
+        applied = time.monotonic()
+        await asyncio.sleep(SETTLE_SECONDS)
+        responses = await users.stop()
+        assert CANARY not in await _cluster_names(local_mesh.envoy), "the canary cluster was removed"
+        return responses, applied
+
+    responses, applied = asyncio.run(run())
+    assert {r.status for r in responses} == {200}, "no 5xx and no dropped connection while the cluster went"
+    assert any(r.body == CANARY for r in responses if r.sent < applied)
+    after = [r for r in responses if r.sent >= applied]
+    assert after and {r.body for r in after} == {PRIMARY}
+
+
+async def _ads_sidecar(ads: AdsServer, envoys: list[EnvoyProcess], spec: config.RouteSpec) -> EnvoyProcess:
+    await ads.set_snapshot("*", _ads_resources(spec))
+    envoy = await start_ads_envoy(envoys, ads.port, NODE)
+    await ads.wait_acked(NODE)
+    return envoy
+
+
+def test_control_plane_and_sidecar_restarts_under_traffic(
+    upstreams: UpstreamServers, ads_envoys: list[EnvoyProcess]
+) -> None:
+    async def run() -> None:
+        ads = AdsServer()
+        await ads.start()
+        envoy = await _ads_sidecar(ads, ads_envoys, split(upstreams, 50, 50))
+        users = Users(await envoy.listener_port("local")).start()
+        await asyncio.sleep(SETTLE_SECONDS)
+
+        # All traffic moves to the canary; then the control plane goes away.
+        await ads.set_snapshot(NODE, _ads_resources(split(upstreams, 0, 100)))
+        await ads.wait_acked(NODE)
+        moved = time.monotonic()
+        await ads.stop()
+        down = time.monotonic()
+        await asyncio.sleep(2 * SETTLE_SECONDS)
+
+        # A new control plane on the same port sends traffic back: Envoy reconnects and converges.
+        restarted = AdsServer(port=ads.port)
+        await restarted.start()
+        try:
+            await restarted.set_snapshot("*", _ads_resources(split(upstreams, 100, 0)))
+            up = time.monotonic()
+            await restarted.wait_acked(NODE, timeout=10)
+            converged = time.monotonic()
+            await asyncio.sleep(SETTLE_SECONDS)
+            responses = await users.stop()
+
+            # A sidecar restarted (stopped by PID) gets the current config before it listens.
+            await envoy.stop()
+            replacement = await start_ads_envoy(ads_envoys, restarted.port, NODE)
+            fresh = Users(await replacement.listener_port("local")).start()
+            await asyncio.sleep(SETTLE_SECONDS)
+            after_restart = await fresh.stop()
+        finally:
+            await restarted.stop()
+
+        assert {r.status for r in responses} == {200}, "no error while the control plane was down"
+        outage = [r for r in responses if down <= r.sent < up]
+        assert outage and {r.body for r in outage} == {CANARY}, "the last config kept serving"
+        assert {r.body for r in responses if moved <= r.sent < up} == {CANARY}
+        assert {r.body for r in responses if r.sent >= converged} == {PRIMARY}
+        assert after_restart and {(r.status, r.body) for r in after_restart} == {(200, PRIMARY)}
+
+    asyncio.run(run())
+
+
+def test_ads_removing_a_backend_under_traffic_never_503s(
+    upstreams: UpstreamServers, ads_envoys: list[EnvoyProcess]
+) -> None:
+    async def run() -> tuple[list[Response], float]:
+        async with AdsServer() as ads:
+            envoy = await _ads_sidecar(ads, ads_envoys, split(upstreams, 50, 50))
+            users = Users(await envoy.listener_port("local")).start()
+            await asyncio.sleep(SETTLE_SECONDS)
+            await ads.set_snapshot(NODE, _ads_resources(only(upstreams, PRIMARY)))
+            await ads.wait_acked(NODE)
+            acked = time.monotonic()
+            await asyncio.sleep(SETTLE_SECONDS)
+            responses = await users.stop()
+            assert CANARY not in await _cluster_names(envoy)
+            return responses, acked
+
+    responses, acked = asyncio.run(run())
+    assert {r.body for r in responses if r.sent >= acked} == {PRIMARY}
+    assert {r.status for r in responses} == {200}, [r for r in responses if r.status != 200][:3]
