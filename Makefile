@@ -25,7 +25,7 @@ tools: venv
 lint: venv
 	$(BIN)/ruff check canaryctl tests e2e bench
 	$(BIN)/ruff format --check canaryctl tests e2e bench
-	$(BIN)/mypy canaryctl
+	$(BIN)/mypy canaryctl tests e2e bench
 	$(BIN)/lint-imports
 
 test: venv deps tools lint

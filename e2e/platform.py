@@ -14,7 +14,7 @@ import io
 import json
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,7 +105,7 @@ class Context:
             return (await client.post(f"{self.loadtester_url}{path}", json=payload)).status_code
 
 
-Action = Callable[[Context], Awaitable[None]]
+Action = Callable[[Context], Coroutine[Any, Any, None]]
 
 
 async def _nothing(_: Context) -> None:
@@ -223,7 +223,7 @@ async def run_scenario(scenario: Scenario) -> Run:
 
         runtime.on_tick = record
         runtime.on_started = begin
-        acting = asyncio.create_task(scenario.act(Context(loadtester.url, run)))
+        acting: asyncio.Task[None] = asyncio.create_task(scenario.act(Context(loadtester.url, run)))
         tasks.append(acting)
         result = await runtime.run()
         run.canary = result.canary

@@ -73,7 +73,7 @@ class Cluster:
     kind: KindCluster
 
     def __post_init__(self) -> None:
-        api = config.new_client_from_config(str(self.kind.kubeconfig_path))
+        api = config.new_client_from_config(str(self.kind.kubeconfig_path))  # type: ignore[no-untyped-call]
         self.core = client.CoreV1Api(api)
         self.apps = client.AppsV1Api(api)
         self.custom = client.CustomObjectsApi(api)

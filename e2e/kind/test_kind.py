@@ -110,7 +110,9 @@ SCENARIOS = [
 
 def _primary_version(cluster: Cluster, namespace: str) -> str:
     deployment = cluster.apps.read_namespaced_deployment(f"{APP}-primary", namespace)
-    args = cast(list[str], deployment.spec.template.spec.containers[0].args)
+    pod_spec = deployment.spec.template.spec
+    assert pod_spec is not None
+    args = cast(list[str], pod_spec.containers[0].args)
     return args[args.index("--version") + 1]
 
 

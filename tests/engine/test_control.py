@@ -51,9 +51,9 @@ def test_abort_rolls_back_and_retry_reruns_the_same_revision() -> None:
     driver.tick()
     assert driver.status.phase is Phase.FAILED, "a failed revision is not retried without asking"
     driver.send(CommandKind.RETRY)
-    driver.tick()
-    assert driver.status.phase is Phase.PROGRESSING
-    assert driver.status.failed_checks == 0
+    retried = driver.tick().status
+    assert retried.phase is Phase.PROGRESSING
+    assert retried.failed_checks == 0
     assert driver.run().phase is Phase.SUCCEEDED
     assert driver.status.last_promoted_spec == "rev-2"
 
