@@ -36,7 +36,7 @@ demo: venv deps
 	$(BIN)/canaryctl demo --scenario healthy --scenario faulty --report-dir demo-reports
 
 # The failure tests alone (they also run in `make test`).
-reliability: venv deps
+reliability: venv deps tools
 	$(BIN)/pytest -q tests/reliability
 
 # The kind suite: needs Docker; skips with one reason line without it.

@@ -44,6 +44,14 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="peering priority; the highest live one acts (default: random, distinct per replica)",
     )
     parser.add_argument(
+        "--peering-lifetime",
+        type=int,
+        default=60,
+        metavar="SECONDS",
+        help="how long a replica's peering record lives unless renewed: a standby takes over from a "
+        "replica that died without a clean exit at most this long after (default: %(default)s)",
+    )
+    parser.add_argument(
         "--default-provider",
         default=INCLUDED_MESH,
         choices=sorted(ROUTERS),
@@ -86,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         prometheus_url=args.prometheus_url,
         cluster_name=args.cluster_name,
         liveness=args.liveness,
+        peering_lifetime=args.peering_lifetime,
     )
     if args.priority is not None:
         config = dataclasses.replace(config, priority=args.priority)

@@ -68,6 +68,7 @@ class OperatorConfig:
     namespaces: tuple[str, ...] = ()  # empty: all namespaces
     peering: str | None = "canaryctl"  # None: standalone (no leader election)
     priority: int = field(default_factory=lambda: random.randint(1, 2**31 - 1))  # distinct per replica
+    peering_lifetime: int = 60  # seconds a replica's record lives: how soon a standby replaces a dead one
     default_provider: str = INCLUDED_MESH
     prometheus_url: str = DEFAULT_PROMETHEUS
     cluster_name: str = "kubernetes"
@@ -306,6 +307,7 @@ class CanaryOperator:
         settings.peering.name = self.config.peering or "canaryctl"
         settings.peering.mandatory = self.config.peering is not None
         settings.peering.priority = self.config.priority
+        settings.peering.lifetime = self.config.peering_lifetime
         settings.peering.clusterwide = not self.config.namespaces
         return settings
 

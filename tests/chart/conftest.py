@@ -31,7 +31,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "default": {},
     "namespaced": {"rbac": {"scope": "namespace"}, "watchNamespaces": ["team-a", "team-b"]},
     "cert-manager": {"mesh": {"certificate": {"source": "certManager"}}},
-    "peering-ha": {"controller": {"replicas": 2}},
+    "peering-ha": {"controller": {"replicas": 2, "peeringLifetime": 15}},
     "service-monitor": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
     "no-loadtester": {"loadtester": {"enabled": False}},
     "options": {

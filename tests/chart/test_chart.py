@@ -109,7 +109,7 @@ def test_replicas_share_one_peering(render: Render) -> None:
     manifests = render("peering-ha")
     controller = _one(manifests, "Deployment", "canaryctl")
     assert controller["spec"]["replicas"] == 2
-    assert _args(controller)[1:3] == ["--peering", "canaryctl"]
+    assert _args(controller)[1:5] == ["--peering", "canaryctl", "--peering-lifetime", "15"]
     assert _one(manifests, "ClusterKopfPeering", "canaryctl")
 
 
@@ -129,7 +129,7 @@ def test_cluster_rbac_grants_the_listed_rules(render: Render) -> None:
     manifests = render("default")
     assert not _find(manifests, "Role")
     operator = RBAC_RULES["operator"]
-    expected = operator["namespaced"] + operator["cluster"] + operator["peering"]["clusterwide"]
+    expected = operator["namespaced"] + operator["cluster"] + operator["allNamespaces"]["cluster"]
     assert _one(manifests, "ClusterRole", "canaryctl-controller")["rules"] == expected
     binding = _one(manifests, "ClusterRoleBinding", "canaryctl-controller")
     assert binding["subjects"] == [

@@ -1,0 +1,119 @@
+"""Manifests and observations shared by the operator and reliability suites."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import kmock
+
+from canaryctl.api.models import API_VERSION
+from canaryctl.providers.kube import KubeObjects
+
+NS = "test"
+Obj = dict[str, Any]
+
+
+# --- manifests ----------------------------------------------------------------------------------------
+
+
+def pod_template(app: str, image: str, config: str | None = None) -> Obj:
+    container: Obj = {"name": app, "image": image, "ports": [{"containerPort": 8080}]}
+    if config is not None:
+        container["envFrom"] = [{"configMapRef": {"name": config}}]
+    return {"metadata": {"labels": {"app": app}}, "spec": {"containers": [container]}}
+
+
+def workload(kind: str, name: str, image: str = "app:v1", config: str | None = None) -> Obj:
+    spec: Obj = {"selector": {"matchLabels": {"app": name}}, "template": pod_template(name, image, config)}
+    if kind == "Deployment":
+        spec["replicas"] = 2
+    meta = {"name": name, "namespace": NS, "labels": {"app": name}}
+    return {"apiVersion": "apps/v1", "kind": kind, "metadata": meta, "spec": spec}
+
+
+def config_map(name: str, value: str) -> Obj:
+    meta = {"name": name, "namespace": NS}
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {"COLOR": value}}
+
+
+def canary(name: str, kind: str = "Deployment", **analysis: Any) -> Obj:
+    defaults: Obj = {
+        "interval": "500ms",
+        "threshold": 2,
+        "stepWeight": 50,
+        "maxWeight": 100,
+        "metrics": [{"name": "success", "templateRef": {"name": "success"}, "thresholdRange": {"min": 90}}],
+    }
+    spec: Obj = {
+        "targetRef": {"apiVersion": "v1" if kind == "Service" else "apps/v1", "kind": kind, "name": name},
+        "service": {"port": 80, "targetPort": 8080},
+        "analysis": defaults | analysis,
+    }
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Canary",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": spec,
+    }
+
+
+METRIC_TEMPLATE: Obj = {
+    "apiVersion": API_VERSION,
+    "kind": "MetricTemplate",
+    "metadata": {"name": "success", "namespace": NS},
+    "spec": {"provider": {"type": "prometheus"}, "query": "success_{{ target }}"},
+}
+
+
+# --- observing ----------------------------------------------------------------------------------------
+
+
+async def get_canary(objects: KubeObjects, name: str) -> Obj:
+    found = await objects.get(API_VERSION, "Canary", NS, name)
+    assert found is not None
+    return found
+
+
+async def wait_for(
+    check: Callable[[], Awaitable[bool]], timeout: float = 20.0, what: str = "condition"
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+async def wait_phase(objects: KubeObjects, name: str, *phases: str, timeout: float = 20.0) -> Obj:
+    async def reached() -> bool:
+        status = (await get_canary(objects, name)).get("status") or {}
+        return status.get("phase") in phases
+
+    await wait_for(reached, timeout, f"{name} phase in {phases}")
+    return await get_canary(objects, name)
+
+
+def status_history(emulator: kmock.KubernetesEmulator, name: str) -> list[Obj]:
+    """Every stored version's status: the emulator keeps an object's whole history."""
+    versions = emulator.objects[f"{API_VERSION}/canaries", NS, name].history
+    return [dict(version.get("status") or {}) for version in versions if version is not None]
+
+
+def event_messages(emulator: kmock.KubernetesEmulator, name: str) -> list[str]:
+    messages = []
+    for key in list(emulator.objects):
+        resource, namespace, _ = key
+        obj = emulator.objects[key]
+        if resource.plural == "events" and namespace == NS and not obj.deleted:
+            messages += [obj.raw["message"]] if obj.raw["involvedObject"]["name"] == name else []
+    return messages
+
+
+async def setup_target(objects: KubeObjects, kind: str, name: str) -> None:
+    await objects.apply(METRIC_TEMPLATE)
+    await objects.apply(config_map(f"{name}-config", "blue"))
+    await objects.apply(workload(kind, name, config=f"{name}-config"))
