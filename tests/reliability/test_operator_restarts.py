@@ -223,6 +223,13 @@ async def test_a_standby_takes_over_from_a_killed_leader(
         return [*options, "--min-interval-seconds", "0.3"]
 
     leader = await operators.start(*peered(100, leader_port))
+
+    async def leader_registered() -> bool:
+        return bool(emulator.objects["kopf.dev/v1/clusterkopfpeerings", None, "canaryctl"].raw.get("status"))
+
+    # A replica that starts before any peer is known acts until it sees one: start the standby once
+    # the leader's record is in the peering object, as a rolling second replica would.
+    await wait_for(leader_registered, timeout=30, what="the leader's peering record")
     await operators.start(*peered(10, standby_port))
     await setup_target(objects, "Deployment", NAME)
     await objects.apply(canary(NAME, interval="1s", stepWeight=10, maxWeight=50))
