@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
 from canaryctl import __version__
-from canaryctl.cli import completion_cmd, control_cmd, convert_cmd, lint_cmd, status_cmd
-from canaryctl.demo import app as demo_app
-from canaryctl.demo import run as demo_cmd
-from canaryctl.loadtester import cli as loadtester_cmd
-from canaryctl.local import cli as local_cmd
-from canaryctl.meshd import cli as meshd_cmd
-from canaryctl.operator import cli as operator_cmd
+
+# Each sub-command and the module that registers it, in the order help lists them. Only the module of
+# the command being run is imported: `kubectl canary status` need not load kopf, the mesh or the demo
+# (a second of start-up). Help, completion and an unknown command load them all.
+COMMAND_MODULES: dict[str, str] = {
+    "status": "canaryctl.cli.status_cmd",
+    "list": "canaryctl.cli.status_cmd",
+    **dict.fromkeys(("promote", "abort", "retry", "pause", "resume", "skip"), "canaryctl.cli.control_cmd"),
+    "lint": "canaryctl.cli.lint_cmd",
+    "convert": "canaryctl.cli.convert_cmd",
+    "loadtester": "canaryctl.loadtester.cli",
+    "local": "canaryctl.local.cli",
+    "meshd": "canaryctl.meshd.cli",
+    "operator": "canaryctl.operator.cli",
+    "demo-app": "canaryctl.demo.app",
+    "demo": "canaryctl.demo.run",
+}
+COMPLETION_MODULE = "canaryctl.cli.completion_cmd"
 
 
 def _version(_: argparse.Namespace) -> int:
@@ -21,23 +33,24 @@ def _version(_: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser(prog: str) -> argparse.ArgumentParser:
+def build_parser(prog: str, command: str | None = None) -> argparse.ArgumentParser:
+    """The parser with every sub-command, or with ``command``'s alone when it is a known one."""
     parser = argparse.ArgumentParser(prog=prog, description="Progressive delivery for Kubernetes.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    status_cmd.add_parser(subparsers)
-    control_cmd.add_parser(subparsers)
-    lint_cmd.add_parser(subparsers)
-    convert_cmd.add_parser(subparsers)
-    loadtester_cmd.add_parser(subparsers)
-    local_cmd.add_parser(subparsers)
-    meshd_cmd.add_parser(subparsers)
-    operator_cmd.add_parser(subparsers)
-    demo_app.add_parser(subparsers)
-    demo_cmd.add_parser(subparsers)
+    if command == "version":
+        modules: list[str] = []
+    elif command in COMMAND_MODULES:
+        modules = [COMMAND_MODULES[command]]
+    else:
+        modules = list(dict.fromkeys(COMMAND_MODULES.values()))
+    for module in modules:
+        importlib.import_module(module).add_parser(subparsers)
     version = subparsers.add_parser("version", help="print the canaryctl version")
     version.set_defaults(func=_version)
-    completion_cmd.add_parser(subparsers)  # last: it lists every sub-command registered before it
+    if command not in COMMAND_MODULES and command != "version":
+        # last: it lists every sub-command registered before it
+        importlib.import_module(COMPLETION_MODULE).add_parser(subparsers)
     return parser
 
 
@@ -47,8 +60,9 @@ def _prog(argv0: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser(_prog(sys.argv[0]))
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    command = arguments[0] if arguments and not arguments[0].startswith("-") else None
+    args = build_parser(_prog(sys.argv[0]), command).parse_args(arguments)
     code: int = args.func(args)
     return code
 

@@ -3,15 +3,17 @@ and when --watch counts a rollout as done."""
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from canaryctl.api.models import Canary
-from canaryctl.cli.main import main
+from canaryctl.cli.main import COMMAND_MODULES, build_parser, main
 from canaryctl.cli.render import Style, duration, status_text, time_left
 from canaryctl.cli.status_cmd import outcome
 from canaryctl.cli.view import StatusView
@@ -35,6 +37,26 @@ def test_completion_script_lists_the_subcommands(capsys: pytest.CaptureFixture[s
     bash = shutil.which("bash")
     if bash is not None and shell == "bash":
         subprocess.run([bash, "-n"], input=script, text=True, check=True)
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> set[str]:
+    (action,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return set(action.choices)
+
+
+def test_each_command_loads_only_its_own_module() -> None:
+    assert _subcommands(build_parser("canaryctl")) == {*COMMAND_MODULES, "version", "completion"}
+    for command in COMMAND_MODULES:
+        assert command in _subcommands(build_parser("canaryctl", command))
+    # What a user feels as start-up time: `kubectl canary status` does not import the operator's kopf.
+    probe = "import sys; from canaryctl.cli.main import build_parser; build_parser('k', 'status'); "
+    probe += (
+        "print(sorted(m for m in ('kopf', 'canaryctl.mesh.ads', 'canaryctl.demo.run') if m in sys.modules))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert loaded.stdout.strip() == "[]"
 
 
 def test_lint_takes_f_and_positional_files(capsys: pytest.CaptureFixture[str]) -> None:
