@@ -1,11 +1,16 @@
-"""Tracer with the SDK's in-memory exporter: one trace per rollout, nesting and attributes."""
+"""Tracer with the SDK's in-memory exporter (one trace per rollout, nesting and attributes) and the
+OTLP/HTTP exporter against a loopback collector endpoint."""
 
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -122,8 +127,59 @@ def test_exporters_from_otel_variables(caplog: pytest.LogCaptureFixture) -> None
     Tracer(processors).shutdown()
     assert processors_from_env({"OTEL_TRACES_EXPORTER": "console", "OTEL_SDK_DISABLED": "true"}) == []
     with caplog.at_level(logging.WARNING):
-        # The OTLP exporter packages are optional and not installed here.
-        assert processors_from_env({"OTEL_TRACES_EXPORTER": "otlp"}) == []
+        # The [otlp] extra brings the HTTP exporter only; gRPC's package is not installed.
+        grpc = {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}
+        assert processors_from_env(grpc) == []
         assert processors_from_env({"OTEL_TRACES_EXPORTER": "zipkin"}) == []
-    assert "needs the opentelemetry-exporter-otlp-proto-http package" in caplog.text
+    assert "needs the opentelemetry-exporter-otlp-proto-grpc package" in caplog.text
     assert "'zipkin' is not supported" in caplog.text
+
+
+class OtlpReceiver(BaseHTTPRequestHandler):
+    """An OTLP/HTTP collector endpoint: decodes each protobuf export request it is sent."""
+
+    received: ClassVar[list[ExportTraceServiceRequest]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if self.path == "/v1/traces" and self.headers["Content-Type"] == "application/x-protobuf":
+            self.received.append(ExportTraceServiceRequest.FromString(body))
+            self.send_response(200)
+        else:
+            self.send_response(400)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+def test_otlp_export_reaches_a_collector(monkeypatch: pytest.MonkeyPatch) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), OtlpReceiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_address[1]}/v1/traces"
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", endpoint)  # read by the exporter itself
+        tracer = Tracer(processors_from_env({"OTEL_TRACES_EXPORTER": "otlp"}))
+        reconcile(tracer, "rev-1", 20)
+        tracer.shutdown()  # flushes the batch
+    finally:
+        server.shutdown()
+        server.server_close()
+    spans = [
+        span
+        for request in OtlpReceiver.received
+        for resource_spans in request.resource_spans
+        for scope_spans in resource_spans.scope_spans
+        for span in scope_spans.spans
+    ]
+    reference, in_memory = traced()
+    reconcile(reference, "rev-1", 20)
+    assert sorted(span.name for span in spans) == sorted(s.name for s in in_memory.get_finished_spans())
+    assert len({span.trace_id for span in spans}) == 1
+    router = next(span for span in spans if span.name == "router")
+    attributes = {a.key: a.value.string_value or a.value.int_value for a in router.attributes}
+    assert attributes["canaryctl.router"] == "canaryctl" and attributes["canaryctl.weight"] == 20
+    resource = OtlpReceiver.received[0].resource_spans[0].resource
+    assert any(a.key == "service.name" and a.value.string_value == "canaryctl" for a in resource.attributes)
