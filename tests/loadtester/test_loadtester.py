@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from canaryctl.loadtester import LOADTESTER, LoadTester, build_app, cli
+from canaryctl.local.prometheus import free_port
 
 Test = Callable[[httpx.AsyncClient, LoadTester], Awaitable[None]]
 
@@ -234,13 +234,6 @@ def test_gates_flow() -> None:
     with_loadtester(run)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _pids_running(marker: str) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -256,7 +249,7 @@ def _pids_running(marker: str) -> list[int]:
 
 
 def test_standalone_service_stops_its_children_on_sigterm() -> None:
-    port = _free_port()
+    port = free_port()
     service = subprocess.Popen(
         [
             sys.executable,

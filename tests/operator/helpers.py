@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -78,13 +79,13 @@ async def get_canary(objects: KubeObjects, name: str) -> Obj:
 
 
 async def wait_for(
-    check: Callable[[], Awaitable[bool]], timeout: float = 20.0, what: str = "condition"
+    check: Callable[[], Awaitable[bool]], timeout: float = 20.0, what: str = "condition", poll: float = 0.1
 ) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if await check():
             return
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(poll)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
@@ -103,14 +104,30 @@ def status_history(emulator: kmock.KubernetesEmulator, name: str) -> list[Obj]:
     return [dict(version.get("status") or {}) for version in versions if version is not None]
 
 
-def event_messages(emulator: kmock.KubernetesEmulator, name: str) -> list[str]:
-    messages = []
+def collapsed(values: list[Any]) -> list[Any]:
+    """Consecutive repeats folded: the sequence of distinct values a history went through."""
+    return [value for value, _ in itertools.groupby(values)]
+
+
+def steps_visited(emulator: kmock.KubernetesEmulator, name: str, since: int = 0) -> list[int]:
+    """The analysis steps the stored status went through while Progressing, from version ``since`` on."""
+    history = status_history(emulator, name)[since:]
+    return collapsed([int(s.get("currentStep", 0)) for s in history if s.get("phase") == "Progressing"])
+
+
+def events(emulator: kmock.KubernetesEmulator) -> list[Obj]:
+    """Every Event stored in the test namespace."""
+    found = []
     for key in list(emulator.objects):
         resource, namespace, _ = key
         obj = emulator.objects[key]
         if resource.plural == "events" and namespace == NS and not obj.deleted:
-            messages += [obj.raw["message"]] if obj.raw["involvedObject"]["name"] == name else []
-    return messages
+            found.append(dict(obj.raw))
+    return found
+
+
+def event_messages(emulator: kmock.KubernetesEmulator, name: str) -> list[str]:
+    return [e["message"] for e in events(emulator) if e["involvedObject"]["name"] == name]
 
 
 async def setup_target(objects: KubeObjects, kind: str, name: str) -> None:

@@ -4,8 +4,6 @@ kmock's Kubernetes emulator; metrics from a loopback Prometheus stand-in whose a
 
 from __future__ import annotations
 
-import itertools
-
 import kmock
 import pytest
 
@@ -24,6 +22,7 @@ from tests.operator.helpers import (
     get_canary,
     setup_target,
     status_history,
+    steps_visited,
     wait_for,
     wait_phase,
     workload,
@@ -259,12 +258,7 @@ async def test_restart_mid_rollout_resumes_at_the_same_step(
     await start_operator()
     done = await wait_phase(objects, "long", "Succeeded", "Failed", timeout=30)
     assert done["status"]["phase"] == "Succeeded"
-    steps = [
-        int(s.get("currentStep", 0))
-        for s in status_history(emulator, "long")
-        if s.get("phase") == "Progressing"
-    ]
-    visited = [step for step, _ in itertools.groupby(steps)]
+    visited = steps_visited(emulator, "long")
     assert visited == list(range(visited[0], visited[-1] + 1))  # every step once, in order, none skipped
     advances = [
         m for m in event_messages(emulator, "long") if m.startswith("Advance long.test canary weight")

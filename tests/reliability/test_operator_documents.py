@@ -27,7 +27,7 @@ from canaryctl.providers.kube import KubeObjects
 from tests.kube.cluster import Kubelet, running_kubelet
 from tests.kube.emulator import kube_api, objects, running_emulator  # noqa: F401
 from tests.operator.conftest import prometheus  # noqa: F401
-from tests.operator.helpers import NS, Obj, workload
+from tests.operator.helpers import NS, Obj, events, workload
 from tests.reliability.documents import documents, model_rejects
 from tests.reliability.operators import OperatorProcesses, operators  # noqa: F401
 
@@ -91,13 +91,11 @@ def target_of(canary: models.Canary, index: int) -> Obj:
 
 def failed_ticks(emulator: kmock.KubernetesEmulator) -> list[str]:
     """Events the operator posts when a tick raised: there must be none."""
-    found = []
-    for key in list(emulator.objects):
-        if key[0].plural == "events" and not emulator.objects[key].deleted:
-            raw = emulator.objects[key].raw
-            if raw.get("reason") in ("ActionFailed", "ReconcileError"):
-                found.append(f"{raw['involvedObject']['name']}: {raw['message']}")
-    return found
+    return [
+        f"{event['involvedObject']['name']}: {event['message']}"
+        for event in events(emulator)
+        if event.get("reason") in ("ActionFailed", "ReconcileError")
+    ]
 
 
 def invalid_spec(status: Obj) -> str | None:

@@ -12,12 +12,9 @@ visited once each in order, failed checks survive a restart, and the promotion a
 from __future__ import annotations
 
 import asyncio
-import itertools
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import httpx
 import kmock
@@ -26,6 +23,7 @@ import pytest_asyncio
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
+from canaryctl.local.prometheus import free_port
 from canaryctl.providers.kube import KubeObjects
 from tests.kube.cluster import Kubelet, PrometheusStub
 from tests.kube.emulator import emulator, emulator_url, kube_api, objects  # noqa: F401
@@ -34,10 +32,13 @@ from tests.operator.helpers import (
     NS,
     Obj,
     canary,
+    collapsed,
     get_canary,
     setup_target,
     status_history,
+    steps_visited,
     wait_for,
+    wait_phase,
     workload,
 )
 from tests.reliability.operators import OperatorProcesses, operators  # noqa: F401
@@ -98,24 +99,18 @@ async def kill_in(
     timeout: float = 30.0,
 ) -> Obj:
     """Kill the operator as soon as the Canary is in ``phase``; returns the status it left behind."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    async def in_phase() -> bool:
         current = await status(objects)
-        if current.get("phase") == phase and when(current):
-            break
-        await asyncio.sleep(POLL_SECONDS)
-    else:
-        raise AssertionError(f"timed out after {timeout}s waiting for {phase}; status {current}")
+        return current.get("phase") == phase and when(current)
+
+    await wait_for(in_phase, timeout, f"phase {phase}", poll=POLL_SECONDS)
     await operators.kill(operators.current)
     left = await status(objects)
     await asyncio.sleep(0.3)  # nobody is running: nothing may change
     assert await status(objects) == left
     await operators.start()
     return left
-
-
-def collapsed(values: list[Any]) -> list[Any]:
-    return [value for value, _ in itertools.groupby(values)]
 
 
 async def test_operator_killed_in_every_phase_resumes_without_repeating_or_skipping(
@@ -156,7 +151,7 @@ async def test_operator_killed_in_every_phase_resumes_without_repeating_or_skipp
 
     history = status_history(emulator, NAME)
     assert collapsed([s.get("phase") for s in history if s.get("phase")]) == LIFECYCLE
-    steps = collapsed([int(s.get("currentStep", 0)) for s in history if s.get("phase") == "Progressing"])
+    steps = steps_visited(emulator, NAME)
     assert steps == list(range(steps[0], steps[-1] + 1)), f"steps visited {steps}"
     weights = collapsed([int(s.get("canaryWeight", 0)) for s in history])
     assert weights == [0, 30, 60, 10, 0], f"weights {weights}"
@@ -186,13 +181,6 @@ async def test_operator_killed_in_every_phase_resumes_without_repeating_or_skipp
 
 
 PEERING_LIFETIME_SECONDS = 3
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 async def ticks(metrics_port: int) -> float:
@@ -234,13 +222,13 @@ async def test_a_standby_takes_over_from_a_killed_leader(
     await setup_target(objects, "Deployment", NAME)
     await objects.apply(canary(NAME, interval="1s", stepWeight=10, maxWeight=50))
 
-    async def reached(phase: str, step: int = 0) -> bool:
+    async def at_step_3() -> bool:
         current = await status(objects)
-        return current.get("phase") == phase and int(current.get("currentStep", 0)) >= step
+        return current.get("phase") == "Progressing" and int(current.get("currentStep", 0)) >= 3
 
-    await wait_for(lambda: reached("Initialized"), timeout=30, what="initialization")
+    await wait_phase(objects, NAME, "Initialized", timeout=30)
     await objects.apply(workload("Deployment", NAME, image="app:v2", config=f"{NAME}-config"))
-    await wait_for(lambda: reached("Progressing", 3), timeout=30, what="step 3")
+    await wait_for(at_step_3, timeout=30, what="step 3")
     assert await ticks(leader_port) > 0
     assert await ticks(standby_port) == 0, "the standby acted while the leader was alive"
 
@@ -253,11 +241,11 @@ async def test_a_standby_takes_over_from_a_killed_leader(
 
     await wait_for(moved, timeout=PEERING_LIFETIME_SECONDS + 30, what="the standby to take over")
     takeover = time.monotonic() - killed
-    await wait_for(lambda: reached("Succeeded"), timeout=60, what="promotion")
+    await wait_phase(objects, NAME, "Succeeded", timeout=60)
     assert await ticks(standby_port) > 0
-    history = status_history(emulator, NAME)
-    steps = collapsed([int(s.get("currentStep", 0)) for s in history if s.get("phase") == "Progressing"])
+    steps = steps_visited(emulator, NAME)
     assert steps == list(range(steps[0], steps[-1] + 1)), f"steps visited {steps}"
-    assert collapsed([int(s.get("canaryWeight", 0)) for s in history]) == [0, 10, 20, 30, 40, 50, 0]
+    weights = collapsed([int(s.get("canaryWeight", 0)) for s in status_history(emulator, NAME)])
+    assert weights == [0, 10, 20, 30, 40, 50, 0]
     print(f"standby took over {takeover:.1f}s after the leader was killed")
     assert takeover < PEERING_LIFETIME_SECONDS + 10
