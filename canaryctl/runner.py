@@ -157,7 +157,7 @@ async def _post_rollout(
 ) -> None:
     phase = decision.status.phase
     results: list[HookResult] = await asyncio.gather(
-        *(ports.hooks.call(canary, hook, phase, decision.status.last_applied_spec) for hook in hooks)
+        *(_call_hook(canary, hook, phase, decision.status.last_applied_spec, ports) for hook in hooks)
     )
     now = to_rfc3339(datetime.now(UTC))
     for hook, result in zip(hooks, results, strict=True):
