@@ -38,18 +38,16 @@ def build_parser(prog: str, command: str | None = None) -> argparse.ArgumentPars
     parser = argparse.ArgumentParser(prog=prog, description="Progressive delivery for Kubernetes.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    if command == "version":
-        modules: list[str] = []
-    elif command in COMMAND_MODULES:
-        modules = [COMMAND_MODULES[command]]
-    else:
+    everything = command != "version" and command not in COMMAND_MODULES
+    if everything:
         modules = list(dict.fromkeys(COMMAND_MODULES.values()))
+    else:
+        modules = [COMMAND_MODULES[command]] if command in COMMAND_MODULES else []
     for module in modules:
         importlib.import_module(module).add_parser(subparsers)
     version = subparsers.add_parser("version", help="print the canaryctl version")
     version.set_defaults(func=_version)
-    if command not in COMMAND_MODULES and command != "version":
-        # last: it lists every sub-command registered before it
+    if everything:  # completion last: it lists every sub-command registered before it
         importlib.import_module(COMPLETION_MODULE).add_parser(subparsers)
     return parser
 

@@ -8,7 +8,7 @@ import dataclasses
 import logging
 
 from canaryctl.api.models import INCLUDED_MESH, CanaryAnalysis
-from canaryctl.operator.handlers import CanaryOperator, OperatorConfig
+from canaryctl.operator.handlers import PEERING_LIFETIME_SECONDS, CanaryOperator, OperatorConfig
 from canaryctl.providers.kube import api_client, api_client_for_host
 from canaryctl.providers.metrics.analyzer import DEFAULT_PROMETHEUS
 from canaryctl.providers.routers import ROUTERS
@@ -46,7 +46,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument(
         "--peering-lifetime",
         type=int,
-        default=60,
+        default=PEERING_LIFETIME_SECONDS,
         metavar="SECONDS",
         help="how long a replica's peering record lives unless renewed: a standby takes over from a "
         "replica that died without a clean exit at most this long after (default: %(default)s)",

@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 
 FINALIZER = "canaryctl.dev/finalizer"
 INVALID_SPEC = "InvalidSpec"
+# Seconds a replica's peering record lives unless renewed: how soon a standby replaces a dead one.
+PEERING_LIFETIME_SECONDS = 60
 TERMINAL = (Phase.SUCCEEDED, Phase.FAILED)
 RETRY_SECONDS = 5.0  # after an error: the status was not stored, try the same tick again
 INVALID_RECHECK_SECONDS = 60.0  # an invalid spec is re-read at once when it changes; this is a backstop
@@ -68,7 +70,7 @@ class OperatorConfig:
     namespaces: tuple[str, ...] = ()  # empty: all namespaces
     peering: str | None = "canaryctl"  # None: standalone (no leader election)
     priority: int = field(default_factory=lambda: random.randint(1, 2**31 - 1))  # distinct per replica
-    peering_lifetime: int = 60  # seconds a replica's record lives: how soon a standby replaces a dead one
+    peering_lifetime: int = PEERING_LIFETIME_SECONDS
     default_provider: str = INCLUDED_MESH
     prometheus_url: str = DEFAULT_PROMETHEUS
     cluster_name: str = "kubernetes"
