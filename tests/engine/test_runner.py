@@ -138,3 +138,15 @@ async def test_events_the_api_server_refuses_are_dropped(
     assert any("not recorded: (403)" in record.getMessage() for record in caplog.records)
     routes = await scheduler.routes()
     assert (routes.primary, routes.canary) == (90, 10)
+
+
+async def test_event_hooks_all_hear_every_event_concurrently(scheduler: Scheduler, hooks: HookServer) -> None:
+    webhooks = [hooks.hook("slow-audit", "event"), hooks.hook("chat", "event")]
+    hooks.delays["slow-audit"] = 0.2
+    hooks.failing.add("slow-audit")
+    await scheduler.apply(canary(webhooks=webhooks))
+    scheduler.make_primary_ready()
+    await scheduler.advance()
+    names = hooks.names()
+    assert names.count("chat") == names.count("slow-audit") == len(scheduler.event_messages()) > 0
+    assert not hooks.one_after_another(), "a slow receiver does not hold the others back"
