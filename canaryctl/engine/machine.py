@@ -707,30 +707,20 @@ class _Tick:
         self.reset_routes()
         self.status.canary_weight = 100
         self.status.last_promoted_spec = None
-        self.set_phase(Phase.FAILED, reason)
-        self.event(
-            "Synced",
-            f"Promotion of {self.target} failed, all traffic stays on the canary: {reason}",
-            warning=True,
-            severity=Severity.ERROR,
-        )
-        self.post_rollout()
-        self.requeue = self.interval
+        self.fail(reason, f"Promotion of {self.target} failed, all traffic stays on the canary: {reason}")
 
     # --- rollback ---------------------------------------------------------------------------------------
 
     def rollback(self, reason: str) -> None:
         self.reset_routes()
-        self.status.held_since = None
         self.actions.append(Workload(WorkloadOp.SCALE_CANARY_DOWN))
-        self.set_phase(Phase.FAILED, reason)
         self.event("Synced", reason, warning=True)
-        self.event(
-            "Synced",
-            f"Canary failed! Scaling down {self.target}: {reason}",
-            warning=True,
-            severity=Severity.ERROR,
-        )
+        self.fail(reason, f"Canary failed! Scaling down {self.target}: {reason}")
+
+    def fail(self, reason: str, alert: str) -> None:
+        self.status.held_since = None
+        self.set_phase(Phase.FAILED, reason)
+        self.event("Synced", alert, warning=True, severity=Severity.ERROR)
         self.post_rollout()
         self.requeue = self.interval
 

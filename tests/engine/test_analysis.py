@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from canaryctl.api.models import Phase, Severity
 from canaryctl.engine.types import CallHooks, ErrorSample, Event, Workload, WorkloadOp
 from tests.engine.driver import Driver, make_canary, metric_value
@@ -10,6 +12,11 @@ from tests.engine.test_strategies import SUCCESS, promoted
 
 def hook(name: str, kind: str) -> dict[str, str]:
     return {"name": name, "type": kind, "url": f"http://hooks.test/{name}"}
+
+
+def rollout(*webhooks: Mapping[str, object], **analysis: object) -> Driver:
+    """About to roll out rev-2, judged on the success rate, with these webhooks."""
+    return promoted(Driver(make_canary({"metrics": [SUCCESS], "webhooks": list(webhooks), **analysis})))
 
 
 def test_failed_checks_reach_threshold_and_roll_back() -> None:

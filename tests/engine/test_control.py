@@ -7,6 +7,7 @@ from canaryctl.api.models import Phase
 from canaryctl.engine.revision import config_checksum, revision_hash
 from canaryctl.engine.types import Event, Workload, WorkloadOp
 from tests.engine.driver import Driver, make_canary, metric_value
+from tests.engine.test_analysis import hook, rollout
 from tests.engine.test_strategies import SUCCESS, promoted
 
 
@@ -142,11 +143,8 @@ def waiting(driver: Driver) -> Driver:
     return driver
 
 
-def gated(**analysis: object) -> Driver:
-    webhooks = [{"name": "gate", "type": "confirm-rollout", "url": "http://hooks.test/gate"}]
-    return promoted(
-        Driver(make_canary({"stepWeight": 50, "metrics": [SUCCESS], "webhooks": webhooks, **analysis}))
-    )
+def gated() -> Driver:
+    return rollout(hook("gate", "confirm-rollout"), stepWeight=50)
 
 
 def test_abort_while_waiting_rejects_the_revision_until_retry() -> None:

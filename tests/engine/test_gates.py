@@ -5,7 +5,7 @@ from __future__ import annotations
 from canaryctl.api.models import Phase, Severity
 from canaryctl.engine.types import Event, Workload, WorkloadOp
 from tests.engine.driver import Driver, make_canary
-from tests.engine.test_analysis import hook
+from tests.engine.test_analysis import hook, rollout
 from tests.engine.test_strategies import SUCCESS, promoted
 
 
@@ -18,8 +18,7 @@ def checks(driver: Driver) -> int:
 
 
 def test_blue_green_keeps_traffic_on_the_primary_until_promotion_is_approved() -> None:
-    webhooks = [hook("ship", "confirm-promotion")]
-    driver = promoted(Driver(make_canary({"iterations": 2, "metrics": [SUCCESS], "webhooks": webhooks})))
+    driver = rollout(hook("ship", "confirm-promotion"), iterations=2)
     driver.hooks["ship"] = False
     driver.run(until=lambda s: s.phase is Phase.WAITING_PROMOTION)
     assert driver.status.canary_weight == 0, "the canary must not serve users before approval"
@@ -42,13 +41,7 @@ def test_blue_green_keeps_traffic_on_the_primary_until_promotion_is_approved() -
 
 
 def test_blue_green_mirroring_keeps_mirroring_while_waiting_for_promotion() -> None:
-    analysis = {
-        "iterations": 2,
-        "mirror": True,
-        "metrics": [SUCCESS],
-        "webhooks": [hook("ship", "confirm-promotion")],
-    }
-    driver = promoted(Driver(make_canary(analysis)))
+    driver = rollout(hook("ship", "confirm-promotion"), iterations=2, mirror=True)
     driver.hooks["ship"] = False
     driver.run(until=lambda s: s.phase is Phase.WAITING_PROMOTION)
     assert (driver.status.canary_weight, driver.status.mirror_weight) == (0, 100)
@@ -59,13 +52,7 @@ def test_blue_green_mirroring_keeps_mirroring_while_waiting_for_promotion() -> N
 
 
 def test_confirm_rollout_warns_and_alerts_once_per_wait() -> None:
-    driver = promoted(
-        Driver(
-            make_canary(
-                {"stepWeight": 50, "metrics": [SUCCESS], "webhooks": [hook("gate", "confirm-rollout")]}
-            )
-        )
-    )
+    driver = rollout(hook("gate", "confirm-rollout"), stepWeight=50)
     driver.hooks["gate"] = False
     driver.run(ticks=8, until=lambda s: False)
     assert driver.status.phase is Phase.WAITING
@@ -75,13 +62,7 @@ def test_confirm_rollout_warns_and_alerts_once_per_wait() -> None:
 
 
 def test_confirm_promotion_warns_and_alerts_once_per_wait() -> None:
-    driver = promoted(
-        Driver(
-            make_canary(
-                {"stepWeight": 50, "metrics": [SUCCESS], "webhooks": [hook("ship", "confirm-promotion")]}
-            )
-        )
-    )
+    driver = rollout(hook("ship", "confirm-promotion"), stepWeight=50)
     driver.hooks["ship"] = False
     driver.run(until=lambda s: s.phase is Phase.WAITING_PROMOTION)
     driver.run(ticks=8, until=lambda s: False)
@@ -92,7 +73,7 @@ def test_confirm_promotion_warns_and_alerts_once_per_wait() -> None:
 
 def test_a_muted_gate_warns_without_alerting() -> None:
     gate = {**hook("gate", "confirm-rollout"), "muteAlert": True}
-    driver = promoted(Driver(make_canary({"stepWeight": 50, "metrics": [SUCCESS], "webhooks": [gate]})))
+    driver = rollout(gate, stepWeight=50)
     driver.hooks["gate"] = False
     driver.run(ticks=3, until=lambda s: False)
     announced = warnings_about(driver, "waiting for approval gate")
@@ -100,10 +81,8 @@ def test_a_muted_gate_warns_without_alerting() -> None:
 
 
 def test_hooks_of_one_type_run_in_order_and_stop_at_the_first_failure() -> None:
-    webhooks = [hook("migrate", "pre-rollout"), hook("smoke", "pre-rollout"), hook("seed", "pre-rollout")]
-    driver = promoted(
-        Driver(make_canary({"stepWeight": 50, "threshold": 1, "metrics": [SUCCESS], "webhooks": webhooks}))
-    )
+    webhooks = [hook(name, "pre-rollout") for name in ("migrate", "smoke", "seed")]
+    driver = rollout(*webhooks, stepWeight=50, threshold=1)
     driver.hooks["migrate"] = False
     assert driver.run().phase is Phase.FAILED
     assert [c for c in driver.calls if c.startswith("pre-rollout")] == ["pre-rollout:migrate"]
@@ -111,20 +90,7 @@ def test_hooks_of_one_type_run_in_order_and_stop_at_the_first_failure() -> None:
 
 
 def test_rollout_hooks_run_in_order_before_the_metrics_and_a_failure_skips_the_rest() -> None:
-    webhooks = [hook("load", "rollout"), hook("smoke", "rollout")]
-    driver = promoted(
-        Driver(
-            make_canary(
-                {
-                    "stepWeight": 50,
-                    "maxWeight": 50,
-                    "threshold": 2,
-                    "metrics": [SUCCESS],
-                    "webhooks": webhooks,
-                }
-            )
-        )
-    )
+    driver = rollout(hook("load", "rollout"), hook("smoke", "rollout"), stepWeight=50, maxWeight=50)
     driver.run(until=lambda s: s.canary_weight == 50)
     driver.calls.clear()
     driver.hooks["load"] = False
@@ -137,8 +103,7 @@ def test_rollout_hooks_run_in_order_before_the_metrics_and_a_failure_skips_the_r
 
 
 def test_rollback_hooks_stop_at_the_first_that_signals() -> None:
-    webhooks = [hook("first", "rollback"), hook("second", "rollback"), hook("third", "rollback")]
-    driver = promoted(Driver(make_canary({"stepWeight": 20, "metrics": [SUCCESS], "webhooks": webhooks})))
+    driver = rollout(*(hook(name, "rollback") for name in ("first", "second", "third")), stepWeight=20)
     driver.hooks.update(first=False, second=False, third=False)
     driver.run(until=lambda s: s.canary_weight == 20)
     driver.hooks["second"] = True
@@ -170,8 +135,7 @@ def test_skip_analysis_still_waits_for_confirm_rollout() -> None:
 
 
 def test_confirm_traffic_increase_warns_each_interval_like_flagger() -> None:
-    webhooks = [hook("more", "confirm-traffic-increase")]
-    driver = promoted(Driver(make_canary({"stepWeight": 20, "metrics": [SUCCESS], "webhooks": webhooks})))
+    driver = rollout(hook("more", "confirm-traffic-increase"), stepWeight=20)
     driver.run(until=lambda s: s.canary_weight == 20)
     driver.hooks["more"] = False
     driver.actions.clear()

@@ -20,8 +20,17 @@ from aiohttp import web
 
 from canaryctl.api.models import Canary, Phase
 from tests.kube.cluster import running_prometheus
-from tests.kube.emulator import running_emulator
-from tests.parity.scheduler import HPA, Obj, Scheduler, canary, new_scheduler, seed, workload
+from tests.parity.scheduler import (  # noqa: F401
+    HPA,
+    Obj,
+    Scheduler,
+    canary,
+    emulator,
+    new_scheduler,
+    seed,
+    serving,
+    workload,
+)
 
 pytestmark = pytest.mark.asyncio
 
@@ -58,25 +67,13 @@ async def hooks() -> AsyncIterator[HookServer]:
     server = HookServer()
     app = web.Application()
     app.router.add_post("/{name}", server.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    server.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    try:
+    async with serving(app) as url:
+        server.url = url
         yield server
-    finally:
-        await runner.cleanup()
 
 
 @pytest_asyncio.fixture()
-async def emulator() -> AsyncIterator[kmock.KubernetesEmulator]:
-    async with running_emulator(keep_requests=False) as running:
-        yield running
-
-
-@pytest_asyncio.fixture()
-async def scheduler(emulator: kmock.KubernetesEmulator) -> AsyncIterator[Scheduler]:
+async def scheduler(emulator: kmock.KubernetesEmulator) -> AsyncIterator[Scheduler]:  # noqa: F811
     async with running_prometheus() as prometheus:
         made = new_scheduler(emulator, prometheus.url)
         await seed(made, prometheus.url, workload("Deployment"), HPA)
@@ -142,7 +139,7 @@ async def test_events_the_api_server_refuses_are_dropped(
 
 async def test_event_hooks_all_hear_every_event_concurrently(scheduler: Scheduler, hooks: HookServer) -> None:
     webhooks = [hooks.hook("slow-audit", "event"), hooks.hook("chat", "event")]
-    hooks.delays["slow-audit"] = 0.2
+    hooks.delays["slow-audit"] = 0.5
     hooks.failing.add("slow-audit")
     await scheduler.apply(canary(webhooks=webhooks))
     scheduler.make_primary_ready()

@@ -8,17 +8,9 @@ import kmock
 import pytest_asyncio
 
 from tests.kube.cluster import PrometheusStub, running_prometheus
-from tests.kube.emulator import running_emulator
-from tests.parity.scheduler import Obj, Scheduler, new_scheduler, seed
+from tests.parity.scheduler import Obj, Scheduler, emulator, new_scheduler, seed  # noqa: F401
 
 NewScheduler = Callable[..., Awaitable[Scheduler]]
-
-
-@pytest_asyncio.fixture()
-async def emulator() -> AsyncIterator[kmock.KubernetesEmulator]:
-    """Without a request log: hundreds of ticks per test, each matched against the log, are slow."""
-    async with running_emulator(keep_requests=False) as running:
-        yield running
 
 
 @pytest_asyncio.fixture()
@@ -29,7 +21,7 @@ async def prometheus() -> AsyncIterator[PrometheusStub]:
 
 
 @pytest_asyncio.fixture()
-async def fixture(emulator: kmock.KubernetesEmulator, prometheus: PrometheusStub) -> NewScheduler:
+async def fixture(emulator: kmock.KubernetesEmulator, prometheus: PrometheusStub) -> NewScheduler:  # noqa: F811
     """``newDeploymentFixture(canary)``: seeds the shared objects plus ``objs`` (target, HPA, Canary)."""
 
     async def make(*objs: Obj) -> Scheduler:

@@ -18,12 +18,16 @@ as often as its engine asks (an instant step, a one-second promotion poll) on a 
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kmock
+import pytest_asyncio
+from aiohttp import web
 
 from canaryctl.api.models import API_VERSION, Canary, CanaryStatus, Phase
 from canaryctl.engine.types import RouteState
@@ -33,7 +37,7 @@ from canaryctl.providers.kube import api_client_for_host
 from canaryctl.runner import Ports, tick
 from canaryctl.telemetry.metrics import ControllerMetrics
 from tests.kube.cluster import workload_status
-from tests.kube.emulator import emulator_url
+from tests.kube.emulator import emulator_url, running_emulator
 from tests.operator.helpers import collapsed
 
 Obj = dict[str, Any]
@@ -404,6 +408,26 @@ class Scheduler:
     def phases(self) -> list[Phase | None]:
         """The phases the stored status went through, repeats folded."""
         return collapsed([status.phase for status in self.history])
+
+
+@pytest_asyncio.fixture()
+async def emulator() -> AsyncIterator[kmock.KubernetesEmulator]:
+    """Without a request log: hundreds of ticks per test, each matched against the log, are slow."""
+    async with running_emulator(keep_requests=False) as running:
+        yield running
+
+
+@contextlib.asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[str]:
+    """``app`` on a random loopback port, for the receivers of webhooks and alerts; yields its URL."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
 
 
 def new_scheduler(emulator: kmock.KubernetesEmulator, prometheus_url: str) -> Scheduler:

@@ -32,6 +32,7 @@ from tests.parity.scheduler import (
     canary,
     secret,
     secret_value,
+    serving,
     workload,
 )
 
@@ -137,6 +138,7 @@ async def test_failed_checks_at_the_threshold_roll_back(fixture: NewScheduler, k
     assert scaled_to_zero(await target(scheduler, kind))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("kind", "promoted_phase", "routed"),
     [
@@ -361,14 +363,8 @@ async def slack() -> AsyncIterator[tuple[str, list[Obj]]]:
 
     app = web.Application()
     app.router.add_post("/", receive)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}/", posts
-    finally:
-        await runner.cleanup()
+    async with serving(app) as url:
+        yield f"{url}/", posts
 
 
 @pytest.mark.parametrize("kind", flagger("TestScheduler_DeploymentAlerts", "TestScheduler_DaemonSetAlerts"))
