@@ -31,8 +31,10 @@ from aiohttp import web
 
 from canaryctl.api.models import API_VERSION, Canary, CanaryStatus, Phase
 from canaryctl.engine.types import RouteState
+from canaryctl.operator.adapters import OperatorObjects
 from canaryctl.operator.handlers import MIN_REQUEUE_SECONDS, RETRY_SECONDS, CanaryOperator, OperatorConfig
 from canaryctl.operator.patching import merge_patch
+from canaryctl.ports import Events
 from canaryctl.providers.kube import api_client_for_host
 from canaryctl.runner import Ports, tick
 from canaryctl.telemetry.metrics import ControllerMetrics
@@ -257,10 +259,10 @@ class Scheduler:
     nodes: int = 1
     history: list[CanaryStatus] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
-    events_override: Any = None
+    events_override: Events | None = None  # another Events backend than the operator's v1 Events
 
     @property
-    def objects(self) -> Any:
+    def objects(self) -> OperatorObjects:
         return self.operator.objects
 
     # -- Flagger's fixture helpers --
