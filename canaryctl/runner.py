@@ -33,8 +33,9 @@ from canaryctl.telemetry.tracing import Tracer
 
 log = logging.getLogger(__name__)
 
-# A tick passes at most this many gates (rollback, fastFail, pre-rollout, analysis, promotion).
-MAX_GATHER_ROUNDS = 8
+# A tick passes a few gates (fastFail, analysis metrics, ...) plus one round per webhook it calls: the
+# engine asks for webhooks one at a time, in order.
+BASE_GATHER_ROUNDS = 8
 
 
 class ActionFailed(Exception):
@@ -109,14 +110,21 @@ async def _measure(canary: Canary, request: MetricRequest, ports: Ports) -> Metr
         return observation
 
 
+def gather_rounds(canary: Canary) -> int:
+    analysis = canary.spec.effective_analysis
+    step_hooks = sum(len(step.analysis.webhooks or []) for step in analysis.steps or [] if step.analysis)
+    return BASE_GATHER_ROUNDS + len(analysis.webhooks or []) + step_hooks
+
+
 async def decide(canary: Canary, ports: Ports, now: datetime, command: Command | None = None) -> Decision:
     obs = await observe(canary, ports, now, command)
-    for _ in range(MAX_GATHER_ROUNDS):
+    rounds = gather_rounds(canary)
+    for _ in range(rounds):
         result = reconcile(canary, obs)
         if isinstance(result, Decision):
             return result
         obs = await gather(canary, result, obs, ports)
-    raise RuntimeError(f"engine asked for data more than {MAX_GATHER_ROUNDS} times in one tick")
+    raise RuntimeError(f"engine asked for data more than {rounds} times in one tick")
 
 
 def _failing_metric(decision: Decision) -> str | None:
@@ -127,7 +135,12 @@ def _failing_metric(decision: Decision) -> str | None:
 
 
 async def _event(canary: Canary, event: Event, decision: Decision, ports: Ports) -> None:
-    await ports.events.record(canary, event.reason, event.message, event.warning)
+    """Best effort, like every notification: routes and workloads already changed, so a failing Event
+    write must not fail the tick (its status would never be stored)."""
+    try:
+        await ports.events.record(canary, event.reason, event.message, event.warning)
+    except Exception as exc:  # any Events backend failure; the tick goes on
+        log.warning("event for %s not recorded: %s", canary.metadata.name, exc)
     phase = decision.status.phase
     event_hooks = [h for h in canary.spec.effective_analysis.webhooks or [] if h.type is WebhookType.EVENT]
     await asyncio.gather(
@@ -155,13 +168,13 @@ async def _event(canary: Canary, event: Event, decision: Decision, ports: Ports)
 async def _post_rollout(
     canary: Canary, hooks: tuple[CanaryWebhook, ...], decision: Decision, ports: Ports
 ) -> None:
+    """Flagger's order: one after another, as listed, stopping at the first failure."""
     phase = decision.status.phase
-    results: list[HookResult] = await asyncio.gather(
-        *(_call_hook(canary, hook, phase, decision.status.last_applied_spec, ports) for hook in hooks)
-    )
-    now = to_rfc3339(datetime.now(UTC))
-    for hook, result in zip(hooks, results, strict=True):
-        record_hook_result(decision.status, hook, result, now)
+    for hook in hooks:
+        result = await _call_hook(canary, hook, phase, decision.status.last_applied_spec, ports)
+        record_hook_result(decision.status, hook, result, to_rfc3339(datetime.now(UTC)))
+        if not result.success:
+            return
 
 
 async def act(canary: Canary, decision: Decision, ports: Ports) -> None:

@@ -52,6 +52,16 @@ def new_command_id() -> str:
     return f"{int(time.time())}-{secrets.token_hex(3)}"
 
 
+# What a command does to a new revision held by confirm-rollout (engine.machine, idle phases).
+_SHIP_UNANALYSED = "the waiting revision is promoted without analysis; the canary never gets traffic"
+WHILE_WAITING = {
+    CommandKind.ABORT: "the waiting revision is rejected: phase Failed, the canary never starts (retry does)",
+    CommandKind.SKIP: _SHIP_UNANALYSED,
+    CommandKind.PROMOTE_FULL: _SHIP_UNANALYSED,
+    CommandKind.PROMOTE: "the rollout starts now, without waiting for confirm-rollout hooks",
+}
+
+
 def effect(kind: CommandKind, canary: Canary) -> str:
     """What the operator will do with ``kind`` given the Canary's status (mirrors engine.machine)."""
     status = canary.status or CanaryStatus()
@@ -67,6 +77,8 @@ def effect(kind: CommandKind, canary: Canary) -> str:
         if phase is Phase.FAILED:
             return "the rollout of the current revision restarts from step 1"
         return f"{nothing}; retry only restarts a Failed rollout"
+    if phase is Phase.WAITING:
+        return WHILE_WAITING.get(kind, f"{nothing}; the new revision waits for confirm-rollout")
     if phase not in ANALYSING:
         return f"{nothing}; there is no rollout in progress"
     if kind is CommandKind.ABORT:
@@ -85,6 +97,8 @@ def _promote_step(canary: Canary) -> str:
     step, following = step_text(canary)
     if steps[index].kind in (StepKind.PAUSE, StepKind.ANALYSIS):
         return f"step {step} ends now; next: {following}"
+    if steps[index].kind is StepKind.CONFIRM_PROMOTION:
+        return f"nothing: step {step} waits on confirm-promotion hooks; use --full"
     return f"nothing: step {step} completes on its own"
 
 

@@ -11,6 +11,7 @@ status and continues at the same step.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from canaryctl.api.control import CommandKind
@@ -33,7 +34,7 @@ from canaryctl.api.models import (
 )
 from canaryctl.engine.clock import seconds_since, to_rfc3339
 from canaryctl.engine.judge import judge
-from canaryctl.engine.steps import Step, StepKind, compile_steps
+from canaryctl.engine.steps import Position, Step, StepKind, compile_steps, step_positions
 from canaryctl.engine.types import (
     Action,
     CallHooks,
@@ -99,13 +100,16 @@ def route_of(status: CanaryStatus, match: tuple[HTTPMatchRequest, ...]) -> Route
 
 @dataclass
 class _Pending:
-    """Manual commands accepted this tick."""
+    """The manual command accepted this tick, until the part of the tick it applies to takes it."""
 
-    abort: bool = False
-    retry: bool = False
-    skip: bool = False
-    promote_step: bool = False
-    promote_full: bool = False
+    kind: CommandKind | None = None
+    taken: bool = False
+
+    def take(self, *kinds: CommandKind) -> bool:
+        if self.kind in kinds and not self.taken:
+            self.taken = True
+            return True
+        return False
 
 
 @dataclass
@@ -166,13 +170,18 @@ class _Tick:
         source = hooks if hooks is not None else tuple(self.spec.effective_analysis.webhooks or ())
         return [hook for hook in source if hook.type is kind]
 
-    def hook_results(self, hooks: list[CanaryWebhook]) -> list[tuple[CanaryWebhook, HookResult]]:
-        missing = tuple(hook for hook in hooks if hook_key(hook) not in self.obs.hooks)
-        if missing:
-            raise _NeedData(Need(hooks=missing))
-        results = [(hook, self.obs.hooks[hook_key(hook)]) for hook in hooks]
-        for hook, result in results:
+    def run_hooks(self, hooks: list[CanaryWebhook], stop_at: bool) -> list[tuple[CanaryWebhook, HookResult]]:
+        """Flagger's order: one hook at a time, as listed, until one's success equals ``stop_at`` (a
+        failure for gates and checks, a success for rollback hooks); the rest are not called."""
+        results = []
+        for hook in hooks:
+            result = self.obs.hooks.get(hook_key(hook))
+            if result is None:
+                raise _NeedData(Need(hooks=(hook,)))
             self.record_hook(hook, result)
+            results.append((hook, result))
+            if result.success is stop_at:
+                break
         return results
 
     def record_hook(self, hook: CanaryWebhook, result: HookResult) -> None:
@@ -180,17 +189,13 @@ class _Tick:
 
     def gate(self, kind: WebhookType, hooks: tuple[CanaryWebhook, ...] | None = None) -> CanaryWebhook | None:
         """The first failing hook of a gate type, or None when the gate is open."""
-        for hook, result in self.hook_results(self.hooks_of(kind, hooks)):
+        for hook, result in self.run_hooks(self.hooks_of(kind, hooks), stop_at=False):
             if not result.success:
-                if not hook.mute_alert:
-                    self.event(
-                        "HookFailed",
-                        f"{kind.value} hook {hook.name} failed: {result.message}",
-                        warning=True,
-                        severity=Severity.WARN,
-                    )
                 return hook
         return None
+
+    def alert_for(self, hook: CanaryWebhook) -> Severity | None:
+        return None if hook.mute_alert else Severity.WARN
 
     def record_metrics(self, statuses: list[MetricStatus]) -> None:
         names = {m.name for m in statuses}
@@ -217,29 +222,37 @@ class _Tick:
             self.promoting()
         elif phase is Phase.FINALISING:
             self.finalise()
+        self.report_unused_command(phase)
 
     def accept_command(self) -> None:
         command = self.obs.command
         if command is None or command.id == self.status.last_handled_command:
             return
         self.status.last_handled_command = command.id
-        kind = command.kind
-        if kind is CommandKind.PAUSE:
+        self.pending.kind = command.kind
+        if self.pending.take(CommandKind.PAUSE):
             self.status.paused = True
             self.event("Paused", f"Rollout of {self.ref} paused by user")
-        elif kind is CommandKind.RESUME:
+        elif self.pending.take(CommandKind.RESUME):
             self.status.paused = False
             self.event("Resumed", f"Rollout of {self.ref} resumed by user")
-        elif kind is CommandKind.ABORT:
-            self.pending.abort = True
-        elif kind is CommandKind.RETRY:
-            self.pending.retry = True
-        elif kind is CommandKind.SKIP:
-            self.pending.skip = True
-        elif kind is CommandKind.PROMOTE:
-            self.pending.promote_step = True
-        elif kind is CommandKind.PROMOTE_FULL:
-            self.pending.promote_full = True
+
+    def report_unused_command(self, phase: Phase | None) -> None:
+        """A command that did not apply is handled all the same (it must not fire later, by surprise),
+        so say so where the user looks."""
+        kind = self.pending.kind
+        if kind is None or self.pending.taken:
+            return
+        where = phase.value if phase is not None else "not initialized"
+        if phase in ANALYSIS_PHASES and self.status.current_step < len(self.steps):
+            where += (
+                f", at step {self.status.current_step + 1}: {self.steps[self.status.current_step].describe()}"
+            )
+        self.event(
+            "CommandIgnored",
+            f"Command {kind.value} for {self.ref} ignored: the canary is {where}",
+            warning=True,
+        )
 
     # --- initialization ---------------------------------------------------------------------------------
 
@@ -270,7 +283,7 @@ class _Tick:
         revision = self.obs.revision
         if revision is None:
             return
-        if self.pending.retry and self.status.phase is Phase.FAILED:
+        if self.status.phase is Phase.FAILED and self.pending.take(CommandKind.RETRY):
             self.event("Retry", f"Retrying rollout of {self.ref} by user request")
             self.start(revision)
             return
@@ -282,21 +295,44 @@ class _Tick:
             phase = Phase.SUCCEEDED if self.status.phase is Phase.WAITING else self.status.phase
             self.set_phase(phase or Phase.INITIALIZED, "Revision is already promoted; nothing to analyse")
             return
-        failing = self.gate(WebhookType.CONFIRM_ROLLOUT)
-        if failing is not None:
-            self.set_phase(Phase.WAITING, f"Halt advancement {self.ref} waiting for approval {failing.name}")
+        # A new revision waits here for confirm-rollout. A person's command decides instead of the hooks:
+        # abort rejects the revision, skip/promote-full ship it without analysis, promote starts it.
+        if self.pending.take(CommandKind.ABORT):
+            self.adopt(revision)
+            self.rollback(f"Rollout of {self.target} rejected by user (abort) before it started")
             return
+        if self.pending.take(CommandKind.SKIP, CommandKind.PROMOTE_FULL):
+            self.adopt(revision)
+            self.start_promotion("promoted by user without analysis")
+            return
+        if not self.pending.take(CommandKind.PROMOTE):
+            failing = self.gate(WebhookType.CONFIRM_ROLLOUT)
+            if failing is not None:
+                if self.status.phase is not Phase.WAITING:
+                    self.event(
+                        "Synced",
+                        f"Halt advancement {self.ref} waiting for approval {failing.name}",
+                        warning=True,
+                        severity=self.alert_for(failing),
+                    )
+                self.set_phase(
+                    Phase.WAITING, f"Halt advancement {self.ref} waiting for approval {failing.name}"
+                )
+                return
         self.start(revision)
 
-    def start(self, revision: str) -> None:
-        restarted = self.status.phase in ANALYSIS_PHASES
+    def adopt(self, revision: str) -> None:
+        """Make ``revision`` the one this rollout is about, from a clean slate."""
         status = self.status
         status.last_applied_spec = revision
         status.tracked_configs = self.obs.tracked_configs
         status.failed_checks = 0
-        status.total_steps = len(self.steps)
         status.pre_rollout_done = False
         status.metrics = []
+
+    def start(self, revision: str) -> None:
+        restarted = self.status.phase in ANALYSIS_PHASES
+        self.adopt(revision)
         self.reset_routes()
         self.enter(0)
         self.actions.append(Workload(WorkloadOp.SCALE_CANARY_UP))
@@ -312,38 +348,90 @@ class _Tick:
         if revision is not None and revision != self.status.last_applied_spec:
             self.start(revision)
             return
-        if self.pending.abort:
+        self.realign()
+        if self.pending.take(CommandKind.ABORT):
             self.rollback("Rollback requested by user (abort)")
             return
         if self.status.paused:
             self.status.message = "Rollout paused by user"
             self.requeue = self.interval
             return
-        for hook, result in self.hook_results(self.hooks_of(WebhookType.ROLLBACK)):
+        if not self.obs.canary.ready:
+            self.wait_or_fail(f"canary {self.target} not ready: {self.obs.canary.message}")
+            return
+        if not self.data_held():
+            self.status.held_since = None  # recovered: the next hold gets a whole progress deadline
+        # Flagger's order: skipAnalysis before rollback and pre-rollout hooks.
+        commanded = self.pending.take(CommandKind.SKIP, CommandKind.PROMOTE_FULL)
+        if self.spec.skip_analysis or commanded:
+            self.start_promotion("promoted by user" if commanded else "analysis skipped")
+            return
+        for hook, result in self.run_hooks(self.hooks_of(WebhookType.ROLLBACK), stop_at=True):
             if result.success:
                 self.rollback(
                     f"Rolling back {self.ref}: rollback hook {hook.name} returned {result.status_code}"
                 )
                 return
-        if not self.obs.canary.ready:
-            self.wait_or_fail(f"canary {self.target} not ready: {self.obs.canary.message}")
-            return
         if self.fast_fail_tripped():
             return
         if not self.status.pre_rollout_done:
             failing = self.gate(WebhookType.PRE_ROLLOUT)
             if failing is not None:
-                self.failed_check(f"Halt advancement {self.ref}: pre-rollout check {failing.name} failed")
+                self.failed_check(
+                    f"Halt advancement {self.ref} pre-rollout check {failing.name} failed "
+                    f"{self.obs.hooks[hook_key(failing)].message}",
+                    alert=not failing.mute_alert,
+                )
                 return
             self.status.pre_rollout_done = True
-        if self.spec.skip_analysis or self.pending.skip or self.pending.promote_full:
-            self.start_promotion("analysis skipped" if not self.pending.promote_full else "promoted by user")
-            return
         index = self.status.current_step
         if index >= len(self.steps):
-            self.confirm_promotion()
+            if any(step.kind is StepKind.CONFIRM_PROMOTION for step in self.steps):
+                self.start_promotion("analysis passed")  # the gate was passed before the switch
+            else:
+                self.confirm_promotion(lambda: self.start_promotion("analysis passed"))
             return
         self.run_step(self.steps[index])
+
+    def data_held(self) -> bool:
+        """The last check found no data (or an inconclusive comparison) and no check has run since."""
+        last = self.status.last_analysis_at
+        return last is not None and any(
+            m.time == last and m.verdict in (Verdict.NO_DATA, Verdict.ERROR, Verdict.INCONCLUSIVE)
+            for m in self.status.metrics
+        )
+
+    def realign(self) -> None:
+        """After an edit of ``spec.analysis`` the stored step may no longer match the traffic. Continue at
+        the first step that runs with exactly the current routing (Flagger continues from the current
+        weight); else step back to the last analysis at or below the current weight, so no check ahead is
+        skipped and traffic never grows without one; else start over from the first step."""
+        status = self.status
+        here = Position(status.canary_weight, status.mirror_weight, status.header_route)
+        positions = step_positions(self.steps)
+        if status.current_step < len(positions) and positions[status.current_step] == here:
+            return
+        exact = [i for i, position in enumerate(positions) if position == here]
+        below = [
+            i
+            for i, step in enumerate(self.steps)
+            if step.kind is StepKind.ANALYSIS and positions[i].canary_weight <= status.canary_weight
+        ]
+        index = exact[0] if exact else below[-1] if below else 0
+        position = positions[index]
+        status.canary_weight = position.canary_weight
+        status.mirror_weight = position.mirror_weight
+        status.header_route = position.header_route
+        status.fault = None
+        self.enter(index)
+        if status.phase is Phase.WAITING_PROMOTION and index < len(self.steps):
+            self.set_phase(Phase.PROGRESSING, status.message)
+        where = self.steps[index].describe() if index < len(self.steps) else "promotion"
+        self.event(
+            "Synced",
+            f"Analysis of {self.ref} changed: continuing at canary weight {status.canary_weight} "
+            f"with step {index + 1}/{len(self.steps)} ({where})",
+        )
 
     def fast_fail_tripped(self) -> bool:
         fast_fail = self.spec.effective_analysis.fast_fail
@@ -376,7 +464,12 @@ class _Tick:
             if step.weight > status.canary_weight:
                 failing = self.gate(WebhookType.CONFIRM_TRAFFIC_INCREASE)
                 if failing is not None:
-                    status.message = f"Waiting for approval to increase traffic: {failing.name}"
+                    # As Flagger: a warning (and alert) each time the gate is asked, once an interval.
+                    message = (
+                        f"Halt advancement {self.ref} waiting for traffic increase approval {failing.name}"
+                    )
+                    self.event("Synced", message, warning=True, severity=self.alert_for(failing))
+                    status.message = message
                     self.requeue = self.interval
                     return
             status.canary_weight = step.weight
@@ -388,15 +481,25 @@ class _Tick:
             self.advance()
         elif step.kind is StepKind.MIRROR:
             status.mirror_weight = step.mirror
-            self.event("Synced", f"Advance {self.ref}: mirroring {step.mirror}% of traffic to canary")
+            verb = f"mirroring {step.mirror}% of traffic to canary" if step.mirror else "mirroring stopped"
+            self.event("Synced", f"Advance {self.ref}: {verb}")
             self.advance()
+        elif step.kind is StepKind.CONFIRM_PROMOTION:
+            self.confirm_promotion(self.promotion_approved)
         elif step.kind is StepKind.PAUSE:
             self.pause(step)
         else:
             self.analyse(step)
 
+    def promotion_approved(self) -> None:
+        """Blue/green past its gate: the switch to the canary and one more check come next."""
+        if self.status.phase is Phase.WAITING_PROMOTION:
+            self.set_phase(Phase.PROGRESSING, "Promotion approved")
+        self.event("Synced", f"Confirm-promotion passed, routing all traffic to canary {self.target}")
+        self.advance()
+
     def pause(self, step: Step) -> None:
-        if self.pending.promote_step:
+        if self.pending.take(CommandKind.PROMOTE):
             self.event("Synced", f"Pause of {self.ref} ended by user")
             self.advance()
             return
@@ -412,7 +515,7 @@ class _Tick:
         self.requeue = min(self.requeue, step.duration - elapsed)
 
     def analyse(self, step: Step) -> None:
-        if self.pending.promote_step:
+        if self.pending.take(CommandKind.PROMOTE):
             self.event("Synced", f"Step {self.status.current_step + 1} of {self.ref} skipped by user")
             self.advance()
             return
@@ -445,22 +548,23 @@ class _Tick:
         NO_DATA (held)."""
         analysis = self.spec.effective_analysis
         chosen = metrics if metrics is not None else tuple(analysis.metrics or ())
-        hooks = self.hooks_of(WebhookType.ROLLOUT, webhooks)
-        missing_hooks = tuple(h for h in hooks if hook_key(h) not in self.obs.hooks)
+        # Flagger's order: the rollout hooks one by one (a failure ends the check), then the metrics.
+        hooks = self.run_hooks(self.hooks_of(WebhookType.ROLLOUT, webhooks), stop_at=False)
+        failing = next((hook for hook, result in hooks if not result.success), None)
         missing_metrics = tuple(
             MetricRequest(metric, caller_side) for metric in chosen if metric.name not in self.obs.metrics
         )
-        if missing_hooks or missing_metrics:
-            raise _NeedData(Need(hooks=missing_hooks, metrics=missing_metrics))
+        if failing is None and missing_metrics:
+            raise _NeedData(Need(metrics=missing_metrics))
         self.status.last_analysis_at = self.now
         self.requeue = min(self.requeue, self.interval)
-        for hook, result in self.hook_results(hooks):
-            if not result.success:
-                self.failed_check(
-                    f"Halt advancement {self.ref}: rollout hook {hook.name} failed: {result.message}",
-                    alert=not hook.mute_alert,
-                )
-                return Verdict.FAIL
+        if failing is not None:
+            self.failed_check(
+                f"Halt advancement {self.ref}: rollout hook {failing.name} failed: "
+                f"{self.obs.hooks[hook_key(failing)].message}",
+                alert=not failing.mute_alert,
+            )
+            return Verdict.FAIL
         judged = [judge(metric, self.obs.metrics.get(metric.name), self.now) for metric in chosen]
         self.record_metrics(judged)
         failed = [m for m in judged if m.verdict is Verdict.FAIL]
@@ -479,13 +583,14 @@ class _Tick:
         self.wait_or_fail(message)
         self.requeue = min(self.requeue, self.interval)
 
-    def wait_or_fail(self, message: str) -> None:
+    def wait_or_fail(self, message: str, give_up: Callable[[str], None] | None = None) -> None:
+        """Wait for readiness or data until the progress deadline, then ``give_up`` (roll back)."""
         if self.status.held_since is None:
             self.status.held_since = self.now
         held_for = seconds_since(self.status.held_since, self.obs.now) or 0.0
         deadline = self.spec.progress_deadline_seconds
         if held_for >= deadline:
-            self.rollback(f"Progress deadline exceeded ({deadline}s): {message}")
+            (give_up or self.rollback)(f"Progress deadline exceeded ({deadline}s): {message}")
             return
         self.status.message = message
         self.requeue = min(self.requeue, POLL_SECONDS * 5)
@@ -530,20 +635,20 @@ class _Tick:
 
     # --- promotion --------------------------------------------------------------------------------------
 
-    def confirm_promotion(self) -> None:
-        # Keep judging the canary while a human decides: it still serves traffic.
-        waiting = self.status.phase is Phase.WAITING_PROMOTION and self.check_due()
-        if waiting and self.check(None, None, caller_side=False) is not Verdict.PASS:
+    def confirm_promotion(self, approved: Callable[[], None]) -> None:
+        # Keep judging the canary while a human decides, as Flagger does.
+        waiting = self.status.phase is Phase.WAITING_PROMOTION
+        if waiting and self.check_due() and self.check(None, None, caller_side=False) is not Verdict.PASS:
             return
         failing = self.gate(WebhookType.CONFIRM_PROMOTION)
-        if failing is not None:
-            self.set_phase(
-                Phase.WAITING_PROMOTION,
-                f"Halt {self.ref} advancement waiting for promotion approval {failing.name}",
-            )
-            self.requeue = min(self.requeue, self.interval)
+        if failing is None:
+            approved()
             return
-        self.start_promotion("analysis passed")
+        message = f"Halt advancement {self.ref} waiting for promotion approval {failing.name}"
+        if not waiting:
+            self.event("Synced", message, warning=True, severity=self.alert_for(failing))
+        self.set_phase(Phase.WAITING_PROMOTION, message)
+        self.requeue = min(self.requeue, self.interval)
 
     def start_promotion(self, why: str) -> None:
         self.status.mirror_weight = 0
@@ -557,13 +662,20 @@ class _Tick:
         self.event("Synced", f"Copying {self.target} template spec to {primary}")
         self.requeue = POLL_SECONDS
 
+    def primary_failed(self, message: str) -> bool:
+        """During promotion the canary is the only healthy copy: wait for the primary, and at the deadline
+        keep the canary serving (as Flagger does) instead of rolling back to the broken primary."""
+        if self.obs.primary.ready:
+            self.status.held_since = None
+            return False
+        self.wait_or_fail(
+            f"primary of {self.target} not ready {message}: {self.obs.primary.message}", self.failed_promotion
+        )
+        return True
+
     def promoting(self) -> None:
-        if not self.obs.primary.ready:
-            self.wait_or_fail(
-                f"primary of {self.target} not ready after promotion: {self.obs.primary.message}"
-            )
+        if self.primary_failed("after promotion"):
             return
-        self.status.held_since = None
         step = self.spec.effective_analysis.step_weight_promotion
         if step and self.status.canary_weight > 0:
             if not self.check_due():
@@ -579,6 +691,8 @@ class _Tick:
         self.requeue = POLL_SECONDS
 
     def finalise(self) -> None:
+        if self.primary_failed("with all traffic"):
+            return
         self.actions.append(Workload(WorkloadOp.SCALE_CANARY_DOWN))
         self.status.last_promoted_spec = self.status.last_applied_spec
         self.status.current_step = len(self.steps)
@@ -587,20 +701,26 @@ class _Tick:
         self.post_rollout()
         self.requeue = self.interval
 
+    def failed_promotion(self, reason: str) -> None:
+        """All traffic to the canary, which keeps running; phase Failed. The primary now runs a spec that
+        never became ready, so no revision counts as promoted: the next one gets a full rollout."""
+        self.reset_routes()
+        self.status.canary_weight = 100
+        self.status.last_promoted_spec = None
+        self.fail(reason, f"Promotion of {self.target} failed, all traffic stays on the canary: {reason}")
+
     # --- rollback ---------------------------------------------------------------------------------------
 
     def rollback(self, reason: str) -> None:
         self.reset_routes()
-        self.status.held_since = None
         self.actions.append(Workload(WorkloadOp.SCALE_CANARY_DOWN))
-        self.set_phase(Phase.FAILED, reason)
         self.event("Synced", reason, warning=True)
-        self.event(
-            "Synced",
-            f"Canary failed! Scaling down {self.target}: {reason}",
-            warning=True,
-            severity=Severity.ERROR,
-        )
+        self.fail(reason, f"Canary failed! Scaling down {self.target}: {reason}")
+
+    def fail(self, reason: str, alert: str) -> None:
+        self.status.held_since = None
+        self.set_phase(Phase.FAILED, reason)
+        self.event("Synced", alert, warning=True, severity=Severity.ERROR)
         self.post_rollout()
         self.requeue = self.interval
 

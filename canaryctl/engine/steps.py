@@ -20,6 +20,7 @@ from canaryctl.api.models import (
     CanaryWebhook,
     FaultStatus,
     HTTPMatchRequest,
+    WebhookType,
 )
 
 DEFAULT_STEP_WEIGHT = 10
@@ -40,6 +41,8 @@ class StepKind(StrEnum):
     MIRROR = "mirror"  # without duration: mirroring stays on, the step completes at once
     PAUSE = "pause"
     ANALYSIS = "analysis"  # also timed mirror and fault steps: checks every interval while active
+    # Blue/green: wait for confirm-promotion hooks while the primary still serves, before the switch.
+    CONFIRM_PROMOTION = "confirmPromotion"
 
 
 @dataclass(frozen=True)
@@ -68,11 +71,43 @@ class Step:
             return f"mirror {self.mirror}%"
         if self.kind is StepKind.PAUSE:
             return f"pause {self.duration:g}s" if self.duration is not None else "pause (until promoted)"
+        if self.kind is StepKind.CONFIRM_PROMOTION:
+            return "confirm-promotion gate"
         if self.fault is not None:
             return f"fault on canary × {self.iterations} checks"
         if self.mirror:
             return f"mirror {self.mirror}% × {self.iterations} checks"
         return f"analysis × {self.iterations}"
+
+
+@dataclass(frozen=True)
+class Position:
+    """The routing a step runs with."""
+
+    canary_weight: int = 0
+    mirror_weight: int = 0
+    header_route: bool = False
+
+
+def step_positions(steps: tuple[Step, ...]) -> list[Position]:
+    """The routing each step runs with, then the routing after the last one. Follows the state machine:
+    a timed mirror step switches mirroring on when it is entered and off when it is left."""
+    weight, mirror, header = 0, 0, False
+    positions = []
+    for step in steps:
+        if step.kind is StepKind.ANALYSIS and step.mirror:
+            mirror = step.mirror
+        positions.append(Position(weight, mirror, header))
+        if step.kind is StepKind.SET_WEIGHT:
+            weight = step.weight
+        elif step.kind is StepKind.HEADER_ROUTE:
+            header = True
+        elif step.kind is StepKind.MIRROR:
+            mirror = step.mirror
+        elif step.kind is StepKind.ANALYSIS and step.mirror:
+            mirror = 0
+    positions.append(Position(weight, mirror, header))
+    return positions
 
 
 def strategy(analysis: CanaryAnalysis) -> Strategy:
@@ -151,16 +186,18 @@ def compile_steps(spec: CanarySpec) -> tuple[Step, ...]:
         return tuple(_explicit(step, analysis.interval_seconds) for step in analysis.steps or [])
     if kind is Strategy.AB:
         return (Step(StepKind.HEADER_ROUTE, match=tuple(analysis.match or [])), _analysis(iterations))
+    # Blue/green as Flagger runs it: the iterations against the idle canary, the promotion gate (when
+    # there are confirm-promotion hooks) while the primary still serves, then the switch and one more
+    # check with all traffic on the canary.
+    gated = any(hook.type is WebhookType.CONFIRM_PROMOTION for hook in analysis.webhooks or [])
+    gate = (Step(StepKind.CONFIRM_PROMOTION),) if gated else ()
+    switch = (Step(StepKind.SET_WEIGHT, weight=100), _analysis())
     if kind is Strategy.BLUE_GREEN:
-        return (_analysis(iterations), Step(StepKind.SET_WEIGHT, weight=100))
+        return (_analysis(iterations), *gate, *switch)
     mirror = analysis.mirror_weight if analysis.mirror_weight is not None else 100
     if kind is Strategy.BLUE_GREEN_MIRROR:
-        return (
-            Step(StepKind.MIRROR, mirror=mirror),
-            _analysis(iterations),
-            Step(StepKind.MIRROR, mirror=0),
-            Step(StepKind.SET_WEIGHT, weight=100),
-        )
+        mirroring = (Step(StepKind.MIRROR, mirror=mirror), _analysis(iterations))
+        return (*mirroring, *gate, Step(StepKind.MIRROR, mirror=0), *switch)
     steps: list[Step] = []
     if analysis.mirror:
         steps += [Step(StepKind.MIRROR, mirror=mirror), _analysis(), Step(StepKind.MIRROR, mirror=0)]

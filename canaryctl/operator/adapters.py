@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +19,8 @@ from canaryctl.engine.clock import to_rfc3339
 from canaryctl.ports import Notifier
 from canaryctl.providers.kube import KubeObjects, resource_path
 from canaryctl.providers.notifiers import notifier_for
+
+log = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # namespace, name
 
@@ -47,7 +50,10 @@ def _manifest(body: dict[str, Any]) -> dict[str, Any]:
 
 
 class KubeEvents:
-    """The Events port: one v1 Event per engine event, involving the Canary (``kubectl describe``)."""
+    """The Events port: one v1 Event per engine event, involving the Canary (``kubectl describe``).
+
+    Best effort: an Event that cannot be written (no RBAC for events, a full etcd, a quota) is logged and
+    dropped, never raised, because it comes after routes and workloads already changed."""
 
     def __init__(self, objects: OperatorObjects, component: str = "canaryctl") -> None:
         self.objects = objects
@@ -60,22 +66,24 @@ class KubeEvents:
         uid = (canary.metadata.model_extra or {}).get("uid")
         if uid:
             involved["uid"] = uid
-        await self.objects.create(
-            {
-                "apiVersion": "v1",
-                "kind": "Event",
-                "metadata": {"name": f"{name}.{uuid.uuid4().hex[:16]}", "namespace": namespace},
-                "involvedObject": involved,
-                "reason": reason,
-                "message": message,
-                "type": "Warning" if warning else "Normal",
-                "source": {"component": self.component},
-                "reportingComponent": self.component,
-                "firstTimestamp": now,
-                "lastTimestamp": now,
-                "count": 1,
-            }
-        )
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{name}.{uuid.uuid4().hex[:16]}", "namespace": namespace},
+            "involvedObject": involved,
+            "reason": reason,
+            "message": message,
+            "type": "Warning" if warning else "Normal",
+            "source": {"component": self.component},
+            "reportingComponent": self.component,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            await self.objects.create(event)
+        except Exception as exc:  # the API's or the transport's; an event is never worth a failed tick
+            log.warning("event %s for canary %s/%s not recorded: %s", reason, namespace, name, exc)
 
 
 class Catalog:

@@ -15,9 +15,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from canaryctl.api.models import Canary, CanaryWebhook, Phase
 from canaryctl.engine.types import HookResult
 
-# Flagger's flagger_canary_status values: anything not finished counts as running.
+# Flagger's flagger_canary_status values: 0 while the analysis runs (Progressing), 2 failed, 1 otherwise.
 STATUS_RUNNING, STATUS_SUCCEEDED, STATUS_FAILED = 0, 1, 2
-_STATUS = {Phase.SUCCEEDED: STATUS_SUCCEEDED, Phase.FAILED: STATUS_FAILED}
+_STATUS = {None: STATUS_RUNNING, Phase.PROGRESSING: STATUS_RUNNING, Phase.FAILED: STATUS_FAILED}
 _WEBHOOK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
@@ -102,9 +102,7 @@ class ControllerMetrics:
         name, namespace = _ids(canary)
         status = canary.status
         phase = status.phase if status else None
-        self.status.labels(name, namespace).set(
-            _STATUS.get(phase, STATUS_RUNNING) if phase else STATUS_RUNNING
-        )
+        self.status.labels(name, namespace).set(_STATUS.get(phase, STATUS_SUCCEEDED))
         weight = status.canary_weight if status else 0
         target = canary.spec.target_ref.name
         self.weight.labels(f"{target}-primary", namespace).set(100 - weight)

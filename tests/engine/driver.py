@@ -107,7 +107,7 @@ class Driver:
 
     def tick(self) -> Decision:
         obs = self.observations()
-        for _ in range(10):
+        for _ in range(50):
             result = reconcile(self.canary, obs)
             if isinstance(result, Decision):
                 break

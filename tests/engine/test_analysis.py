@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from canaryctl.api.models import Phase, Severity
 from canaryctl.engine.types import CallHooks, ErrorSample, Event, Workload, WorkloadOp
 from tests.engine.driver import Driver, make_canary, metric_value
@@ -10,6 +12,11 @@ from tests.engine.test_strategies import SUCCESS, promoted
 
 def hook(name: str, kind: str) -> dict[str, str]:
     return {"name": name, "type": kind, "url": f"http://hooks.test/{name}"}
+
+
+def rollout(*webhooks: Mapping[str, object], **analysis: object) -> Driver:
+    """About to roll out rev-2, judged on the success rate, with these webhooks."""
+    return promoted(Driver(make_canary({"metrics": [SUCCESS], "webhooks": list(webhooks), **analysis})))
 
 
 def test_failed_checks_reach_threshold_and_roll_back() -> None:
@@ -276,3 +283,51 @@ def test_failed_hooks_alert_unless_muted() -> None:
     driver.run(until=lambda s: s.failed_checks == 2)
     warnings = [a for a in driver.actions if isinstance(a, Event) and a.severity is Severity.WARN]
     assert len(warnings) == 1 and "rollout hook load failed" in warnings[0].message
+
+
+def test_a_recovered_canary_gets_a_whole_progress_deadline_for_the_next_blip() -> None:
+    steps = [{"setWeight": 10}, {"pause": {"duration": "30m"}}, {"setWeight": 50}]
+    driver = promoted(Driver(make_canary({"steps": steps, "metrics": [SUCCESS]}, progressDeadlineSeconds=60)))
+    driver.run(until=lambda s: s.current_step == 1)
+    for _ in range(2):  # two one-tick blips 15 minutes apart, each far shorter than the deadline
+        driver.canary_ready = False
+        driver.tick()
+        assert driver.status.held_since is not None
+        driver.advance(5)
+        driver.canary_ready = True
+        driver.tick()
+        assert driver.status.held_since is None
+        driver.advance(15 * 60)
+    assert driver.status.phase is Phase.PROGRESSING
+    assert driver.run().phase is Phase.SUCCEEDED
+
+
+def promoting(until: Phase) -> Driver:
+    webhooks = [hook("cleanup", "post-rollout")]
+    canary = make_canary(
+        {"stepWeight": 50, "metrics": [SUCCESS], "webhooks": webhooks}, progressDeadlineSeconds=60
+    )
+    driver = promoted(Driver(canary))
+    driver.run(until=lambda s: s.phase is until)
+    return driver
+
+
+def test_a_primary_failing_during_promotion_keeps_all_traffic_on_the_canary() -> None:
+    for broken_in in (Phase.PROMOTING, Phase.FINALISING):
+        driver = promoting(broken_in)
+        driver.primary_ready = False
+        driver.run(ticks=3, until=lambda s: False)
+        assert driver.status.phase is broken_in, "waits for the primary within the deadline"
+        status = driver.run()
+        assert status.phase is Phase.FAILED, broken_in
+        assert status.canary_weight == 100
+        assert driver.routes[-1].routes.canary_weight == 100
+        ops = [a.op for a in driver.actions if isinstance(a, Workload)]
+        assert ops[-1] is WorkloadOp.PROMOTE, "the canary, the only healthy copy, is not scaled down"
+        alerts = [a for a in driver.actions if isinstance(a, Event) and a.severity is Severity.ERROR]
+        assert "all traffic stays on the canary" in alerts[-1].message
+        assert any(isinstance(a, CallHooks) for a in driver.actions)
+        assert status.last_promoted_spec is None
+        driver.advance(60)
+        driver.tick()
+        assert driver.status.canary_weight == 100, "stays on the canary until a new revision or retry"

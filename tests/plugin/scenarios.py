@@ -232,7 +232,7 @@ def blue_green() -> list[Obj]:
         message="Check 2/5 passed",
         iterations=2,
         currentStep=0,
-        totalSteps=2,
+        totalSteps=3,
         stepStartedAt=ago(130),
         lastAnalysisAt=ago(10),
         metrics=passing(),

@@ -102,6 +102,10 @@ def canary_in(make: str, **status: object) -> Canary:
         (CommandKind.RESUME, "paused", {}, "the rollout continues"),
         (CommandKind.RESUME, "progressing", {}, "nothing: the rollout is not paused"),
         (CommandKind.PROMOTE, "progressing", {"phase": None}, "nothing: the canary is not initialized yet"),
+        (CommandKind.ABORT, "progressing", {"phase": "Waiting"}, "the waiting revision is rejected"),
+        (CommandKind.PROMOTE_FULL, "progressing", {"phase": "Waiting"}, "the waiting revision is promoted"),
+        (CommandKind.PROMOTE, "progressing", {"phase": "Waiting"}, "the rollout starts now"),
+        (CommandKind.RESUME, "progressing", {"phase": "Waiting"}, "nothing: the rollout is not paused"),
     ],
 )
 def test_effect_says_what_the_operator_will_do(

@@ -190,7 +190,7 @@ def test_confirm_traffic_increase_500_holds_the_weight(runs: dict[str, Run]) -> 
     run = runs["traffic-increase-500"]
     held = _before_fix(run, "traffic-increase-500")
     assert held and all(t.weight == 0 and t.phase is not Phase.FAILED for t in held)
-    assert any("Waiting for approval to increase traffic" in t.message for t in held)
+    assert any("waiting for traffic increase approval" in t.message for t in held)
     assert run.canary is not None and run.canary.status is not None
     assert run.canary.status.failed_checks == 0, "a closed traffic gate is not a failed check"
     assert run.phase is Phase.SUCCEEDED

@@ -51,6 +51,9 @@ def test_status_and_weights_follow_flagger() -> None:
     assert value(metrics, "canaryctl_canary_status", name="podinfo", namespace="test") == 2
     metrics.record_status(canary(None))
     assert value(metrics, "canaryctl_canary_status", name="podinfo", namespace="test") == 0
+    for phase in ("Initialized", "WaitingPromotion", "Promoting"):  # Flagger: 1 unless Progressing/Failed
+        metrics.record_status(canary(phase, 0))
+        assert value(metrics, "canaryctl_canary_status", name="podinfo", namespace="test") == 1
 
 
 def test_counters_histograms_and_metric_values() -> None:
