@@ -73,27 +73,97 @@ def test_flagger_manifests_convert_and_lint_clean(capsys: pytest.CaptureFixture[
     assert len(docs) == len([d for d in yaml.safe_load_all(path.read_text()) if d is not None])
 
 
-def test_unsupported_parts_are_reported_and_removed(
+def line(text: str, needle: str) -> int:
+    """The 1-based line of the first line of ``text`` containing ``needle``."""
+    return next(i for i, content in enumerate(text.splitlines(), start=1) if needle in content)
+
+
+def dropped_lines(file: str) -> list[str]:
+    """What converting UNSUPPORTED drops, each at the line of the field in the source file."""
+    at = {needle: f"{file}:{line(UNSUPPORTED, needle)}" for needle in ("dynatrace", "opsgenie", "nginx")}
+    at |= {
+        needle: f"{file}:{line(UNSUPPORTED, needle)}" for needle in ("futureField", "- {name: page", "apdex}")
+    }
+    return [
+        f"{at['dynatrace']}: MetricTemplate test/apdex: spec.provider.type: 'dynatrace' is not supported by "
+        "canaryctl; MetricTemplate not converted",
+        f"{at['opsgenie']}: AlertProvider test/pager: spec.type: 'opsgenie' is not supported by canaryctl; "
+        "AlertProvider not converted",
+        f"{at['nginx']}: Canary test/web: spec.provider: 'nginx' is not supported by canaryctl; removed, "
+        "the operator's default router applies",
+        f"{at['apdex}']}: Canary test/web: spec.analysis.metrics[0]: 'apdex' refers to 'apdex', not "
+        "converted; removed",
+        f"{at['- {name: page']}: Canary test/web: spec.analysis.alerts[0]: 'page' refers to 'pager', not "
+        "converted; removed",
+        f"{at['futureField']}: Canary test/web: spec.service.futureField: unknown field 'futureField'; removed",
+    ]
+
+
+def test_dropping_anything_fails_without_allow_drop(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     source = tmp_path / "flagger.yaml"
     source.write_text(UNSUPPORTED)
     code, docs, err = convert(capsys, str(source))
+    assert (code, docs) == (1, [])  # nothing written
+    file = str(source)
+    ingress = f"{file}:{line(UNSUPPORTED, 'ingressRef')}"
+    assert err.splitlines() == [
+        f"warning: {ingress}: Canary test/web: spec.ingressRef: kept, but unused without provider 'nginx'",
+        *(f"error: {dropped}" for dropped in dropped_lines(file)),
+        "error: converting would drop 6 of the above; nothing written (--allow-drop converts anyway)",
+    ]
+
+
+ONLY_METRIC_UNSUPPORTED = """\
+apiVersion: flagger.app/v1beta1
+kind: MetricTemplate
+metadata: {name: apdex, namespace: test}
+spec:
+  provider: {type: dynatrace}
+  query: builtin:apps.web.apdex
+---
+apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata: {name: web, namespace: test}
+spec:
+  targetRef: {apiVersion: apps/v1, kind: Deployment, name: web}
+  service: {port: 80}
+  analysis:
+    interval: 1m
+    stepWeight: 10
+    metrics:
+      - {name: apdex, templateRef: {name: apdex}, thresholdRange: {min: 0.9}}
+"""
+
+
+def test_a_canary_whose_only_metric_is_dropped_does_not_convert(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Converted, it would be a Canary with ``metrics: []`` that lints clean and checks nothing."""
+    source = tmp_path / "flagger.yaml"
+    source.write_text(ONLY_METRIC_UNSUPPORTED)
+    code, docs, err = convert(capsys, str(source))
+    assert (code, docs) == (1, [])
+    metric_line = line(ONLY_METRIC_UNSUPPORTED, "- {name: apdex")
+    assert (
+        f"error: {source}:{metric_line}: Canary test/web: spec.analysis.metrics[0]: 'apdex' refers to "
+        "'apdex', not converted; removed"
+    ) in err.splitlines()
+
+
+def test_allow_drop_removes_and_warns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / "flagger.yaml"
+    source.write_text(UNSUPPORTED)
+    code = main(["convert", "-f", str(source), "--allow-drop"])
+    captured = capsys.readouterr()
+    docs = list(yaml.safe_load_all(captured.out))
     assert code == 0
     file = str(source)
-    assert err.splitlines() == [
-        f"warning: {file}:1: MetricTemplate test/apdex: spec.provider.type: 'dynatrace' is not supported by "
-        "canaryctl; MetricTemplate not converted",
-        f"warning: {file}:3: AlertProvider test/pager: spec.type: 'opsgenie' is not supported by canaryctl; "
-        "AlertProvider not converted",
-        f"warning: {file}:4: Canary test/web: spec.provider: 'nginx' is not supported by canaryctl; removed, "
-        "the operator's default router applies",
-        f"warning: {file}:4: Canary test/web: spec.ingressRef: kept, but unused without provider 'nginx'",
-        f"warning: {file}:4: Canary test/web: spec.analysis.metrics[0]: 'apdex' refers to 'apdex', not "
-        "converted; removed",
-        f"warning: {file}:4: Canary test/web: spec.analysis.alerts[0]: 'page' refers to 'pager', not "
-        "converted; removed",
-        f"warning: {file}:4: Canary test/web: spec.service.futureField: unknown field 'futureField'; removed",
+    ingress = f"{file}:{line(UNSUPPORTED, 'ingressRef')}"
+    assert captured.err.splitlines() == [
+        f"warning: {ingress}: Canary test/web: spec.ingressRef: kept, but unused without provider 'nginx'",
+        *(f"warning: {dropped}" for dropped in dropped_lines(file)),
     ]
     assert [(d["kind"], d["metadata"]["name"]) for d in docs] == [
         ("MetricTemplate", "errors"),
