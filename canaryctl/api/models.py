@@ -514,6 +514,9 @@ class Verdict(StrEnum):
     INCONCLUSIVE = "inconclusive"
 
 
+MAX_STATUS_QUERY_CHARS: Final = 2048
+
+
 class MetricStatus(ApiModel):
     """The last analysis result of one metric, as the plugin shows it."""
 
@@ -525,8 +528,19 @@ class MetricStatus(ApiModel):
     verdict: Verdict
     message: str = ""
     provider: str | None = None
-    query: str | None = None
+    query: str | None = Field(
+        default=None, description=f"The rendered query, cut to {MAX_STATUS_QUERY_CHARS} characters"
+    )
     time: str | None = None
+
+    @field_validator("query")
+    @classmethod
+    def _bounded_query(cls, value: str | None) -> str | None:
+        """A rendered query is the template author's text: the status keeps a bounded prefix of it."""
+        if value is None or len(value) <= MAX_STATUS_QUERY_CHARS:
+            return value
+        kept = MAX_STATUS_QUERY_CHARS - 40  # room for the marker
+        return f"{value[:kept]}... [{len(value) - kept} more characters]"
 
 
 class WebhookStatus(ApiModel):
