@@ -10,9 +10,10 @@ attribute lookup, no method call, no ``call``.
 Supported: text and actions with ``{{-``/``-}}`` trimming and ``{{/* comments */}}``; pipelines with
 ``|``; parentheses; string (interpreted and raw), character, number, ``true``/``false``/``nil``
 literals; field chains on a function's result (``variables.x``, ``(variables).x``) and on ``.``;
+``$name := pipeline`` declarations (as Flagger's own skipper queries use) and ``$name`` references;
 ``if``/``else if``/``else``/``with``/``end``; the builtins ``and or not len index slice print printf
 println urlquery html js eq ne lt le gt ge``. Not supported (an error naming them): ``range``,
-``define``, ``template``, ``block``, ``break``, ``continue`` and ``$variables``.
+``define``, ``template``, ``block``, ``break``, ``continue`` and assignment (``$name = ...``).
 
 Bounds: a rendered query (and every intermediate string) is at most ``MAX_OUTPUT`` characters, printf
 widths and precisions at most ``MAX_WIDTH``, and parentheses and blocks nest at most ``MAX_NESTING``
@@ -83,7 +84,9 @@ _ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v
 
 @dataclass(frozen=True)
 class _Token:
-    kind: str  # text, open, close, ident, field, dot, string, char, number, pipe, lparen, rparen, var
+    kind: (
+        str  # text, open, close, ident, field, dot, string, char, number, pipe, lparen, rparen, var, declare
+    )
     value: str
     line: int
     trim: bool = False  # open: "{{-", close: "-}}"
@@ -184,8 +187,15 @@ class _Lexer:
             self.pos = end + 1
             return _Token("char", body, line)
         if char == "$":
-            raise TemplateError("template variables ($name) are not supported in metric queries", line)
-        if char in ":=,":
+            found = _IDENT.match(text, pos + 1)
+            self.pos = found.end() if found is not None else pos + 1
+            return _Token("var", text[pos : self.pos], line)
+        if text.startswith(":=", pos):
+            self.pos += 2
+            return _Token("declare", ":=", line)
+        if char == "=":
+            raise TemplateError("assignment ($name = ...) is not supported in metric queries", line)
+        if char in ":,":
             raise TemplateError(f"unexpected {char!r} in action", line)
         if char == ".":
             found = _IDENT.match(text, pos + 1)
@@ -268,6 +278,11 @@ class _Dot:
 
 
 @dataclass(frozen=True)
+class _Variable:
+    name: str  # "$x"; "$" alone is the data (nil)
+
+
+@dataclass(frozen=True)
 class _Chain:
     """A term followed by ``.field`` steps (``variables.direction``, ``(pipeline).x``, ``.x.y``)."""
 
@@ -279,9 +294,10 @@ class _Chain:
 class _Pipeline:
     commands: tuple[tuple[_Operand, ...], ...]
     line: int
+    declares: str | None = None  # "$x" for ``$x := ...``: the value is stored, not printed
 
 
-_Operand: TypeAlias = "_Literal | _Function | _Dot | _Chain | _Pipeline"
+_Operand: TypeAlias = "_Literal | _Function | _Dot | _Variable | _Chain | _Pipeline"
 
 
 @dataclass(frozen=True)
@@ -319,6 +335,7 @@ class _Parser:
         self.lookahead: _Token | None = None
         self.depth = 0
         self.used: set[str] = set()
+        self.scopes: list[set[str]] = [{"$"}]  # variables declared so far, innermost block last
 
     def peek(self) -> _Token | None:
         if self.lookahead is None:
@@ -354,7 +371,7 @@ class _Parser:
                 continue
             if keyword is not None and keyword.kind == "ident" and keyword.value in _UNSUPPORTED:
                 raise TemplateError(f"{keyword.value} is not supported in metric queries", keyword.line)
-            nodes.append(_Action(self.pipeline(keyword.line if keyword else 0)))
+            nodes.append(_Action(self.pipeline(keyword.line if keyword else 0, declare=True)))
             self.expect("close")
         return nodes, None
 
@@ -363,7 +380,8 @@ class _Parser:
         self.depth += 1
         if self.depth > MAX_NESTING:
             raise TemplateError(f"blocks nested deeper than {MAX_NESTING}", keyword.line)
-        pipeline = self.pipeline(keyword.line)
+        self.scopes.append(set())  # until this block's end, as in Go
+        pipeline = self.pipeline(keyword.line, declare=True)
         self.expect("close")
         body, end = self.nodes()
         otherwise: list[_Node] = []
@@ -375,6 +393,7 @@ class _Parser:
             if after is not None and after.kind == "ident" and after.value in ("if", "with"):
                 otherwise = [self.branch()]  # "else if" closes with the outer block's end
                 self.depth -= 1
+                self.scopes.pop()
                 return _Branch(keyword.value, pipeline, tuple(body), tuple(otherwise))
             self.expect("close")
             rest, end = self.nodes()
@@ -384,6 +403,7 @@ class _Parser:
             otherwise = rest
         self.expect("close")
         self.depth -= 1
+        self.scopes.pop()
         return _Branch(keyword.value, pipeline, tuple(body), tuple(otherwise))
 
     def expect(self, kind: str) -> _Token:
@@ -396,21 +416,39 @@ class _Parser:
             )
         return self.take()
 
-    def pipeline(self, line: int) -> _Pipeline:
+    def pipeline(self, line: int, declare: bool = False) -> _Pipeline:
+        """``declare``: the pipeline may start with ``$x :=`` (actions and block conditions may)."""
+        declared, first = None, None
+        if declare and (token := self.peek()) is not None and token.kind == "var":
+            variable = self.take()
+            following = self.peek()
+            if following is not None and following.kind == "declare":
+                self.take()
+                declared = variable.value
+            else:
+                first = variable
+        commands = self.commands(line, first)
+        if declared is not None:
+            self.scopes[-1].add(declared)  # visible after its own action, as in Go
+        return _Pipeline(commands, line, declared)
+
+    def commands(self, line: int, first: _Token | None) -> tuple[tuple[_Operand, ...], ...]:
         commands: list[tuple[_Operand, ...]] = []
         while True:
             operands: list[_Operand] = []
+            if first is not None:
+                operands.append(self.operand(first))
+                first = None
             while (token := self.peek()) is not None and token.kind not in ("close", "pipe", "rparen"):
-                operands.append(self.operand())
+                operands.append(self.operand(self.take()))
             if not operands:
                 raise TemplateError("missing value in action" if not commands else "empty command", line)
             commands.append(tuple(operands))
             if token is None or token.kind != "pipe":
-                return _Pipeline(tuple(commands), line)
+                return tuple(commands)
             self.take()
 
-    def operand(self) -> _Operand:
-        token = self.take()
+    def operand(self, token: _Token) -> _Operand:
         term: _Operand
         if token.kind == "lparen":
             self.depth += 1
@@ -423,6 +461,10 @@ class _Parser:
             term = _Chain(_Dot(), (token.value,))
         elif token.kind == "dot":
             term = _Dot()
+        elif token.kind == "var":
+            if not any(token.value in scope for scope in self.scopes):
+                raise TemplateError(f"undefined variable {token.value!r}", token.line)
+            term = _Variable(token.value)
         elif token.kind == "string":
             term = _Literal(token.value)
         elif token.kind == "char":
@@ -463,7 +505,8 @@ def _trimmed(tokens: Iterator[_Token]) -> Iterator[_Token]:
     for token in tokens:
         if token.kind == "text":
             value = token.value.lstrip(_SPACE) if trim_next else token.value
-            pending = _Token("text", value, token.line)
+            before = pending.value if pending is not None else ""  # text on both sides of a comment
+            pending = _Token("text", before + value, pending.line if pending else token.line)
             trim_next = False
             continue
         if token.kind in ("open", "comment-open") and pending is not None and token.trim:
@@ -534,25 +577,32 @@ class _Executor:
     def __init__(self, model: Mapping[str, Value], out: _Output) -> None:
         self.model = model
         self.out = out
+        self.frames: list[dict[str, Value]] = [{"$": None}]
 
     def nodes(self, nodes: Sequence[_Node], dot: Value) -> None:
         for node in nodes:
             if isinstance(node, str):
                 self.out.write(node, 0)
             elif isinstance(node, _Action):
-                self.out.write(_print_value(self.pipeline(node.pipeline, dot)), node.pipeline.line)
+                value = self.pipeline(node.pipeline, dot)
+                if node.pipeline.declares is None:
+                    self.out.write(_print_value(value), node.pipeline.line)
             else:
+                self.frames.append({})
                 value = self.pipeline(node.pipeline, dot)
                 if _truth(value):
                     self.nodes(node.body, value if node.keyword == "with" else dot)
                 else:
                     self.nodes(node.otherwise, dot)
+                self.frames.pop()
 
     def pipeline(self, pipeline: _Pipeline, dot: Value) -> Value:
         value: Value = None
         for index, command in enumerate(pipeline.commands):
             final = (value,) if index > 0 else ()
             value = self.command(command, dot, final, pipeline.line)
+        if pipeline.declares is not None:
+            self.frames[-1][pipeline.declares] = value
         return value
 
     def command(self, operands: Sequence[_Operand], dot: Value, final: tuple[Value, ...], line: int) -> Value:
@@ -568,6 +618,8 @@ class _Executor:
             return operand.value
         if isinstance(operand, _Dot):
             return dot
+        if isinstance(operand, _Variable):
+            return next(frame[operand.name] for frame in reversed(self.frames) if operand.name in frame)
         if isinstance(operand, _Function):
             return self.call(operand.name, (), dot, (), line)
         if isinstance(operand, _Pipeline):
