@@ -12,8 +12,9 @@ alert providers that do not exist. Decisions worth knowing:
   AlertProvider: lint cannot see the cluster, and warning on every reference would teach people to
   ignore warnings. When the input does define some, an unknown name is an error.
 - Semantic checks run only on documents that pass the schema: they reason about a valid spec.
-- ``iterations`` next to ``stepWeight``/``stepWeights`` is a warning (Flagger ignores the weights), the
-  only warning; warnings do not fail lint.
+- Warnings do not fail lint. There are two: ``iterations`` next to ``stepWeight``/``stepWeights``
+  (Flagger ignores the weights), and a Canary without ``spec.service`` (Flagger's schema allows it, but
+  canaryctl's routers need its port).
 - Types are checked strictly, as the API server checks them against the CRD: ``port: "9898"`` is an
   error here because it would be one there.
 - Every metric query (inline ``query``, MetricTemplate ``spec.query``) is rendered with a sample model,
@@ -316,6 +317,13 @@ def _check_canary(
     doc: _Document, canary: models.Canary, templates: _Names, providers: _Names
 ) -> Iterator[LintError]:
     spec = canary.spec
+    if spec.service_spec is None:
+        yield doc.error(
+            "spec.service",
+            "not set: the routers and generated Services need spec.service.port, so only a run without "
+            "them (canaryctl local run) can use this Canary",
+            "warning",
+        )
     base, analysis = ("spec.analysis", spec.analysis)
     if analysis is None and spec.canary_analysis is not None:
         base, analysis = ("spec.canaryAnalysis", spec.canary_analysis)

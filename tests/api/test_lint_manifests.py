@@ -172,8 +172,8 @@ SCHEMA_CASES: list[tuple[str, Callable[[Doc], object], str, str]] = [
     ),
     (
         "missing",
-        lambda c: c["spec"].pop("service"),
-        "spec.service",
+        lambda c: c["spec"].pop("targetRef"),
+        "spec.targetRef",
         "required field missing",
     ),
     (

@@ -95,7 +95,8 @@ def dropped_lines(file: str) -> list[str]:
         "converted; removed",
         f"{at['- {name: page']}: Canary test/web: spec.analysis.alerts[0]: 'page' refers to 'pager', not "
         "converted; removed",
-        f"{at['futureField']}: Canary test/web: spec.service.futureField: unknown field 'futureField'; removed",
+        f"{at['futureField']}: Canary test/web: spec.service.futureField: unknown field 'futureField'; "
+        "removed",
     ]
 
 
