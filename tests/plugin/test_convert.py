@@ -100,12 +100,18 @@ def dropped_lines(file: str) -> list[str]:
     ]
 
 
+def convert_text(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str
+) -> tuple[Path, int, list[dict[str, Any]], str]:
+    source = tmp_path / "flagger.yaml"
+    source.write_text(text)
+    return source, *convert(capsys, str(source))
+
+
 def test_dropping_anything_fails_without_allow_drop(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    source = tmp_path / "flagger.yaml"
-    source.write_text(UNSUPPORTED)
-    code, docs, err = convert(capsys, str(source))
+    source, code, docs, err = convert_text(tmp_path, capsys, UNSUPPORTED)
     assert (code, docs) == (1, [])  # nothing written
     file = str(source)
     ingress = f"{file}:{line(UNSUPPORTED, 'ingressRef')}"
@@ -142,9 +148,7 @@ def test_a_canary_whose_only_metric_is_dropped_does_not_convert(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Converted, it would be a Canary with ``metrics: []`` that lints clean and checks nothing."""
-    source = tmp_path / "flagger.yaml"
-    source.write_text(ONLY_METRIC_UNSUPPORTED)
-    code, docs, err = convert(capsys, str(source))
+    source, code, docs, err = convert_text(tmp_path, capsys, ONLY_METRIC_UNSUPPORTED)
     assert (code, docs) == (1, [])
     metric_line = line(ONLY_METRIC_UNSUPPORTED, "- {name: apdex")
     assert (
