@@ -54,7 +54,7 @@ class Document:
 
     @property
     def label(self) -> str:
-        meta = self.body.get("metadata") or {}
+        meta = _mapping(self.body.get("metadata"))
         return f"{self.body.get('kind')} {meta.get('namespace') or 'default'}/{meta.get('name')}"
 
 
@@ -139,21 +139,30 @@ def convert(sources: list[tuple[str, list[YamlDocument]]]) -> Conversion:
     return result
 
 
+def _mapping(value: Any) -> dict[str, Any]:
+    """``value`` when it is a mapping, else an empty one: malformed input is lint's to report."""
+    return value if isinstance(value, dict) else {}
+
+
 def _key(ref: Obj, doc: Document) -> tuple[str, str]:
-    namespace = ref.get("namespace") or (doc.body.get("metadata") or {}).get("namespace") or "default"
+    namespace = ref.get("namespace") or _mapping(doc.body.get("metadata")).get("namespace") or "default"
     return namespace, str(ref.get("name"))
 
 
 def _unsupported_type(doc: Document) -> tuple[str, object] | None:
     """(field path, value) when ``doc`` is a MetricTemplate or AlertProvider of a type canaryctl lacks."""
-    kind, spec = doc.body.get("kind"), doc.body.get("spec") or {}
+    kind, spec = doc.body.get("kind"), _mapping(doc.body.get("spec"))
+    known: tuple[str, ...]
     if kind == "MetricTemplate":
-        value = (spec.get("provider") or {}).get("type", "prometheus")
-        return ("spec.provider.type", value) if value not in models.METRIC_PROVIDER_TYPES else None
-    if kind == "AlertProvider":
+        path, known = "spec.provider.type", models.METRIC_PROVIDER_TYPES
+        value = _mapping(spec.get("provider")).get("type", "prometheus")
+    elif kind == "AlertProvider":
+        path, known = "spec.type", tuple(t.value for t in models.AlertProviderType)
         value = spec.get("type")
-        return ("spec.type", value) if value not in {t.value for t in models.AlertProviderType} else None
-    return None
+    else:
+        return None
+    # A type that is not even a string is malformed, not unsupported: lint reports it.
+    return (path, value) if isinstance(value, str) and value not in known else None
 
 
 def _drop_unsupported(result: Conversion) -> dict[str, set[tuple[str, str]]]:
@@ -168,13 +177,13 @@ def _drop_unsupported(result: Conversion) -> dict[str, set[tuple[str, str]]]:
         path, value = unsupported
         kind = doc.body["kind"]
         result.drop(doc, path, f"{value!r} is not supported by canaryctl; {kind} not converted")
-        dropped[kind].add(_key(doc.body.get("metadata") or {}, doc))
+        dropped[kind].add(_key(_mapping(doc.body.get("metadata")), doc))
     result.documents = kept
     return dropped
 
 
 def _convert_canary(result: Conversion, doc: Document, dropped: dict[str, set[tuple[str, str]]]) -> None:
-    spec = doc.body.get("spec") or {}
+    spec = _mapping(doc.body.get("spec"))
     provider = spec.get("provider")
     if provider is not None and provider not in models.SUPPORTED_PROVIDERS:
         del spec["provider"]
@@ -187,12 +196,13 @@ def _convert_canary(result: Conversion, doc: Document, dropped: dict[str, set[tu
             if ref_field in spec:
                 result.warn(doc, f"spec.{ref_field}", f"kept, but unused without provider {provider!r}")
     analysis_key = "analysis" if "analysis" in spec else "canaryAnalysis"
-    analysis = spec.get(analysis_key) or {}
+    analysis = _mapping(spec.get(analysis_key))
     for list_key, ref_key, ref_kind in (
         ("metrics", "templateRef", "MetricTemplate"),
         ("alerts", "providerRef", "AlertProvider"),
     ):
-        items = analysis.get(list_key) or []
+        items = analysis.get(list_key)
+        items = items if isinstance(items, list) else []
         for index in reversed(range(len(items))):
             ref = items[index].get(ref_key) if isinstance(items[index], dict) else None
             if isinstance(ref, dict) and _key(ref, doc) in dropped[ref_kind]:

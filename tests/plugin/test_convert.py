@@ -8,8 +8,12 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from canaryctl.api.lint import lint_sources
+from canaryctl.api.yaml_loader import load_documents
+from canaryctl.cli.convert_cmd import convert as convert_documents
 from canaryctl.cli.main import main
 
 FLAGGER = sorted((Path(__file__).parents[1] / "api" / "manifests" / "flagger").glob("*.yaml"))
@@ -185,3 +189,31 @@ def test_allow_drop_removes_and_warns(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_unreadable_file_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["convert", "-f", "/nonexistent.yaml"]) == 2
     assert "cannot read /nonexistent.yaml" in capsys.readouterr().err
+
+
+_JUNK = (
+    st.none() | st.booleans() | st.integers(-5, 5) | st.text(max_size=6) | st.lists(st.integers(), max_size=2)
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_malformed_documents_never_crash_convert(data: st.DataObject) -> None:
+    """Any field of any document replaced by junk: convert answers (exit 0 or 1), it never raises."""
+    docs = [d for d in yaml.safe_load_all(UNSUPPORTED) if d]
+    for _ in range(data.draw(st.integers(1, 3))):
+        doc = data.draw(st.sampled_from(docs))
+        node: Any = doc
+        while isinstance(node, dict) and node and data.draw(st.booleans()):
+            key = data.draw(st.sampled_from(sorted(node)))
+            if isinstance(node[key], dict) and node[key]:
+                node = node[key]
+                continue
+            node[key] = data.draw(_JUNK)
+            break
+        else:
+            if isinstance(node, dict) and node:
+                node[data.draw(st.sampled_from(sorted(node)))] = data.draw(_JUNK)
+    documents = list(load_documents(yaml.safe_dump_all(docs)))
+    result = convert_documents([("m.yaml", documents)])
+    assert all(isinstance(line, str) for line in [*result.warnings, *result.drops, *result.errors])
