@@ -1,4 +1,8 @@
-"""Go-style durations ("1m30s", "500ms"), the form Flagger manifests use for every interval."""
+"""Go-style durations ("1m30s", "500ms"), the form Flagger manifests use for every interval.
+
+A metric's ``interval`` may also be a Graphite-style window (``1min``, ``30sec``), as Flagger's
+Graphite docs write it and its CRD (``^[0-9]+(m|s)``) lets through.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,35 @@ def parse_duration(text: str) -> float:
     if not _WHOLE.fullmatch(value):
         raise ValueError(f"invalid duration {text!r}: expected a Go duration such as 30s, 1m or 1m30s")
     return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in _PART.findall(value))
+
+
+_GRAPHITE_UNITS = {
+    "sec": 1.0,
+    "secs": 1.0,
+    "second": 1.0,
+    "seconds": 1.0,
+    "min": 60.0,
+    "mins": 60.0,
+    "minute": 60.0,
+    "minutes": 60.0,
+}
+METRIC_INTERVAL_PATTERN = (
+    r"^(?:(?:[0-9]+(?:\.[0-9]+)?(?:ns|us|ms|s|m|h))+"
+    r"|[0-9]+(?:" + "|".join(sorted(_GRAPHITE_UNITS, key=len, reverse=True)) + r"))$"
+)
+
+
+def metric_interval_seconds(text: str) -> float:
+    """Seconds in a metric interval: a Go duration or a Graphite-style window such as ``1min``."""
+    found = re.fullmatch(r"([0-9]+)([a-z]+)", text.strip())
+    if found is not None and found.group(2) in _GRAPHITE_UNITS:
+        return int(found.group(1)) * _GRAPHITE_UNITS[found.group(2)]
+    if not re.fullmatch(METRIC_INTERVAL_PATTERN, text):
+        raise ValueError(
+            f"invalid interval {text!r}: expected a Go duration such as 30s or 1m, or a Graphite window "
+            "such as 1min"
+        )
+    return parse_duration(text)
 
 
 def format_duration(seconds: float) -> str:

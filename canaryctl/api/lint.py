@@ -12,25 +12,37 @@ alert providers that do not exist. Decisions worth knowing:
   AlertProvider: lint cannot see the cluster, and warning on every reference would teach people to
   ignore warnings. When the input does define some, an unknown name is an error.
 - Semantic checks run only on documents that pass the schema: they reason about a valid spec.
-- ``iterations`` next to ``stepWeight``/``stepWeights`` is a warning (Flagger ignores the weights), the
-  only warning; warnings do not fail lint.
+- Warnings do not fail lint. There are two: ``iterations`` next to ``stepWeight``/``stepWeights``
+  (Flagger ignores the weights), and a Canary without ``spec.service`` (Flagger's schema allows it, but
+  canaryctl's routers need its port).
+- Types are checked strictly, as the API server checks them against the CRD: ``port: "9898"`` is an
+  error here because it would be one there.
+- Every metric query (inline ``query``, MetricTemplate ``spec.query``) is rendered with a sample model,
+  so an unknown function, a syntax error or a ``variables.<key>`` the metric's ``templateVariables``
+  lack is found before the canary runs.
+- Every error carries the line of the offending field (of its parent when the field is missing).
+  YAML is read with ``canaryctl.api.yaml_loader``: aliases, nesting and size are bounded, duplicate keys
+  are errors.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from typing import Any, Literal
 
-import yaml
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from canaryctl.api import models
 from canaryctl.api.crd import Schema, structural_schema
 from canaryctl.api.duration import parse_duration
+from canaryctl.api.query_template import check_query
+from canaryctl.api.yaml_loader import FieldPath, YamlDocument, YamlError, load_documents
 
 Severity = Literal["error", "warning"]
 
@@ -51,9 +63,10 @@ _TYPE_NAMES = {
 
 @dataclass(frozen=True)
 class LintError:
-    """One problem, located by file, document (counting from 1) and wire field path."""
+    """One problem, located by file, line, document (counting from 1) and wire field path."""
 
     file: str
+    line: int
     doc_index: int
     resource: str
     field_path: str
@@ -63,7 +76,7 @@ class LintError:
     def __str__(self) -> str:
         message = self.message if self.severity == "error" else f"warning: {self.message}"
         parts = [part for part in (self.resource, self.field_path) if part]
-        return ": ".join([f"{self.file}:{self.doc_index}", *parts, message])
+        return ": ".join([f"{self.file}:{self.line}", *parts, message])
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,9 +96,13 @@ class LintResult:
 @dataclass(frozen=True)
 class _Document:
     file: str
-    index: int
+    source: YamlDocument
     kind: str
     body: dict[str, Any]
+
+    @property
+    def index(self) -> int:
+        return self.source.index
 
     @property
     def name(self) -> str | None:
@@ -103,24 +120,47 @@ class _Document:
     def resource(self) -> str:
         return f"{self.kind}/{self.name or '<unnamed>'}"
 
-    def error(self, path: str, message: str, severity: Severity = "error") -> LintError:
-        return LintError(self.file, self.index, self.resource, path, message, severity)
+    def error(
+        self, path: str, message: str, severity: Severity = "error", at: FieldPath | None = None
+    ) -> LintError:
+        """An error at ``path``; its line is that of ``at`` (default: ``path`` read as field names)."""
+        line = self.source.line_of(at if at is not None else field_path_steps(path))
+        return LintError(self.file, line, self.index, self.resource, path, message, severity)
+
+
+_PATH_STEP = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def field_path_steps(path: str) -> FieldPath:
+    """``spec.analysis.metrics[0].interval`` as ``("spec", "analysis", "metrics", 0, "interval")``."""
+    return tuple(
+        found.group(1) if found.group(1) is not None else int(found.group(2))
+        for found in _PATH_STEP.finditer(path)
+    )
 
 
 class _Names:
-    """Names of the resources of one kind defined in the input; ``None`` means "none defined"."""
+    """The resources of one kind defined in the input; ``None`` means "none defined"."""
 
     def __init__(self, documents: Iterable[_Document], kind: str) -> None:
-        found = [(doc.namespace, name) for doc in documents if doc.kind == kind and (name := doc.name)]
-        self.entries: list[tuple[str | None, str]] | None = found or None
+        found = [doc for doc in documents if doc.kind == kind and doc.name]
+        self.entries: list[_Document] | None = found or None
+
+    def find(self, name: str, namespace: str | None) -> _Document | None:
+        """The match (an unset namespace matches any), or None."""
+        return next(
+            (
+                doc
+                for doc in self.entries or []
+                if doc.name == name
+                and (doc.namespace is None or namespace is None or doc.namespace == namespace)
+            ),
+            None,
+        )
 
     def missing(self, name: str, namespace: str | None) -> bool:
-        """True only when the input defines this kind and none matches (an unset namespace matches any)."""
-        if self.entries is None:
-            return False
-        return not any(
-            n == name and (ns is None or namespace is None or ns == namespace) for ns, n in self.entries
-        )
+        """True only when the input defines this kind and none matches."""
+        return self.entries is not None and self.find(name, namespace) is None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -146,14 +186,15 @@ def lint_sources(sources: Iterable[tuple[str, str]]) -> LintResult:
 
 
 def _split(file: str, text: str, result: LintResult) -> Iterator[_Document]:
-    """Our documents of one file; parse errors and non-mappings go to ``result``, other kinds are counted."""
+    """Our documents of one file; YAML errors and non-mappings go to ``result``, other kinds are counted."""
     index = 0
     try:
-        for index, body in enumerate(yaml.safe_load_all(text), start=1):
+        for source in load_documents(text):
+            index, body = source.index, source.body
             if body is None:
                 continue
             if not isinstance(body, dict):
-                result.errors.append(LintError(file, index, "", "", "document is not a mapping"))
+                result.errors.append(LintError(file, source.line, index, "", "", "document is not a mapping"))
                 continue
             kind, api_version = body.get("kind"), body.get("apiVersion")
             if (
@@ -161,11 +202,11 @@ def _split(file: str, text: str, result: LintResult) -> Iterator[_Document]:
                 and kind in models.KINDS
                 and str(api_version).split("/")[0] in _OUR_GROUPS
             ):
-                yield _Document(file, index, kind, body)
+                yield _Document(file, source, kind, body)
             else:
                 result.skipped += 1
-    except yaml.YAMLError as exc:
-        result.errors.append(LintError(file, index + 1, "", "", f"invalid YAML: {exc}".replace("\n", " ")))
+    except YamlError as exc:
+        result.errors.append(LintError(file, exc.line, index + 1, "", "", f"invalid YAML: {exc.message}"))
 
 
 def _lint_document(doc: _Document, templates: _Names, providers: _Names) -> Iterator[LintError]:
@@ -176,7 +217,9 @@ def _lint_document(doc: _Document, templates: _Names, providers: _Names) -> Iter
         yield doc.error("apiVersion", f"apiVersion {api_version} is not served; use {models.API_VERSION}")
     model = models.KINDS[doc.kind]
     try:
-        resource = model.model_validate({**doc.body, "apiVersion": models.API_VERSION})
+        # Through JSON and strict, as the API server reads a manifest: "9898" is not an integer.
+        wire = json.dumps({**doc.body, "apiVersion": models.API_VERSION})
+        resource = model.model_validate_json(wire, strict=True)
     except ValidationError as exc:
         yield from _schema_errors(doc, exc.errors(include_url=False))
         return
@@ -184,6 +227,10 @@ def _lint_document(doc: _Document, templates: _Names, providers: _Names) -> Iter
         yield doc.error("metadata.name", "required field missing")
     if isinstance(resource, models.Canary):
         yield from _check_canary(doc, resource, templates, providers)
+    elif isinstance(resource, models.MetricTemplate):
+        problem = check_query(resource.spec.query)
+        if problem is not None:
+            yield doc.error("spec.query", str(problem))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -196,36 +243,48 @@ def _wire_schema(kind: str) -> Schema:
     return structural_schema(models.KINDS[kind].model_json_schema(by_alias=True, mode="validation"))
 
 
-def _locate(loc: Sequence[int | str], schema: Schema) -> tuple[str, str | None, Schema]:
+@dataclass(frozen=True)
+class _Location:
+    path: str  # as printed: spec.analysis.metrics[0].interval
+    steps: FieldPath  # as looked up in the YAML document
+    tag: str | None  # the union member tag that ends the loc, if any
+    parent: Schema
+
+
+def _locate(loc: Sequence[int | str], schema: Schema) -> _Location:
     """Wire path of a pydantic ``loc``, the union member tag that ends it (if any), and the parent node.
 
     Pydantic puts union member tags (``int``, ``list[str]``) into ``loc``; they are recognised as string
     steps below an untyped (union) node of the structural schema.
     """
     path, node, parent = "", schema, schema
+    steps: list[str | int] = []
     for step in loc:
         if isinstance(step, int):
             path += f"[{step}]"
+            steps.append(step)
             parent, node = node, node.get("items", {})
             continue
         if "type" not in node:
-            return path, step, parent
-        path += f".{step}" if path else step
+            return _Location(path, tuple(steps), str(step), parent)
+        path += f".{step}" if path else str(step)
+        steps.append(str(step))
         child = node.get("properties", {}).get(step, node.get("additionalProperties", {}))
         parent, node = node, child
-    return path, None, parent
+    return _Location(path, tuple(steps), None, parent)
 
 
 def _schema_errors(doc: _Document, details: list[ErrorDetails]) -> Iterator[LintError]:
-    union_tags: dict[str, list[str]] = {}
+    union_tags: dict[str, tuple[_Location, list[str]]] = {}
     for detail in details:
-        path, tag, parent = _locate(detail["loc"], _wire_schema(doc.kind))
-        if tag is not None:
-            union_tags.setdefault(path, []).append(tag)
+        where = _locate(detail["loc"], _wire_schema(doc.kind))
+        if where.tag is not None:
+            union_tags.setdefault(where.path, (where, []))[1].append(where.tag)
         else:
-            yield doc.error(path, _message(detail, parent))
-    for path, tags in union_tags.items():
-        yield doc.error(path, "must be " + " or ".join(_TYPE_NAMES.get(tag, tag) for tag in tags))
+            yield doc.error(where.path, _message(detail, where.parent), at=where.steps)
+    for path, (where, tags) in union_tags.items():
+        message = "must be " + " or ".join(_TYPE_NAMES.get(tag, tag) for tag in tags)
+        yield doc.error(path, message, at=where.steps)
 
 
 def _message(detail: ErrorDetails, parent: Schema) -> str:
@@ -237,10 +296,16 @@ def _message(detail: ErrorDetails, parent: Schema) -> str:
     if kind == "missing":
         return "required field missing"
     if kind == "enum":
-        return f"unknown value {detail['input']!r}; expected {ctx['expected']}"
+        return f"unknown value {_short(detail['input'])}; expected {ctx['expected']}"
     if kind == "value_error":
         return str(ctx["error"])
     return detail["msg"]
+
+
+def _short(value: object, limit: int = 80) -> str:
+    """A value for a message: its repr, cut (an error must not repeat a large input back)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -252,6 +317,13 @@ def _check_canary(
     doc: _Document, canary: models.Canary, templates: _Names, providers: _Names
 ) -> Iterator[LintError]:
     spec = canary.spec
+    if spec.service_spec is None:
+        yield doc.error(
+            "spec.service",
+            "not set: the routers and generated Services need spec.service.port, so only a run without "
+            "them (canaryctl local run) can use this Canary",
+            "warning",
+        )
     base, analysis = ("spec.analysis", spec.analysis)
     if analysis is None and spec.canary_analysis is not None:
         base, analysis = ("spec.canaryAnalysis", spec.canary_analysis)
@@ -333,6 +405,7 @@ def _check_metric(
         yield doc.error(
             f"{path}.templateRef", f"MetricTemplate {ref.name!r} is not defined in the linted files"
         )
+    yield from _check_queries(doc, path, metric, templates)
     bounds = metric.threshold_range
     if bounds is None and metric.threshold is None and metric.compare is None:
         yield doc.error(
@@ -340,3 +413,27 @@ def _check_metric(
         )
     elif bounds is not None and bounds.min is None and bounds.max is None:
         yield doc.error(f"{path}.thresholdRange", "set min, max or both")
+
+
+def _check_queries(
+    doc: _Document, path: str, metric: models.CanaryMetric, templates: _Names
+) -> Iterator[LintError]:
+    """Render the metric's query with its templateVariables: inline here, a template's at its own
+    ``spec.query`` (only the variables it reads are this metric's concern)."""
+    variables = metric.template_variables or {}
+    if metric.query is not None:
+        problem = check_query(metric.query, variables)
+        if problem is not None:
+            yield doc.error(f"{path}.query", str(problem))
+    ref = metric.template_ref
+    template = templates.find(ref.name, ref.namespace or doc.namespace) if ref is not None else None
+    query = (template.body.get("spec") or {}).get("query") if template is not None else None
+    if ref is not None and isinstance(query, str):
+        problem = check_query(query, variables)
+        if problem is not None and problem.missing_variable is not None:
+            known = ", ".join(sorted(variables)) or "none"
+            yield doc.error(
+                f"{path}.templateVariables" if variables else path,
+                f"MetricTemplate {ref.name!r} reads variables.{problem.missing_variable}, "
+                f"which templateVariables does not set (it has: {known})",
+            )

@@ -11,10 +11,10 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from canaryctl.api.duration import parse_duration
+from canaryctl.api.duration import METRIC_INTERVAL_PATTERN, metric_interval_seconds, parse_duration
 
 GROUP: Final = "canaryctl.dev"
 VERSION: Final = "v1beta1"
@@ -45,13 +45,27 @@ class OpenModel(ApiModel):
     model_config = ConfigDict(extra="allow")
 
 
-def _check_duration(value: str | None) -> str | None:
-    if value is not None:
-        parse_duration(value)
+def _check_duration(value: str) -> str:
+    parse_duration(value)
     return value
 
 
-Duration = Annotated[str, Field(description="Go duration, e.g. 30s, 1m, 1m30s")]
+def _check_metric_interval(value: str) -> str:
+    metric_interval_seconds(value)
+    return value
+
+
+Duration = Annotated[
+    str, AfterValidator(_check_duration), Field(description="Go duration, e.g. 30s, 1m, 1m30s")
+]
+MetricInterval = Annotated[
+    str,
+    AfterValidator(_check_metric_interval),
+    Field(
+        description="Go duration (30s, 1m) or Graphite-style window (1min, 30sec)",
+        json_schema_extra={"pattern": METRIC_INTERVAL_PATTERN},  # the validator's message is clearer
+    ),
+]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -113,7 +127,7 @@ class StringMatch(ApiModel):
         return self
 
 
-class HTTPMatchRequest(OpenModel):
+class HTTPMatchRequest(ApiModel):
     """Istio HTTPMatchRequest, the shape Flagger uses for A/B matches and service match rules."""
 
     name: str | None = None
@@ -125,7 +139,9 @@ class HTTPMatchRequest(OpenModel):
     query_params: dict[str, StringMatch] | None = None
     without_headers: dict[str, StringMatch] | None = None
     source_labels: dict[str, str] | None = None
-    port: int | None = None
+    source_namespace: str | None = None
+    gateways: list[str] | None = None
+    port: int | None = Field(default=None, ge=0, le=65535)
     ignore_uri_case: bool | None = None
 
 
@@ -139,17 +155,207 @@ class HTTPRetry(ApiModel):
     per_try_timeout: Duration | None = None
     retry_on: str | None = None
 
-    _per_try = field_validator("per_try_timeout")(_check_duration)
+
+class RewriteType(StrEnum):
+    """Gateway API's path modifiers; Flagger treats anything but ReplacePrefixMatch as a full path."""
+
+    REPLACE_FULL_PATH = "ReplaceFullPath"
+    REPLACE_PREFIX_MATCH = "ReplacePrefixMatch"
 
 
-class HTTPRewrite(OpenModel):
+class HTTPRewrite(ApiModel):
     uri: str | None = None
     authority: str | None = None
+    type: RewriteType | None = None
+
+
+# --- Istio's VirtualService route options and DestinationRule traffic policy (as Flagger embeds them)
+
+
+class HeaderOperations(ApiModel):
+    set: dict[str, str] | None = None
+    add: dict[str, str] | None = None
+    remove: list[str] | None = None
+
+
+class Headers(ApiModel):
+    request: HeaderOperations | None = None
+    response: HeaderOperations | None = None
+
+
+class CorsPolicy(ApiModel):
+    allow_origin: list[str] | None = Field(default=None, description="Deprecated by Istio: use allowOrigins")
+    allow_origins: list[StringMatch] | None = None
+    allow_methods: list[str] | None = None
+    allow_headers: list[str] | None = None
+    expose_headers: list[str] | None = None
+    max_age: Duration | None = None
+    allow_credentials: bool | None = None
+
+
+class SimpleLoadBalancer(StrEnum):
+    ROUND_ROBIN = "ROUND_ROBIN"
+    LEAST_CONN = "LEAST_CONN"
+    RANDOM = "RANDOM"
+    PASSTHROUGH = "PASSTHROUGH"
+    LEAST_REQUEST = "LEAST_REQUEST"
+
+
+class HTTPCookie(ApiModel):
+    name: str = Field(min_length=1)
+    path: str | None = None
+    ttl: Duration | None = None
+
+
+class ConsistentHash(ApiModel):
+    http_header_name: str | None = None
+    http_cookie: HTTPCookie | None = None
+    use_source_ip: bool | None = None
+    http_query_parameter_name: str | None = None
+    minimum_ring_size: int | None = Field(default=None, ge=0)
+
+
+class LocalityDistribute(ApiModel):
+    from_: str | None = Field(default=None, alias="from")
+    to: dict[str, int] | None = None
+
+
+class LocalityFailover(ApiModel):
+    from_: str | None = Field(default=None, alias="from")
+    to: str | None = None
+
+
+class LocalityLoadBalancer(ApiModel):
+    distribute: list[LocalityDistribute] | None = None
+    failover: list[LocalityFailover] | None = None
+    enabled: bool | None = None
+
+
+class LoadBalancer(ApiModel):
+    simple: SimpleLoadBalancer | None = None
+    consistent_hash: ConsistentHash | None = None
+    locality_lb_setting: LocalityLoadBalancer | None = None
+    warmup_duration_secs: Duration | None = None
+
+
+class TCPSettings(ApiModel):
+    max_connections: int | None = Field(default=None, ge=0)
+    connect_timeout: Duration | None = None
+
+
+class H2UpgradePolicy(StrEnum):
+    DEFAULT = "DEFAULT"
+    DO_NOT_UPGRADE = "DO_NOT_UPGRADE"
+    UPGRADE = "UPGRADE"
+
+
+class HTTPSettings(ApiModel):
+    h2_upgrade_policy: H2UpgradePolicy | None = None
+    http1_max_pending_requests: int | None = Field(default=None, ge=0)
+    http2_max_requests: int | None = Field(default=None, ge=0)
+    max_requests_per_connection: int | None = Field(default=None, ge=0)
+    max_retries: int | None = Field(default=None, ge=0)
+    idle_timeout: Duration | None = None
+
+
+class ConnectionPool(ApiModel):
+    tcp: TCPSettings | None = None
+    http: HTTPSettings | None = None
+
+
+class OutlierDetection(ApiModel):
+    consecutive_errors: int | None = Field(default=None, ge=0)
+    consecutive_gateway_errors: int | None = Field(default=None, ge=0)
+    consecutive_5xx_errors: int | None = Field(default=None, ge=0, alias="consecutive5xxErrors")
+    consecutive_local_origin_failures: int | None = Field(default=None, ge=0)
+    split_external_local_origin_errors: bool | None = None
+    interval: Duration | None = None
+    base_ejection_time: Duration | None = None
+    max_ejection_percent: int | None = Field(default=None, ge=0, le=100)
+    min_health_percent: int | None = Field(default=None, ge=0, le=100)
+
+
+class TLSMode(StrEnum):
+    DISABLE = "DISABLE"
+    SIMPLE = "SIMPLE"
+    MUTUAL = "MUTUAL"
+    ISTIO_MUTUAL = "ISTIO_MUTUAL"
+
+
+class ClientTLS(ApiModel):
+    mode: TLSMode
+    client_certificate: str | None = None
+    private_key: str | None = None
+    ca_certificates: str | None = None
+    subject_alt_names: list[str] | None = None
+    sni: str | None = None
+
+
+class PortSelector(ApiModel):
+    number: int = Field(ge=1, le=65535)
+
+
+class PortTrafficPolicy(ApiModel):
+    port: PortSelector
+    load_balancer: LoadBalancer | None = None
+    connection_pool: ConnectionPool | None = None
+    outlier_detection: OutlierDetection | None = None
+    tls: ClientTLS | None = None
+
+
+class TrafficPolicy(ApiModel):
+    """Istio's DestinationRule traffic policy, written onto the generated DestinationRules."""
+
+    load_balancer: LoadBalancer | None = None
+    connection_pool: ConnectionPool | None = None
+    outlier_detection: OutlierDetection | None = None
+    tls: ClientTLS | None = None
+    port_level_settings: list[PortTrafficPolicy] | None = None
+
+
+# --- Gateway API ---------------------------------------------------------------------------------
+
+_DNS_SUBDOMAIN = r"^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+
+class ParentReference(ApiModel):
+    """Gateway API ParentReference (with its CRD's bounds): the Gateways an HTTPRoute attaches to."""
+
+    name: str = Field(min_length=1, max_length=253)
+    namespace: str | None = Field(
+        default=None, min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+    )
+    group: str | None = Field(default=None, max_length=253, pattern=_DNS_SUBDOMAIN)
+    kind: str | None = Field(
+        default=None, min_length=1, max_length=63, pattern=r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$"
+    )
+    section_name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+    )
+    port: int | None = Field(default=None, ge=1, le=65535)
 
 
 # ---------------------------------------------------------------------------------------------------
 # spec.service
 # ---------------------------------------------------------------------------------------------------
+
+
+class TrafficDistribution(StrEnum):
+    """Kubernetes Service ``trafficDistribution``."""
+
+    PREFER_CLOSE = "PreferClose"
+    PREFER_SAME_ZONE = "PreferSameZone"
+    PREFER_SAME_NODE = "PreferSameNode"
+
+
+class UnmanagedMetadata(ApiModel):
+    """Label and annotation keys of the generated objects that canaryctl leaves to others."""
+
+    annotations: list[str] | None = None
+    labels: list[str] | None = None
 
 
 class CanaryService(ApiModel):
@@ -161,26 +367,27 @@ class CanaryService(ApiModel):
         Field(json_schema_extra={"x-kubernetes-int-or-string": True}),
     ] = None
     app_protocol: str | None = None
+    traffic_distribution: TrafficDistribution | None = None
     port_discovery: bool = False
     headless: bool = False
     timeout: Duration | None = None
+    backend_timeout: Duration | None = Field(default=None, description="Gateway API: per backend request")
     gateways: list[str] | None = None
-    gateway_refs: list[OpenModel] | None = None
+    gateway_refs: list[ParentReference] | None = None
     hosts: list[str] | None = None
     delegation: bool | None = None
-    traffic_policy: OpenModel | None = None
+    traffic_policy: TrafficPolicy | None = None
     match: list[HTTPMatchRequest] | None = None
     rewrite: HTTPRewrite | None = None
     retries: HTTPRetry | None = None
-    headers: OpenModel | None = None
-    cors_policy: OpenModel | None = None
+    headers: Headers | None = None
+    cors_policy: CorsPolicy | None = None
     mesh_name: str | None = None
     backends: list[str] | None = None
     apex: CustomMetadata | None = None
     primary: CustomMetadata | None = None
     canary: CustomMetadata | None = None
-
-    _timeout = field_validator("timeout")(_check_duration)
+    unmanaged_metadata: UnmanagedMetadata | None = None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -227,7 +434,7 @@ class MetricComparison(ApiModel):
 
 class CanaryMetric(ApiModel):
     name: str = Field(min_length=1)
-    interval: Duration | None = None
+    interval: MetricInterval | None = None
     threshold: float | None = None
     threshold_range: ThresholdRange | None = None
     query: str | None = None
@@ -235,8 +442,6 @@ class CanaryMetric(ApiModel):
     template_variables: dict[str, str] | None = None
     on_no_data: NoDataPolicy = NoDataPolicy.HOLD
     compare: MetricComparison | None = None
-
-    _interval = field_validator("interval")(_check_duration)
 
 
 class WebhookType(StrEnum):
@@ -251,15 +456,17 @@ class WebhookType(StrEnum):
 
 
 class CanaryWebhook(ApiModel):
-    type: WebhookType = WebhookType.ROLLOUT
+    type: WebhookType = Field(
+        default=WebhookType.ROLLOUT,
+        json_schema_extra={"enum": ["", *WebhookType]},  # "" is rollout, as in Flagger's CRD
+    )
     name: str = Field(min_length=1)
     url: str = Field(min_length=1)
     timeout: Duration | None = None
     metadata: dict[str, str] | None = None
     mute_alert: bool = False
     retries: int | None = Field(default=None, ge=0)
-
-    _timeout = field_validator("timeout")(_check_duration)
+    disable_tls: bool = Field(default=False, alias="disableTLS", description="Skip TLS verification")
 
     @field_validator("type", mode="before")
     @classmethod
@@ -282,14 +489,36 @@ class Severity(StrEnum):
 
 class CanaryAlert(ApiModel):
     name: str = Field(min_length=1)
-    severity: Severity = Severity.INFO
+    severity: Severity = Field(
+        default=Severity.INFO,
+        json_schema_extra={"enum": ["", *Severity]},  # "" is info, as in Flagger's CRD
+    )
     provider_ref: CrossNamespaceObjectReference
+
+    @field_validator("severity", mode="before")
+    @classmethod
+    def _empty_is_info(cls, value: object) -> object:
+        return Severity.INFO if value in ("", None) else value
+
+
+class SameSite(StrEnum):
+    STRICT = "Strict"
+    LAX = "Lax"
+    NONE = "None"
 
 
 class SessionAffinity(ApiModel):
+    """Flagger's sticky-session cookie; the attributes are those of Set-Cookie."""
+
     cookie_name: str = Field(min_length=1)
     max_age: int = Field(default=86400, ge=1)
     primary_cookie_name: str | None = None
+    domain: str | None = None
+    path: str | None = None
+    secure: bool | None = None
+    http_only: bool | None = None
+    same_site: SameSite | None = None
+    partitioned: bool | None = None
 
 
 class FastFail(ApiModel):
@@ -299,16 +528,12 @@ class FastFail(ApiModel):
     max_error_rate: Percentage
     min_requests: int = Field(default=20, ge=1)
 
-    _period = field_validator("period")(_check_duration)
-
 
 # --- explicit steps --------------------------------------------------------------------------------
 
 
 class PauseStep(ApiModel):
     duration: Duration | None = None
-
-    _duration = field_validator("duration")(_check_duration)
 
 
 class AnalysisStep(ApiModel):
@@ -321,14 +546,10 @@ class MirrorStep(ApiModel):
     percentage: Weight
     duration: Duration | None = None
 
-    _duration = field_validator("duration")(_check_duration)
-
 
 class FaultDelay(ApiModel):
     fixed_delay: Duration
     percentage: Percentage
-
-    _fixed = field_validator("fixed_delay")(_check_duration)
 
 
 class FaultAbort(ApiModel):
@@ -341,8 +562,6 @@ class FaultStep(ApiModel):
     abort: FaultAbort | None = None
     duration: Duration
     target: Literal["canary"] = "canary"
-
-    _duration = field_validator("duration")(_check_duration)
 
     @model_validator(mode="after")
     def _has_fault(self) -> FaultStep:
@@ -399,8 +618,6 @@ class CanaryAnalysis(ApiModel):
     steps: list[CanaryStep] | None = None
     fast_fail: FastFail | None = None
 
-    _interval = field_validator("interval")(_check_duration)
-
     # Flagger's floor for analysis intervals. Only the operator's hidden ``--min-interval-seconds`` (for
     # tests and benchmarks against an emulator) lowers it.
     min_interval_seconds: ClassVar[float] = 10.0
@@ -446,7 +663,9 @@ class CanarySpec(ApiModel):
     ingress_ref: CrossNamespaceObjectReference | None = None
     route_ref: CrossNamespaceObjectReference | None = None
     upstream_ref: CrossNamespaceObjectReference | None = None
-    service: CanaryService
+    service_spec: CanaryService | None = Field(
+        default=None, alias="service", description="How Services and routes are generated"
+    )
     analysis: CanaryAnalysis | None = None
     canary_analysis: CanaryAnalysis | None = Field(default=None, description="Deprecated: use analysis")
     progress_deadline_seconds: int = Field(default=600, ge=1)
@@ -469,8 +688,24 @@ class CanarySpec(ApiModel):
         return self.analysis or self.canary_analysis or CanaryAnalysis()
 
     @property
+    def service(self) -> CanaryService:
+        """``spec.service``, which routers and generated Services need (for its port at least).
+
+        Flagger's schema lets it be omitted (Knative Canaries have none), and so does canaryctl's; a
+        component that needs it raises here, naming the field, instead of guessing a port.
+        """
+        if self.service_spec is None:
+            raise ValueError(
+                "spec.service is not set: canaryctl generates Services and routes from spec.service "
+                "(port at least)"
+            )
+        return self.service_spec
+
+    @property
     def apex_name(self) -> str:
-        return self.service.name or self.target_ref.name
+        """The apex Service: ``spec.service.name``, else the target's name (Flagger's default)."""
+        name = self.service_spec.name if self.service_spec is not None else None
+        return name or self.target_ref.name
 
     def side_service(self, primary: bool) -> str:
         """Flagger's generated Services: ``<apex>-primary`` and ``<apex>-canary``."""
@@ -514,6 +749,9 @@ class Verdict(StrEnum):
     INCONCLUSIVE = "inconclusive"
 
 
+MAX_STATUS_QUERY_CHARS: Final = 2048
+
+
 class MetricStatus(ApiModel):
     """The last analysis result of one metric, as the plugin shows it."""
 
@@ -525,8 +763,19 @@ class MetricStatus(ApiModel):
     verdict: Verdict
     message: str = ""
     provider: str | None = None
-    query: str | None = None
+    query: str | None = Field(
+        default=None, description=f"The rendered query, cut to {MAX_STATUS_QUERY_CHARS} characters"
+    )
     time: str | None = None
+
+    @field_validator("query")
+    @classmethod
+    def _bounded_query(cls, value: str | None) -> str | None:
+        """A rendered query is the template author's text: the status keeps a bounded prefix of it."""
+        if value is None or len(value) <= MAX_STATUS_QUERY_CHARS:
+            return value
+        kept = MAX_STATUS_QUERY_CHARS - 40  # room for the marker
+        return f"{value[:kept]}... [{len(value) - kept} more characters]"
 
 
 class WebhookStatus(ApiModel):

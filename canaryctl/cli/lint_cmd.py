@@ -1,7 +1,8 @@
 """``canaryctl lint FILE...`` or ``-f FILE`` (repeatable, like kubectl): check manifests offline, before
 they reach a cluster or a GitOps repo.
 
-Exit status: 0 clean (warnings allowed), 1 any error, 2 a file could not be read.
+Exit status: 0 clean (warnings allowed), 1 any error, 2 a file could not be read (or is larger than
+the loader's limit). Every message names the file and line.
 """
 
 from __future__ import annotations
@@ -9,11 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from canaryctl.api.lint import LintResult, lint_sources
-
-STDIN = "-"
+from canaryctl.api.yaml_loader import STDIN, YamlError, read_source
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
@@ -40,8 +39,8 @@ def run(args: argparse.Namespace) -> int:
     sources = []
     for path in paths:
         try:
-            text = sys.stdin.read() if path == STDIN else Path(path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
+            text = read_source(path)
+        except (OSError, UnicodeDecodeError, YamlError) as exc:
             print(f"canaryctl lint: cannot read {path}: {exc}", file=sys.stderr)
             return 2
         sources.append(("<stdin>" if path == STDIN else path, text))

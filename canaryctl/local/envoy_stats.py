@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from canaryctl.api.duration import parse_duration
+from canaryctl.api.duration import metric_interval_seconds
 from canaryctl.api.models import Canary, CanaryMetric
 from canaryctl.engine.judge import DURATION, SUCCESS_RATE
 from canaryctl.engine.types import ErrorSample, MetricObservation, MetricSample
@@ -132,7 +132,7 @@ class EnvoyStatsAnalyzer:
             )
         try:
             delta = await self._delta(
-                parse_duration(metric.interval) if metric.interval else DEFAULT_WINDOW_SECONDS
+                metric_interval_seconds(metric.interval) if metric.interval else DEFAULT_WINDOW_SECONDS
             )
         except httpx.HTTPError as exc:
             return MetricObservation(metric.name, MetricSample(None), error=f"envoy stats: {exc}")

@@ -5,10 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from canaryctl.api.lint import lint_sources
 from canaryctl.api.models import AlertProvider, Canary, MetricTemplate
+from canaryctl.api.yaml_loader import YamlError, load_documents, read_source
 
 
 class ManifestError(ValueError):
@@ -42,7 +41,8 @@ def load_texts(sources: list[tuple[str, str]]) -> Bundle:
     bundle_templates: dict[str, MetricTemplate] = {}
     providers: dict[str, AlertProvider] = {}
     for _, text in sources:
-        for document in yaml.safe_load_all(text):
+        for loaded in load_documents(text):  # lint has read them all already: no YamlError here
+            document = loaded.body
             kind = document.get("kind") if isinstance(document, dict) else None
             if kind == "Canary":
                 canaries.append(Canary.model_validate(document))
@@ -61,8 +61,12 @@ def load_texts(sources: list[tuple[str, str]]) -> Bundle:
 
 
 def load_files(paths: list[Path]) -> Bundle:
-    try:
-        sources = [(str(path), path.read_text(encoding="utf-8")) for path in paths]
-    except OSError as exc:
-        raise ManifestError(f"cannot read {exc.filename}: {exc.strerror}") from exc
+    sources = []
+    for path in paths:
+        try:
+            sources.append((str(path), read_source(str(path))))
+        except OSError as exc:
+            raise ManifestError(f"cannot read {path}: {exc.strerror}") from exc
+        except (UnicodeDecodeError, YamlError) as exc:
+            raise ManifestError(f"cannot read {path}: {exc}") from exc
     return load_texts(sources)

@@ -69,7 +69,8 @@ def route_spec(canary: Canary, routes: RouteState, targets: LocalTargets) -> con
         config.WeightedBackend(backend=_backend(primary, targets.primary), weight=routes.primary_weight),
         config.WeightedBackend(backend=_backend(canary_backend, targets.canary), weight=routes.canary_weight),
     )
-    timeout = canary.spec.service.timeout
+    service = canary.spec.service_spec  # optional here: local endpoints need no generated Service
+    timeout = service.timeout if service is not None else None
     return config.RouteSpec(
         service=canary.spec.apex_name,
         backends=backends,

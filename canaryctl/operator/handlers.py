@@ -176,6 +176,9 @@ class CanaryOperator:
         except ValidationError as exc:
             await self._invalid(body, describe(exc))
             return INVALID_RECHECK_SECONDS
+        if canary.spec.service_spec is None:  # Flagger's schema allows it; no router can do without it
+            await self._invalid(body, "spec.service: not set; the router generates Services from its port")
+            return INVALID_RECHECK_SECONDS
         interval = canary.spec.effective_analysis.interval_seconds
         try:
             ports = self.ports(canary)

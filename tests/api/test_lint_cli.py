@@ -41,7 +41,7 @@ def test_flagger_file_exits_1_with_the_hint(capsys: pytest.CaptureFixture[str]) 
     assert _run([str(path)]) == 1
     lines = capsys.readouterr().out.splitlines()
     assert lines == [
-        f"{path}:1: Canary/podinfo: apiVersion: apiVersion flagger.app/v1beta1 is Flagger's; "
+        f"{path}:2: Canary/podinfo: apiVersion: apiVersion flagger.app/v1beta1 is Flagger's; "
         "use canaryctl.dev/v1beta1 (the spec is compatible)",
         "1 error, 0 warnings in 1 document, 0 other documents skipped",
     ]
@@ -63,6 +63,7 @@ def test_stdin_and_json_output(monkeypatch: pytest.MonkeyPatch, capsys: pytest.C
     ]
     assert report["errors"][1] == {
         "file": "<stdin>",
+        "line": 34,
         "doc_index": 1,
         "resource": "Canary/abtest",
         "field_path": "spec.analysis.interval",

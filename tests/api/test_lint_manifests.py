@@ -172,8 +172,8 @@ SCHEMA_CASES: list[tuple[str, Callable[[Doc], object], str, str]] = [
     ),
     (
         "missing",
-        lambda c: c["spec"].pop("service"),
-        "spec.service",
+        lambda c: c["spec"].pop("targetRef"),
+        "spec.targetRef",
         "required field missing",
     ),
     (
@@ -400,10 +400,13 @@ def test_alert_provider_ref_must_resolve_when_providers_are_linted() -> None:
 def test_missing_name_and_non_mapping_documents() -> None:
     canary = valid_canary()
     del canary["metadata"]["name"]
-    result = lint_sources([("f.yaml", yaml.safe_dump(canary) + "---\n- a list\n---\n")])
+    text = yaml.safe_dump(canary)
+    result = lint_sources([("f.yaml", text + "---\n- a list\n---\n")])
+    metadata_line = text.splitlines().index("metadata:") + 1
+    list_line = len(text.splitlines()) + 2
     assert [str(e) for e in result.errors] == [
-        "f.yaml:1: Canary/<unnamed>: metadata.name: required field missing",
-        "f.yaml:2: document is not a mapping",
+        f"f.yaml:{metadata_line}: Canary/<unnamed>: metadata.name: required field missing",
+        f"f.yaml:{list_line}: document is not a mapping",
     ]
 
 
@@ -415,10 +418,10 @@ def test_invalid_yaml_names_the_document() -> None:
 
 
 def test_error_line_format() -> None:
-    error = LintError("a.yaml", 3, "Canary/web", "spec.analysis.interval", "too short")
-    assert str(error) == "a.yaml:3: Canary/web: spec.analysis.interval: too short"
-    warning = LintError("a.yaml", 3, "Canary/web", "spec.analysis.stepWeight", "ignored", "warning")
-    assert str(warning) == "a.yaml:3: Canary/web: spec.analysis.stepWeight: warning: ignored"
+    error = LintError("a.yaml", 12, 3, "Canary/web", "spec.analysis.interval", "too short")
+    assert str(error) == "a.yaml:12: Canary/web: spec.analysis.interval: too short"
+    warning = LintError("a.yaml", 14, 3, "Canary/web", "spec.analysis.stepWeight", "ignored", "warning")
+    assert str(warning) == "a.yaml:14: Canary/web: spec.analysis.stepWeight: warning: ignored"
 
 
 # --- robustness --------------------------------------------------------------------------------------

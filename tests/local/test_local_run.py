@@ -172,3 +172,53 @@ def test_quantile_interpolates_like_prometheus() -> None:
     buckets = [(1.0, 10.0), (5.0, 100.0), (10.0, 100.0), (float("inf"), 100.0)]
     assert quantile(0.99, buckets) == pytest.approx(1 + 4 * (99 - 10) / 90)
     assert quantile(0.5, [(float("inf"), 0.0)]) is None
+
+
+INJECTION = "{{ cycler.__init__.__globals__.os.popen('touch MARKER; echo 1').read() }}"
+INJECTED_INLINE = CANARY.replace(
+    "      - {name: request-success-rate, interval: 10s, thresholdRange: {min: 99}}\n",
+    '      - {name: evil, interval: 10s, thresholdRange: {max: 10}, query: "INJECTION"}\n',
+)
+INJECTED_TEMPLATE = (
+    CANARY.replace(
+        "      - {name: request-success-rate, interval: 10s, thresholdRange: {min: 99}}\n",
+        "      - {name: evil, interval: 10s, thresholdRange: {max: 10}, templateRef: {name: evil}}\n",
+    )
+    + "---\napiVersion: canaryctl.dev/v1beta1\nkind: MetricTemplate\n"
+    "metadata: {name: evil, namespace: local}\n"
+    'spec:\n  provider: {type: prometheus}\n  query: "INJECTION"\n'
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("manifest", "field"),
+    [
+        (INJECTED_INLINE, "spec.analysis.metrics[0].query"),
+        (INJECTED_TEMPLATE, "MetricTemplate/evil: spec.query"),
+    ],
+    ids=["inline", "template"],
+)
+def test_a_query_that_injects_code_is_refused_and_runs_nothing(
+    apps: tuple[str, str], tmp_path: Path, manifest: str, field: str
+) -> None:
+    """With a Prometheus to query and two live endpoints, the run would reach analysis; it must refuse
+    the manifest first, say why, and the command in the query must never run."""
+    marker = tmp_path / "ran"
+    text = manifest.replace("INJECTION", INJECTION.replace("MARKER", str(marker)))
+    command = local_run(
+        tmp_path,
+        text,
+        apps,
+        "--listen",
+        f"127.0.0.1:{free_port()}",
+        "--prometheus",
+        "auto",
+        "--timeout",
+        "60",
+    )
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "verdict: Succeeded" not in done.stdout
+    assert field in done.stderr and "function 'cycler' is not defined" in done.stderr, done.stderr[-2000:]
+    assert not marker.exists()

@@ -185,6 +185,9 @@ async def test_invalid_canaries_do_not_stop_a_healthy_one(
     )
     faulty["spec"]["provider"] = "smi:v1alpha2"
     await objects.apply(faulty)
+    serviceless = canary("serviceless")
+    del serviceless["spec"]["service"]  # valid for Flagger's schema and ours; no router can work without it
+    await objects.apply(serviceless)
     await start_operator()
 
     async def invalid(name: str) -> Obj:
@@ -204,6 +207,7 @@ async def test_invalid_canaries_do_not_stop_a_healthy_one(
     assert "router smi:v1alpha2" in fault["InvalidSpec"]["message"]
     assert "fault" in fault["InvalidSpec"]["message"]
     assert await objects.get("split.smi-spec.io/v1alpha2", "TrafficSplit", NS, "faulty") is None
+    assert "spec.service: not set" in (await invalid("serviceless"))["InvalidSpec"]["message"]
 
     await wait_phase(objects, "good", "Initialized")
     await objects.apply(workload("Deployment", "good", image="app:v2", config="good-config"))

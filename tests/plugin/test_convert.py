@@ -8,8 +8,12 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from canaryctl.api.lint import lint_sources
+from canaryctl.api.yaml_loader import load_documents
+from canaryctl.cli.convert_cmd import convert as convert_documents
 from canaryctl.cli.main import main
 
 FLAGGER = sorted((Path(__file__).parents[1] / "api" / "manifests" / "flagger").glob("*.yaml"))
@@ -73,27 +77,102 @@ def test_flagger_manifests_convert_and_lint_clean(capsys: pytest.CaptureFixture[
     assert len(docs) == len([d for d in yaml.safe_load_all(path.read_text()) if d is not None])
 
 
-def test_unsupported_parts_are_reported_and_removed(
+def line(text: str, needle: str) -> int:
+    """The 1-based line of the first line of ``text`` containing ``needle``."""
+    return next(i for i, content in enumerate(text.splitlines(), start=1) if needle in content)
+
+
+def dropped_lines(file: str) -> list[str]:
+    """What converting UNSUPPORTED drops, each at the line of the field in the source file."""
+    at = {needle: f"{file}:{line(UNSUPPORTED, needle)}" for needle in ("dynatrace", "opsgenie", "nginx")}
+    at |= {
+        needle: f"{file}:{line(UNSUPPORTED, needle)}" for needle in ("futureField", "- {name: page", "apdex}")
+    }
+    return [
+        f"{at['dynatrace']}: MetricTemplate test/apdex: spec.provider.type: 'dynatrace' is not supported by "
+        "canaryctl; MetricTemplate not converted",
+        f"{at['opsgenie']}: AlertProvider test/pager: spec.type: 'opsgenie' is not supported by canaryctl; "
+        "AlertProvider not converted",
+        f"{at['nginx']}: Canary test/web: spec.provider: 'nginx' is not supported by canaryctl; removed, "
+        "the operator's default router applies",
+        f"{at['apdex}']}: Canary test/web: spec.analysis.metrics[0]: 'apdex' refers to 'apdex', not "
+        "converted; removed",
+        f"{at['- {name: page']}: Canary test/web: spec.analysis.alerts[0]: 'page' refers to 'pager', not "
+        "converted; removed",
+        f"{at['futureField']}: Canary test/web: spec.service.futureField: unknown field 'futureField'; "
+        "removed",
+    ]
+
+
+def convert_text(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str
+) -> tuple[Path, int, list[dict[str, Any]], str]:
+    source = tmp_path / "flagger.yaml"
+    source.write_text(text)
+    return source, *convert(capsys, str(source))
+
+
+def test_dropping_anything_fails_without_allow_drop(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    source, code, docs, err = convert_text(tmp_path, capsys, UNSUPPORTED)
+    assert (code, docs) == (1, [])  # nothing written
+    file = str(source)
+    ingress = f"{file}:{line(UNSUPPORTED, 'ingressRef')}"
+    assert err.splitlines() == [
+        f"warning: {ingress}: Canary test/web: spec.ingressRef: kept, but unused without provider 'nginx'",
+        *(f"error: {dropped}" for dropped in dropped_lines(file)),
+        "error: converting would drop 6 of the above; nothing written (--allow-drop converts anyway)",
+    ]
+
+
+ONLY_METRIC_UNSUPPORTED = """\
+apiVersion: flagger.app/v1beta1
+kind: MetricTemplate
+metadata: {name: apdex, namespace: test}
+spec:
+  provider: {type: dynatrace}
+  query: builtin:apps.web.apdex
+---
+apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata: {name: web, namespace: test}
+spec:
+  targetRef: {apiVersion: apps/v1, kind: Deployment, name: web}
+  service: {port: 80}
+  analysis:
+    interval: 1m
+    stepWeight: 10
+    metrics:
+      - {name: apdex, templateRef: {name: apdex}, thresholdRange: {min: 0.9}}
+"""
+
+
+def test_a_canary_whose_only_metric_is_dropped_does_not_convert(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Converted, it would be a Canary with ``metrics: []`` that lints clean and checks nothing."""
+    source, code, docs, err = convert_text(tmp_path, capsys, ONLY_METRIC_UNSUPPORTED)
+    assert (code, docs) == (1, [])
+    metric_line = line(ONLY_METRIC_UNSUPPORTED, "- {name: apdex")
+    assert (
+        f"error: {source}:{metric_line}: Canary test/web: spec.analysis.metrics[0]: 'apdex' refers to "
+        "'apdex', not converted; removed"
+    ) in err.splitlines()
+
+
+def test_allow_drop_removes_and_warns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     source = tmp_path / "flagger.yaml"
     source.write_text(UNSUPPORTED)
-    code, docs, err = convert(capsys, str(source))
+    code = main(["convert", "-f", str(source), "--allow-drop"])
+    captured = capsys.readouterr()
+    docs = list(yaml.safe_load_all(captured.out))
     assert code == 0
     file = str(source)
-    assert err.splitlines() == [
-        f"warning: {file}:1: MetricTemplate test/apdex: spec.provider.type: 'dynatrace' is not supported by "
-        "canaryctl; MetricTemplate not converted",
-        f"warning: {file}:3: AlertProvider test/pager: spec.type: 'opsgenie' is not supported by canaryctl; "
-        "AlertProvider not converted",
-        f"warning: {file}:4: Canary test/web: spec.provider: 'nginx' is not supported by canaryctl; removed, "
-        "the operator's default router applies",
-        f"warning: {file}:4: Canary test/web: spec.ingressRef: kept, but unused without provider 'nginx'",
-        f"warning: {file}:4: Canary test/web: spec.analysis.metrics[0]: 'apdex' refers to 'apdex', not "
-        "converted; removed",
-        f"warning: {file}:4: Canary test/web: spec.analysis.alerts[0]: 'page' refers to 'pager', not "
-        "converted; removed",
-        f"warning: {file}:4: Canary test/web: spec.service.futureField: unknown field 'futureField'; removed",
+    ingress = f"{file}:{line(UNSUPPORTED, 'ingressRef')}"
+    assert captured.err.splitlines() == [
+        f"warning: {ingress}: Canary test/web: spec.ingressRef: kept, but unused without provider 'nginx'",
+        *(f"warning: {dropped}" for dropped in dropped_lines(file)),
     ]
     assert [(d["kind"], d["metadata"]["name"]) for d in docs] == [
         ("MetricTemplate", "errors"),
@@ -110,3 +189,31 @@ def test_unsupported_parts_are_reported_and_removed(
 def test_unreadable_file_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["convert", "-f", "/nonexistent.yaml"]) == 2
     assert "cannot read /nonexistent.yaml" in capsys.readouterr().err
+
+
+_JUNK = (
+    st.none() | st.booleans() | st.integers(-5, 5) | st.text(max_size=6) | st.lists(st.integers(), max_size=2)
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_malformed_documents_never_crash_convert(data: st.DataObject) -> None:
+    """Any field of any document replaced by junk: convert answers (exit 0 or 1), it never raises."""
+    docs = [d for d in yaml.safe_load_all(UNSUPPORTED) if d]
+    for _ in range(data.draw(st.integers(1, 3))):
+        doc = data.draw(st.sampled_from(docs))
+        node: Any = doc
+        while isinstance(node, dict) and node and data.draw(st.booleans()):
+            key = data.draw(st.sampled_from(sorted(node)))
+            if isinstance(node[key], dict) and node[key]:
+                node = node[key]
+                continue
+            node[key] = data.draw(_JUNK)
+            break
+        else:
+            if isinstance(node, dict) and node:
+                node[data.draw(st.sampled_from(sorted(node)))] = data.draw(_JUNK)
+    documents = list(load_documents(yaml.safe_dump_all(docs)))
+    result = convert_documents([("m.yaml", documents)])
+    assert all(isinstance(line, str) for line in [*result.warnings, *result.drops, *result.errors])

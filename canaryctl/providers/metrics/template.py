@@ -1,27 +1,23 @@
-"""Render metric queries with Flagger's template variables, strictly: a missing variable is an error.
+"""The model a canary's metric queries are rendered with, and the rendering (strict: a missing variable
+is an error).
 
-Flagger templates are Go templates calling niladic functions (``{{ namespace }}``, ``{{ target }}``,
-``{{ variables.foo }}``); in Jinja the same text reads plain variables, so they render unchanged.
-canaryctl adds ``backend``: the mesh cluster of the side being measured (``<apex>-canary.<namespace>``
-or ``<apex>-primary.<namespace>``), which is what the included mesh's per-backend stats are labelled with.
+Flagger's MetricTemplates are Go templates calling niladic functions (``{{ namespace }}``,
+``{{ variables.foo }}``, ``{{ printf "%s-%s" namespace target }}``); ``canaryctl.api.query_template``
+renders them with a Go-template interpreter that reaches nothing but this model. canaryctl adds
+``backend``: the mesh cluster of the side being measured (``<apex>-canary_<namespace>`` or
+``<apex>-primary_<namespace>``), which is what the included mesh's per-backend stats are labelled with.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from typing import Any
-
-import jinja2
 
 from canaryctl.api.models import PRIMARY_SUFFIX, Canary
+from canaryctl.api.query_template import QueryTemplateError, render_query
 from canaryctl.mesh.translate import cluster_name
 from canaryctl.providers.metrics.errors import TemplateRenderError
 
 DEFAULT_INTERVAL = "1m"
-
-_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
-_UNDEFINED = re.compile(r"'([^']+)' is undefined|has no attribute '([^']+)'")
 
 
 @dataclass(frozen=True)
@@ -31,6 +27,7 @@ class TemplateModel:
     target: str
     service: str
     ingress: str
+    route: str
     interval: str
     backend: str
     variables: dict[str, str] = field(default_factory=dict)
@@ -54,40 +51,29 @@ class TemplateModel:
             target=spec.target_ref.name + suffix,
             service=apex + suffix,
             ingress=spec.ingress_ref.name if spec.ingress_ref else spec.target_ref.name,
+            route=spec.route_ref.name if spec.route_ref else spec.target_ref.name,
             interval=interval or DEFAULT_INTERVAL,
             backend=cluster_name(spec.side_service(primary), namespace),
             variables=dict(variables or {}),
         )
 
-    def context(self) -> dict[str, Any]:
+    def functions(self) -> dict[str, str]:
+        """The niladic functions of the model (``variables`` is the map beside them)."""
         return {
             "name": self.name,
             "namespace": self.namespace,
             "target": self.target,
             "service": self.service,
             "ingress": self.ingress,
+            "route": self.route,
             "interval": self.interval,
             "backend": self.backend,
-            "variables": self.variables,
         }
 
 
 def render(template: str, model: TemplateModel) -> str:
     """The query for ``model``; TemplateRenderError names a missing variable or the syntax error."""
     try:
-        return _ENV.from_string(template).render(model.context())
-    except jinja2.UndefinedError as exc:
-        found = _UNDEFINED.search(exc.message or "")
-        if found and found.group(2):
-            missing = f"variables.{found.group(2)}"
-            known = ", ".join(sorted(model.variables)) or "none"
-            raise TemplateRenderError(
-                f"template variable {missing!r} is not defined (templateVariables has: {known})"
-            ) from exc
-        name = found.group(1) if found else exc.message
-        known = ", ".join(model.context())
-        raise TemplateRenderError(f"template variable {name!r} is not defined (known: {known})") from exc
-    except jinja2.TemplateSyntaxError as exc:
-        raise TemplateRenderError(
-            f"query template does not parse: {exc.message} (line {exc.lineno})"
-        ) from exc
+        return render_query(template, model.functions(), model.variables)
+    except QueryTemplateError as exc:
+        raise TemplateRenderError(str(exc)) from exc

@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
 from canaryctl.api.models import MetricTemplateProvider
+from canaryctl.api.yaml_loader import YamlError, load_one
 from canaryctl.providers.metrics import jsonpath
 from canaryctl.providers.metrics.errors import MetricQueryError
 from canaryctl.providers.metrics.transport import Endpoint, credential_headers, parse_json, to_float
@@ -29,8 +28,8 @@ class WebRequest:
     @classmethod
     def parse(cls, query: str) -> WebRequest:
         try:
-            spec = yaml.safe_load(query)
-        except yaml.YAMLError as exc:
+            spec = load_one(query)  # a template author's YAML: bounded like any manifest
+        except YamlError as exc:
             raise MetricQueryError(f"web query is neither a JSONPath nor a YAML mapping: {exc}") from exc
         if isinstance(spec, str):
             return cls(spec)

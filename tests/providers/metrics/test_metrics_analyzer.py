@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -108,7 +109,7 @@ def test_missing_variables_are_named() -> None:
         render("{{ variables.direction }}", model)
     with pytest.raises(TemplateRenderError, match="'deployment' is not defined"):
         render("{{ deployment }}", model)
-    with pytest.raises(TemplateRenderError, match="does not parse"):
+    with pytest.raises(TemplateRenderError, match="does not parse: line 1: unclosed action"):
         render("{{ target ", model)
 
 
@@ -209,6 +210,35 @@ def test_inline_query_uses_metrics_server_and_errors_become_observations() -> No
     assert "no template lookup" in (no_lookup.error or "")
     bad_template = asyncio.run(analyzer.measure(canary(), metric(query="{{ nope }}"), False))
     assert "'nope' is not defined" in (bad_template.error or "") and bad_template.canary.value is None
+
+
+INJECTION = "{{ cycler.__init__.__globals__.os.popen('touch MARKER; echo 1').read() }}"
+
+
+@pytest.mark.parametrize("where", ["inline", "template"])
+def test_a_query_cannot_run_code_in_the_controller(where: str, tmp_path: Path) -> None:
+    """The probe that ran ``id`` in the controller: now a template error, and nothing is queried."""
+    marker = tmp_path / "ran"
+    query = INJECTION.replace("MARKER", str(marker))
+    template = MetricTemplate.model_validate({"metadata": {"name": "evil"}, "spec": {"query": query}})
+
+    async def templates(name: str, namespace: str) -> MetricTemplate:
+        return template
+
+    factory = Factory({"1": 1.0})
+    analyzer = MetricsAnalyzer(templates, provider_factory=factory)
+    m = metric(query=query) if where == "inline" else metric(templateRef={"name": "evil"})
+    observation = asyncio.run(analyzer.measure(canary(), m, caller_side=False))
+    assert not marker.exists()
+    assert "function 'cycler' is not defined" in (observation.error or "")
+    assert observation.canary.value is None
+    assert all(not provider.queries for provider in factory.built)
+
+
+def test_route_is_flaggers_route_ref_or_target() -> None:
+    assert TemplateModel.for_canary(canary()).route == "podinfo"
+    routed = canary(routeRef={"apiVersion": "apisix.apache.org/v2", "kind": "ApisixRoute", "name": "r"})
+    assert render("{{ route }}", TemplateModel.for_canary(routed)) == "r"
 
 
 def test_template_lookup_failure_is_reported() -> None:
