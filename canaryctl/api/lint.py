@@ -427,7 +427,8 @@ def _check_queries(
             yield doc.error(f"{path}.query", str(problem))
     ref = metric.template_ref
     template = templates.find(ref.name, ref.namespace or doc.namespace) if ref is not None else None
-    query = (template.body.get("spec") or {}).get("query") if template is not None else None
+    spec = template.body.get("spec") if template is not None else None
+    query = spec.get("query") if isinstance(spec, dict) else None
     if ref is not None and isinstance(query, str):
         problem = check_query(query, variables)
         if problem is not None and problem.missing_variable is not None:

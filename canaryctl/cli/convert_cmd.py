@@ -146,7 +146,8 @@ def _mapping(value: Any) -> dict[str, Any]:
 
 def _key(ref: Obj, doc: Document) -> tuple[str, str]:
     namespace = ref.get("namespace") or _mapping(doc.body.get("metadata")).get("namespace") or "default"
-    return namespace, str(ref.get("name"))
+    # Malformed documents can carry any YAML value here; keys must stay hashable.
+    return str(namespace), str(ref.get("name"))
 
 
 def _unsupported_type(doc: Document) -> tuple[str, object] | None:
