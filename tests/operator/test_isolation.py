@@ -29,6 +29,7 @@ from tests.operator.helpers import (
     canary,
     event_messages,
     get_canary,
+    invalid_conditions,
     setup_target,
     wait_for,
     wait_phase,
@@ -116,8 +117,9 @@ async def test_a_starved_canary_does_not_delay_another(
         await wait_phase(objects, name, "Initialized")
 
     await objects.apply(workload("Deployment", "starved", image="app:v2", config="starved-config"))
-    await hanging.wait_open(HOOKS_PER_CANARY)
-    await dripping.wait_open(QUERIES_PER_CANARY)
+    await hanging.wait_open(4)
+    await dripping.wait_open(4)
+    await asyncio.sleep(1.0)  # time for more connections, were they allowed
     await objects.apply(workload("Deployment", "healthy", image="app:v2", config="healthy-config"))
     seen = await trace(objects, "healthy", ("Succeeded", "Failed"), timeout=HEALTHY_ROLLOUT_SECONDS)
 
@@ -168,7 +170,7 @@ async def test_megabyte_error_bodies_are_cut_before_status_and_events(
 
             async def reported(name: str = name, field: str = field) -> bool:
                 status = (await get_canary(objects, name)).get("status") or {}
-                return any("HTTP 500" in entry.get("message", "") for entry in status.get(field) or [])
+                return any("500" in entry.get("message", "") for entry in status.get(field) or [])
 
             await wait_for(reported, 30, f"the 500 in {name}'s status.{field}")
     messages = []
@@ -204,13 +206,7 @@ async def test_no_cross_namespace_refs_makes_a_foreign_reference_an_invalid_spec
     await start_operator(no_cross_namespace_refs=True)
 
     async def invalid(name: str) -> str:
-        async def reported() -> bool:
-            status = (await get_canary(objects, name)).get("status") or {}
-            return any(c["type"] == "InvalidSpec" for c in status.get("conditions") or [])
-
-        await wait_for(reported, what=f"InvalidSpec on {name}")
-        conditions = (await get_canary(objects, name))["status"]["conditions"]
-        return str(next(c["message"] for c in conditions if c["type"] == "InvalidSpec"))
+        return str((await invalid_conditions(objects, name))["InvalidSpec"]["message"])
 
     assert (await invalid("borrower")).startswith(
         "spec.analysis.metrics[0].templateRef: MetricTemplate default/success is in another namespace"
