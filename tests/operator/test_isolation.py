@@ -37,12 +37,13 @@ from tests.operator.helpers import (
 )
 from tests.providers.hostile import MIB, HostileServer, answer, drip, hang, huge, serving
 
-# Between two of the healthy canary's status changes, and for its whole rollout, while the other is
-# starved. On an idle machine a step takes about one interval; with both CPUs busy (load average 15)
-# steps of 5-13 s were seen with or without a starved canary. Without per-Canary limits and the API's
-# own threads, the healthy canary stood still for as long as the drip lasted (a minute per query).
-HEALTHY_STEP_GAP_SECONDS = 30.0
+# The healthy canary's rollout, and the longest it may go without a status change, while the other is
+# starved. On a machine at load average ~10 its steps came every 1-8 s; with both CPUs busy (load ~15)
+# the same rollout without any starved canary took 62 s with a 35 s gap. Without per-Canary limits and
+# the API's own threads it does not move at all while the drip lasts (DRIP_SECONDS), far past both.
+HEALTHY_STEP_GAP_SECONDS = 60.0
 HEALTHY_ROLLOUT_SECONDS = 150.0
+DRIP_SECONDS = 300.0
 STARTUP_SECONDS = 90.0  # initialization and a first analysis, on a machine with busy CPUs
 
 
@@ -76,7 +77,7 @@ async def trace(objects: KubeObjects, name: str, until: tuple[str, ...], timeout
 
 @pytest_asyncio.fixture()
 async def dripping() -> AsyncIterator[HostileServer]:
-    async with serving(drip()) as server:
+    async with serving(drip(seconds=DRIP_SECONDS)) as server:
         yield server
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 MIB = 1 << 20
 CHUNK = 64 * 1024
-MAX_SECONDS = 60.0  # no behaviour holds a connection longer
+MAX_SECONDS = 60.0  # how long a behaviour holds a connection unless told otherwise
 
 
 @dataclass(frozen=True)
@@ -121,14 +121,14 @@ def _head(status: int, length: int, content_type: str = "application/json") -> b
     ).encode()
 
 
-def drip(seconds_per_byte: float = 1.0) -> Behaviour:
-    """200 and a long body, one byte at a time: never a read timeout, never an end."""
+def drip(seconds_per_byte: float = 1.0, seconds: float = MAX_SECONDS) -> Behaviour:
+    """200 and a long body, one byte at a time for ``seconds``: never a read timeout, no end in sight."""
 
     async def behaviour(
         server: HostileServer, _request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         writer.write(_head(200, 1_000_000))
-        for _ in range(round(MAX_SECONDS / seconds_per_byte)):
+        for _ in range(round(seconds / seconds_per_byte)):
             writer.write(b" ")
             await writer.drain()
             server.written += 1
