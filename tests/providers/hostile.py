@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 MIB = 1 << 20
 CHUNK = 64 * 1024
@@ -174,3 +178,53 @@ async def serving(behaviour: Behaviour) -> AsyncIterator[HostileServer]:
         yield server
     finally:
         await server.stop()
+
+
+PROBE = """
+import asyncio, json, sys
+from canaryctl.api.models import Canary, CanaryWebhook, MetricTemplateProvider
+from canaryctl.providers.metrics import provider_for
+from canaryctl.providers.webhooks import WebhookClient
+
+def status_mib(field):
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith(field + ":"))
+    return int(line.split()[1]) / 1024
+
+async def call(kind, url):
+    if kind == "metric":
+        return await provider_for(MetricTemplateProvider(type="prometheus", address=url), None).query("up")
+    canary = Canary.model_validate(
+        {"metadata": {"name": "a", "namespace": "t"},
+         "spec": {"targetRef": {"kind": "Deployment", "name": "a"}, "service": {"port": 80}}})
+    client = WebhookClient()
+    result = await client.call(canary, CanaryWebhook(name="h", url=url, timeout="30s"), None, None)
+    await client.aclose()
+    return result.message
+
+async def main(kind, url):
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")  # resets the peak (VmHWM) to the current RSS: imports are not the call's
+    before = status_mib("VmRSS")
+    try:
+        outcome = repr(await call(kind, url))
+    except Exception as exc:
+        outcome = type(exc).__name__
+    print(json.dumps({"before_mib": before, "peak_mib": status_mib("VmHWM"), "outcome": outcome[:200]}))
+
+asyncio.run(main(*sys.argv[1:3]))
+"""
+REPLY_MIB = 150
+VECTOR = b'{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"1"]}]}}'
+
+
+async def huge_reply_rss(kind: str, reply_mib: int = REPLY_MIB) -> dict[str, Any]:
+    """A ``kind`` ("metric" or "webhook") call answered ``reply_mib`` MiB, made by a child process: its
+    RSS before the call and at the call's peak, and how much of the reply the server got to write."""
+    async with serving(huge(200, reply_mib * MIB, prefix=VECTOR[:-2])) as server:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", PROBE, kind, server.url, stdout=subprocess.PIPE
+        )
+        out, _ = await asyncio.wait_for(process.communicate(), 120)
+    report: dict[str, Any] = json.loads(out)
+    return report | {"kind": kind, "reply_mib": reply_mib, "written_mib": round(server.written / MIB, 1)}

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
 from typing import Any
 
@@ -33,7 +31,7 @@ from canaryctl.providers.metrics.transport import DEFAULT_TIMEOUT
 from canaryctl.providers.notifiers import NotifierError, notifier_for, slack, webhook
 from canaryctl.providers.outbound import HOOKS_PER_CANARY, MAX_ERROR_CHARS, QUERIES_PER_CANARY
 from canaryctl.providers.webhooks import WebhookClient
-from tests.providers.hostile import MIB, answer, drip, hang, huge, serving
+from tests.providers.hostile import MIB, VECTOR, answer, drip, hang, huge, huge_reply_rss, serving
 
 # A message may carry a few fixed words around the bounded remote text.
 MESSAGE_LIMIT = MAX_ERROR_CHARS + 200
@@ -62,7 +60,6 @@ def prometheus(url: str, **extra: Any) -> MetricTemplateProvider:
 
 
 ALERT = Alert("podinfo", "test", "kubernetes", Phase.FAILED, Severity.ERROR, "Canary failed", 0, 2, 2)
-VECTOR = b'{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"1"]}]}}'
 
 
 async def timed(coro: Any) -> tuple[Any, float]:
@@ -129,41 +126,6 @@ def test_a_metric_reply_above_one_mib_is_an_error_and_is_not_read_to_the_end() -
     asyncio.run(main())
 
 
-PROBE = """
-import asyncio, json, sys
-from canaryctl.api.models import Canary, CanaryWebhook, MetricTemplateProvider
-from canaryctl.providers.metrics import provider_for
-from canaryctl.providers.webhooks import WebhookClient
-
-def status_mib(field):
-    with open("/proc/self/status") as status:
-        line = next(line for line in status if line.startswith(field + ":"))
-    return int(line.split()[1]) / 1024
-
-async def call(kind, url):
-    if kind == "metric":
-        return await provider_for(MetricTemplateProvider(type="prometheus", address=url), None).query("up")
-    canary = Canary.model_validate(
-        {"metadata": {"name": "a", "namespace": "t"},
-         "spec": {"targetRef": {"kind": "Deployment", "name": "a"}, "service": {"port": 80}}})
-    client = WebhookClient()
-    result = await client.call(canary, CanaryWebhook(name="h", url=url, timeout="30s"), None, None)
-    await client.aclose()
-    return result.message
-
-async def main(kind, url):
-    with open("/proc/self/clear_refs", "w") as clear:
-        clear.write("5")  # resets the peak (VmHWM) to the current RSS: imports are not the call's
-    before = status_mib("VmRSS")
-    try:
-        outcome = repr(await call(kind, url))
-    except Exception as exc:
-        outcome = type(exc).__name__
-    print(json.dumps({"before_mib": before, "peak_mib": status_mib("VmHWM"), "outcome": outcome[:200]}))
-
-asyncio.run(main(*sys.argv[1:3]))
-"""
-REPLY_MIB = 150
 RSS_GROWTH_LIMIT_MIB = 40
 
 
@@ -172,21 +134,10 @@ RSS_GROWTH_LIMIT_MIB = 40
 def test_a_150_mib_reply_keeps_the_callers_memory_bounded(kind: str) -> None:
     """The caller runs in a process of its own whose peak RSS is reset before the call (Linux
     ``clear_refs``), so the peak is the call's alone."""
-
-    async def main() -> dict[str, Any]:
-        async with serving(huge(200, REPLY_MIB * MIB, prefix=VECTOR[:-2])) as server:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable, "-c", PROBE, kind, server.url, stdout=subprocess.PIPE
-            )
-            out, _ = await asyncio.wait_for(process.communicate(), 120)
-        report: dict[str, Any] = json.loads(out)
-        report["written_mib"] = server.written / MIB
-        return report
-
-    report = asyncio.run(main())
+    report = asyncio.run(huge_reply_rss(kind))
     print(json.dumps(report))
     assert report["peak_mib"] - report["before_mib"] < RSS_GROWTH_LIMIT_MIB, report
-    assert report["written_mib"] < REPLY_MIB / 4, report
+    assert report["written_mib"] < report["reply_mib"] / 4, report
 
 
 def test_megabyte_error_bodies_reach_no_message_whole() -> None:
