@@ -8,6 +8,7 @@ canaryctl's additions (steps, fault, compare, onNoData, fastFail) are optional.
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Final, Literal
 
@@ -455,6 +456,11 @@ class WebhookType(StrEnum):
     EVENT = "event"
 
 
+# A hook holds its Canary's tick for at most (1 + retries) x timeout (plus backoff).
+MAX_WEBHOOK_TIMEOUT: Final = "10m"
+MAX_WEBHOOK_RETRIES: Final = 10
+
+
 class CanaryWebhook(ApiModel):
     type: WebhookType = Field(
         default=WebhookType.ROLLOUT,
@@ -462,11 +468,34 @@ class CanaryWebhook(ApiModel):
     )
     name: str = Field(min_length=1)
     url: str = Field(min_length=1)
-    timeout: Duration | None = None
+    timeout: Duration | None = Field(
+        default=None,
+        max_length=32,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"duration(self) <= duration('{MAX_WEBHOOK_TIMEOUT}')",
+                    "message": f"must be a duration with a unit of at most {MAX_WEBHOOK_TIMEOUT}",
+                }
+            ]
+        },
+    )
     metadata: dict[str, str] | None = None
     mute_alert: bool = False
-    retries: int | None = Field(default=None, ge=0)
+    retries: int | None = Field(default=None, ge=0, le=MAX_WEBHOOK_RETRIES)
     disable_tls: bool = Field(default=False, alias="disableTLS", description="Skip TLS verification")
+
+    @field_validator("timeout")
+    @classmethod
+    def _bounded_timeout(cls, value: str | None) -> str | None:
+        """What the CRD's rule says: a Go duration with a unit (``duration()`` refuses a bare number)."""
+        if value is None:
+            return value
+        if re.fullmatch(r"\s*\d+(\.\d+)?\s*", value):
+            raise ValueError(f"timeout {value!r} needs a unit, e.g. {value.strip()}s")
+        if parse_duration(value) > parse_duration(MAX_WEBHOOK_TIMEOUT):
+            raise ValueError(f"timeout {value} is above the maximum of {MAX_WEBHOOK_TIMEOUT}")
+        return value
 
     @field_validator("type", mode="before")
     @classmethod

@@ -9,8 +9,9 @@ import logging
 
 from canaryctl.api.models import INCLUDED_MESH, CanaryAnalysis
 from canaryctl.operator.handlers import PEERING_LIFETIME_SECONDS, CanaryOperator, OperatorConfig
-from canaryctl.providers.kube import api_client, api_client_for_host
+from canaryctl.providers.kube import KUBE_REQUEST_TIMEOUT_SECONDS, api_client, api_client_for_host
 from canaryctl.providers.metrics.analyzer import DEFAULT_PROMETHEUS
+from canaryctl.providers.outbound import HOOKS_PER_CANARY, QUERIES_PER_CANARY
 from canaryctl.providers.routers import ROUTERS
 from canaryctl.telemetry.metrics import ControllerMetrics, serve_metrics
 
@@ -65,6 +66,33 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=DEFAULT_PROMETHEUS,
         help="Prometheus for builtin metrics without spec.metricsServer (default: %(default)s)",
     )
+    parser.add_argument(
+        "--no-cross-namespace-refs",
+        action="store_true",
+        help="a Canary may only refer to MetricTemplates and AlertProviders in its own namespace; "
+        "one that refers elsewhere gets an InvalidSpec condition (Flagger's -no-cross-namespace-refs)",
+    )
+    parser.add_argument(
+        "--hook-concurrency",
+        type=_positive_int,
+        default=HOOKS_PER_CANARY,
+        metavar="N",
+        help="webhook calls one Canary may have in flight; the rest wait (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--query-concurrency",
+        type=_positive_int,
+        default=QUERIES_PER_CANARY,
+        metavar="N",
+        help="metric queries one Canary may have in flight; the rest wait (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--kube-request-timeout",
+        type=float,
+        default=KUBE_REQUEST_TIMEOUT_SECONDS,
+        metavar="SECONDS",
+        help="client timeout of every Kubernetes API call (default: %(default)s)",
+    )
     parser.add_argument("--liveness", default=None, metavar="URL", help="e.g. http://0.0.0.0:8081/healthz")
     parser.add_argument("--cluster-name", default="kubernetes", help="cluster name shown in alerts")
     parser.add_argument(
@@ -78,6 +106,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     # Lowers Flagger's 10 s floor on analysis intervals: for benchmarks and tests against an emulator.
     parser.add_argument("--min-interval-seconds", type=float, default=None, help=argparse.SUPPRESS)
     parser.set_defaults(func=run)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -95,6 +130,10 @@ def run(args: argparse.Namespace) -> int:
         cluster_name=args.cluster_name,
         liveness=args.liveness,
         peering_lifetime=args.peering_lifetime,
+        no_cross_namespace_refs=args.no_cross_namespace_refs,
+        hook_concurrency=args.hook_concurrency,
+        query_concurrency=args.query_concurrency,
+        kube_request_timeout=args.kube_request_timeout,
     )
     if args.priority is not None:
         config = dataclasses.replace(config, priority=args.priority)

@@ -17,6 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -38,11 +39,13 @@ from canaryctl.api.models import (
 )
 from canaryctl.engine.clock import to_rfc3339
 from canaryctl.engine.types import Command, RouteState, WorkloadOp
-from canaryctl.operator.adapters import Catalog, KubeEvents, OperatorObjects
+from canaryctl.operator.adapters import Catalog, KubeEvents, OperatorObjects, cross_namespace_reference
 from canaryctl.operator.patching import merge_patch
 from canaryctl.operator.workloads import KubeWorkloads
+from canaryctl.providers.kube import FIELD_MANAGER, KUBE_API_THREADS, KUBE_REQUEST_TIMEOUT_SECONDS
 from canaryctl.providers.metrics.analyzer import DEFAULT_PROMETHEUS, MetricsAnalyzer
 from canaryctl.providers.notifiers.routing import AlertRouter
+from canaryctl.providers.outbound import HOOKS_PER_CANARY, QUERIES_PER_CANARY
 from canaryctl.providers.routers import router_for, unsupported_steps
 from canaryctl.providers.webhooks import WebhookClient
 from canaryctl.runner import ActionFailed, Ports, tick
@@ -75,6 +78,10 @@ class OperatorConfig:
     prometheus_url: str = DEFAULT_PROMETHEUS
     cluster_name: str = "kubernetes"
     liveness: str | None = None  # kopf's liveness endpoint, e.g. http://0.0.0.0:8081/healthz
+    no_cross_namespace_refs: bool = False  # templateRef/providerRef only within the Canary's namespace
+    hook_concurrency: int = HOOKS_PER_CANARY  # webhook calls in flight per Canary
+    query_concurrency: int = QUERIES_PER_CANARY  # metric queries in flight per Canary
+    kube_request_timeout: float = KUBE_REQUEST_TIMEOUT_SECONDS  # client timeout of every API call
 
 
 def invalid_status(status: Mapping[str, Any], message: str, now: str) -> dict[str, Any]:
@@ -121,15 +128,22 @@ class CanaryOperator:
 
     def __init__(self, config: OperatorConfig, api: client.ApiClient, metrics: ControllerMetrics) -> None:
         self.config = config
-        self.objects = OperatorObjects(api)
-        self.router_objects = OperatorObjects(api, field_manager=ROUTER_FIELD_MANAGER)
+        # API calls have threads of their own: nothing else the operator runs can make them wait.
+        self.kube_executor = ThreadPoolExecutor(KUBE_API_THREADS, thread_name_prefix="kube-api")
+        self.objects, self.router_objects = (
+            OperatorObjects(
+                api, manager, executor=self.kube_executor, request_timeout=config.kube_request_timeout
+            )
+            for manager in (FIELD_MANAGER, ROUTER_FIELD_MANAGER)
+        )
         self.metrics = metrics
         self.catalog = Catalog(self.objects)
-        self.hooks = WebhookClient(observe=metrics.observe_webhook)
+        self.hooks = WebhookClient(observe=metrics.observe_webhook, concurrency=config.hook_concurrency)
         self.analyzer = MetricsAnalyzer(
             templates=self.catalog.template,
             secrets=self.catalog.secret,
             default_address=config.prometheus_url,
+            query_concurrency=config.query_concurrency,
         )
         self.alerts = AlertRouter(self.catalog.notifier)
         self.events = KubeEvents(self.objects)
@@ -180,6 +194,10 @@ class CanaryOperator:
             await self._invalid(body, "spec.service: not set; the router generates Services from its port")
             return INVALID_RECHECK_SECONDS
         interval = canary.spec.effective_analysis.interval_seconds
+        crossing = cross_namespace_reference(canary) if self.config.no_cross_namespace_refs else None
+        if crossing is not None:
+            await self._invalid(body, crossing)
+            return interval
         try:
             ports = self.ports(canary)
         except ValueError as exc:
@@ -314,6 +332,9 @@ class CanaryOperator:
         settings.peering.priority = self.config.priority
         settings.peering.lifetime = self.config.peering_lifetime
         settings.peering.clusterwide = not self.config.namespaces
+        # kopf's own API calls get the same client timeout; watch streams have its inactivity timeout.
+        settings.networking.request_timeout = self.config.kube_request_timeout
+        settings.watching.connect_timeout = self.config.kube_request_timeout
         return settings
 
     def registry(self) -> kopf.OperatorRegistry:
@@ -366,3 +387,4 @@ class CanaryOperator:
             )
         finally:
             await self.hooks.aclose()
+            self.kube_executor.shutdown(wait=False, cancel_futures=True)

@@ -3,12 +3,16 @@
 Routers and workloads deal in whole manifests of many kinds (Deployments, TrafficSplits,
 VirtualServices, ...), so this goes through the client's generic ``call_api`` with paths built from
 a small table of the kinds canaryctl touches, instead of one typed API class per kind. Blocking
-client calls run in a worker thread so the operator's event loop never stalls.
+client calls run in worker threads of their own executor, so the operator's event loop never stalls
+and no API call queues behind other blocking work; each has a client timeout, so a half-open
+connection fails the call instead of stalling it for good.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +59,9 @@ KINDS: dict[tuple[str, str], Kind] = {
 
 
 FIELD_MANAGER = "canaryctl"
+# urllib3's total timeout: connect, then each read of the answer, within this many seconds.
+KUBE_REQUEST_TIMEOUT_SECONDS = 30.0
+KUBE_API_THREADS = 8
 
 
 class UnknownKind(ValueError):
@@ -93,12 +100,21 @@ def api_client_for_host(host: str) -> client.ApiClient:
 class KubeObjects:
     """The ``Objects`` port over one ApiClient."""
 
-    def __init__(self, api: client.ApiClient, field_manager: str = FIELD_MANAGER) -> None:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        field_manager: str = FIELD_MANAGER,
+        *,
+        executor: Executor | None = None,
+        request_timeout: float = KUBE_REQUEST_TIMEOUT_SECONDS,
+    ) -> None:
         self.api = api
         # Writers that own different fields of one object (the workloads own the apex Service, the
         # kubernetes router only its selector) apply under different managers, or each apply would
         # remove the fields the other set.
         self.field_manager = field_manager
+        self.executor = executor or ThreadPoolExecutor(KUBE_API_THREADS, thread_name_prefix="kube-api")
+        self.request_timeout = request_timeout
 
     def _call(
         self,
@@ -117,16 +133,26 @@ class KubeObjects:
             body=body,
             auth_settings=["BearerToken"],
         )
-        response = self.api.call_api(*request)
+        response = self.api.call_api(*request, _request_timeout=self.request_timeout)
         response.read()  # type: ignore[no-untyped-call]
         result: Any = self.api.response_deserialize(response, {"2XX": "object"}).data
         return dict(result or {})
 
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        content_type: str = "application/json",
+        query: list[tuple[str, str]] | None = None,
+    ) -> dict[str, Any]:
+        """``_call`` on this client's own executor."""
+        call = functools.partial(self._call, method, path, body, content_type, query)
+        return await asyncio.get_running_loop().run_in_executor(self.executor, call)
+
     async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            found = await asyncio.to_thread(
-                self._call, "GET", resource_path(api_version, kind, namespace, name)
-            )
+            found = await self.request("GET", resource_path(api_version, kind, namespace, name))
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -137,8 +163,8 @@ class KubeObjects:
         self, api_version: str, kind: str, namespace: str | None, label_selector: str | None = None
     ) -> list[dict[str, Any]]:
         query = [("labelSelector", label_selector)] if label_selector else []
-        found = await asyncio.to_thread(
-            self._call, "GET", resource_path(api_version, kind, namespace), None, "application/json", query
+        found = await self.request(
+            "GET", resource_path(api_version, kind, namespace), None, "application/json", query
         )
         return list(found.get("items") or [])
 
@@ -151,8 +177,7 @@ class KubeObjects:
         namespace, name = meta.get("namespace") or "", meta["name"]
         path = resource_path(api_version, kind, namespace, name)
         try:
-            return await asyncio.to_thread(
-                self._call,
+            return await self.request(
                 "PATCH",
                 path,
                 obj,
@@ -162,11 +187,11 @@ class KubeObjects:
         except ApiException as exc:
             if exc.status != 404:
                 raise
-        return await asyncio.to_thread(self._call, "POST", resource_path(api_version, kind, namespace), obj)
+        return await self.request("POST", resource_path(api_version, kind, namespace), obj)
 
     async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         try:
-            await asyncio.to_thread(self._call, "DELETE", resource_path(api_version, kind, namespace, name))
+            await self.request("DELETE", resource_path(api_version, kind, namespace, name))
         except ApiException as exc:
             if exc.status != 404:
                 raise
