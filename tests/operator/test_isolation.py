@@ -103,20 +103,27 @@ async def test_a_starved_canary_does_not_delay_another(
     hanging: HostileServer,
     healthy_hook: HostileServer,
 ) -> None:
-    """Canary "starved" queries a Prometheus that drips a byte a second and calls 100 hooks that never
-    answer; canary "healthy" (with a hook of its own) must still step on its interval and promote."""
+    """Canary "starved" queries a Prometheus that drips a byte a second; canary "hooked" has 100 event
+    hooks that never answer (event hooks run concurrently; gates and rollout hooks run one at a time, so
+    they cannot hold more than one connection). Canary "healthy" (with a hook of its own) must still
+    step on its interval and promote."""
     metrics = [{"name": f"m{i}", "query": "up", "thresholdRange": {"min": 0}} for i in range(12)]
-    hooks = [{"name": f"h{i}", "url": f"{hanging.url}/{i}", "timeout": "10m"} for i in range(100)]
-    starved = canary("starved", stepWeight=50, metrics=metrics, webhooks=hooks)
+    starved = canary("starved", stepWeight=50, metrics=metrics)
     starved["spec"]["metricsServer"] = dripping.url
+    hooks = [
+        {"name": f"h{i}", "type": "event", "url": f"{hanging.url}/{i}", "timeout": "10m"} for i in range(100)
+    ]
+    hooked = canary("hooked", stepWeight=50, webhooks=hooks)
     load = {"name": "load", "url": healthy_hook.url, "timeout": "5s"}
-    for name in ("starved", "healthy"):
+    for name in ("starved", "hooked", "healthy"):
         await setup_target(objects, "Deployment", name)
     await objects.apply(starved)
+    await objects.apply(hooked)
     await objects.apply(canary("healthy", stepWeight=50, webhooks=[load]))
     running = await start_operator()
     for name in ("starved", "healthy"):
         await wait_phase(objects, name, "Initialized", timeout=STARTUP_SECONDS)
+    await hanging.wait_open(HOOKS_PER_CANARY, timeout=STARTUP_SECONDS)  # "hooked" announced an event
 
     await objects.apply(workload("Deployment", "starved", image="app:v2", config="starved-config"))
     await dripping.wait_open(1, timeout=STARTUP_SECONDS)  # the starved canary is analysing

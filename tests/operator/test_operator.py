@@ -199,7 +199,8 @@ async def test_invalid_canaries_do_not_stop_a_healthy_one(
     assert "router smi:v1alpha2" in fault["InvalidSpec"]["message"]
     assert "fault" in fault["InvalidSpec"]["message"]
     assert await objects.get("split.smi-spec.io/v1alpha2", "TrafficSplit", NS, "faulty") is None
-    assert "spec.service: not set" in (await invalid_conditions(objects, "serviceless"))["InvalidSpec"]["message"]
+    serviceless_conditions = await invalid_conditions(objects, "serviceless")
+    assert "spec.service: not set" in serviceless_conditions["InvalidSpec"]["message"]
 
     await wait_phase(objects, "good", "Initialized")
     await objects.apply(workload("Deployment", "good", image="app:v2", config="good-config"))
