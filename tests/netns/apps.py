@@ -59,7 +59,8 @@ def http_app(name: str, counts: Counter[str]) -> web.Application:
     return app
 
 
-async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Copy bytes until the reader ends, then close the writer; with one connection's ends, an echo."""
     try:
         while data := await reader.read(65536):
             writer.write(data)
@@ -68,6 +69,9 @@ async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
         pass
     finally:
         writer.close()
+
+
+echo = pipe
 
 
 def banner(name: str) -> object:

@@ -38,6 +38,7 @@ from canaryctl.mesh.ads import AdsServer
 from canaryctl.mesh.config import SidecarPorts
 from canaryctl.mesh.control import MeshControlPlane
 from canaryctl.mesh.process import envoy_binary
+from tests.netns.apps import pipe
 
 T = TypeVar("T")
 Object = dict[str, Any]
@@ -316,17 +317,6 @@ class Pod:
         return http_get(self.cluster.router, self.ip, port, path)[0]
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    except OSError:
-        pass
-    finally:
-        writer.close()
-
-
 async def _relay(
     listening: socket.socket, upstream: Callable[[], Coroutine[Any, Any, socket.socket]]
 ) -> asyncio.Server:
@@ -340,7 +330,7 @@ async def _relay(
             return
         sock.setblocking(False)
         upstream_reader, upstream_writer = await asyncio.open_connection(sock=sock)
-        await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
+        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
 
     return await asyncio.start_server(serve, sock=listening)
 
