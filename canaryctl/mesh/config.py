@@ -648,8 +648,8 @@ def local_bootstrap(node_id: str, xds_dir: str, admin_port: int = 0) -> dict[str
 
 XDS_CLUSTER = "canaryctl_xds"
 READY_PATH = "/healthz/ready"
-"""On the health port: 200 once the proxy has its first config. Envoy starts listening on static
-listeners only when its initial xDS fetch is done, so until then kubelet's probe is refused."""
+"""On the health port: 200 once the proxy has its config. Envoy listens on static listeners only
+when its initial xDS fetch is over, so until then the kubelet's probe is refused."""
 
 
 class AppProbe(_Spec):
@@ -709,15 +709,30 @@ def _probe_cluster(probe: AppProbe) -> Resource:
     return cluster
 
 
-def health_listener(host: str, port: int, probes: tuple[AppProbe, ...] = ()) -> Resource:
-    """The static listener kubelet probes: READY_PATH for the proxy, `probes` for the app containers."""
-    routes: list[dict[str, Any]] = [
-        {
-            "match": {"path": READY_PATH},
-            "direct_response": {"status": 200, "body": {"inline_string": "ready"}},
-        }
-    ]
-    routes += [
+def _answer_when_healthy(path: str, cluster: str, percentage: int) -> dict[str, Any]:
+    """Envoy's health check filter answering `path`: 200 while `cluster` exists with at least
+    `percentage` of its hosts healthy, else 503 (a cluster Envoy does not know is unhealthy)."""
+    return {
+        "name": "envoy.filters.http.health_check",
+        "typed_config": {
+            "@type": HEALTH_CHECK_TYPE,
+            "pass_through_mode": False,
+            "headers": [{"name": ":path", "string_match": {"exact": path}}],
+            "cluster_min_healthy_percentages": {cluster: {"value": percentage}},
+        },
+    }
+
+
+def health_listener(
+    host: str, port: int, probes: tuple[AppProbe, ...] = (), ready_cluster: str = PASSTHROUGH_CLUSTER
+) -> Resource:
+    """The static listener kubelet probes: READY_PATH for the proxy, `probes` for the app containers.
+
+    Ready means Envoy listens (its first xDS fetch is over) and knows `ready_cluster`, which every
+    sidecar config has: after Envoy's initial-fetch timeout it listens without any config, and is
+    still not ready.
+    """
+    routes = [
         {
             "match": {"path": p.path},
             "route": {"cluster": p.cluster, "prefix_rewrite": p.http_path, "timeout": _duration(p.timeout)},
@@ -725,19 +740,8 @@ def health_listener(host: str, port: int, probes: tuple[AppProbe, ...] = ()) -> 
         for p in probes
         if p.http_path is not None
     ]
-    tcp_checks = [
-        {
-            "name": "envoy.filters.http.health_check",
-            "typed_config": {
-                "@type": HEALTH_CHECK_TYPE,
-                "pass_through_mode": False,
-                "headers": [{"name": ":path", "string_match": {"exact": p.path}}],
-                "cluster_min_healthy_percentages": {p.cluster: {"value": 100}},
-            },
-        }
-        for p in probes
-        if p.http_path is None
-    ]
+    checks = [_answer_when_healthy(READY_PATH, ready_cluster, 0)]
+    checks += [_answer_when_healthy(p.path, p.cluster, 100) for p in probes if p.http_path is None]
     hcm = {
         "name": "envoy.filters.network.http_connection_manager",
         "typed_config": {
@@ -748,7 +752,7 @@ def health_listener(host: str, port: int, probes: tuple[AppProbe, ...] = ()) -> 
                 "virtual_hosts": [{"name": "health", "domains": ["*"], "routes": routes}],
             },
             "http_filters": [
-                *tcp_checks,
+                *checks,
                 {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}},
             ],
         },
@@ -766,6 +770,7 @@ def ads_bootstrap(
     admin_port: int = 15000,
     health: tuple[str, int] | None = None,
     probes: tuple[AppProbe, ...] = (),
+    ready_cluster: str = PASSTHROUGH_CLUSTER,
 ) -> dict[str, Any]:
     """Bootstrap for the sidecar: everything over one ADS stream, reconnecting quickly after an outage.
 
@@ -814,7 +819,7 @@ def ads_bootstrap(
     }
     static: dict[str, Any] = {"clusters": [xds]}
     if health is not None:
-        static["listeners"] = [health_listener(*health, probes)]
+        static["listeners"] = [health_listener(*health, probes, ready_cluster)]
         static["clusters"] += {p.cluster: _probe_cluster(p) for p in probes}.values()
     bootstrap["static_resources"] = static
     return bootstrap

@@ -60,7 +60,11 @@ def ads_envoys() -> Iterator[list[EnvoyProcess]]:
 
 
 async def start_ads_envoy(started: list[EnvoyProcess], xds_port: int, node_id: str) -> EnvoyProcess:
-    bootstrap = config.ads_bootstrap(node_id, "127.0.0.1", xds_port, admin_port=0, health=("127.0.0.1", 0))
+    # Ready once it knows the primary's cluster: these tests send loopback resources, not a sidecar's.
+    health = ("127.0.0.1", 0)
+    bootstrap = config.ads_bootstrap(
+        node_id, "127.0.0.1", xds_port, admin_port=0, health=health, ready_cluster=PRIMARY
+    )
     envoy = EnvoyProcess(bootstrap)
     started.append(envoy)
     await envoy.start()

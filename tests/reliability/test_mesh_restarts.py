@@ -10,6 +10,9 @@ from __future__ import annotations
 import asyncio
 import time
 
+import httpx
+import pytest
+
 from canaryctl.mesh import config
 from canaryctl.mesh.ads import AdsServer
 from canaryctl.mesh.local import LocalMesh
@@ -145,6 +148,28 @@ def test_a_starting_sidecar_refuses_connections_until_it_has_routes(
             await ads.set_snapshot("*", complete)
             await wait_ready(envoy)
             assert await _one_request(port) == 200
+
+    asyncio.run(run())
+
+
+@pytest.mark.slow
+def test_a_sidecar_that_never_got_its_config_is_not_ready(ads_envoys: list[EnvoyProcess]) -> None:
+    """Envoy stops waiting for its first config after 15 s (initial fetch timeout) and listens with
+    none; readiness must still say no, or the kubelet would start the app on a proxy with no routes."""
+
+    async def run() -> None:
+        async with AdsServer() as ads:  # a control plane with nothing to send
+            envoy = await start_ads_envoy(ads_envoys, ads.port, NODE)
+
+            async def state() -> str:
+                async with httpx.AsyncClient(timeout=2) as client:
+                    return (await client.get(f"{envoy.admin_url}/ready")).text.strip()
+
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and await state() != "LIVE":
+                await asyncio.sleep(0.2)
+            assert await state() == "LIVE", "Envoy gave up waiting and serves"
+            assert await ready_status(envoy) == 503
 
     asyncio.run(run())
 
