@@ -256,14 +256,16 @@ def proxy_container(
 
 
 def wants_injection(pod: Mapping[str, Any], namespace_labels: Mapping[str, str] | None) -> bool:
+    """The pod's label, else its annotation, else the namespace label; never a hostNetwork pod (its
+    iptables rules would capture the node's traffic)."""
+    if (pod.get("spec") or {}).get("hostNetwork"):
+        return False
     metadata = pod.get("metadata") or {}
     own = (metadata.get("labels") or {}).get(INJECT_LABEL)
     if own is None:
         own = (metadata.get("annotations") or {}).get(INJECT_ANNOTATION)
     if own is not None:
         return str(own).lower() == "true"
-    if (pod.get("spec") or {}).get("hostNetwork"):
-        return False
     return (namespace_labels or {}).get(INJECT_LABEL) == "enabled"
 
 

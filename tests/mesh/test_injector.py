@@ -208,8 +208,8 @@ def test_namespace_label_opts_in_and_annotation_opts_out() -> None:
     opted_out = _pod({"mesh.canaryctl.dev/inject": "false"})
     assert _patch(admission_review(_review(opted_out), SETTINGS, namespace_labels=enabled)) == []
     assert _patch(admission_review(_review(_pod()), SETTINGS, namespace_labels={})) == []
-    host_network = _pod()
-    host_network["spec"]["hostNetwork"] = True
+    host_network = _pod({"mesh.canaryctl.dev/inject": "true"})
+    host_network["spec"]["hostNetwork"] = True  # its rules would capture the node's own traffic
     assert _patch(admission_review(_review(host_network), SETTINGS, namespace_labels=enabled)) == []
 
 
