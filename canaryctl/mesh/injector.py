@@ -85,6 +85,22 @@ def _ports(value: str | None) -> list[int]:
     return [int(p) for p in (value or "").replace(" ", "").split(",") if p]
 
 
+def _valid_port_annotations(annotations: Mapping[str, str], warnings: list[str]) -> dict[str, str]:
+    """The pod's annotations with only valid ports in its exclude-port lists; the rest is warned
+    about and ignored, so a typo never fails the pod's admission."""
+    valid = dict(annotations)
+    for key in (EXCLUDE_INBOUND_ANNOTATION, EXCLUDE_OUTBOUND_ANNOTATION):
+        if key not in annotations:
+            continue
+        tokens = [t for t in str(annotations[key]).replace(" ", "").split(",") if t]
+        good = [t for t in tokens if t.isdigit() and 1 <= int(t) <= 65535]
+        if len(good) != len(tokens):
+            bad = ", ".join(repr(t) for t in tokens if t not in good)
+            warnings.append(f"{key}: {bad} not a port (1-65535); ignored")
+        valid[key] = ",".join(good)
+    return valid
+
+
 def iptables_script(settings: InjectorSettings, annotations: Mapping[str, str]) -> str:
     """Redirect inbound TCP to the inbound listener and outbound TCP (not the proxy's own) to outbound.
 
@@ -164,6 +180,15 @@ def rewrite_probe(
     probe = container.get(kind)
     if not isinstance(probe, Mapping):
         return None
+    try:
+        return _rewrite_probe(container, kind, probe, settings)
+    except (ValueError, TypeError):  # an invalid probe is the API server's to reject, not ours
+        return None
+
+
+def _rewrite_probe(
+    container: Mapping[str, Any], kind: str, probe: Mapping[str, Any], settings: InjectorSettings
+) -> tuple[dict[str, Any], config.AppProbe] | None:
     action = probe.get("httpGet") or probe.get("tcpSocket")
     if not isinstance(action, Mapping):
         return None
@@ -328,10 +353,14 @@ def pod_patch(
         return []
     spec = pod.get("spec") or {}
     metadata = pod.get("metadata") or {}
+    warned: list[str] = []
     reason = refusal(pod, namespace_labels, xds_ip)
     if reason is not None:
-        if warnings is not None:
-            warnings.append(f"{INJECT_ANNOTATION}: {reason}")
+        warned.append(f"{INJECT_ANNOTATION}: {reason}")
+    annotations = _valid_port_annotations(metadata.get("annotations") or {}, warned)
+    if warnings is not None:
+        warnings += warned
+    if reason is not None:
         return _annotation_ops(metadata, {STATUS_ANNOTATION: reason})
     ops: list[dict[str, Any]] = []
     probes: list[config.AppProbe] = []
@@ -345,7 +374,7 @@ def pod_patch(
                 probes.append(rewritten[1])
     cluster_dns = spec.get("dnsPolicy", "ClusterFirst") in CLUSTER_DNS_POLICIES
     sidecars = [
-        init_container(settings, metadata.get("annotations") or {}),
+        init_container(settings, annotations),
         proxy_container(settings, workload_name(pod), tuple(probes), None if cluster_dns else xds_ip),
     ]
     # Appended: the pod's own init containers run first, before its traffic is captured.

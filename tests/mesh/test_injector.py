@@ -221,6 +221,19 @@ def test_pod_annotations_exclude_ports() -> None:
     assert "CANARYCTL_OUTPUT -p tcp --dport 6379 -j RETURN" in script
 
 
+def test_bad_port_annotations_and_probes_are_warnings_not_errors() -> None:
+    pod = _pod({"mesh.canaryctl.dev/inject": "true", injector.EXCLUDE_OUTBOUND_ANNOTATION: "5432,pg,70000"})
+    pod["spec"]["containers"][0]["livenessProbe"] = {"tcpSocket": {"port": 8080}, "timeoutSeconds": -1}
+    response = admission_review(_review(pod), SETTINGS)["response"]
+    (warning,) = response["warnings"]
+    assert "'pg', '70000'" in warning and injector.EXCLUDE_OUTBOUND_ANNOTATION in warning
+    injected = _apply(pod, _patch({"response": response}))
+    script = injected["spec"]["initContainers"][0]["command"][2]
+    assert "--dport 5432 -j RETURN" in script and "70000" not in script
+    # The API server rejects the invalid probe itself; the injector leaves it as it was.
+    assert injected["spec"]["containers"][0]["livenessProbe"]["tcpSocket"] == {"port": 8080}
+
+
 def test_http_handler_serves_admission_reviews() -> None:
     async def labels(namespace: str) -> Mapping[str, str]:
         return {injector.INJECT_LABEL: "enabled"} if namespace == "shop" else {}
