@@ -163,7 +163,13 @@ def test_mirror_and_fault_steps(mesh: Mesh) -> None:
     aborted = result["statuses"]["503"]
     assert 140 < aborted < 260 and result["statuses"]["200"] == 400 - aborted
     # The aborted requests never reached the canary pod: its sidecar counted only the rest.
-    assert _inbound(mesh.canary) - served_before == 400 - aborted
+    seen = [_inbound(mesh.canary) - served_before]
+    for _ in range(50):
+        if seen[-1] == 400 - aborted:
+            break
+        time.sleep(0.2)
+        seen.append(_inbound(mesh.canary) - served_before)
+    assert seen[-1] == 400 - aborted, (seen, result, mesh.canary.admin("/stats?filter=inbound"))
 
 
 def test_unmeshed_callers_and_the_canary_service_are_measured_server_side(mesh: Mesh) -> None:
