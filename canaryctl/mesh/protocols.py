@@ -15,12 +15,14 @@ from typing import Any
 
 from canaryctl.mesh.config import DEFAULT_OPAQUE_PORTS
 
-HTTP_PROTOCOLS = frozenset(
-    {"http", "http2", "h2c", "grpc", "grpc-web", "kubernetes.io/h2c", "kubernetes.io/ws"}
-)
-"""Detected as HTTP anyway; named here so they are never taken for opaque."""
-CLIENT_FIRST_PROTOCOLS = frozenset({"https", "tls", "kubernetes.io/wss", "udp"})
-"""TLS is recognised by its ClientHello (and passed through); UDP is never captured."""
+OPAQUE_PROTOCOLS = frozenset(
+    {
+        "tcp", "mysql", "mongo", "mongodb", "redis", "postgres", "postgresql", "amqp", "kafka", "smtp",
+        "ftp", "ssh", "memcached", "nats", "mqtt", "zookeeper", "cassandra", "cql", "ldap",
+    }
+)  # fmt: skip
+"""Declared protocols passed through without detection. Anything else (``http``, ``grpc``, ``tls``,
+or a name that declares nothing, such as ``api``) is detected from its bytes."""
 
 
 def declared_protocol(port: Mapping[str, Any]) -> str | None:
@@ -33,10 +35,9 @@ def declared_protocol(port: Mapping[str, Any]) -> str | None:
 
 
 def is_opaque(port: Mapping[str, Any]) -> bool:
-    protocol = declared_protocol(port)
-    if str(port.get("protocol") or "TCP").upper() != "TCP" or protocol is None:
+    if str(port.get("protocol") or "TCP").upper() != "TCP":
         return False
-    return protocol not in HTTP_PROTOCOLS and protocol not in CLIENT_FIRST_PROTOCOLS
+    return declared_protocol(port) in OPAQUE_PROTOCOLS
 
 
 def opaque_ports(objects: Iterable[Mapping[str, Any]]) -> tuple[int, ...]:

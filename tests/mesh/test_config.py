@@ -170,10 +170,10 @@ def test_services_declare_opaque_ports_by_app_protocol_or_name() -> None:
         service({"name": "http-api", "port": 8080}, {"name": "grpc", "port": 9090}),
         service({"name": "web", "port": 8081, "appProtocol": "kubernetes.io/h2c"}),
         service({"name": "https", "port": 443}, {"name": "dns", "port": 53, "protocol": "UDP"}),
-        service({"port": 7001}),
+        service({"port": 7001}, {"name": "api", "port": 7002}, {"name": "metrics-tcp", "port": 7003}),
         {"kind": "ConfigMap", "spec": {"ports": [{"name": "tcp", "port": 1}]}},
     ]
     opaque = protocols.opaque_ports(objects)
     assert {3307, 13306, 9000, 7000} <= set(opaque)
-    assert not {8080, 9090, 8081, 443, 53, 7001, 1} & set(opaque)
+    assert not {8080, 9090, 8081, 443, 53, 7001, 7002, 7003, 1} & set(opaque), "names that declare nothing"
     assert set(config.DEFAULT_OPAQUE_PORTS) <= set(opaque)

@@ -1,6 +1,6 @@
 """An app container for the namespace suite: one process serving each protocol the mesh must carry.
 
-``python -m tests.netns.apps --name NAME [--http PORT] [--echo PORT]... [--banner PORT]
+``python -m tests.netns.apps --name NAME [--http PORT] [--echo PORT]... [--banner PORT]...
 [--tls PORT --cert FILE --key FILE] [--grpc PORT]`` prints "listening" once every port is bound.
 
 - http: ``/`` answers NAME; ``/status/<code>`` answers that status; ``/slow/<seconds>`` answers after
@@ -106,8 +106,8 @@ async def main(args: argparse.Namespace) -> None:
         await web.TCPSite(runner, "0.0.0.0", args.http).start()
     for port in args.echo:
         await asyncio.start_server(echo, "0.0.0.0", port)
-    if args.banner:
-        await asyncio.start_server(banner(args.name), "0.0.0.0", args.banner)  # type: ignore[arg-type]
+    for port in args.banner:
+        await asyncio.start_server(banner(args.name), "0.0.0.0", port)  # type: ignore[arg-type]
     if args.tls:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(args.cert, args.key)
@@ -122,9 +122,10 @@ async def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--name", required=True)
-    for protocol in ("http", "banner", "tls", "grpc"):
+    for protocol in ("http", "tls", "grpc"):
         parser.add_argument(f"--{protocol}", type=int, default=0)
-    parser.add_argument("--echo", type=int, action="append", default=[])
+    for protocol in ("echo", "banner"):
+        parser.add_argument(f"--{protocol}", type=int, action="append", default=[])
     parser.add_argument("--cert")
     parser.add_argument("--key")
     asyncio.run(main(parser.parse_args()))

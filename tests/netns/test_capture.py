@@ -23,7 +23,7 @@ import pytest
 
 from canaryctl.api.models import Canary, CanaryMetric
 from canaryctl.local.prometheus import LocalPrometheus, PrometheusError, prometheus_binary
-from canaryctl.mesh import injector, telemetry
+from canaryctl.mesh import config, injector, telemetry
 from canaryctl.providers.metrics import MetricsAnalyzer
 from tests.netns import harness
 from tests.netns.harness import Cluster, Pod, ServicePort
@@ -33,6 +33,7 @@ from tests.tls import self_signed_certificate
 pytestmark = pytest.mark.slow
 
 HTTP, ECHO, SMTP, TLS, GRPC, EXCLUDED_OUT, EXCLUDED_IN = 8080, 9000, 2525, 8443, 50051, 9100, 9200
+UNDECLARED_SERVER_FIRST = 2626
 CLIENT = "tests.netns.client"
 POSTGRES_SSL_REQUEST = "0000000804d2162f"
 REDIS_PING = b"*1\r\n$4\r\nPING\r\n".hex()
@@ -79,6 +80,7 @@ def _app_ports() -> tuple[ServicePort, ...]:
         ServicePort(80, HTTP, "http"),
         ServicePort(ECHO, ECHO, "tcp-echo"),
         ServicePort(SMTP, SMTP, "smtp"),  # server-first: declared, so it skips protocol detection
+        ServicePort(UNDECLARED_SERVER_FIRST, UNDECLARED_SERVER_FIRST, "greeting"),  # declares nothing
         ServicePort(443, TLS, "https"),
         ServicePort(EXCLUDED_OUT, EXCLUDED_OUT, "tcp-out"),
         ServicePort(EXCLUDED_IN, EXCLUDED_IN, "tcp-in"),
@@ -100,7 +102,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
                 annotations={injector.EXCLUDE_INBOUND_ANNOTATION: str(EXCLUDED_IN)},
             )
             pod.start_app(
-                "--name", f"web-{side}", "--http", str(HTTP), "--banner", str(SMTP), "--grpc", str(GRPC),
+                "--name", f"web-{side}", "--http", str(HTTP), "--grpc", str(GRPC),
+                "--banner", str(SMTP), "--banner", str(UNDECLARED_SERVER_FIRST),
                 "--echo", str(ECHO), "--echo", str(EXCLUDED_OUT), "--echo", str(EXCLUDED_IN),
                 "--tls", str(TLS), "--cert", str(cert), "--key", str(key),
             )  # fmt: skip
@@ -198,6 +201,18 @@ def test_tcp_tls_and_server_first_protocols_pass_untouched(mesh: Mesh) -> None:
     assert banner["banner"] == "220 web-primary" and banner["seconds"] < 1.0, banner
     # All four went through the client's sidecar, as TCP passed through to the original destination.
     assert mesh.client.counter("tcp.outbound_tcp.downstream_cx_total") - captured_before == 4
+
+
+@pytest.mark.slow
+def test_an_undeclared_server_first_protocol_passes_after_the_detection_timeout(mesh: Mesh) -> None:
+    """The sidecar waits for the client's first bytes, the server for the client: after the
+    detection timeout the connection goes through as TCP (not closed, as Envoy's default would).
+    Between two meshed pods both sidecars wait, the caller's and the server's."""
+    timeout = config.PROTOCOL_DETECTION_TIMEOUT
+    for caller, sidecars in ((mesh.outsider, 1), (mesh.client, 2)):
+        banner = caller.python(CLIENT, "banner", "web", str(UNDECLARED_SERVER_FIRST))
+        assert banner["banner"] == "220 web-primary"
+        assert sidecars * timeout - 0.5 < banner["seconds"] < sidecars * timeout + 4, (caller.name, banner)
 
 
 def test_excluded_ports_bypass_the_sidecar(mesh: Mesh) -> None:
