@@ -166,12 +166,17 @@ def test_namespaced_rbac_makes_roles_in_each_namespace(render: Render) -> None:
 
 def test_generated_certificate_is_the_webhook_ca(render: Render) -> None:
     manifests = render("default")
-    webhook = _one(manifests, "MutatingWebhookConfiguration", "canaryctl-injector")["webhooks"][0]
+    webhook, pod_opt_in = _one(manifests, "MutatingWebhookConfiguration", "canaryctl-injector")["webhooks"]
     assert webhook["clientConfig"]["service"] == {
         "name": "canaryctl-injector", "namespace": NAMESPACE, "path": "/mutate", "port": 443,
     }  # fmt: skip
     assert webhook["failurePolicy"] == "Ignore"
     assert webhook["namespaceSelector"] == {"matchLabels": {"mesh.canaryctl.dev/inject": "enabled"}}
+    # Pods labelled for the mesh are sent from any other namespace (not kube-system, not ours).
+    assert pod_opt_in["objectSelector"] == {"matchLabels": {"mesh.canaryctl.dev/inject": "true"}}
+    excluded = pod_opt_in["namespaceSelector"]["matchExpressions"][0]
+    assert excluded["operator"] == "NotIn" and set(excluded["values"]) == {"kube-system", NAMESPACE}
+    assert pod_opt_in["clientConfig"] == webhook["clientConfig"]
     secret = _one(manifests, "Secret", "canaryctl-injector-tls")
     assert webhook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
     for key in ("ca.crt", "tls.crt"):
@@ -183,7 +188,7 @@ def test_generated_certificate_is_the_webhook_ca(render: Render) -> None:
     )
     args = _args(injector)
     assert args[:4] == ["meshd", "injector", "--port", "9443"]
-    assert args[args.index("--xds-host") + 1] == f"canaryctl-mesh.{NAMESPACE}.svc"
+    assert args[args.index("--xds-host") + 1] == f"canaryctl-mesh.{NAMESPACE}.svc.cluster.local"
     assert args[args.index("--xds-port") + 1] == _args(_one(manifests, "Deployment", "canaryctl-mesh"))[3]
 
 
