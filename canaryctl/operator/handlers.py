@@ -36,11 +36,12 @@ from canaryctl.api.models import (
     ObjectMeta,
     Phase,
 )
+from canaryctl.engine import StepKind, compile_steps, route_of
 from canaryctl.engine.clock import to_rfc3339
-from canaryctl.engine.types import Command, RouteState, WorkloadOp
+from canaryctl.engine.types import Command, Decision, RouteState, SetRoutes, WorkloadOp
 from canaryctl.operator.adapters import Catalog, KubeEvents, OperatorObjects
 from canaryctl.operator.patching import merge_patch
-from canaryctl.operator.workloads import KubeWorkloads
+from canaryctl.operator.workloads import KubeWorkloads, TargetNotReady
 from canaryctl.providers.metrics.analyzer import DEFAULT_PROMETHEUS, MetricsAnalyzer
 from canaryctl.providers.notifiers.routing import AlertRouter
 from canaryctl.providers.routers import router_for, unsupported_steps
@@ -57,6 +58,7 @@ INVALID_SPEC = "InvalidSpec"
 PEERING_LIFETIME_SECONDS = 60
 TERMINAL = (Phase.SUCCEEDED, Phase.FAILED)
 RETRY_SECONDS = 5.0  # after an error: the status was not stored, try the same tick again
+REVERT_RETRY_SECONDS = 10.0  # at most, between checks that a reverted target's pods are ready
 INVALID_RECHECK_SECONDS = 60.0  # an invalid spec is re-read at once when it changes; this is a backstop
 MIN_REQUEUE_SECONDS = 0.01  # the engine asks for 0 s after a step; keep one yield between ticks
 LAG_SAMPLES = 10_000
@@ -197,8 +199,23 @@ class CanaryOperator:
         await self._store(body, decision.status.to_wire())
         self.ticks += 1
         updated = canary.model_copy(update={"status": decision.status})
+        if decision.status.phase not in (None, Phase.INITIALIZING):
+            await self._converge(updated, ports, decision)
         self._record(updated, before, time.monotonic() - started)
         return max(decision.requeue_after, MIN_REQUEUE_SECONDS)
+
+    async def _converge(self, canary: Canary, ports: Ports, decision: Decision) -> None:
+        """Flagger re-applies the generated Services and routing objects every tick, so a spec.service
+        edit or a deleted object is corrected without a new revision. Only drift is written: an idle
+        tick costs reads. The routes are the stored ones, unless this tick's actions just set them."""
+        router_selects = getattr(ports.router, "owns_apex_selector", False)
+        services = self.workloads.reconcile(canary, apex_selector=not router_selects)
+        if any(isinstance(action, SetRoutes) for action in decision.actions):
+            await services
+            return
+        assert canary.status is not None
+        match = next((s.match for s in compile_steps(canary.spec) if s.kind is StepKind.HEADER_ROUTE), ())
+        await asyncio.gather(services, ports.router.apply(canary, route_of(canary.status, match)))
 
     def _record(self, canary: Canary, before: Phase | None, seconds: float) -> None:
         status = canary.status
@@ -285,9 +302,14 @@ class CanaryOperator:
             return  # never initialized from this spec: nothing of ours to revert
         if canary.status is None or canary.status.phase in (None, Phase.INITIALIZING):
             return
-        await self._store(body, {**(body.get("status") or {}), "phase": Phase.TERMINATING.value})
+        if (body.get("status") or {}).get("phase") != Phase.TERMINATING.value:
+            await self._store(body, {**(body.get("status") or {}), "phase": Phase.TERMINATING.value})
         ports = self.ports(canary)
-        await self.workloads.apply(canary, WorkloadOp.REVERT)
+        try:
+            await self.workloads.apply(canary, WorkloadOp.REVERT)
+        except TargetNotReady as exc:  # kopf calls the handler again; every step so far is idempotent
+            interval = canary.spec.effective_analysis.interval_seconds
+            raise kopf.TemporaryError(f"reverting: {exc}", delay=min(interval, REVERT_RETRY_SECONDS)) from exc
         await ports.router.apply(canary, RouteState(canary_weight=100))
         await self._store(body, {**(body.get("status") or {}), "phase": Phase.TERMINATED.value})
         await self.events.record(

@@ -47,6 +47,7 @@ RESOURCES: list[tuple[str, str, str, bool, list[str]]] = [
     ("v1", "events", "Event", True, []),
     ("v1", "namespaces", "Namespace", False, ["status"]),
     ("autoscaling/v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler", True, ["status"]),
+    ("keda.sh/v1alpha1", "scaledobjects", "ScaledObject", True, ["status"]),
     *[
         (f"split.smi-spec.io/{v}", "trafficsplits", "TrafficSplit", True, [])
         for v in ("v1alpha1", "v1alpha2", "v1alpha3", "v1alpha4")

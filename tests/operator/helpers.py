@@ -134,3 +134,39 @@ async def setup_target(objects: KubeObjects, kind: str, name: str) -> None:
     await objects.apply(METRIC_TEMPLATE)
     await objects.apply(config_map(f"{name}-config", "blue"))
     await objects.apply(workload(kind, name, config=f"{name}-config"))
+
+
+# --- what a real API server does and the emulator does not ---------------------------------------------
+
+
+async def collect_garbage(
+    emulator: kmock.KubernetesEmulator, objects: KubeObjects, owner_uid: str
+) -> list[str]:
+    """The garbage collector's part after an owner is deleted: delete every object with an
+    ownerReference to ``owner_uid`` (kmock 0.8 has no garbage collection). Returns ``Kind/name`` of each."""
+    collected = []
+    for key in list(emulator.objects):
+        obj = emulator.objects[key]
+        if obj.deleted:
+            continue
+        raw = dict(obj.raw)
+        owners = (raw.get("metadata") or {}).get("ownerReferences") or []
+        if any(ref.get("uid") == owner_uid for ref in owners):
+            meta = raw["metadata"]
+            await objects.delete(raw["apiVersion"], raw["kind"], meta.get("namespace") or "", meta["name"])
+            collected.append(f"{raw['kind']}/{meta['name']}")
+    return collected
+
+
+WRITES = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def writes(emulator: kmock.KubernetesEmulator, since: int = 0) -> list[str]:
+    """``METHOD path`` of every write request the emulator received from request number ``since`` on,
+    Events excluded (they are records, not state)."""
+    found = []
+    for request in emulator._requests[since:]:
+        method = request.method.value
+        if method in WRITES and "/events" not in request.url.path:
+            found.append(f"{method} {request.url.path}")
+    return found
