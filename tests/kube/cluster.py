@@ -69,10 +69,10 @@ class Kubelet:
             if obj.deleted:
                 continue
             template = (obj.raw.get("spec") or {}).get("template")
-            previous = self.rolled_out.get((namespace, name), template)
-            rolling = (namespace, name) in self.slow and previous != template
+            workload = (namespace or "", name)
+            rolling = workload in self.slow and self.rolled_out.get(workload, template) != template
             if not rolling:
-                self.rolled_out[namespace, name] = template
+                self.rolled_out[workload] = template
             status = workload_status(obj.raw, self.nodes, rolling)
             if obj.raw.get("status") != status:
                 obj.patch({"status": status})
