@@ -286,10 +286,40 @@ class CanaryAlert(ApiModel):
     provider_ref: CrossNamespaceObjectReference
 
 
+# An RFC 6265 cookie name (a token), and an attribute value that cannot end the attribute early.
+COOKIE_NAME = r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$"
+COOKIE_ATTRIBUTE = r"^[^;,\s]+$"
+
+
 class SessionAffinity(ApiModel):
-    cookie_name: str = Field(min_length=1)
+    """Flagger's cookie stickiness: a client served by the canary once keeps reaching it."""
+
+    cookie_name: str = Field(min_length=1, pattern=COOKIE_NAME)
     max_age: int = Field(default=86400, ge=1)
-    primary_cookie_name: str | None = None
+    primary_cookie_name: str | None = Field(default=None, pattern=COOKIE_NAME)
+    domain: str | None = Field(default=None, pattern=COOKIE_ATTRIBUTE)
+    path: str | None = Field(default=None, pattern=COOKIE_ATTRIBUTE)
+    secure: bool = False
+    http_only: bool = False
+    same_site: Literal["Strict", "Lax", "None"] | None = None
+    partitioned: bool = False
+
+    def set_cookie(self, cookie: str, max_age: int) -> str:
+        """Flagger's BuildCookie: the Set-Cookie value for ``name=value`` with these attributes."""
+        parts = [cookie, f"Max-Age={max_age}"]
+        if self.domain:
+            parts.append(f"Domain={self.domain}")
+        if self.http_only:
+            parts.append("HttpOnly")
+        if self.partitioned:
+            parts.append("Partitioned")
+        if self.path:
+            parts.append(f"Path={self.path}")
+        if self.same_site:
+            parts.append(f"SameSite={self.same_site}")
+        if self.secure:
+            parts.append("Secure")
+        return "; ".join(parts)
 
 
 class FastFail(ApiModel):

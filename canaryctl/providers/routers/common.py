@@ -10,11 +10,13 @@ import asyncio
 import copy
 import hashlib
 import json
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from canaryctl.api.models import API_VERSION, Canary, HTTPMatchRequest, StringMatch
+from canaryctl.api.models import API_VERSION, Canary, HTTPMatchRequest, Phase, StringMatch
 from canaryctl.engine.types import RouteState
 from canaryctl.ports import Objects
 
@@ -190,6 +192,69 @@ def split_with_match_problem(router: str, routes: RouteState) -> str | None:
 def header_route_active(routes: RouteState) -> bool:
     """Whether the header route changes anything: at canary weight 100 every request goes there anyway."""
     return bool(routes.match) and routes.canary_weight < 100
+
+
+# --- session affinity ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StickyCookie:
+    """One cookie of analysis.sessionAffinity: ``name=value`` as clients send it back, and the
+    Set-Cookie value that hands it out (or, for an expired one, deletes it)."""
+
+    name: str
+    value: str
+    set_cookie: str
+
+    @property
+    def regex(self) -> str:
+        """RE2, matched against the whole Cookie header: this exact pair among any others."""
+        return f"(.*; ?)?{escape_regex(self.name)}={self.value}(;.*)?"
+
+
+@dataclass(frozen=True)
+class Stickiness:
+    """What a router writes for session affinity in one routing state: while the canary takes traffic,
+    the canary (and, with primaryCookieName, the primary) hand out a cookie that pins the client to
+    them; once it takes none, the last rollout's canary cookie is deleted from clients that show it."""
+
+    canary: StickyCookie | None = None
+    primary: StickyCookie | None = None
+    expired: StickyCookie | None = None
+
+
+def _cookie_value(canary: Canary, revision: str, name: str) -> str:
+    """Flagger draws a random value per rollout and keeps it in the status; this one is derived from the
+    Canary's uid and the revision under analysis, so it is the same on every tick and replica."""
+    identity = (canary.metadata.model_extra or {}).get("uid") or f"{namespace(canary)}/{canary.metadata.name}"
+    return hashlib.sha256(f"{identity}/{revision}/{name}".encode()).hexdigest()[:16]
+
+
+def stickiness(canary: Canary, routes: RouteState) -> Stickiness | None:
+    """The cookies for ``routes``, or None without analysis.sessionAffinity."""
+    analysis = canary.spec.effective_analysis
+    affinity = analysis.session_affinity
+    if affinity is None:
+        return None
+    status = canary.status
+    revision = status.last_applied_spec if status is not None else None
+    if routes.canary_weight > 0 or header_route_active(routes):
+
+        def handed_out(name: str, max_age: int) -> StickyCookie:
+            value = _cookie_value(canary, revision or "", name)
+            return StickyCookie(name, value, affinity.set_cookie(f"{name}={value}", max_age))
+
+        primary = None
+        if affinity.primary_cookie_name:  # Flagger: the primary's cookie lasts one analysis interval
+            interval = max(1, math.ceil(analysis.interval_seconds))
+            primary = handed_out(affinity.primary_cookie_name, interval)
+        return Stickiness(canary=handed_out(affinity.cookie_name, affinity.max_age), primary=primary)
+    phase = status.phase if status is not None else None
+    if revision is None or phase in (None, Phase.INITIALIZING, Phase.INITIALIZED):
+        return Stickiness()  # no rollout has handed out a cookie yet
+    name = affinity.cookie_name
+    value = _cookie_value(canary, revision, name)
+    return Stickiness(expired=StickyCookie(name, value, f"{name}={value}; Max-Age=-1"))
 
 
 class ObjectRouter(ABC):
