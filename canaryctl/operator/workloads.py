@@ -186,7 +186,7 @@ def workload_readiness(obj: Obj, threshold: int) -> Readiness:
     if obj["kind"] == "DaemonSet":
         desired = int(status.get("desiredNumberScheduled") or 0)
         updated = int(status.get("updatedNumberScheduled") or 0)
-        current = int(status.get("currentNumberScheduled") or updated)
+        current = updated  # a DaemonSet runs one pod a node: "updated < desired" covers old pods
         available = int(status.get("numberAvailable") or 0)
     else:
         desired = int(spec.get("replicas", 1))
