@@ -27,6 +27,7 @@ CRD_FILES = (
     HERE.parent.parent / "crds" / "trafficpolicies.yaml",  # the included mesh's own, generated
 )
 KUBERNETES_VERSION = kubernetes_validate.latest_version()
+ROOT_FIELDS = {"apiVersion": "string", "kind": "string", "metadata": "object"}
 
 Obj = dict[str, Any]
 
@@ -55,8 +56,10 @@ def crd_schemas() -> dict[tuple[str, str], Obj]:
             group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
             for version in crd["spec"]["versions"]:
                 if version.get("served"):
-                    schema = version["schema"]["openAPIV3Schema"]
-                    schemas[f"{group}/{version['name']}", kind] = _strict(copy.deepcopy(schema))
+                    schema = copy.deepcopy(version["schema"]["openAPIV3Schema"])
+                    # The API server always accepts these at the root (metadata is ObjectMeta's to check).
+                    schema["properties"] |= {k: {"type": t} for k, t in ROOT_FIELDS.items()}
+                    schemas[f"{group}/{version['name']}", kind] = _strict(schema)
     return schemas
 
 
@@ -78,7 +81,8 @@ def validate(obj: Obj) -> None:
     schema = crd_schemas().get((api, kind))
     try:
         if schema is not None:
-            jsonschema.validate(stored, schema)
+            # OpenAPI v3.0 schema objects follow JSON Schema draft 4 (e.g. a boolean exclusiveMinimum).
+            jsonschema.Draft4Validator(schema).validate(stored)
         elif "." in api.split("/")[0]:
             raise AssertionError(f"{name}: no vendored schema for {api} {kind}")
         else:
