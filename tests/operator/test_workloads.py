@@ -345,3 +345,24 @@ async def test_generated_objects_follow_the_spec_and_idle_ticks_write_nothing(
 
     await wait_for(corrected, what="generated objects re-applied from the spec")
     assert (await get_canary(objects, "keep"))["status"]["phase"] == "Initialized"
+
+
+async def test_session_affinity_on_a_router_without_cookies_is_an_invalid_spec(
+    objects: KubeObjects, kubelet: Kubelet, start_operator: StartOperator
+) -> None:
+    """Accepted and ignored would leave users believing clients stick; refuse it before any change."""
+    await setup_target(objects, "Deployment", "sticky")
+    manifest = canary("sticky", sessionAffinity={"cookieName": "canary-session"})
+    manifest["spec"]["provider"] = "smi:v1alpha4"
+    await objects.apply(manifest)
+    await start_operator()
+
+    async def reported() -> bool:
+        status = (await get_canary(objects, "sticky")).get("status") or {}
+        return any(c["type"] == "InvalidSpec" for c in status.get("conditions") or [])
+
+    await wait_for(reported, what="InvalidSpec on sticky")
+    status = (await get_canary(objects, "sticky"))["status"]
+    assert "router smi:v1alpha4 cannot express sessionAffinity" in status["message"]
+    assert await objects.get("apps/v1", "Deployment", NS, "sticky-primary") is None
+    assert await objects.get("split.smi-spec.io/v1alpha4", "TrafficSplit", NS, "sticky") is None
