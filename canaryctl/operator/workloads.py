@@ -110,6 +110,13 @@ def selector_key(target: Obj) -> str:
     raise TargetError(f"selector of {name} must match on one of the labels {', '.join(SELECTOR_LABELS)}")
 
 
+def _selectors(target: Obj) -> tuple[dict[str, str], dict[str, str]]:
+    """The pod selectors of the primary and of the target (Flagger's one rewritten label)."""
+    key = selector_key(target)
+    value = target["spec"]["selector"]["matchLabels"][key]
+    return {key: f"{value}{PRIMARY_SUFFIX}"}, {key: value}
+
+
 def _suffixed(labels: Mapping[str, str] | None, key: str) -> dict[str, str]:
     return {k: f"{v}{PRIMARY_SUFFIX}" if k == key else v for k, v in (labels or {}).items()}
 
@@ -283,16 +290,14 @@ class KubeWorkloads:
         if canary.spec.target_ref.kind is TargetKind.SERVICE:
             await self._apply_service_target(canary, target, op)
             return
-        key = selector_key(target)
-        value = target["spec"]["selector"]["matchLabels"][key]
-        primary_selector = {key: f"{value}{PRIMARY_SUFFIX}"}
+        primary_selector, canary_selector = _selectors(target)
         if op is WorkloadOp.INITIALIZE:
-            await self._copy_to_primary(canary, target, key)
-            await self._apply_side_services(canary, primary_selector, {key: value})
+            await self._copy_to_primary(canary, target, selector_key(target))
+            await self._apply_side_services(canary, primary_selector, canary_selector)
             await self._apply_apex(canary, primary_selector, only_create=True)
             await self._reconcile_scaler(canary, init=True)
         elif op is WorkloadOp.PROMOTE:
-            await self._copy_to_primary(canary, target, key)
+            await self._copy_to_primary(canary, target, selector_key(target))
             await self._reconcile_scaler(canary, init=False)
         elif op is WorkloadOp.SCALE_CANARY_DOWN:
             # Flagger's order: the apex selects the (ready) primary before the target's pods go away.
@@ -303,7 +308,7 @@ class KubeWorkloads:
             await self._pause_scaler(canary, paused=False)
             await self._scale(target, await self._scale_up_replicas(canary, target))
         elif op is WorkloadOp.REVERT:
-            await self._revert(canary, target, {key: value})
+            await self._revert(canary, target, canary_selector)
 
     async def reconcile(self, canary: Canary, apex_selector: bool = True) -> None:
         """Re-apply the generated Services from the current spec (a port edit, a deleted Service), as
@@ -313,11 +318,9 @@ class KubeWorkloads:
         if canary.spec.target_ref.kind is TargetKind.SERVICE:
             await self._apply_service_target(canary, target, None)
             return
-        key = selector_key(target)
-        value = target["spec"]["selector"]["matchLabels"][key]
-        primary_selector = {key: f"{value}{PRIMARY_SUFFIX}"}
+        primary_selector, canary_selector = _selectors(target)
         await asyncio.gather(
-            self._apply_side_services(canary, primary_selector, {key: value}),
+            self._apply_side_services(canary, primary_selector, canary_selector),
             self._apply_apex(canary, primary_selector if apex_selector else None),
         )
 

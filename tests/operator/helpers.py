@@ -98,6 +98,17 @@ async def wait_phase(objects: KubeObjects, name: str, *phases: str, timeout: flo
     return await get_canary(objects, name)
 
 
+async def wait_invalid(objects: KubeObjects, name: str) -> dict[str, Obj]:
+    """Wait for the InvalidSpec condition; returns the conditions by type."""
+
+    async def reported() -> bool:
+        status = (await get_canary(objects, name)).get("status") or {}
+        return any(c["type"] == "InvalidSpec" for c in status.get("conditions") or [])
+
+    await wait_for(reported, what=f"InvalidSpec on {name}")
+    return {c["type"]: c for c in (await get_canary(objects, name))["status"]["conditions"]}
+
+
 def status_history(emulator: kmock.KubernetesEmulator, name: str) -> list[Obj]:
     """Every stored version's status: the emulator keeps an object's whole history."""
     versions = emulator.objects[f"{API_VERSION}/canaries", NS, name].history

@@ -24,6 +24,7 @@ from tests.operator.helpers import (
     status_history,
     steps_visited,
     wait_for,
+    wait_invalid,
     wait_phase,
     workload,
 )
@@ -187,20 +188,11 @@ async def test_invalid_canaries_do_not_stop_a_healthy_one(
     await objects.apply(faulty)
     await start_operator()
 
-    async def invalid(name: str) -> Obj:
-        async def reported() -> bool:
-            status = (await get_canary(objects, name)).get("status") or {}
-            return any(c["type"] == "InvalidSpec" for c in status.get("conditions") or [])
-
-        await wait_for(reported, what=f"InvalidSpec on {name}")
-        conditions = (await get_canary(objects, name))["status"]["conditions"]
-        return {c["type"]: c for c in conditions}
-
-    broken = await invalid("broken")
+    broken = await wait_invalid(objects, "broken")
     assert broken["InvalidSpec"]["status"] == "True"
     assert "spec.analysis.stepWeight" in broken["InvalidSpec"]["message"]
     assert broken["Ready"]["status"] == "False"
-    fault = await invalid("faulty")
+    fault = await wait_invalid(objects, "faulty")
     assert "router smi:v1alpha2" in fault["InvalidSpec"]["message"]
     assert "fault" in fault["InvalidSpec"]["message"]
     assert await objects.get("split.smi-spec.io/v1alpha2", "TrafficSplit", NS, "faulty") is None

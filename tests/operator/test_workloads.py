@@ -30,6 +30,7 @@ from tests.operator.helpers import (
     setup_target,
     status_history,
     wait_for,
+    wait_invalid,
     wait_phase,
     workload,
     writes,
@@ -357,12 +358,7 @@ async def test_session_affinity_on_a_router_without_cookies_is_an_invalid_spec(
     await objects.apply(manifest)
     await start_operator()
 
-    async def reported() -> bool:
-        status = (await get_canary(objects, "sticky")).get("status") or {}
-        return any(c["type"] == "InvalidSpec" for c in status.get("conditions") or [])
-
-    await wait_for(reported, what="InvalidSpec on sticky")
-    status = (await get_canary(objects, "sticky"))["status"]
-    assert "router smi:v1alpha4 cannot express sessionAffinity" in status["message"]
+    conditions = await wait_invalid(objects, "sticky")
+    assert "router smi:v1alpha4 cannot express sessionAffinity" in conditions["InvalidSpec"]["message"]
     assert await objects.get("apps/v1", "Deployment", NS, "sticky-primary") is None
     assert await objects.get("split.smi-spec.io/v1alpha4", "TrafficSplit", NS, "sticky") is None

@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -221,6 +221,18 @@ class Stickiness:
     canary: StickyCookie | None = None
     primary: StickyCookie | None = None
     expired: StickyCookie | None = None
+
+    def pinned(self) -> Iterator[tuple[StickyCookie, bool]]:
+        """The cookies handed out, each with whether it pins to the primary."""
+        for cookie, primary in ((self.canary, False), (self.primary, True)):
+            if cookie is not None:
+                yield cookie, primary
+
+
+def cookie_matches(canary: Canary, cookie: StickyCookie) -> list[HTTPMatchRequest]:
+    """The cookie ANDed with spec.service.match, as Flagger's mergeMatchConditions does."""
+    pinned = HTTPMatchRequest.model_validate({"headers": {"Cookie": {"regex": cookie.regex}}})
+    return merge_matches([pinned], canary.spec.service.match)
 
 
 def _cookie_value(canary: Canary, revision: str, name: str) -> str:

@@ -19,6 +19,7 @@ from canaryctl.providers.routers.common import (
     ObjectRouter,
     StickyCookie,
     as_regex,
+    cookie_matches,
     header_route_active,
     match_problem,
     merge_matches,
@@ -27,7 +28,6 @@ from canaryctl.providers.routers.common import (
 )
 
 GROUP: Final = "gateway.networking.k8s.io"
-COOKIE: Final = "Cookie"
 SET_COOKIE: Final = "Set-Cookie"
 VERSIONS: Final = ("v1", "v1beta1")
 MATCH_FIELDS: Final = ("headers", "uri", "method", "queryParams")
@@ -92,11 +92,6 @@ def _set_cookie(cookie: StickyCookie) -> Obj:
     return {"type": "ResponseHeaderModifier", "responseHeaderModifier": {"add": [header]}}
 
 
-def _cookie_matches(canary: Canary, cookie: StickyCookie) -> list[HTTPMatchRequest]:
-    pinned = HTTPMatchRequest.model_validate({"headers": {COOKIE: {"regex": cookie.regex}}})
-    return merge_matches([pinned], canary.spec.service.match)
-
-
 def _sticky_rules(canary: Canary, routes: RouteState, default: Obj) -> list[Obj]:
     """Flagger's session affinity rules before the weighted one (as for Istio): backend filters of the
     weighted rule hand the cookies out, a rule per cookie pins its holders, an expired cookie is
@@ -105,14 +100,12 @@ def _sticky_rules(canary: Canary, routes: RouteState, default: Obj) -> list[Obj]
     if cookies is None:
         return []
     sticky: list[Obj] = []
-    for cookie, weight in ((cookies.canary, 100), (cookies.primary, 0)):
-        if cookie is None:
-            continue
-        sticky.append(_rule(canary, _cookie_matches(canary, cookie), weight))
-        backend = default["backendRefs"][0 if weight == 0 else 1]
+    for cookie, primary in cookies.pinned():
+        sticky.append(_rule(canary, cookie_matches(canary, cookie), 0 if primary else 100))
+        backend = default["backendRefs"][0 if primary else 1]
         backend["filters"] = [*backend.get("filters", []), _set_cookie(cookie)]
     if cookies.expired is not None:
-        expiring = _rule(canary, _cookie_matches(canary, cookies.expired), routes.canary_weight)
+        expiring = _rule(canary, cookie_matches(canary, cookies.expired), routes.canary_weight)
         expiring["filters"] = [_set_cookie(cookies.expired)]
         sticky.append(expiring)
     return sticky

@@ -17,12 +17,13 @@ from __future__ import annotations
 import copy
 from typing import Final
 
-from canaryctl.api.models import Canary, FaultStatus, HTTPMatchRequest
+from canaryctl.api.models import Canary, FaultStatus
 from canaryctl.engine.types import RouteState
 from canaryctl.providers.routers.common import (
     Obj,
     ObjectRouter,
     StickyCookie,
+    cookie_matches,
     header_route_active,
     merge_matches,
     metadata,
@@ -30,7 +31,6 @@ from canaryctl.providers.routers.common import (
 )
 
 API_VERSION: Final = "networking.istio.io/v1beta1"
-COOKIE: Final = "Cookie"
 SET_COOKIE: Final = "Set-Cookie"
 
 
@@ -91,12 +91,6 @@ def _set_cookie(target: Obj, cookie: StickyCookie) -> None:
     response["add"] = {**(response.get("add") or {}), SET_COOKIE: cookie.set_cookie}
 
 
-def _cookie_match(canary: Canary, cookie: StickyCookie) -> list[Obj]:
-    """The cookie ANDed with spec.service.match, as Flagger's mergeMatchConditions does."""
-    pinned = HTTPMatchRequest.model_validate({"headers": {COOKIE: {"regex": cookie.regex}}})
-    return [m.to_wire() for m in merge_matches([pinned], canary.spec.service.match)]
-
-
 def _sticky_routes(canary: Canary, routes: RouteState, default: Obj) -> list[Obj]:
     """Flagger's session affinity rules before the weighted one: a client with the canary's cookie stays
     on the canary (with primaryCookieName, one with the primary's on the primary); the weighted route
@@ -105,14 +99,13 @@ def _sticky_routes(canary: Canary, routes: RouteState, default: Obj) -> list[Obj
     if cookies is None:
         return []
     sticky: list[Obj] = []
-    for cookie, weight in ((cookies.canary, 100), (cookies.primary, 0)):
-        if cookie is None:
-            continue
-        pinned = _http_route(canary, _cookie_match(canary, cookie), weight)
-        sticky.append(pinned)
-        _set_cookie(default["route"][0 if weight == 0 else 1], cookie)
+    for cookie, primary in cookies.pinned():
+        match = [m.to_wire() for m in cookie_matches(canary, cookie)]
+        sticky.append(_http_route(canary, match, 0 if primary else 100))
+        _set_cookie(default["route"][0 if primary else 1], cookie)
     if cookies.expired is not None:
-        expiring = {**copy.deepcopy(default), "match": _cookie_match(canary, cookies.expired)}
+        match = [m.to_wire() for m in cookie_matches(canary, cookies.expired)]
+        expiring = {**copy.deepcopy(default), "match": match}
         _set_cookie(expiring, cookies.expired)
         sticky.append(expiring)
     return sticky
