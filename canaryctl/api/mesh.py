@@ -80,10 +80,10 @@ class StickyCookie(ApiModel):
     ``setCookie``. Without ``backend`` the cookie is an expired one: requests showing it go through
     the split and their responses carry ``setCookie`` (which deletes it)."""
 
-    name: str = Field(pattern=COOKIE_NAME)
-    value: str = Field(pattern=r"^[0-9A-Za-z]+$")
+    name: str = Field(max_length=256, pattern=COOKIE_NAME)
+    value: str = Field(max_length=64, pattern=r"^[0-9A-Za-z]+$")
     backend: str | None = Field(default=None, min_length=1)
-    set_cookie: str = Field(min_length=1, pattern=r"^[^\r\n]+$")
+    set_cookie: str = Field(min_length=1, max_length=2048, pattern=r"^[^\r\n]+$")
 
 
 class TrafficPolicySpec(ApiModel):

@@ -289,16 +289,17 @@ class CanaryAlert(ApiModel):
 # An RFC 6265 cookie name (a token), and an attribute value that cannot end the attribute early.
 COOKIE_NAME = r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$"
 COOKIE_ATTRIBUTE = r"^[^;,\s]+$"
+MAX_COOKIE_AGE = 400 * 86400  # browsers cap Max-Age at 400 days (RFC 6265bis)
 
 
 class SessionAffinity(ApiModel):
     """Flagger's cookie stickiness: a client served by the canary once keeps reaching it."""
 
-    cookie_name: str = Field(min_length=1, pattern=COOKIE_NAME)
-    max_age: int = Field(default=86400, ge=1)
-    primary_cookie_name: str | None = Field(default=None, pattern=COOKIE_NAME)
-    domain: str | None = Field(default=None, pattern=COOKIE_ATTRIBUTE)
-    path: str | None = Field(default=None, pattern=COOKIE_ATTRIBUTE)
+    cookie_name: str = Field(min_length=1, max_length=256, pattern=COOKIE_NAME)
+    max_age: int = Field(default=86400, ge=1, le=MAX_COOKIE_AGE)
+    primary_cookie_name: str | None = Field(default=None, max_length=256, pattern=COOKIE_NAME)
+    domain: str | None = Field(default=None, max_length=253, pattern=COOKIE_ATTRIBUTE)
+    path: str | None = Field(default=None, max_length=1024, pattern=COOKIE_ATTRIBUTE)
     secure: bool = False
     http_only: bool = False
     same_site: Literal["Strict", "Lax", "None"] | None = None
