@@ -141,6 +141,8 @@ class CanaryOperator:
         self.tick_lags: deque[float] = deque(maxlen=LAG_SAMPLES)  # seconds late, for the benchmark
         self._wakes: dict[tuple[str, str], asyncio.Event] = {}
         self._seen: dict[tuple[str, str], tuple[Any, Any]] = {}
+        # Each Canary's reconcile of Services and routes, running while its daemon sleeps.
+        self._converging: dict[tuple[str, str], asyncio.Task[None]] = {}
 
     # --- one tick -----------------------------------------------------------------------------------------
 
@@ -173,6 +175,7 @@ class CanaryOperator:
 
     async def reconcile(self, body: Mapping[str, Any]) -> float:
         """One tick for one Canary object; returns the seconds until the next one is due."""
+        await self._converged(body)
         try:
             canary = Canary.model_validate(body)
         except ValidationError as exc:
@@ -200,14 +203,35 @@ class CanaryOperator:
         self.ticks += 1
         updated = canary.model_copy(update={"status": decision.status})
         if decision.status.phase not in (None, Phase.INITIALIZING):
-            await self._converge(updated, ports, decision)
+            key = (canary.metadata.namespace or "", canary.metadata.name or "")
+            self._converging[key] = asyncio.create_task(self._converge(updated, ports, decision))
         self._record(updated, before, time.monotonic() - started)
         return max(decision.requeue_after, MIN_REQUEUE_SECONDS)
+
+    async def _converged(self, body: Mapping[str, Any], cancel: bool = False) -> None:
+        """Wait for (or stop) the Canary's reconcile left running by its last tick: nothing of a new
+        tick or of the finalizer may write while an older reconcile still does. Its failure is this
+        tick's failure (reported, retried)."""
+        meta = body["metadata"]
+        pending = self._converging.pop((meta.get("namespace") or "", meta["name"]), None)
+        if pending is None:
+            return
+        if not cancel:
+            await pending
+            return
+        pending.cancel()
+        try:
+            await pending
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:  # the Canary is going away; the next owner reconciles again
+            log.warning("canary %s/%s: reconcile failed: %s", meta.get("namespace"), meta["name"], exc)
 
     async def _converge(self, canary: Canary, ports: Ports, decision: Decision) -> None:
         """Flagger re-applies the generated Services and routing objects every tick, so a spec.service
         edit or a deleted object is corrected without a new revision. Only drift is written: an idle
-        tick costs reads. The routes are the stored ones, unless this tick's actions just set them."""
+        tick costs reads. The routes are the stored ones, unless this tick's actions just set them.
+        It runs while the daemon sleeps; the next tick waits for it before it acts."""
         router_selects = getattr(ports.router, "owns_apex_selector", False)
         services = self.workloads.reconcile(canary, apex_selector=not router_selects)
         if any(isinstance(action, SetRoutes) for action in decision.actions):
@@ -267,6 +291,7 @@ class CanaryOperator:
                 await self._sleep(stopped, wake, delay)
         finally:
             self._wakes.pop(key, None)
+            await self._converged({"metadata": {"namespace": namespace, "name": name}}, cancel=True)
             self._seen.pop(key, None)
 
     async def _report(self, body: Mapping[str, Any], exc: Exception, last: str) -> str:
@@ -302,6 +327,7 @@ class CanaryOperator:
             return  # never initialized from this spec: nothing of ours to revert
         if canary.status is None or canary.status.phase in (None, Phase.INITIALIZING):
             return
+        await self._converged(body, cancel=True)
         if (body.get("status") or {}).get("phase") != Phase.TERMINATING.value:
             await self._store(body, {**(body.get("status") or {}), "phase": Phase.TERMINATING.value})
         ports = self.ports(canary)
