@@ -173,11 +173,9 @@ WRITES = ("POST", "PUT", "PATCH", "DELETE")
 
 
 def writes(emulator: kmock.KubernetesEmulator, since: int = 0) -> list[str]:
-    """``METHOD path`` of every write request the emulator received from request number ``since`` on,
-    Events excluded (they are records, not state)."""
-    found = []
-    for request in emulator._requests[since:]:
-        method = request.method.value
-        if method in WRITES and "/events" not in request.url.path:
-            found.append(f"{method} {request.url.path}")
-    return found
+    """``METHOD path`` of every write request the emulator received from call number ``since`` on
+    (``len(emulator.calls)`` before), Events excluded (they are records, not state)."""
+    calls: list[tuple[str, str]] = emulator.calls  # type: ignore[attr-defined]
+    return [
+        f"{method} {path}" for method, path in calls[since:] if method in WRITES and "/events" not in path
+    ]

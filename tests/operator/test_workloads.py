@@ -320,7 +320,7 @@ async def test_generated_objects_follow_the_spec_and_idle_ticks_write_nothing(
     await wait_phase(objects, "keep", "Initialized")
     await asyncio.sleep(1)  # settle: the tick after initialization may still write
 
-    start = len(emulator._requests)
+    start = len(emulator.calls)  # type: ignore[attr-defined]
     await asyncio.sleep(3)  # six ticks at a 500 ms interval
     assert writes(emulator, start) == []
 
