@@ -230,6 +230,9 @@ class KubeWorkloads:
 
     def __init__(self, objects: Objects) -> None:
         self.objects = objects
+        # Each target's pod selectors as last read (a workload's selector is immutable), so the
+        # per-tick reconcile needs no second read of the target.
+        self._selectors: dict[tuple[str, str], tuple[dict[str, str], dict[str, str]]] = {}
 
     # -- reading --
 
@@ -239,6 +242,8 @@ class KubeWorkloads:
         found = await self.objects.get(api, ref.kind.value, namespace(canary), ref.name)
         if found is None:
             raise TargetError(f"{ref.kind.value} {namespace(canary)}/{ref.name} not found")
+        if ref.kind is not TargetKind.SERVICE:
+            self._selectors[namespace(canary), ref.name] = _selectors(found)
         return found
 
     async def _primary(self, canary: Canary) -> Obj | None:
@@ -314,11 +319,12 @@ class KubeWorkloads:
         """Re-apply the generated Services from the current spec (a port edit, a deleted Service), as
         Flagger does every tick; writes only what drifted. ``apex_selector`` False: the router sets the
         apex selector (blue/green on plain Services), so only its ports and metadata are kept here."""
-        target = await self._target(canary)
-        if canary.spec.target_ref.kind is TargetKind.SERVICE:
-            await self._apply_service_target(canary, target, None)
+        ref = canary.spec.target_ref
+        if ref.kind is TargetKind.SERVICE:
+            await self._apply_service_target(canary, await self._target(canary), None)
             return
-        primary_selector, canary_selector = _selectors(target)
+        known = self._selectors.get((namespace(canary), ref.name))
+        primary_selector, canary_selector = known or _selectors(await self._target(canary))
         await asyncio.gather(
             self._apply_side_services(canary, primary_selector, canary_selector),
             self._apply_apex(canary, primary_selector if apex_selector else None),
