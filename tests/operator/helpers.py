@@ -61,6 +61,16 @@ def canary(name: str, kind: str = "Deployment", **analysis: Any) -> Obj:
     }
 
 
+AUTOSCALER_APIS = {"HorizontalPodAutoscaler": "autoscaling/v2", "ScaledObject": "keda.sh/v1alpha1"}
+
+
+def autoscaled(manifest: Obj, kind: str) -> Obj:
+    """The Canary manifest with an autoscalerRef to the ``kind`` named like its target."""
+    name = manifest["spec"]["targetRef"]["name"]
+    manifest["spec"]["autoscalerRef"] = {"apiVersion": AUTOSCALER_APIS[kind], "kind": kind, "name": name}
+    return manifest
+
+
 METRIC_TEMPLATE: Obj = {
     "apiVersion": API_VERSION,
     "kind": "MetricTemplate",

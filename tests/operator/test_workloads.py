@@ -23,6 +23,7 @@ from tests.operator.conftest import StartOperator
 from tests.operator.helpers import (
     NS,
     Obj,
+    autoscaled,
     canary,
     collect_garbage,
     config_map,
@@ -223,13 +224,7 @@ async def test_the_primary_hpa_follows_the_targets_on_promotion(
 ) -> None:
     await setup_target(objects, "Deployment", "auto")
     await objects.apply(hpa("auto", 2, 4))
-    manifest = canary("auto")
-    manifest["spec"]["autoscalerRef"] = {
-        "apiVersion": "autoscaling/v2",
-        "kind": "HorizontalPodAutoscaler",
-        "name": "auto",
-    }
-    await objects.apply(manifest)
+    await objects.apply(autoscaled(canary("auto"), "HorizontalPodAutoscaler"))
     await start_operator()
     await wait_phase(objects, "auto", "Initialized")
     primary = await get(objects, "autoscaling/v2", "HorizontalPodAutoscaler", "auto-primary")
@@ -275,13 +270,7 @@ async def test_a_keda_scaled_object_is_cloned_paused_and_followed(
 ) -> None:
     await setup_target(objects, "Deployment", "keda")
     await objects.apply(scaled_object("keda", 4))
-    manifest = canary("keda")
-    manifest["spec"]["autoscalerRef"] = {
-        "apiVersion": "keda.sh/v1alpha1",
-        "kind": "ScaledObject",
-        "name": "keda",
-    }
-    await objects.apply(manifest)
+    await objects.apply(autoscaled(canary("keda"), "ScaledObject"))
     await start_operator()
     await wait_phase(objects, "keda", "Initialized")
 

@@ -37,7 +37,7 @@ from tests.operator.conftest import (  # noqa: F401
     short_intervals,
     start_operator,
 )
-from tests.operator.helpers import NS, canary, setup_target, wait_for, wait_phase, workload
+from tests.operator.helpers import NS, autoscaled, canary, setup_target, wait_for, wait_phase, workload
 
 pytestmark = pytest.mark.asyncio
 
@@ -160,12 +160,7 @@ async def drive_every_router_to_promotion(objects: KubeObjects) -> None:  # noqa
         },
     }
     await objects.apply(hpa)
-    manifest = canary("scaled")
-    manifest["spec"]["autoscalerRef"] = {
-        "apiVersion": "autoscaling/v2",
-        "kind": "HorizontalPodAutoscaler",
-        "name": "scaled",
-    }
+    manifest = autoscaled(canary("scaled"), "HorizontalPodAutoscaler")
     manifest["spec"]["revertOnDeletion"] = True
     await objects.apply(manifest)
     names.append("scaled")
@@ -179,13 +174,7 @@ async def drive_every_router_to_promotion(objects: KubeObjects) -> None:  # noqa
         "spec": {"scaleTargetRef": {"name": "keda"}, "triggers": [trigger]},
     }
     await objects.apply(scaled_object)
-    manifest = canary("keda")
-    manifest["spec"]["autoscalerRef"] = {
-        "apiVersion": "keda.sh/v1alpha1",
-        "kind": "ScaledObject",
-        "name": "keda",
-    }
-    await objects.apply(manifest)
+    await objects.apply(autoscaled(canary("keda"), "ScaledObject"))
     names.append("keda")
 
     for name in names:
