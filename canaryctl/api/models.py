@@ -536,18 +536,41 @@ class SameSite(StrEnum):
     NONE = "None"
 
 
-class SessionAffinity(ApiModel):
-    """Flagger's sticky-session cookie; the attributes are those of Set-Cookie."""
+# An RFC 6265 cookie name (a token), and an attribute value that cannot end the attribute early.
+COOKIE_NAME = r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$"
+COOKIE_ATTRIBUTE = r"^[^;,\s]+$"
+MAX_COOKIE_AGE = 400 * 86400  # browsers cap Max-Age at 400 days (RFC 6265bis)
 
-    cookie_name: str = Field(min_length=1)
-    max_age: int = Field(default=86400, ge=1)
-    primary_cookie_name: str | None = None
-    domain: str | None = None
-    path: str | None = None
-    secure: bool | None = None
-    http_only: bool | None = None
+
+class SessionAffinity(ApiModel):
+    """Flagger's cookie stickiness: a client served by the canary once keeps reaching it."""
+
+    cookie_name: str = Field(min_length=1, max_length=256, pattern=COOKIE_NAME)
+    max_age: int = Field(default=86400, ge=1, le=MAX_COOKIE_AGE)
+    primary_cookie_name: str | None = Field(default=None, max_length=256, pattern=COOKIE_NAME)
+    domain: str | None = Field(default=None, max_length=253, pattern=COOKIE_ATTRIBUTE)
+    path: str | None = Field(default=None, max_length=1024, pattern=COOKIE_ATTRIBUTE)
+    secure: bool = False
+    http_only: bool = False
     same_site: SameSite | None = None
-    partitioned: bool | None = None
+    partitioned: bool = False
+
+    def set_cookie(self, cookie: str, max_age: int) -> str:
+        """Flagger's BuildCookie: the Set-Cookie value for ``name=value`` with these attributes."""
+        parts = [cookie, f"Max-Age={max_age}"]
+        if self.domain:
+            parts.append(f"Domain={self.domain}")
+        if self.http_only:
+            parts.append("HttpOnly")
+        if self.partitioned:
+            parts.append("Partitioned")
+        if self.path:
+            parts.append(f"Path={self.path}")
+        if self.same_site:
+            parts.append(f"SameSite={self.same_site}")
+        if self.secure:
+            parts.append("Secure")
+        return "; ".join(parts)
 
 
 class FastFail(ApiModel):

@@ -7,6 +7,7 @@ files for file-based xDS or parsed into protobufs for ADS. No I/O, no clock.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,6 +126,15 @@ class OutlierDetection(_Spec):
     max_ejection_percent: int = Field(default=50, ge=0, le=100)
 
 
+class Cookie(_Spec):
+    """Session affinity (see TrafficPolicy's StickyCookie): ``backend`` None is an expired cookie."""
+
+    name: str = Field(min_length=1)
+    value: str = Field(min_length=1)
+    set_cookie: str = Field(min_length=1)
+    backend: str | None = None
+
+
 class RouteSpec(_Spec):
     """How traffic for one service is routed across its backends."""
 
@@ -137,6 +147,7 @@ class RouteSpec(_Spec):
     timeout: float | None = Field(default=None, ge=0)
     retries: Retries | None = None
     outlier_detection: OutlierDetection | None = None
+    cookies: tuple[Cookie, ...] = ()
 
     @model_validator(mode="after")
     def _consistent(self) -> RouteSpec:
@@ -146,6 +157,7 @@ class RouteSpec(_Spec):
         if not any(wb.weight for wb in self.backends):
             raise ValueError(f"service {self.service!r}: at least one backend needs a weight above 0")
         referenced = [m.backend for m in self.matches] + list(self.faults)
+        referenced += [c.backend for c in self.cookies if c.backend is not None]
         referenced += [self.mirror.backend] if self.mirror else []
         unknown = sorted(set(referenced) - set(names))
         if unknown:
@@ -325,8 +337,30 @@ def _match(m: HttpMatch) -> dict[str, Any]:
     return match
 
 
+def _set_cookie(value: str) -> dict[str, Any]:
+    return {
+        "response_headers_to_add": [
+            {"header": {"key": "set-cookie", "value": value}, "append_action": "APPEND_IF_EXISTS_OR_ADD"}
+        ]
+    }
+
+
+def _handed_out(spec: RouteSpec, backend: str) -> dict[str, Any]:
+    """The Set-Cookie of ``backend``'s sticky cookie on responses it serves outside its sticky route."""
+    for cookie in spec.cookies:
+        if cookie.backend == backend:
+            return _set_cookie(cookie.set_cookie)
+    return {}
+
+
+def _cookie_match(cookie: Cookie) -> dict[str, Any]:
+    """The pair among any other cookies; Envoy joins repeated Cookie headers with "; "."""
+    regex = f"(.*; ?)?{re.escape(cookie.name)}={re.escape(cookie.value)}(;.*)?"
+    return {"prefix": "/", "headers": [{"name": "cookie", "string_match": {"safe_regex": {"regex": regex}}}]}
+
+
 def _routes(spec: RouteSpec) -> list[dict[str, Any]]:
-    """Match routes first (first match wins), then the weighted split for everything else."""
+    """Match routes first (first match wins), then sticky cookies, then the weighted split."""
     action = _route_action(spec)
     routes = [
         {
@@ -334,20 +368,30 @@ def _routes(spec: RouteSpec) -> list[dict[str, Any]]:
             "match": _match(m),
             "route": {"cluster": m.backend, **action},
             **_per_backend_filters(spec, m.backend),
+            **_handed_out(spec, m.backend),
         }
         for m in spec.matches
     ]
     weighted = [
-        {"name": wb.backend.name, "weight": wb.weight, **_per_backend_filters(spec, wb.backend.name)}
+        {
+            "name": wb.backend.name,
+            "weight": wb.weight,
+            **_per_backend_filters(spec, wb.backend.name),
+            **_handed_out(spec, wb.backend.name),
+        }
         for wb in spec.backends
     ]
-    routes.append(
-        {
-            "name": spec.service,
-            "match": {"prefix": "/"},
-            "route": {"weighted_clusters": {"clusters": weighted}, **action},
-        }
-    )
+    split = {"weighted_clusters": {"clusters": weighted}, **action}
+    for cookie in spec.cookies:
+        if cookie.backend is None:
+            sticky = {"route": split, **_set_cookie(cookie.set_cookie)}
+        else:
+            sticky = {
+                "route": {"cluster": cookie.backend, **action},
+                **_per_backend_filters(spec, cookie.backend),
+            }
+        routes.append({"name": spec.service, "match": _cookie_match(cookie), **sticky})
+    routes.append({"name": spec.service, "match": {"prefix": "/"}, "route": split})
     return routes
 
 

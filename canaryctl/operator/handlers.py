@@ -37,11 +37,12 @@ from canaryctl.api.models import (
     ObjectMeta,
     Phase,
 )
+from canaryctl.engine import StepKind, compile_steps, route_of
 from canaryctl.engine.clock import to_rfc3339
-from canaryctl.engine.types import Command, RouteState, WorkloadOp
+from canaryctl.engine.types import Command, Decision, RouteState, SetRoutes, WorkloadOp
 from canaryctl.operator.adapters import Catalog, KubeEvents, OperatorObjects, cross_namespace_reference
 from canaryctl.operator.patching import merge_patch
-from canaryctl.operator.workloads import KubeWorkloads
+from canaryctl.operator.workloads import KubeWorkloads, TargetNotReady
 from canaryctl.providers.kube import FIELD_MANAGER, KUBE_API_THREADS, KUBE_REQUEST_TIMEOUT_SECONDS
 from canaryctl.providers.metrics.analyzer import DEFAULT_PROMETHEUS, MetricsAnalyzer
 from canaryctl.providers.notifiers.routing import AlertRouter
@@ -60,6 +61,7 @@ INVALID_SPEC = "InvalidSpec"
 PEERING_LIFETIME_SECONDS = 60
 TERMINAL = (Phase.SUCCEEDED, Phase.FAILED)
 RETRY_SECONDS = 5.0  # after an error: the status was not stored, try the same tick again
+REVERT_RETRY_SECONDS = 10.0  # at most, between checks that a reverted target's pods are ready
 INVALID_RECHECK_SECONDS = 60.0  # an invalid spec is re-read at once when it changes; this is a backstop
 MIN_REQUEUE_SECONDS = 0.01  # the engine asks for 0 s after a step; keep one yield between ticks
 LAG_SAMPLES = 10_000
@@ -153,6 +155,8 @@ class CanaryOperator:
         self.tick_lags: deque[float] = deque(maxlen=LAG_SAMPLES)  # seconds late, for the benchmark
         self._wakes: dict[tuple[str, str], asyncio.Event] = {}
         self._seen: dict[tuple[str, str], tuple[Any, Any]] = {}
+        # Each Canary's reconcile of Services and routes, running while its daemon sleeps.
+        self._converging: dict[tuple[str, str], asyncio.Task[None]] = {}
 
     # --- one tick -----------------------------------------------------------------------------------------
 
@@ -185,6 +189,7 @@ class CanaryOperator:
 
     async def reconcile(self, body: Mapping[str, Any]) -> float:
         """One tick for one Canary object; returns the seconds until the next one is due."""
+        await self._converged(body)
         try:
             canary = Canary.model_validate(body)
         except ValidationError as exc:
@@ -218,8 +223,44 @@ class CanaryOperator:
         await self._store(body, decision.status.to_wire())
         self.ticks += 1
         updated = canary.model_copy(update={"status": decision.status})
+        if decision.status.phase not in (None, Phase.INITIALIZING):
+            key = (canary.metadata.namespace or "", canary.metadata.name or "")
+            self._converging[key] = asyncio.create_task(self._converge(updated, ports, decision))
         self._record(updated, before, time.monotonic() - started)
         return max(decision.requeue_after, MIN_REQUEUE_SECONDS)
+
+    async def _converged(self, body: Mapping[str, Any], cancel: bool = False) -> None:
+        """Wait for (or stop) the Canary's reconcile left running by its last tick: nothing of a new
+        tick or of the finalizer may write while an older reconcile still does. Its failure is this
+        tick's failure (reported, retried)."""
+        meta = body["metadata"]
+        pending = self._converging.pop((meta.get("namespace") or "", meta["name"]), None)
+        if pending is None:
+            return
+        if not cancel:
+            await pending
+            return
+        pending.cancel()
+        try:
+            await pending
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:  # the Canary is going away; the next owner reconciles again
+            log.warning("canary %s/%s: reconcile failed: %s", meta.get("namespace"), meta["name"], exc)
+
+    async def _converge(self, canary: Canary, ports: Ports, decision: Decision) -> None:
+        """Flagger re-applies the generated Services and routing objects every tick, so a spec.service
+        edit or a deleted object is corrected without a new revision. Only drift is written: an idle
+        tick costs reads. The routes are the stored ones, unless this tick's actions just set them.
+        It runs while the daemon sleeps; the next tick waits for it before it acts."""
+        router_selects = getattr(ports.router, "owns_apex_selector", False)
+        services = self.workloads.reconcile(canary, apex_selector=not router_selects)
+        if any(isinstance(action, SetRoutes) for action in decision.actions):
+            await services
+            return
+        assert canary.status is not None
+        match = next((s.match for s in compile_steps(canary.spec) if s.kind is StepKind.HEADER_ROUTE), ())
+        await asyncio.gather(services, ports.router.apply(canary, route_of(canary.status, match)))
 
     def _record(self, canary: Canary, before: Phase | None, seconds: float) -> None:
         status = canary.status
@@ -271,6 +312,7 @@ class CanaryOperator:
                 await self._sleep(stopped, wake, delay)
         finally:
             self._wakes.pop(key, None)
+            await self._converged({"metadata": {"namespace": namespace, "name": name}}, cancel=True)
             self._seen.pop(key, None)
 
     async def _report(self, body: Mapping[str, Any], exc: Exception, last: str) -> str:
@@ -306,9 +348,15 @@ class CanaryOperator:
             return  # never initialized from this spec: nothing of ours to revert
         if canary.status is None or canary.status.phase in (None, Phase.INITIALIZING):
             return
-        await self._store(body, {**(body.get("status") or {}), "phase": Phase.TERMINATING.value})
+        await self._converged(body, cancel=True)
+        if (body.get("status") or {}).get("phase") != Phase.TERMINATING.value:
+            await self._store(body, {**(body.get("status") or {}), "phase": Phase.TERMINATING.value})
         ports = self.ports(canary)
-        await self.workloads.apply(canary, WorkloadOp.REVERT)
+        try:
+            await self.workloads.apply(canary, WorkloadOp.REVERT)
+        except TargetNotReady as exc:  # kopf calls the handler again; every step so far is idempotent
+            interval = canary.spec.effective_analysis.interval_seconds
+            raise kopf.TemporaryError(f"reverting: {exc}", delay=min(interval, REVERT_RETRY_SECONDS)) from exc
         await ports.router.apply(canary, RouteState(canary_weight=100))
         await self._store(body, {**(body.get("status") or {}), "phase": Phase.TERMINATED.value})
         await self.events.record(

@@ -75,7 +75,15 @@ def route_states(canary: Canary) -> Iterator[tuple[str, RouteState]]:
 
 def unsupported_steps(canary: Canary, router: Router) -> str | None:
     """The first routing state of the rollout ``router`` cannot express, described for an InvalidSpec
-    condition, e.g. "router smi:v1alpha2 cannot inject faults (...) (step 3: fault on canary ...)"."""
+    condition, e.g. "router smi:v1alpha2 cannot inject faults (...) (step 3: fault on canary ...)".
+    analysis.sessionAffinity needs a router that can route by cookie and set response headers."""
+    if canary.spec.effective_analysis.session_affinity is not None and not getattr(
+        router, "session_affinity", False
+    ):
+        return (
+            f"router {router.name} cannot express sessionAffinity (it needs cookie matches and "
+            "Set-Cookie response headers); use the included mesh, istio or gatewayapi"
+        )
     for label, state in route_states(canary):
         reason = router.unsupported(state)
         if reason is not None:

@@ -6,11 +6,17 @@ golden tests can pin them) and a thin class over ``ObjectRouter`` that writes th
 
 from __future__ import annotations
 
+import asyncio
+import copy
+import hashlib
+import json
+import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
-from canaryctl.api.models import API_VERSION, Canary, HTTPMatchRequest, StringMatch
+from canaryctl.api.models import API_VERSION, Canary, HTTPMatchRequest, Phase, StringMatch
 from canaryctl.engine.types import RouteState
 from canaryctl.ports import Objects
 
@@ -18,6 +24,8 @@ Obj = dict[str, Any]
 ObjectKey = tuple[str, str, str, str]  # apiVersion, kind, namespace, name
 
 _REGEX_SPECIALS = frozenset(".^$*+?()[]{}|\\")
+# The digest of the whole object canaryctl last wrote, so dropping a field from it is drift too.
+APPLIED_ANNOTATION = "canaryctl.dev/applied"
 
 
 class UnsupportedRoutes(ValueError):
@@ -67,6 +75,54 @@ def metadata(canary: Canary, name: str, *, apex: bool = False) -> Obj:
 def key(obj: Obj) -> ObjectKey:
     meta = obj["metadata"]
     return (obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
+
+
+def _digest(obj: Obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def stamped(obj: Obj) -> Obj:
+    """``obj`` carrying the digest of itself in APPLIED_ANNOTATION."""
+    result = copy.deepcopy(obj)
+    meta = result["metadata"]
+    meta["annotations"] = {**(meta.get("annotations") or {}), APPLIED_ANNOTATION: _digest(obj)}
+    return result
+
+
+def covers(actual: Any, wanted: Any) -> bool:
+    """Whether the stored ``actual`` already holds every field of ``wanted``: fields the API server or
+    other managers added are ignored, lists must match item by item, null means "absent"."""
+    if isinstance(wanted, dict):
+        if not isinstance(actual, dict):
+            return actual is None and not wanted
+        return all(
+            covers(actual.get(k), v) if k in actual else v in (None, {}, []) for k, v in wanted.items()
+        )
+    if isinstance(wanted, list):
+        if not isinstance(actual, list):
+            return actual is None and not wanted
+        return len(actual) == len(wanted) and all(covers(a, w) for a, w in zip(actual, wanted, strict=True))
+    if isinstance(wanted, bool) or isinstance(actual, bool):
+        return actual is wanted
+    return bool(actual == wanted)
+
+
+async def converge(objects: Objects, *wanted: Obj, whole: bool = True) -> int:
+    """Apply each object only where the stored one differs from it, in the given order (referenced
+    objects first); returns how many it wrote. The reads run concurrently.
+
+    An idle reconcile then costs reads only. ``whole``: each object is everything canaryctl sets in it,
+    so it is stamped with its digest and a field canaryctl stopped setting is drift as well. Partial
+    writes (a selector in someone else's Service, a target's size) compare fields only.
+    """
+    objs = [stamped(obj) if whole else obj for obj in wanted]
+    stored = await asyncio.gather(*(objects.get(*key(obj)) for obj in objs))
+    written = 0
+    for obj, actual in zip(objs, stored, strict=True):
+        if actual is None or not covers(actual, obj):
+            await objects.apply(obj)
+            written += 1
+    return written
 
 
 def escape_regex(text: str) -> str:
@@ -138,11 +194,93 @@ def header_route_active(routes: RouteState) -> bool:
     return bool(routes.match) and routes.canary_weight < 100
 
 
+# --- session affinity ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StickyCookie:
+    """One cookie of analysis.sessionAffinity: ``name=value`` as clients send it back, and the
+    Set-Cookie value that hands it out (or, for an expired one, deletes it)."""
+
+    name: str
+    value: str
+    set_cookie: str
+
+    @property
+    def regex(self) -> str:
+        """RE2, matched against the whole Cookie header: this exact pair among any others."""
+        return f"(.*; ?)?{escape_regex(self.name)}={self.value}(;.*)?"
+
+
+@dataclass(frozen=True)
+class Stickiness:
+    """What a router writes for session affinity in one routing state: while the canary takes traffic,
+    the canary (and, with primaryCookieName, the primary) hand out a cookie that pins the client to
+    them; once it takes none, the last rollout's canary cookie is deleted from clients that show it."""
+
+    canary: StickyCookie | None = None
+    primary: StickyCookie | None = None
+    expired: StickyCookie | None = None
+
+    def pinned(self) -> Iterator[tuple[StickyCookie, bool]]:
+        """The cookies handed out, each with whether it pins to the primary."""
+        for cookie, primary in ((self.canary, False), (self.primary, True)):
+            if cookie is not None:
+                yield cookie, primary
+
+
+def cookie_matches(canary: Canary, cookie: StickyCookie) -> list[HTTPMatchRequest]:
+    """The cookie ANDed with spec.service.match, as Flagger's mergeMatchConditions does."""
+    pinned = HTTPMatchRequest.model_validate({"headers": {"Cookie": {"regex": cookie.regex}}})
+    return merge_matches([pinned], canary.spec.service.match)
+
+
+def _cookie_value(canary: Canary, revision: str, name: str) -> str:
+    """Flagger draws a random value per rollout and keeps it in the status; this one is derived from the
+    Canary's uid and the revision under analysis, so it is the same on every tick and replica."""
+    identity = (canary.metadata.model_extra or {}).get("uid") or f"{namespace(canary)}/{canary.metadata.name}"
+    return hashlib.sha256(f"{identity}/{revision}/{name}".encode()).hexdigest()[:16]
+
+
+def stickiness(canary: Canary, routes: RouteState) -> Stickiness | None:
+    """The cookies for ``routes``, or None without analysis.sessionAffinity."""
+    analysis = canary.spec.effective_analysis
+    affinity = analysis.session_affinity
+    if affinity is None:
+        return None
+    status = canary.status
+    revision = status.last_applied_spec if status is not None else None
+    if routes.canary_weight > 0 or header_route_active(routes):
+
+        def handed_out(name: str, max_age: int) -> StickyCookie:
+            value = _cookie_value(canary, revision or "", name)
+            return StickyCookie(name, value, affinity.set_cookie(f"{name}={value}", max_age))
+
+        primary = None
+        if affinity.primary_cookie_name:  # Flagger: the primary's cookie lasts one analysis interval
+            interval = max(1, math.ceil(analysis.interval_seconds))
+            primary = handed_out(affinity.primary_cookie_name, interval)
+        return Stickiness(canary=handed_out(affinity.cookie_name, affinity.max_age), primary=primary)
+    phase = status.phase if status is not None else None
+    if revision is None or phase in (None, Phase.INITIALIZING, Phase.INITIALIZED):
+        return Stickiness()  # no rollout has handed out a cookie yet
+    name = affinity.cookie_name
+    value = _cookie_value(canary, revision, name)
+    return Stickiness(expired=StickyCookie(name, value, f"{name}={value}; Max-Age=-1"))
+
+
 class ObjectRouter(ABC):
-    """A Router writing Kubernetes objects: apply the desired ones, then remove the ones it no longer
-    needs (the HTTPRouteGroup after A/B ends), so a stale match can never keep routing."""
+    """A Router writing Kubernetes objects: apply the desired ones where they drifted, then remove the
+    ones it no longer needs (the HTTPRouteGroup after A/B ends), so a stale match can never keep
+    routing. Applying an unchanged state writes nothing, so the operator re-applies it every tick."""
 
     name: str = ""
+    # Whether ``desired`` objects are whole (canaryctl writes every field it sets in them).
+    whole_objects: ClassVar[bool] = True
+    # Whether the router can pin clients to a side by cookie (analysis.sessionAffinity).
+    session_affinity: ClassVar[bool] = False
+    # Whether the router sets the apex Service's selector (else the workloads keep it on the primary).
+    owns_apex_selector: ClassVar[bool] = False
 
     def __init__(self, objects: Objects) -> None:
         self.objects = objects
@@ -163,9 +301,11 @@ class ObjectRouter(ABC):
             raise UnsupportedRoutes(reason)
         wanted = await self.desired(canary, routes)
         # Referenced objects (route groups) come before the objects referring to them in ``wanted``.
-        for obj in wanted:
-            await self.objects.apply(obj)
+        await converge(self.objects, *wanted, whole=self.whole_objects)
         keep = {key(obj) for obj in wanted}
-        for stale in self.managed(canary):
-            if stale not in keep and await self.objects.get(*stale) is not None:
+        unwanted = [stale for stale in self.managed(canary) if stale not in keep]
+        for stale, found in zip(
+            unwanted, await asyncio.gather(*(self.objects.get(*k) for k in unwanted)), strict=True
+        ):
+            if found is not None:
                 await self.objects.delete(*stale)
