@@ -258,6 +258,11 @@ class CanaryWebhook(ApiModel):
     metadata: dict[str, str] | None = None
     mute_alert: bool = False
     retries: int | None = Field(default=None, ge=0)
+    secret_ref: LocalObjectReference | None = Field(
+        default=None,
+        description="Secret in the Canary's namespace whose key 'token' is sent as "
+        "'Authorization: Bearer <token>' (e.g. to an authenticating load tester)",
+    )
 
     _timeout = field_validator("timeout")(_check_duration)
 

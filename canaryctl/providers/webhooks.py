@@ -18,6 +18,7 @@ import httpx
 from canaryctl.api.duration import parse_duration
 from canaryctl.api.models import Canary, CanaryWebhook, Phase
 from canaryctl.engine.types import HookResult
+from canaryctl.providers.metrics.analyzer import SecretLookup
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,8 @@ SUCCESS_CODES = range(200, 203)
 # Retried answers: the receiver is overloaded or broken, not saying "no" (a 403 from a gate is an answer).
 RETRIED_CODES = frozenset({429, 500, 502, 503, 504})
 MAX_BODY_IN_MESSAGE = 300
+# The key of a webhook's secretRef sent as a bearer token; a ServiceAccount token Secret has it too.
+TOKEN_KEY = "token"
 
 HookObserver = Callable[[Canary, CanaryWebhook, HookResult, float], None]
 
@@ -73,8 +76,10 @@ class WebhookClient:
         backoff_base: float = 0.5,
         backoff_max: float = 8.0,
         observe: HookObserver | None = None,
+        secrets: SecretLookup | None = None,
     ) -> None:
         self._client = client or httpx.AsyncClient(headers={"User-Agent": "canaryctl"})
+        self._secrets = secrets
         self._backoff_base = backoff_base
         self._backoff_max = backoff_max
         self._observe = observe
@@ -98,31 +103,55 @@ class WebhookClient:
         """Seconds to wait before retry number ``attempt`` (1-based): base·2^(n-1), capped."""
         return float(min(self._backoff_max, self._backoff_base * 2 ** (attempt - 1)))
 
+    async def _headers(self, canary: Canary, hook: CanaryWebhook) -> dict[str, str]:
+        """The bearer token of the hook's secretRef, read from the Canary's own namespace only: a Canary
+        can present its own namespace's token, never another's."""
+        if hook.secret_ref is None:
+            return {}
+        if self._secrets is None:
+            raise LookupError("secretRef needs Kubernetes Secrets, which this platform does not have")
+        namespace = canary.metadata.namespace or "default"
+        token = (await self._secrets(hook.secret_ref.name, namespace)).get(TOKEN_KEY, "").strip()
+        if not token:
+            raise LookupError(f"Secret {namespace}/{hook.secret_ref.name} has no key {TOKEN_KEY!r}")
+        return {"Authorization": f"Bearer {token}"}
+
     async def _post(self, canary: Canary, hook: CanaryWebhook, body: dict[str, Any]) -> HookResult:
+        started = time.monotonic()
+        try:
+            headers = await self._headers(canary, hook)
+        except Exception as exc:  # a missing Secret fails this hook, like any other hook error
+            result = self._failed(hook, None, f"secretRef: {_describe(exc)}")
+        else:
+            result = await self._attempts(hook, body, headers)
+        if self._observe is not None:
+            self._observe(canary, hook, result, time.monotonic() - started)
+        return result
+
+    async def _attempts(
+        self, hook: CanaryWebhook, body: dict[str, Any], headers: dict[str, str]
+    ) -> HookResult:
         timeout = parse_duration(hook.timeout) if hook.timeout else DEFAULT_TIMEOUT_SECONDS
         attempts = 1 + (hook.retries or 0)
-        started = time.monotonic()
         for attempt in range(1, attempts + 1):
             if attempt > 1:
                 await asyncio.sleep(self.backoff(attempt - 1))
-            result, retryable = await self._attempt(hook, body, timeout)
+            result, retryable = await self._attempt(hook, body, timeout, headers)
             if result.success or not retryable:
                 break
             log.info("webhook %s attempt %d/%d failed: %s", hook.name, attempt, attempts, result.message)
         if attempt > 1 and not result.success:
             result = replace(result, message=f"{result.message} (after {attempt} attempts)")
-        if self._observe is not None:
-            self._observe(canary, hook, result, time.monotonic() - started)
         return result
 
     async def _attempt(
-        self, hook: CanaryWebhook, body: dict[str, Any], timeout: float
+        self, hook: CanaryWebhook, body: dict[str, Any], timeout: float, headers: dict[str, str]
     ) -> tuple[HookResult, bool]:
         """One POST; returns the result and whether a retry could change it."""
         try:
             # asyncio.timeout bounds the whole exchange; httpx's own timeouts are per read/write.
             async with asyncio.timeout(timeout):
-                response = await self._client.post(hook.url, json=body, timeout=timeout)
+                response = await self._client.post(hook.url, json=body, headers=headers, timeout=timeout)
         except TimeoutError:
             return self._failed(hook, None, f"timed out after {timeout:g}s"), True
         except httpx.HTTPError as exc:

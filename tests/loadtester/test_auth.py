@@ -1,12 +1,14 @@
 """Authenticated callers: the namespace a command or gate acts for is the token's, not the payload's.
 
-Tokens by SHA-256 files, and ServiceAccount tokens through TokenReview (kmock's emulator answers it
-as an API server does: spec echoed, status.user of the token's ServiceAccount, audiences intersected).
+Tokens by SHA-256 files, ServiceAccount tokens through TokenReview (kmock's emulator answers it as an
+API server does: spec echoed, status.user of the token's ServiceAccount, audiences intersected), and
+canaryctl's own webhook client presenting the token of a Canary's namespace from a Secret.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +17,12 @@ import kmock
 import pytest
 from aiohttp.test_utils import TestServer
 
-from canaryctl.loadtester import LoadTester, Policy, build_app
+from canaryctl.api.models import Canary, CanaryWebhook
+from canaryctl.loadtester import LOADTESTER, LoadTester, Policy, build_app
 from canaryctl.loadtester.auth import TokenHashes, TokenReviewer, token_hash
-from canaryctl.providers.kube import api_client_for_host
+from canaryctl.operator.adapters import Catalog
+from canaryctl.providers.kube import KubeObjects, api_client_for_host
+from canaryctl.providers.webhooks import WebhookClient
 from tests.kube.emulator import emulator_url, running_emulator
 from tests.loadtester.helpers import metric, payload, with_loadtester
 
@@ -197,3 +202,99 @@ def test_an_unreachable_api_server_is_a_503_the_webhook_client_retries() -> None
         assert response.text.startswith("cannot verify the token with the API server")
 
     with_loadtester(run, Policy(authenticators=(reviewer,)))
+
+
+def secret(namespace: str, name: str, data: dict[str, str]) -> dict[str, Any]:
+    encoded = {key: base64.b64encode(value.encode()).decode() for key, value in data.items()}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": encoded,
+    }
+
+
+def canary_with_hook(namespace: str, **hook: Any) -> Canary:
+    return Canary.model_validate(
+        {
+            "apiVersion": "canaryctl.dev/v1beta1",
+            "kind": "Canary",
+            "metadata": {"name": "podinfo", "namespace": namespace},
+            "spec": {
+                "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+                "service": {"port": 9898},
+                "analysis": {"webhooks": [{"name": "load-test", **hook}]},
+            },
+        }
+    )
+
+
+def hook_of(canary: Canary) -> CanaryWebhook:
+    analysis = canary.spec.analysis
+    assert analysis is not None and analysis.webhooks
+    return analysis.webhooks[0]
+
+
+def test_a_canary_presents_its_own_namespaces_token_and_no_other(tmp_path: Path) -> None:
+    """The controller reads a hook's secretRef in the Canary's namespace only: team-c naming the Secret
+    that holds team-a's token gets nothing, and the load tester acts for team-a only with team-a's."""
+    seen: list[str] = []
+
+    async def main() -> None:
+        async with running_emulator() as emulator:
+            for namespace in ("team-a", "team-b", "team-c"):
+                emulator.objects["v1/namespaces", None, namespace] = {
+                    "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace},
+                }  # fmt: skip
+            objects = KubeObjects(api_client_for_host(emulator_url(emulator)))
+            await objects.apply(secret("team-a", "loadtester-token", {"token": TOKENS["team-a"]}))
+            await objects.apply(secret("team-b", "loadtester-token", {"token": TOKENS["team-b"] + "\n"}))
+            await objects.apply(secret("team-b", "no-token", {"password": "x"}))
+            app = build_app(
+                Policy(
+                    authenticators=(TokenHashes(hashes_dir(tmp_path)),), allow_commands=frozenset({"sleep"})
+                )
+            )
+            server = TestServer(app, host="127.0.0.1", handler_cancellation=True)
+            await server.start_server()
+            hooks = WebhookClient(secrets=Catalog(objects).secret)
+            try:
+                url = f"http://127.0.0.1:{server.port}/"
+                hook = {
+                    "url": url,
+                    "secretRef": {"name": "loadtester-token"},
+                    "metadata": {"cmd": "sleep 30"},
+                }
+                for namespace in ("team-a", "team-b", "team-c"):
+                    canary = canary_with_hook(namespace, **hook)
+                    result = await hooks.call(canary, hook_of(canary), None, "x")
+                    seen.append(f"{namespace}: {result.success} {result.message}")
+                canary = canary_with_hook("team-b", url=url, secretRef={"name": "no-token"})
+                result = await hooks.call(canary, hook_of(canary), None, "x")
+                seen.append(f"team-b: {result.success} {result.message}")
+                anonymous = canary_with_hook("team-a", url=url, metadata={"cmd": "sleep 31"})
+                result = await hooks.call(anonymous, hook_of(anonymous), None, "x")
+                seen.append(f"team-a: {result.success} {result.message}")
+                secret_reads = {
+                    r.url.path for r in emulator if "/secrets/" in r.url.path and r.method == "GET"
+                }
+                assert secret_reads == {
+                    "/api/v1/namespaces/team-a/secrets/loadtester-token",
+                    "/api/v1/namespaces/team-b/secrets/loadtester-token",
+                    "/api/v1/namespaces/team-c/secrets/loadtester-token",
+                    "/api/v1/namespaces/team-b/secrets/no-token",
+                }
+                tester = app[LOADTESTER]
+                assert len(tester.pids()) == 2
+            finally:
+                await hooks.aclose()
+                await server.close()
+
+    asyncio.run(main())
+    assert seen == [
+        "team-a: True command started for podinfo.team-a",
+        "team-b: True command started for podinfo.team-b",
+        "team-c: False secretRef: LookupError: Secret team-c/loadtester-token not found",
+        "team-b: False secretRef: LookupError: Secret team-b/no-token has no key 'token'",
+        "team-a: False HTTP 401: this load tester needs 'Authorization: Bearer <token>'",
+    ]
