@@ -41,6 +41,7 @@ from canaryctl.engine.types import Command, RouteState, WorkloadOp
 from canaryctl.operator.adapters import Catalog, KubeEvents, OperatorObjects
 from canaryctl.operator.patching import merge_patch
 from canaryctl.operator.workloads import KubeWorkloads
+from canaryctl.ports import Notifier
 from canaryctl.providers.metrics.analyzer import DEFAULT_PROMETHEUS, MetricsAnalyzer
 from canaryctl.providers.notifiers.routing import AlertRouter
 from canaryctl.providers.routers import router_for, unsupported_steps
@@ -75,6 +76,7 @@ class OperatorConfig:
     prometheus_url: str = DEFAULT_PROMETHEUS
     cluster_name: str = "kubernetes"
     liveness: str | None = None  # kopf's liveness endpoint, e.g. http://0.0.0.0:8081/healthz
+    default_notifier: Notifier | None = None  # for Canaries that list no alerts (Flagger's -slack-url)
 
 
 def invalid_status(status: Mapping[str, Any], message: str, now: str) -> dict[str, Any]:
@@ -125,13 +127,13 @@ class CanaryOperator:
         self.router_objects = OperatorObjects(api, field_manager=ROUTER_FIELD_MANAGER)
         self.metrics = metrics
         self.catalog = Catalog(self.objects)
-        self.hooks = WebhookClient(observe=metrics.observe_webhook)
+        self.hooks = WebhookClient(observe=metrics.observe_webhook, secrets=self.catalog.secret)
         self.analyzer = MetricsAnalyzer(
             templates=self.catalog.template,
             secrets=self.catalog.secret,
             default_address=config.prometheus_url,
         )
-        self.alerts = AlertRouter(self.catalog.notifier)
+        self.alerts = AlertRouter(self.catalog.notifier, config.default_notifier)
         self.events = KubeEvents(self.objects)
         self.workloads = KubeWorkloads(self.objects)
         self.tracer = Tracer()
