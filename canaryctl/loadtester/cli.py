@@ -8,12 +8,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from kubernetes.config import ConfigException
-
 from canaryctl.api.duration import parse_duration
-from canaryctl.loadtester.auth import Authenticator, TokenHashes, TokenReviewer
+from canaryctl.loadtester.auth import Authenticator, TokenHashes
 from canaryctl.loadtester.server import DEFAULT_COMMANDS, DEFAULT_MAX_PER_NAMESPACE, Policy, serve
-from canaryctl.providers.kube import api_client
 
 MAX_PER_NAMESPACE_LIMIT = 1000
 
@@ -115,7 +112,9 @@ def policy(args: argparse.Namespace) -> Policy:
     if args.token_hashes is not None:
         authenticators.append(TokenHashes(args.token_hashes))
     if args.token_review:
-        authenticators.append(TokenReviewer(api_client(), args.token_audience))
+        from canaryctl.loadtester.token_review import in_cluster_reviewer  # imports kubernetes: only here
+
+        authenticators.append(in_cluster_reviewer(args.token_audience))
     return Policy(
         namespaces=args.namespaces,
         timeout=args.timeout,
@@ -130,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         configured = policy(args)
-    except (OSError, ValueError, ConfigException) as exc:
+    except (OSError, ValueError) as exc:
         logging.getLogger(__name__).error("cannot start the load tester: %s", exc)
         return 2
     asyncio.run(serve(args.host, args.port, configured))

@@ -44,6 +44,7 @@ TOOL_TYPES = {"helm": "helm", "helmv3": "helm", "kubectl": "kubectl"}
 NOT_BUILT_IN = ("concord", "ngrinder")
 SUPPORTED_TYPES = ("cmd", "bash", *TOOL_TYPES)
 BEARER = "Bearer "
+REFUSAL_REASONS = {401: "unauthenticated", 403: "forbidden", 429: "limit", 503: "unavailable"}
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ class LoadTester:
         )
         self._refused = Counter(
             "canaryctl_loadtester_requests_refused",
-            "Requests refused, by reason (unauthenticated, forbidden, limit, invalid)",
+            "Requests refused, by reason (unauthenticated, forbidden, limit, unavailable, invalid)",
             ["reason"],
             registry=self.registry,
         )
@@ -186,7 +187,7 @@ class LoadTester:
         try:
             response: web.StreamResponse = await handler(request)
         except _Refused as refused:
-            reason = {401: "unauthenticated", 403: "forbidden", 429: "limit"}.get(refused.status, "invalid")
+            reason = REFUSAL_REASONS.get(refused.status, "invalid")
             self._refused.labels(reason).inc()
             log.info("%s %s refused: %s", request.method, request.path, refused)
             headers = {"WWW-Authenticate": 'Bearer realm="canaryctl-loadtester"'}

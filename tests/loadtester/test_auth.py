@@ -19,7 +19,8 @@ from aiohttp.test_utils import TestServer
 
 from canaryctl.api.models import Canary, CanaryWebhook
 from canaryctl.loadtester import LOADTESTER, LoadTester, Policy, build_app
-from canaryctl.loadtester.auth import TokenHashes, TokenReviewer, token_hash
+from canaryctl.loadtester.auth import TokenHashes, token_hash
+from canaryctl.loadtester.token_review import TokenReviewer
 from canaryctl.operator.adapters import Catalog
 from canaryctl.providers.kube import KubeObjects, api_client_for_host
 from canaryctl.providers.webhooks import WebhookClient
@@ -200,6 +201,7 @@ def test_an_unreachable_api_server_is_a_503_the_webhook_client_retries() -> None
         response = await client.post("/gate/check", json=payload(), headers=bearer("any"))
         assert response.status_code == 503
         assert response.text.startswith("cannot verify the token with the API server")
+        assert await metric(client, 'canaryctl_loadtester_requests_refused_total{reason="unavailable"}') == 1
 
     with_loadtester(run, Policy(authenticators=(reviewer,)))
 

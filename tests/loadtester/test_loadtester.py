@@ -215,7 +215,10 @@ def test_standalone_service_stops_its_children_on_sigterm() -> None:
     with standalone("--timeout", "1m", "--allow-commands", "sleep") as (base, service):
         marker = f"sleep 29.{base.rsplit(':', 1)[1]}"
         assert httpx.post(base, json=payload(marker), timeout=5).status_code == 200
-        assert len(pids_running(marker)) == 1
+        deadline = time.monotonic() + 10
+        while len(pids_running(marker)) != 1:  # forked at once; its cmdline is sleep's after the exec
+            assert time.monotonic() < deadline, "the command did not start"
+            time.sleep(0.05)
         service.send_signal(signal.SIGTERM)
         assert service.wait(timeout=10) == 0
         assert pids_running(marker) == []

@@ -22,6 +22,7 @@ from tests.operator.conftest import StartOperator
 from tests.operator.helpers import NS, canary, setup_target, wait_for, wait_phase, workload
 
 TOKEN = "token-of-the-test-namespace"
+BUSY_TIMEOUT = 60.0  # a gate, two failed checks and an alert at 0.5 s intervals; seconds when idle
 
 
 def operator_args(*argv: str) -> argparse.Namespace:
@@ -85,12 +86,12 @@ async def test_default_slack_and_webhook_tokens(
         args = operator_args("--slack-channel", "deploys", "--slack-user", "canaryctl")
         notifier = operator_cli.default_notifier(environ, args.slack_channel, args.slack_user)
         await start_operator(default_notifier=notifier)
-        await wait_phase(objects, "bad", "Initialized")
+        await wait_phase(objects, "bad", "Initialized", timeout=BUSY_TIMEOUT)
 
         await objects.apply(workload("Deployment", "bad", image="app:v2", config="bad-config"))
         # Through the gate only with the token (401 without it keeps the canary Waiting), then rolled
         # back on its metrics, which the default notifier reports to Slack.
-        done = await wait_phase(objects, "bad", "Failed", "Succeeded")
+        done = await wait_phase(objects, "bad", "Failed", "Succeeded", timeout=BUSY_TIMEOUT)
         assert done["status"]["phase"] == "Failed"
         hooks = {h["name"]: h for h in done["status"]["webhooks"]}
         assert hooks["approval"]["success"] is True
@@ -98,7 +99,7 @@ async def test_default_slack_and_webhook_tokens(
         async def alerted() -> bool:
             return any("bad.test" in text for text in slack.texts())
 
-        await wait_for(alerted, what="the default Slack notifier")
+        await wait_for(alerted, BUSY_TIMEOUT, what="the default Slack notifier")
         assert {m.get("channel") for m in slack.messages} == {"deploys"}
         assert {m.get("username") for m in slack.messages} == {"canaryctl"}
     finally:
