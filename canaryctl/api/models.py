@@ -484,6 +484,11 @@ class CanaryWebhook(ApiModel):
     mute_alert: bool = False
     retries: int | None = Field(default=None, ge=0, le=MAX_WEBHOOK_RETRIES)
     disable_tls: bool = Field(default=False, alias="disableTLS", description="Skip TLS verification")
+    secret_ref: LocalObjectReference | None = Field(
+        default=None,
+        description="Secret in the Canary's namespace whose key 'token' is sent as "
+        "'Authorization: Bearer <token>' (e.g. to an authenticating load tester)",
+    )
 
     @field_validator("timeout")
     @classmethod

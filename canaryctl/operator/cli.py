@@ -6,14 +6,22 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import os
+import sys
+from collections.abc import Mapping
 
-from canaryctl.api.models import INCLUDED_MESH, CanaryAnalysis
+from canaryctl.api.models import INCLUDED_MESH, AlertProviderSpec, AlertProviderType, CanaryAnalysis
 from canaryctl.operator.handlers import PEERING_LIFETIME_SECONDS, CanaryOperator, OperatorConfig
+from canaryctl.ports import Notifier
 from canaryctl.providers.kube import KUBE_REQUEST_TIMEOUT_SECONDS, api_client, api_client_for_host
 from canaryctl.providers.metrics.analyzer import DEFAULT_PROMETHEUS
+from canaryctl.providers.notifiers import notifier_for
 from canaryctl.providers.outbound import HOOKS_PER_CANARY, QUERIES_PER_CANARY
 from canaryctl.providers.routers import ROUTERS
 from canaryctl.telemetry.metrics import ControllerMetrics, serve_metrics
+
+# Flagger's environment variables for its global Slack notifier, by the AlertProvider secret key each fills.
+SLACK_ENV = {"address": "SLACK_URL", "token": "SLACK_TOKEN", "proxy": "SLACK_PROXY_URL"}
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -96,6 +104,16 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--liveness", default=None, metavar="URL", help="e.g. http://0.0.0.0:8081/healthz")
     parser.add_argument("--cluster-name", default="kubernetes", help="cluster name shown in alerts")
     parser.add_argument(
+        "--slack-channel",
+        default=None,
+        metavar="CHANNEL",
+        help="channel of the default Slack notifier; its URL (or bot token) is read from the environment: "
+        f"{', '.join(SLACK_ENV.values())}",
+    )
+    parser.add_argument(
+        "--slack-user", default=None, metavar="NAME", help="user name of the default Slack notifier"
+    )
+    parser.add_argument(
         "--kubeconfig", default=None, help="kubeconfig file (default: in-cluster, then ~/.kube)"
     )
     parser.add_argument("--context", default=None, help="kubeconfig context")
@@ -115,11 +133,31 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def default_notifier(
+    environ: Mapping[str, str], channel: str | None = None, username: str | None = None
+) -> Notifier | None:
+    """Slack for Canaries that list no alerts, as Flagger's global flags; None when no URL or token is set.
+
+    The URL and token are credentials, so they come from the environment (a Secret), never from argv,
+    which any process on the node can read and which error messages print.
+    """
+    secret = {key: environ[name] for key, name in SLACK_ENV.items() if environ.get(name)}
+    if not (secret.get("address") or secret.get("token")):
+        return None
+    spec = AlertProviderSpec(type=AlertProviderType.SLACK, channel=channel, username=username)
+    return notifier_for(spec, secret)
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    try:
+        notifier = default_notifier(os.environ, args.slack_channel, args.slack_user)
+    except ValueError as exc:
+        print(f"canaryctl operator: default Slack notifier: {exc}", file=sys.stderr)
+        return 2
     if args.min_interval_seconds is not None:
         CanaryAnalysis.min_interval_seconds = args.min_interval_seconds
     config = OperatorConfig(
@@ -134,6 +172,7 @@ def run(args: argparse.Namespace) -> int:
         hook_concurrency=args.hook_concurrency,
         query_concurrency=args.query_concurrency,
         kube_request_timeout=args.kube_request_timeout,
+        default_notifier=notifier,
     )
     if args.priority is not None:
         config = dataclasses.replace(config, priority=args.priority)

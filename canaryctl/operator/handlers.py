@@ -43,6 +43,7 @@ from canaryctl.engine.types import Command, Decision, RouteState, SetRoutes, Wor
 from canaryctl.operator.adapters import Catalog, KubeEvents, OperatorObjects, cross_namespace_reference
 from canaryctl.operator.patching import merge_patch
 from canaryctl.operator.workloads import KubeWorkloads, TargetNotReady
+from canaryctl.ports import Notifier
 from canaryctl.providers.kube import FIELD_MANAGER, KUBE_API_THREADS, KUBE_REQUEST_TIMEOUT_SECONDS
 from canaryctl.providers.metrics.analyzer import DEFAULT_PROMETHEUS, MetricsAnalyzer
 from canaryctl.providers.notifiers.routing import AlertRouter
@@ -84,6 +85,7 @@ class OperatorConfig:
     hook_concurrency: int = HOOKS_PER_CANARY  # webhook calls in flight per Canary
     query_concurrency: int = QUERIES_PER_CANARY  # metric queries in flight per Canary
     kube_request_timeout: float = KUBE_REQUEST_TIMEOUT_SECONDS  # client timeout of every API call
+    default_notifier: Notifier | None = None  # for Canaries that list no alerts (Flagger's -slack-url)
 
 
 def invalid_status(status: Mapping[str, Any], message: str, now: str) -> dict[str, Any]:
@@ -140,14 +142,16 @@ class CanaryOperator:
         )
         self.metrics = metrics
         self.catalog = Catalog(self.objects)
-        self.hooks = WebhookClient(observe=metrics.observe_webhook, concurrency=config.hook_concurrency)
+        self.hooks = WebhookClient(
+            observe=metrics.observe_webhook, concurrency=config.hook_concurrency, secrets=self.catalog.secret
+        )
         self.analyzer = MetricsAnalyzer(
             templates=self.catalog.template,
             secrets=self.catalog.secret,
             default_address=config.prometheus_url,
             query_concurrency=config.query_concurrency,
         )
-        self.alerts = AlertRouter(self.catalog.notifier)
+        self.alerts = AlertRouter(self.catalog.notifier, config.default_notifier)
         self.events = KubeEvents(self.objects)
         self.workloads = KubeWorkloads(self.objects)
         self.tracer = Tracer()

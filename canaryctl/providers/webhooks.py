@@ -22,6 +22,7 @@ import httpx
 from canaryctl.api.duration import parse_duration
 from canaryctl.api.models import Canary, CanaryWebhook, Phase
 from canaryctl.engine.types import HookResult
+from canaryctl.providers.metrics.analyzer import SecretLookup
 from canaryctl.providers.outbound import (
     HOOKS_PER_CANARY,
     MESSAGE_BODY_BYTES,
@@ -41,6 +42,8 @@ DEFAULT_TIMEOUT_SECONDS = 10.0
 SUCCESS_CODES = range(200, 203)
 # Retried answers: the receiver is overloaded or broken, not saying "no" (a 403 from a gate is an answer).
 RETRIED_CODES = frozenset({429, 500, 502, 503, 504})
+# The key of a webhook's secretRef sent as a bearer token; a ServiceAccount token Secret has it too.
+TOKEN_KEY = "token"
 
 HookObserver = Callable[[Canary, CanaryWebhook, HookResult, float], None]
 
@@ -88,11 +91,13 @@ class WebhookClient:
         backoff_max: float = 8.0,
         observe: HookObserver | None = None,
         concurrency: int = HOOKS_PER_CANARY,
+        secrets: SecretLookup | None = None,
     ) -> None:
         self._client = client or httpx.AsyncClient(
             headers={"User-Agent": "canaryctl"}, limits=httpx.Limits(max_connections=None)
         )
         self._slots = Slots(concurrency)
+        self._secrets = secrets
         self._backoff_base = backoff_base
         self._backoff_max = backoff_max
         self._observe = observe
@@ -116,26 +121,50 @@ class WebhookClient:
         """Seconds to wait before retry number ``attempt`` (1-based): base·2^(n-1), capped."""
         return float(min(self._backoff_max, self._backoff_base * 2 ** (attempt - 1)))
 
+    async def _headers(self, canary: Canary, hook: CanaryWebhook) -> dict[str, str]:
+        """The bearer token of the hook's secretRef, read from the Canary's own namespace only: a Canary
+        can present its own namespace's token, never another's."""
+        if hook.secret_ref is None:
+            return {}
+        if self._secrets is None:
+            raise LookupError("secretRef needs Kubernetes Secrets, which this platform does not have")
+        namespace = canary.metadata.namespace or "default"
+        token = (await self._secrets(hook.secret_ref.name, namespace)).get(TOKEN_KEY, "").strip()
+        if not token:
+            raise LookupError(f"Secret {namespace}/{hook.secret_ref.name} has no key {TOKEN_KEY!r}")
+        return {"Authorization": f"Bearer {token}"}
+
     async def _post(self, canary: Canary, hook: CanaryWebhook, body: dict[str, Any]) -> HookResult:
+        started = time.monotonic()
+        try:
+            headers = await self._headers(canary, hook)
+        except Exception as exc:  # a missing Secret fails this hook, like any other hook error
+            result = self._failed(hook, None, f"secretRef: {_describe(exc)}")
+        else:
+            result = await self._attempts(canary, hook, body, headers)
+        if self._observe is not None:
+            self._observe(canary, hook, result, time.monotonic() - started)
+        return result
+
+    async def _attempts(
+        self, canary: Canary, hook: CanaryWebhook, body: dict[str, Any], headers: dict[str, str]
+    ) -> HookResult:
         timeout = parse_duration(hook.timeout) if hook.timeout else DEFAULT_TIMEOUT_SECONDS
         attempts = 1 + (hook.retries or 0)
-        started = time.monotonic()
         for attempt in range(1, attempts + 1):
             if attempt > 1:
                 await asyncio.sleep(self.backoff(attempt - 1))
             async with self._slots(canary_key(canary)):
-                result, retryable = await self._attempt(hook, body, timeout)
+                result, retryable = await self._attempt(hook, body, timeout, headers)
             if result.success or not retryable:
                 break
             log.info("webhook %s attempt %d/%d failed: %s", hook.name, attempt, attempts, result.message)
         if attempt > 1 and not result.success:
             result = replace(result, message=f"{result.message} (after {attempt} attempts)")
-        if self._observe is not None:
-            self._observe(canary, hook, result, time.monotonic() - started)
         return result
 
     async def _attempt(
-        self, hook: CanaryWebhook, body: dict[str, Any], timeout: float
+        self, hook: CanaryWebhook, body: dict[str, Any], timeout: float, headers: dict[str, str]
     ) -> tuple[HookResult, bool]:
         """One POST; returns the result and whether a retry could change it."""
         try:
@@ -144,6 +173,7 @@ class WebhookClient:
                 "POST",
                 hook.url,
                 json=body,
+                headers=headers,
                 deadline=timeout,
                 max_bytes=MESSAGE_BODY_BYTES,
                 truncate=True,
