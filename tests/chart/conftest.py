@@ -127,6 +127,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         },
         "mesh": {
             "enabled": True,
+            "clusterDomain": "cluster.example",
             "controlPlane": {
                 "replicas": 2,
                 "image": {"repository": "registry.example/mesh", "tag": "m1"},
