@@ -14,6 +14,7 @@ from typing import Annotated, Any, ClassVar, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from canaryctl import registry
 from canaryctl.api.duration import parse_duration
 
 GROUP: Final = "canaryctl.dev"
@@ -422,20 +423,6 @@ class CanaryAnalysis(ApiModel):
 INCLUDED_MESH = "canaryctl"
 PRIMARY_SUFFIX = "-primary"
 CANARY_SUFFIX = "-canary"
-SUPPORTED_PROVIDERS = (
-    INCLUDED_MESH,
-    "kubernetes",
-    "istio",
-    "linkerd",
-    "smi",
-    "smi:v1alpha1",
-    "smi:v1alpha2",
-    "smi:v1alpha3",
-    "smi:v1alpha4",
-    "gatewayapi",
-    "gatewayapi:v1",
-    "gatewayapi:v1beta1",
-)
 
 
 class CanarySpec(ApiModel):
@@ -457,12 +444,7 @@ class CanarySpec(ApiModel):
     @field_validator("provider")
     @classmethod
     def _known_provider(cls, value: str | None) -> str | None:
-        if value is not None and value not in SUPPORTED_PROVIDERS:
-            raise ValueError(
-                f"provider {value!r} is not supported by canaryctl; "
-                f"use one of {', '.join(SUPPORTED_PROVIDERS)}"
-            )
-        return value
+        return value if value is None else registry.check(registry.ROUTERS, value)
 
     @property
     def effective_analysis(self) -> CanaryAnalysis:
@@ -589,8 +571,6 @@ class Canary(ApiModel):
 # MetricTemplate and AlertProvider
 # ---------------------------------------------------------------------------------------------------
 
-METRIC_PROVIDER_TYPES = ("prometheus", "datadog", "newrelic", "cloudwatch", "graphite", "influxdb", "web")
-
 
 class MetricTemplateProvider(ApiModel):
     type: str = "prometheus"
@@ -603,12 +583,7 @@ class MetricTemplateProvider(ApiModel):
     @field_validator("type")
     @classmethod
     def _known_type(cls, value: str) -> str:
-        if value not in METRIC_PROVIDER_TYPES:
-            raise ValueError(
-                f"metric provider type {value!r} is not supported; "
-                f"use one of {', '.join(METRIC_PROVIDER_TYPES)}"
-            )
-        return value
+        return registry.check(registry.METRICS, value)
 
 
 class MetricTemplateSpec(ApiModel):

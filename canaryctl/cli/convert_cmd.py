@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from canaryctl import registry
 from canaryctl.api import models
 from canaryctl.api.lint import lint_sources
 from canaryctl.cli.kube import Obj, Subparsers
@@ -129,10 +130,10 @@ def _unsupported_type(doc: Document) -> tuple[str, object] | None:
     kind, spec = doc.body.get("kind"), doc.body.get("spec") or {}
     if kind == "MetricTemplate":
         value = (spec.get("provider") or {}).get("type", "prometheus")
-        return ("spec.provider.type", value) if value not in models.METRIC_PROVIDER_TYPES else None
+        return ("spec.provider.type", value) if value not in registry.names(registry.METRICS) else None
     if kind == "AlertProvider":
         value = spec.get("type")
-        return ("spec.type", value) if value not in {t.value for t in models.AlertProviderType} else None
+        return ("spec.type", value) if value not in registry.names(registry.NOTIFIERS) else None
     return None
 
 
@@ -156,7 +157,7 @@ def _drop_unsupported(result: Conversion) -> dict[str, set[tuple[str, str]]]:
 def _convert_canary(result: Conversion, doc: Document, dropped: dict[str, set[tuple[str, str]]]) -> None:
     spec = doc.body.get("spec") or {}
     provider = spec.get("provider")
-    if provider is not None and provider not in models.SUPPORTED_PROVIDERS:
+    if provider is not None and provider not in registry.names(registry.ROUTERS):
         del spec["provider"]
         result.warn(
             doc,

@@ -7,11 +7,11 @@ import asyncio
 import dataclasses
 import logging
 
+from canaryctl import registry
 from canaryctl.api.models import INCLUDED_MESH, CanaryAnalysis
 from canaryctl.operator.handlers import PEERING_LIFETIME_SECONDS, CanaryOperator, OperatorConfig
 from canaryctl.providers.kube import api_client, api_client_for_host
 from canaryctl.providers.metrics.analyzer import DEFAULT_PROMETHEUS
-from canaryctl.providers.routers import ROUTERS
 from canaryctl.telemetry.metrics import ControllerMetrics, serve_metrics
 
 
@@ -54,7 +54,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument(
         "--default-provider",
         default=INCLUDED_MESH,
-        choices=sorted(ROUTERS),
+        choices=registry.names(registry.ROUTERS),
         help="router for Canaries without spec.provider (default: %(default)s)",
     )
     parser.add_argument(

@@ -13,11 +13,11 @@ import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from canaryctl import registry
 from canaryctl.api.models import Canary, CanaryMetric, MetricTemplate, MetricTemplateProvider
 from canaryctl.engine.types import ErrorSample, MetricObservation, MetricSample
 from canaryctl.ports import MetricsProvider
 from canaryctl.providers.metrics.builtin import BUILTIN_METRICS, SUCCESS_RATE, BuiltinQueries, mesh_queries
-from canaryctl.providers.metrics.factory import provider_for
 from canaryctl.providers.metrics.template import TemplateModel, render
 
 TemplateLookup = Callable[[str, str], Awaitable[MetricTemplate]]
@@ -47,7 +47,7 @@ class MetricsAnalyzer:
         templates: TemplateLookup | None = None,
         secrets: SecretLookup | None = None,
         default_address: str = DEFAULT_PROMETHEUS,
-        provider_factory: ProviderFactory = provider_for,
+        provider_factory: ProviderFactory = registry.metrics_provider,
     ) -> None:
         self._templates = templates
         self._secrets = secrets
