@@ -24,10 +24,10 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from canaryctl.api.models import PRIMARY_SUFFIX, Canary, TargetKind
+from canaryctl.api.owned import metadata, namespace
 from canaryctl.engine.revision import config_checksum, revision_hash
 from canaryctl.engine.types import Readiness, WorkloadOp
 from canaryctl.ports import Objects, Revision
-from canaryctl.providers.routers.common import metadata, namespace
 
 Obj = dict[str, Any]
 

@@ -10,7 +10,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from canaryctl.api.models import API_VERSION, Canary, HTTPMatchRequest, StringMatch
+from canaryctl.api.models import Canary, HTTPMatchRequest, StringMatch
+from canaryctl.api.owned import metadata as metadata  # re-exported: every router module uses them
+from canaryctl.api.owned import namespace as namespace
 from canaryctl.engine.types import RouteState
 from canaryctl.ports import Objects
 
@@ -22,46 +24,6 @@ _REGEX_SPECIALS = frozenset(".^$*+?()[]{}|\\")
 
 class UnsupportedRoutes(ValueError):
     """Raised by ``apply`` for a RouteState the router cannot express exactly (never a silent no-op)."""
-
-
-def namespace(canary: Canary) -> str:
-    return canary.metadata.namespace or "default"
-
-
-def owner_references(canary: Canary) -> list[Obj]:
-    """The Canary as controller owner, so deleting it garbage-collects what routers wrote.
-
-    The API server rejects an ownerReference without a uid, so none is written when the Canary has
-    not been stored yet (lint, local runs).
-    """
-    uid = (canary.metadata.model_extra or {}).get("uid")
-    if not uid:
-        return []
-    return [
-        {
-            "apiVersion": API_VERSION,
-            "kind": "Canary",
-            "name": canary.metadata.name,
-            "uid": uid,
-            "controller": True,
-            "blockOwnerDeletion": True,
-        }
-    ]
-
-
-def metadata(canary: Canary, name: str, *, apex: bool = False) -> Obj:
-    """Name, namespace and owner; ``apex`` adds spec.service.apex labels/annotations (Flagger does so
-    on the apex routing object)."""
-    meta: Obj = {"name": name, "namespace": namespace(canary)}
-    custom = canary.spec.service.apex if apex else None
-    if custom is not None and custom.labels:
-        meta["labels"] = dict(custom.labels)
-    if custom is not None and custom.annotations:
-        meta["annotations"] = dict(custom.annotations)
-    owners = owner_references(canary)
-    if owners:
-        meta["ownerReferences"] = owners
-    return meta
 
 
 def key(obj: Obj) -> ObjectKey:
