@@ -18,10 +18,11 @@ API models (they validate names against it) and imports nothing of canaryctl at 
 from __future__ import annotations
 
 from functools import cache
-from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:  # types only: the factories' contracts, for the typed helpers below
+    from importlib.metadata import EntryPoint
+
     from canaryctl.api.models import AlertProviderSpec, MetricTemplateProvider
     from canaryctl.ports import MetricsProvider, Notifier, Objects, Router
 
@@ -40,6 +41,8 @@ class UnknownPlugin(ValueError):
 def _registered(group: str) -> dict[str, EntryPoint]:
     # The first registration of a name wins, as in sys.path order, so a copy later on the path cannot
     # replace a provider that is already there.
+    from importlib.metadata import entry_points  # imported on first use: the CLI starts without it
+
     found: dict[str, EntryPoint] = {}
     for entry in entry_points(group=group):
         found.setdefault(entry.name, entry)
@@ -52,8 +55,10 @@ def names(group: str) -> tuple[str, ...]:
 
 
 def check(group: str, name: str) -> str:
-    """``name`` itself when something registers it, else UnknownPlugin (for validators)."""
-    if name not in _registered(group):
+    """``name`` itself when something registers it, else UnknownPlugin (for validators). Where nothing
+    at all is registered in ``group`` (the plugin installed alone), names cannot be judged and pass."""
+    registered = _registered(group)
+    if registered and name not in registered:
         known = ", ".join(names(group)) or "none installed"
         raise UnknownPlugin(f"{_WHAT[group]} {name!r} is not supported by canaryctl; use one of {known}")
     return name

@@ -11,7 +11,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from canaryctl import registry
@@ -34,6 +34,7 @@ class ApiModel(BaseModel):
         populate_by_name=True,
         extra="forbid",
         use_enum_values=False,
+        defer_build=True,  # validators are built on first use: the CLI validates only Canaries
     )
 
     def to_wire(self) -> dict[str, Any]:
@@ -44,6 +45,15 @@ class OpenModel(ApiModel):
     """Shapes owned by another API (Istio, Gateway API): kept as written, passed through unchanged."""
 
     model_config = ConfigDict(extra="allow")
+
+
+# Validation context that accepts provider names this machine has not installed: `kubectl canary status`
+# shows a Canary whose router only the cluster has.
+UNCHECKED_PLUGINS: Final = {"plugins": "unchecked"}
+
+
+def plugins_checked(info: ValidationInfo) -> bool:
+    return not (isinstance(info.context, dict) and info.context.get("plugins") == "unchecked")
 
 
 def _check_duration(value: str | None) -> str | None:
@@ -443,8 +453,10 @@ class CanarySpec(ApiModel):
 
     @field_validator("provider")
     @classmethod
-    def _known_provider(cls, value: str | None) -> str | None:
-        return value if value is None else registry.check(registry.ROUTERS, value)
+    def _known_provider(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or not plugins_checked(info):
+            return value
+        return registry.check(registry.ROUTERS, value)
 
     @property
     def effective_analysis(self) -> CanaryAnalysis:
@@ -582,8 +594,8 @@ class MetricTemplateProvider(ApiModel):
 
     @field_validator("type")
     @classmethod
-    def _known_type(cls, value: str) -> str:
-        return registry.check(registry.METRICS, value)
+    def _known_type(cls, value: str, info: ValidationInfo) -> str:
+        return registry.check(registry.METRICS, value) if plugins_checked(info) else value
 
 
 class MetricTemplateSpec(ApiModel):

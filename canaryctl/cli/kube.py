@@ -22,7 +22,7 @@ from typing import Any, TypeAlias
 import yaml
 
 from canaryctl.api.duration import parse_duration
-from canaryctl.api.models import API_VERSION, Canary
+from canaryctl.api.models import API_VERSION, UNCHECKED_PLUGINS, Canary
 from canaryctl.cli.apiserver import (
     ApiError,
     ConfigError,
@@ -205,7 +205,7 @@ async def get_canary(objects: PluginObjects, namespace: str, name: str) -> Canar
 
 def parse_canary(obj: Obj, what: str) -> Canary:
     try:
-        return Canary.model_validate(obj)
+        return Canary.model_validate(obj, context=UNCHECKED_PLUGINS)
     except ValueError as exc:
         first = str(exc).splitlines()[0]
         raise CommandError(f"{what}: not a valid Canary ({first}); run `kubectl canary lint`") from exc

@@ -18,7 +18,9 @@ from typing import Any
 import pytest
 import yaml
 
+from canaryctl.api.models import Canary
 from canaryctl.cli.apiserver import ApiError, ConfigError, context_namespace, load_connection
+from canaryctl.cli.kube import parse_canary
 from canaryctl.cli.main import main
 from tests.plugin import scenarios
 from tests.tls import self_signed_certificate
@@ -232,3 +234,12 @@ def test_plugin_is_usable_without_the_official_client(tmp_path: Path, server: Ap
     )
     assert done.returncode == 0, done.stderr
     assert "podinfo" in done.stdout
+
+
+def test_canary_of_a_router_only_the_cluster_has_is_shown() -> None:
+    """The operator checks provider names against its installed routers; the plugin shows what is there."""
+    obj = scenarios.progressing()[0]
+    obj["spec"]["provider"] = "acme-mesh"
+    with pytest.raises(ValueError, match="provider 'acme-mesh' is not supported by canaryctl"):
+        Canary.model_validate(obj)
+    assert parse_canary(obj, "canary test/podinfo").spec.provider == "acme-mesh"
