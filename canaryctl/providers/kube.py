@@ -1,9 +1,9 @@
 """Kubernetes objects as plain dicts over the official client: the ``Objects`` port.
 
 Routers and workloads deal in whole manifests of many kinds (Deployments, TrafficSplits,
-VirtualServices, ...), so this goes through the client's generic ``call_api`` with paths built from
-the table of the kinds canaryctl touches (canaryctl.kinds), instead of one typed API class per kind. Blocking
-client calls run in a worker thread so the operator's event loop never stalls.
+VirtualServices, ...), so this goes through the client's generic ``call_api`` with paths from the
+kinds table (canaryctl.kinds) instead of one typed API class per kind. Blocking client calls run in
+a worker thread so the operator's event loop never stalls.
 """
 
 from __future__ import annotations
