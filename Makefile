@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint lowest crds deps tools venv clean reliability kind
+.PHONY: test demo lint lowest plugin-install crds deps tools venv clean reliability kind
 
 venv: $(STAMP)
 
@@ -36,7 +36,11 @@ lint: venv
 lowest:
 	bash scripts/lowest-versions.sh $(PYTHON)
 
-test: venv deps tools lint lowest
+# `pip install canaryctl` in a fresh venv: light, a working plugin, and resolvable on macOS and Windows.
+plugin-install: venv
+	bash scripts/check-plugin-install.sh $(BIN)/python
+
+test: venv deps tools lint lowest plugin-install
 	$(BIN)/pytest -q
 
 # A whole canary on this machine with real traffic: a healthy v2 is promoted, a faulty one rolled back.
