@@ -5,6 +5,7 @@ only through their entry points."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import threading
@@ -31,8 +32,10 @@ ROUTER, METRICS = "example-configmap", "example-http"
 
 @pytest.fixture(scope="module")
 def installed_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """pip builds and installs the distribution into its own directory (the test venv stays as it is)."""
-    target = tmp_path_factory.mktemp("site")
+    """pip builds and installs the distribution into its own directory (the test venv stays as it is),
+    from a copy, so the build leaves nothing in the source tree."""
+    target, source = tmp_path_factory.mktemp("site"), tmp_path_factory.mktemp("src") / DISTRIBUTION.name
+    shutil.copytree(DISTRIBUTION, source)
     subprocess.run(
         [
             sys.executable,
@@ -44,7 +47,7 @@ def installed_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "--no-build-isolation",
             "--target",
             str(target),
-            str(DISTRIBUTION),
+            str(source),
         ],
         check=True,
         capture_output=True,
@@ -118,6 +121,22 @@ def weights_history(emulator: kmock.KubernetesEmulator, apex: str) -> list[tuple
     return [(d["primary"], d["canary"]) for d in data]
 
 
+async def roll_out_a_new_revision(
+    objects: KubeObjects, start_operator: StartOperator, name: str, metrics_url: str
+) -> Obj:
+    """A Deployment under a Canary of the example router and metric provider, then its v2: the Canary
+    once the rollout ended."""
+    template, rollout = manifests(name, metrics_url)
+    await objects.apply(template)
+    await objects.apply(config_map(f"{name}-config", "blue"))
+    await objects.apply(workload("Deployment", name, config=f"{name}-config"))
+    await objects.apply(rollout)
+    await start_operator()
+    await wait_phase(objects, name, "Initialized")
+    await objects.apply(workload("Deployment", name, image="app:v2", config=f"{name}-config"))
+    return await wait_phase(objects, name, "Succeeded", "Failed")
+
+
 def test_not_installed_names_are_rejected_with_the_installed_ones() -> None:
     registry.rescan()
     template, rollout = manifests("web", "http://127.0.0.1:9")
@@ -139,16 +158,7 @@ async def test_operator_rolls_out_through_a_third_party_router_and_metric_provid
     emulator: kmock.KubernetesEmulator,
 ) -> None:
     assert ROUTER in registry.names(registry.ROUTERS) and METRICS in registry.names(registry.METRICS)
-    template, rollout = manifests("web", metric_server.url)
-    await objects.apply(template)
-    await objects.apply(config_map("web-config", "blue"))
-    await objects.apply(workload("Deployment", "web", config="web-config"))
-    await objects.apply(rollout)
-    await start_operator()
-    await wait_phase(objects, "web", "Initialized")
-
-    await objects.apply(workload("Deployment", "web", image="app:v2", config="web-config"))
-    done = await wait_phase(objects, "web", "Succeeded", "Failed")
+    done = await roll_out_a_new_revision(objects, start_operator, "web", metric_server.url)
     assert done["status"]["phase"] == "Succeeded", done["status"]
     history = weights_history(emulator, "web")
     assert ("50", "50") in history and ("0", "100") in history and history[-1] == ("100", "0")
@@ -166,16 +176,7 @@ async def test_a_bad_value_from_the_third_party_provider_rolls_back(
     emulator: kmock.KubernetesEmulator,
 ) -> None:
     metric_server.value = 42.0  # below thresholdRange.min 90
-    template, rollout = manifests("bad", metric_server.url)
-    await objects.apply(template)
-    await objects.apply(config_map("bad-config", "blue"))
-    await objects.apply(workload("Deployment", "bad", config="bad-config"))
-    await objects.apply(rollout)
-    await start_operator()
-    await wait_phase(objects, "bad", "Initialized")
-
-    await objects.apply(workload("Deployment", "bad", image="app:v2", config="bad-config"))
-    done = await wait_phase(objects, "bad", "Failed", "Succeeded")
+    done = await roll_out_a_new_revision(objects, start_operator, "bad", metric_server.url)
     assert done["status"]["phase"] == "Failed" and done["status"]["failedChecks"] == 2
     history = weights_history(emulator, "bad")
     assert ("50", "50") in history and history[-1] == ("100", "0")
