@@ -12,9 +12,18 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Final, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
+from canaryctl import registry
 from canaryctl.api.duration import METRIC_INTERVAL_PATTERN, metric_interval_seconds, parse_duration
 
 GROUP: Final = "canaryctl.dev"
@@ -34,6 +43,7 @@ class ApiModel(BaseModel):
         populate_by_name=True,
         extra="forbid",
         use_enum_values=False,
+        defer_build=True,  # validators are built on first use: the CLI validates only Canaries
     )
 
     def to_wire(self) -> dict[str, Any]:
@@ -44,6 +54,15 @@ class OpenModel(ApiModel):
     """Shapes owned by another API (Istio, Gateway API): kept as written, passed through unchanged."""
 
     model_config = ConfigDict(extra="allow")
+
+
+# Validation context that accepts provider names this machine has not installed: `kubectl canary status`
+# shows a Canary whose router only the cluster has.
+UNCHECKED_PLUGINS: Final = {"plugins": "unchecked"}
+
+
+def plugins_checked(info: ValidationInfo) -> bool:
+    return not (isinstance(info.context, dict) and info.context.get("plugins") == "unchecked")
 
 
 def _check_duration(value: str) -> str:
@@ -696,20 +715,6 @@ class CanaryAnalysis(ApiModel):
 INCLUDED_MESH = "canaryctl"
 PRIMARY_SUFFIX = "-primary"
 CANARY_SUFFIX = "-canary"
-SUPPORTED_PROVIDERS = (
-    INCLUDED_MESH,
-    "kubernetes",
-    "istio",
-    "linkerd",
-    "smi",
-    "smi:v1alpha1",
-    "smi:v1alpha2",
-    "smi:v1alpha3",
-    "smi:v1alpha4",
-    "gatewayapi",
-    "gatewayapi:v1",
-    "gatewayapi:v1beta1",
-)
 
 
 class CanarySpec(ApiModel):
@@ -732,13 +737,10 @@ class CanarySpec(ApiModel):
 
     @field_validator("provider")
     @classmethod
-    def _known_provider(cls, value: str | None) -> str | None:
-        if value is not None and value not in SUPPORTED_PROVIDERS:
-            raise ValueError(
-                f"provider {value!r} is not supported by canaryctl; "
-                f"use one of {', '.join(SUPPORTED_PROVIDERS)}"
-            )
-        return value
+    def _known_provider(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or not plugins_checked(info):
+            return value
+        return registry.check(registry.ROUTERS, value)
 
     @property
     def effective_analysis(self) -> CanaryAnalysis:
@@ -895,8 +897,6 @@ class Canary(ApiModel):
 # MetricTemplate and AlertProvider
 # ---------------------------------------------------------------------------------------------------
 
-METRIC_PROVIDER_TYPES = ("prometheus", "datadog", "newrelic", "cloudwatch", "graphite", "influxdb", "web")
-
 
 class MetricTemplateProvider(ApiModel):
     type: str = "prometheus"
@@ -908,13 +908,8 @@ class MetricTemplateProvider(ApiModel):
 
     @field_validator("type")
     @classmethod
-    def _known_type(cls, value: str) -> str:
-        if value not in METRIC_PROVIDER_TYPES:
-            raise ValueError(
-                f"metric provider type {value!r} is not supported; "
-                f"use one of {', '.join(METRIC_PROVIDER_TYPES)}"
-            )
-        return value
+    def _known_type(cls, value: str, info: ValidationInfo) -> str:
+        return registry.check(registry.METRICS, value) if plugins_checked(info) else value
 
 
 class MetricTemplateSpec(ApiModel):

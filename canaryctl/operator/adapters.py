@@ -14,6 +14,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from canaryctl import registry
 from canaryctl.api.models import (
     API_VERSION,
     AlertProvider,
@@ -25,7 +26,6 @@ from canaryctl.api.models import (
 from canaryctl.engine.clock import to_rfc3339
 from canaryctl.ports import Notifier
 from canaryctl.providers.kube import KubeObjects, resource_path
-from canaryctl.providers.notifiers import notifier_for
 
 log = logging.getLogger(__name__)
 
@@ -175,4 +175,4 @@ class Catalog:
         provider = AlertProvider.model_validate(await self._get("AlertProvider", name, namespace))
         secret_ref = provider.spec.secret_ref
         secret = await self.secret(secret_ref.name, namespace) if secret_ref is not None else None
-        return notifier_for(provider.spec, secret)
+        return registry.notifier(provider.spec, secret)

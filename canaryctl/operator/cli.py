@@ -10,14 +10,13 @@ import os
 import sys
 from collections.abc import Mapping
 
+from canaryctl import registry
 from canaryctl.api.models import INCLUDED_MESH, AlertProviderSpec, AlertProviderType, CanaryAnalysis
 from canaryctl.operator.handlers import PEERING_LIFETIME_SECONDS, CanaryOperator, OperatorConfig
 from canaryctl.ports import Notifier
 from canaryctl.providers.kube import KUBE_REQUEST_TIMEOUT_SECONDS, api_client, api_client_for_host
 from canaryctl.providers.metrics.analyzer import DEFAULT_PROMETHEUS
-from canaryctl.providers.notifiers import notifier_for
 from canaryctl.providers.outbound import HOOKS_PER_CANARY, QUERIES_PER_CANARY
-from canaryctl.providers.routers import ROUTERS
 from canaryctl.telemetry.metrics import ControllerMetrics, serve_metrics
 
 # Flagger's environment variables for its global Slack notifier, by the AlertProvider secret key each fills.
@@ -63,7 +62,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument(
         "--default-provider",
         default=INCLUDED_MESH,
-        choices=sorted(ROUTERS),
+        choices=registry.names(registry.ROUTERS),
         help="router for Canaries without spec.provider (default: %(default)s)",
     )
     parser.add_argument(
@@ -145,7 +144,7 @@ def default_notifier(
     if not (secret.get("address") or secret.get("token")):
         return None
     spec = AlertProviderSpec(type=AlertProviderType.SLACK, channel=channel, username=username)
-    return notifier_for(spec, secret)
+    return registry.notifier(spec, secret)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -26,6 +26,7 @@ import kopf
 from kubernetes import client
 from pydantic import ValidationError
 
+from canaryctl import registry
 from canaryctl.api.control import COMMAND_ANNOTATION, decode_command
 from canaryctl.api.models import (
     GROUP,
@@ -48,7 +49,7 @@ from canaryctl.providers.kube import FIELD_MANAGER, KUBE_API_THREADS, KUBE_REQUE
 from canaryctl.providers.metrics.analyzer import DEFAULT_PROMETHEUS, MetricsAnalyzer
 from canaryctl.providers.notifiers.routing import AlertRouter
 from canaryctl.providers.outbound import HOOKS_PER_CANARY, QUERIES_PER_CANARY
-from canaryctl.providers.routers import router_for, unsupported_steps
+from canaryctl.providers.routers import unsupported_steps
 from canaryctl.providers.webhooks import WebhookClient
 from canaryctl.runner import ActionFailed, Ports, tick
 from canaryctl.telemetry.metrics import ControllerMetrics
@@ -165,7 +166,7 @@ class CanaryOperator:
     # --- one tick -----------------------------------------------------------------------------------------
 
     def ports(self, canary: Canary) -> Ports:
-        router = router_for(canary.spec.provider, self.router_objects, self.config.default_provider)
+        router = registry.router(canary.spec.provider or self.config.default_provider, self.router_objects)
         return Ports(
             workloads=self.workloads,
             router=router,

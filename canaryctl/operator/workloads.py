@@ -33,10 +33,11 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from canaryctl.api.models import API_VERSION, PRIMARY_SUFFIX, Canary, TargetKind
+from canaryctl.api.owned import metadata, namespace
+from canaryctl.drift import converge
 from canaryctl.engine.revision import config_checksum, revision_hash
 from canaryctl.engine.types import Readiness, WorkloadOp
 from canaryctl.ports import Objects, Revision
-from canaryctl.providers.routers.common import converge, metadata, namespace
 
 Obj = dict[str, Any]
 

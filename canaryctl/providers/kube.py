@@ -1,11 +1,11 @@
 """Kubernetes objects as plain dicts over the official client: the ``Objects`` port.
 
 Routers and workloads deal in whole manifests of many kinds (Deployments, TrafficSplits,
-VirtualServices, ...), so this goes through the client's generic ``call_api`` with paths built from
-a small table of the kinds canaryctl touches, instead of one typed API class per kind. Blocking
-client calls run in worker threads of their own executor, so the operator's event loop never stalls
-and no API call queues behind other blocking work; each has a client timeout, so a half-open
-connection fails the call instead of stalling it for good.
+VirtualServices, ...), so this goes through the client's generic ``call_api`` with paths from the
+kinds table (canaryctl.kinds) instead of one typed API class per kind. Blocking client calls run in
+worker threads of their own executor, so the operator's event loop never stalls and no API call
+queues behind other blocking work; each has a client timeout, so a half-open connection fails the
+call instead of stalling it for good.
 """
 
 from __future__ import annotations
@@ -13,69 +13,29 @@ from __future__ import annotations
 import asyncio
 import functools
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from canaryctl.kinds import KINDS, Kind, UnknownKind, resource_path
 
-@dataclass(frozen=True)
-class Kind:
-    plural: str
-    namespaced: bool = True
-
-
-KINDS: dict[tuple[str, str], Kind] = {
-    ("v1", "Service"): Kind("services"),
-    ("v1", "ConfigMap"): Kind("configmaps"),
-    ("v1", "Secret"): Kind("secrets"),
-    ("v1", "Pod"): Kind("pods"),
-    ("v1", "Event"): Kind("events"),
-    ("v1", "Namespace"): Kind("namespaces", namespaced=False),
-    ("apps/v1", "Deployment"): Kind("deployments"),
-    ("apps/v1", "DaemonSet"): Kind("daemonsets"),
-    ("apps/v1", "ReplicaSet"): Kind("replicasets"),
-    ("autoscaling/v2", "HorizontalPodAutoscaler"): Kind("horizontalpodautoscalers"),
-    ("keda.sh/v1alpha1", "ScaledObject"): Kind("scaledobjects"),
-    ("discovery.k8s.io/v1", "EndpointSlice"): Kind("endpointslices"),
-    ("canaryctl.dev/v1beta1", "Canary"): Kind("canaries"),
-    ("canaryctl.dev/v1beta1", "MetricTemplate"): Kind("metrictemplates"),
-    ("canaryctl.dev/v1beta1", "AlertProvider"): Kind("alertproviders"),
-    ("mesh.canaryctl.dev/v1alpha1", "TrafficPolicy"): Kind("trafficpolicies"),
-    ("networking.istio.io/v1beta1", "VirtualService"): Kind("virtualservices"),
-    ("networking.istio.io/v1beta1", "DestinationRule"): Kind("destinationrules"),
-    ("gateway.networking.k8s.io/v1", "HTTPRoute"): Kind("httproutes"),
-    ("gateway.networking.k8s.io/v1beta1", "HTTPRoute"): Kind("httproutes"),
-    **{
-        (f"split.smi-spec.io/{v}", "TrafficSplit"): Kind("trafficsplits")
-        for v in ("v1alpha1", "v1alpha2", "v1alpha3", "v1alpha4")
-    },
-    **{
-        (f"specs.smi-spec.io/{v}", "HTTPRouteGroup"): Kind("httproutegroups")
-        for v in ("v1alpha1", "v1alpha2", "v1alpha3", "v1alpha4")
-    },
-}
+__all__ = [
+    "FIELD_MANAGER",
+    "KINDS",
+    "Kind",
+    "KubeObjects",
+    "UnknownKind",
+    "api_client",
+    "api_client_for_host",
+    "resource_path",
+]
 
 
 FIELD_MANAGER = "canaryctl"
 # urllib3's total timeout: connect, then each read of the answer, within this many seconds.
 KUBE_REQUEST_TIMEOUT_SECONDS = 30.0
 KUBE_API_THREADS = 8
-
-
-class UnknownKind(ValueError):
-    pass
-
-
-def resource_path(api_version: str, kind: str, namespace: str | None, name: str | None = None) -> str:
-    known = KINDS.get((api_version, kind))
-    if known is None:
-        raise UnknownKind(f"canaryctl does not manage {kind} of {api_version}")
-    base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
-    scope = f"/namespaces/{namespace}" if known.namespaced and namespace else ""
-    path = f"{base}{scope}/{known.plural}"
-    return f"{path}/{name}" if name else path
 
 
 def api_client(kubeconfig: str | None = None, context: str | None = None) -> client.ApiClient:

@@ -14,12 +14,12 @@ import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
+from canaryctl import registry
 from canaryctl.api.models import Canary, CanaryMetric, MetricTemplate, MetricTemplateProvider
 from canaryctl.engine.types import ErrorSample, MetricObservation, MetricSample
 from canaryctl.ports import MetricsProvider
 from canaryctl.providers.metrics.builtin import BUILTIN_METRICS, SUCCESS_RATE, BuiltinQueries, mesh_queries
 from canaryctl.providers.metrics.errors import ProviderConfigError
-from canaryctl.providers.metrics.factory import provider_for
 from canaryctl.providers.metrics.template import TemplateModel, render
 from canaryctl.providers.outbound import QUERIES_PER_CANARY, Slots, canary_key, shorten
 
@@ -66,7 +66,7 @@ class MetricsAnalyzer:
         templates: TemplateLookup | None = None,
         secrets: SecretLookup | None = None,
         default_address: str = DEFAULT_PROMETHEUS,
-        provider_factory: ProviderFactory = provider_for,
+        provider_factory: ProviderFactory = registry.metrics_provider,
         query_concurrency: int = QUERIES_PER_CANARY,
     ) -> None:
         self._templates = templates

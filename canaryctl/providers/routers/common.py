@@ -7,122 +7,28 @@ golden tests can pin them) and a thin class over ``ObjectRouter`` that writes th
 from __future__ import annotations
 
 import asyncio
-import copy
 import hashlib
-import json
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from canaryctl.api.models import API_VERSION, Canary, HTTPMatchRequest, Phase, StringMatch
+from canaryctl.api.models import Canary, HTTPMatchRequest, Phase, StringMatch
+from canaryctl.api.owned import metadata as metadata  # re-exported: every router module uses them
+from canaryctl.api.owned import namespace as namespace
+from canaryctl.drift import ObjectKey as ObjectKey  # re-exported for the routers
+from canaryctl.drift import converge, key
 from canaryctl.engine.types import RouteState
 from canaryctl.ports import Objects
 
 Obj = dict[str, Any]
-ObjectKey = tuple[str, str, str, str]  # apiVersion, kind, namespace, name
 
 _REGEX_SPECIALS = frozenset(".^$*+?()[]{}|\\")
-# The digest of the whole object canaryctl last wrote, so dropping a field from it is drift too.
-APPLIED_ANNOTATION = "canaryctl.dev/applied"
 
 
 class UnsupportedRoutes(ValueError):
     """Raised by ``apply`` for a RouteState the router cannot express exactly (never a silent no-op)."""
-
-
-def namespace(canary: Canary) -> str:
-    return canary.metadata.namespace or "default"
-
-
-def owner_references(canary: Canary) -> list[Obj]:
-    """The Canary as controller owner, so deleting it garbage-collects what routers wrote.
-
-    The API server rejects an ownerReference without a uid, so none is written when the Canary has
-    not been stored yet (lint, local runs).
-    """
-    uid = (canary.metadata.model_extra or {}).get("uid")
-    if not uid:
-        return []
-    return [
-        {
-            "apiVersion": API_VERSION,
-            "kind": "Canary",
-            "name": canary.metadata.name,
-            "uid": uid,
-            "controller": True,
-            "blockOwnerDeletion": True,
-        }
-    ]
-
-
-def metadata(canary: Canary, name: str, *, apex: bool = False) -> Obj:
-    """Name, namespace and owner; ``apex`` adds spec.service.apex labels/annotations (Flagger does so
-    on the apex routing object)."""
-    meta: Obj = {"name": name, "namespace": namespace(canary)}
-    custom = canary.spec.service.apex if apex else None
-    if custom is not None and custom.labels:
-        meta["labels"] = dict(custom.labels)
-    if custom is not None and custom.annotations:
-        meta["annotations"] = dict(custom.annotations)
-    owners = owner_references(canary)
-    if owners:
-        meta["ownerReferences"] = owners
-    return meta
-
-
-def key(obj: Obj) -> ObjectKey:
-    meta = obj["metadata"]
-    return (obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
-
-
-def _digest(obj: Obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
-
-
-def stamped(obj: Obj) -> Obj:
-    """``obj`` carrying the digest of itself in APPLIED_ANNOTATION."""
-    result = copy.deepcopy(obj)
-    meta = result["metadata"]
-    meta["annotations"] = {**(meta.get("annotations") or {}), APPLIED_ANNOTATION: _digest(obj)}
-    return result
-
-
-def covers(actual: Any, wanted: Any) -> bool:
-    """Whether the stored ``actual`` already holds every field of ``wanted``: fields the API server or
-    other managers added are ignored, lists must match item by item, null means "absent"."""
-    if isinstance(wanted, dict):
-        if not isinstance(actual, dict):
-            return actual is None and not wanted
-        return all(
-            covers(actual.get(k), v) if k in actual else v in (None, {}, []) for k, v in wanted.items()
-        )
-    if isinstance(wanted, list):
-        if not isinstance(actual, list):
-            return actual is None and not wanted
-        return len(actual) == len(wanted) and all(covers(a, w) for a, w in zip(actual, wanted, strict=True))
-    if isinstance(wanted, bool) or isinstance(actual, bool):
-        return actual is wanted
-    return bool(actual == wanted)
-
-
-async def converge(objects: Objects, *wanted: Obj, whole: bool = True) -> int:
-    """Apply each object only where the stored one differs from it, in the given order (referenced
-    objects first); returns how many it wrote. The reads run concurrently.
-
-    An idle reconcile then costs reads only. ``whole``: each object is everything canaryctl sets in it,
-    so it is stamped with its digest and a field canaryctl stopped setting is drift as well. Partial
-    writes (a selector in someone else's Service, a target's size) compare fields only.
-    """
-    objs = [stamped(obj) if whole else obj for obj in wanted]
-    stored = await asyncio.gather(*(objects.get(*key(obj)) for obj in objs))
-    written = 0
-    for obj, actual in zip(objs, stored, strict=True):
-        if actual is None or not covers(actual, obj):
-            await objects.apply(obj)
-            written += 1
-    return written
 
 
 def escape_regex(text: str) -> str:

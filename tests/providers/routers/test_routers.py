@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from canaryctl.api.models import SUPPORTED_PROVIDERS, Canary, HTTPMatchRequest
+from canaryctl import registry
+from canaryctl.api.models import Canary, HTTPMatchRequest
 from canaryctl.engine.types import RouteState
 from canaryctl.providers.routers import ROUTERS, UnsupportedRoutes, router_for, unsupported_steps
 from tests.providers.routers.cases import AB_MATCH, FAULT, NS, InMemoryObjects, make_canary
@@ -21,9 +22,9 @@ def apply(router: Any, canary: Canary, routes: RouteState) -> None:
     asyncio.run(router.apply(canary, routes))
 
 
-def test_every_provider_the_api_accepts_has_a_router() -> None:
-    assert set(ROUTERS) == set(SUPPORTED_PROVIDERS)
-    for provider in SUPPORTED_PROVIDERS:
+def test_every_built_in_router_is_registered_as_an_entry_point() -> None:
+    assert set(ROUTERS) == set(registry.names(registry.ROUTERS))
+    for provider in registry.names(registry.ROUTERS):
         assert router_for(provider, InMemoryObjects()).name
 
 
@@ -35,7 +36,7 @@ def test_provider_names_and_defaults() -> None:
     assert router_for("linkerd", objects).name == "linkerd"
     assert router_for("gatewayapi", objects).name == "gatewayapi:v1"
     with pytest.raises(
-        ValueError, match=r"unknown router provider 'nginx'; supported: canaryctl, kubernetes"
+        ValueError, match=r"provider 'nginx' is not supported by canaryctl; use one of canaryctl, gatewayapi"
     ):
         router_for("nginx", objects)
 
