@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -17,6 +18,9 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from canaryctl.mesh import config
+from canaryctl.mesh.identity import TOKEN_AUDIENCE
+
+log = logging.getLogger(__name__)
 
 INJECT_LABEL = "mesh.canaryctl.dev/inject"
 """Namespace label; value "enabled" meshes every pod in the namespace."""
@@ -27,6 +31,9 @@ EXCLUDE_INBOUND_ANNOTATION = "mesh.canaryctl.dev/exclude-inbound-ports"
 EXCLUDE_OUTBOUND_ANNOTATION = "mesh.canaryctl.dev/exclude-outbound-ports"
 PROXY_CONTAINER = "canaryctl-proxy"
 INIT_CONTAINER = "canaryctl-init"
+TOKEN_VOLUME = "canaryctl-xds-token"
+SIDECAR_TOKEN_PATH = "/var/run/secrets/canaryctl/xds/token"
+"""Where the proxy finds the projected ServiceAccount token it authenticates to the control plane with."""
 
 
 class ContainerResources(BaseModel):
@@ -46,6 +53,10 @@ class InjectorSettings(BaseModel):
     """Any image with sh and iptables."""
     xds_host: str = "canaryctl-mesh.canaryctl-system.svc"
     xds_port: int = 15010
+    xds_auth: config.XdsAuth | None = None
+    """TLS trust and token path for an authenticating control plane; None = plaintext, no token."""
+    token_audience: str = TOKEN_AUDIENCE
+    token_expiration_seconds: int = Field(default=3600, ge=600)
     proxy_uid: int = 1337
     ports: config.SidecarPorts = Field(default_factory=config.SidecarPorts)
     proxy_resources: ContainerResources = Field(default_factory=ContainerResources)
@@ -61,6 +72,27 @@ class InjectorSettings(BaseModel):
 
 def _ports(value: str | None) -> list[int]:
     return [int(p) for p in (value or "").replace(" ", "").split(",") if p]
+
+
+def checked_annotations(annotations: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """The annotations with unusable port lists dropped, and a warning for each one dropped.
+
+    A typo in an annotation must not leave the pod unmeshed (or its init container failing): the pod
+    is meshed without that exclusion and the warning reaches whoever created it (kubectl prints it).
+    """
+    kept, warnings = dict(annotations), []
+    for key in (EXCLUDE_INBOUND_ANNOTATION, EXCLUDE_OUTBOUND_ANNOTATION):
+        if key not in kept:
+            continue
+        try:
+            ports = _ports(str(kept[key]))
+        except ValueError:
+            ports = [0]
+        if not all(1 <= port <= 65535 for port in ports):
+            warnings.append(
+                f"annotation {key}={kept.pop(key)!r} ignored: expected comma-separated ports 1-65535"
+            )
+    return kept, warnings
 
 
 def iptables_script(settings: InjectorSettings, annotations: Mapping[str, str]) -> str:
@@ -106,10 +138,25 @@ def init_container(settings: InjectorSettings, annotations: Mapping[str, str]) -
     }
 
 
+def token_volume(settings: InjectorSettings) -> dict[str, Any]:
+    """A projected ServiceAccount token for the control plane's audience only, rotated by the kubelet."""
+    token = {
+        "audience": settings.token_audience,
+        "expirationSeconds": settings.token_expiration_seconds,
+        "path": SIDECAR_TOKEN_PATH.rsplit("/", 1)[1],
+    }
+    return {"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": token}]}}
+
+
 def proxy_container(settings: InjectorSettings) -> dict[str, Any]:
     bootstrap = config.ads_bootstrap(
-        "sidecar", settings.xds_host, settings.xds_port, admin_port=settings.ports.admin
+        "sidecar",
+        settings.xds_host,
+        settings.xds_port,
+        admin_port=settings.ports.admin,
+        auth=settings.xds_auth,
     )
+    mounts = [{"name": TOKEN_VOLUME, "mountPath": SIDECAR_TOKEN_PATH.rsplit("/", 1)[0], "readOnly": True}]
     return {
         "name": PROXY_CONTAINER,
         "image": settings.proxy_image,
@@ -133,6 +180,7 @@ def proxy_container(settings: InjectorSettings) -> dict[str, Any]:
         ],
         "ports": [{"name": "http-envoy-prom", "containerPort": settings.ports.prometheus, "protocol": "TCP"}],
         "resources": settings.proxy_resources.model_dump(),
+        **({"volumeMounts": mounts} if settings.xds_auth else {}),
         "securityContext": {
             "runAsUser": settings.proxy_uid,
             "runAsGroup": settings.proxy_uid,
@@ -180,6 +228,13 @@ def pod_patch(
     else:
         ops.append({"op": "add", "path": "/spec/initContainers", "value": [init]})
     ops.append({"op": "add", "path": "/spec/containers/-", "value": proxy_container(settings)})
+    if settings.xds_auth:
+        volume = token_volume(settings)
+        ops.append(
+            {"op": "add", "path": "/spec/volumes/-", "value": volume}
+            if spec.get("volumes")
+            else {"op": "add", "path": "/spec/volumes", "value": [volume]}
+        )
     added = {
         STATUS_ANNOTATION: "injected",
         "prometheus.io/scrape": "true",
@@ -207,6 +262,11 @@ def admission_review(
     response: dict[str, Any] = {"uid": request.get("uid", ""), "allowed": True}
     pod = request.get("object") or {}
     if request.get("kind", {}).get("kind", "Pod") == "Pod" and request.get("operation", "CREATE") == "CREATE":
+        metadata = pod.get("metadata") or {}
+        annotations, warnings = checked_annotations(metadata.get("annotations") or {})
+        if warnings:
+            pod = {**pod, "metadata": {**metadata, "annotations": annotations}}
+            response["warnings"] = warnings
         ops = pod_patch(pod, settings or InjectorSettings(), namespace_labels)
         if ops:
             response["patchType"] = "JSONPatch"
@@ -221,22 +281,47 @@ def admission_review(
 NamespaceLabels = Callable[[str], Awaitable[Mapping[str, str]]]
 
 
+MAX_REVIEW_BYTES = 8 * 1024 * 1024
+"""The API server accepts objects of up to 3 MiB; a review carries the object (and for updates the old
+one too) plus a small envelope, and JSON escaping can grow it."""
+
+
 def make_app(settings: InjectorSettings, namespace_labels: NamespaceLabels | None = None) -> web.Application:
-    """POST /mutate; `namespace_labels` looks up the pod's namespace (the review does not carry it)."""
+    """POST /mutate; `namespace_labels` looks up the pod's namespace (the review does not carry it).
+
+    A body that is not an AdmissionReview object gets a 400; any other failure still answers
+    `allowed` (the pod starts unmeshed) with a warning naming the error, never a 500.
+    """
 
     async def mutate(request: web.Request) -> web.Response:
         try:
             review = await request.json()
         except ValueError:
             return web.json_response({"error": "body is not JSON"}, status=400)
-        namespace = (review.get("request") or {}).get("namespace", "")
-        labels = await namespace_labels(namespace) if namespace_labels else None
-        return web.json_response(admission_review(review, settings, labels))
+        if not isinstance(review, dict) or not isinstance(review.get("request") or {}, dict):
+            return web.json_response({"error": "body is not an AdmissionReview object"}, status=400)
+        try:
+            namespace = str((review.get("request") or {}).get("namespace", ""))
+            labels = await namespace_labels(namespace) if namespace_labels else None
+            return web.json_response(admission_review(review, settings, labels))
+        except Exception as error:  # an injector bug must not block or silently drop the pod
+            log.exception("admission review failed")
+            response = {
+                "uid": str((review.get("request") or {}).get("uid", "")),
+                "allowed": True,
+                "warnings": [
+                    f"canaryctl mesh injector: pod not meshed ({type(error).__name__}: {error})"[:512]
+                ],
+            }
+            return web.json_response(
+                {"apiVersion": review.get("apiVersion", "admission.k8s.io/v1"), "kind": "AdmissionReview",
+                 "response": response}
+            )  # fmt: skip
 
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok")
 
-    app = web.Application()
+    app = web.Application(client_max_size=MAX_REVIEW_BYTES)
     app.router.add_post("/mutate", mutate)
     app.router.add_get("/healthz", healthz)
     return app

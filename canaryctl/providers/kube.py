@@ -29,6 +29,9 @@ KINDS: dict[tuple[str, str], Kind] = {
     ("v1", "Pod"): Kind("pods"),
     ("v1", "Event"): Kind("events"),
     ("v1", "Namespace"): Kind("namespaces", namespaced=False),
+    ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration"): Kind(
+        "mutatingwebhookconfigurations", namespaced=False
+    ),
     ("apps/v1", "Deployment"): Kind("deployments"),
     ("apps/v1", "DaemonSet"): Kind("daemonsets"),
     ("apps/v1", "ReplicaSet"): Kind("replicasets"),
@@ -163,6 +166,19 @@ class KubeObjects:
             if exc.status != 404:
                 raise
         return await asyncio.to_thread(self._call, "POST", resource_path(api_version, kind, namespace), obj)
+
+    async def create(self, obj: dict[str, Any]) -> None:
+        """POST without the GET that ``apply`` makes first; a name already taken raises (409)."""
+        namespace = obj["metadata"].get("namespace")
+        path = resource_path(obj["apiVersion"], obj["kind"], namespace)
+        await asyncio.to_thread(self._call, "POST", path, obj)
+
+    async def json_patch(
+        self, api_version: str, kind: str, namespace: str, name: str, operations: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """RFC 6902 patch; a failed ``test`` operation raises (422): writers guard on what they read."""
+        path = resource_path(api_version, kind, namespace, name)
+        return await asyncio.to_thread(self._call, "PATCH", path, operations, "application/json-patch+json")
 
     async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         try:

@@ -66,7 +66,7 @@ async def test_injector_answers_admission_reviews_over_tls(
     child = await meshd(
         "injector", "--port", str(port), "--tls-cert", str(cert), "--tls-key", str(key),
         "--sidecar-image", "envoy:test", "--init-image", "init:test", "--excluded-ports", "22,2222",
-        "--xds-host", "mesh.example", "--server", emulator_url(emulator),
+        "--xds-host", "mesh.example", "--insecure-xds", "--server", emulator_url(emulator),
     )  # fmt: skip
     url = f"https://127.0.0.1:{port}"
     trusted = ssl.create_default_context(cafile=str(cert))
