@@ -127,7 +127,8 @@ def test_optional_controller_args(render: Render) -> None:
 
 def test_cluster_rbac_grants_the_listed_rules(render: Render) -> None:
     manifests = render("default")
-    assert not _find(manifests, "Role")
+    # Only the mesh CA's Role, in the release namespace: Secrets are never readable cluster-wide.
+    assert [r["metadata"]["name"] for r in _find(manifests, "Role")] == ["canaryctl-mesh-ca"]
     operator = RBAC_RULES["operator"]
     expected = operator["namespaced"] + operator["cluster"] + operator["allNamespaces"]["cluster"]
     assert _one(manifests, "ClusterRole", "canaryctl-controller")["rules"] == expected
@@ -136,7 +137,7 @@ def test_cluster_rbac_grants_the_listed_rules(render: Render) -> None:
         {"kind": "ServiceAccount", "name": "canaryctl-controller", "namespace": NAMESPACE}
     ]
     mesh = _one(manifests, "ClusterRole", "canaryctl-mesh")["rules"]
-    assert mesh == RBAC_RULES["meshControlPlane"]["namespaced"]
+    assert mesh == RBAC_RULES["meshControlPlane"]["namespaced"] + RBAC_RULES["meshControlPlane"]["cluster"]
 
 
 def test_namespaced_rbac_makes_roles_in_each_namespace(render: Render) -> None:
@@ -155,7 +156,7 @@ def test_namespaced_rbac_makes_roles_in_each_namespace(render: Render) -> None:
     cluster_resources = _resources(
         [rule for role in _find(manifests, "ClusterRole") for rule in role["rules"]]
     )
-    assert cluster_resources == {"namespaces", "customresourcedefinitions"}
+    assert cluster_resources == {"namespaces", "customresourcedefinitions", "tokenreviews"}
     peerings = _find(manifests, "KopfPeering", "canaryctl")
     assert sorted(p["metadata"]["namespace"] for p in peerings) == ["team-a", "team-b"]
     assert not _find(manifests, "ClusterKopfPeering")
