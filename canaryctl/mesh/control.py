@@ -6,11 +6,11 @@ so a change re-translates one namespace, not the mesh. An object that cannot be 
 conflicts with an older one is refused alone (`refused`) and everything else keeps being routed.
 
 A view is what the sidecars of one namespace get: the routes of their own namespace (short names
-included) and the routes other namespaces export to them (qualified names only). Views are built
-for namespaces with a connected sidecar, from per-route protobuf bytes encoded once per change: a
-route configuration is the concatenation of its virtual hosts' encodings (protobuf merges repeated
-fields on concatenation), so building a view of a thousand services copies bytes instead of
-converting JSON.
+included) and the routes other namespaces export to them (qualified names only). Each routed service
+is one virtual host, sent over VHDS (`canaryctl.mesh.ads`), so a weight change reaches a sidecar as
+that one virtual host. Hosts and clusters are encoded once per change of their namespace and grouped
+into parts (a namespace's routes as it sees them, and as each set of namespaces it exports to sees
+them); a view is the union of the parts it may see, rebuilt only when one of those parts changed.
 """
 
 from __future__ import annotations
@@ -18,51 +18,68 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from envoy.config.route.v3 import route_pb2
+from envoy.config.route.v3 import route_components_pb2
 from google.protobuf import any_pb2, json_format
 
 from canaryctl.mesh import config
-from canaryctl.mesh.ads import AdsServer, Snapshot, TypeSnapshot, digest, encode_resources
+from canaryctl.mesh.ads import (
+    VIRTUAL_HOST_TYPE,
+    AdsServer,
+    Entry,
+    Snapshot,
+    TypeSnapshot,
+    digest,
+    encode,
+    encode_resources,
+)
 from canaryctl.mesh.translate import ALL_NAMESPACES, MeshRoute, Refusal, Translation, translate_namespace
 
 Object = Mapping[str, Any]
+VHDS_SOURCE = {"ads": {}, "resource_api_version": "V3"}
+
+
+def _entry(resource: any_pb2.Any) -> Entry:
+    return digest([resource.value]), resource
 
 
 @dataclass(frozen=True)
 class _EncodedRoute:
     route: MeshRoute
-    local_host: bytes
-    """The virtual host as its own namespace sees it (short names too), as a RouteConfiguration field."""
-    remote_host: bytes
-    clusters: tuple[tuple[str, any_pb2.Any], ...]
+    name: str
+    """The virtual host's resource name, ``outbound/<service>_<namespace>`` (and its name in Envoy)."""
+    local_host: Entry
+    """The virtual host as its own namespace sees it (short names too)."""
+    remote_host: Entry
+    clusters: tuple[tuple[str, Entry], ...]
 
 
-def _virtual_host_bytes(spec: config.RouteSpec) -> bytes:
-    route_config = config.build_route_config(config.OUTBOUND_ROUTE_NAME, [spec])
-    del route_config["name"], route_config["@type"]
+def _virtual_host(spec: config.RouteSpec, name: str) -> Entry:
+    host = config.build_route_config(config.OUTBOUND_ROUTE_NAME, [spec])["virtual_hosts"][0]
     try:
-        parsed: route_pb2.RouteConfiguration = json_format.ParseDict(
-            route_config, route_pb2.RouteConfiguration(), ignore_unknown_fields=False
-        )
+        parsed = json_format.ParseDict({**host, "name": name}, route_components_pb2.VirtualHost())
     except json_format.ParseError as error:
         raise ValueError(f"service {spec.service!r}: {error}") from error
-    return bytes(parsed.SerializeToString())
+    resource = any_pb2.Any()
+    resource.Pack(parsed)
+    return _entry(resource)
 
 
 def _encode(route: MeshRoute) -> _EncodedRoute:
     clusters = []
     for cluster in config.build_clusters([route.spec]):
         try:
-            clusters.append((str(cluster["name"]), json_format.ParseDict(cluster, any_pb2.Any())))
+            clusters.append((str(cluster["name"]), _entry(json_format.ParseDict(cluster, any_pb2.Any()))))
         except json_format.ParseError as error:
             raise ValueError(f"cluster {cluster['name']!r}: {error}") from error
+    name = f"{config.OUTBOUND_ROUTE_NAME}/{route.spec.service}"
     return _EncodedRoute(
         route,
-        _virtual_host_bytes(route.spec_for(route.namespace)),
-        _virtual_host_bytes(route.spec),
+        name,
+        _virtual_host(route.spec_for(route.namespace), name),
+        _virtual_host(route.spec, name),
         tuple(clusters),
     )
 
@@ -74,12 +91,50 @@ def _route_key(route: MeshRoute) -> str:
     )
 
 
-def _versions(view: Snapshot) -> dict[str, str]:
-    return {type_url: snapshot.version for type_url, snapshot in view.items()}
-
-
 def _namespace_of(obj: Object) -> str:
     return str((obj.get("metadata") or {}).get("namespace") or "default")
+
+
+def _version(entries: Mapping[str, Entry]) -> str:
+    return digest(f"{name}={version}".encode() for name, (version, _) in entries.items())
+
+
+@dataclass(frozen=True)
+class _Part:
+    """Routes of `owner` as its own sidecars see them (`own`: short names too) or as the other
+    namespaces in `seen_by` do."""
+
+    owner: str
+    own: bool
+    seen_by: frozenset[str]
+    hosts: dict[str, Entry]
+    clusters: dict[str, Entry]
+    hosts_version: str = field(init=False)
+    clusters_version: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hosts_version", _version(self.hosts))
+        object.__setattr__(self, "clusters_version", _version(self.clusters))
+
+    def visible_to(self, namespace: str) -> bool:
+        if self.own:
+            return namespace == self.owner
+        return namespace != self.owner and bool({namespace, ALL_NAMESPACES} & self.seen_by)
+
+
+def _parts(owner: str, routes: Iterable[_EncodedRoute]) -> list[_Part]:
+    """The owner's own view of its routes, and one part per distinct export set."""
+    own: tuple[dict[str, Entry], dict[str, Entry]] = ({}, {})
+    exported: dict[frozenset[str], tuple[dict[str, Entry], dict[str, Entry]]] = {}
+    for encoded in sorted(routes, key=lambda e: e.name):
+        shared = exported.setdefault(encoded.route.export_to, ({}, {}))
+        own[0][encoded.name] = encoded.local_host
+        shared[0][encoded.name] = encoded.remote_host
+        for hosts_and_clusters in (own, shared):
+            hosts_and_clusters[1].update(encoded.clusters)
+    parts = [_Part(owner, True, frozenset({owner}), *own)] if own[0] else []
+    parts += [_Part(owner, False, seen_by, *exported[seen_by]) for seen_by in sorted(exported, key=sorted)]
+    return parts
 
 
 class MeshControlPlane:
@@ -100,23 +155,20 @@ class MeshControlPlane:
         """Digest of everything routed and refused; changes whenever the mesh's config does."""
         self._translations: dict[str, Translation] = {}
         self._encoded: dict[str, dict[str, _EncodedRoute]] = {}
+        self._parts: dict[str, list[_Part]] = {}
         self._host_conflicts: list[Refusal] = []
         self._excluded: set[tuple[str, str]] = set()
         self._tasks: set[asyncio.Task[str]] = set()
-        static = encode_resources(config.sidecar_resources([], self.ports, bind_host=bind_host))
-        self._static_clusters = static[config.CLUSTER_TYPE].resources
-        self._listeners = static[config.LISTENER_TYPE]
-        routes = dict(static[config.ROUTE_TYPE].resources)
-        self._other_routes = [
-            (n, r) for n, r in static[config.ROUTE_TYPE].resources if n != config.OUTBOUND_ROUTE_NAME
-        ]
-        outbound = route_pb2.RouteConfiguration()
-        routes[config.OUTBOUND_ROUTE_NAME].Unpack(outbound)
-        self._route_name = route_pb2.RouteConfiguration(name=outbound.name).SerializeToString()
-        self._passthrough = route_pb2.RouteConfiguration(
-            virtual_hosts=outbound.virtual_hosts
-        ).SerializeToString()
-        self._views: dict[str, Snapshot] = {}
+        static = config.sidecar_resources([], self.ports, bind_host=bind_host)
+        for route_config in static.routes:
+            if route_config["name"] == config.OUTBOUND_ROUTE_NAME:
+                # The services' virtual hosts come over VHDS; unknown hosts keep passing through.
+                route_config["vhds"] = {"config_source": VHDS_SOURCE}
+        encoded = encode_resources(static)
+        self._static_clusters = dict(encoded[config.CLUSTER_TYPE].entries)
+        self._listeners = encoded[config.LISTENER_TYPE]
+        self._routes = encode(config.ROUTE_TYPE, static.routes)
+        self._views: dict[str, tuple[tuple[str, ...], Snapshot]] = {}
         self._shared: dict[str, TypeSnapshot] = {}
         self._push_lock = asyncio.Lock()
         ads.on_new_view = self._view_requested
@@ -143,7 +195,18 @@ class MeshControlPlane:
             translation.routes = [e.route for e in encoded.values()]
             self._translations[namespace] = translation
             self._encoded[namespace] = encoded
+        excluded = self._excluded
         self._check_hosts()
+        changed = set(namespaces) | {namespace for namespace, _ in excluded ^ self._excluded}
+        for namespace in changed:
+            routes = [
+                e
+                for e in self._encoded.get(namespace, {}).values()
+                if (namespace, e.route.spec.service) not in self._excluded
+            ]
+            self._parts[namespace] = _parts(namespace, routes)
+            if not self._parts[namespace]:
+                del self._parts[namespace]
 
     def _check_hosts(self) -> None:
         """A qualified name or ClusterIP claimed twice (only possible with hand-made ClusterIPs) keeps its
@@ -172,53 +235,57 @@ class MeshControlPlane:
     # -- views ---------------------------------------------------------------------------------------
 
     def _view(self, namespace: str) -> Snapshot:
-        hosts = [self._route_name]
-        clusters: dict[str, any_pb2.Any] = {}
-        for owner in sorted(self._encoded):
-            for encoded in self._encoded[owner].values():
-                route = encoded.route
-                if not route.visible_to(namespace) or (owner, route.spec.service) in self._excluded:
-                    continue
-                hosts.append(encoded.local_host if owner == namespace else encoded.remote_host)
-                for name, cluster in encoded.clusters:
-                    clusters.setdefault(name, cluster)
-        hosts.append(self._passthrough)
-        route_config = any_pb2.Any(type_url=config.ROUTE_TYPE, value=b"".join(hosts))
-        all_clusters = [*sorted(clusters.items()), *self._static_clusters]
-        return {
-            config.CLUSTER_TYPE: self._shared_snapshot(all_clusters),
+        """The parts `namespace` may see, merged; the previous view when none of them changed."""
+        parts = [p for owner in sorted(self._parts) for p in self._parts[owner] if p.visible_to(namespace)]
+        key = tuple(v for p in parts for v in (p.hosts_version, p.clusters_version))
+        cached = self._views.get(namespace)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        hosts: dict[str, Entry] = {}
+        clusters: dict[str, Entry] = {}
+        for part in parts:
+            hosts.update(part.hosts)
+            clusters.update(part.clusters)
+        clusters.update(self._static_clusters)
+        view = {
+            config.CLUSTER_TYPE: self._shared_snapshot(
+                config.CLUSTER_TYPE, [p.clusters_version for p in parts], clusters
+            ),
             config.LISTENER_TYPE: self._listeners,
-            config.ROUTE_TYPE: self._shared_snapshot(
-                [(config.OUTBOUND_ROUTE_NAME, route_config), *self._other_routes]
+            config.ROUTE_TYPE: self._routes,
+            VIRTUAL_HOST_TYPE: self._shared_snapshot(
+                VIRTUAL_HOST_TYPE, [p.hosts_version for p in parts], hosts
             ),
         }
+        self._views[namespace] = (key, view)
+        return view
 
-    def _shared_snapshot(self, resources: list[tuple[str, any_pb2.Any]]) -> TypeSnapshot:
-        """Views with equal content share one TypeSnapshot, and so its serialised response."""
-        version = digest([part for name, r in resources for part in (name.encode(), r.value)])
+    def _shared_snapshot(self, type_url: str, versions: list[str], entries: dict[str, Entry]) -> TypeSnapshot:
+        """Views made of the same parts share one TypeSnapshot, so its serialised responses too."""
+        version = digest([type_url.encode(), *(v.encode() for v in versions)])
         if version not in self._shared:
-            self._shared[version] = TypeSnapshot(version, resources)
+            self._shared[version] = TypeSnapshot(version, entries)
         return self._shared[version]
 
     async def push(self) -> str:
         """Send every connected namespace its view (unchanged types are not resent); returns `version`."""
         async with self._push_lock:
             wanted = self.ads.namespaces()
-            views = {namespace: self._view(namespace) for namespace in wanted}
-            previous = self._views
-            for namespace in set(previous) - wanted:
+            for namespace in set(self._views) - wanted:
                 self.ads.drop_snapshot(namespace)
+                del self._views[namespace]
+            previous = {namespace: view for namespace, (_, view) in self._views.items()}
+            views = {namespace: self._view(namespace) for namespace in sorted(wanted)}
             in_use = {s.version for view in views.values() for s in view.values()}
             self._shared = {v: s for v, s in self._shared.items() if v in in_use}
-            self._views = views
             for namespace, view in views.items():
-                if _versions(previous.get(namespace, {})) != _versions(view):
+                if previous.get(namespace) is not view:
                     await self.ads.set_snapshot(namespace, view)
             self.refused = [r for t in self._translations.values() for r in t.refused] + self._host_conflicts
             return self.version
 
     def _view_requested(self, namespace: str) -> None:
-        """A sidecar of a namespace without a view connected: build the views now."""
+        """A sidecar of a namespace without a view connected: build its view now."""
         task = asyncio.get_running_loop().create_task(self.push())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

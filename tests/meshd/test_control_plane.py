@@ -9,13 +9,10 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
-import grpc
 import kmock
 import pytest
 import pytest_asyncio
 from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.core.v3 import base_pb2
-from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from kubernetes import client
 
 from canaryctl.local.prometheus import free_port
@@ -26,6 +23,7 @@ from canaryctl.mesh.translate import cluster_name
 from canaryctl.meshd.control_plane import ControlPlane
 from canaryctl.providers.kube import KubeObjects, api_client_for_host
 from tests.kube.emulator import declare, emulator_url, namespaces_path_fix
+from tests.mesh.delta_client import DeltaClient, unpack
 from tests.meshd.conftest import CANARY, NS, PRIMARY, endpoint_slice, service, traffic_split
 
 pytestmark = pytest.mark.asyncio
@@ -115,25 +113,13 @@ async def test_traffic_split_changes_reach_a_real_envoy(
 
 
 async def first_clusters(port: int) -> set[str]:
-    """The clusters a raw ADS client gets first from the control plane at 127.0.0.1:`port`."""
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        await asyncio.wait_for(channel.channel_ready(), 10)
-        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
-        request = discovery_pb2.DiscoveryRequest(node=base_pb2.Node(id="probe"), type_url=config.CLUSTER_TYPE)
-
-        async def requests() -> AsyncIterator[discovery_pb2.DiscoveryRequest]:
-            yield request
-            await asyncio.sleep(10)  # keep the stream open until the answer arrived
-
-        stream = stub.StreamAggregatedResources(requests())
-        response = await asyncio.wait_for(stream.read(), 10)
-        stream.cancel()
-    names = set()
-    for resource in response.resources:
-        cluster = cluster_pb2.Cluster()
-        resource.Unpack(cluster)
-        names.add(cluster.name)
-    return names
+    """The clusters a raw delta ADS client gets first from the control plane at 127.0.0.1:`port`."""
+    client = DeltaClient.insecure(port, "probe.test")
+    try:
+        client.subscribe(config.CLUSTER_TYPE)
+        return set(unpack(await client.receive(10), cluster_pb2.Cluster))
+    finally:
+        await client.close()
 
 
 async def test_control_plane_process_serves_ads_and_stops_on_sigterm(

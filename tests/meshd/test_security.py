@@ -19,13 +19,11 @@ import grpc
 import kmock
 import pytest
 import pytest_asyncio
-from envoy.config.core.v3 import base_pb2
-from envoy.config.route.v3 import route_pb2
-from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from envoy.config.route.v3 import route_components_pb2
 from kubernetes import client
 
 from canaryctl.mesh import config
-from canaryctl.mesh.ads import AdsServer
+from canaryctl.mesh.ads import VIRTUAL_HOST_TYPE, AdsServer
 from canaryctl.mesh.identity import POD_NAME_EXTRA, TOKEN_AUDIENCE, TokenAuthenticator
 from canaryctl.mesh.loopback import HttpConnection, UpstreamServers
 from canaryctl.mesh.process import EnvoyProcess
@@ -35,6 +33,7 @@ from canaryctl.meshd.control_plane import EVENT_REASON, ControlPlane
 from canaryctl.meshd.pki import load_or_create_ca
 from canaryctl.meshd.tls import IssuedCertificate, xds_credentials
 from canaryctl.providers.kube import KubeObjects
+from tests.mesh.delta_client import DeltaClient, unpack
 
 pytestmark = pytest.mark.asyncio
 
@@ -140,43 +139,21 @@ async def secured(
         yield plane, ca.cert_pem
 
 
-class RawSidecar:
-    """A gRPC ADS client over TLS carrying a bearer token, as Envoy's Google gRPC client sends it."""
+class RawSidecar(DeltaClient):
+    """A delta ADS client over TLS carrying a bearer token, as Envoy's Google gRPC client sends it."""
 
     def __init__(self, port: int, ca_pem: bytes, token: str | None, node_id: str) -> None:
         credentials = grpc.ssl_channel_credentials(ca_pem)
-        self.channel = grpc.aio.secure_channel(
+        channel = grpc.aio.secure_channel(
             f"127.0.0.1:{port}", credentials, options=[("grpc.ssl_target_name_override", SERVER_NAME)]
         )
-        metadata = (("authorization", f"Bearer {token}"),) if token else ()
-        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self.channel)
-        self.requests: asyncio.Queue[discovery_pb2.DiscoveryRequest] = asyncio.Queue()
-        self.requests.put_nowait(
-            discovery_pb2.DiscoveryRequest(
-                node=base_pb2.Node(id=node_id), type_url=config.ROUTE_TYPE, resource_names=["outbound"]
-            )
-        )
-        self.call = stub.StreamAggregatedResources(self._requests(), metadata=metadata)
-
-    async def _requests(self) -> AsyncIterator[discovery_pb2.DiscoveryRequest]:
-        while True:
-            yield await self.requests.get()
+        super().__init__(channel, node_id, (("authorization", f"Bearer {token}"),) if token else ())
+        self.subscribe(VIRTUAL_HOST_TYPE)
 
     async def outbound_hosts(self) -> dict[str, list[str]]:
-        """Virtual host name → domains of the first outbound route configuration received."""
-        response = await asyncio.wait_for(self.call.read(), 10)
-        route = route_pb2.RouteConfiguration()
-        response.resources[0].Unpack(route)
-        return {vh.name: list(vh.domains) for vh in route.virtual_hosts}
-
-    async def refused(self) -> grpc.StatusCode:
-        with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await asyncio.wait_for(self.call.read(), 10)
-        return refused.value.code()
-
-    async def close(self) -> None:
-        self.call.cancel()
-        await self.channel.close()
+        """Service → domains of the outbound virtual hosts received first."""
+        hosts = unpack(await self.receive(10), route_components_pb2.VirtualHost)
+        return {name.removeprefix("outbound/"): list(host.domains) for name, host in hosts.items()}
 
 
 async def test_xds_refuses_unproven_and_foreign_streams_and_limits_each_identity(
