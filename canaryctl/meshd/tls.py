@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
 import os
 import ssl
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import grpc
 
-from canaryctl.meshd.pki import CertificateAuthority, KeyPair, due_for_renewal
+from canaryctl.meshd.pki import LEAF_VALIDITY, CertificateAuthority, KeyPair, due_for_renewal
 
 log = logging.getLogger(__name__)
 
@@ -21,16 +22,19 @@ log = logging.getLogger(__name__)
 class IssuedCertificate:
     """A serving certificate from the mesh CA, re-issued in memory once it is due for renewal."""
 
-    def __init__(self, ca: CertificateAuthority, dns_names: list[str]) -> None:
+    def __init__(
+        self, ca: CertificateAuthority, dns_names: list[str], validity: datetime.timedelta = LEAF_VALIDITY
+    ) -> None:
         self.ca = ca
         self.dns_names = dns_names
-        self.pair = ca.issue_server(dns_names)
+        self.validity = validity
+        self.pair = ca.issue_server(dns_names, validity)
 
     def renewed(self) -> KeyPair | None:
         """A new pair if the current one was due (it is then current), else None."""
-        if not due_for_renewal(self.pair):
+        if not due_for_renewal(self.pair, self.validity):
             return None
-        self.pair = self.ca.issue_server(self.dns_names)
+        self.pair = self.ca.issue_server(self.dns_names, self.validity)
         log.info("renewed the serving certificate for %s (until %s)", self.dns_names[0], self.pair.not_after)
         return self.pair
 
