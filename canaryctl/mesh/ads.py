@@ -71,6 +71,10 @@ VIRTUAL_HOST_TYPE = "type.googleapis.com/envoy.config.route.v3.VirtualHost"
 TYPE_ORDER = (*config.TYPE_ORDER, VIRTUAL_HOST_TYPE)
 """Push order: a route must never name a cluster the sidecar does not have yet."""
 WILDCARD = "*"
+MAX_ERROR_MESSAGE = 1024
+"""Characters of a NACK's error kept and logged (a sidecar's message may be megabytes)."""
+DEPARTED_RETENTION = 600.0
+"""Seconds a node's status outlives its last stream (a restarting Envoy comes back within them)."""
 MAX_CACHED_MOVES = 256
 """Serialised differences kept (most are a few hundred bytes; a first full send can be ~250 KB)."""
 
@@ -190,6 +194,8 @@ class NodeStatus:
     """time.monotonic() of the ACK, by type."""
     error: str | None = None
     rejected: dict[str, str] = field(default_factory=dict)
+    last_good: dict[str, TypeSnapshot] = field(default_factory=dict, repr=False)
+    """What it last ACKed, by type: what its new streams get of a type it rejected."""
 
 
 def node_namespace(node_id: str) -> str:
@@ -273,7 +279,6 @@ class AdsServer:
         """Called with a namespace whose sidecar connected while no snapshot serves it."""
         self._server: grpc.aio.Server | None = None
         self._snapshots: dict[str, Snapshot] = {}
-        self._last_good: dict[tuple[str, str], TypeSnapshot] = {}
         self._moves: OrderedDict[tuple[str, str, str], bytes | None] = OrderedDict()
         self._bridges: OrderedDict[tuple[str, str], TypeSnapshot | None] = OrderedDict()
         self._streams: set[_Stream] = set()
@@ -281,6 +286,7 @@ class AdsServer:
         self._by_namespace: dict[str, set[_Stream]] = {}
         self._per_identity: Counter[Identity] = Counter()
         self._status: dict[str, NodeStatus] = {}
+        self._departed: OrderedDict[str, float] = OrderedDict()
         self._nonce = itertools.count(1)
         self._changed = asyncio.Event()
 
@@ -437,7 +443,7 @@ class AdsServer:
             if subscription is None or source is None:
                 continue
             if status.rejected and status.rejected.get(type_url) == source.version:
-                last_good = self._last_good.get((stream.node_id, type_url))
+                last_good = status.last_good.get(type_url)
                 if last_good is None:
                     continue
                 source = last_good
@@ -497,7 +503,7 @@ class AdsServer:
         status.rejected.pop(type_url, None)
         if not status.rejected:
             status.error = None
-        self._last_good[(stream.node_id, type_url)] = source
+        status.last_good[type_url] = source
         self._changed.set()
 
     # -- requests -----------------------------------------------------------------------------------------
@@ -513,7 +519,7 @@ class AdsServer:
             subscription.sent = None
             if request.HasField("error_detail"):
                 status = self.status(stream.node_id)
-                status.error = request.error_detail.message
+                status.error = request.error_detail.message[:MAX_ERROR_MESSAGE]
                 status.rejected[type_url] = sent.source.version
                 self._changed.set()
                 log.warning("node %s rejected %s %s: %s", stream.node_id, type_url, sent.source.version,
@@ -609,6 +615,9 @@ class AdsServer:
             self._on_request(stream, request)
 
     def _register(self, stream: _Stream) -> None:
+        self._departed.pop(stream.node_id, None)
+        while self._departed and next(iter(self._departed.values())) < time.monotonic() - DEPARTED_RETENTION:
+            self._status.pop(self._departed.popitem(last=False)[0], None)
         self._streams.add(stream)
         self._by_node.setdefault(stream.node_id, set()).add(stream)
         self._by_namespace.setdefault(stream.namespace, set()).add(stream)
@@ -622,6 +631,8 @@ class AdsServer:
             members.discard(stream)
             if not members:
                 index.pop(key, None)
+        if stream.node_id not in self._by_node:
+            self._departed[stream.node_id] = time.monotonic()
         if stream.identity is not None:
             self._per_identity[stream.identity] -= 1
             if self._per_identity[stream.identity] <= 0:

@@ -4,12 +4,15 @@ NACK, stale nonces, make-before-break cluster removal and resuming after a recon
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from envoy.config.cluster.v3 import cluster_pb2
+from pytest import MonkeyPatch
 
+from canaryctl.mesh import ads as ads_module
 from canaryctl.mesh import config
-from canaryctl.mesh.ads import AdsServer
+from canaryctl.mesh.ads import MAX_ERROR_MESSAGE, AdsServer
 from tests.mesh.delta_client import DeltaClient, unpack
 
 CDS, LDS, RDS = config.CLUSTER_TYPE, config.LISTENER_TYPE, config.ROUTE_TYPE
@@ -137,5 +140,31 @@ def test_a_reconnecting_sidecar_gets_only_what_changed_while_it_was_away() -> No
             assert await resumed.nothing_within(0.2)
             assert ads.status("n1").acked[CDS] == update.system_version_info
             await resumed.close()
+
+    asyncio.run(run())
+
+
+def test_what_a_sidecar_sends_is_bounded_and_departed_nodes_are_forgotten(monkeypatch: MonkeyPatch) -> None:
+    async def run() -> None:
+        async with AdsServer() as ads:
+            await ads.set_snapshot("*", _resources(1000))
+            client = DeltaClient.insecure(ads.port, "n1")
+            client.subscribe(CDS)
+            client.ack(await client.receive(), error="x" * 100_000)
+            deadline = time.monotonic() + 5
+            while not ads.status("n1").error:
+                assert time.monotonic() < deadline, "the NACK was not recorded"
+                await asyncio.sleep(0.02)
+            assert ads.status("n1").error == "x" * MAX_ERROR_MESSAGE
+            await client.close()
+
+            # Pods come and go: the status of one whose last stream left is dropped after a while.
+            while "n1" in ads.nodes():
+                await asyncio.sleep(0.02)
+            monkeypatch.setattr(ads_module, "DEPARTED_RETENTION", 0.0)
+            other = await _subscribed(ads, "n2")
+            assert ads.status("n1").error is None and not ads.status("n1").acked
+            assert ads.status("n2").acked
+            await other.close()
 
     asyncio.run(run())
