@@ -241,31 +241,31 @@ class MeshControlPlane:
         cached = self._views.get(namespace)
         if cached is not None and cached[0] == key:
             return cached[1]
-        hosts: dict[str, Entry] = {}
-        clusters: dict[str, Entry] = {}
-        for part in parts:
-            hosts.update(part.hosts)
-            clusters.update(part.clusters)
-        clusters.update(self._static_clusters)
         view = {
-            config.CLUSTER_TYPE: self._shared_snapshot(
-                config.CLUSTER_TYPE, [p.clusters_version for p in parts], clusters
+            config.CLUSTER_TYPE: self._merged(
+                config.CLUSTER_TYPE, [(p.clusters_version, p.clusters) for p in parts], self._static_clusters
             ),
             config.LISTENER_TYPE: self._listeners,
             config.ROUTE_TYPE: self._routes,
-            VIRTUAL_HOST_TYPE: self._shared_snapshot(
-                VIRTUAL_HOST_TYPE, [p.hosts_version for p in parts], hosts
-            ),
+            VIRTUAL_HOST_TYPE: self._merged(VIRTUAL_HOST_TYPE, [(p.hosts_version, p.hosts) for p in parts]),
         }
         self._views[namespace] = (key, view)
         return view
 
-    def _shared_snapshot(self, type_url: str, versions: list[str], entries: dict[str, Entry]) -> TypeSnapshot:
-        """Views made of the same parts share one TypeSnapshot, so its serialised responses too."""
-        version = digest([type_url.encode(), *(v.encode() for v in versions)])
-        if version not in self._shared:
-            self._shared[version] = TypeSnapshot(version, entries)
-        return self._shared[version]
+    def _merged(
+        self, type_url: str, parts: list[tuple[str, dict[str, Entry]]], static: Mapping[str, Entry] = {}
+    ) -> TypeSnapshot:
+        """The parts' entries as one TypeSnapshot; views seeing the same parts share it (and its
+        serialised responses), and it is merged only the first time."""
+        version = digest([type_url.encode(), *(version.encode() for version, _ in parts)])
+        found = self._shared.get(version)
+        if found is None:
+            entries: dict[str, Entry] = {}
+            for _, part in parts:
+                entries.update(part)
+            entries.update(static)
+            found = self._shared[version] = TypeSnapshot(version, entries)
+        return found
 
     async def push(self) -> str:
         """Send every connected namespace its view (unchanged types are not resent); returns `version`."""
