@@ -1,16 +1,35 @@
-"""Control-plane scale: simulated sidecars (light gRPC ADS clients) against one meshd control plane.
+"""Control-plane scale: simulated sidecars (light gRPC delta-ADS clients) against one meshd control
+plane fed through a Kubernetes watch.
 
-The control plane (MeshControlPlane + AdsServer, as `meshd control-plane` runs them) lives in a child
-process, fed the objects of `--services` apex services (each a TrafficSplit over a primary and a
-canary Service) spread over `--namespaces` namespaces, every route exported to every namespace (the
-default, and the worst case: every sidecar is affected by every change). `--sidecars` clients connect
-from this process, subscribe like Envoy (CDS, LDS, RDS) and ACK every response. Then `--changes`
-weight changes are made one by one; for each, the time from the change to the ACK of the new routes
-by every sidecar is recorded. Objects reach the control plane directly, not through a Kubernetes
-watch (the watch costs one event per change).
+Three processes, so each one's CPU and memory are its own:
 
-Prints one JSON object: sidecars, services, ack_s_p50/p99/max (per sidecar and change), rss_mb of the
-control plane after the run, cpu_s_per_push (control-plane CPU per weight change).
+- the API: kmock's Kubernetes emulator (from tests/kube) holding `--services` apex services (each a
+  TrafficSplit over a primary and a canary Service) over `--namespaces` namespaces, and answering
+  TokenReviews for the sidecars' tokens;
+- the control plane: `ControlPlane` as `meshd control-plane` runs it (reflectors list and then watch
+  the API; TLS from a mesh CA, pod-bound tokens checked by TokenReview, 8 streams per identity;
+  `--insecure` for plaintext without tokens);
+- this one: `--sidecars` simulated sidecars, each on its own connection with its own token,
+  subscribing as Envoy does (clusters, listeners, the three route configurations, virtual hosts)
+  and ACKing every response.
+
+Every route is exported to every namespace (the default, and the worst case: every sidecar is
+affected by every change). Then `--changes` weight changes are made one after the other, each by
+patching ns0/svc0's TrafficSplit through the API, and for each:
+
+- ack_s: from the PATCH request to the control plane receiving each sidecar's ACK of the virtual host
+  carrying the new weight; before that, every sidecar must have received the new weight (decoded
+  from the virtual host it got), else the run fails;
+- cpu_s_per_push: the control plane's CPU time from just before the PATCH until it has every ACK;
+  sidecars_cpu_s_per_push: this process's, until every sidecar has the new weight (the simulated
+  sidecars share the machine with the control plane).
+
+Also: connect_all_s (from the first connection until every sidecar holds its whole first config),
+stream_retries (streams the sidecars had to open again, after a jittered backoff as Envoy does),
+rss_mb and rss_mb_peak (the control plane's resident memory after the run, and its peak), and the
+machine's 1-minute load average before and after.
+
+    python -m bench.meshd [--sidecars 2000 --services 1000 --namespaces 50 --changes 20]
 """
 
 from __future__ import annotations
@@ -19,28 +38,59 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
+import os
 import resource
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 from envoy.config.core.v3 import base_pb2
+from envoy.config.route.v3 import route_components_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
-from canaryctl.local.prometheus import free_port
 from canaryctl.mesh import config
-from canaryctl.mesh.ads import AdsServer
-from canaryctl.mesh.control import MeshControlPlane
+from canaryctl.mesh.ads import VIRTUAL_HOST_TYPE, AdsServer
+from canaryctl.mesh.identity import POD_NAME_EXTRA, TOKEN_AUDIENCE
+from canaryctl.meshd.cli import xds_server
+from canaryctl.meshd.control_plane import ControlPlane
+from canaryctl.meshd.pki import CertificateAuthority
+from canaryctl.meshd.watch import Backoff
+from canaryctl.providers.kube import KubeObjects, api_client_for_host
 
-CONNECT_TIMEOUT = 300.0
-ACK_TIMEOUT = 60.0
+SERVER_NAME = "canaryctl-mesh.canaryctl-system.svc"
+CONNECT_TIMEOUT = 600.0
+CHANGE_TIMEOUT = 60.0
+CHANGED = "svc0"
+WATCHED_HOST = f"{config.OUTBOUND_ROUTE_NAME}/{CHANGED}_ns0"
+CANARY_CLUSTER = f"{CHANGED}-canary_ns0"
+SUBSCRIPTIONS = (
+    (config.CLUSTER_TYPE, ()),
+    (config.LISTENER_TYPE, ()),
+    (config.ROUTE_TYPE, (config.OUTBOUND_ROUTE_NAME, config.INBOUND_ROUTE_NAME, "prometheus")),
+    (VIRTUAL_HOST_TYPE, ()),
+)
 
 
-def namespace_objects(namespace: str, index: int, count: int, canary_weight: int = 0) -> list[dict[str, Any]]:
+def split(namespace: str, name: str, canary_weight: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "split.smi-spec.io/v1alpha4",
+        "kind": "TrafficSplit",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "service": name,
+            "backends": [
+                {"service": f"{name}-primary", "weight": 100 - canary_weight},
+                {"service": f"{name}-canary", "weight": canary_weight},
+            ],
+        },
+    }
+
+
+def namespace_objects(namespace: str, index: int, count: int) -> list[dict[str, Any]]:
     objects: list[dict[str, Any]] = []
     for i in range(count):
         name = f"svc{i}"
@@ -56,30 +106,23 @@ def namespace_objects(namespace: str, index: int, count: int, canary_weight: int
                     },
                 }
             )
-        weight = canary_weight if i == 0 else 0
-        objects.append(
-            {
-                "apiVersion": "split.smi-spec.io/v1alpha4",
-                "kind": "TrafficSplit",
-                "metadata": {"name": name, "namespace": namespace},
-                "spec": {
-                    "service": name,
-                    "backends": [
-                        {"service": f"{name}-primary", "weight": 100 - weight},
-                        {"service": f"{name}-canary", "weight": weight},
-                    ],
-                },
-            }
-        )
+        objects.append(split(namespace, name, 0))
     return objects
 
 
-def rss_mb() -> float:
+def token_of(node_id: str) -> str:
+    return f"token-{node_id}"
+
+
+def memory_mb() -> dict[str, float]:
+    """Resident memory now and at its peak (VmRSS, VmHWM)."""
+    found = {}
     with open("/proc/self/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                found[key] = round(int(value.split()[0]) / 1024, 1)
+    return {"rss_mb": found["VmRSS"], "rss_mb_peak": found["VmHWM"]}
 
 
 def cpu_seconds() -> float:
@@ -87,77 +130,171 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def serve(port: int, services: int, namespaces: int) -> None:
-    """The child: control plane on `port`; stdin lines 'change N' move namespace 0's svc0 canary to N %."""
-    ads = AdsServer("127.0.0.1", port, ack_timeout=ACK_TIMEOUT)
-    await ads.start()
-    plane = MeshControlPlane(ads, config.SidecarPorts(), bind_host="127.0.0.1")
-    per_namespace = services // namespaces
-    plane.update({f"ns{n}": namespace_objects(f"ns{n}", n, per_namespace) for n in range(namespaces)})
-    await plane.push()
-    print(json.dumps({"ready": True}), flush=True)
-    loop = asyncio.get_running_loop()
+async def stdin_lines() -> asyncio.StreamReader:
     reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    cpu_total = 0.0
-    pushes = 0
-    while line := (await reader.readline()).decode().split():
-        if line[0] == "change":
-            before = cpu_seconds()
-            plane.update({"ns0": namespace_objects("ns0", 0, per_namespace, int(line[1]))})
-            await plane.push()
-            await asyncio.sleep(0)
-            cpu_total += cpu_seconds() - before
-            pushes += 1
-            print(json.dumps({"pushed": line[1]}), flush=True)
-        elif line[0] == "stats":
-            # Let the sends of the last push finish before sampling (they run on this loop).
-            await asyncio.sleep(1.0)
-            stats = {"rss_mb": round(rss_mb(), 1), "cpu_s_per_push": round(cpu_total / max(1, pushes), 4)}
-            print(json.dumps(stats), flush=True)
-    await ads.stop()
+    await asyncio.get_running_loop().connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), sys.stdin
+    )
+    return reader
+
+
+def say(message: dict[str, Any]) -> None:
+    print(json.dumps(message), flush=True)
+
+
+# --- the API process -----------------------------------------------------------------------------------
+
+
+async def serve_api(services: int, namespaces: int) -> None:
+    from tests.kube.emulator import emulator_url, running_emulator
+
+    def token_review(request: Any) -> dict[str, Any]:
+        """Answered as kube-apiserver does for a pod-bound token; never stored."""
+        spec = request.data["spec"]
+        pod, _, namespace = spec["token"].removeprefix("token-").rpartition(".")
+        user = {"username": f"system:serviceaccount:{namespace}:default", "extra": {POD_NAME_EXTRA: [pod]}}
+        status = {"authenticated": True, "user": user, "audiences": [TOKEN_AUDIENCE]}
+        for key in [k for k in emulator.objects if "tokenreviews" in str(k[0])]:
+            del emulator.objects[key]
+        return {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenReview",
+            "spec": spec,
+            "status": status,
+        }
+
+    plurals = {"Service": "v1/services", "TrafficSplit": "split.smi-spec.io/v1alpha4/trafficsplits"}
+    async with running_emulator(keep_requests=False) as emulator:
+        emulator["post /apis/authentication.k8s.io/v1/tokenreviews"] << token_review
+        per_namespace = services // namespaces
+        for n in range(namespaces):
+            for obj in namespace_objects(f"ns{n}", n, per_namespace):
+                meta = obj["metadata"]
+                meta.update(resourceVersion="1", uid=f"{obj['kind']}-{meta['namespace']}-{meta['name']}")
+                meta["creationTimestamp"] = "2026-01-01T00:00:00Z"
+                emulator.objects[plurals[obj["kind"]], meta["namespace"], meta["name"]] = obj
+        say({"url": emulator_url(emulator)})
+        reader = await stdin_lines()
+        while await reader.readline():  # EOF (the parent is done or gone) ends the process
+            pass
+
+
+# --- the control-plane process -------------------------------------------------------------------------
+
+
+async def serve_control_plane(url: str, insecure: bool) -> None:
+    logging.basicConfig(level=logging.INFO, format="control plane: %(levelname)s %(name)s %(message)s")
+    api = api_client_for_host(url)
+    ca = CertificateAuthority.create("bench mesh CA")
+    ads = (
+        AdsServer("127.0.0.1", 0)
+        if insecure
+        else xds_server(api, ca, [SERVER_NAME], host="127.0.0.1", port=0)
+    )
+    plane = ControlPlane(api, (), ads=ads, bind_host="127.0.0.1", events=False)
+    async with plane:
+        while not plane.version:  # the first list of every watched resource, translated and pushed
+            await asyncio.sleep(0.05)
+        say({"port": ads.port, "ca": ca.cert_pem.decode()})
+        reader = await stdin_lines()
+        marked = cpu_seconds()
+        while command := (await reader.readline()).decode().split():
+            if command[0] == "mark":
+                marked = cpu_seconds()
+                say({"marked": True})
+            elif command[0] == "acks":
+                deadline = time.monotonic() + CHANGE_TIMEOUT
+                nodes = sorted(ads.nodes())
+                for node in nodes:
+                    await ads.wait_acked(node, max(0.1, deadline - time.monotonic()))
+                used = cpu_seconds() - marked
+                acked_at = {node: ads.status(node).acked_at[VIRTUAL_HOST_TYPE] for node in nodes}
+                say({"acked_at": acked_at, "cpu_s": used})
+            elif command[0] == "stats":
+                say(memory_mb())
+    api.close()  # type: ignore[no-untyped-call]
+
+
+# --- the sidecars ----------------------------------------------------------------------------------------
 
 
 class Sidecar:
-    """Subscribes like Envoy and ACKs everything; records when each routes version was ACKed."""
+    """Subscribes as Envoy does and ACKs every response; notes when each weight of the watched service's
+    canary arrived (decoded from the virtual host received). A stream that fails is opened again after
+    a jittered backoff from 0.5 s, as Envoy does, reporting what it holds."""
 
-    def __init__(self, channel: grpc.aio.Channel, node_id: str) -> None:
+    def __init__(
+        self, channel: grpc.aio.Channel, node_id: str, metadata: tuple[tuple[str, str], ...]
+    ) -> None:
+        self.channel = channel
         self.node_id = node_id
-        self.requests: asyncio.Queue[discovery_pb2.DiscoveryRequest] = asyncio.Queue()
-        self.routes_acked: dict[str, float] = {}
+        self.metadata = metadata
+        self.stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
+        self.held: dict[str, dict[str, str]] = {type_url: {} for type_url, _ in SUBSCRIPTIONS}
+        self.answered: set[str] = set()
+        self.weight_at: dict[int, float] = {}
+        self.retries = 0
         self.ready = asyncio.Event()
-        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
-        self.call = stub.StreamAggregatedResources(self._requests())
         self.task = asyncio.create_task(self._run())
 
-    async def _requests(self) -> AsyncIterator[discovery_pb2.DiscoveryRequest]:
-        yield discovery_pb2.DiscoveryRequest(
-            node=base_pb2.Node(id=self.node_id), type_url=config.CLUSTER_TYPE
-        )
-        yield discovery_pb2.DiscoveryRequest(type_url=config.LISTENER_TYPE)
-        names = [config.OUTBOUND_ROUTE_NAME, config.INBOUND_ROUTE_NAME, "prometheus"]
-        yield discovery_pb2.DiscoveryRequest(type_url=config.ROUTE_TYPE, resource_names=names)
-        while True:
-            yield await self.requests.get()
-
     async def _run(self) -> None:
-        names = {config.ROUTE_TYPE: [config.OUTBOUND_ROUTE_NAME, config.INBOUND_ROUTE_NAME, "prometheus"]}
-        with contextlib.suppress(grpc.aio.AioRpcError):  # cancelled at the end of the run
-            await self._acknowledge(names)
+        backoff = Backoff(initial=0.5)
+        while True:
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                await self._stream()
+            self.retries += 1
+            await asyncio.sleep(backoff.next())
 
-    async def _acknowledge(self, names: dict[str, list[str]]) -> None:
-        async for response in self.call:
-            self.requests.put_nowait(
-                discovery_pb2.DiscoveryRequest(
-                    type_url=response.type_url,
-                    version_info=response.version_info,
-                    response_nonce=response.nonce,
-                    resource_names=names.get(response.type_url, []),
-                )
+    async def _stream(self) -> None:
+        call = self.stub.DeltaAggregatedResources(metadata=self.metadata, wait_for_ready=True)
+        for index, (type_url, names) in enumerate(SUBSCRIPTIONS):
+            request = discovery_pb2.DeltaDiscoveryRequest(
+                type_url=type_url,
+                resource_names_subscribe=names,
+                initial_resource_versions=self.held[type_url],
             )
-            if response.type_url == config.ROUTE_TYPE:
-                self.routes_acked[response.version_info] = time.monotonic()
+            if index == 0:
+                request.node.CopyFrom(base_pb2.Node(id=self.node_id))
+            await call.write(request)
+        while (response := await call.read()) is not grpc.aio.EOF:
+            assert isinstance(response, discovery_pb2.DeltaDiscoveryResponse)
+            held = self.held[response.type_url]
+            held.update((item.name, item.version) for item in response.resources)
+            for name in response.removed_resources:
+                held.pop(name, None)
+            if response.type_url == VIRTUAL_HOST_TYPE:
+                self._note_weight(response)
+            ack = discovery_pb2.DeltaDiscoveryRequest(
+                type_url=response.type_url, response_nonce=response.nonce
+            )
+            await call.write(ack)
+            self.answered.add(response.type_url)
+            if len(self.answered) == len(SUBSCRIPTIONS) and self.weight_at:
                 self.ready.set()
+
+    def _note_weight(self, response: discovery_pb2.DeltaDiscoveryResponse) -> None:
+        for item in response.resources:
+            if item.name == WATCHED_HOST:
+                host = route_components_pb2.VirtualHost()
+                item.resource.Unpack(host)
+                for cluster in host.routes[-1].route.weighted_clusters.clusters:
+                    if cluster.name == CANARY_CLUSTER:
+                        self.weight_at.setdefault(cluster.weight.value, time.monotonic())
+
+    async def close(self) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+        await self.channel.close()
+
+
+def channel(port: int, ca_pem: str | None) -> grpc.aio.Channel:
+    # Its own connection, as each sidecar has (gRPC would otherwise share one between channels).
+    options: list[tuple[str, str | int]] = [("grpc.use_local_subchannel_pool", 1)]
+    if ca_pem is None:
+        return grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options)
+    credentials = grpc.ssl_channel_credentials(ca_pem.encode())
+    options.append(("grpc.ssl_target_name_override", SERVER_NAME))
+    return grpc.aio.secure_channel(f"127.0.0.1:{port}", credentials, options=options)
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -165,71 +302,114 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
-    port = free_port()
-    child = subprocess.Popen(
-        [sys.executable, "-m", "bench.meshd", "--serve", str(port), "--services", str(args.services),
-         "--namespaces", str(args.namespaces)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert child.stdin is not None and child.stdout is not None
-    channels: list[grpc.aio.Channel] = []
-    sidecars: list[Sidecar] = []
-    try:
-        assert json.loads(await asyncio.to_thread(child.stdout.readline)).get("ready")
-        per_channel = 100
-        for i in range(args.sidecars):
-            if i % per_channel == 0:
-                channels.append(grpc.aio.insecure_channel(f"127.0.0.1:{port}"))
-            sidecars.append(Sidecar(channels[-1], f"pod{i}.ns{i % args.namespaces}"))
-        started = time.monotonic()
-        await asyncio.wait_for(asyncio.gather(*(s.ready.wait() for s in sidecars)), CONNECT_TIMEOUT)
-        connect_s = time.monotonic() - started
-        latencies: list[float] = []
-        change_p99: list[float] = []
-        for change in range(args.changes):
-            known = [set(s.routes_acked) for s in sidecars]
-            began = time.monotonic()
-            child.stdin.write(f"change {1 + change % 99}\n")
-            child.stdin.flush()
-            deadline = began + ACK_TIMEOUT
-            while any(len(s.routes_acked) == len(k) for s, k in zip(sidecars, known, strict=True)):
-                assert time.monotonic() < deadline, "not every sidecar ACKed the change"
-                await asyncio.sleep(0.005)
-            assert json.loads(await asyncio.to_thread(child.stdout.readline)).get("pushed")
-            this = [
-                max(t for v, t in s.routes_acked.items() if v not in k) - began
-                for s, k in zip(sidecars, known, strict=True)
-            ]
-            latencies += this
-            change_p99.append(percentile(this, 0.99))
-            await asyncio.sleep(args.pause)
-        child.stdin.write("stats\n")
-        child.stdin.flush()
-        stats = json.loads(await asyncio.to_thread(child.stdout.readline))
-    finally:
-        for sidecar in sidecars:
-            sidecar.call.cancel()
-        for channel in channels:
-            await channel.close()
-        if child.stdin is not None:
-            child.stdin.close()
+class Child:
+    """A child process speaking JSON lines."""
+
+    def __init__(self, *args: str) -> None:
+        command = [sys.executable, "-m", "bench.meshd", *args]
+        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    async def ask(self, line: str | None = None) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        if line is not None:
+            self.proc.stdin.write(line + "\n")
+            self.proc.stdin.flush()
+        answer = await asyncio.to_thread(self.proc.stdout.readline)
+        if not answer:
+            raise RuntimeError(f"{self.proc.args!r} exited with {self.proc.wait()}")
+        found: dict[str, Any] = json.loads(answer)
+        return found
+
+    def stop(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
         try:
-            child.wait(10)
+            self.proc.wait(30)
         except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Change(NamedTuple):
+    acks_s: list[float]
+    """Seconds from the PATCH to each sidecar's ACK reaching the control plane."""
+    control_plane_cpu_s: float
+    sidecars_cpu_s: float
+    """CPU this process (the simulated sidecars) spent until every one had the new weight."""
+
+
+async def change_weight(objects: KubeObjects, plane: Child, sidecars: list[Sidecar], weight: int) -> Change:
+    """One weight change through the API, until every sidecar received it and its ACK arrived."""
+    await plane.ask("mark")
+    began, cpu = time.monotonic(), cpu_seconds()
+    await objects.apply(split("ns0", CHANGED, weight))
+    deadline = began + CHANGE_TIMEOUT
+    while missing := [s for s in sidecars if weight not in s.weight_at]:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{len(missing)} sidecars never received canary weight {weight}")
+        await asyncio.sleep(0.01)
+    sidecars_cpu = cpu_seconds() - cpu
+    acks = await plane.ask("acks")
+    if len(acks["acked_at"]) != len(sidecars):
+        raise AssertionError(f"{len(acks['acked_at'])} of {len(sidecars)} sidecars are connected")
+    return Change([at - began for at in acks["acked_at"].values()], float(acks["cpu_s"]), sidecars_cpu)
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    load_before = os.getloadavg()[0]
+    api = Child("--api", "--services", str(args.services), "--namespaces", str(args.namespaces))
+    plane: Child | None = None
+    sidecars: list[Sidecar] = []
+    changes: list[Change] = []
+    try:
+        url = (await api.ask())["url"]
+        plane = Child("--control-plane", url, *(["--insecure"] if args.insecure else []))
+        started = await plane.ask()
+        ca_pem = None if args.insecure else started["ca"]
+        began = time.monotonic()
+        for i in range(args.sidecars):
+            node = f"pod{i}.ns{i % args.namespaces}"
+            metadata = () if args.insecure else (("authorization", f"Bearer {token_of(node)}"),)
+            sidecars.append(Sidecar(channel(started["port"], ca_pem), node, metadata))
+        while (ready := sum(s.ready.is_set() for s in sidecars)) < len(sidecars):
+            if time.monotonic() - began > CONNECT_TIMEOUT:
+                raise AssertionError(
+                    f"{ready} of {len(sidecars)} sidecars got their config in {CONNECT_TIMEOUT}s"
+                )
+            retries = sum(s.retries for s in sidecars)
+            print(f"{time.monotonic() - began:.0f}s: {ready} sidecars have their config ({retries} retries)",
+                  file=sys.stderr)  # fmt: skip
+            await asyncio.sleep(5)
+        connect_s = time.monotonic() - began
+        kube = api_client_for_host(url)
+        objects = KubeObjects(kube)
+        for change in range(args.changes):
+            changes.append(await change_weight(objects, plane, sidecars, 1 + change % 99))
+            await asyncio.sleep(args.pause)
+        kube.close()  # type: ignore[no-untyped-call]
+        memory = await plane.ask("stats")
+    finally:
+        await asyncio.gather(*(s.close() for s in sidecars))
+        for child in (plane, api):
+            if child is not None:
+                child.stop()
+    acks = [ack for change in changes for ack in change.acks_s]
     return {
         "sidecars": args.sidecars,
         "services": args.services,
         "namespaces": args.namespaces,
         "changes": args.changes,
-        "ack_s_p50": round(statistics.median(latencies), 3),
-        "ack_s_p99": round(percentile(latencies, 0.99), 3),
-        "ack_s_max": round(max(latencies), 3),
-        "ack_s_p99_worst_change": round(max(change_p99), 3),
+        "tls_and_tokens": not args.insecure,
+        "ack_s_p50": round(statistics.median(acks), 3),
+        "ack_s_p99": round(percentile(acks, 0.99), 3),
+        "ack_s_max": round(max(acks), 3),
+        "ack_s_p99_worst_change": round(max(percentile(c.acks_s, 0.99) for c in changes), 3),
+        "cpu_s_per_push": round(statistics.mean(c.control_plane_cpu_s for c in changes), 3),
+        "sidecars_cpu_s_per_push": round(statistics.mean(c.sidecars_cpu_s for c in changes), 3),
         "connect_all_s": round(connect_s, 2),
-        **stats,
+        "stream_retries": sum(s.retries for s in sidecars),
+        **memory,
+        "load_avg_1m": [round(load, 1) for load in (load_before, os.getloadavg()[0])],
     }
 
 
@@ -240,12 +420,16 @@ def main() -> None:
     parser.add_argument("--namespaces", type=int, default=50)
     parser.add_argument("--changes", type=int, default=20)
     parser.add_argument("--pause", type=float, default=0.2, help="seconds between changes")
-    parser.add_argument("--serve", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--insecure", action="store_true", help="plaintext xDS without tokens")
+    parser.add_argument("--api", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--control-plane", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve:
-        asyncio.run(serve(args.serve, args.services, args.namespaces))
-        return
-    print(json.dumps(asyncio.run(run(args)), indent=2))
+    if args.api:
+        asyncio.run(serve_api(args.services, args.namespaces))
+    elif args.control_plane:
+        asyncio.run(serve_control_plane(args.control_plane, args.insecure))
+    else:
+        print(json.dumps(asyncio.run(run(args)), indent=2))
 
 
 if __name__ == "__main__":

@@ -202,6 +202,28 @@ async def _mesh_ca(args: argparse.Namespace, api: client.ApiClient) -> Certifica
     )
 
 
+def xds_server(
+    api: client.ApiClient,
+    ca: CertificateAuthority,
+    dns_names: list[str],
+    *,
+    host: str = "0.0.0.0",
+    port: int = 15010,
+    audience: str = TOKEN_AUDIENCE,
+    max_streams_per_identity: int = 8,
+) -> AdsServer:
+    """ADS as meshd serves it: TLS from the mesh CA, tokens checked by TokenReview. The reviews get an
+    API client of their own, so a reconnect storm (thousands of new tokens) reuses its connections
+    instead of opening one per review next to the watches holding the shared pool."""
+    return AdsServer(
+        host,
+        port,
+        credentials=xds_credentials(IssuedCertificate(ca, dns_names)),
+        authenticator=TokenAuthenticator(KubeTokenReviewer(client.ApiClient(api.configuration)), audience),
+        max_streams_per_identity=max_streams_per_identity,
+    )
+
+
 async def _control_plane(args: argparse.Namespace, api: client.ApiClient, stop: asyncio.Event) -> None:
     try:
         export_to = parse_export_to(args.default_export_to, "")
@@ -212,14 +234,11 @@ async def _control_plane(args: argparse.Namespace, api: client.ApiClient, stop: 
     else:
         if not args.xds_dns_names:
             raise SystemExit("--xds-dns-name is required unless --insecure")
-        certificate = IssuedCertificate(await _mesh_ca(args, api), args.xds_dns_names)
-        ads = AdsServer(
-            "0.0.0.0",
-            args.xds_port,
-            credentials=xds_credentials(certificate),
-            authenticator=TokenAuthenticator(KubeTokenReviewer(api), args.token_audience),
+        ca = await _mesh_ca(args, api)
+        ads = xds_server(
+            api, ca, args.xds_dns_names, port=args.xds_port, audience=args.token_audience,
             max_streams_per_identity=args.max_streams_per_identity,
-        )
+        )  # fmt: skip
     plane = ControlPlane(
         api, args.namespaces, ports=_ports(args), ads=ads, default_export_to=export_to,
         watch_timeout=args.watch_timeout_seconds,
