@@ -105,13 +105,19 @@ class TypeSnapshot:
         entries = {name: (digest([resource.value]), resource) for name, resource in resources}
         return cls(digest(f"{n}={v}".encode() for n, (v, _) in sorted(entries.items())), entries)
 
-    def restricted(self, names: frozenset[str]) -> TypeSnapshot:
-        """Only the entries named (what a sidecar subscribed to by name holds)."""
-        found: TypeSnapshot | None = self._derived.get(names)
+    def restricted(self, names: frozenset[str], namespaces: bool = False) -> TypeSnapshot:
+        """Only the entries named (what a sidecar subscribed to by name holds); with `namespaces`, a
+        name also stands for every ``<name>/...`` (how newer Envoys subscribe to a route
+        configuration's virtual hosts)."""
+        found: TypeSnapshot | None = self._derived.get((names, namespaces))
         if found is None:
-            entries = {name: self.entries[name] for name in sorted(names) if name in self.entries}
+            entries = {
+                name: entry
+                for name, entry in sorted(self.entries.items())
+                if name in names or (namespaces and name.rpartition("/")[0] in names)
+            }
             found = TypeSnapshot(digest([self.version.encode(), *(n.encode() for n in entries)]), entries)
-            self._derived[names] = found
+            self._derived[(names, namespaces)] = found
         return found
 
     @property
@@ -447,7 +453,11 @@ class AdsServer:
                 if last_good is None:
                     continue
                 source = last_good
-            target = source if subscription.wildcard else source.restricted(subscription.names)
+            target = (
+                source
+                if subscription.wildcard
+                else source.restricted(subscription.names, type_url == VIRTUAL_HOST_TYPE)
+            )
             if subscription.held is target:
                 continue
             final = True
@@ -535,7 +545,9 @@ class AdsServer:
             subscription.names = frozenset((subscription.names | added) - dropped - {WILDCARD})
             if subscription.held is not None and not subscription.wildcard:
                 # Envoy forgets what it unsubscribed from.
-                subscription.held = subscription.held.restricted(subscription.names)
+                subscription.held = subscription.held.restricted(
+                    subscription.names, type_url == VIRTUAL_HOST_TYPE
+                )
             if added:
                 stream.wake.set()
 

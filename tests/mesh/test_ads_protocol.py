@@ -8,11 +8,13 @@ import time
 from typing import Any
 
 from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.route.v3 import route_components_pb2
+from google.protobuf import any_pb2
 from pytest import MonkeyPatch
 
 from canaryctl.mesh import ads as ads_module
 from canaryctl.mesh import config
-from canaryctl.mesh.ads import MAX_ERROR_MESSAGE, AdsServer
+from canaryctl.mesh.ads import MAX_ERROR_MESSAGE, VIRTUAL_HOST_TYPE, AdsServer, TypeSnapshot
 from tests.mesh.delta_client import DeltaClient, unpack
 
 CDS, LDS, RDS = config.CLUSTER_TYPE, config.LISTENER_TYPE, config.ROUTE_TYPE
@@ -166,5 +168,28 @@ def test_what_a_sidecar_sends_is_bounded_and_departed_nodes_are_forgotten(monkey
             assert ads.status("n1").error is None and not ads.status("n1").acked
             assert ads.status("n2").acked
             await other.close()
+
+    asyncio.run(run())
+
+
+def test_virtual_hosts_subscribed_by_route_configuration_name() -> None:
+    """Envoy 1.40 subscribes to VHDS with no names (all); newer Envoys name the route configuration
+    and mean every ``<name>/<host>`` resource in it."""
+
+    def host(name: str) -> tuple[str, any_pb2.Any]:
+        resource = any_pb2.Any()
+        resource.Pack(route_components_pb2.VirtualHost(name=name, domains=[name]))
+        return name, resource
+
+    async def run() -> None:
+        async with AdsServer() as ads:
+            hosts = TypeSnapshot.of([host("outbound/web_shop"), host("outbound/pay_shop"), host("inbound/x")])
+            await ads.set_snapshot("*", {VIRTUAL_HOST_TYPE: hosts})
+            for names, expected in (((), ["inbound/x", "outbound/pay_shop", "outbound/web_shop"]),
+                                    (("outbound",), ["outbound/pay_shop", "outbound/web_shop"])):  # fmt: skip
+                client = DeltaClient.insecure(ads.port, "n1")
+                client.subscribe(VIRTUAL_HOST_TYPE, names)
+                assert sorted(_names(await client.receive())) == expected
+                await client.close()
 
     asyncio.run(run())
