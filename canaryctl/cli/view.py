@@ -19,7 +19,7 @@ from canaryctl.api.models import (
     TargetKind,
 )
 from canaryctl.cli.kube import API_ERRORS, Obj, PluginObjects, describe_failure
-from canaryctl.kinds import UnknownKind
+from canaryctl_mesh.kinds import UnknownKind
 from canaryctl.operator.workloads import KubeWorkloads, TargetError
 
 EVENTS_SHOWN = 5

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from canaryctl.api.control import CommandKind
-from canaryctl.api.duration import parse_duration
+from canaryctl_mesh.duration import parse_duration
 from canaryctl.api.models import (
     Canary,
     CanaryMetric,

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from enum import StrEnum
 
-from canaryctl.api.duration import parse_duration
+from canaryctl_mesh.duration import parse_duration
 from canaryctl.api.models import (
     CanaryAnalysis,
     CanaryMetric,

@@ -12,9 +12,9 @@ from envoy.config.route.v3 import route_components_pb2
 from google.protobuf import any_pb2
 from pytest import MonkeyPatch
 
-from canaryctl.mesh import ads as ads_module
-from canaryctl.mesh import config
-from canaryctl.mesh.ads import MAX_ERROR_MESSAGE, VIRTUAL_HOST_TYPE, AdsServer, TypeSnapshot
+from canaryctl_mesh import ads as ads_module
+from canaryctl_mesh import config
+from canaryctl_mesh.ads import MAX_ERROR_MESSAGE, VIRTUAL_HOST_TYPE, AdsServer, TypeSnapshot
 from tests.mesh.delta_client import DeltaClient, unpack
 
 CDS, LDS, RDS = config.CLUSTER_TYPE, config.LISTENER_TYPE, config.ROUTE_TYPE

@@ -23,8 +23,8 @@ import yaml
 from kubernetes import client
 
 from canaryctl.local.prometheus import free_port
-from canaryctl.mesh.injector import INJECT_LABEL, PROXY_CONTAINER
-from canaryctl.providers.kube import KubeObjects
+from canaryctl_mesh.injector import INJECT_LABEL, PROXY_CONTAINER
+from canaryctl_mesh.kube import KubeObjects
 from tests.chart.conftest import CHART, NAMESPACE, RELEASE, helm, run_helm  # noqa: F401
 from tests.kube.emulator import emulator_url
 from tests.meshd.test_injector import review

@@ -1,0 +1,292 @@
+"""`canaryctl meshd control-plane|injector`: the included mesh's in-cluster processes."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+
+from canaryctl_mesh import config
+from canaryctl_mesh.ads import AdsServer
+from canaryctl_mesh.identity import TOKEN_AUDIENCE, TokenAuthenticator
+from canaryctl_mesh.injector import SIDECAR_TOKEN_PATH, InjectorSettings
+from canaryctl_mesh.translate import parse_export_to
+from canaryctl_mesh.meshd import injector
+from canaryctl_mesh.meshd.auth import KubeTokenReviewer
+from canaryctl_mesh.meshd.control_plane import ControlPlane
+from canaryctl_mesh.meshd.pki import CertificateAuthority, load_or_create_ca
+from canaryctl_mesh.meshd.tls import IssuedCertificate, xds_credentials
+from canaryctl_mesh.kube import KubeObjects, api_client, api_client_for_host
+
+DEFAULT_PORTS = config.SidecarPorts()
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+def _port_list(value: str) -> tuple[int, ...]:
+    try:
+        ports = tuple(int(p) for p in value.replace(" ", "").split(",") if p)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected comma-separated ports, got {value!r}") from error
+    if not all(1 <= p <= 65535 for p in ports):
+        raise argparse.ArgumentTypeError(f"ports must be 1-65535, got {value!r}")
+    return ports
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    kube = parser.add_mutually_exclusive_group()
+    kube.add_argument("--kubeconfig", default=None, help="kubeconfig (default: in-cluster, then ~/.kube)")
+    kube.add_argument("--server", default=None, help="API server URL without credentials (kubectl proxy)")
+    sidecar = parser.add_argument_group("sidecar ports (the control plane and the injector must agree)")
+    for name, default, what in (
+        ("outbound", DEFAULT_PORTS.outbound, "outbound listener (iptables sends outgoing TCP here)"),
+        ("inbound", DEFAULT_PORTS.inbound, "inbound listener (iptables sends incoming TCP here)"),
+        ("prometheus", DEFAULT_PORTS.prometheus, "Prometheus listener (/stats/prometheus)"),
+        ("admin", DEFAULT_PORTS.admin, "Envoy admin, on 127.0.0.1"),
+    ):
+        sidecar.add_argument(f"--{name}-port", type=int, default=default, help=f"{what} (default {default})")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    meshd = subparsers.add_parser("meshd", help="run the included mesh's control plane or sidecar injector")
+    commands = meshd.add_subparsers(dest="meshd_command", metavar="COMMAND")
+    commands.required = True
+
+    plane = commands.add_parser(
+        "control-plane",
+        help="serve sidecar config over gRPC ADS from watched SMI objects",
+        description="Watches TrafficSplits (SMI v1alpha1-4), HTTPRouteGroups, TrafficPolicies, Services and "
+        "EndpointSlices and pushes the sidecars' Envoy config over ADS.",
+    )
+    plane.add_argument("--xds-port", type=int, default=15010, help="ADS port on 0.0.0.0 (default 15010)")
+    plane.add_argument(
+        "--namespace",
+        action="append",
+        default=[],
+        dest="namespaces",
+        help="watch this namespace (repeatable; default: all namespaces)",
+    )
+    plane.add_argument(
+        "--watch-timeout-seconds",
+        type=float,
+        default=300.0,
+        help="length of one watch request; the next resumes where it ended, no relist (default 300)",
+    )
+    plane.add_argument(
+        "--default-export-to",
+        default="*",
+        help="namespaces whose sidecars get a TrafficSplit's route unless its mesh.canaryctl.dev/export-to "
+        "annotation says otherwise: '*' (default), '.' (its own namespace) or names",
+    )
+    security = plane.add_argument_group("xDS security (TLS and ServiceAccount-token authentication)")
+    security.add_argument(
+        "--xds-dns-name",
+        action="append",
+        default=[],
+        dest="xds_dns_names",
+        help="name (or IP) in the xDS serving certificate, e.g. the Service's FQDN (repeatable, required "
+        "unless --insecure)",
+    )
+    security.add_argument(
+        "--token-audience",
+        default=TOKEN_AUDIENCE,
+        help=f"audience of sidecar tokens (default {TOKEN_AUDIENCE})",
+    )
+    security.add_argument(
+        "--max-streams-per-identity",
+        type=int,
+        default=8,
+        help="xDS streams one identity (one pod, for pod-bound tokens) may hold (default 8; 0 = no limit)",
+    )
+    security.add_argument(
+        "--insecure",
+        action="store_true",
+        help="plaintext xDS, no authentication, every sidecar may stream any namespace's view: loopback "
+        "tests and local runs only",
+    )
+    _ca(plane)
+    _common(plane)
+    plane.set_defaults(func=run)
+
+    webhook = commands.add_parser(
+        "injector",
+        help="serve the sidecar injector admission webhook over HTTPS",
+        description="POST /mutate answers AdmissionReviews for pods; GET /healthz. The serving certificate "
+        "comes from the mesh CA (renewed in memory, the webhook's caBundle kept current) or, with "
+        "--tls-cert/--tls-key, from files (cert-manager), reloaded when they change.",
+    )
+    webhook.add_argument("--port", type=int, default=9443, help="HTTPS port on 0.0.0.0 (default 9443)")
+    webhook.add_argument("--tls-cert", type=Path, help="PEM certificate (chain) from cert-manager")
+    webhook.add_argument("--tls-key", type=Path, help="PEM private key from cert-manager")
+    webhook.add_argument(
+        "--tls-dns-name",
+        action="append",
+        default=[],
+        dest="tls_dns_names",
+        help="name in the webhook's certificate, e.g. the Service's FQDN (repeatable; without --tls-cert)",
+    )
+    webhook.add_argument(
+        "--webhook-name",
+        default="",
+        help="MutatingWebhookConfiguration whose caBundle the injector keeps equal to the mesh CA",
+    )
+    webhook.add_argument("--sidecar-image", required=True, help="Envoy image of the injected proxy")
+    webhook.add_argument("--init-image", required=True, help="init container image (sh + iptables)")
+    webhook.add_argument("--xds-host", default=InjectorSettings().xds_host, help="control plane address")
+    webhook.add_argument("--xds-port", type=int, default=15010, help="the control plane's ADS port")
+    webhook.add_argument(
+        "--token-audience", default=TOKEN_AUDIENCE, help="audience of the sidecars' projected tokens"
+    )
+    webhook.add_argument(
+        "--insecure-xds",
+        action="store_true",
+        help="sidecars connect in plaintext without a token (a control plane run with --insecure)",
+    )
+    webhook.add_argument(
+        "--excluded-ports",
+        type=_port_list,
+        default=(),
+        help="comma-separated ports kept out of the iptables redirect, inbound and outbound",
+    )
+    _ca(webhook)
+    _common(webhook)
+    webhook.set_defaults(func=run)
+
+
+def _ca(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("the mesh CA (one Secret the control plane and injector share)")
+    group.add_argument("--ca-secret", default="canaryctl-mesh-ca", help="Secret holding ca.crt and ca.key")
+    group.add_argument(
+        "--ca-namespace", default=None, help="its namespace (default: this pod's namespace, else 'default')"
+    )
+
+
+def _api(args: argparse.Namespace) -> client.ApiClient:
+    return api_client_for_host(args.server) if args.server else api_client(args.kubeconfig)
+
+
+def _ports(args: argparse.Namespace) -> config.SidecarPorts:
+    return config.SidecarPorts(
+        outbound=args.outbound_port,
+        inbound=args.inbound_port,
+        prometheus=args.prometheus_port,
+        admin=args.admin_port,
+    )
+
+
+async def _until_signalled(serve: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
+    """Run `serve(stop)`; SIGTERM or SIGINT sets `stop`."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await serve(stop)
+
+
+def _own_namespace(args: argparse.Namespace) -> str:
+    if args.ca_namespace:
+        return str(args.ca_namespace)
+    mounted = Path(SERVICE_ACCOUNT_NAMESPACE)
+    return mounted.read_text().strip() if mounted.exists() else "default"
+
+
+async def _mesh_ca(args: argparse.Namespace, api: client.ApiClient) -> CertificateAuthority:
+    return await load_or_create_ca(
+        KubeObjects(api, field_manager="canaryctl-mesh"), _own_namespace(args), args.ca_secret
+    )
+
+
+def xds_server(
+    api: client.ApiClient,
+    ca: CertificateAuthority,
+    dns_names: list[str],
+    *,
+    host: str = "0.0.0.0",
+    port: int = 15010,
+    audience: str = TOKEN_AUDIENCE,
+    max_streams_per_identity: int = 8,
+) -> AdsServer:
+    """ADS as meshd serves it: TLS from the mesh CA, tokens checked by TokenReview. The reviews get an
+    API client of their own, so a reconnect storm (thousands of new tokens) reuses its connections
+    instead of opening one per review next to the watches holding the shared pool."""
+    return AdsServer(
+        host,
+        port,
+        credentials=xds_credentials(IssuedCertificate(ca, dns_names)),
+        authenticator=TokenAuthenticator(KubeTokenReviewer(client.ApiClient(api.configuration)), audience),
+        max_streams_per_identity=max_streams_per_identity,
+    )
+
+
+async def _control_plane(args: argparse.Namespace, api: client.ApiClient, stop: asyncio.Event) -> None:
+    try:
+        export_to = parse_export_to(args.default_export_to, "")
+    except ValueError as error:
+        raise SystemExit(f"--default-export-to: {error}") from error
+    if args.insecure:
+        ads = AdsServer("0.0.0.0", args.xds_port)
+    else:
+        if not args.xds_dns_names:
+            raise SystemExit("--xds-dns-name is required unless --insecure")
+        ca = await _mesh_ca(args, api)
+        ads = xds_server(
+            api, ca, args.xds_dns_names, port=args.xds_port, audience=args.token_audience,
+            max_streams_per_identity=args.max_streams_per_identity,
+        )  # fmt: skip
+    plane = ControlPlane(
+        api, args.namespaces, ports=_ports(args), ads=ads, default_export_to=export_to,
+        watch_timeout=args.watch_timeout_seconds,
+    )  # fmt: skip
+    async with plane:
+        await stop.wait()
+
+
+async def _injector(args: argparse.Namespace, api: client.ApiClient, stop: asyncio.Event) -> None:
+    objects = KubeObjects(api, field_manager="canaryctl-mesh")
+    # The mesh CA signs the webhook's certificate (unless cert-manager does) and is what sidecars trust.
+    needs_ca = not args.insecure_xds or not args.tls_cert
+    ca = await _mesh_ca(args, api) if needs_ca else None
+    auth = None
+    if ca is not None and not args.insecure_xds:
+        auth = config.XdsAuth(ca.cert_pem.decode(), SIDECAR_TOKEN_PATH, args.xds_host)
+    settings = InjectorSettings(
+        proxy_image=args.sidecar_image,
+        init_image=args.init_image,
+        xds_host=args.xds_host,
+        xds_port=args.xds_port,
+        xds_auth=auth,
+        token_audience=args.token_audience,
+        ports=_ports(args),
+        exclude_inbound_ports=args.excluded_ports,
+        exclude_outbound_ports=args.excluded_ports,
+    )
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            raise SystemExit("--tls-cert and --tls-key go together")
+        serving: injector.ServingCertificate = injector.FileCertificate(args.tls_cert, args.tls_key)
+    else:
+        if not args.tls_dns_names or ca is None:
+            raise SystemExit("--tls-dns-name is required without --tls-cert/--tls-key")
+        serving = injector.MeshCertificate(
+            IssuedCertificate(ca, args.tls_dns_names), objects, args.webhook_name
+        )
+    labels = injector.CachedNamespaceLabels(objects)
+    async with injector.serving(settings, labels, serving, stop, "0.0.0.0", args.port):
+        await stop.wait()
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    serve = _control_plane if args.meshd_command == "control-plane" else _injector
+    api = _api(args)
+    try:
+        asyncio.run(_until_signalled(lambda stop: serve(args, api, stop)))
+    finally:
+        api.close()  # type: ignore[no-untyped-call]
+    return 0
