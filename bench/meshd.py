@@ -55,11 +55,11 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from canaryctl_mesh import config
 from canaryctl_mesh.ads import VIRTUAL_HOST_TYPE, AdsServer
 from canaryctl_mesh.identity import POD_NAME_EXTRA, TOKEN_AUDIENCE
+from canaryctl_mesh.kube import KubeObjects, api_client_for_host
 from canaryctl_mesh.meshd.cli import xds_server
 from canaryctl_mesh.meshd.control_plane import ControlPlane
 from canaryctl_mesh.meshd.pki import CertificateAuthority
 from canaryctl_mesh.meshd.watch import Backoff
-from canaryctl_mesh.kube import KubeObjects, api_client_for_host
 
 SERVER_NAME = "canaryctl-mesh.canaryctl-system.svc"
 CONNECT_TIMEOUT = 600.0

@@ -17,7 +17,6 @@ import yaml
 from pydantic import BaseModel
 
 from canaryctl.api import models
-
 from canaryctl_mesh import api as mesh
 
 Schema = dict[str, Any]

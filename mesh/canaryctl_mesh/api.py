@@ -30,6 +30,7 @@ class ObjectMeta(ApiModel):
     name: str | None = None
     namespace: str | None = None
 
+
 MESH_GROUP: Final = "mesh.canaryctl.dev"
 MESH_VERSION: Final = "v1alpha1"
 MESH_API_VERSION: Final = "mesh.canaryctl.dev/v1alpha1"

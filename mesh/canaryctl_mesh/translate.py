@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from canaryctl_mesh.duration import parse_duration
 from canaryctl_mesh.api import MESH_API_VERSION, TRAFFIC_POLICY_KIND, TrafficPolicy
 from canaryctl_mesh.config import (
     Backend,
@@ -30,6 +29,7 @@ from canaryctl_mesh.config import (
     RouteSpec,
     WeightedBackend,
 )
+from canaryctl_mesh.duration import parse_duration
 
 Object = Mapping[str, Any]
 

@@ -19,9 +19,9 @@ from typing import Any
 
 import httpx
 
-from canaryctl_mesh.duration import parse_duration
 from canaryctl.api.models import Canary, CanaryWebhook, Phase
 from canaryctl.engine.types import HookResult
+from canaryctl_mesh.duration import parse_duration
 from canaryctl_providers.metrics.analyzer import SecretLookup
 from canaryctl_providers.outbound import (
     HOOKS_PER_CANARY,

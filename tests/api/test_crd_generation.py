@@ -11,7 +11,6 @@ import pytest
 import yaml
 
 from canaryctl.api import crd, models
-
 from canaryctl_mesh import api as mesh
 
 REPO = Path(__file__).resolve().parents[2]

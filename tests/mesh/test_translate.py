@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from canaryctl_mesh.api import MESH_GROUP, MESH_VERSION, TRAFFIC_POLICY_KIND, TrafficPolicy
 from canaryctl_mesh import config
+from canaryctl_mesh.api import MESH_GROUP, MESH_VERSION, TRAFFIC_POLICY_KIND, TrafficPolicy
 from canaryctl_mesh.translate import (
     EXPORT_ANNOTATION,
     integer_weights,

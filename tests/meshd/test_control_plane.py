@@ -17,11 +17,11 @@ from kubernetes import client
 
 from canaryctl.local.prometheus import free_port
 from canaryctl_mesh import config
+from canaryctl_mesh.kube import KubeObjects, api_client_for_host
 from canaryctl_mesh.loopback import UpstreamServers, fire
+from canaryctl_mesh.meshd.control_plane import ControlPlane
 from canaryctl_mesh.process import EnvoyProcess
 from canaryctl_mesh.translate import cluster_name
-from canaryctl_mesh.meshd.control_plane import ControlPlane
-from canaryctl_mesh.kube import KubeObjects, api_client_for_host
 from tests.kube.emulator import declare, emulator_url, namespaces_path_fix
 from tests.mesh.delta_client import DeltaClient, unpack
 from tests.meshd.conftest import CANARY, NS, PRIMARY, endpoint_slice, service, traffic_split

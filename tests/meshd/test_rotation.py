@@ -21,10 +21,10 @@ from cryptography import x509
 from canaryctl_mesh import config
 from canaryctl_mesh.ads import AdsServer
 from canaryctl_mesh.injector import InjectorSettings
+from canaryctl_mesh.kube import KubeObjects
 from canaryctl_mesh.meshd import injector
 from canaryctl_mesh.meshd.pki import CertificateAuthority, KeyPair
 from canaryctl_mesh.meshd.tls import IssuedCertificate, xds_credentials
-from canaryctl_mesh.kube import KubeObjects
 from tests.mesh.delta_client import DeltaClient
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow]

@@ -25,14 +25,14 @@ from kubernetes import client
 from canaryctl_mesh import config
 from canaryctl_mesh.ads import VIRTUAL_HOST_TYPE, AdsServer
 from canaryctl_mesh.identity import POD_NAME_EXTRA, TOKEN_AUDIENCE, TokenAuthenticator
+from canaryctl_mesh.kube import KubeObjects
 from canaryctl_mesh.loopback import HttpConnection, UpstreamServers
-from canaryctl_mesh.process import EnvoyProcess
-from canaryctl_mesh.translate import EXPORT_ANNOTATION
 from canaryctl_mesh.meshd.auth import KubeTokenReviewer
 from canaryctl_mesh.meshd.control_plane import EVENT_REASON, ControlPlane
 from canaryctl_mesh.meshd.pki import load_or_create_ca
 from canaryctl_mesh.meshd.tls import IssuedCertificate, xds_credentials
-from canaryctl_mesh.kube import KubeObjects
+from canaryctl_mesh.process import EnvoyProcess
+from canaryctl_mesh.translate import EXPORT_ANNOTATION
 from tests.mesh.delta_client import DeltaClient, unpack
 
 pytestmark = pytest.mark.asyncio

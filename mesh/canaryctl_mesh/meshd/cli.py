@@ -16,13 +16,13 @@ from canaryctl_mesh import config
 from canaryctl_mesh.ads import AdsServer
 from canaryctl_mesh.identity import TOKEN_AUDIENCE, TokenAuthenticator
 from canaryctl_mesh.injector import SIDECAR_TOKEN_PATH, InjectorSettings
-from canaryctl_mesh.translate import parse_export_to
+from canaryctl_mesh.kube import KubeObjects, api_client, api_client_for_host
 from canaryctl_mesh.meshd import injector
 from canaryctl_mesh.meshd.auth import KubeTokenReviewer
 from canaryctl_mesh.meshd.control_plane import ControlPlane
 from canaryctl_mesh.meshd.pki import CertificateAuthority, load_or_create_ca
 from canaryctl_mesh.meshd.tls import IssuedCertificate, xds_credentials
-from canaryctl_mesh.kube import KubeObjects, api_client, api_client_for_host
+from canaryctl_mesh.translate import parse_export_to
 
 DEFAULT_PORTS = config.SidecarPorts()
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"

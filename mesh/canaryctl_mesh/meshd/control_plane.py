@@ -25,9 +25,9 @@ from canaryctl_mesh import config
 from canaryctl_mesh.ads import AdsServer
 from canaryctl_mesh.control import MeshControlPlane
 from canaryctl_mesh.identity import Authenticator
-from canaryctl_mesh.translate import ALL_NAMESPACES, Refusal
-from canaryctl_mesh.meshd.watch import WATCHED, ObjectStore, Reflector, Source
 from canaryctl_mesh.kube import KubeObjects
+from canaryctl_mesh.meshd.watch import WATCHED, ObjectStore, Reflector, Source
+from canaryctl_mesh.translate import ALL_NAMESPACES, Refusal
 
 log = logging.getLogger(__name__)
 

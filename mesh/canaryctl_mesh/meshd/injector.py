@@ -29,9 +29,9 @@ from aiohttp import web
 from kubernetes.client.exceptions import ApiException
 
 from canaryctl_mesh.injector import InjectorSettings, NamespaceLabels, make_app
+from canaryctl_mesh.kube import KubeObjects
 from canaryctl_mesh.meshd.pki import KeyPair
 from canaryctl_mesh.meshd.tls import IssuedCertificate, file_watcher, keep_current, read_pair, server_context
-from canaryctl_mesh.kube import KubeObjects
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from canaryctl_mesh.duration import parse_duration
 from canaryctl.api.models import MetricTemplateProvider
+from canaryctl_mesh.duration import parse_duration
 from canaryctl_providers.metrics.errors import MetricQueryError, ProviderConfigError
 from canaryctl_providers.metrics.sigv4 import Credentials, sign
 from canaryctl_providers.metrics.transport import Endpoint, parse_json, require, to_float

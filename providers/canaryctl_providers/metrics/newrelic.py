@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from canaryctl_mesh.duration import parse_duration
 from canaryctl.api.models import MetricTemplateProvider
+from canaryctl_mesh.duration import parse_duration
 from canaryctl_providers.metrics.errors import MetricQueryError
 from canaryctl_providers.metrics.transport import Endpoint, parse_json, require, to_float
 

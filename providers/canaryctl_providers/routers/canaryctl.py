@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Final
 
-from canaryctl_mesh.api import MESH_API_VERSION, TRAFFIC_POLICY_KIND
 from canaryctl.api.models import INCLUDED_MESH, Canary
 from canaryctl.engine.types import RouteState
 from canaryctl.ports import Objects
+from canaryctl_mesh.api import MESH_API_VERSION, TRAFFIC_POLICY_KIND
 from canaryctl_providers.routers import smi
 from canaryctl_providers.routers.common import Obj, StickyCookie, metadata, stickiness
 
