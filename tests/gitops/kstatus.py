@@ -25,7 +25,7 @@ def compute(obj: Obj) -> tuple[str, str]:
     generation, observed = meta.get("generation"), status.get("observedGeneration")
     if generation is not None and observed is not None and observed != generation:
         return IN_PROGRESS, f"generation is {generation}, but latest observed generation is {observed}"
-    for condition in (status.get("conditions") or []):
+    for condition in status.get("conditions") or []:
         if condition["type"] == "Reconciling" and condition["status"] == "True":
             return IN_PROGRESS, condition.get("message", "")
         if condition["type"] == "Stalled" and condition["status"] == "True":
@@ -44,7 +44,8 @@ def flux_violations(obj: Obj) -> list[str]:
     if ready is None:
         problems.append("FAIL0002: Ready condition must always be present")
         return problems
-    negative = [t for t in ("Reconciling", "Stalled", "InvalidSpec") if conditions.get(t, {}).get("status") == "True"]
+    abnormal = ("Reconciling", "Stalled", "InvalidSpec")
+    negative = [t for t in abnormal if conditions.get(t, {}).get("status") == "True"]
     if ready["status"] == "True" and negative:
         problems.append(f"FAIL0001: negative polarity condition True while Ready: {negative}")
     for kind in ("Reconciling", "Stalled"):
