@@ -22,10 +22,10 @@ from canaryctl.cli.kube import (
     describe_failure,
     get_canary,
     namespace_of,
-    stdout_is_tty,
 )
-from canaryctl.cli.render import ANALYSING, Style, current_step, step_text
+from canaryctl.cli.render import ANALYSING, current_step, step_text
 from canaryctl.engine.steps import StepKind
+from canaryctl.terminal import Screen
 
 VERBS: dict[str, tuple[CommandKind, str]] = {
     "promote": (CommandKind.PROMOTE, "end the current pause or analysis step (--full: promote now)"),
@@ -115,9 +115,8 @@ async def run(args: argparse.Namespace) -> int:
             await objects.merge_patch(API_VERSION, "Canary", namespace, args.name, patch)
         except API_ERRORS as exc:
             raise describe_failure(f"canary {namespace}/{args.name}", exc) from exc
-    lines = [
-        f"canary {namespace}/{args.name}: {kind.value} requested ({COMMAND_ANNOTATION}={value})",
-        f"  the operator will: {effect(kind, canary)}",
-    ]
-    print(Style(rich=stdout_is_tty()).finish(lines))
+    Screen().print(
+        f"canary {namespace}/{args.name}: {kind.value} requested ({COMMAND_ANNOTATION}={value})\n"
+        f"  the operator will: {effect(kind, canary)}"
+    )
     return 0

@@ -21,7 +21,6 @@ import yaml
 from kubernetes import config
 from kubernetes.client.exceptions import ApiException
 
-from canaryctl.api.duration import parse_duration
 from canaryctl.api.models import API_VERSION, Canary
 from canaryctl.providers.kube import KubeObjects, api_client, api_client_for_host, resource_path
 
@@ -63,8 +62,10 @@ def add_connection_flags(parser: argparse.ArgumentParser, all_namespaces: bool =
     parser.add_argument("--server", help=argparse.SUPPRESS)
 
 
-def add_output_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-o", "--output", choices=OUTPUTS, help="print data instead of the table or tree")
+def add_output_flags(parser: argparse.ArgumentParser, tables: tuple[str, ...] = ()) -> None:
+    """``-o json|yaml`` (data instead of the table or tree) plus the command's own table formats."""
+    choices = OUTPUTS + tables
+    parser.add_argument("-o", "--output", choices=choices, help=f"output format: {'|'.join(choices)}")
     parser.add_argument("--no-color", action="store_true", help="no colors or icons, even on a terminal")
 
 
@@ -101,17 +102,6 @@ def connect(args: argparse.Namespace) -> Iterator[PluginObjects]:
         yield PluginObjects(api)
     finally:
         api.close()  # type: ignore[no-untyped-call]
-
-
-def duration_arg(text: str) -> float:
-    """An argparse type: a positive duration such as ``30m`` or ``90s``, in seconds."""
-    try:
-        seconds = parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError(f"duration {text!r} must be positive")
-    return seconds
 
 
 def namespace_of(args: argparse.Namespace) -> str:
@@ -172,7 +162,3 @@ def dump(data: Any, output: str) -> str:
     if output == "json":
         return json.dumps(data, indent=2)
     return yaml.safe_dump(data, sort_keys=False).rstrip("\n")
-
-
-def stdout_is_tty() -> bool:
-    return sys.stdout.isatty()

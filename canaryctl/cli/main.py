@@ -14,6 +14,7 @@ from canaryctl import __version__
 # (a second of start-up). Help, completion and an unknown command load them all.
 COMMAND_MODULES: dict[str, str] = {
     "status": "canaryctl.cli.status_cmd",
+    "get": "canaryctl.cli.status_cmd",  # kubectl's verb; an alias of status
     "list": "canaryctl.cli.status_cmd",
     **dict.fromkeys(("promote", "abort", "retry", "pause", "resume", "skip"), "canaryctl.cli.control_cmd"),
     "lint": "canaryctl.cli.lint_cmd",

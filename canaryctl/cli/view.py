@@ -237,8 +237,11 @@ async def gather(objects: PluginObjects, canary: Canary) -> StatusView:
     return StatusView(canary, workloads, observed, recent, pending)
 
 
-async def list_canaries(objects: PluginObjects, namespace: str | None) -> list[Obj]:
+async def list_canaries(
+    objects: PluginObjects, namespace: str | None, selector: str | None = None
+) -> list[Obj]:
+    """The API server filters by the label selector, as for kubectl get -l."""
     try:
-        return await objects.list_objects(API_VERSION, "Canary", namespace)
+        return await objects.list_objects(API_VERSION, "Canary", namespace, selector)
     except API_ERRORS as exc:
         raise describe_failure(f"canaries in {namespace or 'all namespaces'}", exc) from exc

@@ -51,6 +51,7 @@ from canaryctl.engine.types import (
 )
 
 POLL_SECONDS = 1.0
+FAST_FAIL = "fastFail"  # the first word of the Failed message when fastFail rolled the canary back
 IDLE_PHASES = (Phase.INITIALIZED, Phase.SUCCEEDED, Phase.FAILED, Phase.WAITING)
 ANALYSIS_PHASES = (Phase.PROGRESSING, Phase.WAITING_PROMOTION)
 ACTIVE_PHASES = (*ANALYSIS_PHASES, Phase.WAITING, Phase.PROMOTING)
@@ -448,7 +449,7 @@ class _Tick:
         if rate <= fast_fail.max_error_rate:
             return False
         self.rollback(
-            f"fastFail: canary error rate {rate:.1f}% over {sample.requests:.0f} requests "
+            f"{FAST_FAIL}: canary error rate {rate:.1f}% over {sample.requests:.0f} requests "
             f"exceeds {fast_fail.max_error_rate:g}%"
         )
         return True
@@ -741,6 +742,12 @@ class _Tick:
 # once it failed, each present only while True; Ready is True only when neither is. Promoted is Flagger's.
 READY, RECONCILING, STALLED, PROMOTED = "Ready", "Reconciling", "Stalled", "Promoted"
 DONE_PHASES = (Phase.INITIALIZED, Phase.SUCCEEDED, Phase.TERMINATED)
+
+
+def fast_fail_reason(status: CanaryStatus) -> str | None:
+    """Why fastFail rolled the canary back, when it did: failed checks were not the cause."""
+    failed = status.phase is Phase.FAILED and status.message.startswith(f"{FAST_FAIL}:")
+    return status.message if failed else None
 
 
 def condition_states(status: CanaryStatus) -> dict[str, tuple[ConditionStatus, str]]:

@@ -7,6 +7,7 @@ import asyncio
 import sys
 from pathlib import Path
 
+from canaryctl.api.duration import duration_arg
 from canaryctl.api.models import AlertProviderSpec, AlertProviderType
 from canaryctl.local.console import Console
 from canaryctl.local.manifests import ManifestError, load_files
@@ -49,7 +50,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="Prometheus URL, or 'auto' to start one; default: read Envoy's stats",
     )
     run.add_argument("--status-file", type=Path, default=None, help="write the Canary status here as JSON")
-    run.add_argument("--timeout", type=float, default=1800.0, help="give up after this many seconds (exit 2)")
+    run.add_argument(
+        "--timeout",
+        type=duration_arg,
+        default="30m",
+        help="give up after this long, e.g. 90s or 30m (exit 2)",
+    )
     run.add_argument("--slack-url", default=None, help="default Slack incoming webhook for alerts")
     run.set_defaults(func=run_command)
 
@@ -78,7 +84,8 @@ def run_command(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         default_notifier=notifier,
     )
-    runtime = LocalRuntime(bundle, options, Console())
+    console = Console()
+    runtime = LocalRuntime(bundle, options, console)
     try:
         outcome = asyncio.run(runtime.run())
     except ProviderUnavailable as exc:
@@ -87,6 +94,8 @@ def run_command(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("canaryctl local run: interrupted; Envoy and Prometheus stopped", file=sys.stderr)
         return 130
+    finally:
+        console.close()
     phase = outcome.phase.value if outcome.phase else "unknown"
     print(f"verdict: {phase}" + (" (timed out)" if outcome.timed_out else ""))
     return exit_code(outcome)
