@@ -12,13 +12,15 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
 from typing import Any, TypeAlias
 
 import urllib3
 import yaml
-from kubernetes import config
+from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from canaryctl.api.models import API_VERSION, Canary
@@ -29,6 +31,8 @@ Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"  # generic for mypy only
 
 OUTPUTS = ("json", "yaml")
+DEFAULT_KUBECONFIG = Path("~/.kube/config")
+POD_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 ERROR_EXIT = 1
 
 
@@ -91,11 +95,30 @@ def guarded(command: Command) -> Command:
     return run
 
 
+def kubeconfig_chosen(kubeconfig: str | None, context: str | None) -> bool:
+    """kubectl's rule: ``--kubeconfig`` or ``--context``, ``$KUBECONFIG`` or ``~/.kube/config`` pick the
+    kubeconfig; only without all of them does a command in a pod use the pod's service account."""
+    return bool(
+        kubeconfig or context or os.environ.get("KUBECONFIG") or DEFAULT_KUBECONFIG.expanduser().exists()
+    )
+
+
+def _api_client(args: argparse.Namespace) -> client.ApiClient:
+    if args.server:
+        return api_client_for_host(args.server)
+    if kubeconfig_chosen(args.kubeconfig, args.context):
+        chosen: client.ApiClient = config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=args.kubeconfig, context=args.context
+        )
+        return chosen
+    return api_client()  # in a pod: its service account
+
+
 @contextlib.contextmanager
 def connect(args: argparse.Namespace) -> Iterator[PluginObjects]:
     """The Objects port for ``--server`` or the kubeconfig; its client is closed after the command."""
     try:
-        api = api_client_for_host(args.server) if args.server else api_client(args.kubeconfig, args.context)
+        api = _api_client(args)
     except (config.ConfigException, OSError) as exc:
         raise CommandError(f"cannot load the kubeconfig: {exc}") from exc
     try:
@@ -105,10 +128,15 @@ def connect(args: argparse.Namespace) -> Iterator[PluginObjects]:
 
 
 def namespace_of(args: argparse.Namespace) -> str:
-    """``-n``, else the kubeconfig context's namespace, else ``default`` (as kubectl)."""
+    """``-n``, else the kubeconfig context's namespace (in a pod without one: the pod's), else
+    ``default`` (as kubectl)."""
     if args.namespace:
         return str(args.namespace)
     if args.server:
+        return "default"
+    if not kubeconfig_chosen(args.kubeconfig, args.context):
+        with contextlib.suppress(OSError):
+            return POD_NAMESPACE.read_text(encoding="utf-8").strip() or "default"
         return "default"
     try:
         contexts, active = config.list_kube_config_contexts(config_file=args.kubeconfig)  # type: ignore[no-untyped-call]
