@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the tests and the demo run for real: Prometheus and hey.
+# Installs the Debian packages the tests and the demo run for real: Prometheus and hey; chromium and its
+# driver for the dashboard's browser tests; bash, zsh and fish for the completion tests.
 set -euo pipefail
 missing=()
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v hey >/dev/null 2>&1 || missing+=(hey)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+command -v zsh >/dev/null 2>&1 || missing+=(zsh)
+command -v fish >/dev/null 2>&1 || missing+=(fish)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -59,6 +60,8 @@ def _prog(argv0: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions (kubectl canary completion)
+        importlib.import_module(COMPLETION_MODULE).complete_for_shell(_prog(sys.argv[0]))
     arguments = list(sys.argv[1:] if argv is None else argv)
     command = arguments[0] if arguments and not arguments[0].startswith("-") else None
     args = build_parser(_prog(sys.argv[0]), command).parse_args(arguments)
