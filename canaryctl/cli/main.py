@@ -20,6 +20,7 @@ COMMAND_MODULES: dict[str, str] = {
     **dict.fromkeys(("promote", "abort", "retry", "pause", "resume", "skip"), "canaryctl.cli.control_cmd"),
     "lint": "canaryctl.cli.lint_cmd",
     "convert": "canaryctl.cli.convert_cmd",
+    "report": "canaryctl.cli.report_cmd",
     "loadtester": "canaryctl.loadtester.cli",
     "local": "canaryctl.local.cli",
     "meshd": "canaryctl.meshd.cli",

@@ -190,7 +190,10 @@ def _event_time(obj: Obj) -> str:
     return str(obj.get("lastTimestamp") or obj.get("eventTime") or obj.get("firstTimestamp") or "")
 
 
-async def events(objects: PluginObjects, canary: Canary) -> tuple[Event, ...]:
+async def events(
+    objects: PluginObjects, canary: Canary, last: int | None = EVENTS_SHOWN
+) -> tuple[Event, ...]:
+    """The Canary's Events, oldest first: the ``last`` few, or all of them."""
     name, namespace = canary.metadata.name or "", canary.metadata.namespace or "default"
     selector = f"involvedObject.kind=Canary,involvedObject.name={name}"
     found = await objects.list_selected("v1", "Event", namespace, selector)
@@ -205,7 +208,7 @@ async def events(objects: PluginObjects, canary: Canary) -> tuple[Event, ...]:
         Event(
             _event_time(e), str(e.get("type") or ""), str(e.get("reason") or ""), str(e.get("message") or "")
         )
-        for e in mine[-EVENTS_SHOWN:]
+        for e in (mine[-last:] if last else mine)
     )
 
 

@@ -14,14 +14,15 @@ from pathlib import Path
 
 from canaryctl.api.models import Phase
 from canaryctl.demo.app import build_app
-from canaryctl.demo.report import write_report
 from canaryctl.demo.scenarios import SCENARIOS, Scenario, Wiring, manifests
 from canaryctl.demo.servers import LocalServer, SlackReceiver
 from canaryctl.loadtester import server as loadtester_server
 from canaryctl.local.console import Console
 from canaryctl.local.manifests import load_texts
 from canaryctl.local.prometheus import free_port
+from canaryctl.local.recording import Recorder
 from canaryctl.local.runtime import AUTO, LocalOptions, LocalRuntime
+from canaryctl.report.html import write_report
 
 SCENARIO_TIMEOUT_SECONDS = 150.0
 LOADTESTER_LOGGER = loadtester_server.__name__
@@ -61,13 +62,15 @@ async def run_scenario(scenario: Scenario, report_dir: Path, prometheus: str | N
             timeout=SCENARIO_TIMEOUT_SECONDS,
         )
         print(f"== scenario {scenario.name}: {scenario.description}")
+        runtime = LocalRuntime(bundle, options, console)
+        recorder = Recorder(bundle.canary)
+        recorder.attach(runtime)
         try:
-            result = await LocalRuntime(bundle, options, console).run()
+            result = await runtime.run()
         finally:
             console.close()
-        report = write_report(
-            report_dir / f"demo-{scenario.name}.html", result.canary, result.timeline, slack.texts()
-        )
+        history = await recorder.finish(result.canary, slack.texts())
+        report = write_report(report_dir / f"demo-{scenario.name}.html", history)
         return Outcome(scenario, result.phase, report, slack.texts())
     finally:
         with quiet(LOADTESTER_LOGGER):  # the load generators it stops now are not news

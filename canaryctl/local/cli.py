@@ -11,8 +11,10 @@ from canaryctl.api.duration import duration_arg
 from canaryctl.api.models import AlertProviderSpec, AlertProviderType
 from canaryctl.local.console import Console
 from canaryctl.local.manifests import ManifestError, load_files
+from canaryctl.local.recording import Recorder
 from canaryctl.local.runtime import LocalOptions, LocalRun, LocalRuntime, ProviderUnavailable
 from canaryctl.providers.notifiers import notifier_for
+from canaryctl.report.html import write_report
 
 EXIT_SUCCEEDED, EXIT_FAILED, EXIT_TIMEOUT, EXIT_USAGE = 0, 1, 2, 3
 
@@ -57,7 +59,21 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="give up after this long, e.g. 90s or 30m (exit 2)",
     )
     run.add_argument("--slack-url", default=None, help="default Slack incoming webhook for alerts")
+    run.add_argument(
+        "--report", type=Path, default=None, metavar="FILE", help="write an HTML report of the rollout here"
+    )
     run.set_defaults(func=run_command)
+
+
+async def _run(runtime: LocalRuntime, report: Path | None) -> LocalRun:
+    """The rollout, recorded for its report when one is asked for."""
+    if report is None:
+        return await runtime.run()
+    recorder = Recorder(runtime.bundle.canary)
+    recorder.attach(runtime)
+    outcome = await runtime.run()
+    write_report(report, await recorder.finish(outcome.canary, []))
+    return outcome
 
 
 def exit_code(run: LocalRun) -> int:
@@ -87,7 +103,7 @@ def run_command(args: argparse.Namespace) -> int:
     console = Console()
     runtime = LocalRuntime(bundle, options, console)
     try:
-        outcome = asyncio.run(runtime.run())
+        outcome = asyncio.run(_run(runtime, args.report))
     except ProviderUnavailable as exc:
         print(f"canaryctl local run: metrics provider not available: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -97,5 +113,7 @@ def run_command(args: argparse.Namespace) -> int:
     finally:
         console.close()
     phase = outcome.phase.value if outcome.phase else "unknown"
+    if args.report is not None:
+        print(f"report: {args.report}")
     print(f"verdict: {phase}" + (" (timed out)" if outcome.timed_out else ""))
     return exit_code(outcome)
