@@ -15,6 +15,7 @@ from canaryctl.api.control import COMMAND_ANNOTATION, CommandKind, encode_comman
 from canaryctl.api.models import API_VERSION, Canary, CanaryStatus, Phase
 from canaryctl.cli.kube import (
     API_ERRORS,
+    PluginObjects,
     Subparsers,
     add_command,
     add_connection_flags,
@@ -102,21 +103,29 @@ def _promote_step(canary: Canary) -> str:
     return f"nothing: step {step} completes on its own"
 
 
+async def request_command(
+    objects: PluginObjects, namespace: str, name: str, kind: CommandKind
+) -> tuple[str, str]:
+    """Writes the command annotation; (its value, what the operator will do with it)."""
+    value = encode_command(kind, new_command_id())
+    patch = {"metadata": {"annotations": {COMMAND_ANNOTATION: value}}}
+    canary = await get_canary(objects, namespace, name)
+    try:
+        await objects.merge_patch(API_VERSION, "Canary", namespace, name, patch)
+    except API_ERRORS as exc:
+        raise describe_failure(f"canary {namespace}/{name}", exc) from exc
+    return value, effect(kind, canary)
+
+
 async def run(args: argparse.Namespace) -> int:
     kind, _ = VERBS[args.verb]
     if kind is CommandKind.PROMOTE and args.full:
         kind = CommandKind.PROMOTE_FULL
     namespace = namespace_of(args)
-    value = encode_command(kind, new_command_id())
-    patch = {"metadata": {"annotations": {COMMAND_ANNOTATION: value}}}
     with connect(args) as objects:
-        canary = await get_canary(objects, namespace, args.name)
-        try:
-            await objects.merge_patch(API_VERSION, "Canary", namespace, args.name, patch)
-        except API_ERRORS as exc:
-            raise describe_failure(f"canary {namespace}/{args.name}", exc) from exc
+        value, will = await request_command(objects, namespace, args.name, kind)
     Screen().print(
         f"canary {namespace}/{args.name}: {kind.value} requested ({COMMAND_ANNOTATION}={value})\n"
-        f"  the operator will: {effect(kind, canary)}"
+        f"  the operator will: {will}"
     )
     return 0

@@ -32,6 +32,7 @@ Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"  #
 
 OUTPUTS = ("json", "yaml")
 DEFAULT_KUBECONFIG = Path("~/.kube/config")
+WATCH_SECONDS = 300  # one watch request; then the watcher starts another
 POD_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 ERROR_EXIT = 1
 
@@ -54,6 +55,53 @@ class PluginObjects(KubeObjects):
     async def merge_patch(self, api_version: str, kind: str, namespace: str, name: str, patch: Obj) -> Obj:
         path = resource_path(api_version, kind, namespace, name)
         return await asyncio.to_thread(self._call, "PATCH", path, patch, "application/merge-patch+json")
+
+    async def list_versioned(
+        self, api_version: str, kind: str, namespace: str | None
+    ) -> tuple[list[Obj], str]:
+        """The objects and the list's resourceVersion, where a watch of later changes starts."""
+        found = await asyncio.to_thread(self._call, "GET", resource_path(api_version, kind, namespace))
+        return list(found.get("items") or []), str((found.get("metadata") or {}).get("resourceVersion") or "")
+
+    def watch(self, api_version: str, kind: str, namespace: str | None, resource_version: str) -> WatchStream:
+        """A watch of the changes after ``resource_version`` (blocking: open and read it in a thread); the
+        server ends it after at most WATCH_SECONDS."""
+        query = [("watch", "true"), ("allowWatchBookmarks", "true"), ("timeoutSeconds", str(WATCH_SECONDS))]
+        if resource_version:
+            query.append(("resourceVersion", resource_version))
+        request = self.api.param_serialize(
+            method="GET",
+            resource_path=resource_path(api_version, kind, namespace),
+            query_params=query,
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        response = self.api.call_api(*request, _request_timeout=(10, WATCH_SECONDS + 30))
+        if not 200 <= response.status < 300:
+            response.read()  # type: ignore[no-untyped-call]
+            raise ApiException(status=response.status, reason=response.reason, http_resp=response)
+        return WatchStream(response.response)
+
+
+class WatchStream:
+    """The events of one watch request, one JSON object a line; ``stop()`` from any thread ends it."""
+
+    def __init__(self, response: urllib3.HTTPResponse) -> None:
+        self.response = response
+
+    def __iter__(self) -> Iterator[Obj]:
+        try:
+            for line in self.response:
+                if line.strip():
+                    yield json.loads(line)
+        except (urllib3.exceptions.HTTPError, OSError, ValueError):
+            if not self.response.closed:
+                raise
+        finally:
+            self.response.release_conn()
+
+    def stop(self) -> None:
+        self.response.shutdown()
 
 
 def add_connection_flags(parser: argparse.ArgumentParser, all_namespaces: bool = False) -> None:

@@ -21,6 +21,7 @@ COMMAND_MODULES: dict[str, str] = {
     "lint": "canaryctl.cli.lint_cmd",
     "convert": "canaryctl.cli.convert_cmd",
     "report": "canaryctl.cli.report_cmd",
+    "dashboard": "canaryctl.cli.dashboard",
     "loadtester": "canaryctl.loadtester.cli",
     "local": "canaryctl.local.cli",
     "meshd": "canaryctl.meshd.cli",
