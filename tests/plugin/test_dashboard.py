@@ -30,7 +30,7 @@ TIMEOUT_MS = 15_000
 
 @pytest_asyncio.fixture()
 async def dashboard(emulator: kmock.KubernetesEmulator) -> AsyncIterator[Dashboard]:
-    for make in (scenarios.progressing, scenarios.failed, scenarios.ab_testing):
+    for make in (scenarios.progressing, scenarios.failed, scenarios.steps_fault):
         scenarios.seed(emulator, make())
     api = api_client_for_host(emulator_url(emulator))
     try:
@@ -56,7 +56,7 @@ async def test_page_renders_follows_the_watch_and_sends_a_verb(
     card = page.locator('article[data-key="test/podinfo"]')
     await card.locator(".phase").filter(has_text="Progressing").wait_for(timeout=TIMEOUT_MS)
     assert await page.locator("section.namespace h2").all_text_contents() == ["namespace test"]
-    assert sorted(await page.locator("article .name").all_text_contents()) == ["abtest", "failing", "podinfo"]
+    assert sorted(await page.locator("article .name").all_text_contents()) == ["custom", "failing", "podinfo"]
     assert await card.locator(".weight-value").text_content() == "30% canary"
     assert await card.locator(".bar .fill").evaluate("node => node.style.width") == "30%"
     success = card.locator('tr[data-metric="request-success-rate"] td')
@@ -64,6 +64,9 @@ async def test_page_renders_follows_the_watch_and_sends_a_verb(
     assert "6/10 analysis × 1" in await card.locator("dl").text_content()
     assert "rollout load-test" in await card.locator("table.webhooks").text_content()
     assert "Advance podinfo.test canary weight 30" in await card.locator(".events").text_content()
+    custom = page.locator('article[data-key="test/custom"]')
+    assert "fault" in await custom.locator("dl").text_content()
+    assert "null" not in await custom.text_content(), "a Canary without webhook results shows no table"
     failing = page.locator('article[data-key="test/failing"]')
     assert await failing.locator('tr[data-metric="request-duration"] td').first.text_content() == "fail"
 

@@ -76,14 +76,16 @@ function card(view) {
   if (view.fault) facts.push(["fault", view.fault]);
   const buttons = verbs.map((verb) => el("button", { type: "button", dataset: { verb }, text: verb }));
   for (const button of buttons) button.addEventListener("click", () => confirmVerb(view.key, button.dataset.verb));
-  article.append(
+  const parts = [
     el("h3", {}, el("span", { class: "name", text: view.name }), el("span", { class: `phase ${phase}`, text: phase })),
     el("p", { class: view.fastFail ? "message reason" : "message", text: view.message || "" }),
     el("div", { class: "weight" }, el("span", { class: "weight-value", text: `${view.weight}% canary` }), bar,
       el("span", { text: view.mirror ? `${view.mirror}% mirrored` : "" })),
     el("dl", {}, ...facts.flatMap(([term, value]) => [el("dt", { text: term }), el("dd", { text: value })])),
     metricsTable(view.metrics), webhooksTable(view.webhooks), eventsList(view.events),
-    el("div", { class: "verbs" }, ...buttons));
+    el("div", { class: "verbs" }, ...buttons),
+  ];
+  article.append(...parts.filter(Boolean));
   return article;
 }
 
