@@ -17,6 +17,7 @@ if [ "$(id -u)" -ne 0 ]; then
 else
   SUDO=
 fi
+echo "Installing Debian packages: ${missing[*]} (apt-get; 1-2 minutes)"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
