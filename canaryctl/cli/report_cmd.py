@@ -35,7 +35,6 @@ from canaryctl.engine.clock import from_rfc3339
 from canaryctl.providers.metrics.builtin import mesh_queries
 from canaryctl.providers.metrics.template import TemplateModel, render
 from canaryctl.report.history import CANARY, PRIMARY, History, Marker, MarkerKind, Series
-from canaryctl.report.html import write_report
 
 MAX_POINTS = 300  # per series; the step grows with the time range
 QUERY_TIMEOUT_SECONDS = 30.0
@@ -171,6 +170,8 @@ async def run(args: argparse.Namespace) -> int:
             raise describe_failure(f"events of canary {namespace}/{args.name}", exc) from exc
     start, end = time_range(found, args.since, now)
     history = gather(canary, found, Prometheus(args.prometheus, start, end))
+    from canaryctl.report.html import write_report  # plotly: only when a report is written
+
     path = write_report(args.file or Path(f"{args.name}.html"), history)
     phase = (canary.status or CanaryStatus()).phase
     print(f"canary {namespace}/{args.name}: {phase.value if phase else 'Pending'}; report {path}")

@@ -22,7 +22,6 @@ from canaryctl.local.manifests import load_texts
 from canaryctl.local.prometheus import free_port
 from canaryctl.local.recording import Recorder
 from canaryctl.local.runtime import AUTO, LocalOptions, LocalRuntime
-from canaryctl.report.html import write_report
 
 SCENARIO_TIMEOUT_SECONDS = 150.0
 LOADTESTER_LOGGER = loadtester_server.__name__
@@ -70,6 +69,8 @@ async def run_scenario(scenario: Scenario, report_dir: Path, prometheus: str | N
         finally:
             console.close()
         history = await recorder.finish(result.canary, slack.texts())
+        from canaryctl.report.html import write_report  # plotly: not on the path of `--help`
+
         report = write_report(report_dir / f"demo-{scenario.name}.html", history)
         return Outcome(scenario, result.phase, report, slack.texts())
     finally:

@@ -14,7 +14,6 @@ from canaryctl.local.manifests import ManifestError, load_files
 from canaryctl.local.recording import Recorder
 from canaryctl.local.runtime import LocalOptions, LocalRun, LocalRuntime, ProviderUnavailable
 from canaryctl.providers.notifiers import notifier_for
-from canaryctl.report.html import write_report
 
 EXIT_SUCCEEDED, EXIT_FAILED, EXIT_TIMEOUT, EXIT_USAGE = 0, 1, 2, 3
 
@@ -72,6 +71,8 @@ async def _run(runtime: LocalRuntime, report: Path | None) -> LocalRun:
     recorder = Recorder(runtime.bundle.canary)
     recorder.attach(runtime)
     outcome = await runtime.run()
+    from canaryctl.report.html import write_report  # plotly: only when a report is asked for
+
     write_report(report, await recorder.finish(outcome.canary, []))
     return outcome
 
