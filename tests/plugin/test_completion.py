@@ -42,6 +42,16 @@ async def run(*command: str, stdin: str | None = None) -> str:
     return out.decode()
 
 
+NAMES = ["done", "failing", "podinfo"]
+
+
+def installed(shell: str) -> str:
+    found = shutil.which(shell)
+    if found is None:
+        pytest.skip(f"{shell} is not installed (scripts/install-system-deps.sh installs it)")
+    return found
+
+
 def seeded(emulator: kmock.KubernetesEmulator) -> str:
     for make in (scenarios.progressing, scenarios.failed, scenarios.succeeded):
         scenarios.seed(emulator, make())
@@ -70,9 +80,7 @@ async def test_kubectl_completes_the_plugin_through_kubectl_complete_canary(
 
 @pytest.mark.asyncio
 async def test_bash(emulator: kmock.KubernetesEmulator, capsys: pytest.CaptureFixture[str]) -> None:
-    bash = shutil.which("bash")
-    if bash is None:
-        pytest.skip("bash is not installed")
+    bash = installed("bash")
     server = seeded(emulator)
     code = script("bash", capsys)
 
@@ -87,18 +95,12 @@ async def test_bash(emulator: kmock.KubernetesEmulator, capsys: pytest.CaptureFi
 
     assert await complete("kubectl-canary pro") == ["promote"]
     assert await complete("canaryctl completion ") == ["bash", "zsh", "fish"]
-    assert await complete(f"kubectl-canary status --server {server} -n test ") == [
-        "done",
-        "failing",
-        "podinfo",
-    ]
+    assert await complete(f"kubectl-canary status --server {server} -n test ") == NAMES
 
 
 @pytest.mark.asyncio
 async def test_fish(emulator: kmock.KubernetesEmulator, capsys: pytest.CaptureFixture[str]) -> None:
-    fish = shutil.which("fish")
-    if fish is None:
-        pytest.skip("fish is not installed (scripts/install-system-deps.sh installs it)")
+    fish = installed("fish")
     server = seeded(emulator)
     code = script("fish", capsys)
 
@@ -108,18 +110,12 @@ async def test_fish(emulator: kmock.KubernetesEmulator, capsys: pytest.CaptureFi
 
     assert await complete("kubectl-canary pro") == ["promote"]
     assert "--selector" in await complete("kubectl-canary list --")
-    assert await complete(f"kubectl-canary promote --server {server} -n test ") == [
-        "done",
-        "failing",
-        "podinfo",
-    ]
+    assert await complete(f"kubectl-canary promote --server {server} -n test ") == NAMES
 
 
 @pytest.mark.asyncio
 async def test_zsh(emulator: kmock.KubernetesEmulator, capsys: pytest.CaptureFixture[str]) -> None:
-    zsh = shutil.which("zsh")
-    if zsh is None:
-        pytest.skip("zsh is not installed (scripts/install-system-deps.sh installs it)")
+    zsh = installed("zsh")
     server = seeded(emulator)
     code = script("zsh", capsys)
     line = f"kubectl-canary get --server {server} -n test "
@@ -132,4 +128,4 @@ async def test_zsh(emulator: kmock.KubernetesEmulator, capsys: pytest.CaptureFix
     out = await run(zsh, "-f", "-c", probe)
     first, _, rest = out.partition("\n")
     assert first == "registered=_python_argcomplete"
-    assert [entry.split(":")[0] for entry in rest.split("\v")] == ["done", "failing", "podinfo"]
+    assert [entry.split(":")[0] for entry in rest.split("\v")] == NAMES
