@@ -90,3 +90,23 @@ def test_metrics_not_checked_yet_are_listed_with_their_thresholds() -> None:
     )
     text = Screen(io.StringIO()).text(view)
     assert "  -   request-duration      -      max 500  not checked yet" in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "dest", "seconds"),
+    [
+        (["status", "x", "--timeout", "1m30s"], "timeout", 90.0),
+        (["local", "run", "c.yaml", "--primary", "p", "--canary", "c", "--timeout", "2m"], "timeout", 120.0),
+        (["report", "x", "--prometheus", "http://p", "--since", "2h"], "since", 7200.0),
+        (["demo-app", "--latency", "300ms"], "latency", 0.3),
+    ],
+)
+def test_every_time_flag_takes_a_duration(argv: list[str], dest: str, seconds: float) -> None:
+    args = build_parser("canaryctl", argv[0]).parse_args(argv)
+    assert getattr(args, dest) == pytest.approx(seconds)
+
+
+def test_a_time_flag_says_what_a_duration_is(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser("canaryctl", "demo-app").parse_args(["demo-app", "--latency", "slow"])
+    assert "invalid duration 'slow': expected a Go duration such as 30s" in capsys.readouterr().err
