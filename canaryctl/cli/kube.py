@@ -32,7 +32,7 @@ from canaryctl.cli.apiserver import (
     load_connection,
     path_with_query,
 )
-from canaryctl.kinds import resource_path
+from canaryctl_mesh.kinds import resource_path
 
 Obj = dict[str, Any]
 Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]

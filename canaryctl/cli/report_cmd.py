@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from canaryctl.api.duration import duration_arg, format_duration, parse_duration
 from canaryctl.api.models import Canary, CanaryStatus
 from canaryctl.cli.kube import (
     API_ERRORS,
@@ -32,12 +31,13 @@ from canaryctl.cli.kube import (
 from canaryctl.cli.view import Event, events
 from canaryctl.engine.clock import from_rfc3339
 from canaryctl.report.history import CANARY, PRIMARY, History, Marker, MarkerKind, Series
+from canaryctl_mesh.duration import duration_arg, format_duration, parse_duration
 
 if TYPE_CHECKING:
     import httpx
 
 # The report's own dependencies (the ``report`` extra), imported only when a report is written.
-NEEDED = {"plotly": "plotly", "httpx": "httpx", "canaryctl.providers": "the built-in providers"}
+NEEDED = {"plotly": "plotly", "httpx": "httpx", "canaryctl_providers": "the built-in providers"}
 MAX_POINTS = 300  # per series; the step grows with the time range
 QUERY_TIMEOUT_SECONDS = 30.0
 DEFAULT_WINDOW = "1m"
@@ -131,8 +131,8 @@ class Prometheus:
 def gather(canary: Canary, found: tuple[Event, ...], prometheus: Prometheus) -> History:
     import httpx
 
-    from canaryctl.providers.metrics.builtin import mesh_queries
-    from canaryctl.providers.metrics.template import TemplateModel, render
+    from canaryctl_providers.metrics.builtin import mesh_queries
+    from canaryctl_providers.metrics.template import TemplateModel, render
 
     namespace = canary.metadata.namespace or "default"
     analysis = canary.spec.effective_analysis

@@ -25,7 +25,6 @@ from datetime import UTC, datetime
 
 from rich.live import Live
 
-from canaryctl.api.duration import duration_arg
 from canaryctl.api.models import Canary, CanaryStatus, Phase
 from canaryctl.cli.kube import (
     PluginObjects,
@@ -52,6 +51,7 @@ from canaryctl.cli.view import StatusView, gather, list_canaries
 from canaryctl.engine.clock import from_rfc3339
 from canaryctl.engine.steps import StepKind
 from canaryctl.terminal import Screen
+from canaryctl_mesh.duration import duration_arg
 
 UNTIL = ("succeeded", "failed", "paused", "promoted")
 DEFAULT_TIMEOUT = "30m"

@@ -16,7 +16,7 @@ from collections import Counter
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 
-from canaryctl.api.duration import duration_arg
+from canaryctl_mesh.duration import duration_arg
 
 # A request the app lets through is marked so callers can tell which version answered.
 VERSION_HEADER = "X-Canaryctl-Version"

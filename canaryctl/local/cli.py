@@ -8,12 +8,12 @@ import sys
 from pathlib import Path
 
 from canaryctl import registry
-from canaryctl.api.duration import duration_arg
 from canaryctl.api.models import AlertProviderSpec, AlertProviderType
 from canaryctl.local.console import Console
 from canaryctl.local.manifests import ManifestError, load_files
 from canaryctl.local.recording import Recorder
 from canaryctl.local.runtime import LocalOptions, LocalRun, LocalRuntime, ProviderUnavailable
+from canaryctl_mesh.duration import duration_arg
 
 EXIT_SUCCEEDED, EXIT_FAILED, EXIT_TIMEOUT, EXIT_USAGE = 0, 1, 2, 3
 

@@ -10,13 +10,13 @@ from datetime import UTC, datetime
 
 import httpx
 
-from canaryctl.api.duration import parse_duration
 from canaryctl.api.models import Canary, CanaryStatus, Phase, Verdict
 from canaryctl.engine.steps import compile_steps
 from canaryctl.local.envoy_stats import UPSTREAM, Snapshot, parse_stats, side_counts
 from canaryctl.local.router import backend_name
 from canaryctl.local.runtime import LocalRuntime
 from canaryctl.report.history import CANARY, PRIMARY, History, Marker, MarkerKind, Series, Span
+from canaryctl_mesh.duration import parse_duration
 
 SAMPLE_SECONDS = 1.0
 DEFAULT_ERROR_WINDOW_SECONDS = 10.0

@@ -13,8 +13,8 @@ import yaml
 
 from canaryctl.api.models import Canary
 from canaryctl.cli.main import main
-from canaryctl.providers.kube import KubeObjects, api_client_for_host
-from canaryctl.providers.routers import router_for, unsupported_steps
+from canaryctl_mesh.kube import KubeObjects, api_client_for_host
+from canaryctl_providers.routers import router_for, unsupported_steps
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 FILES = sorted(EXAMPLES.rglob("*.yaml"))

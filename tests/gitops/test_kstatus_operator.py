@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from canaryctl.providers.kube import KubeObjects
+from canaryctl_mesh.kube import KubeObjects
 from tests.gitops import kstatus
 from tests.kube.cluster import Kubelet
 from tests.operator.conftest import StartOperator

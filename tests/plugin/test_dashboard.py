@@ -20,7 +20,7 @@ from canaryctl.cli.apiserver import Connection
 from canaryctl.cli.dashboard.server import TOKEN_HEADER, Dashboard, serving
 from canaryctl.cli.kube import PluginObjects
 from canaryctl.operator.adapters import OperatorObjects
-from canaryctl.providers.kube import api_client_for_host
+from canaryctl_mesh.kube import api_client_for_host
 from tests.kube.emulator import emulator_url
 from tests.plugin import scenarios
 from tests.plugin.test_control import command_of

@@ -23,9 +23,9 @@ from canaryctl.cli.view import Event
 from canaryctl.engine.clock import to_rfc3339
 from canaryctl.local.prometheus import LocalPrometheus, prometheus_binary
 from canaryctl.local.router import backend_name
-from canaryctl.mesh import telemetry
 from canaryctl.report.history import CANARY, PRIMARY, MarkerKind
 from canaryctl.telemetry.metrics import ControllerMetrics
+from canaryctl_mesh import telemetry
 from tests.gitops.rollouts import ROLLOUTS
 from tests.plugin import scenarios
 from tests.plugin.helpers import kubectl_canary
