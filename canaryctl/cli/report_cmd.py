@@ -10,6 +10,7 @@ default in Kubernetes, so report soon after a rollout (or pass ``--since``).
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 # The report's own dependencies (the ``report`` extra), imported only when a report is written.
 NEEDED = {"plotly": "plotly", "httpx": "httpx", "canaryctl_providers": "the built-in providers"}
 MAX_POINTS = 300  # per series; the step grows with the time range
+MAX_ANSWER_BYTES = 8 * 1024 * 1024  # 300 points of a few series are kilobytes
 QUERY_TIMEOUT_SECONDS = 30.0
 DEFAULT_WINDOW = "1m"
 NEW_REVISION = "New revision detected"
@@ -108,24 +110,35 @@ class Prometheus:
         import httpx
 
         try:
-            answer = client.get(f"{self.url}/api/v1/query_range", params=params)
-            body: dict[str, Any] = answer.json()
-        except (httpx.HTTPError, ValueError) as exc:
+            with client.stream("GET", f"{self.url}/api/v1/query_range", params=params) as answer:
+                raw = bytearray()
+                for chunk in answer.iter_bytes():
+                    raw += chunk
+                    if len(raw) > MAX_ANSWER_BYTES:
+                        raise CommandError(
+                            f"prometheus {self.url}: answer larger than {MAX_ANSWER_BYTES} bytes"
+                        )
+            body: dict[str, Any] = json.loads(raw)
+            if body.get("status") != "success":
+                error = body.get("error") or answer.status_code
+                raise CommandError(f"prometheus {self.url}: {error} ({query})")
+            return [_series(result) for result in body["data"]["result"]]
+        except httpx.HTTPError as exc:
             raise CommandError(f"prometheus {self.url}: {exc}") from exc
-        if body.get("status") != "success":
-            raise CommandError(f"prometheus {self.url}: {body.get('error') or answer.status_code} ({query})")
-        return [
-            (
-                dict(result.get("metric") or {}),
-                [(datetime.fromtimestamp(float(t), UTC), float(v)) for t, v in result.get("values") or []],
-            )
-            for result in body["data"]["result"]
-        ]
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:  # not JSON, or not a matrix
+            raise CommandError(f"prometheus {self.url}: not a range query answer: {exc!r}") from exc
 
     def one(self, client: httpx.Client, query: str, name: str, scale: float = 1.0) -> Series:
         found = self.series(client, query)
         points = found[0][1] if found else []
         return Series(name, [(t, v * scale if math.isfinite(v) else None) for t, v in points])
+
+
+def _series(result: dict[str, Any]) -> tuple[dict[str, str], list[tuple[datetime, float]]]:
+    values = result.get("values") or []
+    return dict(result.get("metric") or {}), [
+        (datetime.fromtimestamp(float(t), UTC), float(v)) for t, v in values
+    ]
 
 
 def gather(canary: Canary, found: tuple[Event, ...], prometheus: Prometheus) -> History:

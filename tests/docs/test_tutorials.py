@@ -38,8 +38,7 @@ def shell_commands(page: Path) -> list[list[str]]:
 def suite_helm_command() -> list[str]:
     """The helm argv of Cluster.install, its f-strings evaluated with the module's constants."""
     tree = ast.parse(Path(cluster.__file__).read_text(encoding="utf-8"))
-    repository, tag = cluster.IMAGE.split(":")
-    names = {**vars(cluster), "repository": repository, "tag": tag, "helm": "helm"}
+    names = {**vars(cluster), "helm": "helm"}
     for node in ast.walk(tree):
         first = node.elts[0] if isinstance(node, ast.List) and node.elts else None
         if isinstance(first, ast.Name) and first.id == "helm":
@@ -63,7 +62,18 @@ def test_kind_tutorial_installs_as_the_kind_suite_does() -> None:
     expected = [*suite[:kubeconfig], *suite[kubeconfig + 2 :]]
     expected[4] = "./charts/canaryctl"  # the suite passes the chart's absolute path
     assert helm == expected
-    assert ["docker", "build", "-t", cluster.IMAGE, "."] in commands
+    loaded = next(c for c in commands if c[:3] == ["kind", "load", "docker-image"])
+    for role in cluster.ROLES:  # every image the suite builds, built and loaded the same way
+        assert [
+            "docker",
+            "build",
+            "-f",
+            f"docker/{role}.Dockerfile",
+            "-t",
+            cluster.image(role),
+            ".",
+        ] in commands
+        assert cluster.image(role) in loaded
     assert ["kubectl", "apply", "-f", "e2e/kind/manifests/prometheus.yaml"] in commands
     rollout = ["kubectl", "rollout", "status", "deployment/prometheus", "-n", "monitoring", "--timeout=5m"]
     assert rollout in commands
