@@ -10,7 +10,10 @@ included) and the routes other namespaces export to them (qualified names only).
 is one virtual host, sent over VHDS (`canaryctl_mesh.ads`), so a weight change reaches a sidecar as
 that one virtual host. Hosts and clusters are encoded once per change of their namespace and grouped
 into parts (a namespace's routes as it sees them, and as each set of namespaces it exports to sees
-them); a view is the union of the parts it may see, rebuilt only when one of those parts changed.
+them); a view is the union of the parts it may see, rebuilt only when one of those parts changed,
+from its previous version by swapping the parts that changed. The view keeps its parts, so the
+difference a sidecar is sent is found from the changed parts alone: a weight change costs each view
+the changed namespace's part, not its whole table of every service in the mesh.
 
 Listeners are the same for every view but for their opaque ports (`canaryctl_mesh.protocols`): a
 namespace's Services declare them for its own sidecars only, so no namespace can turn protocol
