@@ -37,6 +37,7 @@ KINDS: dict[tuple[str, str], Kind] = {
     ("networking.istio.io/v1beta1", "DestinationRule"): Kind("destinationrules"),
     ("gateway.networking.k8s.io/v1", "HTTPRoute"): Kind("httproutes"),
     ("gateway.networking.k8s.io/v1beta1", "HTTPRoute"): Kind("httproutes"),
+    ("kuma.io/v1alpha1", "MeshHTTPRoute"): Kind("meshhttproutes"),
     **{
         (f"split.smi-spec.io/{v}", "TrafficSplit"): Kind("trafficsplits")
         for v in ("v1alpha1", "v1alpha2", "v1alpha3", "v1alpha4")

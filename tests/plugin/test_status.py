@@ -110,7 +110,9 @@ async def test_unreachable_server(capsys: pytest.CaptureFixture[str]) -> None:
     assert err.startswith("kubectl canary: error: canary default/x: cannot reach the API server")
 
 
-@pytest.mark.parametrize("provider", ["canaryctl", "smi", "smi:v1alpha2", "istio", "gatewayapi:v1beta1"])
+@pytest.mark.parametrize(
+    "provider", ["canaryctl", "smi", "smi:v1alpha2", "istio", "gatewayapi:v1beta1", "kuma", "osm"]
+)
 async def test_observed_weight_is_read_from_what_each_router_writes(
     emulator: kmock.KubernetesEmulator,
     objects: KubeObjects,
@@ -122,7 +124,7 @@ async def test_observed_weight_is_read_from_what_each_router_writes(
     objs[0]["spec"]["provider"] = provider
     canary = Canary.model_validate(objs[0])
     written = await ROUTERS[provider](objects).desired(canary, RouteState(canary_weight=30))
-    router_obj = next(o for o in written if o["kind"] in ("TrafficSplit", "VirtualService", "HTTPRoute"))
+    router_obj = next(o for o in written if o["kind"] in PLURALS)
     emulator.objects[resource_of(router_obj), "test", router_obj["metadata"]["name"]] = router_obj
     scenarios.seed(emulator, objs[:1])
     assert await kubectl_canary(emulator, "status", "podinfo", "-n", "test", "-o", "json") == 0
@@ -130,9 +132,16 @@ async def test_observed_weight_is_read_from_what_each_router_writes(
     assert observed == {"weight": 30, "source": f"{router_obj['kind']} podinfo"}
 
 
+PLURALS = {
+    "TrafficSplit": "trafficsplits",
+    "VirtualService": "virtualservices",
+    "HTTPRoute": "httproutes",
+    "MeshHTTPRoute": "meshhttproutes",
+}
+
+
 def resource_of(obj: dict[str, Any]) -> str:
-    plural = {"TrafficSplit": "trafficsplits", "VirtualService": "virtualservices", "HTTPRoute": "httproutes"}
-    return f"{obj['apiVersion']}/{plural[obj['kind']]}"
+    return f"{obj['apiVersion']}/{PLURALS[obj['kind']]}"
 
 
 async def test_service_target_has_no_workloads(

@@ -53,6 +53,8 @@ ROUTER_CANARIES: dict[str, dict[str, Any]] = {
     "istio": {},
     "gatewayapi:v1": {},
     "kubernetes": {"iterations": 2},
+    "kuma": {"iterations": 2, "match": [{"headers": {"x-canary": {"exact": "1"}}}]},
+    "osm": {},
 }
 # Granted although no request shows it: an API server checks it on the operator's behalf.
 IMPLIED: dict[Call, str] = {

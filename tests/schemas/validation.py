@@ -116,7 +116,9 @@ def crd_schemas(source: str) -> dict[tuple[str, str], Obj]:
 def sources_serving(api_version: str, kind: str) -> list[str]:
     """The default sources with a schema for this kind and version."""
     return [
-        source for source in SOURCES if source not in ALTERNATES and (api_version, kind) in crd_schemas(source)
+        source
+        for source in SOURCES
+        if source not in ALTERNATES and (api_version, kind) in crd_schemas(source)
     ]
 
 

@@ -1,7 +1,7 @@
 """The builtin metrics, ``request-success-rate`` (% non-5xx) and ``request-duration`` (p99, ms), per mesh.
 
-Queries are templates rendered like MetricTemplates. For Istio, Linkerd and Kubernetes/Gateway API
-they are Flagger's; the included mesh reads the Envoy stats named in canaryctl_mesh.telemetry. Each
+Queries are templates rendered like MetricTemplates. For Istio, Linkerd, Kuma, OSM and Kubernetes/Gateway
+API they are Flagger's; the included mesh reads the Envoy stats named in canaryctl_mesh.telemetry. Each
 mesh also has a request-count query over the interval (for the engine's two-proportion test and
 fastFail), and a caller-side variant for fault steps, where the upstream never sees the requests a
 fault aborted.
@@ -158,6 +158,23 @@ _POD_QUERIES = Source(
     " * 1000",
 ).queries()
 _KUBERNETES = MeshQueries(_POD_QUERIES, _POD_QUERIES)
+# Kuma labels each dataplane's Envoy stats with its kuma.io/service (``<service>_<namespace>_svc_<port>``);
+# Flagger selects ``{{ target }}-canary_...``, which on the primary side would name no service, so the
+# side's Service comes from ``{{ backend }}`` (``<apex>-canary_<namespace>``, ``<apex>-primary_...``).
+_KUMA_QUERIES = Source(
+    "envoy_cluster_upstream_rq",
+    'service=~"{{ backend }}_svc_[0-9a-zA-Z-]+"',
+    f"envoy_response_code!~{_FIVE_XX}",
+    "envoy_cluster_upstream_rq_time_bucket",
+).queries()
+_KUMA = MeshQueries(_KUMA_QUERIES, _KUMA_QUERIES)
+_OSM_QUERIES = Source(
+    "osm_request_total",
+    'destination_namespace="{{ namespace }}", destination_kind="Deployment", destination_name="{{ target }}"',
+    f"response_code!~{_FIVE_XX}",
+    "osm_request_duration_ms_bucket",
+).queries()
+_OSM = MeshQueries(_OSM_QUERIES, _OSM_QUERIES)
 
 
 def mesh_queries(provider: str | None) -> MeshQueries:
@@ -171,4 +188,8 @@ def mesh_queries(provider: str | None) -> MeshQueries:
         return _LINKERD
     if name in ("kubernetes", "gatewayapi"):
         return _KUBERNETES
+    if name == "kuma":
+        return _KUMA
+    if name == "osm":
+        return _OSM
     raise ValueError(f"no builtin metrics for provider {provider!r}")

@@ -25,6 +25,7 @@ from canaryctl_providers.routers.common import ObjectRouter, UnsupportedRoutes
 from canaryctl_providers.routers.gatewayapi import GatewayApiRouter
 from canaryctl_providers.routers.istio import IstioRouter
 from canaryctl_providers.routers.kubernetes import KubernetesRouter
+from canaryctl_providers.routers.kuma import KumaRouter
 from canaryctl_providers.routers.smi import SmiRouter
 
 __all__ = ["ROUTERS", "UnsupportedRoutes", "create", "router_for", "unsupported_steps"]
@@ -40,6 +41,8 @@ ROUTERS: Final[dict[str, Callable[[Objects], ObjectRouter]]] = {
     "gatewayapi": GatewayApiRouter,
     "gatewayapi:v1": GatewayApiRouter,
     "gatewayapi:v1beta1": lambda objects: GatewayApiRouter(objects, "v1beta1"),
+    "kuma": KumaRouter,
+    "osm": lambda objects: SmiRouter(objects, "v1alpha2", "osm"),
 }
 
 

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from canaryctl.api.models import Canary
+from canaryctl_mesh.kinds import resource_path
 from canaryctl_providers.routers import ROUTERS
 from tests.providers.routers.cases import STATES, InMemoryObjects, make_canary
 from tests.schemas.validation import validate
@@ -57,6 +58,9 @@ CASES: list[tuple[str, str, dict[str, Any] | None, tuple[str, ...]]] = [
     ("gatewayapi-v1-gateway", "gatewayapi:v1", GATEWAY_REFS_SERVICE, ("weights-90-10",)),
     ("gatewayapi-v1beta1", "gatewayapi:v1beta1", None, ("weights-90-10",)),
     ("kubernetes", "kubernetes", None, ("initial", "promoted-100")),
+    ("kuma", "kuma", None, ("initial", "weights-90-10", "ab", "mirror-30")),
+    ("kuma-service-match", "kuma", {"port": 9898, "match": [{"uri": {"prefix": "/api"}}]}, ("ab",)),
+    ("osm", "osm", None, ("weights-90-10", "promoted-100")),
 ]
 PARAMS = [
     pytest.param(name, provider, service, state, id=f"{name}-{state}")
@@ -121,3 +125,4 @@ def test_router_objects_validate_against_their_crds(
     assert objects
     for obj in objects:
         validate(obj)
+        assert resource_path(obj["apiVersion"], obj["kind"], obj["metadata"]["namespace"])  # a known kind

@@ -190,6 +190,15 @@ SUFFIX_MATCH = (HTTPMatchRequest.model_validate({"headers": {"x-user": {"suffix"
         ("kubernetes", RouteState(canary_weight=10), "router kubernetes cannot split traffic 90/10"),
         ("kubernetes", RouteState(match=AB_MATCH), "router kubernetes cannot route by header"),
         ("kubernetes", RouteState(mirror_weight=100), "router kubernetes cannot mirror traffic"),
+        ("kuma", RouteState(canary_weight=10, fault=FAULT), "router kuma cannot inject faults"),
+        (
+            "kuma",
+            RouteState(match=(HTTPMatchRequest.model_validate({"authority": {"exact": "a"}}),)),
+            "authority",
+        ),
+        ("osm", RouteState(match=AB_MATCH), "router osm cannot route by header"),
+        ("osm", RouteState(mirror_weight=10), "router osm cannot mirror traffic"),
+        ("osm", RouteState(canary_weight=100, fault=FAULT), "router osm cannot inject faults"),
     ],
 )
 def test_unsupported_reasons_name_the_router(provider: str, routes: RouteState, reason: str) -> None:
@@ -205,6 +214,7 @@ def test_unsupported_reasons_name_the_router(provider: str, routes: RouteState, 
         ("istio", RouteState(canary_weight=30, match=AB_MATCH, mirror_weight=20)),
         ("gatewayapi:v1", RouteState(canary_weight=30, match=QUERY_MATCH + SUFFIX_MATCH, mirror_weight=20)),
         ("kubernetes", RouteState(canary_weight=100)),
+        ("kuma", RouteState(canary_weight=30, match=QUERY_MATCH + SUFFIX_MATCH, mirror_weight=20)),
     ],
 )
 def test_supported_combinations(provider: str, routes: RouteState) -> None:
