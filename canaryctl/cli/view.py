@@ -151,6 +151,8 @@ def _router_object(canary: Canary) -> tuple[str, str] | None:
         return f"{GATEWAY_GROUP}/{provider.partition(':')[2] or 'v1'}", "HTTPRoute"
     if provider == "kuma":
         return "kuma.io/v1alpha1", "MeshHTTPRoute"
+    if provider == "appmesh:v1beta2":
+        return "appmesh.k8s.aws/v1beta2", "VirtualRouter"
     return None
 
 
@@ -169,6 +171,12 @@ def _canary_weight(kind: str, obj: Obj, canary_service: str) -> int | None:
         backends = [
             {"service": str(r.get("name", "")).split("_")[0], "weight": r.get("weight", 0)}
             for r in (rules.get("default") or {}).get("backendRefs") or []
+        ]
+    elif kind == "VirtualRouter":  # App Mesh: virtual nodes named after the side Services
+        action = ((spec.get("routes") or [{}])[-1].get("httpRoute") or {}).get("action") or {}
+        backends = [
+            {"service": (t.get("virtualNodeRef") or {}).get("name"), "weight": t.get("weight", 0)}
+            for t in action.get("weightedTargets") or []
         ]
     else:
         backends = [

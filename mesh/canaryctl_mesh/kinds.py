@@ -38,6 +38,9 @@ KINDS: dict[tuple[str, str], Kind] = {
     ("gateway.networking.k8s.io/v1", "HTTPRoute"): Kind("httproutes"),
     ("gateway.networking.k8s.io/v1beta1", "HTTPRoute"): Kind("httproutes"),
     ("kuma.io/v1alpha1", "MeshHTTPRoute"): Kind("meshhttproutes"),
+    ("appmesh.k8s.aws/v1beta2", "VirtualNode"): Kind("virtualnodes"),
+    ("appmesh.k8s.aws/v1beta2", "VirtualRouter"): Kind("virtualrouters"),
+    ("appmesh.k8s.aws/v1beta2", "VirtualService"): Kind("virtualservices"),
     **{
         (f"split.smi-spec.io/{v}", "TrafficSplit"): Kind("trafficsplits")
         for v in ("v1alpha1", "v1alpha2", "v1alpha3", "v1alpha4")

@@ -111,7 +111,8 @@ async def test_unreachable_server(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 @pytest.mark.parametrize(
-    "provider", ["canaryctl", "smi", "smi:v1alpha2", "istio", "gatewayapi:v1beta1", "kuma", "osm"]
+    "provider",
+    ["canaryctl", "smi", "smi:v1alpha2", "istio", "gatewayapi:v1beta1", "kuma", "osm", "appmesh:v1beta2"],
 )
 async def test_observed_weight_is_read_from_what_each_router_writes(
     emulator: kmock.KubernetesEmulator,
@@ -123,6 +124,10 @@ async def test_observed_weight_is_read_from_what_each_router_writes(
     objs = scenarios.progressing()
     objs[0]["spec"]["provider"] = provider
     canary = Canary.model_validate(objs[0])
+    for side in ("primary", "canary"):  # App Mesh's virtual nodes select the side Services' pods
+        service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": f"podinfo-{side}"}}
+        service["spec"] = {"selector": {"app": f"podinfo-{side}"}}
+        emulator.objects["v1/services", "test", f"podinfo-{side}"] = service
     written = await ROUTERS[provider](objects).desired(canary, RouteState(canary_weight=30))
     router_obj = next(o for o in written if o["kind"] in PLURALS)
     emulator.objects[resource_of(router_obj), "test", router_obj["metadata"]["name"]] = router_obj
@@ -137,6 +142,7 @@ PLURALS = {
     "VirtualService": "virtualservices",
     "HTTPRoute": "httproutes",
     "MeshHTTPRoute": "meshhttproutes",
+    "VirtualRouter": "virtualrouters",
 }
 
 

@@ -55,6 +55,7 @@ ROUTER_CANARIES: dict[str, dict[str, Any]] = {
     "kubernetes": {"iterations": 2},
     "kuma": {"iterations": 2, "match": [{"headers": {"x-canary": {"exact": "1"}}}]},
     "osm": {},
+    "appmesh:v1beta2": {"iterations": 2, "match": [{"headers": {"x-canary": {"exact": "1"}}}]},
 }
 # Granted although no request shows it: an API server checks it on the operator's behalf.
 IMPLIED: dict[Call, str] = {

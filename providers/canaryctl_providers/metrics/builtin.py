@@ -1,10 +1,10 @@
 """The builtin metrics, ``request-success-rate`` (% non-5xx) and ``request-duration`` (p99, ms), per mesh.
 
-Queries are templates rendered like MetricTemplates. For Istio, Linkerd, Kuma, OSM and Kubernetes/Gateway
-API they are Flagger's; the included mesh reads the Envoy stats named in canaryctl_mesh.telemetry. Each
-mesh also has a request-count query over the interval (for the engine's two-proportion test and
-fastFail), and a caller-side variant for fault steps, where the upstream never sees the requests a
-fault aborted.
+Queries are templates rendered like MetricTemplates. For Istio, Linkerd, Kuma, OSM, App Mesh and
+Kubernetes/Gateway API they are Flagger's; the included mesh reads the Envoy stats named in
+canaryctl_mesh.telemetry. Each mesh also has a request-count query over the interval (for the engine's
+two-proportion test and fastFail), and a caller-side variant for fault steps, where the upstream never
+sees the requests a fault aborted.
 
 The included mesh measures where Istio and Linkerd do, on the server side: the destination pod's
 sidecar counts every request it lets in, per workload, whoever sent it (a meshed pod, an unmeshed
@@ -175,6 +175,14 @@ _OSM_QUERIES = Source(
     "osm_request_duration_ms_bucket",
 ).queries()
 _OSM = MeshQueries(_OSM_QUERIES, _OSM_QUERIES)
+# App Mesh: each pod's Envoy sidecar, by Flagger's pod relabelling.
+_APPMESH_QUERIES = Source(
+    "envoy_cluster_upstream_rq",
+    _POD,
+    f"envoy_response_code!~{_FIVE_XX}",
+    "envoy_cluster_upstream_rq_time_bucket",
+).queries()
+_APPMESH = MeshQueries(_APPMESH_QUERIES, _APPMESH_QUERIES)
 
 
 def mesh_queries(provider: str | None) -> MeshQueries:
@@ -192,4 +200,6 @@ def mesh_queries(provider: str | None) -> MeshQueries:
         return _KUMA
     if name == "osm":
         return _OSM
+    if name == "appmesh":
+        return _APPMESH
     raise ValueError(f"no builtin metrics for provider {provider!r}")

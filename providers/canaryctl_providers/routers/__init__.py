@@ -20,6 +20,7 @@ from canaryctl.engine.steps import StepKind, compile_steps
 from canaryctl.engine.types import RouteState
 from canaryctl.ports import Objects, Router
 from canaryctl_providers.routers import smi
+from canaryctl_providers.routers.appmesh import AppMeshRouter
 from canaryctl_providers.routers.canaryctl import CanaryctlRouter
 from canaryctl_providers.routers.common import ObjectRouter, UnsupportedRoutes
 from canaryctl_providers.routers.gatewayapi import GatewayApiRouter
@@ -43,6 +44,7 @@ ROUTERS: Final[dict[str, Callable[[Objects], ObjectRouter]]] = {
     "gatewayapi:v1beta1": lambda objects: GatewayApiRouter(objects, "v1beta1"),
     "kuma": KumaRouter,
     "osm": lambda objects: SmiRouter(objects, "v1alpha2", "osm"),
+    "appmesh:v1beta2": AppMeshRouter,
 }
 
 

@@ -6,8 +6,9 @@ names a Canary ``podinfo``'s sides in namespace ``test`` (canaryctl.local.router
 60 ms and answers every 5th request with 500. Both export prometheus-client's
 ``http_request_duration_seconds`` (Flagger's pod-level metric) and OSM's per-destination
 ``osm_request_total`` / ``osm_request_duration_ms`` (what OSM's Envoy stats extension exports, with its
-labels), and log every status they answer. Prometheus labels the Envoy's stats with the Kuma service of
-their cluster (``<service>_<namespace>_svc_<port>``), as Kuma's scraping labels a dataplane's stats.
+labels), and log every status they answer. Prometheus labels the Envoy's stats of each backend's cluster
+as the platforms label a sidecar's stats: with the Kuma service (``<service>_<namespace>_svc_<port>``) and
+with the pod (``kubernetes_pod_name``, for App Mesh), as if each pod's sidecar had counted its requests.
 
 Split and fault are random, so the expected values are not constants: they come from what the apps logged
 and what the client received. Traffic runs in two rounds of 400. Envoy creates a stat on its first use, so
@@ -275,7 +276,20 @@ def scenario(start_prometheus: Callable[[list[dict[str, Any]]], LocalPrometheus]
                             "regex": "(.+)",
                             "target_label": "service",
                             "replacement": "${1}_svc_9898",
-                        }
+                        },
+                        *(
+                            {
+                                "source_labels": ["envoy_cluster_name"],
+                                "regex": backend,
+                                "target_label": label,
+                                "replacement": value,
+                            }
+                            for backend, pod in ((PRIMARY_BACKEND, PRIMARY_POD), (CANARY_BACKEND, CANARY_POD))
+                            for label, value in (
+                                ("kubernetes_pod_name", pod),
+                                ("kubernetes_namespace", NAMESPACE),
+                            )
+                        ),
                     ],
                 },
             ]
@@ -341,8 +355,8 @@ def test_builtin_queries_measure_real_traffic(scenario: Scenario) -> None:
     assert 50 <= pod_duration.canary.value <= MAX_PLAUSIBLE_P99_MS
     assert pod_duration.primary.value < pod_duration.canary.value
 
-    # Kuma and OSM (Flagger's queries): the canary's own answers, the aborts never reached it.
-    for provider in ("kuma", "osm"):
+    # Kuma, OSM and App Mesh (Flagger's queries): the canary's own answers; the aborts never reached it.
+    for provider in ("kuma", "osm", "appmesh:v1beta2"):
         rate = scenario.measure(provider, "request-success-rate")
         assert rate.error is None, (provider, rate.error)
         assert rate.canary.value == pytest.approx(truth.canary_success_rate(caller_side=False), abs=0.01)

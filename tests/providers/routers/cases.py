@@ -105,3 +105,21 @@ class InMemoryObjects:
 
     def kind(self, kind: str) -> list[dict[str, Any]]:
         return [obj for key, obj in self.store.items() if key[1] == kind]
+
+
+def side_services(canary: Canary) -> InMemoryObjects:
+    """The Services the workloads side creates; the kubernetes and App Mesh routers copy their selectors."""
+    return InMemoryObjects(
+        *(
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {
+                    "name": canary.spec.side_service(primary),
+                    "namespace": canary.metadata.namespace,
+                },
+                "spec": {"selector": {"app": "podinfo-primary" if primary else "podinfo"}},
+            }
+            for primary in (True, False)
+        )
+    )

@@ -1,4 +1,4 @@
-"""Kuma and OSM routers write what Flagger's kuma and osm providers route by, in objects each
+"""Kuma, OSM and App Mesh routers write what Flagger's kuma and osm providers route by, in objects each
 project's published CRD accepts (tests/schemas)."""
 
 from __future__ import annotations
@@ -18,9 +18,21 @@ from tests.schemas.validation import validate
 
 
 def written(provider: str, canary: Canary, routes: RouteState) -> list[dict[str, Any]]:
-    objects = InMemoryObjects()
+    """What the router writes beside the side Services the workloads side made."""
+    objects = InMemoryObjects(*SIDE_SERVICES)
     asyncio.run(router_for(provider, objects).apply(canary, routes))
-    return list(objects.store.values())
+    return [obj for obj in objects.store.values() if obj not in SIDE_SERVICES]
+
+
+SIDE_SERVICES = [
+    {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": f"podinfo{suffix}", "namespace": NS},
+        "spec": {"selector": {"app.kubernetes.io/name": f"podinfo{suffix}"}},
+    }
+    for suffix in ("-primary", "-canary")
+]
 
 
 def split(route: dict[str, Any], rule: int = -1) -> dict[str, int]:
@@ -65,6 +77,74 @@ def test_osm_writes_flaggers_smi_v1alpha2_traffic_split() -> None:
     assert weights == {"podinfo-primary": 90, "podinfo-canary": 10}
 
 
+def by_kind_and_name(objects: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(obj["kind"], obj["metadata"]["name"]): obj for obj in objects}
+
+
+def targets(router: dict[str, Any], route: int = 0) -> dict[str, int]:
+    action = router["spec"]["routes"][route]["httpRoute"]["action"]
+    return {t["virtualNodeRef"]["name"]: t["weight"] for t in action["weightedTargets"]}
+
+
+def test_appmesh_writes_flaggers_nodes_routers_and_services() -> None:
+    """Flagger's appmesh:v1beta2 objects (pkg/router/appmesh_v1beta2.go and its test): virtual nodes
+    per side with DNS discovery and their pods, an apex router with the weighted route, a canary router
+    with everything on the canary, a virtual service per router; timeouts in ms."""
+    objects = written("appmesh:v1beta2", make_canary(), RouteState(canary_weight=40))
+    for obj in objects:
+        assert validate(obj) == ["appmesh"]
+    found = by_kind_and_name(objects)
+    assert set(found) == {
+        ("VirtualNode", "podinfo-primary"),
+        ("VirtualNode", "podinfo-canary"),
+        ("VirtualRouter", "podinfo"),
+        ("VirtualRouter", "podinfo-canary"),
+        ("VirtualService", "podinfo"),
+        ("VirtualService", "podinfo-canary"),
+    }
+    primary = found["VirtualNode", "podinfo-primary"]["spec"]
+    assert primary["serviceDiscovery"]["dns"]["hostname"] == f"podinfo-primary.{NS}.svc.cluster.local."
+    assert primary["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "podinfo-primary"}}
+    assert primary["listeners"][0]["portMapping"] == {"port": 9898, "protocol": "http"}
+    assert primary["listeners"][0]["timeout"]["http"]["perRequest"] == {"unit": "ms", "value": 30000}
+    apex = found["VirtualRouter", "podinfo"]
+    assert targets(apex) == {"podinfo-canary": 40, "podinfo-primary": 60}
+    assert apex["spec"]["routes"][0]["httpRoute"]["match"] == {"prefix": "/"}
+    assert targets(found["VirtualRouter", "podinfo-canary"]) == {"podinfo-canary": 100, "podinfo-primary": 0}
+    provider = found["VirtualService", "podinfo"]["spec"]["provider"]
+    assert provider == {"virtualRouter": {"virtualRouterRef": {"name": "podinfo"}}}
+
+
+def test_appmesh_header_route_has_priority_over_the_weighted_route() -> None:
+    """Flagger's A/B routes: ``<apex>-a`` (priority 10, the header match, to the canary) and
+    ``<apex>-b`` (priority 20, the rest)."""
+    found = by_kind_and_name(written("appmesh:v1beta2", make_canary(), RouteState(match=AB_MATCH[:1])))
+    apex = found["VirtualRouter", "podinfo"]
+    a, b = apex["spec"]["routes"]
+    assert (a["name"], a["priority"], b["name"], b["priority"]) == ("podinfo-a", 10, "podinfo-b", 20)
+    assert a["httpRoute"]["match"]["headers"] == [{"name": "x-canary", "match": {"exact": "insider"}}]
+    assert targets(apex, 0) == {"podinfo-canary": 100, "podinfo-primary": 0}
+    assert targets(apex, 1) == {"podinfo-canary": 0, "podinfo-primary": 100}
+
+
+def test_appmesh_retry_on_names_become_app_mesh_retry_events() -> None:
+    """Flagger copies retryOn verbatim, which App Mesh's CRD rejects for Envoy's names."""
+    service = {"port": 9898, "retries": {"attempts": 2, "retryOn": "5xx,reset,gateway-error"}}
+    found = by_kind_and_name(written("appmesh:v1beta2", make_canary(service), RouteState()))
+    router = found["VirtualRouter", "podinfo"]
+    validate(router)
+    policy = router["spec"]["routes"][0]["httpRoute"]["retryPolicy"]
+    assert policy == {
+        "maxRetries": 2,
+        "perRetryTimeout": {"unit": "ms", "value": 250},
+        "httpRetryEvents": ["server-error", "gateway-error"],
+        "tcpRetryEvents": ["connection-error"],
+    }
+    bad = make_canary({"port": 9898, "retries": {"attempts": 2, "retryOn": "retriable-status-codes"}})
+    with pytest.raises(ValueError, match="retryOn: App Mesh cannot retry on 'retriable-status-codes'"):
+        written("appmesh:v1beta2", bad, RouteState())
+
+
 FLAGGER_SHAPED = """
 apiVersion: canaryctl.dev/v1beta1
 kind: Canary
@@ -89,7 +169,7 @@ spec:
 """
 
 
-@pytest.mark.parametrize("provider", ["kuma", "osm"])
+@pytest.mark.parametrize("provider", ["kuma", "osm", "appmesh:v1beta2"])
 def test_flagger_canaries_for_the_provider_lint_clean_and_every_step_routes(provider: str) -> None:
     """Flagger's Kuma/OSM tutorial Canary (only the apiVersion changed) is accepted, and the router can
     express every routing state of its rollout."""

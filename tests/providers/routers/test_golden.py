@@ -14,10 +14,9 @@ from typing import Any
 import pytest
 import yaml
 
-from canaryctl.api.models import Canary
 from canaryctl_mesh.kinds import resource_path
 from canaryctl_providers.routers import ROUTERS
-from tests.providers.routers.cases import STATES, InMemoryObjects, make_canary
+from tests.providers.routers.cases import STATES, make_canary, side_services
 from tests.schemas.validation import validate
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -42,6 +41,16 @@ GATEWAY_REFS_SERVICE: dict[str, Any] = {
     "hosts": ["app.example.com"],
     "gatewayRefs": [{"name": "public", "namespace": "gateway-system"}],
 }
+APPMESH_SERVICE: dict[str, Any] = {
+    "port": 80,
+    "targetPort": 9898,
+    "portName": "grpc",
+    "hosts": ["app.example.com"],
+    "timeout": "15s",
+    "retries": {"attempts": 2},
+    "match": [{"uri": {"prefix": "/api"}}],
+    "backends": ["backend1", "arn:aws:appmesh:eu-west-1:123456789012:mesh/global/virtualService/backend2"],
+}
 
 # (golden name, provider, spec.service override or None, route state names)
 CASES: list[tuple[str, str, dict[str, Any] | None, tuple[str, ...]]] = [
@@ -61,30 +70,14 @@ CASES: list[tuple[str, str, dict[str, Any] | None, tuple[str, ...]]] = [
     ("kuma", "kuma", None, ("initial", "weights-90-10", "ab", "mirror-30")),
     ("kuma-service-match", "kuma", {"port": 9898, "match": [{"uri": {"prefix": "/api"}}]}, ("ab",)),
     ("osm", "osm", None, ("weights-90-10", "promoted-100")),
+    ("appmesh-v1beta2", "appmesh:v1beta2", None, ("initial", "weights-90-10", "ab")),
+    ("appmesh-v1beta2-gateway", "appmesh:v1beta2", APPMESH_SERVICE, ("weights-90-10",)),
 ]
 PARAMS = [
     pytest.param(name, provider, service, state, id=f"{name}-{state}")
     for name, provider, service, states in CASES
     for state in states
 ]
-
-
-def side_services(canary: Canary) -> InMemoryObjects:
-    """The Services the workloads side creates; the kubernetes router copies their selectors."""
-    return InMemoryObjects(
-        *(
-            {
-                "apiVersion": "v1",
-                "kind": "Service",
-                "metadata": {
-                    "name": canary.spec.side_service(primary),
-                    "namespace": canary.metadata.namespace,
-                },
-                "spec": {"selector": {"app": "podinfo-primary" if primary else "podinfo"}},
-            }
-            for primary in (True, False)
-        )
-    )
 
 
 def render(objects: list[dict[str, Any]]) -> str:

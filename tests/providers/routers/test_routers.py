@@ -11,7 +11,7 @@ from canaryctl import registry
 from canaryctl.api.models import Canary, HTTPMatchRequest
 from canaryctl.engine.types import RouteState
 from canaryctl_providers.routers import ROUTERS, UnsupportedRoutes, router_for, unsupported_steps
-from tests.providers.routers.cases import AB_MATCH, FAULT, NS, InMemoryObjects, make_canary
+from tests.providers.routers.cases import AB_MATCH, FAULT, NS, InMemoryObjects, make_canary, side_services
 
 SPLIT = ("split.smi-spec.io/v1alpha4", "TrafficSplit", NS, "podinfo")
 GROUP = ("specs.smi-spec.io/v1alpha4", "HTTPRouteGroup", NS, "podinfo")
@@ -36,7 +36,8 @@ def test_provider_names_and_defaults() -> None:
     assert router_for("linkerd", objects).name == "linkerd"
     assert router_for("gatewayapi", objects).name == "gatewayapi:v1"
     with pytest.raises(
-        ValueError, match=r"provider 'nginx' is not supported by canaryctl; use one of canaryctl, gatewayapi"
+        ValueError,
+        match=r"provider 'nginx' is not supported by canaryctl; use one of appmesh:v1beta2, canaryctl",
     ):
         router_for("nginx", objects)
 
@@ -70,16 +71,17 @@ def test_included_mesh_router_creates_then_prunes_the_route_group() -> None:
 def test_an_unchanged_state_writes_nothing_and_drift_is_corrected(provider: str) -> None:
     """The operator re-applies the current routes every tick: that must cost no write unless an object
     was edited or deleted behind canaryctl's back, or the wanted object lost a field."""
-    objects = InMemoryObjects()
-    router = router_for(provider, objects)
     canary = make_canary()
+    objects = side_services(canary)  # App Mesh's virtual nodes select the side Services' pods
+    router = router_for(provider, objects)
     routes = RouteState(canary_weight=0 if provider.startswith(("smi", "linkerd")) else 10)
     apply(router, canary, routes)
     objects.log.clear()
     apply(router, canary, routes)
     assert objects.log == []
 
-    first, *_, last = [*objects.store, *objects.store]
+    written = [k for k in objects.store if k[1] != "Service"]
+    first, *_, last = [*written, *written]
     del objects.store[first]
     apply(router, canary, routes)
     assert objects.log == [f"apply {first[1]}/{first[3]}"]
@@ -199,6 +201,13 @@ SUFFIX_MATCH = (HTTPMatchRequest.model_validate({"headers": {"x-user": {"suffix"
         ("osm", RouteState(match=AB_MATCH), "router osm cannot route by header"),
         ("osm", RouteState(mirror_weight=10), "router osm cannot mirror traffic"),
         ("osm", RouteState(canary_weight=100, fault=FAULT), "router osm cannot inject faults"),
+        ("appmesh:v1beta2", RouteState(mirror_weight=10), "router appmesh:v1beta2 cannot mirror traffic"),
+        ("appmesh:v1beta2", RouteState(canary_weight=100, fault=FAULT), "cannot inject faults"),
+        (
+            "appmesh:v1beta2",
+            RouteState(match=QUERY_MATCH),
+            "router appmesh:v1beta2 cannot match on queryParams",
+        ),
     ],
 )
 def test_unsupported_reasons_name_the_router(provider: str, routes: RouteState, reason: str) -> None:
@@ -215,6 +224,7 @@ def test_unsupported_reasons_name_the_router(provider: str, routes: RouteState, 
         ("gatewayapi:v1", RouteState(canary_weight=30, match=QUERY_MATCH + SUFFIX_MATCH, mirror_weight=20)),
         ("kubernetes", RouteState(canary_weight=100)),
         ("kuma", RouteState(canary_weight=30, match=QUERY_MATCH + SUFFIX_MATCH, mirror_weight=20)),
+        ("appmesh:v1beta2", RouteState(canary_weight=30, match=AB_MATCH + SUFFIX_MATCH)),
     ],
 )
 def test_supported_combinations(provider: str, routes: RouteState) -> None:
