@@ -149,40 +149,44 @@ _INCLUDED = MeshQueries(
 )
 _ISTIO = MeshQueries(_istio("destination").queries(), _istio("source").queries())
 _LINKERD = MeshQueries(_linkerd(_LINKERD_IN).queries(), _linkerd(_LINKERD_OUT).queries())
-# Pod-level stats have no caller side: the pod never sees requests a proxy aborted in front of it.
-_POD_QUERIES = Source(
-    "http_request_duration_seconds_count",
-    _POD,
-    f"status!~{_FIVE_XX}",
-    "http_request_duration_seconds_bucket",
-    " * 1000",
-).queries()
-_KUBERNETES = MeshQueries(_POD_QUERIES, _POD_QUERIES)
+
+
+def _destination_only(source: Source) -> MeshQueries:
+    """Stats of the destination alone: no caller side, so fault steps read the same queries (these pods
+    never see requests a proxy aborted in front of them)."""
+    queries = source.queries()
+    return MeshQueries(queries, queries)
+
+
+def _envoy_upstream(selector: str) -> Source:
+    """A sidecar Envoy's own cluster stats, as Kuma and App Mesh export them."""
+    return _envoy(telemetry.UPSTREAM_RQ_TOTAL, telemetry.UPSTREAM_RQ_TIME_BUCKET, selector, _HTTP_SUCCESS)
+
+
+_KUBERNETES = _destination_only(
+    Source(
+        "http_request_duration_seconds_count",
+        _POD,
+        f"status!~{_FIVE_XX}",
+        "http_request_duration_seconds_bucket",
+        " * 1000",
+    )
+)
 # Kuma labels each dataplane's Envoy stats with its kuma.io/service (``<service>_<namespace>_svc_<port>``);
 # Flagger selects ``{{ target }}-canary_...``, which on the primary side would name no service, so the
 # side's Service comes from ``{{ backend }}`` (``<apex>-canary_<namespace>``, ``<apex>-primary_...``).
-_KUMA_QUERIES = Source(
-    "envoy_cluster_upstream_rq",
-    'service=~"{{ backend }}_svc_[0-9a-zA-Z-]+"',
-    f"envoy_response_code!~{_FIVE_XX}",
-    "envoy_cluster_upstream_rq_time_bucket",
-).queries()
-_KUMA = MeshQueries(_KUMA_QUERIES, _KUMA_QUERIES)
-_OSM_QUERIES = Source(
-    "osm_request_total",
-    'destination_namespace="{{ namespace }}", destination_kind="Deployment", destination_name="{{ target }}"',
-    f"response_code!~{_FIVE_XX}",
-    "osm_request_duration_ms_bucket",
-).queries()
-_OSM = MeshQueries(_OSM_QUERIES, _OSM_QUERIES)
+_KUMA = _destination_only(_envoy_upstream('service=~"{{ backend }}_svc_[0-9a-zA-Z-]+"'))
+_OSM = _destination_only(
+    Source(
+        "osm_request_total",
+        'destination_namespace="{{ namespace }}", destination_kind="Deployment", '
+        'destination_name="{{ target }}"',
+        f"response_code!~{_FIVE_XX}",
+        "osm_request_duration_ms_bucket",
+    )
+)
 # App Mesh: each pod's Envoy sidecar, by Flagger's pod relabelling.
-_APPMESH_QUERIES = Source(
-    "envoy_cluster_upstream_rq",
-    _POD,
-    f"envoy_response_code!~{_FIVE_XX}",
-    "envoy_cluster_upstream_rq_time_bucket",
-).queries()
-_APPMESH = MeshQueries(_APPMESH_QUERIES, _APPMESH_QUERIES)
+_APPMESH = _destination_only(_envoy_upstream(_POD))
 
 
 def mesh_queries(provider: str | None) -> MeshQueries:
