@@ -52,6 +52,7 @@ ROUTER_CANARIES: dict[str, dict[str, Any]] = {
     "linkerd": {},
     "istio": {},
     "gatewayapi:v1": {},
+    "gatewayapi:v1beta1": {"iterations": 2, "mirror": True, "mirrorWeight": 30},
     "kubernetes": {"iterations": 2},
     "kuma": {"iterations": 2, "match": [{"headers": {"x-canary": {"exact": "1"}}}]},
     "osm": {},

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from canaryctl import registry
 from canaryctl.api.models import Canary, HTTPMatchRequest
@@ -13,6 +15,7 @@ from canaryctl.engine.types import RouteState
 from canaryctl_providers.routers import ROUTERS, UnsupportedRoutes, router_for, unsupported_steps
 from tests.providers.routers.cases import AB_MATCH, FAULT, NS, InMemoryObjects, make_canary, side_services
 
+SCHEMAS = Path(__file__).parents[2] / "schemas"
 SPLIT = ("split.smi-spec.io/v1alpha4", "TrafficSplit", NS, "podinfo")
 GROUP = ("specs.smi-spec.io/v1alpha4", "HTTPRouteGroup", NS, "podinfo")
 POLICY = ("mesh.canaryctl.dev/v1alpha1", "TrafficPolicy", NS, "podinfo")
@@ -280,3 +283,32 @@ def test_unsupported_steps_for_flagger_strategies() -> None:
     assert found is None
     found = unsupported_steps(mirrored, smi1)
     assert found is not None and found.endswith("(step 1: mirror 40%)")
+
+
+def crd(path: str) -> dict[str, Any]:
+    return next(d for d in yaml.safe_load_all((SCHEMAS / path).read_text()) if d)
+
+
+@pytest.mark.parametrize(
+    ("schema", "refused"),
+    [("gateway-api-v1.2.1-standard-httproutes.yaml", True), ("gateway-api-v1.6.1-httproutes.yaml", False)],
+)
+def test_gatewayapi_partial_mirror_needs_a_crd_that_keeps_the_percentage(schema: str, refused: bool) -> None:
+    """Gateway API before v1.3 prunes requestMirror.percent: a 30% mirror would mirror everything, so it
+    is refused once the router has read the installed CRD; a 100% mirror needs no percentage."""
+    objects = InMemoryObjects(crd(schema))
+    router = router_for("gatewayapi:v1", objects)
+    mirror = RouteState(mirror_weight=30)
+    assert router.unsupported(mirror) is None  # not read yet: nothing known
+    if refused:
+        with pytest.raises(
+            UnsupportedRoutes, match=r"cannot mirror 30% of requests: the installed HTTPRoute CRD"
+        ):
+            apply(router, make_canary(), mirror)
+        assert router.unsupported(mirror) is not None  # remembered for the pre-check of later rollouts
+        apply(router, make_canary(), RouteState(mirror_weight=100))
+    else:
+        apply(router, make_canary(), mirror)
+        [route] = objects.kind("HTTPRoute")
+        [mirror_filter] = route["spec"]["rules"][-1]["filters"]
+        assert mirror_filter["requestMirror"]["percent"] == 30
