@@ -1,11 +1,11 @@
 """What the cluster has installed, for routers whose output depends on it.
 
 A router asks for a fact about one CustomResourceDefinition (does the HTTPRoute CRD keep
-``requestMirror.percent``? does the Linkerd SMI extension serve TrafficSplit?) through a probe, a pure
-function of the CRD object. The answer is cached per ``Objects`` for ``TTL_SECONDS``: the operator
-re-applies routes every tick, and a CRD (the Gateway API one is 400 KiB) must not be read on each. An
-upgraded CRD is noticed within the TTL. A CRD that is absent reads as None; a read the API server
-refuses (no RBAC) raises, so an unknown answer is never taken for "not installed".
+``requestMirror.percent``?) through a probe, a pure function of the CRD object. The answer is cached per
+``Objects`` for ``TTL_SECONDS``: the operator re-applies routes every tick, and a CRD (the Gateway API
+one is 400 KiB) must not be read on each. An upgraded CRD is noticed within the TTL. A CRD that is
+absent reads as None; a read the API server refuses (no RBAC) raises, so an unknown answer is never
+taken for "not installed".
 """
 
 from __future__ import annotations
@@ -45,15 +45,3 @@ async def crd_fact(objects: Objects, crd_name: str, probe: Probe[T]) -> T:
     fresh = probe(crd)
     _answers.setdefault(objects, {})[crd_name, probe.__qualname__] = (time.monotonic(), fresh)
     return fresh
-
-
-def served_versions(crd: dict[str, Any] | None) -> frozenset[str]:
-    """The versions a CRD serves; none when it is not installed."""
-    if crd is None:
-        return frozenset()
-    return frozenset(v["name"] for v in (crd.get("spec") or {}).get("versions") or [] if v.get("served"))
-
-
-def forget(objects: Objects) -> None:
-    """Drop what was learnt about the cluster behind ``objects`` (tests that change CRDs)."""
-    _answers.pop(objects, None)
