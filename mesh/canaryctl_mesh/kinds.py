@@ -26,6 +26,9 @@ KINDS: dict[tuple[str, str], Kind] = {
     ("apiextensions.k8s.io/v1", "CustomResourceDefinition"): Kind(
         "customresourcedefinitions", namespaced=False
     ),
+    ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration"): Kind(
+        "mutatingwebhookconfigurations", namespaced=False
+    ),
     ("apps/v1", "Deployment"): Kind("deployments"),
     ("apps/v1", "DaemonSet"): Kind("daemonsets"),
     ("apps/v1", "ReplicaSet"): Kind("replicasets"),
