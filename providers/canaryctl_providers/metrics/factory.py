@@ -4,7 +4,7 @@ points); unknown types fail loudly instead of measuring nothing."""
 from __future__ import annotations
 
 from canaryctl.api.models import MetricTemplateProvider
-from canaryctl.ports import MetricsProvider
+from canaryctl.ports import MetricScope, MetricsProvider
 from canaryctl_providers.metrics.cloudwatch import CloudWatchProvider
 from canaryctl_providers.metrics.datadog import DatadogProvider
 from canaryctl_providers.metrics.errors import ProviderConfigError
@@ -14,13 +14,26 @@ from canaryctl_providers.metrics.newrelic import NewRelicProvider
 from canaryctl_providers.metrics.prometheus import PrometheusProvider
 from canaryctl_providers.metrics.web import WebProvider
 
-PROVIDER_TYPES = ("prometheus", "datadog", "newrelic", "cloudwatch", "graphite", "influxdb", "web")
+PROVIDER_TYPES = (
+    "prometheus",
+    "datadog",
+    "newrelic",
+    "cloudwatch",
+    "graphite",
+    "influxdb",
+    "web",
+)
 
 
 def provider_for(
-    spec: MetricTemplateProvider, secret: dict[str, str] | None, *, interval: str = "1m"
+    spec: MetricTemplateProvider,
+    secret: dict[str, str] | None,
+    *,
+    interval: str = "1m",
+    scope: MetricScope | None = None,
 ) -> MetricsProvider:
-    """The provider for ``spec``; ``interval`` sets the look-back of providers whose API needs a window.
+    """The provider for ``spec``; ``interval`` sets the look-back of providers whose API needs a window,
+    ``scope`` the namespace and cluster access of those that read the Kubernetes API.
 
     Raises ProviderConfigError for an unknown type, a bad address or missing credentials.
     """
