@@ -7,6 +7,7 @@ from canaryctl.api.models import MetricTemplateProvider
 from canaryctl.ports import MetricScope, MetricsProvider
 from canaryctl_providers.metrics.cloudwatch import CloudWatchProvider
 from canaryctl_providers.metrics.datadog import DatadogProvider
+from canaryctl_providers.metrics.dynatrace import DynatraceProvider
 from canaryctl_providers.metrics.errors import ProviderConfigError
 from canaryctl_providers.metrics.graphite import GraphiteProvider
 from canaryctl_providers.metrics.influxdb import InfluxDBProvider
@@ -22,6 +23,7 @@ PROVIDER_TYPES = (
     "graphite",
     "influxdb",
     "web",
+    "dynatrace",
 )
 
 
@@ -56,6 +58,8 @@ def provider_for(
             return InfluxDBProvider(spec, secret)
         case "web":
             return WebProvider(spec, secret)
+        case "dynatrace":
+            return DynatraceProvider(spec, secret, interval)
     raise ProviderConfigError(
         f"unknown metric provider type {spec.type!r}; use one of {', '.join(PROVIDER_TYPES)}"
     )
