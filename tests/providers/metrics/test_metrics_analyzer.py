@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from canaryctl.api.models import Canary, CanaryMetric, MetricTemplate, MetricTemplateProvider
-from canaryctl.ports import MetricScope
 from canaryctl.engine.types import ErrorSample, MetricSample
+from canaryctl.ports import MetricScope
 from canaryctl_providers.metrics import MetricQueryError, MetricsAnalyzer, TemplateRenderError
 from canaryctl_providers.metrics.builtin import mesh_queries
 from canaryctl_providers.metrics.template import TemplateModel, render
@@ -142,7 +142,9 @@ class Factory:
     built: list[FakeProvider] = field(default_factory=list)
     options: list[dict[str, Any]] = field(default_factory=list)
 
-    def __call__(self, spec: MetricTemplateProvider, secret: dict[str, str] | None, **options: Any) -> FakeProvider:
+    def __call__(
+        self, spec: MetricTemplateProvider, secret: dict[str, str] | None, **options: Any
+    ) -> FakeProvider:
         self.built.append(FakeProvider(self.answers, spec, secret))
         self.options.append(options)
         return self.built[-1]
