@@ -13,6 +13,7 @@ from canaryctl_providers.metrics.graphite import GraphiteProvider
 from canaryctl_providers.metrics.influxdb import InfluxDBProvider
 from canaryctl_providers.metrics.newrelic import NewRelicProvider
 from canaryctl_providers.metrics.prometheus import PrometheusProvider
+from canaryctl_providers.metrics.stackdriver import StackdriverProvider
 from canaryctl_providers.metrics.web import WebProvider
 
 PROVIDER_TYPES = (
@@ -24,6 +25,7 @@ PROVIDER_TYPES = (
     "influxdb",
     "web",
     "dynatrace",
+    "stackdriver",
 )
 
 
@@ -60,6 +62,8 @@ def provider_for(
             return WebProvider(spec, secret)
         case "dynatrace":
             return DynatraceProvider(spec, secret, interval)
+        case "stackdriver":
+            return StackdriverProvider(spec, secret)
     raise ProviderConfigError(
         f"unknown metric provider type {spec.type!r}; use one of {', '.join(PROVIDER_TYPES)}"
     )
