@@ -34,7 +34,9 @@ def answer(*values: float | None) -> dict[str, Any]:
         }
         for index, value in enumerate(values)
     ]
-    result = [{"metricId": SELECTOR, "dataPointCountRatio": 0.0001, "dimensionCountRatio": 0.01, "data": data}]
+    result = [
+        {"metricId": SELECTOR, "dataPointCountRatio": 0.0001, "dimensionCountRatio": 0.01, "data": data}
+    ]
     return {"totalCount": len(values), "nextPageKey": None, "resolution": "Inf", "result": result}
 
 
@@ -74,11 +76,15 @@ def test_no_data_and_errors(fake_api: Any) -> None:
 
 def test_is_online_lists_one_metric_with_the_token(fake_api: Any) -> None:
     provider = provider_for(dynatrace(fake_api.url), SECRET)
-    fake_api.reply("GET", "/api/v2/metrics", {"totalCount": 1, "nextPageKey": "x", "metrics": [{"metricId": "m"}]})
+    fake_api.reply(
+        "GET", "/api/v2/metrics", {"totalCount": 1, "nextPageKey": "x", "metrics": [{"metricId": "m"}]}
+    )
     assert asyncio.run(provider.is_online()) is True
     assert fake_api.last.query["pageSize"] == ["1"]
     assert fake_api.last.headers["authorization"] == "Api-Token dt0c01.SAMPLE.TOKEN"
-    fake_api.reply("GET", "/api/v2/metrics", {"error": {"code": 401, "message": "Token required"}}, status=401)
+    fake_api.reply(
+        "GET", "/api/v2/metrics", {"error": {"code": 401, "message": "Token required"}}, status=401
+    )
     assert asyncio.run(provider.is_online()) is False
 
 

@@ -349,7 +349,9 @@ def test_jsonpath_subset() -> None:
 
 def test_unknown_provider_type_is_an_error() -> None:
     with pytest.raises(ProviderConfigError, match="unknown metric provider type 'no-such-provider'"):
-        provider_for(MetricTemplateProvider.model_construct(type="no-such-provider", address="http://x"), None)
+        provider_for(
+            MetricTemplateProvider.model_construct(type="no-such-provider", address="http://x"), None
+        )
     with pytest.raises(ProviderConfigError, match="Secret 'creds'"):
         provider_for(spec("prometheus", "http://x", secret_ref=SECRET), None)
     with pytest.raises(ProviderConfigError, match="not a valid"):
