@@ -13,6 +13,7 @@ from canaryctl_providers.metrics.graphite import GraphiteProvider
 from canaryctl_providers.metrics.influxdb import InfluxDBProvider
 from canaryctl_providers.metrics.newrelic import NewRelicProvider
 from canaryctl_providers.metrics.prometheus import PrometheusProvider
+from canaryctl_providers.metrics.splunk import SplunkProvider
 from canaryctl_providers.metrics.stackdriver import StackdriverProvider
 from canaryctl_providers.metrics.web import WebProvider
 
@@ -26,6 +27,7 @@ PROVIDER_TYPES = (
     "web",
     "dynatrace",
     "stackdriver",
+    "splunk",
 )
 
 
@@ -64,6 +66,8 @@ def provider_for(
             return DynatraceProvider(spec, secret, interval)
         case "stackdriver":
             return StackdriverProvider(spec, secret)
+        case "splunk":
+            return SplunkProvider(spec, secret, interval)
     raise ProviderConfigError(
         f"unknown metric provider type {spec.type!r}; use one of {', '.join(PROVIDER_TYPES)}"
     )

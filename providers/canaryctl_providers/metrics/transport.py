@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,8 +115,10 @@ class Endpoint:
         json_body: Any = None,
         content: bytes | None = None,
         headers: dict[str, str] | None = None,
+        until: Callable[[bytes], bool] | None = None,
     ) -> Reply:
-        """One request; transport failures, the bounds and HTTP statuses >= 400 become MetricQueryError."""
+        """One request; transport failures, the bounds and HTTP statuses >= 400 become MetricQueryError.
+        ``until`` ends the read early once the body so far holds all that is needed (a stream)."""
         url = self.url_for(path)
         all_headers = httpx.Headers(self.headers)
         all_headers.update(headers or {})
@@ -132,6 +134,7 @@ class Endpoint:
                     json=json_body,
                     content=content,
                     headers=all_headers,
+                    until=until,
                 )
         except (httpx.HTTPError, OutboundError) as exc:
             raise MetricQueryError(f"{method} {url} failed: {describe(exc)}") from exc
