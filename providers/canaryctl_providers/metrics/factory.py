@@ -9,6 +9,7 @@ from canaryctl_providers.metrics.cloudwatch import CloudWatchProvider
 from canaryctl_providers.metrics.datadog import DatadogProvider
 from canaryctl_providers.metrics.dynatrace import DynatraceProvider
 from canaryctl_providers.metrics.errors import ProviderConfigError
+from canaryctl_providers.metrics.externalmetrics import ExternalMetricsProvider
 from canaryctl_providers.metrics.graphite import GraphiteProvider
 from canaryctl_providers.metrics.influxdb import InfluxDBProvider
 from canaryctl_providers.metrics.newrelic import NewRelicProvider
@@ -28,6 +29,7 @@ PROVIDER_TYPES = (
     "dynatrace",
     "stackdriver",
     "splunk",
+    "externalmetrics",
 )
 
 
@@ -68,6 +70,8 @@ def provider_for(
             return StackdriverProvider(spec, secret)
         case "splunk":
             return SplunkProvider(spec, secret, interval)
+        case "externalmetrics":
+            return ExternalMetricsProvider(spec, secret, scope or MetricScope())
     raise ProviderConfigError(
         f"unknown metric provider type {spec.type!r}; use one of {', '.join(PROVIDER_TYPES)}"
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,6 +85,8 @@ class Endpoint:
     headers: list[tuple[str, str]] = field(default_factory=list)
     verify: bool = True
     timeout: float = DEFAULT_TIMEOUT
+    # A TLS context of its own (a cluster's CA, a client certificate) instead of the shared ones.
+    tls: ssl.SSLContext | None = None
 
     @classmethod
     def from_spec(
@@ -123,7 +126,7 @@ class Endpoint:
         all_headers = httpx.Headers(self.headers)
         all_headers.update(headers or {})
         try:
-            async with httpx.AsyncClient(verify=ssl_context(self.verify)) as client:
+            async with httpx.AsyncClient(verify=self.tls or ssl_context(self.verify)) as client:
                 reply = await fetch(
                     client,
                     method,
