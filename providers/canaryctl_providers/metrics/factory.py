@@ -12,6 +12,7 @@ from canaryctl_providers.metrics.errors import ProviderConfigError
 from canaryctl_providers.metrics.externalmetrics import ExternalMetricsProvider
 from canaryctl_providers.metrics.graphite import GraphiteProvider
 from canaryctl_providers.metrics.influxdb import InfluxDBProvider
+from canaryctl_providers.metrics.keptn import KeptnProvider
 from canaryctl_providers.metrics.newrelic import NewRelicProvider
 from canaryctl_providers.metrics.prometheus import PrometheusProvider
 from canaryctl_providers.metrics.splunk import SplunkProvider
@@ -30,6 +31,7 @@ PROVIDER_TYPES = (
     "stackdriver",
     "splunk",
     "externalmetrics",
+    "keptn",
 )
 
 
@@ -72,6 +74,8 @@ def provider_for(
             return SplunkProvider(spec, secret, interval)
         case "externalmetrics":
             return ExternalMetricsProvider(spec, secret, scope or MetricScope())
+        case "keptn":
+            return KeptnProvider(scope or MetricScope())
     raise ProviderConfigError(
         f"unknown metric provider type {spec.type!r}; use one of {', '.join(PROVIDER_TYPES)}"
     )
