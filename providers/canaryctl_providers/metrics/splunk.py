@@ -125,7 +125,7 @@ def _message(event: str, data: str) -> dict[str, Any]:
 
 
 def _value(stream: str) -> float | None:
-    points: list[tuple[str, Any]] = []
+    points: list[tuple[Any, Any]] = []
     for event, data in server_sent_events(stream):
         message = _message(event, data)
         if event == "error":

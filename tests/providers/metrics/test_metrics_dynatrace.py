@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from canaryctl.api.lint import lint_sources
 from canaryctl.api.models import LocalObjectReference, MetricTemplateProvider
 from canaryctl_providers.metrics import MetricQueryError, ProviderConfigError, provider_for
 
@@ -93,22 +92,3 @@ def test_configuration_errors(fake_api: Any) -> None:
         provider_for(dynatrace("").model_copy(update={"address": None}), SECRET)
     with pytest.raises(ProviderConfigError, match="dynatrace_token"):
         provider_for(dynatrace(fake_api.url), {"token": "x"})
-
-
-def test_flaggers_documented_template_lints_clean() -> None:
-    template = """
-apiVersion: canaryctl.dev/v1beta1
-kind: MetricTemplate
-metadata:
-  name: response-time-95pct
-  namespace: istio-system
-spec:
-  provider:
-    type: dynatrace
-    address: https://xxxxxxxx.live.dynatrace.com
-    secretRef:
-      name: dynatrace
-  query: |
-    builtin:service.response.time:filter(eq(dt.entity.service,SERVICE-ABCDEFG0123456789)):percentile(95)
-"""
-    assert lint_sources([("template.yaml", template)]).errors == []

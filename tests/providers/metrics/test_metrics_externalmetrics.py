@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from canaryctl.api.lint import lint_sources
 from canaryctl.api.models import LocalObjectReference, MetricTemplateProvider
 from canaryctl.ports import MetricScope
 from canaryctl_providers.metrics import MetricQueryError, ProviderConfigError, provider_for
@@ -156,18 +155,3 @@ def test_query_form_and_quantities_as_flagger_reads_them() -> None:
     ]
     with pytest.raises(MetricQueryError, match="not a Kubernetes quantity"):
         parse_quantity("12 apples")
-
-
-def test_flaggers_documented_template_lints_clean() -> None:
-    template = """
-apiVersion: canaryctl.dev/v1beta1
-kind: MetricTemplate
-metadata:
-  name: app-requests
-  namespace: shop
-spec:
-  provider:
-    type: externalmetrics
-  query: shop/app_requests_per_second?labelSelector=app%3D{{ target }}
-"""
-    assert lint_sources([("template.yaml", template)]).errors == []

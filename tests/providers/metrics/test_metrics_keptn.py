@@ -14,7 +14,6 @@ import httpx
 import kmock
 import pytest
 
-from canaryctl.api.lint import lint_sources
 from canaryctl.api.models import MetricTemplateProvider
 from canaryctl.ports import MetricScope
 from canaryctl_providers.metrics import MetricQueryError, ProviderConfigError, keptn, provider_for
@@ -178,18 +177,3 @@ def test_query_form_and_configuration() -> None:
             parse_query(bad)
     with pytest.raises(ProviderConfigError, match="no cluster"):
         provider_for(MetricTemplateProvider(type="keptn"), None, scope=MetricScope("shop", None))
-
-
-def test_flaggers_documented_template_lints_clean() -> None:
-    template = """
-apiVersion: canaryctl.dev/v1beta1
-kind: MetricTemplate
-metadata:
-  name: response-time
-  namespace: shop
-spec:
-  provider:
-    type: keptn
-  query: keptnmetric/shop/response-time
-"""
-    assert lint_sources([("template.yaml", template)]).errors == []

@@ -17,7 +17,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from canaryctl.api.lint import lint_sources
 from canaryctl.api.models import LocalObjectReference, MetricTemplateProvider
 from canaryctl_providers.metrics import MetricQueryError, ProviderConfigError, provider_for
 from canaryctl_providers.metrics.splunk import realm_addresses
@@ -190,23 +189,3 @@ def test_configuration_errors() -> None:
         )
     with pytest.raises(ProviderConfigError, match="sf_token_key"):
         provider_for(splunk("https://api.us1.signalfx.com"), {"token": TOKEN})
-
-
-def test_flaggers_documented_template_lints_clean() -> None:
-    template = """
-apiVersion: canaryctl.dev/v1beta1
-kind: MetricTemplate
-metadata:
-  name: success-rate
-  namespace: istio-system
-spec:
-  provider:
-    type: splunk
-    address: https://api.us1.signalfx.com
-    secretRef:
-      name: splunk
-  query: |
-    data('spans.count', filter=filter('span.kind', 'SERVER') and filter('sf_error', 'false')
-      and filter('sf_service', '{{ target }}')).sum(by=['sf_service']).publish()
-"""
-    assert lint_sources([("template.yaml", template)]).errors == []

@@ -14,7 +14,6 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from canaryctl.api.lint import lint_sources
 from canaryctl.api.models import LocalObjectReference, MetricTemplateProvider
 from canaryctl_providers.metrics import MetricQueryError, ProviderConfigError, provider_for
 
@@ -146,30 +145,3 @@ def test_only_the_templates_own_key_is_used(fake_api: Any, key: rsa.RSAPrivateKe
     with pytest.raises(ProviderConfigError, match="not a project"):
         provider_for(stackdriver(fake_api.url), {**secret_for(key), "project": "../../evil"})
     assert fake_api.requests == []
-
-
-def test_flaggers_documented_template_lints_clean() -> None:
-    template = """
-apiVersion: canaryctl.dev/v1beta1
-kind: MetricTemplate
-metadata:
-  name: bytes-sent
-  namespace: test
-spec:
-  provider:
-    type: stackdriver
-    secretRef:
-      name: gcloud-sa
-  query: |
-    fetch k8s_container
-    | metric 'istio.io/service/server/response_latencies'
-    | filter
-        (metric.destination_service_name == '{{ service }}-canary'
-        && metric.destination_service_namespace == '{{ namespace }}')
-    | align delta(1m)
-    | every 1m
-    | group_by [],
-        [value_response_latencies_percentile:
-          percentile(value.response_latencies, 99)]
-"""
-    assert lint_sources([("template.yaml", template)]).errors == []
