@@ -89,8 +89,8 @@ def dropped_lines(file: str) -> list[str]:
         needle: f"{file}:{line(UNSUPPORTED, needle)}" for needle in ("futureField", "- {name: page", "apdex}")
     }
     return [
-        f"{at['skywalking']}: MetricTemplate test/apdex: spec.provider.type: 'skywalking' is not supported by "
-        "canaryctl; MetricTemplate not converted",
+        f"{at['skywalking']}: MetricTemplate test/apdex: spec.provider.type: 'skywalking' is not supported "
+        "by canaryctl; MetricTemplate not converted",
         f"{at['opsgenie']}: AlertProvider test/pager: spec.type: 'opsgenie' is not supported by canaryctl; "
         "AlertProvider not converted",
         f"{at['nginx']}: Canary test/web: spec.provider: 'nginx' is not supported by canaryctl; removed, "
