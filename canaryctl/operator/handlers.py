@@ -51,6 +51,7 @@ from canaryctl.telemetry.metrics import ControllerMetrics
 from canaryctl.telemetry.tracing import Tracer
 from canaryctl_mesh.kube import FIELD_MANAGER, KUBE_API_THREADS, KUBE_REQUEST_TIMEOUT_SECONDS
 from canaryctl_providers.metrics.analyzer import DEFAULT_PROMETHEUS, MetricsAnalyzer
+from canaryctl_providers.metrics.kubeapi import ClusterApi
 from canaryctl_providers.notifiers.routing import AlertRouter
 from canaryctl_providers.outbound import HOOKS_PER_CANARY, QUERIES_PER_CANARY
 from canaryctl_providers.routers import unsupported_steps
@@ -158,6 +159,7 @@ class CanaryOperator:
             secrets=self.catalog.secret,
             default_address=config.prometheus_url,
             query_concurrency=config.query_concurrency,
+            cluster=ClusterApi.from_configuration(api.configuration),
         )
         self.alerts = AlertRouter(self.catalog.notifier, config.default_notifier)
         self.events = KubeEvents(self.objects)

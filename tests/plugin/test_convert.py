@@ -23,7 +23,7 @@ apiVersion: flagger.app/v1beta1
 kind: MetricTemplate
 metadata: {name: apdex, namespace: test}
 spec:
-  provider: {type: dynatrace, address: https://example.live.dynatrace.com}
+  provider: {type: skywalking, address: http://skywalking-oap.istio-system:12800}
   query: builtin:apps.web.apdex
 ---
 apiVersion: flagger.app/v1beta1
@@ -84,13 +84,13 @@ def line(text: str, needle: str) -> int:
 
 def dropped_lines(file: str) -> list[str]:
     """What converting UNSUPPORTED drops, each at the line of the field in the source file."""
-    at = {needle: f"{file}:{line(UNSUPPORTED, needle)}" for needle in ("dynatrace", "opsgenie", "nginx")}
+    at = {needle: f"{file}:{line(UNSUPPORTED, needle)}" for needle in ("skywalking", "opsgenie", "nginx")}
     at |= {
         needle: f"{file}:{line(UNSUPPORTED, needle)}" for needle in ("futureField", "- {name: page", "apdex}")
     }
     return [
-        f"{at['dynatrace']}: MetricTemplate test/apdex: spec.provider.type: 'dynatrace' is not supported by "
-        "canaryctl; MetricTemplate not converted",
+        f"{at['skywalking']}: MetricTemplate test/apdex: spec.provider.type: 'skywalking' is not supported "
+        "by canaryctl; MetricTemplate not converted",
         f"{at['opsgenie']}: AlertProvider test/pager: spec.type: 'opsgenie' is not supported by canaryctl; "
         "AlertProvider not converted",
         f"{at['nginx']}: Canary test/web: spec.provider: 'nginx' is not supported by canaryctl; removed, "
@@ -131,7 +131,7 @@ apiVersion: flagger.app/v1beta1
 kind: MetricTemplate
 metadata: {name: apdex, namespace: test}
 spec:
-  provider: {type: dynatrace}
+  provider: {type: skywalking}
   query: builtin:apps.web.apdex
 ---
 apiVersion: flagger.app/v1beta1

@@ -24,6 +24,7 @@ CRD_FILES = (
     HERE / "istio-1.30.3-networking.yaml",
     HERE / "gateway-api-v1.6.1-httproutes.yaml",
     HERE / "keda-v2.20.2-scaledobjects.yaml",
+    HERE / "keptn-metrics-operator-v2.1.0-analyses.yaml",
     HERE.parent.parent / "crds" / "trafficpolicies.yaml",  # the included mesh's own, generated
 )
 KUBERNETES_VERSION = kubernetes_validate.latest_version()
