@@ -37,6 +37,8 @@ KINDS: dict[tuple[str, str], Kind] = {
     ("networking.istio.io/v1beta1", "DestinationRule"): Kind("destinationrules"),
     ("gateway.networking.k8s.io/v1", "HTTPRoute"): Kind("httproutes"),
     ("gateway.networking.k8s.io/v1beta1", "HTTPRoute"): Kind("httproutes"),
+    # Ingress controllers
+    ("networking.k8s.io/v1", "Ingress"): Kind("ingresses"),
     **{
         (f"split.smi-spec.io/{v}", "TrafficSplit"): Kind("trafficsplits")
         for v in ("v1alpha1", "v1alpha2", "v1alpha3", "v1alpha4")

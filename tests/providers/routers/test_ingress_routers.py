@@ -1,0 +1,168 @@
+"""The ingress routers (nginx) write the objects Flagger writes for the same
+Canary, valid against each project's published schema, and refuse what they cannot express."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from canaryctl.api.models import Canary, HTTPMatchRequest
+from canaryctl.drift import APPLIED_ANNOTATION
+from canaryctl.engine.types import RouteState
+from canaryctl_providers.routers import (
+    UnsupportedRoutes,
+    router_for,
+    spec_problem,
+)
+from tests.providers.routers.cases import (
+    FAULT,
+    NS,
+    UID,
+    InMemoryObjects,
+    ingress_canary,
+    make_canary,
+    side_services,
+    user_ingress,
+)
+from tests.schemas.validation import validate
+
+INGRESS = ("networking.k8s.io/v1", "Ingress", NS)
+PREFIX = "nginx.ingress.kubernetes.io"
+
+
+def header(name: str, **value: str) -> HTTPMatchRequest:
+    return HTTPMatchRequest.model_validate({"headers": {name: value}})
+
+
+def written(provider: str, canary: Canary, routes: RouteState, *extra: dict[str, Any]) -> InMemoryObjects:
+    """What the router stored after applying ``routes``, every object validated against its schema."""
+    objects = InMemoryObjects(*side_services(canary), *extra)
+    before = set(objects.store)
+    asyncio.run(router_for(provider, objects).apply(canary, routes))
+    for key in set(objects.store) - before:
+        validate(objects.store[key])
+    return objects
+
+
+def canary_ingress(objects: InMemoryObjects) -> dict[str, Any]:
+    return objects.store[(*INGRESS, "podinfo-canary")]
+
+
+def backends(ingress: dict[str, Any]) -> list[tuple[str, str]]:
+    return [
+        (path["path"], path["backend"]["service"]["name"])
+        for rule in ingress["spec"]["rules"]
+        for path in rule["http"]["paths"]
+    ]
+
+
+# --- nginx ---------------------------------------------------------------------------------------------
+
+
+def test_nginx_writes_a_weighted_canary_ingress_like_flagger() -> None:
+    canary = ingress_canary()
+    stale = {f"{PREFIX}/canary-by-header": "x-old", "team": "web"}
+    objects = written("nginx", canary, RouteState(canary_weight=10), user_ingress(**stale))
+    copy = canary_ingress(objects)
+    assert backends(copy) == [("/", "podinfo-canary"), ("/docs", "docs")]
+    annotations = {k: v for k, v in copy["metadata"]["annotations"].items() if k != APPLIED_ANNOTATION}
+    assert annotations == {
+        "kubernetes.io/ingress.class": "nginx",
+        "team": "web",
+        f"{PREFIX}/canary": "true",
+        f"{PREFIX}/canary-weight": "10",
+    }
+    assert copy["metadata"]["labels"] == {"app": "podinfo"}
+    assert copy["metadata"]["ownerReferences"][0]["uid"] == UID
+    assert copy["spec"]["ingressClassName"] == "nginx"
+    assert objects.store[(*INGRESS, "podinfo")] == user_ingress(**stale)  # the user's Ingress untouched
+
+
+def test_nginx_switches_the_canary_off_at_weight_zero() -> None:
+    objects = written("nginx", ingress_canary(), RouteState(), user_ingress())
+    annotations = canary_ingress(objects)["metadata"]["annotations"]
+    assert {k: v for k, v in annotations.items() if k.startswith(PREFIX)} == {f"{PREFIX}/canary": "false"}
+
+
+@pytest.mark.parametrize(
+    ("match", "expected"),
+    [
+        (
+            header("x-canary", exact="insider"),
+            {"canary-by-header": "x-canary", "canary-by-header-value": "insider"},
+        ),
+        (
+            header("x-canary", regex="^in.*"),
+            {"canary-by-header": "x-canary", "canary-by-header-pattern": "^in.*"},
+        ),
+        (
+            header("x-canary", prefix="in"),
+            {"canary-by-header": "x-canary", "canary-by-header-pattern": "^in.*"},
+        ),
+        (header("cookie", exact="canary"), {"canary-by-cookie": "canary"}),
+    ],
+)
+def test_nginx_header_routes(match: HTTPMatchRequest, expected: dict[str, str]) -> None:
+    objects = written("nginx", ingress_canary(), RouteState(match=(match,)), user_ingress())
+    annotations = canary_ingress(objects)["metadata"]["annotations"]
+    canary_keys = {k.removeprefix(f"{PREFIX}/"): v for k, v in annotations.items() if k.startswith(PREFIX)}
+    assert canary_keys == {"canary": "true", "canary-weight": "0", **expected}
+
+
+def test_nginx_header_and_cookie_together() -> None:
+    routes = RouteState(match=(header("x-canary", exact="1"), header("cookie", exact="canary")))
+    annotations = canary_ingress(written("nginx", ingress_canary(), routes, user_ingress()))["metadata"][
+        "annotations"
+    ]
+    assert annotations[f"{PREFIX}/canary-by-header"] == "x-canary"
+    assert annotations[f"{PREFIX}/canary-by-cookie"] == "canary"
+
+
+@pytest.mark.parametrize(
+    ("routes", "reason"),
+    [
+        (RouteState(mirror_weight=30), "cannot mirror"),
+        (RouteState(canary_weight=10, fault=FAULT), "cannot inject faults"),
+        (
+            RouteState(
+                match=(
+                    HTTPMatchRequest.model_validate({"headers": {"a": {"exact": "1"}, "b": {"exact": "2"}}}),
+                )
+            ),
+            "exactly one header",
+        ),
+        (RouteState(match=(header("a", exact="1"), header("b", exact="2"))), "one header and one cookie"),
+        (RouteState(match=(header("cookie", regex="canary=.*"),)), "cookie by its name only"),
+        (
+            RouteState(match=(HTTPMatchRequest.model_validate({"uri": {"prefix": "/api"}}),)),
+            "cannot match on uri",
+        ),
+    ],
+)
+def test_nginx_refuses_what_ingress_nginx_cannot_express(routes: RouteState, reason: str) -> None:
+    objects = InMemoryObjects(user_ingress())
+    with pytest.raises(UnsupportedRoutes, match=reason):
+        asyncio.run(router_for("nginx", objects).apply(ingress_canary(), routes))
+    assert not objects.kind("Ingress")[1:]  # nothing written
+
+
+@pytest.mark.parametrize("provider", ["nginx"])
+def test_ingress_routers_need_an_ingress_ref_in_the_canary_namespace(provider: str) -> None:
+    router = router_for(provider, InMemoryObjects())
+    assert spec_problem(make_canary(), router) == (
+        f"spec.ingressRef: required by router {provider} (the Ingress it copies for the canary)"
+    )
+    other = ingress_canary()
+    assert other.spec.ingress_ref is not None
+    elsewhere = other.spec.ingress_ref.model_copy(update={"namespace": "other"})
+    other = other.model_copy(update={"spec": other.spec.model_copy(update={"ingress_ref": elsewhere})})
+    assert "must be in the Canary's namespace 'test'" in (spec_problem(other, router) or "")
+    assert spec_problem(ingress_canary(), router) is None
+    with pytest.raises(LookupError, match="Ingress test/podinfo not found"):
+        asyncio.run(router.apply(ingress_canary(), RouteState(canary_weight=10)))
+    lost = user_ingress()
+    lost["spec"]["rules"][0]["http"]["paths"] = lost["spec"]["rules"][0]["http"]["paths"][1:]
+    with pytest.raises(LookupError, match="no path with backend Service 'podinfo'"):
+        asyncio.run(router_for(provider, InMemoryObjects(lost)).apply(ingress_canary(), RouteState()))
