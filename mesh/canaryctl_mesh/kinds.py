@@ -39,6 +39,7 @@ KINDS: dict[tuple[str, str], Kind] = {
     ("gateway.networking.k8s.io/v1beta1", "HTTPRoute"): Kind("httproutes"),
     # Ingress controllers
     ("networking.k8s.io/v1", "Ingress"): Kind("ingresses"),
+    ("projectcontour.io/v1", "HTTPProxy"): Kind("httpproxies"),
     **{
         (f"split.smi-spec.io/{v}", "TrafficSplit"): Kind("trafficsplits")
         for v in ("v1alpha1", "v1alpha2", "v1alpha3", "v1alpha4")

@@ -22,6 +22,7 @@ from canaryctl.ports import Objects, Router
 from canaryctl_providers.routers import smi
 from canaryctl_providers.routers.canaryctl import CanaryctlRouter
 from canaryctl_providers.routers.common import ObjectRouter, UnsupportedRoutes
+from canaryctl_providers.routers.contour import ContourRouter
 from canaryctl_providers.routers.gatewayapi import GatewayApiRouter
 from canaryctl_providers.routers.istio import IstioRouter
 from canaryctl_providers.routers.kubernetes import KubernetesRouter
@@ -43,6 +44,7 @@ ROUTERS: Final[dict[str, Callable[[Objects], ObjectRouter]]] = {
     "gatewayapi:v1beta1": lambda objects: GatewayApiRouter(objects, "v1beta1"),
     # Ingress controllers
     "nginx": NginxRouter,
+    "contour": ContourRouter,
 }
 
 

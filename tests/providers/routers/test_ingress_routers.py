@@ -1,4 +1,4 @@
-"""The ingress routers (nginx) write the objects Flagger writes for the same
+"""The ingress routers (nginx, contour) write the objects Flagger writes for the same
 Canary, valid against each project's published schema, and refuse what they cannot express."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from canaryctl_providers.routers import (
     router_for,
     spec_problem,
 )
+from canaryctl_providers.routers.contour import RETRY_ON
 from tests.providers.routers.cases import (
     FAULT,
     NS,
@@ -26,7 +27,7 @@ from tests.providers.routers.cases import (
     side_services,
     user_ingress,
 )
-from tests.schemas.validation import validate
+from tests.schemas.validation import crd_schemas, validate
 
 INGRESS = ("networking.k8s.io/v1", "Ingress", NS)
 PREFIX = "nginx.ingress.kubernetes.io"
@@ -166,3 +167,81 @@ def test_ingress_routers_need_an_ingress_ref_in_the_canary_namespace(provider: s
     lost["spec"]["rules"][0]["http"]["paths"] = lost["spec"]["rules"][0]["http"]["paths"][1:]
     with pytest.raises(LookupError, match="no path with backend Service 'podinfo'"):
         asyncio.run(router_for(provider, InMemoryObjects(lost)).apply(ingress_canary(), RouteState()))
+
+
+# --- contour -------------------------------------------------------------------------------------------
+
+PROXY = ("projectcontour.io/v1", "HTTPProxy", NS, "podinfo")
+L5D = "l5d-dst-override"
+
+
+def contour_services(route: dict[str, Any]) -> list[tuple[str, int | None, str]]:
+    """(name, weight, Linkerd override) of each service of a route."""
+    return [
+        (s["name"], s.get("weight"), s["requestHeadersPolicy"]["set"][0]["value"]) for s in route["services"]
+    ]
+
+
+def test_contour_writes_a_weighted_http_proxy_like_flagger() -> None:
+    proxy = written("contour", make_canary(), RouteState(canary_weight=10)).store[PROXY]
+    assert proxy["metadata"]["ownerReferences"][0]["uid"] == UID
+    (route,) = proxy["spec"]["routes"]
+    assert route["conditions"] == [{"prefix": "/"}]
+    assert contour_services(route) == [
+        ("podinfo-primary", 90, "podinfo-primary.test.svc.cluster.local:9898"),
+        ("podinfo-canary", 10, "podinfo-canary.test.svc.cluster.local:9898"),
+    ]
+    assert route["timeoutPolicy"] == {"response": "30s", "idle": "5m"}
+    assert route["retryPolicy"] == {"count": 3, "perTryTimeout": "5s", "retryOn": ["gateway-error", "reset"]}
+
+    idle = written("contour", make_canary(), RouteState()).store[PROXY]["spec"]["routes"][0]
+    assert [(name, weight) for name, weight, _ in contour_services(idle)] == [
+        ("podinfo-primary", 100),
+        ("podinfo-canary", None),  # Contour reads a missing weight as 0 when another service has one
+    ]
+
+
+def test_contour_header_route_is_tried_before_the_weighted_route() -> None:
+    service = {"port": 9898, "match": [{"uri": {"prefix": "/api"}}]}
+    routes = RouteState(match=(header("x-canary", exact="insider"), header("cookie", suffix="canary=always")))
+    proxy = written("contour", make_canary(service), routes).store[PROXY]
+    first, second, weighted = proxy["spec"]["routes"]
+    assert first["conditions"] == [{"prefix": "/api", "header": {"name": "x-canary", "exact": "insider"}}]
+    assert second["conditions"] == [
+        {"prefix": "/api", "header": {"name": "cookie", "regex": ".*canary=always$"}}
+    ]
+    for route in (first, second):
+        assert [(name, weight) for name, weight, _ in contour_services(route)] == [
+            ("podinfo-primary", None),
+            ("podinfo-canary", 100),
+        ]
+    assert weighted["conditions"] == [{"prefix": "/api"}]
+    assert [weight for _, weight, _ in contour_services(weighted)] == [100, None]
+
+
+def test_contour_refuses_what_an_http_proxy_cannot_say() -> None:
+    router = router_for("contour", InMemoryObjects())
+    assert "cannot mirror" in (router.unsupported(RouteState(mirror_weight=20)) or "")
+    assert "cannot inject faults" in (router.unsupported(RouteState(canary_weight=10, fault=FAULT)) or "")
+    exact_path = make_canary({"port": 9898, "match": [{"uri": {"exact": "/api"}}]})
+    assert (
+        spec_problem(exact_path, router) == "spec.service.match[0].uri: router contour can only use a prefix"
+    )
+    retries = {"port": 9898, "retries": {"attempts": 2, "retryOn": "5xx,reset,no-such-thing"}}
+    assert spec_problem(make_canary(retries), router) == (
+        "spec.service.retries.retryOn: Contour does not retry on no-such-thing"
+    )
+
+
+def test_contour_knows_the_retry_conditions_of_the_schema() -> None:
+    schema = crd_schemas()[("projectcontour.io/v1", "HTTPProxy")]
+    route = schema["properties"]["spec"]["properties"]["routes"]["items"]
+    assert set(route["properties"]["retryPolicy"]["properties"]["retryOn"]["items"]["enum"]) == RETRY_ON
+
+
+def test_the_schema_check_rejects_a_misnamed_http_proxy_field() -> None:
+    """The vendored schema is strict: a field Contour does not know (pruned by a real API server) fails."""
+    proxy = written("contour", make_canary(), RouteState(canary_weight=10)).store[PROXY]
+    proxy["spec"]["routes"][0]["retryPolicy"] = {"attempts": 3}
+    with pytest.raises(AssertionError, match="attempts"):
+        validate(proxy)
