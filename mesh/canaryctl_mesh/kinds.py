@@ -40,6 +40,8 @@ KINDS: dict[tuple[str, str], Kind] = {
     # Ingress controllers
     ("networking.k8s.io/v1", "Ingress"): Kind("ingresses"),
     ("projectcontour.io/v1", "HTTPProxy"): Kind("httpproxies"),
+    ("gateway.solo.io/v1", "RouteTable"): Kind("routetables"),
+    ("gloo.solo.io/v1", "Upstream"): Kind("upstreams"),
     **{
         (f"split.smi-spec.io/{v}", "TrafficSplit"): Kind("trafficsplits")
         for v in ("v1alpha1", "v1alpha2", "v1alpha3", "v1alpha4")

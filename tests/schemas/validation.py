@@ -1,5 +1,5 @@
 """Validate objects canaryctl writes against the real schemas: Kubernetes built-ins with
-kubernetes-validate, Istio, Gateway API, KEDA and Contour against their published CRDs vendored beside this file
+kubernetes-validate, Istio, Gateway API, KEDA, Contour and Gloo against their published CRDs vendored beside this file
 (each file names its version), and the included mesh's TrafficPolicy against the CRD generated into
 crds/.
 
@@ -25,6 +25,7 @@ CRD_FILES = (
     HERE / "gateway-api-v1.6.1-httproutes.yaml",
     HERE / "keda-v2.20.2-scaledobjects.yaml",
     HERE / "contour-v1.33.6-httpproxies.yaml",
+    HERE / "gloo-v1.20.22-routetables-upstreams.yaml",
     HERE.parent.parent / "crds" / "trafficpolicies.yaml",  # the included mesh's own, generated
 )
 KUBERNETES_VERSION = kubernetes_validate.latest_version()

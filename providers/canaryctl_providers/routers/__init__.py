@@ -24,6 +24,7 @@ from canaryctl_providers.routers.canaryctl import CanaryctlRouter
 from canaryctl_providers.routers.common import ObjectRouter, UnsupportedRoutes
 from canaryctl_providers.routers.contour import ContourRouter
 from canaryctl_providers.routers.gatewayapi import GatewayApiRouter
+from canaryctl_providers.routers.gloo import GlooRouter
 from canaryctl_providers.routers.istio import IstioRouter
 from canaryctl_providers.routers.kubernetes import KubernetesRouter
 from canaryctl_providers.routers.nginx import NginxRouter
@@ -45,6 +46,7 @@ ROUTERS: Final[dict[str, Callable[[Objects], ObjectRouter]]] = {
     # Ingress controllers
     "nginx": NginxRouter,
     "contour": ContourRouter,
+    "gloo": GlooRouter,
 }
 
 

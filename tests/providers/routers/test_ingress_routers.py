@@ -1,4 +1,4 @@
-"""The ingress routers (nginx, contour) write the objects Flagger writes for the same
+"""The ingress routers (nginx, contour, gloo) write the objects Flagger writes for the same
 Canary, valid against each project's published schema, and refuse what they cannot express."""
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from tests.providers.routers.cases import (
     InMemoryObjects,
     ingress_canary,
     make_canary,
+    ref,
     side_services,
     user_ingress,
 )
@@ -245,3 +246,107 @@ def test_the_schema_check_rejects_a_misnamed_http_proxy_field() -> None:
     proxy["spec"]["routes"][0]["retryPolicy"] = {"attempts": 3}
     with pytest.raises(AssertionError, match="attempts"):
         validate(proxy)
+
+
+# --- gloo ----------------------------------------------------------------------------------------------
+
+TABLE = ("gateway.solo.io/v1", "RouteTable", NS, "podinfo")
+PRIMARY_UPSTREAM = ("gloo.solo.io/v1", "Upstream", NS, "test-podinfo-primaryupstream-9898")
+CANARY_UPSTREAM = ("gloo.solo.io/v1", "Upstream", NS, "test-podinfo-canaryupstream-9898")
+
+
+def destinations(route: dict[str, Any]) -> list[tuple[str, int | None]]:
+    return [
+        (d["destination"]["upstream"]["name"], d.get("weight"))
+        for d in route["routeAction"]["multi"]["destinations"]
+    ]
+
+
+def test_gloo_writes_upstreams_and_a_weighted_route_table_like_flagger() -> None:
+    objects = written("gloo", make_canary(), RouteState(canary_weight=10))
+    (route,) = objects.store[TABLE]["spec"]["routes"]
+    assert route["inheritablePathMatchers"] is True
+    assert destinations(route) == [
+        ("test-podinfo-primaryupstream-9898", 90),
+        ("test-podinfo-canaryupstream-9898", 10),
+    ]
+    assert objects.store[CANARY_UPSTREAM]["spec"] == {
+        "kube": {
+            "serviceName": "podinfo-canary",
+            "serviceNamespace": NS,
+            "servicePort": 9898,
+            "selector": {"app": "podinfo"},
+        }
+    }
+    assert objects.store[PRIMARY_UPSTREAM]["spec"]["kube"]["selector"] == {"app": "podinfo-primary"}
+
+
+def test_gloo_copies_the_settings_of_the_upstreamref() -> None:
+    config = {
+        "apiVersion": "gloo.solo.io/v1",
+        "kind": "Upstream",
+        "metadata": {"name": "tuned", "namespace": NS},
+        "spec": {
+            "loadBalancerConfig": {"roundRobin": {}},
+            "connectionConfig": {"maxRequestsPerConnection": 10},
+            "useHttp2": True,
+            "kube": {"serviceName": "elsewhere", "serviceNamespace": NS, "servicePort": 80},
+            "healthChecks": [{"timeout": "1s"}],
+        },
+    }
+    canary = make_canary()
+    canary = canary.model_copy(
+        update={
+            "spec": canary.spec.model_copy(
+                update={"upstream_ref": ref("gloo.solo.io/v1", "Upstream", "tuned")}
+            )
+        }
+    )
+    spec = written("gloo", canary, RouteState(canary_weight=10), config).store[CANARY_UPSTREAM]["spec"]
+    assert spec["kube"]["serviceName"] == "podinfo-canary"
+    assert {k: spec[k] for k in ("loadBalancerConfig", "connectionConfig", "useHttp2")} == {
+        k: config["spec"][k] for k in ("loadBalancerConfig", "connectionConfig", "useHttp2")
+    }
+    assert "healthChecks" not in spec  # Flagger copies a fixed list of settings
+
+
+def test_gloo_refuses_an_upstream_ref_using_another_namespace_secret() -> None:
+    config = {
+        "apiVersion": "gloo.solo.io/v1",
+        "kind": "Upstream",
+        "metadata": {"name": "tls", "namespace": NS},
+        "spec": {"sslConfig": {"secretRef": {"name": "their-cert", "namespace": "payments"}}},
+    }
+    canary = make_canary()
+    canary = canary.model_copy(
+        update={
+            "spec": canary.spec.model_copy(update={"upstream_ref": ref("gloo.solo.io/v1", "Upstream", "tls")})
+        }
+    )
+    objects = InMemoryObjects(*side_services(canary), config)
+    with pytest.raises(ValueError, match="uses Secret payments/their-cert"):
+        asyncio.run(router_for("gloo", objects).apply(canary, RouteState(canary_weight=10)))
+    assert not objects.kind("Upstream")[1:] and not objects.kind("RouteTable")
+
+
+def test_gloo_header_route_goes_first() -> None:
+    match = HTTPMatchRequest.model_validate(
+        {"headers": {"x-canary": {"regex": "^in.*"}}, "method": {"exact": "GET"}}
+    )
+    routes = RouteState(match=(header("x-canary", exact="insider"), match))
+    ab, weighted = written("gloo", make_canary(), routes).store[TABLE]["spec"]["routes"]
+    assert ab["matchers"] == [
+        {"headers": [{"name": "x-canary", "value": "insider"}]},
+        {"headers": [{"name": "x-canary", "value": "^in.*", "regex": True}], "methods": ["GET"]},
+    ]
+    assert destinations(ab) == [
+        ("test-podinfo-primaryupstream-9898", None),
+        ("test-podinfo-canaryupstream-9898", 100),
+    ]
+    assert "matchers" not in weighted
+    assert destinations(weighted) == [
+        ("test-podinfo-primaryupstream-9898", 100),
+        ("test-podinfo-canaryupstream-9898", None),
+    ]
+    router = router_for("gloo", InMemoryObjects())
+    assert "cannot mirror" in (router.unsupported(RouteState(mirror_weight=20)) or "")
