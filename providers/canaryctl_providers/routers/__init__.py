@@ -28,6 +28,7 @@ from canaryctl_providers.routers.gloo import GlooRouter
 from canaryctl_providers.routers.istio import IstioRouter
 from canaryctl_providers.routers.kubernetes import KubernetesRouter
 from canaryctl_providers.routers.nginx import NginxRouter
+from canaryctl_providers.routers.skipper import SkipperRouter
 from canaryctl_providers.routers.smi import SmiRouter
 
 __all__ = ["ROUTERS", "UnsupportedRoutes", "create", "router_for", "spec_problem", "unsupported_steps"]
@@ -47,6 +48,7 @@ ROUTERS: Final[dict[str, Callable[[Objects], ObjectRouter]]] = {
     "nginx": NginxRouter,
     "contour": ContourRouter,
     "gloo": GlooRouter,
+    "skipper": SkipperRouter,
 }
 
 

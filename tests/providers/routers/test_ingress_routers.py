@@ -1,9 +1,10 @@
-"""The ingress routers (nginx, contour, gloo) write the objects Flagger writes for the same
+"""The ingress routers (nginx, contour, gloo, skipper) write the objects Flagger writes for the same
 Canary, valid against each project's published schema, and refuse what they cannot express."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from canaryctl_providers.routers import (
     UnsupportedRoutes,
     router_for,
     spec_problem,
+    unsupported_steps,
 )
 from canaryctl_providers.routers.contour import RETRY_ON
 from tests.providers.routers.cases import (
@@ -150,7 +152,7 @@ def test_nginx_refuses_what_ingress_nginx_cannot_express(routes: RouteState, rea
     assert not objects.kind("Ingress")[1:]  # nothing written
 
 
-@pytest.mark.parametrize("provider", ["nginx"])
+@pytest.mark.parametrize("provider", ["nginx", "skipper"])
 def test_ingress_routers_need_an_ingress_ref_in_the_canary_namespace(provider: str) -> None:
     router = router_for(provider, InMemoryObjects())
     assert spec_problem(make_canary(), router) == (
@@ -168,6 +170,37 @@ def test_ingress_routers_need_an_ingress_ref_in_the_canary_namespace(provider: s
     lost["spec"]["rules"][0]["http"]["paths"] = lost["spec"]["rules"][0]["http"]["paths"][1:]
     with pytest.raises(LookupError, match="no path with backend Service 'podinfo'"):
         asyncio.run(router_for(provider, InMemoryObjects(lost)).apply(ingress_canary(), RouteState()))
+
+
+# --- skipper -------------------------------------------------------------------------------------------
+
+
+def test_skipper_writes_weighted_backends_like_flagger() -> None:
+    source = user_ingress(**{"zalando.org/skipper-predicate": "Header(`X-Team`, `web`) && Weight(100)"})
+    objects = written("skipper", ingress_canary(), RouteState(canary_weight=30), source)
+    copy = canary_ingress(objects)
+    assert backends(copy) == [("/", "podinfo-primary"), ("/docs", "docs"), ("/", "podinfo-canary")]
+    annotations = copy["metadata"]["annotations"]
+    assert json.loads(annotations["zalando.org/backend-weights"]) == {
+        "podinfo-primary": 70,
+        "podinfo-canary": 30,
+    }
+    assert annotations["zalando.org/skipper-predicate"] == "Weight(100) && Header(`X-Team`, `web`)"
+    assert "kubectl.kubernetes.io/last-applied-configuration" not in annotations
+
+    idle = canary_ingress(written("skipper", ingress_canary(), RouteState(), source))["metadata"][
+        "annotations"
+    ]
+    assert idle["zalando.org/skipper-predicate"] == "False() && Header(`X-Team`, `web`)"
+    assert json.loads(idle["zalando.org/backend-weights"]) == {"podinfo-primary": 100, "podinfo-canary": 0}
+
+
+def test_skipper_splits_by_weight_only() -> None:
+    canary = ingress_canary(
+        {"interval": "10s", "iterations": 2, "match": [{"headers": {"x": {"exact": "1"}}}]}
+    )
+    problem = unsupported_steps(canary, router_for("skipper", InMemoryObjects()))
+    assert problem is not None and problem.startswith("router skipper cannot route by header")
 
 
 # --- contour -------------------------------------------------------------------------------------------
