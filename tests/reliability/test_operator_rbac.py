@@ -53,7 +53,13 @@ ROUTER_CANARIES: dict[str, dict[str, Any]] = {
     "istio": {},
     "gatewayapi:v1": {},
     "kubernetes": {"iterations": 2},
+    "nginx": {},
+    "contour": {},
+    "gloo": {},
+    "skipper": {},
 }
+# Routers that copy a user's Ingress (spec.ingressRef).
+INGRESS_COPIERS = ("nginx", "skipper")
 # Granted although no request shows it: an API server checks it on the operator's behalf.
 IMPLIED: dict[Call, str] = {
     ("canaryctl.dev", "canaries/finalizers", "update"): (
@@ -129,6 +135,18 @@ def granted(helm: str, scope: str) -> set[Call]:  # noqa: F811
     }
 
 
+def ingress(name: str) -> dict[str, Any]:
+    """The user's Ingress routing / to the apex Service ``name``."""
+    backend = {"service": {"name": name, "port": {"number": 80}}}
+    path = {"path": "/", "pathType": "Prefix", "backend": backend}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"rules": [{"host": f"{name}.example.com", "http": {"paths": [path]}}]},
+    }
+
+
 async def drive_every_router_to_promotion(objects: KubeObjects) -> None:  # noqa: F811
     names = []
     for index, (provider, analysis) in enumerate(ROUTER_CANARIES.items()):
@@ -136,6 +154,13 @@ async def drive_every_router_to_promotion(objects: KubeObjects) -> None:  # noqa
         await setup_target(objects, "Deployment", name)
         manifest = canary(name, **analysis)
         manifest["spec"]["provider"] = provider
+        if provider in INGRESS_COPIERS:
+            await objects.apply(ingress(name))
+            manifest["spec"]["ingressRef"] = {
+                "apiVersion": "networking.k8s.io/v1",
+                "kind": "Ingress",
+                "name": name,
+            }
         await objects.apply(manifest)
         names.append(name)
     await setup_target(objects, "DaemonSet", "ds")
