@@ -42,6 +42,7 @@ KINDS: dict[tuple[str, str], Kind] = {
     ("projectcontour.io/v1", "HTTPProxy"): Kind("httpproxies"),
     ("gateway.solo.io/v1", "RouteTable"): Kind("routetables"),
     ("gloo.solo.io/v1", "Upstream"): Kind("upstreams"),
+    ("traefik.io/v1alpha1", "TraefikService"): Kind("traefikservices"),
     **{
         (f"split.smi-spec.io/{v}", "TrafficSplit"): Kind("trafficsplits")
         for v in ("v1alpha1", "v1alpha2", "v1alpha3", "v1alpha4")

@@ -57,6 +57,7 @@ ROUTER_CANARIES: dict[str, dict[str, Any]] = {
     "contour": {},
     "gloo": {},
     "skipper": {},
+    "traefik": {},
 }
 # Routers that copy a user's Ingress (spec.ingressRef).
 INGRESS_COPIERS = ("nginx", "skipper")

@@ -1,7 +1,7 @@
 """Validate objects canaryctl writes against the real schemas: Kubernetes built-ins with
-kubernetes-validate, Istio, Gateway API, KEDA, Contour and Gloo against their published CRDs vendored beside this file
-(each file names its version), and the included mesh's TrafficPolicy against the CRD generated into
-crds/.
+kubernetes-validate, Istio, Gateway API, KEDA, Contour, Gloo and Traefik against their published CRDs
+vendored beside this file (each file names its version), and the included mesh's TrafficPolicy against
+the CRD generated into crds/.
 
 A CRD's openAPIV3Schema is checked with jsonschema, strictly: an object schema that neither lists a
 field nor preserves unknown fields rejects it (the API server would silently prune it, so a typo would
@@ -26,6 +26,7 @@ CRD_FILES = (
     HERE / "keda-v2.20.2-scaledobjects.yaml",
     HERE / "contour-v1.33.6-httpproxies.yaml",
     HERE / "gloo-v1.20.22-routetables-upstreams.yaml",
+    HERE / "traefik-v3.7.9-traefikservices.yaml",
     HERE.parent.parent / "crds" / "trafficpolicies.yaml",  # the included mesh's own, generated
 )
 KUBERNETES_VERSION = kubernetes_validate.latest_version()

@@ -1,7 +1,7 @@
 """The builtin metrics, ``request-success-rate`` (% non-5xx) and ``request-duration`` (p99, ms), per mesh.
 
 Queries are templates rendered like MetricTemplates. For Istio, Linkerd, Kubernetes/Gateway API,
-ingress-nginx, Contour and Gloo they are Flagger's; the included mesh reads the Envoy stats named in
+ingress-nginx, Contour, Gloo and Traefik they are Flagger's; the included mesh reads the Envoy stats named in
 canaryctl_mesh.telemetry. Each mesh also has a request-count query over the interval (for the engine's
 two-proportion test and fastFail), and a caller-side variant for fault steps, where the upstream never
 sees the requests a fault aborted.
@@ -183,10 +183,22 @@ def _envoy_cluster(cluster: str) -> BuiltinQueries:
     ).queries()
 
 
+_TRAEFIK_SERVICE = 'service=~"{{ namespace }}-{{ service }}-canary-[0-9a-zA-Z-]+@kubernetescrd"'
+_TRAEFIK_BUCKETS = "traefik_service_request_duration_seconds_bucket"
+# Traefik's request counter is the histogram's +Inf bucket.
+_TRAEFIK_QUERIES = replace(
+    Source(_TRAEFIK_BUCKETS, f'{_TRAEFIK_SERVICE}, le="+Inf"', 'code!~"5.."', "").queries(),
+    duration=(
+        f"histogram_quantile(0.99, sum(rate({_TRAEFIK_BUCKETS}{{{_TRAEFIK_SERVICE}}}"
+        "[{{ interval }}])) by (le)) * 1000"
+    ),
+)
+
 _INGRESS_QUERIES = {
     "nginx": _NGINX_QUERIES,
     "contour": _envoy_cluster("{{ namespace }}_{{ service }}-canary_[0-9a-zA-Z-]+"),
     "gloo": _envoy_cluster("{{ namespace }}-{{ service }}-canaryupstream-[0-9a-zA-Z-]+_[0-9a-zA-Z-]+"),
+    "traefik": _TRAEFIK_QUERIES,
 }
 
 

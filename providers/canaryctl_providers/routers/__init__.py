@@ -30,6 +30,7 @@ from canaryctl_providers.routers.kubernetes import KubernetesRouter
 from canaryctl_providers.routers.nginx import NginxRouter
 from canaryctl_providers.routers.skipper import SkipperRouter
 from canaryctl_providers.routers.smi import SmiRouter
+from canaryctl_providers.routers.traefik import TraefikRouter
 
 __all__ = ["ROUTERS", "UnsupportedRoutes", "create", "router_for", "spec_problem", "unsupported_steps"]
 
@@ -49,6 +50,7 @@ ROUTERS: Final[dict[str, Callable[[Objects], ObjectRouter]]] = {
     "contour": ContourRouter,
     "gloo": GlooRouter,
     "skipper": SkipperRouter,
+    "traefik": TraefikRouter,
 }
 
 

@@ -1,5 +1,5 @@
-"""The builtin queries of the ingress routers (Flagger's nginx, contour and gloo observers) against a REAL
-Prometheus scraping the metric names and labels each proxy exports.
+"""The builtin queries of the ingress routers (Flagger's nginx, contour, gloo and traefik observers)
+against a REAL Prometheus scraping the metric names and labels each proxy exports.
 
 A local exporter serves counters that grow at fixed rates since it started: the canary's series (9 of
 10 requests succeed, 50 ms each) beside series the query must leave out (the primary failing every
@@ -63,15 +63,30 @@ def envoy_series(canary_cluster: str, primary_cluster: str) -> Series:
     return series
 
 
+def traefik_series() -> Series:
+    """Traefik's service histogram: requests are its +Inf bucket, by service and code."""
+    series: Series = []
+    buckets = "traefik_service_request_duration_seconds_bucket"
+    canary, primary = "test-podinfo-canary-9898@kubernetescrd", "test-podinfo-primary-9898@kubernetescrd"
+    for service, code, rate in ((canary, "200", 9), (canary, "503", 1), (primary, "500", 50)):
+        # The canary answers within (10, 25] ms, the primary within (1, +Inf) s.
+        for le in ("0.005", "0.01", "0.025", "1", "+Inf"):
+            fast = service == canary and le not in ("0.005", "0.01")
+            labels = {"service": service, "code": code, "le": le}
+            series.append((buckets, labels, rate if fast or le == "+Inf" else 0))
+    return series
+
+
 PROVIDERS: dict[str, Callable[[], Series]] = {
     "nginx": nginx_series,
     "contour": lambda: envoy_series("test_podinfo-canary_9898", "test_podinfo-primary_9898"),
     "gloo": lambda: envoy_series(
         "test-podinfo-canaryupstream-9898_test", "test-podinfo-primaryupstream-9898_test"
     ),
+    "traefik": traefik_series,
 }
 # The p99 Prometheus interpolates in the canary's (10, 25] ms bucket; nginx's is Flagger's average.
-EXPECTED_DURATION_MS = {"nginx": 50.0, "contour": 10 + 15 * 0.99, "gloo": 10 + 15 * 0.99}
+EXPECTED_DURATION_MS = {"nginx": 50.0, **dict.fromkeys(("contour", "gloo", "traefik"), 10 + 15 * 0.99)}
 
 
 class Exporter(ThreadingHTTPServer):

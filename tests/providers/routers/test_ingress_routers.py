@@ -383,3 +383,32 @@ def test_gloo_header_route_goes_first() -> None:
     ]
     router = router_for("gloo", InMemoryObjects())
     assert "cannot mirror" in (router.unsupported(RouteState(mirror_weight=20)) or "")
+
+
+# --- traefik -------------------------------------------------------------------------------------------
+
+TRAEFIK_SERVICE = ("traefik.io/v1alpha1", "TraefikService", NS, "podinfo")
+
+
+def traefik_weights(routes: RouteState) -> list[tuple[str, str, int, int]]:
+    service = written("traefik", make_canary(), routes).store[TRAEFIK_SERVICE]
+    return [
+        (s["name"], s["namespace"], s["port"], s["weight"]) for s in service["spec"]["weighted"]["services"]
+    ]
+
+
+def test_traefik_writes_a_weighted_traefik_service_like_flagger() -> None:
+    assert traefik_weights(RouteState(canary_weight=10)) == [
+        ("podinfo-primary", NS, 9898, 90),
+        ("podinfo-canary", NS, 9898, 10),
+    ]
+    assert traefik_weights(RouteState()) == [("podinfo-primary", NS, 9898, 100)]
+    # Traefik reads a missing weight as 1: the primary is left out instead of written without one.
+    assert traefik_weights(RouteState(canary_weight=100)) == [("podinfo-canary", NS, 9898, 100)]
+
+
+def test_traefik_splits_by_weight_only() -> None:
+    router = router_for("traefik", InMemoryObjects())
+    assert "cannot route by header" in (router.unsupported(RouteState(match=(header("x", exact="1"),))) or "")
+    assert "cannot mirror" in (router.unsupported(RouteState(mirror_weight=10)) or "")
+    assert "cannot inject faults" in (router.unsupported(RouteState(canary_weight=10, fault=FAULT)) or "")
