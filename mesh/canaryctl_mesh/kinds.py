@@ -43,6 +43,7 @@ KINDS: dict[tuple[str, str], Kind] = {
     ("gateway.solo.io/v1", "RouteTable"): Kind("routetables"),
     ("gloo.solo.io/v1", "Upstream"): Kind("upstreams"),
     ("traefik.io/v1alpha1", "TraefikService"): Kind("traefikservices"),
+    ("apisix.apache.org/v2", "ApisixRoute"): Kind("apisixroutes"),
     **{
         (f"split.smi-spec.io/{v}", "TrafficSplit"): Kind("trafficsplits")
         for v in ("v1alpha1", "v1alpha2", "v1alpha3", "v1alpha4")

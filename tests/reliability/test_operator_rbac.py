@@ -58,6 +58,7 @@ ROUTER_CANARIES: dict[str, dict[str, Any]] = {
     "gloo": {},
     "skipper": {},
     "traefik": {},
+    "apisix": {},
 }
 # Routers that copy a user's Ingress (spec.ingressRef).
 INGRESS_COPIERS = ("nginx", "skipper")
@@ -148,6 +149,24 @@ def ingress(name: str) -> dict[str, Any]:
     }
 
 
+APISIX_API = "apisix.apache.org/v2"
+
+
+def apisix_route(name: str) -> dict[str, Any]:
+    """The user's ApisixRoute routing /* to the apex Service ``name``."""
+    route = {
+        "name": "app",
+        "match": {"paths": ["/*"]},
+        "backends": [{"serviceName": name, "servicePort": 80}],
+    }
+    return {
+        "apiVersion": APISIX_API,
+        "kind": "ApisixRoute",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"http": [route]},
+    }
+
+
 async def drive_every_router_to_promotion(objects: KubeObjects) -> None:  # noqa: F811
     names = []
     for index, (provider, analysis) in enumerate(ROUTER_CANARIES.items()):
@@ -162,6 +181,9 @@ async def drive_every_router_to_promotion(objects: KubeObjects) -> None:  # noqa
                 "kind": "Ingress",
                 "name": name,
             }
+        if provider == "apisix":
+            await objects.apply(apisix_route(name))
+            manifest["spec"]["routeRef"] = {"apiVersion": APISIX_API, "kind": "ApisixRoute", "name": name}
         await objects.apply(manifest)
         names.append(name)
     await setup_target(objects, "DaemonSet", "ds")

@@ -1,5 +1,5 @@
 """Validate objects canaryctl writes against the real schemas: Kubernetes built-ins with
-kubernetes-validate, Istio, Gateway API, KEDA, Contour, Gloo and Traefik against their published CRDs
+kubernetes-validate, Istio, Gateway API, KEDA, Contour, Gloo, Traefik and APISIX against their published CRDs
 vendored beside this file (each file names its version), and the included mesh's TrafficPolicy against
 the CRD generated into crds/.
 
@@ -27,6 +27,7 @@ CRD_FILES = (
     HERE / "contour-v1.33.6-httpproxies.yaml",
     HERE / "gloo-v1.20.22-routetables-upstreams.yaml",
     HERE / "traefik-v3.7.9-traefikservices.yaml",
+    HERE / "apisix-ingress-controller-2.2.0-apisixroutes.yaml",
     HERE.parent.parent / "crds" / "trafficpolicies.yaml",  # the included mesh's own, generated
 )
 KUBERNETES_VERSION = kubernetes_validate.latest_version()

@@ -1,10 +1,10 @@
 """The builtin metrics, ``request-success-rate`` (% non-5xx) and ``request-duration`` (p99, ms), per mesh.
 
 Queries are templates rendered like MetricTemplates. For Istio, Linkerd, Kubernetes/Gateway API,
-ingress-nginx, Contour, Gloo and Traefik they are Flagger's; the included mesh reads the Envoy stats named in
-canaryctl_mesh.telemetry. Each mesh also has a request-count query over the interval (for the engine's
-two-proportion test and fastFail), and a caller-side variant for fault steps, where the upstream never
-sees the requests a fault aborted.
+ingress-nginx, Contour, Gloo, Traefik and APISIX they are Flagger's; the included mesh reads the Envoy
+stats named in canaryctl_mesh.telemetry. Each mesh also has a request-count query over the interval (for
+the engine's two-proportion test and fastFail), and a caller-side variant for fault steps, where the
+upstream never sees the requests a fault aborted.
 
 The included mesh measures where Istio and Linkerd do, on the server side: the destination pod's
 sidecar counts every request it lets in, per workload, whoever sent it (a meshed pod, an unmeshed
@@ -194,11 +194,21 @@ _TRAEFIK_QUERIES = replace(
     ),
 )
 
+_APISIX_ROUTE = 'route=~"{{ namespace }}_{{ route }}-{{ service }}-canary_.+"'
+_APISIX_QUERIES = replace(
+    Source("apisix_http_status", _APISIX_ROUTE, 'code!~"5.."', "").queries(),
+    duration=(
+        f'histogram_quantile(0.99, sum(rate(apisix_http_latency_bucket{{type=~"request", {_APISIX_ROUTE}}}'
+        "[{{ interval }}])) by (le))"
+    ),
+)
+
 _INGRESS_QUERIES = {
     "nginx": _NGINX_QUERIES,
     "contour": _envoy_cluster("{{ namespace }}_{{ service }}-canary_[0-9a-zA-Z-]+"),
     "gloo": _envoy_cluster("{{ namespace }}-{{ service }}-canaryupstream-[0-9a-zA-Z-]+_[0-9a-zA-Z-]+"),
     "traefik": _TRAEFIK_QUERIES,
+    "apisix": _APISIX_QUERIES,
 }
 
 

@@ -20,6 +20,7 @@ from canaryctl.engine.steps import StepKind, compile_steps
 from canaryctl.engine.types import RouteState
 from canaryctl.ports import Objects, Router
 from canaryctl_providers.routers import smi
+from canaryctl_providers.routers.apisix import ApisixRouter
 from canaryctl_providers.routers.canaryctl import CanaryctlRouter
 from canaryctl_providers.routers.common import ObjectRouter, UnsupportedRoutes
 from canaryctl_providers.routers.contour import ContourRouter
@@ -51,6 +52,7 @@ ROUTERS: Final[dict[str, Callable[[Objects], ObjectRouter]]] = {
     "gloo": GlooRouter,
     "skipper": SkipperRouter,
     "traefik": TraefikRouter,
+    "apisix": ApisixRouter,
 }
 
 

@@ -1,7 +1,7 @@
 """What the ingress routers share: the user's objects they copy and the steps most of them refuse.
 
-``spec.ingressRef`` (nginx, skipper) names an Ingress in the Canary's namespace that the router copies
-into its ``<ingress>-canary`` Ingress, as Flagger does.
+``spec.ingressRef`` (nginx, skipper) and ``spec.routeRef`` (apisix) name an object in the Canary's
+namespace that the router copies into its canary object, as Flagger does.
 
 A reference that cannot work (missing, another kind, another namespace) is a spec problem the operator
 reports as InvalidSpec before anything is written; a referenced object that is missing or does not

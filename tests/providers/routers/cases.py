@@ -119,14 +119,46 @@ def ref(api: str, kind: str, name: str = "podinfo") -> CrossNamespaceObjectRefer
     return CrossNamespaceObjectReference.model_validate({"apiVersion": api, "kind": kind, "name": name})
 
 
+APISIX_API = "apisix.apache.org/v2"
+
+
+def user_apisix_route() -> dict[str, Any]:
+    """The user's ApisixRoute: the apex Service behind /*, another Service behind /docs/*."""
+
+    def route(name: str, path: str, service: str) -> dict[str, Any]:
+        backend = {"serviceName": service, "servicePort": 9898, "resolveGranularity": "service"}
+        return {"name": name, "match": {"hosts": ["app.example.com"], "paths": [path]}, "backends": [backend]}
+
+    return {
+        "apiVersion": APISIX_API,
+        "kind": "ApisixRoute",
+        "metadata": {"name": "web", "namespace": NS, "labels": {"app": "podinfo"}},
+        "spec": {
+            "ingressClassName": "apisix",
+            "http": [route("docs", "/docs/*", "docs"), route("app", "/*", "podinfo")],
+        },
+    }
+
+
+def apisix_canary() -> Canary:
+    canary = make_canary()
+    return canary.model_copy(
+        update={"spec": canary.spec.model_copy(update={"route_ref": ref(APISIX_API, "ApisixRoute", "web")})}
+    )
+
+
 def prerequisites(provider: str, canary: Canary) -> list[dict[str, Any]]:
-    """The objects a router reads before it writes: the side Services, and the Ingress an ingress
-    router copies."""
-    return [*side_services(canary), *([user_ingress()] if provider in INGRESS_COPIERS else [])]
+    """The objects a router reads before it writes: the side Services, and the Ingress or ApisixRoute
+    the router copies."""
+    copied = [user_ingress()] if provider in INGRESS_COPIERS else []
+    copied += [user_apisix_route()] if provider == "apisix" else []
+    return [*side_services(canary), *copied]
 
 
 def canary_for(provider: str) -> Canary:
-    """The podinfo Canary, with spec.ingressRef for the routers that need it."""
+    """The podinfo Canary, with spec.ingressRef or spec.routeRef for the routers that need it."""
+    if provider == "apisix":
+        return apisix_canary()
     return ingress_canary() if provider in INGRESS_COPIERS else make_canary()
 
 

@@ -20,14 +20,17 @@ from canaryctl_providers.routers import (
 )
 from canaryctl_providers.routers.contour import RETRY_ON
 from tests.providers.routers.cases import (
+    APISIX_API,
     FAULT,
     NS,
     UID,
     InMemoryObjects,
+    apisix_canary,
     ingress_canary,
     make_canary,
     ref,
     side_services,
+    user_apisix_route,
     user_ingress,
 )
 from tests.schemas.validation import crd_schemas, validate
@@ -412,3 +415,45 @@ def test_traefik_splits_by_weight_only() -> None:
     assert "cannot route by header" in (router.unsupported(RouteState(match=(header("x", exact="1"),))) or "")
     assert "cannot mirror" in (router.unsupported(RouteState(mirror_weight=10)) or "")
     assert "cannot inject faults" in (router.unsupported(RouteState(canary_weight=10, fault=FAULT)) or "")
+
+
+# --- apisix --------------------------------------------------------------------------------------------
+
+
+def test_apisix_writes_a_weighted_canary_route_like_flagger() -> None:
+    objects = written("apisix", apisix_canary(), RouteState(canary_weight=10), user_apisix_route())
+    copy = objects.store[(APISIX_API, "ApisixRoute", NS, "web-podinfo-canary")]
+    assert copy["metadata"]["labels"] == {"app": "podinfo"}
+    assert copy["metadata"]["ownerReferences"][0]["uid"] == UID
+    assert copy["spec"]["ingressClassName"] == "apisix"
+    (route,) = copy["spec"]["http"]
+    assert (route["name"], route["priority"], route["match"]) == (
+        "app",
+        10000,
+        user_apisix_route()["spec"]["http"][1]["match"],
+    )
+    assert route["backends"] == [
+        {
+            "serviceName": "podinfo-primary",
+            "servicePort": 9898,
+            "resolveGranularity": "service",
+            "weight": 90,
+        },
+        {"serviceName": "podinfo-canary", "servicePort": 9898, "resolveGranularity": "service", "weight": 10},
+    ]
+    assert objects.store[(APISIX_API, "ApisixRoute", NS, "web")] == user_apisix_route()
+
+
+def test_apisix_needs_a_route_ref_with_one_apex_backend() -> None:
+    router = router_for("apisix", InMemoryObjects())
+    assert spec_problem(make_canary(), router) == (
+        "spec.routeRef: required by router apisix (the ApisixRoute it copies for the canary)"
+    )
+    source = user_apisix_route()
+    source["spec"]["http"][1]["backends"].append({"serviceName": "other", "servicePort": 80})
+    with pytest.raises(LookupError, match="route 'app' must have one backend, Service 'podinfo'"):
+        asyncio.run(router_for("apisix", InMemoryObjects(source)).apply(apisix_canary(), RouteState()))
+    source["spec"]["http"] = source["spec"]["http"][:1]
+    with pytest.raises(LookupError, match="no HTTP route with backend Service 'podinfo'"):
+        asyncio.run(router_for("apisix", InMemoryObjects(source)).apply(apisix_canary(), RouteState()))
+    assert "cannot route by header" in (router.unsupported(RouteState(match=(header("x", exact="1"),))) or "")

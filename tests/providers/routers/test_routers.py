@@ -45,7 +45,7 @@ def test_provider_names_and_defaults() -> None:
     assert router_for("gatewayapi", objects).name == "gatewayapi:v1"
     with pytest.raises(
         ValueError,
-        match=r"provider 'ambassador' is not supported by canaryctl; use one of canaryctl, ",
+        match=r"provider 'ambassador' is not supported by canaryctl; use one of .*\bcanaryctl, ",
     ):
         router_for("ambassador", objects)
 
