@@ -3,7 +3,8 @@ weighted destinations to two ``Upstream``s canaryctl writes for ``<apex>-primary
 ``<apex>-canary`` (``<namespace>-<apex>-primaryupstream-<port>`` and ``...-canaryupstream-<port>``),
 as Flagger's gloo provider does. ``spec.upstreamRef`` names an Upstream whose TLS, circuit breaker,
 connection, load balancer and HTTP/2 settings both copy; a TLS ``secretRef`` it carries must be in the
-Canary's namespace (the copy would otherwise present another namespace's certificate).
+Canary's namespace, and an Upstream of another namespace may not pass on TLS settings at all (the copy
+would otherwise present another namespace's credentials).
 
 A header route is a first route whose matchers (one per ``analysis.match`` entry; Gloo ORs matchers)
 send matching requests to the canary, before the weighted route. Flagger puts the matchers on its only
@@ -116,13 +117,21 @@ def route_table(canary: Canary, routes: RouteState) -> Obj:
 
 
 def secret_problem(canary: Canary, config: Obj) -> str | None:
-    ref = ((config.get("spec") or {}).get("sslConfig") or {}).get("secretRef") or {}
-    if ref.get("namespace") not in (None, namespace(canary)):
-        meta = config.get("metadata") or {}
+    """Why the canary Upstreams may not copy ``config``'s TLS settings: they would present credentials
+    of another namespace (a secretRef there, or any client certificate of an Upstream there)."""
+    meta = config.get("metadata") or {}
+    where = f"spec.upstreamRef: Upstream {meta.get('namespace')}/{meta.get('name')}"
+    ssl = (config.get("spec") or {}).get("sslConfig") or {}
+    if ssl and meta.get("namespace") != namespace(canary):
         return (
-            f"spec.upstreamRef: Upstream {meta.get('namespace')}/{meta.get('name')} uses Secret "
-            f"{ref['namespace']}/{ref.get('name')}; a canary Upstream may only use Secrets of its own "
-            f"namespace {namespace(canary)!r}"
+            f"{where} is in another namespace and has an sslConfig; a canary Upstream may only use TLS "
+            f"credentials of its own namespace {namespace(canary)!r}"
+        )
+    ref = ssl.get("secretRef") or {}
+    if ref.get("namespace") not in (None, namespace(canary)):
+        return (
+            f"{where} uses Secret {ref['namespace']}/{ref.get('name')}; a canary Upstream may only use "
+            f"Secrets of its own namespace {namespace(canary)!r}"
         )
     return None
 

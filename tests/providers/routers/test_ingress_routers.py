@@ -364,6 +364,20 @@ def test_gloo_refuses_an_upstream_ref_using_another_namespace_secret() -> None:
         asyncio.run(router_for("gloo", objects).apply(canary, RouteState(canary_weight=10)))
     assert not objects.kind("Upstream")[1:] and not objects.kind("RouteTable")
 
+    elsewhere = {**config, "metadata": {"name": "tls", "namespace": "gloo-system"}}
+    elsewhere["spec"] = {"sslConfig": {"sds": {"certificatesSecretName": "gateway-client"}}}
+    canary = canary.model_copy(
+        update={"spec": canary.spec.model_copy(update={"upstream_ref": elsewhere_ref()})}
+    )
+    objects = InMemoryObjects(*side_services(canary), elsewhere)
+    with pytest.raises(ValueError, match="is in another namespace and has an sslConfig"):
+        asyncio.run(router_for("gloo", objects).apply(canary, RouteState(canary_weight=10)))
+
+
+def elsewhere_ref() -> Any:
+    found = ref("gloo.solo.io/v1", "Upstream", "tls")
+    return found.model_copy(update={"namespace": "gloo-system"})
+
 
 def test_gloo_header_route_goes_first() -> None:
     match = HTTPMatchRequest.model_validate(
