@@ -317,8 +317,8 @@ def test_gloo_writes_upstreams_and_a_weighted_route_table_like_flagger() -> None
     assert objects.store[PRIMARY_UPSTREAM]["spec"]["kube"]["selector"] == {"app": "podinfo-primary"}
 
 
-def test_gloo_copies_the_settings_of_the_upstreamref() -> None:
-    config = {
+def test_gloo_copies_the_settings_of_the_upstream_ref() -> None:
+    config: dict[str, Any] = {
         "apiVersion": "gloo.solo.io/v1",
         "kind": "Upstream",
         "metadata": {"name": "tuned", "namespace": NS},
