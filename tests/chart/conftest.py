@@ -80,7 +80,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     },
     # Every value in values.yaml set to something other than its default (test_every_value_is_rendered).
     "everything": {
-        "image": {"repository": "registry.example/canaryctl", "tag": "1.2.3", "pullPolicy": "Always"},
+        "image": {"registry": "registry.example/canaryctl", "tag": "1.2.3", "pullPolicy": "Always"},
         "imagePullSecrets": [{"name": "regcred"}],
         "nameOverride": "cc",
         "fullnameOverride": "delivery",
@@ -132,7 +132,9 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
                 "replicas": 2,
                 "image": {"repository": "registry.example/mesh", "tag": "m1"},
                 "xdsPort": 15012,
-                "extraArgs": ["--resync-seconds", "60"],
+                "maxStreamsPerIdentity": 4,
+                "defaultExportTo": ".",
+                "extraArgs": ["--watch-timeout-seconds", "120"],
                 "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
                 "nodeSelector": {"kubernetes.io/os": "linux"},
                 "tolerations": [{"key": "dedicated", "operator": "Exists"}],

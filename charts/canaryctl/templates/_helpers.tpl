@@ -39,11 +39,16 @@ app.kubernetes.io/component: {{ .component }}
 app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
-{{/* Image of one component: (dict "root" $ "image" .Values.controller.image). */}}
+{{/* Image of one role: (dict "root" $ "role" "controller" "image" .Values.controller.image). */}}
 {{- define "canaryctl.image" -}}
-{{- $repository := default .root.Values.image.repository .image.repository }}
+{{- $repository := default (printf "%s/%s" .root.Values.image.registry .role) .image.repository }}
 {{- $tag := default (default .root.Chart.AppVersion .root.Values.image.tag) .image.tag }}
 {{- printf "%s:%s" $repository $tag }}
+{{- end }}
+
+{{/* The sidecar image the injector adds to meshed pods. */}}
+{{- define "canaryctl.sidecarImage" -}}
+{{- default (include "canaryctl.image" (dict "root" . "role" "sidecar" "image" (dict))) .Values.mesh.injector.sidecarImage }}
 {{- end }}
 
 {{/* ServiceAccount name of one component: (dict "root" $ "component" "controller"). */}}
@@ -78,8 +83,8 @@ app.kubernetes.io/component: {{ .component }}
 {{- if and (eq .Values.rbac.scope "namespace") (not .Values.watchNamespaces) }}
 {{- fail "rbac.scope=namespace needs watchNamespaces: the namespaces to grant the controller access to" }}
 {{- end }}
-{{- if not (has .Values.mesh.certificate.source (list "generate" "certManager")) }}
-{{- fail (printf "mesh.certificate.source must be \"generate\" or \"certManager\", not %q" .Values.mesh.certificate.source) }}
+{{- if not (has .Values.mesh.certificate.source (list "managed" "certManager")) }}
+{{- fail (printf "mesh.certificate.source must be \"managed\" or \"certManager\", not %q" .Values.mesh.certificate.source) }}
 {{- end }}
 {{- if not (has .Values.mesh.injector.failurePolicy (list "Ignore" "Fail")) }}
 {{- fail (printf "mesh.injector.failurePolicy must be \"Ignore\" or \"Fail\", not %q" .Values.mesh.injector.failurePolicy) }}
