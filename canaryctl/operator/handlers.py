@@ -54,7 +54,7 @@ from canaryctl_providers.metrics.analyzer import DEFAULT_PROMETHEUS, MetricsAnal
 from canaryctl_providers.metrics.kubeapi import ClusterApi
 from canaryctl_providers.notifiers.routing import AlertRouter
 from canaryctl_providers.outbound import HOOKS_PER_CANARY, QUERIES_PER_CANARY
-from canaryctl_providers.routers import unsupported_steps
+from canaryctl_providers.routers import spec_problem, unsupported_steps
 from canaryctl_providers.webhooks import WebhookClient
 
 log = logging.getLogger(__name__)
@@ -223,6 +223,10 @@ class CanaryOperator:
             ports = self.ports(canary)
         except ValueError as exc:
             await self._invalid(body, f"spec.provider: {exc}")
+            return interval
+        problem = spec_problem(canary, ports.router)
+        if problem is not None:
+            await self._invalid(body, problem)
             return interval
         problem = unsupported_steps(canary, ports.router)
         if problem is not None:

@@ -310,4 +310,4 @@ def test_builtin_queries_per_provider() -> None:
         mesh_queries(None).upstream.requests, model
     )
     with pytest.raises(ValueError, match="no builtin metrics"):
-        mesh_queries("nginx")
+        mesh_queries("skipper")
