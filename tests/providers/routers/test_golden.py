@@ -16,7 +16,7 @@ import yaml
 
 from canaryctl_mesh.kinds import resource_path
 from canaryctl_providers.routers import ROUTERS
-from tests.providers.routers.cases import STATES, make_canary, side_services
+from tests.providers.routers.cases import STATES, InMemoryObjects, make_canary, side_services
 from tests.schemas.validation import validate
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -89,7 +89,7 @@ def test_router_writes_golden_objects(
     name: str, provider: str, service: dict[str, Any] | None, state: str
 ) -> None:
     canary = make_canary(service)
-    router = ROUTERS[provider](side_services(canary))
+    router = ROUTERS[provider](InMemoryObjects(*side_services(canary)))
     routes = STATES[state]
     assert router.unsupported(routes) is None
     text = render(asyncio.run(router.desired(canary, routes)))
@@ -113,7 +113,7 @@ def test_router_objects_validate_against_their_crds(
     """Every object against the published CRD of each project serving its kind (tests/schemas: SMI's
     TrafficSplit against the SMI spec's, OSM's and Linkerd's), built-in kinds against Kubernetes' OpenAPI."""
     canary = make_canary(service)
-    router = ROUTERS[provider](side_services(canary))
+    router = ROUTERS[provider](InMemoryObjects(*side_services(canary)))
     objects = asyncio.run(router.desired(canary, STATES[state]))
     assert objects
     for obj in objects:
