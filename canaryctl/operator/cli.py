@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import logging
 
 from canaryctl.api.models import INCLUDED_MESH, CanaryAnalysis
 from canaryctl.operator.handlers import PEERING_LIFETIME_SECONDS, CanaryOperator, OperatorConfig
 from canaryctl.providers.kube import api_client, api_client_for_host
 from canaryctl.providers.metrics.analyzer import DEFAULT_PROMETHEUS
 from canaryctl.providers.routers import ROUTERS
-from canaryctl.telemetry.metrics import ControllerMetrics, serve_metrics
+from canaryctl.telemetry.logs import LEVELS, LogFormat, configure_logging
+from canaryctl.telemetry.metrics import Compat, ControllerMetrics, serve_metrics
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -61,6 +61,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--metrics-port", type=int, default=8080, help="Prometheus /metrics port; 0 disables it"
     )
     parser.add_argument(
+        "--metrics-compat",
+        default=Compat.CANARYCTL.value,
+        choices=[c.value for c in Compat],
+        help="names of Flagger's metric families: flagger_* (as Flagger, for its alerts and dashboards) "
+        "or canaryctl_* (default: %(default)s); labels and values are Flagger's either way",
+    )
+    parser.add_argument(
         "--prometheus-url",
         default=DEFAULT_PROMETHEUS,
         help="Prometheus for builtin metrics without spec.metricsServer (default: %(default)s)",
@@ -74,17 +81,24 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument(
         "--server", default=None, metavar="URL", help="API server URL without credentials (kubectl proxy)"
     )
-    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--log-level", default="INFO", choices=LEVELS, type=str.upper, help="default: %(default)s"
+    )
+    parser.add_argument(
+        "--log-format",
+        default=LogFormat.TEXT.value,
+        choices=[f.value for f in LogFormat],
+        help="text lines or one JSON object per line; both carry canary, namespace, phase, step and "
+        "trace ids (default: %(default)s)",
+    )
+    parser.add_argument("--verbose", action="store_true", help="same as --log-level DEBUG")
     # Lowers Flagger's 10 s floor on analysis intervals: for benchmarks and tests against an emulator.
     parser.add_argument("--min-interval-seconds", type=float, default=None, help=argparse.SUPPRESS)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging("DEBUG" if args.verbose else args.log_level, args.log_format)
     if args.min_interval_seconds is not None:
         CanaryAnalysis.min_interval_seconds = args.min_interval_seconds
     config = OperatorConfig(
@@ -99,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     if args.priority is not None:
         config = dataclasses.replace(config, priority=args.priority)
     api = api_client_for_host(args.server) if args.server else api_client(args.kubeconfig, args.context)
-    metrics = ControllerMetrics()
+    metrics = ControllerMetrics(args.metrics_compat, mesh_provider=args.default_provider)
     server = serve_metrics(metrics, args.metrics_port) if args.metrics_port else None
     try:
         asyncio.run(CanaryOperator(config, api, metrics).run())

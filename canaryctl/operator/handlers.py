@@ -55,7 +55,6 @@ FINALIZER = "canaryctl.dev/finalizer"
 INVALID_SPEC = "InvalidSpec"
 # Seconds a replica's peering record lives unless renewed: how soon a standby replaces a dead one.
 PEERING_LIFETIME_SECONDS = 60
-TERMINAL = (Phase.SUCCEEDED, Phase.FAILED)
 RETRY_SECONDS = 5.0  # after an error: the status was not stored, try the same tick again
 INVALID_RECHECK_SECONDS = 60.0  # an invalid spec is re-read at once when it changes; this is a backstop
 MIN_REQUEUE_SECONDS = 0.01  # the engine asks for 0 s after a step; keep one yield between ticks
@@ -139,6 +138,7 @@ class CanaryOperator:
         self.tick_lags: deque[float] = deque(maxlen=LAG_SAMPLES)  # seconds late, for the benchmark
         self._wakes: dict[tuple[str, str], asyncio.Event] = {}
         self._seen: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._names: dict[str, set[str]] = {}  # namespace -> Canary names, for canary_total
 
     # --- one tick -----------------------------------------------------------------------------------------
 
@@ -191,38 +191,28 @@ class CanaryOperator:
             return interval
         decoded = decode_command((body["metadata"].get("annotations") or {}).get(COMMAND_ANNOTATION))
         command = Command(*decoded) if decoded is not None else None
-        before = canary.status.phase if canary.status else None
         started = time.monotonic()
-        revision = canary.status.last_applied_spec if canary.status else None
-        with self.tracer.rollout(canary, revision or "", phase=before.value if before else None):
-            decision = await tick(canary, ports, command=command)
+        decision = await tick(canary, ports, command=command)
         decision.status.observed_generation = body["metadata"].get("generation")
         await self._store(body, decision.status.to_wire())
         self.ticks += 1
         updated = canary.model_copy(update={"status": decision.status})
-        self._record(updated, before, time.monotonic() - started)
+        self.metrics.record_tick(canary, updated, time.monotonic() - started)
         return max(decision.requeue_after, MIN_REQUEUE_SECONDS)
-
-    def _record(self, canary: Canary, before: Phase | None, seconds: float) -> None:
-        status = canary.status
-        assert status is not None
-        self.metrics.record_status(canary)
-        self.metrics.observe_analysis(canary, seconds)
-        for metric in status.metrics:
-            if metric.value is not None:
-                self.metrics.record_metric(canary, metric.name, metric.value)
-        if status.phase in TERMINAL and status.phase is not before:
-            promoted = status.phase is Phase.SUCCEEDED
-            self.metrics.record_result(canary, promoted)
-            revision = status.last_applied_spec or ""
-            self.tracer.finish_rollout(canary, revision, "promoted" if promoted else "rolled back")
 
     # --- the daemon ---------------------------------------------------------------------------------------
 
-    def observe_canary(self, body: Mapping[str, Any]) -> None:
-        """Wake the canary's daemon early when its spec or command changed (not on its own status)."""
+    def observe_canary(self, body: Mapping[str, Any], event: str | None = None) -> None:
+        """Wake the canary's daemon early when its spec or command changed (not on its own status);
+        keep the per-namespace count of Canaries (Flagger's canary_total)."""
         meta = body["metadata"]
         key = (meta.get("namespace") or "", meta["name"])
+        names = self._names.setdefault(key[0], set())
+        if event == "DELETED":
+            names.discard(key[1])
+        else:
+            names.add(key[1])
+        self.metrics.set_total(key[0], len(names))
         seen = (body.get("spec"), (meta.get("annotations") or {}).get(COMMAND_ANNOTATION))
         if self._seen.get(key, seen) != seen and key in self._wakes:
             self._wakes[key].set()
@@ -242,6 +232,7 @@ class CanaryOperator:
                 wake.clear()
                 body = await self.objects.get(f"{GROUP}/{VERSION}", "Canary", namespace, name)
                 if body is None or body["metadata"].get("deletionTimestamp"):
+                    self._gone(body)
                     return
                 try:
                     delay = await self.reconcile(body)
@@ -255,12 +246,24 @@ class CanaryOperator:
             self._wakes.pop(key, None)
             self._seen.pop(key, None)
 
+    def _gone(self, body: Mapping[str, Any] | None) -> None:
+        """A deleted Canary: its open rollout trace ends and its gauges go."""
+        if body is None:
+            return
+        try:
+            canary = Canary.model_validate(body)
+        except ValidationError:
+            return
+        self.tracer.abandon(canary)
+        self.metrics.forget(canary)
+
     async def _report(self, body: Mapping[str, Any], exc: Exception, last: str) -> str:
         """Log every failure; post a Warning event only when the message changes (no event storms)."""
         meta = body["metadata"]
         message = f"{exc}" if isinstance(exc, ActionFailed) else f"{type(exc).__name__}: {exc}"
         log.warning("canary %s/%s: tick failed: %s", meta["namespace"], meta["name"], message)
-        self.metrics.reconcile_error(meta["name"], meta["namespace"])
+        target = ((body.get("spec") or {}).get("targetRef") or {}).get("name") or meta["name"]
+        self.metrics.reconcile_error(str(target), meta["namespace"])
         if message != last:
             reason = "ActionFailed" if isinstance(exc, ActionFailed) else "ReconcileError"
             try:
@@ -296,6 +299,7 @@ class CanaryOperator:
         await self.events.record(
             canary, "Terminated", f"Canary {canary.metadata.name} reverted to its target", False
         )
+        self.tracer.abandon(canary)
         self.metrics.forget(canary)
 
     # --- kopf wiring --------------------------------------------------------------------------------------
@@ -331,8 +335,8 @@ class CanaryOperator:
             await self.follow(namespace or "", name, stopped)
 
         @kopf.on.event(GROUP, VERSION, "canaries", registry=registry)
-        def canary_changed(body: kopf.Body, **_: Any) -> None:
-            self.observe_canary(body)
+        def canary_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
+            self.observe_canary(body, type)
 
         def reverts(spec: kopf.Spec, **_: Any) -> bool:
             return bool(spec.get("revertOnDeletion"))
