@@ -9,11 +9,9 @@ RUN python -m venv /opt/canaryctl
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY canaryctl ./canaryctl
-COPY scripts/reinstall-otel-protos.sh ./scripts/
 # The project, its runtime dependencies and the OTLP trace exporter (no [test] extras), into a venv.
 RUN /opt/canaryctl/bin/pip install --upgrade pip \
- && /opt/canaryctl/bin/pip install '.[otlp]' \
- && bash scripts/reinstall-otel-protos.sh /opt/canaryctl/bin/python
+ && /opt/canaryctl/bin/pip install '.[otlp]'
 
 FROM ${PYTHON_IMAGE}
 # hey: the load generator webhook commands run in the load tester ("hey -z 1m -q 10 -c 2 URL").

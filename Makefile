@@ -12,7 +12,6 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test,otlp]'
-	bash scripts/reinstall-otel-protos.sh $(BIN)/python
 	touch $(STAMP)
 
 # Debian packages the suite and the demo run for real: Prometheus and hey.
