@@ -32,6 +32,14 @@ class OperatorObjects(KubeObjects):
         path = resource_path(API_VERSION, kind, namespace, name) + "/status"
         await asyncio.to_thread(self._call, "PATCH", path, {"status": status}, "application/merge-patch+json")
 
+    async def patch_metadata(
+        self, api_version: str, kind: str, namespace: str, name: str, metadata: dict[str, Any]
+    ) -> None:
+        """A merge patch of ``metadata``; with its ``resourceVersion`` the server refuses a stale one."""
+        path = resource_path(api_version, kind, namespace, name)
+        body = {"metadata": metadata}
+        await asyncio.to_thread(self._call, "PATCH", path, body, "application/merge-patch+json")
+
     async def create(self, obj: dict[str, Any]) -> None:
         """POST without the GET that ``apply`` makes first (events are always new)."""
         namespace = obj["metadata"].get("namespace")

@@ -7,7 +7,13 @@ import asyncio
 import dataclasses
 
 from canaryctl.api.models import INCLUDED_MESH, CanaryAnalysis
-from canaryctl.operator.handlers import PEERING_LIFETIME_SECONDS, CanaryOperator, OperatorConfig
+from canaryctl.operator.adapters import OperatorObjects
+from canaryctl.operator.handlers import (
+    PEERING_LIFETIME_SECONDS,
+    CanaryOperator,
+    OperatorConfig,
+    release_finalizers,
+)
 from canaryctl.providers.kube import api_client, api_client_for_host
 from canaryctl.providers.metrics.analyzer import DEFAULT_PROMETHEUS
 from canaryctl.providers.routers import ROUTERS
@@ -92,6 +98,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "trace ids (default: %(default)s)",
     )
     parser.add_argument("--verbose", action="store_true", help="same as --log-level DEBUG")
+    parser.add_argument(
+        "--release-finalizers",
+        action="store_true",
+        help="remove canaryctl's finalizer from every Canary in the watched namespaces and exit: run "
+        "when the controller is uninstalled (the chart's post-delete hook), so Canaries deleted later "
+        "do not stay Terminating",
+    )
     # Lowers Flagger's 10 s floor on analysis intervals: for benchmarks and tests against an emulator.
     parser.add_argument("--min-interval-seconds", type=float, default=None, help=argparse.SUPPRESS)
     parser.set_defaults(func=run)
@@ -113,6 +126,12 @@ def run(args: argparse.Namespace) -> int:
     if args.priority is not None:
         config = dataclasses.replace(config, priority=args.priority)
     api = api_client_for_host(args.server) if args.server else api_client(args.kubeconfig, args.context)
+    if args.release_finalizers:
+        released = asyncio.run(release_finalizers(OperatorObjects(api), tuple(args.namespace)))
+        for name in released:
+            print(f"released {name}")
+        print(f"{len(released)} Canaries released")
+        return 0
     metrics = ControllerMetrics(args.metrics_compat, mesh_provider=args.default_provider)
     server = serve_metrics(metrics, args.metrics_port) if args.metrics_port else None
     try:

@@ -370,3 +370,41 @@ class CanaryOperator:
             )
         finally:
             await self.hooks.aclose()
+
+
+async def release_finalizers(
+    objects: OperatorObjects, namespaces: tuple[str, ...], sweeps: int = 5, pause: float = 2.0
+) -> list[str]:
+    """Removes canaryctl's finalizer from every Canary in ``namespaces`` (all when empty).
+
+    Run when the controller is uninstalled: a Canary deleted afterwards would otherwise stay Terminating,
+    its finalizer never removed. A controller still shutting down may add it back, so the sweep repeats
+    (``pause`` seconds apart, at most ``sweeps`` times) until one finds nothing left. Returns the
+    ``namespace/name`` of each Canary released.
+    """
+    released: list[str] = []
+    for sweep in range(sweeps):
+        found = 0
+        for namespace in namespaces or (None,):
+            for body in await objects.list_objects(f"{GROUP}/{VERSION}", "Canary", namespace):
+                meta = body["metadata"]
+                finalizers = list(meta.get("finalizers") or [])
+                if FINALIZER not in finalizers:
+                    continue
+                found += 1
+                keep = [f for f in finalizers if f != FINALIZER]
+                change = {"finalizers": keep, "resourceVersion": meta.get("resourceVersion")}
+                try:
+                    await objects.patch_metadata(
+                        f"{GROUP}/{VERSION}", "Canary", meta["namespace"], meta["name"], change
+                    )
+                except client.ApiException as exc:
+                    if exc.status not in (404, 409):  # gone, or changed since listed: the next sweep
+                        raise
+                    continue
+                released.append(f"{meta['namespace']}/{meta['name']}")
+        if not found:
+            break
+        if sweep + 1 < sweeps:
+            await asyncio.sleep(pause)
+    return released

@@ -26,14 +26,23 @@ HELM_TIMEOUT_S = 60
 
 Manifest = dict[str, Any]
 
+# Every set names a Prometheus: the chart requires one.
+REQUIRED: dict[str, Any] = {"controller": {"prometheusUrl": "http://prometheus-operated.monitoring:9090"}}
 # Value sets every test can render by name; each is linted and validated as a whole.
 VALUE_SETS: dict[str, dict[str, Any]] = {
     "default": {},
     "namespaced": {"rbac": {"scope": "namespace"}, "watchNamespaces": ["team-a", "team-b"]},
     "cert-manager": {"mesh": {"certificate": {"source": "certManager"}}},
-    "peering-ha": {"controller": {"replicas": 2, "peeringLifetime": 15}},
+    "peering-ha": {"controller": {"replicas": 2, "peeringLifetime": 15, "podLabels": {"team": "rollouts"}}},
     "service-monitor": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
     "no-loadtester": {"loadtester": {"enabled": False}},
+    "monitoring": {
+        "controller": {"metricsCompat": "flagger", "logFormat": "json", "logLevel": "DEBUG"},
+        "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+        "podMonitor": {"enabled": True},
+        "prometheusRule": {"enabled": True, "haltedIntervals": 3},
+        "dashboards": {"enabled": True},
+    },
     "options": {
         "controller": {
             "prometheusUrl": "http://prometheus.monitoring:9090",
@@ -44,6 +53,12 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "smi": {"installCRDs": False},
     },
 }
+
+
+def with_required(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with the required ones filled in where they do not set them."""
+    controller = {**REQUIRED["controller"], **values.get("controller", {})}
+    return {**values, "controller": controller}
 
 
 def _in_ci() -> bool:
@@ -74,7 +89,7 @@ def values_file(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Pat
     def write(name: str) -> Path:
         path = directory / f"{name}.yaml"
         if not path.exists():
-            path.write_text(yaml.safe_dump(VALUE_SETS[name]))
+            path.write_text(yaml.safe_dump(with_required(VALUE_SETS[name])))
         return path
 
     return write

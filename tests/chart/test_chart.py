@@ -21,12 +21,21 @@ from tests.chart.conftest import CHART, NAMESPACE, VALUE_SETS, Manifest, run_hel
 KUBERNETES_VERSION = "1.34.0"
 CUSTOM_RESOURCES = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PodMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
     ("cert-manager.io/v1", "Certificate"),
     ("cert-manager.io/v1", "Issuer"),
     ("kopf.dev/v1", "KopfPeering"),
     ("kopf.dev/v1", "ClusterKopfPeering"),
 }
-NAMESPACED_CUSTOM_RESOURCES = {"ServiceMonitor", "Certificate", "Issuer", "KopfPeering"}
+NAMESPACED_CUSTOM_RESOURCES = {
+    "ServiceMonitor",
+    "PodMonitor",
+    "PrometheusRule",
+    "Certificate",
+    "Issuer",
+    "KopfPeering",
+}
 RBAC_RULES = yaml.safe_load((CHART / "files" / "rbac.yaml").read_text())
 IMAGE = "ghcr.io/canaryctl/canaryctl:0.1.0"
 
@@ -146,11 +155,16 @@ def test_namespaced_rbac_makes_roles_in_each_namespace(render: Render) -> None:
             r["metadata"]["name"]: r
             for r in _find(manifests, "Role")
             if r["metadata"]["namespace"] == namespace
+            and "helm.sh/hook" not in (r["metadata"].get("annotations") or {})  # the uninstall hook's
         }
         assert set(roles) == {"canaryctl-controller", "canaryctl-mesh"}, namespace
         assert "canaries" in _resources(roles["canaryctl-controller"]["rules"])
         assert "kopfpeerings" in _resources(roles["canaryctl-controller"]["rules"])
-        bindings = [b for b in _find(manifests, "RoleBinding") if b["metadata"]["namespace"] == namespace]
+        bindings = [
+            b
+            for b in _find(manifests, "RoleBinding")
+            if b["metadata"]["namespace"] == namespace and b["metadata"]["name"] in roles
+        ]
         assert {b["roleRef"]["name"] for b in bindings} == set(roles)
     cluster_resources = _resources(
         [rule for role in _find(manifests, "ClusterRole") for rule in role["rules"]]
@@ -238,6 +252,9 @@ def test_mesh_and_smi_crds_are_optional(render: Render) -> None:
 
 
 def test_namespace_scope_without_namespaces_is_refused(helm: str) -> None:
-    result = run_helm(helm, "template", "canaryctl", str(CHART), "--set", "rbac.scope=namespace")
+    result = run_helm(
+        helm, "template", "canaryctl", str(CHART), "--set", "rbac.scope=namespace",
+        "--set", "controller.prometheusUrl=http://prometheus:9090",
+    )  # fmt: skip
     assert result.returncode != 0
     assert "rbac.scope=namespace needs watchNamespaces" in result.stderr
