@@ -12,6 +12,7 @@ from canaryctl.local.console import Console
 from canaryctl.local.manifests import ManifestError, load_files
 from canaryctl.local.runtime import LocalOptions, LocalRun, LocalRuntime, ProviderUnavailable
 from canaryctl.providers.notifiers import notifier_for
+from canaryctl.telemetry.metrics import ControllerMetrics, serve_metrics
 
 EXIT_SUCCEEDED, EXIT_FAILED, EXIT_TIMEOUT, EXIT_USAGE = 0, 1, 2, 3
 
@@ -51,6 +52,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     run.add_argument("--status-file", type=Path, default=None, help="write the Canary status here as JSON")
     run.add_argument("--timeout", type=float, default=1800.0, help="give up after this many seconds (exit 2)")
     run.add_argument("--slack-url", default=None, help="default Slack incoming webhook for alerts")
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        help="serve the controller's Prometheus metrics on this port while the rollout runs (0: none)",
+    )
     run.set_defaults(func=run_command)
 
 
@@ -77,8 +84,10 @@ def run_command(args: argparse.Namespace) -> int:
         status_file=args.status_file,
         timeout=args.timeout,
         default_notifier=notifier,
+        metrics=ControllerMetrics() if args.metrics_port else None,
     )
     runtime = LocalRuntime(bundle, options, Console())
+    server = serve_metrics(options.metrics, args.metrics_port) if options.metrics else None
     try:
         outcome = asyncio.run(runtime.run())
     except ProviderUnavailable as exc:
@@ -87,6 +96,9 @@ def run_command(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("canaryctl local run: interrupted; Envoy and Prometheus stopped", file=sys.stderr)
         return 130
+    finally:
+        if server is not None:
+            server.stop()
     phase = outcome.phase.value if outcome.phase else "unknown"
     print(f"verdict: {phase}" + (" (timed out)" if outcome.timed_out else ""))
     return exit_code(outcome)

@@ -31,6 +31,7 @@ from canaryctl.providers.notifiers import notifier_for
 from canaryctl.providers.notifiers.routing import AlertRouter
 from canaryctl.providers.webhooks import WebhookClient
 from canaryctl.runner import ActionFailed, Ports, tick
+from canaryctl.telemetry.metrics import ControllerMetrics
 from canaryctl.telemetry.tracing import Tracer
 
 TERMINAL = (Phase.SUCCEEDED, Phase.FAILED)
@@ -55,6 +56,7 @@ class LocalOptions:
     cluster: str = "local"
     default_notifier: Notifier | None = None
     tracer: Tracer | None = None  # default: one configured from OTEL_* (exports nothing unless asked)
+    metrics: ControllerMetrics | None = None  # the controller's metrics, recorded as the operator does
 
 
 @dataclass
@@ -147,7 +149,8 @@ class LocalRuntime:
             await self.mesh.start()
             stack.push_async_callback(self.mesh.stop)
             analyzer = await self._analyzer(stack)
-            hooks = WebhookClient()
+            metrics = self.options.metrics
+            hooks = WebhookClient(observe=metrics.observe_webhook if metrics else None)
             stack.push_async_callback(hooks.aclose)
             router = LocalRouter(self.mesh, self.targets)
             ports = Ports(
@@ -175,13 +178,16 @@ class LocalRuntime:
         while time.monotonic() < deadline:
             if isinstance(analyzer, EnvoyStatsAnalyzer):
                 await analyzer.snapshot()
+            ticked = time.monotonic()
             try:
                 decision: Decision = await tick(canary, ports)
             except ActionFailed as exc:
                 self.console.event(f"action failed, retrying: {exc}", warning=True)
                 await asyncio.sleep(1.0)
                 continue
-            canary = canary.model_copy(update={"status": decision.status})
+            before, canary = canary, canary.model_copy(update={"status": decision.status})
+            if self.options.metrics is not None:
+                self.options.metrics.record_tick(before, canary, time.monotonic() - ticked)
             run.canary = canary
             timeline.add(time.monotonic() - started, decision.status)
             self.console.show(canary)

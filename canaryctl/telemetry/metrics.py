@@ -192,7 +192,7 @@ class ControllerMetrics:
             canary,
             registry=self.registry,
         )
-        self._series: dict[tuple[str, str], set[tuple[Gauge, tuple[str, ...]]]] = {}
+        self._series: dict[tuple[str, str], set[tuple[Gauge | Counter, tuple[str, ...]]]] = {}
         self._progress: dict[tuple[str, str], _Progress] = {}
 
     # --- per tick -----------------------------------------------------------------------------------
@@ -230,6 +230,9 @@ class ControllerMetrics:
         self._set(canary, self.failed_checks, ids, status.failed_checks if status else 0)
         self._set(canary, self.threshold, ids, analysis.failure_threshold)
         self._set(canary, self.interval, ids, analysis.interval_seconds)
+        # The error counter exists from the first tick at 0, so rate() and increase() see its first error.
+        self.reconcile_errors.labels(*ids)
+        self._series.setdefault(ids, set()).add((self.reconcile_errors, ids))
         for metric in status.metrics if status else []:
             for bound, limit in (("min", metric.min), ("max", metric.max)):
                 if limit is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,19 @@ def run_helm(helm: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [helm, *args], capture_output=True, text=True, timeout=HELM_TIMEOUT_S, check=False, cwd=REPO
     )
+
+
+def render_values(values: dict[str, Any]) -> list[Manifest]:
+    """`helm template` of ``values`` (the required ones filled in) with the unpacked helm; skips without."""
+    helm = shutil.which("helm") or (str(LOCAL_HELM) if os.access(LOCAL_HELM, os.X_OK) else None)
+    if helm is None:
+        pytest.skip(f"no helm on PATH nor at {LOCAL_HELM}; install it with `{INSTALL_COMMAND}`")
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as file:
+        file.write(yaml.safe_dump(with_required(values)))
+        file.flush()
+        result = run_helm(helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, "-f", file.name)
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
 @pytest.fixture(scope="session")

@@ -231,6 +231,7 @@ def test_service_monitor_scrapes_the_controller(render: Render) -> None:
     service = _one(manifests, "Service", "canaryctl")
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
+    assert monitor["spec"]["endpoints"][0]["honorLabels"] is True  # the Canary's namespace label wins
     assert not _find(render("default"), "ServiceMonitor")
 
 

@@ -57,10 +57,11 @@ async def running_controller(
 
 @contextlib.contextmanager
 def prometheus_scraping(
-    targets: dict[str, str], rule_files: list[Path] | None = None
+    targets: dict[str, str], rule_files: list[Path] | None = None, jobs: list[dict[str, Any]] | None = None
 ) -> Iterator[Prometheus]:
-    """A real Prometheus scraping each ``job: URL`` every second, evaluating ``rule_files`` as often."""
-    configs = []
+    """A real Prometheus scraping each ``job: URL`` (and ``jobs``, scrape configs as they are) every
+    second, evaluating ``rule_files`` as often."""
+    configs = list(jobs or [])
     for job, url in targets.items():
         parsed = httpx.URL(url)
         configs.append(
