@@ -47,7 +47,7 @@ def analysis(loadtester: str, _listen: str) -> dict[str, Any]:
 
 
 def panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
-    found = []
+    found: list[dict[str, Any]] = []
     for panel in dashboard["panels"]:
         found += panels(panel) if "panels" in panel else [panel]
     return found
@@ -109,7 +109,7 @@ def test_every_panel_and_rule_against_local_rollouts(tmp_path: Path, monkeypatch
     server = serve_metrics(metrics, 0, host="127.0.0.1")
     targets = tmp_path / "mesh.json"
     targets.write_text("[]")
-    jobs = [
+    jobs: list[dict[str, Any]] = [
         # As the chart's ServiceMonitor scrapes the controller: job = its Service, namespace = the release's,
         # and the series' own labels (a Canary's namespace) honoured over the target's.
         {
