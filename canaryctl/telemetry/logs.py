@@ -23,6 +23,8 @@ LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 CONTEXT_FIELDS = ("canary", "namespace", "phase", "step")
 TRACE_FIELDS = ("trace_id", "span_id")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# kopf's record extras, not fields of ours: the object they name is in canary/namespace already.
+KOPF_EXTRAS = ("k8s_ref", "k8s_skip", "settings")
 
 LogValue = str | int | None
 _context: ContextVar[Mapping[str, LogValue] | None] = ContextVar("canaryctl_log_context", default=None)
@@ -77,8 +79,7 @@ def json_formatter() -> logging.Formatter:
     return JsonFormatter(
         "%(levelname)s %(name)s %(message)s",
         rename_fields={"levelname": "level", "name": "logger"},
-        # kopf's extras that are not fields of ours; the object they name is in canary/namespace already.
-        reserved_attrs=[*logging.LogRecord("", 0, "", 0, "", None, None).__dict__, "k8s_ref", "k8s_skip"],
+        reserved_attrs=[*logging.LogRecord("", 0, "", 0, "", None, None).__dict__, *KOPF_EXTRAS],
         timestamp="time",  # ISO 8601, UTC
     )
 

@@ -33,6 +33,7 @@ from tests.operator.helpers import (
     wait_phase,
     workload,
 )
+from tests.parity.scheduler import serving
 from tests.telemetry.controller import running_controller
 
 pytestmark = pytest.mark.asyncio
@@ -62,15 +63,9 @@ async def recording() -> AsyncIterator[Recorder]:
     app = web.Application()
     app.router.add_post("/hooks/{type}", recorder.hook)
     app.router.add_get("/render", recorder.render)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    recorder.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    try:
+    async with serving(app) as url:
+        recorder.url = url
         yield recorder
-    finally:
-        await runner.cleanup()
 
 
 @pytest.mark.slow
