@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,11 +101,11 @@ class Prometheus:
         """The query's samples keyed by the values of ``label`` names."""
         return {tuple(r["metric"].get(n, "") for n in label): r["value"] for r in self.query(promql)}
 
-    async def wait_for(self, promql: str, timeout: float = 20.0) -> list[dict[str, Any]]:
-        """Polls until the query returns something (scrapes are a second apart)."""
-        deadline = asyncio.get_running_loop().time() + timeout
+    def until(self, promql: str, timeout: float = 60.0) -> list[dict[str, Any]]:
+        """Polls until the query returns something (scrapes and rule evaluations are a second apart)."""
+        deadline = time.monotonic() + timeout
         while True:
-            found = await asyncio.to_thread(self.query, promql)
-            if found or asyncio.get_running_loop().time() > deadline:
+            found = self.query(promql)
+            if found or time.monotonic() > deadline:
                 return found
-            await asyncio.sleep(0.5)
+            time.sleep(0.5)

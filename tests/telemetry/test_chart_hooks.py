@@ -79,7 +79,7 @@ async def test_the_post_delete_job_releases_every_canary(
         for name in ("web", "api"):
             await setup_target(objects, "Deployment", name)
             await objects.apply(canary(name, interval="300ms"))
-            await wait_phase(objects, name, "Initialized")
+            await wait_phase(objects, name, "Initialized", timeout=60)
     for name in ("web", "api"):
         assert FINALIZER in (await get_canary(objects, name))["metadata"]["finalizers"]
 

@@ -168,6 +168,7 @@ def check_dashboards(prometheus: Prometheus, start: float, end: float) -> None:
 
 
 def check_rules(prometheus: Prometheus) -> None:
+    assert prometheus.until('ALERTS{alertname="CanaryFailed"}'), "CanaryFailed not pending"
     (group,) = prometheus.api("rules")["groups"]
     assert {rule["name"]: rule["health"] for rule in group["rules"]} == {
         "CanaryFailed": "ok",

@@ -12,6 +12,7 @@ rule and must be pending for the failed canary only.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -68,13 +69,14 @@ async def test_flaggers_alert_and_series_answer_as_for_flagger(
             await objects.apply(rollout("web-rollout", "web", stepWeight=50))
             await objects.apply(rollout("api-rollout", "api", iterations=3, threshold=2))
             for name in ("web-rollout", "api-rollout"):
-                await wait_phase(objects, name, "Initialized")
+                await wait_phase(objects, name, "Initialized", timeout=60)
             for target in ("web", "api"):
                 await bump(objects, target)
-            await wait_phase(objects, "web-rollout", "Succeeded", timeout=30)
-            await wait_phase(objects, "api-rollout", "Failed", timeout=30)
+            await wait_phase(objects, "web-rollout", "Succeeded", timeout=90)
+            await wait_phase(objects, "api-rollout", "Failed", timeout=90)
             with prometheus_scraping({"canaryctl": controller.metrics_url}, [rules]) as prometheus:
-                assert await prometheus.wait_for('ALERTS{alertname="canary_rollback"}'), "alert not pending"
+                alert = 'ALERTS{alertname="canary_rollback"}'
+                assert await asyncio.to_thread(prometheus.until, alert), "alert not pending"
                 check_answers(prometheus)
 
 

@@ -88,11 +88,11 @@ async def test_one_trace_per_rollout_idle_ticks_silent_and_traceparent_everywher
             await setup_target(objects, "Deployment", "podinfo")
             await objects.apply(template)
             await objects.apply(manifest)
-            await wait_phase(objects, "podinfo", "Initialized")
+            await wait_phase(objects, "podinfo", "Initialized", timeout=60)
             initialized = len(exporter.get_finished_spans())
             recorder.seen.clear()
             await objects.apply(workload("Deployment", "podinfo", image="app:v2", config="podinfo-config"))
-            done = Canary.model_validate(await wait_phase(objects, "podinfo", "Succeeded", timeout=30))
+            done = Canary.model_validate(await wait_phase(objects, "podinfo", "Succeeded", timeout=90))
             await asyncio.sleep(0.5)  # post-rollout hooks and the closing span follow the stored status
             after_rollout = len(exporter.get_finished_spans())
             idle_from = controller.operator.ticks
@@ -100,7 +100,7 @@ async def test_one_trace_per_rollout_idle_ticks_silent_and_traceparent_everywher
             async def idled() -> bool:
                 return controller.operator.ticks >= idle_from + 3
 
-            await wait_for(idled, timeout=15, what="three idle ticks")
+            await wait_for(idled, timeout=60, what="three idle ticks")
             assert len(exporter.get_finished_spans()) == after_rollout, "idle ticks recorded spans"
             assert (await get_canary(objects, "podinfo"))["status"]["phase"] == "Succeeded"
 
