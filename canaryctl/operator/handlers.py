@@ -232,7 +232,7 @@ class CanaryOperator:
                 wake.clear()
                 body = await self.objects.get(f"{GROUP}/{VERSION}", "Canary", namespace, name)
                 if body is None or body["metadata"].get("deletionTimestamp"):
-                    self._gone(body)
+                    self._gone(namespace, name, body)
                     return
                 try:
                     delay = await self.reconcile(body)
@@ -246,16 +246,14 @@ class CanaryOperator:
             self._wakes.pop(key, None)
             self._seen.pop(key, None)
 
-    def _gone(self, body: Mapping[str, Any] | None) -> None:
-        """A deleted Canary: its open rollout trace ends and its gauges go."""
-        if body is None:
-            return
+    def _gone(self, namespace: str, name: str, body: Mapping[str, Any] | None) -> None:
+        """A deleted Canary: its open rollout trace ends and, when its spec still reads, its gauges go
+        (they are keyed by its target)."""
+        self.tracer.abandon(_reference({"metadata": {"namespace": namespace, "name": name}}))
         try:
-            canary = Canary.model_validate(body)
+            self.metrics.forget(Canary.model_validate(body))
         except ValidationError:
             return
-        self.tracer.abandon(canary)
-        self.metrics.forget(canary)
 
     async def _report(self, body: Mapping[str, Any], exc: Exception, last: str) -> str:
         """Log every failure; post a Warning event only when the message changes (no event storms)."""
