@@ -4,14 +4,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint crds deps tools venv clean reliability kind
+.PHONY: test demo lint lowest plugin-install crds deps tools venv clean reliability kind
 
 venv: $(STAMP)
 
+# Every extra of the project, editable, plus the dev tools (the `dev` dependency group; pip >= 25.1).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,otlp]'
+	$(BIN)/pip install --quiet -e '.[operator,mesh,local,loadtester,otlp]' --group dev
 	touch $(STAMP)
 
 # Debian packages the suite and the demo run for real: Prometheus and hey.
@@ -27,8 +28,18 @@ lint: venv
 	$(BIN)/ruff format --check canaryctl tests e2e bench
 	$(BIN)/mypy canaryctl tests e2e bench
 	$(BIN)/lint-imports
+	$(BIN)/hadolint docker/*.Dockerfile
+	$(BIN)/actionlint .github/workflows/*.yml
 
-test: venv deps tools lint
+# The unit tests against the oldest dependency versions pyproject.toml declares (in .venv-lowest).
+lowest:
+	bash scripts/lowest-versions.sh $(PYTHON)
+
+# `pip install canaryctl` in a fresh venv: light, a working plugin, and resolvable on macOS and Windows.
+plugin-install: venv
+	bash scripts/check-plugin-install.sh $(BIN)/python
+
+test: venv deps tools lint lowest plugin-install
 	$(BIN)/pytest -q
 
 # A whole canary on this machine with real traffic: a healthy v2 is promoted, a faulty one rolled back.
@@ -48,4 +59,4 @@ crds: venv
 	bash scripts/sync-chart-crds.sh
 
 clean:
-	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache demo-reports
+	rm -rf $(VENV) .venv-lowest .lowest-constraints.txt .tools .pytest_cache .mypy_cache .ruff_cache demo-reports

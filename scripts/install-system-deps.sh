@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the tests and the demo run for real: Prometheus and hey.
+# Installs the Debian packages the tests and the demo run for real: Prometheus, hey, and for the
+# network-namespace suite (pods with iptables capture) iproute2, iptables and util-linux's setpriv.
 set -euo pipefail
 missing=()
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v hey >/dev/null 2>&1 || missing+=(hey)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

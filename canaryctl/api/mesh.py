@@ -1,8 +1,8 @@
 """TrafficPolicy (mesh.canaryctl.dev/v1alpha1): what SMI cannot say about a service's traffic.
 
 SMI TrafficSplit carries the weights and HTTPRouteGroup the matches; this resource adds mirroring,
-per-backend fault injection (so only canary traffic is faulted), timeouts, retries and outlier
-detection for the apex service it names. Backends are named by their Service name.
+per-backend fault injection (so only canary traffic is faulted), timeouts, retries, outlier
+detection and cookie session affinity for the apex service it names. Backends are named by their Service name.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Annotated, Final, Literal
 from pydantic import Field, field_validator
 
 from canaryctl.api.duration import parse_duration
-from canaryctl.api.models import ApiModel, ObjectMeta
+from canaryctl.api.models import COOKIE_NAME, ApiModel, ObjectMeta
 
 MESH_GROUP: Final = "mesh.canaryctl.dev"
 MESH_VERSION: Final = "v1alpha1"
@@ -74,6 +74,18 @@ class OutlierDetectionPolicy(ApiModel):
     _durations = field_validator("interval", "base_ejection_time")(_duration)
 
 
+class StickyCookie(ApiModel):
+    """Session affinity: requests carrying ``name=value`` in their Cookie header go to ``backend``, and
+    the backend's responses outside that route (the weighted split, a header match) carry
+    ``setCookie``. Without ``backend`` the cookie is an expired one: requests showing it go through
+    the split and their responses carry ``setCookie`` (which deletes it)."""
+
+    name: str = Field(max_length=256, pattern=COOKIE_NAME)
+    value: str = Field(max_length=64, pattern=r"^[0-9A-Za-z]+$")
+    backend: str | None = Field(default=None, min_length=1)
+    set_cookie: str = Field(min_length=1, max_length=2048, pattern=r"^[^\r\n]+$")
+
+
 class TrafficPolicySpec(ApiModel):
     service: str = Field(min_length=1, description="Apex service, as in TrafficSplit spec.service")
     mirror: MirrorPolicy | None = None
@@ -81,6 +93,7 @@ class TrafficPolicySpec(ApiModel):
     timeout: Duration | None = None
     retries: RetryPolicy | None = None
     outlier_detection: OutlierDetectionPolicy | None = None
+    session_affinity: list[StickyCookie] = Field(default_factory=list)
 
     _timeout = field_validator("timeout")(_duration)
 

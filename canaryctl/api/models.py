@@ -8,12 +8,22 @@ canaryctl's additions (steps, fault, compare, onNoData, fastFail) are optional.
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Final, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
+from canaryctl import registry
 from canaryctl.api.duration import METRIC_INTERVAL_PATTERN, metric_interval_seconds, parse_duration
 
 GROUP: Final = "canaryctl.dev"
@@ -33,6 +43,7 @@ class ApiModel(BaseModel):
         populate_by_name=True,
         extra="forbid",
         use_enum_values=False,
+        defer_build=True,  # validators are built on first use: the CLI validates only Canaries
     )
 
     def to_wire(self) -> dict[str, Any]:
@@ -43,6 +54,15 @@ class OpenModel(ApiModel):
     """Shapes owned by another API (Istio, Gateway API): kept as written, passed through unchanged."""
 
     model_config = ConfigDict(extra="allow")
+
+
+# Validation context that accepts provider names this machine has not installed: `kubectl canary status`
+# shows a Canary whose router only the cluster has.
+UNCHECKED_PLUGINS: Final = {"plugins": "unchecked"}
+
+
+def plugins_checked(info: ValidationInfo) -> bool:
+    return not (isinstance(info.context, dict) and info.context.get("plugins") == "unchecked")
 
 
 def _check_duration(value: str) -> str:
@@ -455,6 +475,11 @@ class WebhookType(StrEnum):
     EVENT = "event"
 
 
+# A hook holds its Canary's tick for at most (1 + retries) x timeout (plus backoff).
+MAX_WEBHOOK_TIMEOUT: Final = "10m"
+MAX_WEBHOOK_RETRIES: Final = 10
+
+
 class CanaryWebhook(ApiModel):
     type: WebhookType = Field(
         default=WebhookType.ROLLOUT,
@@ -462,11 +487,39 @@ class CanaryWebhook(ApiModel):
     )
     name: str = Field(min_length=1)
     url: str = Field(min_length=1)
-    timeout: Duration | None = None
+    timeout: Duration | None = Field(
+        default=None,
+        max_length=32,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"duration(self) <= duration('{MAX_WEBHOOK_TIMEOUT}')",
+                    "message": f"must be a duration with a unit of at most {MAX_WEBHOOK_TIMEOUT}",
+                }
+            ]
+        },
+    )
     metadata: dict[str, str] | None = None
     mute_alert: bool = False
-    retries: int | None = Field(default=None, ge=0)
+    retries: int | None = Field(default=None, ge=0, le=MAX_WEBHOOK_RETRIES)
     disable_tls: bool = Field(default=False, alias="disableTLS", description="Skip TLS verification")
+    secret_ref: LocalObjectReference | None = Field(
+        default=None,
+        description="Secret in the Canary's namespace whose key 'token' is sent as "
+        "'Authorization: Bearer <token>' (e.g. to an authenticating load tester)",
+    )
+
+    @field_validator("timeout")
+    @classmethod
+    def _bounded_timeout(cls, value: str | None) -> str | None:
+        """What the CRD's rule says: a Go duration with a unit (``duration()`` refuses a bare number)."""
+        if value is None:
+            return value
+        if re.fullmatch(r"\s*\d+(\.\d+)?\s*", value):
+            raise ValueError(f"timeout {value!r} needs a unit, e.g. {value.strip()}s")
+        if parse_duration(value) > parse_duration(MAX_WEBHOOK_TIMEOUT):
+            raise ValueError(f"timeout {value} is above the maximum of {MAX_WEBHOOK_TIMEOUT}")
+        return value
 
     @field_validator("type", mode="before")
     @classmethod
@@ -507,18 +560,41 @@ class SameSite(StrEnum):
     NONE = "None"
 
 
-class SessionAffinity(ApiModel):
-    """Flagger's sticky-session cookie; the attributes are those of Set-Cookie."""
+# An RFC 6265 cookie name (a token), and an attribute value that cannot end the attribute early.
+COOKIE_NAME = r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$"
+COOKIE_ATTRIBUTE = r"^[^;,\s]+$"
+MAX_COOKIE_AGE = 400 * 86400  # browsers cap Max-Age at 400 days (RFC 6265bis)
 
-    cookie_name: str = Field(min_length=1)
-    max_age: int = Field(default=86400, ge=1)
-    primary_cookie_name: str | None = None
-    domain: str | None = None
-    path: str | None = None
-    secure: bool | None = None
-    http_only: bool | None = None
+
+class SessionAffinity(ApiModel):
+    """Flagger's cookie stickiness: a client served by the canary once keeps reaching it."""
+
+    cookie_name: str = Field(min_length=1, max_length=256, pattern=COOKIE_NAME)
+    max_age: int = Field(default=86400, ge=1, le=MAX_COOKIE_AGE)
+    primary_cookie_name: str | None = Field(default=None, max_length=256, pattern=COOKIE_NAME)
+    domain: str | None = Field(default=None, max_length=253, pattern=COOKIE_ATTRIBUTE)
+    path: str | None = Field(default=None, max_length=1024, pattern=COOKIE_ATTRIBUTE)
+    secure: bool = False
+    http_only: bool = False
     same_site: SameSite | None = None
-    partitioned: bool | None = None
+    partitioned: bool = False
+
+    def set_cookie(self, cookie: str, max_age: int) -> str:
+        """Flagger's BuildCookie: the Set-Cookie value for ``name=value`` with these attributes."""
+        parts = [cookie, f"Max-Age={max_age}"]
+        if self.domain:
+            parts.append(f"Domain={self.domain}")
+        if self.http_only:
+            parts.append("HttpOnly")
+        if self.partitioned:
+            parts.append("Partitioned")
+        if self.path:
+            parts.append(f"Path={self.path}")
+        if self.same_site:
+            parts.append(f"SameSite={self.same_site}")
+        if self.secure:
+            parts.append("Secure")
+        return "; ".join(parts)
 
 
 class FastFail(ApiModel):
@@ -639,20 +715,6 @@ class CanaryAnalysis(ApiModel):
 INCLUDED_MESH = "canaryctl"
 PRIMARY_SUFFIX = "-primary"
 CANARY_SUFFIX = "-canary"
-SUPPORTED_PROVIDERS = (
-    INCLUDED_MESH,
-    "kubernetes",
-    "istio",
-    "linkerd",
-    "smi",
-    "smi:v1alpha1",
-    "smi:v1alpha2",
-    "smi:v1alpha3",
-    "smi:v1alpha4",
-    "gatewayapi",
-    "gatewayapi:v1",
-    "gatewayapi:v1beta1",
-)
 
 
 class CanarySpec(ApiModel):
@@ -675,13 +737,10 @@ class CanarySpec(ApiModel):
 
     @field_validator("provider")
     @classmethod
-    def _known_provider(cls, value: str | None) -> str | None:
-        if value is not None and value not in SUPPORTED_PROVIDERS:
-            raise ValueError(
-                f"provider {value!r} is not supported by canaryctl; "
-                f"use one of {', '.join(SUPPORTED_PROVIDERS)}"
-            )
-        return value
+    def _known_provider(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or not plugins_checked(info):
+            return value
+        return registry.check(registry.ROUTERS, value)
 
     @property
     def effective_analysis(self) -> CanaryAnalysis:
@@ -838,8 +897,6 @@ class Canary(ApiModel):
 # MetricTemplate and AlertProvider
 # ---------------------------------------------------------------------------------------------------
 
-METRIC_PROVIDER_TYPES = ("prometheus", "datadog", "newrelic", "cloudwatch", "graphite", "influxdb", "web")
-
 
 class MetricTemplateProvider(ApiModel):
     type: str = "prometheus"
@@ -851,13 +908,8 @@ class MetricTemplateProvider(ApiModel):
 
     @field_validator("type")
     @classmethod
-    def _known_type(cls, value: str) -> str:
-        if value not in METRIC_PROVIDER_TYPES:
-            raise ValueError(
-                f"metric provider type {value!r} is not supported; "
-                f"use one of {', '.join(METRIC_PROVIDER_TYPES)}"
-            )
-        return value
+    def _known_type(cls, value: str, info: ValidationInfo) -> str:
+        return registry.check(registry.METRICS, value) if plugins_checked(info) else value
 
 
 class MetricTemplateSpec(ApiModel):

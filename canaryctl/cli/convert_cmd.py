@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from canaryctl import registry
 from canaryctl.api import models
 from canaryctl.api.lint import field_path_steps, lint_sources
 from canaryctl.api.yaml_loader import STDIN, YamlDocument, YamlError, load_documents, read_source
@@ -155,10 +156,10 @@ def _unsupported_type(doc: Document) -> tuple[str, object] | None:
     kind, spec = doc.body.get("kind"), _mapping(doc.body.get("spec"))
     known: tuple[str, ...]
     if kind == "MetricTemplate":
-        path, known = "spec.provider.type", models.METRIC_PROVIDER_TYPES
+        path, known = "spec.provider.type", registry.names(registry.METRICS)
         value = _mapping(spec.get("provider")).get("type", "prometheus")
     elif kind == "AlertProvider":
-        path, known = "spec.type", tuple(t.value for t in models.AlertProviderType)
+        path, known = "spec.type", registry.names(registry.NOTIFIERS)
         value = spec.get("type")
     else:
         return None
@@ -186,7 +187,7 @@ def _drop_unsupported(result: Conversion) -> dict[str, set[tuple[str, str]]]:
 def _convert_canary(result: Conversion, doc: Document, dropped: dict[str, set[tuple[str, str]]]) -> None:
     spec = _mapping(doc.body.get("spec"))
     provider = spec.get("provider")
-    if provider is not None and provider not in models.SUPPORTED_PROVIDERS:
+    if provider is not None and provider not in registry.names(registry.ROUTERS):
         del spec["provider"]
         result.drop(
             doc,

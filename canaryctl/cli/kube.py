@@ -1,7 +1,9 @@
 """What the cluster-facing ``kubectl canary`` commands share: connection flags, the Objects port they read
 and write through, one-line errors that name the object, and output format flags.
 
-Commands are coroutines (the Objects port is async); ``add_command`` registers one so that ``func`` runs
+The plugin talks to the API server through canaryctl.cli.apiserver (standard library HTTP), not the
+official client, so it starts fast and installs light. Commands are coroutines (the Objects port is
+async); ``add_command`` registers one so that ``func`` runs
 it with ``asyncio.run`` for the CLI and ``afunc`` awaits it from code that already has an event loop
 (tests that serve an emulator in that loop).
 """
@@ -12,18 +14,24 @@ import argparse
 import asyncio
 import contextlib
 import json
+import ssl
 import sys
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeAlias
 
-import urllib3
 import yaml
-from kubernetes import config
-from kubernetes.client.exceptions import ApiException
 
 from canaryctl.api.duration import parse_duration
-from canaryctl.api.models import API_VERSION, Canary
-from canaryctl.providers.kube import KubeObjects, api_client, api_client_for_host, resource_path
+from canaryctl.api.models import API_VERSION, UNCHECKED_PLUGINS, Canary
+from canaryctl.cli.apiserver import (
+    ApiError,
+    ConfigError,
+    Connection,
+    context_namespace,
+    load_connection,
+    path_with_query,
+)
+from canaryctl.kinds import resource_path
 
 Obj = dict[str, Any]
 Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
@@ -37,20 +45,66 @@ class CommandError(Exception):
     """A failure the user gets as one line (``kubectl canary: error: ...``) and exit status 1."""
 
 
-class PluginObjects(KubeObjects):
-    """KubeObjects plus the two requests only the plugin makes: a field-selected list and a merge patch."""
+FIELD_MANAGER = "kubectl-canary"
+
+
+class PluginObjects:
+    """The Objects port over one Connection, plus a field-selected list and a merge patch."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        body: Obj | None = None,
+        content_type: str = "application/json",
+        query: list[tuple[str, str]] | None = None,
+    ) -> Obj:
+        """Blocking HTTP in a worker thread, so a --watch redraw is never held up by a slow answer."""
+        full = path_with_query(path, query or [])
+        return await asyncio.to_thread(self.connection.request, method, full, body, content_type)
+
+    async def get(self, api_version: str, kind: str, namespace: str, name: str) -> Obj | None:
+        try:
+            return await self._call("GET", resource_path(api_version, kind, namespace, name))
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def list_objects(
+        self, api_version: str, kind: str, namespace: str | None, label_selector: str | None = None
+    ) -> list[Obj]:
+        query = [("labelSelector", label_selector)] if label_selector else []
+        found = await self._call("GET", resource_path(api_version, kind, namespace), query=query)
+        return list(found.get("items") or [])
 
     async def list_selected(
         self, api_version: str, kind: str, namespace: str | None, field_selector: str
     ) -> list[Obj]:
-        path = resource_path(api_version, kind, namespace)
         query = [("fieldSelector", field_selector)]
-        found = await asyncio.to_thread(self._call, "GET", path, None, "application/json", query)
+        found = await self._call("GET", resource_path(api_version, kind, namespace), query=query)
         return list(found.get("items") or [])
 
     async def merge_patch(self, api_version: str, kind: str, namespace: str, name: str, patch: Obj) -> Obj:
         path = resource_path(api_version, kind, namespace, name)
-        return await asyncio.to_thread(self._call, "PATCH", path, patch, "application/merge-patch+json")
+        return await self._call("PATCH", path, patch, "application/merge-patch+json")
+
+    async def apply(self, obj: Obj) -> Obj:
+        """Server-side apply as ``kubectl-canary``."""
+        meta = obj.get("metadata") or {}
+        path = resource_path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
+        query = [("fieldManager", FIELD_MANAGER), ("force", "true")]
+        return await self._call("PATCH", path, obj, "application/apply-patch+yaml", query)
+
+    async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        try:
+            await self._call("DELETE", resource_path(api_version, kind, namespace, name))
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
 
 
 def add_connection_flags(parser: argparse.ArgumentParser, all_namespaces: bool = False) -> None:
@@ -92,15 +146,15 @@ def guarded(command: Command) -> Command:
 
 @contextlib.contextmanager
 def connect(args: argparse.Namespace) -> Iterator[PluginObjects]:
-    """The Objects port for ``--server`` or the kubeconfig; its client is closed after the command."""
+    """The Objects port for ``--server`` or the kubeconfig (each request opens its own connection)."""
+    if args.server:
+        yield PluginObjects(Connection(args.server))
+        return
     try:
-        api = api_client_for_host(args.server) if args.server else api_client(args.kubeconfig, args.context)
-    except (config.ConfigException, OSError) as exc:
+        connection = load_connection(args.kubeconfig, args.context)
+    except (ConfigError, OSError, ssl.SSLError) as exc:
         raise CommandError(f"cannot load the kubeconfig: {exc}") from exc
-    try:
-        yield PluginObjects(api)
-    finally:
-        api.close()  # type: ignore[no-untyped-call]
+    yield PluginObjects(connection)
 
 
 def duration_arg(text: str) -> float:
@@ -120,33 +174,22 @@ def namespace_of(args: argparse.Namespace) -> str:
         return str(args.namespace)
     if args.server:
         return "default"
-    try:
-        contexts, active = config.list_kube_config_contexts(config_file=args.kubeconfig)  # type: ignore[no-untyped-call]
-    except (config.ConfigException, OSError):
-        return "default"
-    chosen = next((c for c in contexts if c.get("name") == args.context), active) if args.context else active
-    return str(((chosen or {}).get("context") or {}).get("namespace") or "default")
+    return context_namespace(args.kubeconfig, args.context)
 
 
 def describe_failure(what: str, exc: Exception) -> CommandError:
     """``canary test/podinfo: forbidden: ...`` from an API or connection error."""
-    if isinstance(exc, ApiException):
-        reason = {401: "unauthorized", 403: "forbidden", 404: "not found"}.get(exc.status or 0, "")
-        message = _api_message(exc)
-        cause = ": ".join(part for part in (reason, message) if part) or f"HTTP {exc.status}"
+    if isinstance(exc, ApiError):
+        reason = {401: "unauthorized", 403: "forbidden", 404: "not found"}.get(exc.status, "")
+        cause = (
+            ": ".join(part for part in (reason, exc.message or exc.reason) if part) or f"HTTP {exc.status}"
+        )
         return CommandError(f"{what}: {cause}")
     return CommandError(f"{what}: cannot reach the API server: {exc}")
 
 
-def _api_message(exc: ApiException) -> str:
-    try:
-        body = json.loads(exc.body or "{}")
-    except ValueError:
-        return str(exc.reason or "")
-    return str(body.get("message") or exc.reason or "") if isinstance(body, dict) else ""
-
-
-API_ERRORS = (ApiException, urllib3.exceptions.HTTPError)
+# OSError: refused connections, DNS and TLS failures (urllib's URLError is one), answers that are not JSON.
+API_ERRORS = (ApiError, OSError)
 
 
 async def get_canary(objects: PluginObjects, namespace: str, name: str) -> Canary:
@@ -162,7 +205,7 @@ async def get_canary(objects: PluginObjects, namespace: str, name: str) -> Canar
 
 def parse_canary(obj: Obj, what: str) -> Canary:
     try:
-        return Canary.model_validate(obj)
+        return Canary.model_validate(obj, context=UNCHECKED_PLUGINS)
     except ValueError as exc:
         first = str(exc).splitlines()[0]
         raise CommandError(f"{what}: not a valid Canary ({first}); run `kubectl canary lint`") from exc

@@ -19,15 +19,18 @@ from canaryctl.api.models import (
     TargetKind,
 )
 from canaryctl.cli.kube import API_ERRORS, Obj, PluginObjects, describe_failure
+from canaryctl.kinds import UnknownKind
 from canaryctl.operator.workloads import KubeWorkloads, TargetError
-from canaryctl.providers.kube import UnknownKind
-from canaryctl.providers.routers import smi
-from canaryctl.providers.routers.canaryctl import SMI_VERSION
-from canaryctl.providers.routers.gatewayapi import GROUP as GATEWAY_GROUP
-from canaryctl.providers.routers.istio import API_VERSION as ISTIO_API_VERSION
 
 EVENTS_SHOWN = 5
 APPS = "apps/v1"
+# Where the built-in routers keep the weights. Spelled out rather than imported: the plugin installs
+# without the routers' distribution. The status tests read back what each router writes, so these
+# cannot drift from the routers unnoticed.
+SMI_SPLIT_GROUP = "split.smi-spec.io"
+INCLUDED_MESH_SMI_VERSION = "v1alpha4"
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+ISTIO_API_VERSION = "networking.istio.io/v1beta1"
 
 
 @dataclass(frozen=True)
@@ -135,11 +138,11 @@ def _router_object(canary: Canary) -> tuple[str, str] | None:
     """(apiVersion, kind) of the object holding the weights for ``spec.provider``; None without one."""
     provider = canary.spec.provider or INCLUDED_MESH
     if provider == INCLUDED_MESH:
-        return f"{smi.SPLIT_GROUP}/{SMI_VERSION}", "TrafficSplit"
+        return f"{SMI_SPLIT_GROUP}/{INCLUDED_MESH_SMI_VERSION}", "TrafficSplit"
     if provider in ("smi", "linkerd"):
-        return f"{smi.SPLIT_GROUP}/v1alpha1", "TrafficSplit"
+        return f"{SMI_SPLIT_GROUP}/v1alpha1", "TrafficSplit"
     if provider.startswith("smi:"):
-        return f"{smi.SPLIT_GROUP}/{provider.partition(':')[2]}", "TrafficSplit"
+        return f"{SMI_SPLIT_GROUP}/{provider.partition(':')[2]}", "TrafficSplit"
     if provider == "istio":
         return ISTIO_API_VERSION, "VirtualService"
     if provider.startswith("gatewayapi"):

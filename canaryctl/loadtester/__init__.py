@@ -1,5 +1,5 @@
 """Flagger-compatible load tester service (``canaryctl loadtester``)."""
 
-from canaryctl.loadtester.server import LOADTESTER, LoadTester, build_app, serve
+from canaryctl.loadtester.server import LOADTESTER, LoadTester, Policy, build_app, serve
 
-__all__ = ["LOADTESTER", "LoadTester", "build_app", "serve"]
+__all__ = ["LOADTESTER", "LoadTester", "Policy", "build_app", "serve"]

@@ -7,11 +7,11 @@ import asyncio
 import sys
 from pathlib import Path
 
+from canaryctl import registry
 from canaryctl.api.models import AlertProviderSpec, AlertProviderType
 from canaryctl.local.console import Console
 from canaryctl.local.manifests import ManifestError, load_files
 from canaryctl.local.runtime import LocalOptions, LocalRun, LocalRuntime, ProviderUnavailable
-from canaryctl.providers.notifiers import notifier_for
 from canaryctl.telemetry.metrics import ControllerMetrics, serve_metrics
 
 EXIT_SUCCEEDED, EXIT_FAILED, EXIT_TIMEOUT, EXIT_USAGE = 0, 1, 2, 3
@@ -74,7 +74,7 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"canaryctl local run: {exc}", file=sys.stderr)
         return EXIT_USAGE
     slack = AlertProviderSpec(type=AlertProviderType.SLACK, address=args.slack_url)
-    notifier = notifier_for(slack, None) if args.slack_url else None
+    notifier = registry.notifier(slack, None) if args.slack_url else None
     options = LocalOptions(
         primary=args.primary,
         canary=args.canary,

@@ -16,6 +16,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from canaryctl import registry
 from canaryctl.api.models import Canary, CanaryStatus, Phase
 from canaryctl.engine.types import Decision, RouteState
 from canaryctl.local.console import Console, ConsoleEvents
@@ -27,7 +28,6 @@ from canaryctl.local.targets import Endpoint, LocalTargets, LocalWorkloads, endp
 from canaryctl.mesh.local import LocalMesh
 from canaryctl.ports import Analyzer, Notifier
 from canaryctl.providers.metrics.analyzer import MetricsAnalyzer
-from canaryctl.providers.notifiers import notifier_for
 from canaryctl.providers.notifiers.routing import AlertRouter
 from canaryctl.providers.webhooks import WebhookClient
 from canaryctl.runner import ActionFailed, Ports, tick
@@ -116,7 +116,7 @@ class LocalRuntime:
 
     async def _notifier(self, name: str, namespace: str) -> Notifier:
         provider = self.bundle.alert_provider(name)
-        return notifier_for(provider.spec, None)
+        return registry.notifier(provider.spec, None)
 
     async def _analyzer(self, stack: AsyncExitStack) -> Analyzer:
         choice = self.options.prometheus

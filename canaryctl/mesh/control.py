@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from canaryctl.mesh import config
+from canaryctl.mesh import config, protocols
 from canaryctl.mesh.ads import ANY_NODE, AdsServer
 from canaryctl.mesh.translate import translate
 
@@ -25,9 +25,11 @@ class MeshControlPlane:
 
     def resources(self, objects: Iterable[Mapping[str, Any]]) -> config.Resources:
         errors: list[str] = []
-        specs = translate(objects, errors)
+        items = list(objects)
+        specs = translate(items, errors)
         self.errors = errors
-        return config.sidecar_resources(specs, self.ports, bind_host=self.bind_host)
+        opaque = protocols.opaque_ports(items)
+        return config.sidecar_resources(specs, self.ports, bind_host=self.bind_host, opaque_ports=opaque)
 
     async def sync(self, objects: Iterable[Mapping[str, Any]]) -> str:
         """Push the config for `objects` to every sidecar; returns the snapshot version."""

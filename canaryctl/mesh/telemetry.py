@@ -7,7 +7,9 @@ lists the same names. Each backend is its own Envoy cluster named after the back
 Upstream stats (Envoy built-ins) miss faults injected by the mesh, because an aborted request never
 reaches the upstream. Caller-side stats come from Envoy's stats access logger, which runs once per
 downstream request after the response, injected faults included, and tags it with the backend the
-route picked.
+route picked. Server-side (inbound) stats come from the same logger in the destination pod's sidecar,
+tagged with the pod's workload, so requests from unmeshed clients or sent straight to
+``<service>-canary`` are measured too.
 """
 
 from __future__ import annotations
@@ -37,41 +39,75 @@ CALLER_RQ_DURATION_COUNT = "envoy_canaryctl_request_duration_count"
 SERVICE_LABEL = "canaryctl_service"
 BACKEND_LABEL = "canaryctl_backend"
 
+# -- server side (per workload, every request the pod's sidecar let in), the stats access logger --------
+INBOUND_STATS_PREFIX = "canaryctl_inbound"
+INBOUND_RQ_TOTAL = "envoy_canaryctl_inbound_requests"
+"""Counter: requests answered to the pod, labels WORKLOAD_LABEL, WORKLOAD_NAMESPACE_LABEL,
+RESPONSE_CODE_LABEL and GRPC_STATUS_LABEL."""
+INBOUND_RQ_DURATION_BUCKET = "envoy_canaryctl_inbound_request_duration_bucket"
+"""Histogram buckets (ms) of the server-side duration, labels WORKLOAD_LABEL, WORKLOAD_NAMESPACE_LABEL, le."""
+INBOUND_RQ_DURATION_SUM = "envoy_canaryctl_inbound_request_duration_sum"
+INBOUND_RQ_DURATION_COUNT = "envoy_canaryctl_inbound_request_duration_count"
+WORKLOAD_LABEL = "canaryctl_workload"
+WORKLOAD_NAMESPACE_LABEL = "canaryctl_workload_namespace"
+GRPC_STATUS_LABEL = "canaryctl_grpc_status"
+"""The gRPC status number; empty for plain HTTP."""
+WORKLOAD_ENV = "CANARYCTL_WORKLOAD"
+"""Environment of the sidecar container naming its workload (Deployment, StatefulSet, ...)."""
+WORKLOAD_NAMESPACE_ENV = "CANARYCTL_WORKLOAD_NAMESPACE"
+GRPC_SERVER_ERRORS = (2, 4, 12, 13, 14, 15)
+"""gRPC statuses that count as failures, like 5xx: UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED,
+INTERNAL, UNAVAILABLE, DATA_LOSS (the ones gRPC's HTTP mapping turns into 5xx)."""
+
 # -- fault filter totals (not per backend) -------------------------------------------------------------
 FAULT_ABORTS_TOTAL = "envoy_http_fault_aborts_injected"
 FAULT_DELAYS_TOTAL = "envoy_http_fault_delays_injected"
 
-_TAGS = [
+_CALLER_TAGS = [
     {"name": SERVICE_LABEL, "value_format": "%ROUTE_NAME%"},
     {"name": BACKEND_LABEL, "value_format": "%UPSTREAM_CLUSTER%"},
 ]
+_INBOUND_TAGS = [
+    {"name": WORKLOAD_LABEL, "value_format": f"%ENVIRONMENT({WORKLOAD_ENV})%"},
+    {"name": WORKLOAD_NAMESPACE_LABEL, "value_format": f"%ENVIRONMENT({WORKLOAD_NAMESPACE_ENV})%"},
+]
 
 
-def stats_logger() -> dict[str, Any]:
-    """Body of the envoy.access_loggers.stats config behind CALLER_RQ_TOTAL and CALLER_RQ_DURATION_*.
+def _stats_logger(prefix: str, tags: list[dict[str, str]]) -> dict[str, Any]:
+    """Body of an envoy.access_loggers.stats config: `<prefix>.requests` and `<prefix>.request_duration`.
 
     Envoy 1.40 logs `stat_prefix` as deprecated in favour of `stats_scope.prefix`, but the xds-protos
     used to build ADS responses do not know `stats_scope` yet; switch once they do (same metric names).
     """
+    outcome = [
+        {"name": RESPONSE_CODE_LABEL, "value_format": "%RESPONSE_CODE%"},
+        {"name": GRPC_STATUS_LABEL, "value_format": "%GRPC_STATUS_NUMBER%"},
+    ]
     return {
-        "stat_prefix": STATS_PREFIX,
-        "counters": [
-            {
-                "stat": {
-                    "name": "requests",
-                    "tags": [*_TAGS, {"name": RESPONSE_CODE_LABEL, "value_format": "%RESPONSE_CODE%"}],
-                },
-                "value_fixed": 1,
-            }
-        ],
+        "stat_prefix": prefix,
+        "counters": [{"stat": {"name": "requests", "tags": [*tags, *outcome]}, "value_fixed": 1}],
         "histograms": [
             {
-                "stat": {"name": "request_duration", "tags": _TAGS},
+                "stat": {"name": "request_duration", "tags": tags},
                 "unit": "Milliseconds",
                 "value_format": "%DURATION%",
             }
         ],
     }
+
+
+def caller_stats_logger() -> dict[str, Any]:
+    """Behind CALLER_RQ_TOTAL and CALLER_RQ_DURATION_*: per apex service and backend, faults included."""
+    return _stats_logger(STATS_PREFIX, _CALLER_TAGS)
+
+
+def inbound_stats_logger() -> dict[str, Any]:
+    """Behind INBOUND_RQ_TOTAL and INBOUND_RQ_DURATION_*: per workload, whoever the caller was.
+
+    The workload comes from the sidecar's environment (the injector sets it), so one listener config
+    serves every pod.
+    """
+    return _stats_logger(INBOUND_STATS_PREFIX, _INBOUND_TAGS)
 
 
 ACCESS_LOG_FORMAT: dict[str, str] = {

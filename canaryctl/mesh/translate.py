@@ -17,6 +17,7 @@ from canaryctl.api.duration import parse_duration
 from canaryctl.api.mesh import MESH_API_VERSION, TRAFFIC_POLICY_KIND, TrafficPolicy
 from canaryctl.mesh.config import (
     Backend,
+    Cookie,
     Fault,
     FaultAbort,
     FaultDelay,
@@ -190,6 +191,15 @@ def _apply_policy(policy: TrafficPolicy, namespace: str) -> dict[str, Any]:
             budget_percent=r.budget_percent,
             min_retry_concurrency=r.min_retry_concurrency,
         )
+    fields["cookies"] = tuple(
+        Cookie(
+            name=c.name,
+            value=c.value,
+            set_cookie=c.set_cookie,
+            backend=cluster_name(c.backend, namespace) if c.backend else None,
+        )
+        for c in spec.session_affinity
+    )
     if spec.outlier_detection:
         o = spec.outlier_detection
         fields["outlier_detection"] = OutlierDetection(

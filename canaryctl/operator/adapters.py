@@ -1,5 +1,6 @@
 """The operator's remaining ports over the Kubernetes API: Events, status writes, and lookups of the
-MetricTemplates, AlertProviders and Secrets canaries refer to.
+MetricTemplates, AlertProviders and Secrets canaries refer to, with the rule on which of them a Canary
+may refer to.
 
 MetricTemplates and AlertProviders are watched (kopf event handlers fill ``Catalog``), so a tick reads
 them from memory; a miss (e.g. right after start) falls back to one GET.
@@ -7,18 +8,24 @@ them from memory; a miss (e.g. right after start) falls back to one GET.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from canaryctl.api.models import API_VERSION, AlertProvider, Canary, MetricTemplate
+from canaryctl import registry
+from canaryctl.api.models import (
+    API_VERSION,
+    AlertProvider,
+    Canary,
+    CanaryAnalysis,
+    CrossNamespaceObjectReference,
+    MetricTemplate,
+)
 from canaryctl.engine.clock import to_rfc3339
 from canaryctl.ports import Notifier
 from canaryctl.providers.kube import KubeObjects, resource_path
-from canaryctl.providers.notifiers import notifier_for
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +37,7 @@ class OperatorObjects(KubeObjects):
 
     async def patch_status(self, kind: str, namespace: str, name: str, status: dict[str, Any]) -> None:
         path = resource_path(API_VERSION, kind, namespace, name) + "/status"
-        await asyncio.to_thread(self._call, "PATCH", path, {"status": status}, "application/merge-patch+json")
+        await self.request("PATCH", path, {"status": status}, "application/merge-patch+json")
 
     async def patch_metadata(
         self, api_version: str, kind: str, namespace: str, name: str, metadata: dict[str, Any]
@@ -38,13 +45,54 @@ class OperatorObjects(KubeObjects):
         """A merge patch of ``metadata``; with its ``resourceVersion`` the server refuses a stale one."""
         path = resource_path(api_version, kind, namespace, name)
         body = {"metadata": metadata}
-        await asyncio.to_thread(self._call, "PATCH", path, body, "application/merge-patch+json")
+        await self.request("PATCH", path, body, "application/merge-patch+json")
 
     async def create(self, obj: dict[str, Any]) -> None:
         """POST without the GET that ``apply`` makes first (events are always new)."""
         namespace = obj["metadata"].get("namespace")
         path = resource_path(obj["apiVersion"], obj["kind"], namespace)
-        await asyncio.to_thread(self._call, "POST", path, obj)
+        await self.request("POST", path, obj)
+
+
+def _references(
+    base: str, analysis: CanaryAnalysis
+) -> list[tuple[str, str, CrossNamespaceObjectReference | None]]:
+    """(field path, kind, reference) of every templateRef and providerRef in one analysis."""
+    metric_lists = [(base, analysis.metrics)] + [
+        (f"{base}.steps[{i}].analysis", step.analysis.metrics)
+        for i, step in enumerate(analysis.steps or [])
+        if step.analysis is not None
+    ]
+    found: list[tuple[str, str, CrossNamespaceObjectReference | None]] = [
+        (f"{owner}.metrics[{i}].templateRef", "MetricTemplate", metric.template_ref)
+        for owner, metrics in metric_lists
+        for i, metric in enumerate(metrics or [])
+    ]
+    found += [
+        (f"{base}.alerts[{i}].providerRef", "AlertProvider", alert.provider_ref)
+        for i, alert in enumerate(analysis.alerts or [])
+    ]
+    return found
+
+
+def cross_namespace_reference(canary: Canary) -> str | None:
+    """Flagger's ``-no-cross-namespace-refs`` check: the first templateRef, providerRef or upstreamRef
+    naming another namespace than the Canary's (an empty namespace is the Canary's), or None."""
+    namespace = canary.metadata.namespace or "default"
+    spec = canary.spec
+    found: list[tuple[str, str, CrossNamespaceObjectReference | None]] = [
+        ("spec.upstreamRef", "upstream", spec.upstream_ref)
+    ]
+    for base, analysis in (("spec.analysis", spec.analysis), ("spec.canaryAnalysis", spec.canary_analysis)):
+        if analysis is not None:
+            found += _references(base, analysis)
+    for path, kind, ref in found:
+        if ref is not None and (ref.namespace or namespace) != namespace:
+            return (
+                f"{path}: {kind} {ref.namespace}/{ref.name} is in another namespace; "
+                "cross-namespace references are blocked (--no-cross-namespace-refs)"
+            )
+    return None
 
 
 def _decode(secret: dict[str, Any]) -> dict[str, str]:
@@ -135,4 +183,4 @@ class Catalog:
         provider = AlertProvider.model_validate(await self._get("AlertProvider", name, namespace))
         secret_ref = provider.spec.secret_ref
         secret = await self.secret(secret_ref.name, namespace) if secret_ref is not None else None
-        return notifier_for(provider.spec, secret)
+        return registry.notifier(provider.spec, secret)

@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import os
+import sys
+from collections.abc import Mapping
 
-from canaryctl.api.models import INCLUDED_MESH, CanaryAnalysis
+from canaryctl import registry
+from canaryctl.api.models import INCLUDED_MESH, AlertProviderSpec, AlertProviderType, CanaryAnalysis
 from canaryctl.operator.adapters import OperatorObjects
 from canaryctl.operator.handlers import (
     PEERING_LIFETIME_SECONDS,
@@ -14,11 +18,15 @@ from canaryctl.operator.handlers import (
     OperatorConfig,
     release_finalizers,
 )
-from canaryctl.providers.kube import api_client, api_client_for_host
+from canaryctl.ports import Notifier
+from canaryctl.providers.kube import KUBE_REQUEST_TIMEOUT_SECONDS, api_client, api_client_for_host
 from canaryctl.providers.metrics.analyzer import DEFAULT_PROMETHEUS
-from canaryctl.providers.routers import ROUTERS
+from canaryctl.providers.outbound import HOOKS_PER_CANARY, QUERIES_PER_CANARY
 from canaryctl.telemetry.logs import LEVELS, LogFormat, configure_logging
 from canaryctl.telemetry.metrics import Compat, ControllerMetrics, serve_metrics
+
+# Flagger's environment variables for its global Slack notifier, by the AlertProvider secret key each fills.
+SLACK_ENV = {"address": "SLACK_URL", "token": "SLACK_TOKEN", "proxy": "SLACK_PROXY_URL"}
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -60,7 +68,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument(
         "--default-provider",
         default=INCLUDED_MESH,
-        choices=sorted(ROUTERS),
+        choices=registry.names(registry.ROUTERS),
         help="router for Canaries without spec.provider (default: %(default)s)",
     )
     parser.add_argument(
@@ -78,8 +86,45 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=DEFAULT_PROMETHEUS,
         help="Prometheus for builtin metrics without spec.metricsServer (default: %(default)s)",
     )
+    parser.add_argument(
+        "--no-cross-namespace-refs",
+        action="store_true",
+        help="a Canary may only refer to MetricTemplates and AlertProviders in its own namespace; "
+        "one that refers elsewhere gets an InvalidSpec condition (Flagger's -no-cross-namespace-refs)",
+    )
+    parser.add_argument(
+        "--hook-concurrency",
+        type=_positive_int,
+        default=HOOKS_PER_CANARY,
+        metavar="N",
+        help="webhook calls one Canary may have in flight; the rest wait (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--query-concurrency",
+        type=_positive_int,
+        default=QUERIES_PER_CANARY,
+        metavar="N",
+        help="metric queries one Canary may have in flight; the rest wait (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--kube-request-timeout",
+        type=float,
+        default=KUBE_REQUEST_TIMEOUT_SECONDS,
+        metavar="SECONDS",
+        help="client timeout of every Kubernetes API call (default: %(default)s)",
+    )
     parser.add_argument("--liveness", default=None, metavar="URL", help="e.g. http://0.0.0.0:8081/healthz")
     parser.add_argument("--cluster-name", default="kubernetes", help="cluster name shown in alerts")
+    parser.add_argument(
+        "--slack-channel",
+        default=None,
+        metavar="CHANNEL",
+        help="channel of the default Slack notifier; its URL (or bot token) is read from the environment: "
+        f"{', '.join(SLACK_ENV.values())}",
+    )
+    parser.add_argument(
+        "--slack-user", default=None, metavar="NAME", help="user name of the default Slack notifier"
+    )
     parser.add_argument(
         "--kubeconfig", default=None, help="kubeconfig file (default: in-cluster, then ~/.kube)"
     )
@@ -110,8 +155,35 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.set_defaults(func=run)
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def default_notifier(
+    environ: Mapping[str, str], channel: str | None = None, username: str | None = None
+) -> Notifier | None:
+    """Slack for Canaries that list no alerts, as Flagger's global flags; None when no URL or token is set.
+
+    The URL and token are credentials, so they come from the environment (a Secret), never from argv,
+    which any process on the node can read and which error messages print.
+    """
+    secret = {key: environ[name] for key, name in SLACK_ENV.items() if environ.get(name)}
+    if not (secret.get("address") or secret.get("token")):
+        return None
+    spec = AlertProviderSpec(type=AlertProviderType.SLACK, channel=channel, username=username)
+    return registry.notifier(spec, secret)
+
+
 def run(args: argparse.Namespace) -> int:
     configure_logging("DEBUG" if args.verbose else args.log_level, args.log_format)
+    try:
+        notifier = default_notifier(os.environ, args.slack_channel, args.slack_user)
+    except ValueError as exc:
+        print(f"canaryctl operator: default Slack notifier: {exc}", file=sys.stderr)
+        return 2
     if args.min_interval_seconds is not None:
         CanaryAnalysis.min_interval_seconds = args.min_interval_seconds
     config = OperatorConfig(
@@ -122,6 +194,11 @@ def run(args: argparse.Namespace) -> int:
         cluster_name=args.cluster_name,
         liveness=args.liveness,
         peering_lifetime=args.peering_lifetime,
+        no_cross_namespace_refs=args.no_cross_namespace_refs,
+        hook_concurrency=args.hook_concurrency,
+        query_concurrency=args.query_concurrency,
+        kube_request_timeout=args.kube_request_timeout,
+        default_notifier=notifier,
     )
     if args.priority is not None:
         config = dataclasses.replace(config, priority=args.priority)

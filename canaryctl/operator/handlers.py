@@ -17,6 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +26,7 @@ import kopf
 from kubernetes import client
 from pydantic import ValidationError
 
+from canaryctl import registry
 from canaryctl.api.control import COMMAND_ANNOTATION, decode_command
 from canaryctl.api.models import (
     GROUP,
@@ -36,14 +38,18 @@ from canaryctl.api.models import (
     ObjectMeta,
     Phase,
 )
+from canaryctl.engine import StepKind, compile_steps, route_of
 from canaryctl.engine.clock import to_rfc3339
-from canaryctl.engine.types import Command, RouteState, WorkloadOp
-from canaryctl.operator.adapters import Catalog, KubeEvents, OperatorObjects
+from canaryctl.engine.types import Command, Decision, RouteState, SetRoutes, WorkloadOp
+from canaryctl.operator.adapters import Catalog, KubeEvents, OperatorObjects, cross_namespace_reference
 from canaryctl.operator.patching import merge_patch
-from canaryctl.operator.workloads import KubeWorkloads
+from canaryctl.operator.workloads import KubeWorkloads, TargetNotReady
+from canaryctl.ports import Notifier
+from canaryctl.providers.kube import FIELD_MANAGER, KUBE_API_THREADS, KUBE_REQUEST_TIMEOUT_SECONDS
 from canaryctl.providers.metrics.analyzer import DEFAULT_PROMETHEUS, MetricsAnalyzer
 from canaryctl.providers.notifiers.routing import AlertRouter
-from canaryctl.providers.routers import router_for, unsupported_steps
+from canaryctl.providers.outbound import HOOKS_PER_CANARY, QUERIES_PER_CANARY
+from canaryctl.providers.routers import unsupported_steps
 from canaryctl.providers.webhooks import WebhookClient
 from canaryctl.runner import ActionFailed, Ports, tick
 from canaryctl.telemetry.metrics import ControllerMetrics
@@ -56,6 +62,7 @@ INVALID_SPEC = "InvalidSpec"
 # Seconds a replica's peering record lives unless renewed: how soon a standby replaces a dead one.
 PEERING_LIFETIME_SECONDS = 60
 RETRY_SECONDS = 5.0  # after an error: the status was not stored, try the same tick again
+REVERT_RETRY_SECONDS = 10.0  # at most, between checks that a reverted target's pods are ready
 INVALID_RECHECK_SECONDS = 60.0  # an invalid spec is re-read at once when it changes; this is a backstop
 MIN_REQUEUE_SECONDS = 0.01  # the engine asks for 0 s after a step; keep one yield between ticks
 LAG_SAMPLES = 10_000
@@ -74,6 +81,11 @@ class OperatorConfig:
     prometheus_url: str = DEFAULT_PROMETHEUS
     cluster_name: str = "kubernetes"
     liveness: str | None = None  # kopf's liveness endpoint, e.g. http://0.0.0.0:8081/healthz
+    no_cross_namespace_refs: bool = False  # templateRef/providerRef only within the Canary's namespace
+    hook_concurrency: int = HOOKS_PER_CANARY  # webhook calls in flight per Canary
+    query_concurrency: int = QUERIES_PER_CANARY  # metric queries in flight per Canary
+    kube_request_timeout: float = KUBE_REQUEST_TIMEOUT_SECONDS  # client timeout of every API call
+    default_notifier: Notifier | None = None  # for Canaries that list no alerts (Flagger's -slack-url)
 
 
 def invalid_status(status: Mapping[str, Any], message: str, now: str) -> dict[str, Any]:
@@ -120,17 +132,26 @@ class CanaryOperator:
 
     def __init__(self, config: OperatorConfig, api: client.ApiClient, metrics: ControllerMetrics) -> None:
         self.config = config
-        self.objects = OperatorObjects(api)
-        self.router_objects = OperatorObjects(api, field_manager=ROUTER_FIELD_MANAGER)
+        # API calls have threads of their own: nothing else the operator runs can make them wait.
+        self.kube_executor = ThreadPoolExecutor(KUBE_API_THREADS, thread_name_prefix="kube-api")
+        self.objects, self.router_objects = (
+            OperatorObjects(
+                api, manager, executor=self.kube_executor, request_timeout=config.kube_request_timeout
+            )
+            for manager in (FIELD_MANAGER, ROUTER_FIELD_MANAGER)
+        )
         self.metrics = metrics
         self.catalog = Catalog(self.objects)
-        self.hooks = WebhookClient(observe=metrics.observe_webhook)
+        self.hooks = WebhookClient(
+            observe=metrics.observe_webhook, concurrency=config.hook_concurrency, secrets=self.catalog.secret
+        )
         self.analyzer = MetricsAnalyzer(
             templates=self.catalog.template,
             secrets=self.catalog.secret,
             default_address=config.prometheus_url,
+            query_concurrency=config.query_concurrency,
         )
-        self.alerts = AlertRouter(self.catalog.notifier)
+        self.alerts = AlertRouter(self.catalog.notifier, config.default_notifier)
         self.events = KubeEvents(self.objects)
         self.workloads = KubeWorkloads(self.objects)
         self.tracer = Tracer()
@@ -139,11 +160,13 @@ class CanaryOperator:
         self._wakes: dict[tuple[str, str], asyncio.Event] = {}
         self._seen: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._names: dict[str, set[str]] = {}  # namespace -> Canary names, for canary_total
+        # Each Canary's reconcile of Services and routes, running while its daemon sleeps.
+        self._converging: dict[tuple[str, str], asyncio.Task[None]] = {}
 
     # --- one tick -----------------------------------------------------------------------------------------
 
     def ports(self, canary: Canary) -> Ports:
-        router = router_for(canary.spec.provider, self.router_objects, self.config.default_provider)
+        router = registry.router(canary.spec.provider or self.config.default_provider, self.router_objects)
         return Ports(
             workloads=self.workloads,
             router=router,
@@ -171,6 +194,7 @@ class CanaryOperator:
 
     async def reconcile(self, body: Mapping[str, Any]) -> float:
         """One tick for one Canary object; returns the seconds until the next one is due."""
+        await self._converged(body)
         try:
             canary = Canary.model_validate(body)
         except ValidationError as exc:
@@ -180,6 +204,10 @@ class CanaryOperator:
             await self._invalid(body, "spec.service: not set; the router generates Services from its port")
             return INVALID_RECHECK_SECONDS
         interval = canary.spec.effective_analysis.interval_seconds
+        crossing = cross_namespace_reference(canary) if self.config.no_cross_namespace_refs else None
+        if crossing is not None:
+            await self._invalid(body, crossing)
+            return interval
         try:
             ports = self.ports(canary)
         except ValueError as exc:
@@ -197,8 +225,44 @@ class CanaryOperator:
         await self._store(body, decision.status.to_wire())
         self.ticks += 1
         updated = canary.model_copy(update={"status": decision.status})
+        if decision.status.phase not in (None, Phase.INITIALIZING):
+            key = (canary.metadata.namespace or "", canary.metadata.name or "")
+            self._converging[key] = asyncio.create_task(self._converge(updated, ports, decision))
         self.metrics.record_tick(canary, updated, time.monotonic() - started)
         return max(decision.requeue_after, MIN_REQUEUE_SECONDS)
+
+    async def _converged(self, body: Mapping[str, Any], cancel: bool = False) -> None:
+        """Wait for (or stop) the Canary's reconcile left running by its last tick: nothing of a new
+        tick or of the finalizer may write while an older reconcile still does. Its failure is this
+        tick's failure (reported, retried)."""
+        meta = body["metadata"]
+        pending = self._converging.pop((meta.get("namespace") or "", meta["name"]), None)
+        if pending is None:
+            return
+        if not cancel:
+            await pending
+            return
+        pending.cancel()
+        try:
+            await pending
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:  # the Canary is going away; the next owner reconciles again
+            log.warning("canary %s/%s: reconcile failed: %s", meta.get("namespace"), meta["name"], exc)
+
+    async def _converge(self, canary: Canary, ports: Ports, decision: Decision) -> None:
+        """Flagger re-applies the generated Services and routing objects every tick, so a spec.service
+        edit or a deleted object is corrected without a new revision. Only drift is written: an idle
+        tick costs reads. The routes are the stored ones, unless this tick's actions just set them.
+        It runs while the daemon sleeps; the next tick waits for it before it acts."""
+        router_selects = getattr(ports.router, "owns_apex_selector", False)
+        services = self.workloads.reconcile(canary, apex_selector=not router_selects)
+        if any(isinstance(action, SetRoutes) for action in decision.actions):
+            await services
+            return
+        assert canary.status is not None
+        match = next((s.match for s in compile_steps(canary.spec) if s.kind is StepKind.HEADER_ROUTE), ())
+        await asyncio.gather(services, ports.router.apply(canary, route_of(canary.status, match)))
 
     # --- the daemon ---------------------------------------------------------------------------------------
 
@@ -244,6 +308,7 @@ class CanaryOperator:
                 await self._sleep(stopped, wake, delay)
         finally:
             self._wakes.pop(key, None)
+            await self._converged({"metadata": {"namespace": namespace, "name": name}}, cancel=True)
             self._seen.pop(key, None)
 
     def _gone(self, namespace: str, name: str, body: Mapping[str, Any] | None) -> None:
@@ -289,9 +354,15 @@ class CanaryOperator:
             return  # never initialized from this spec: nothing of ours to revert
         if canary.status is None or canary.status.phase in (None, Phase.INITIALIZING):
             return
-        await self._store(body, {**(body.get("status") or {}), "phase": Phase.TERMINATING.value})
+        await self._converged(body, cancel=True)
+        if (body.get("status") or {}).get("phase") != Phase.TERMINATING.value:
+            await self._store(body, {**(body.get("status") or {}), "phase": Phase.TERMINATING.value})
         ports = self.ports(canary)
-        await self.workloads.apply(canary, WorkloadOp.REVERT)
+        try:
+            await self.workloads.apply(canary, WorkloadOp.REVERT)
+        except TargetNotReady as exc:  # kopf calls the handler again; every step so far is idempotent
+            interval = canary.spec.effective_analysis.interval_seconds
+            raise kopf.TemporaryError(f"reverting: {exc}", delay=min(interval, REVERT_RETRY_SECONDS)) from exc
         await ports.router.apply(canary, RouteState(canary_weight=100))
         await self._store(body, {**(body.get("status") or {}), "phase": Phase.TERMINATED.value})
         await self.events.record(
@@ -316,6 +387,9 @@ class CanaryOperator:
         settings.peering.priority = self.config.priority
         settings.peering.lifetime = self.config.peering_lifetime
         settings.peering.clusterwide = not self.config.namespaces
+        # kopf's own API calls get the same client timeout; watch streams have its inactivity timeout.
+        settings.networking.request_timeout = self.config.kube_request_timeout
+        settings.watching.connect_timeout = self.config.kube_request_timeout
         return settings
 
     def registry(self) -> kopf.OperatorRegistry:
@@ -368,6 +442,7 @@ class CanaryOperator:
             )
         finally:
             await self.hooks.aclose()
+            self.kube_executor.shutdown(wait=False, cancel_futures=True)
 
 
 async def release_finalizers(

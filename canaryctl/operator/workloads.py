@@ -3,47 +3,65 @@ Service targets.
 
 Deployment/DaemonSet ``<target>``: INITIALIZE creates ``<target>-primary`` (the selector label value
 suffixed ``-primary``), copies every ConfigMap/Secret the pod spec references as ``<name>-primary`` with
-the references renamed, creates the Services ``<apex>`` and ``<apex>-primary`` (primary pods) and
-``<apex>-canary`` (target pods), and clones the HPA for the primary. The target is the canary: it is
-scaled to zero between rollouts (a DaemonSet through a nodeSelector no node has, as Flagger does) and
-its replicas before that are kept in an annotation on the target itself, so a restarted controller
-scales it back to the same size. PROMOTE copies the target's pod template and configs to the primary.
+the references renamed, creates the Services ``<apex>-primary`` (primary pods) and ``<apex>-canary``
+(target pods), creates ``<apex>`` when there is none, and clones the autoscaler (HPA or KEDA
+ScaledObject) for the primary. An existing apex Service is pointed at the primary only once the
+primary is ready (SCALE_CANARY_DOWN, which ends initialization), so its clients never lose their pods.
+The target is the canary: it is scaled to zero between rollouts (a DaemonSet through a nodeSelector no
+node has, as Flagger does) and scaled up as Flagger does: to its own ``spec.replicas`` when someone set
+it, else to the primary's size, else to the autoscaler's minimum. PROMOTE copies the target's pod
+template, configs and size to the primary, stamps the revision on the primary's pod template (so a
+ConfigMap-only revision restarts the primary's pods) and reconciles the primary's autoscaler.
 
 Service ``<target>``: traffic only. There are no workloads to copy; the revision is the Service's
 selector and ports, ``<apex>-canary`` follows the target Service and ``<apex>-primary`` gets a copy of
 it on INITIALIZE and PROMOTE, so the primary side keeps selecting the promoted pods.
 
-Every object written is owned by the Canary, so deleting the Canary garbage-collects it.
+Every object canaryctl creates is owned by the Canary, so deleting the Canary garbage-collects it. A
+Service that existed before (the user's apex, typically) is never taken over: canaryctl sets only its
+selector and port, and leaves its owner, labels and annotations alone. Every write is skipped when the
+stored object already matches, so the per-tick ``reconcile`` of the Services costs reads only.
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import math
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from canaryctl.api.models import PRIMARY_SUFFIX, Canary, TargetKind
+from canaryctl.api.models import API_VERSION, PRIMARY_SUFFIX, Canary, TargetKind
+from canaryctl.api.owned import metadata, namespace
+from canaryctl.drift import converge
 from canaryctl.engine.revision import config_checksum, revision_hash
 from canaryctl.engine.types import Readiness, WorkloadOp
 from canaryctl.ports import Objects, Revision
-from canaryctl.providers.routers.common import metadata, namespace
 
 Obj = dict[str, Any]
 
 APPS = "apps/v1"
 HPA_API = "autoscaling/v2"
+KEDA_API = "keda.sh/v1alpha1"
 # The pod label Flagger rewrites for the primary; the target's selector must use one of them.
 SELECTOR_LABELS = ("app", "name", "app.kubernetes.io/name")
 # A DaemonSet cannot have 0 replicas: this nodeSelector key matches no node, which empties it.
 SCALE_TO_ZERO = "canaryctl.dev/scale-to-zero"
-# The target's replicas before canaryctl scaled it to zero; read back by SCALE_CANARY_UP and REVERT.
-REPLICAS_ANNOTATION = "canaryctl.dev/replicas"
+# On the primary's pod template: the promoted revision (template + config checksums). Flagger stamps a
+# random id there on every promotion; a revision hash restarts the pods exactly when a config changed.
+REVISION_ANNOTATION = "canaryctl.dev/revision"
+# KEDA stops scaling a ScaledObject's target while this annotation is set (and holds it at the value).
+KEDA_PAUSED_REPLICAS = "autoscaling.keda.sh/paused-replicas"
 CONFIG_KINDS = {"configmap": "ConfigMap", "secret": "Secret"}
 
 
 class TargetError(LookupError):
     """The target (or something it needs) is missing or unusable as written."""
+
+
+class TargetNotReady(RuntimeError):
+    """Reverting waits for the target's pods before giving it the traffic."""
 
 
 # --- pod spec config references ---------------------------------------------------------------------
@@ -93,16 +111,24 @@ def selector_key(target: Obj) -> str:
     raise TargetError(f"selector of {name} must match on one of the labels {', '.join(SELECTOR_LABELS)}")
 
 
+def _selectors(target: Obj) -> tuple[dict[str, str], dict[str, str]]:
+    """The pod selectors of the primary and of the target (Flagger's one rewritten label)."""
+    key = selector_key(target)
+    value = target["spec"]["selector"]["matchLabels"][key]
+    return {key: f"{value}{PRIMARY_SUFFIX}"}, {key: value}
+
+
 def _suffixed(labels: Mapping[str, str] | None, key: str) -> dict[str, str]:
     return {k: f"{v}{PRIMARY_SUFFIX}" if k == key else v for k, v in (labels or {}).items()}
 
 
-def primary_template(template: Obj, key: str, tracked: set[str]) -> Obj:
+def primary_template(template: Obj, key: str, tracked: set[str], revision: str) -> Obj:
     """The target's pod template for the primary: selector label suffixed, tracked configs renamed, the
-    scale-to-zero nodeSelector dropped."""
+    scale-to-zero nodeSelector dropped, the revision stamped."""
     result = comparable_template(template)
     meta = result.setdefault("metadata", {})
     meta["labels"] = _suffixed(meta.get("labels"), key)
+    meta["annotations"] = {**(meta.get("annotations") or {}), REVISION_ANNOTATION: revision}
     for kind, holder, field in _ref_sites(result.get("spec") or {}):
         if f"{kind}/{holder[field]}" in tracked:
             holder[field] = f"{holder[field]}{PRIMARY_SUFFIX}"
@@ -144,36 +170,57 @@ def service(canary: Canary, name: str, spec: Obj, role: str) -> Obj:
     return {"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": spec}
 
 
-def apex_service(canary: Canary, selector: Obj) -> Obj:
-    """The whole apex Service: created selecting the primary, pointed back at the target on revert."""
-    spec = {"type": "ClusterIP", "selector": selector, "ports": service_ports(canary)}
-    return service(canary, canary.spec.apex_name, spec, "apex")
+def owned_by(obj: Obj, canary: Canary) -> bool:
+    """Whether ``obj``'s controller is this Canary (Flagger's isOwnedByCanary)."""
+    for ref in obj["metadata"].get("ownerReferences") or []:
+        if ref.get("controller"):
+            return bool(
+                ref.get("apiVersion") == API_VERSION
+                and ref.get("kind") == "Canary"
+                and ref.get("name") == canary.metadata.name
+            )
+    return False
 
 
 def workload_readiness(obj: Obj, threshold: int) -> Readiness:
-    """Flagger's check: the controller saw the latest spec, and enough replicas are updated and available
-    (``threshold`` percent of the desired ones, rounded up)."""
+    """Flagger's and ``kubectl rollout status``'s check: the controller observed the latest generation,
+    every desired replica runs the new template, no old replica is left, and ``threshold`` percent of
+    them (rounded up) are available. Old-ReplicaSet pods never count."""
     spec, status, meta = obj.get("spec") or {}, obj.get("status") or {}, obj["metadata"]
     name = f"{obj['kind']} {meta.get('namespace')}/{meta['name']}"
-    generation, observed = meta.get("generation"), status.get("observedGeneration")
-    if generation is not None and observed is not None and observed < generation:
+    generation, observed = meta.get("generation"), int(status.get("observedGeneration") or 0)
+    if generation is not None and observed < generation:
         return Readiness(False, f"{name}: waiting for the controller to observe generation {generation}")
     if obj["kind"] == "DaemonSet":
         desired = int(status.get("desiredNumberScheduled") or 0)
         updated = int(status.get("updatedNumberScheduled") or 0)
+        current = updated  # a DaemonSet runs one pod a node: "updated < desired" covers old pods
         available = int(status.get("numberAvailable") or 0)
     else:
         desired = int(spec.get("replicas", 1))
         updated = int(status.get("updatedReplicas") or 0)
+        current = int(status.get("replicas") or 0)
         available = int(status.get("availableReplicas") or 0)
     if desired == 0:
-        return Readiness(False, f"{name} has no replicas")
+        return Readiness(False, f"{name} is scaled to zero")
     needed = math.ceil(desired * threshold / 100)
-    if updated < needed:
+    if updated < desired:
         return Readiness(False, f"{name}: waiting for rollout to finish: {updated} of {desired} updated")
+    if current > updated:
+        old = current - updated
+        return Readiness(
+            False, f"{name}: waiting for rollout to finish: {old} old replicas pending termination"
+        )
     if available < needed:
         return Readiness(False, f"{name}: {available} of {desired} replicas available, {needed} needed")
     return Readiness(True)
+
+
+def primary_query(query: str, target: str) -> str:
+    """Flagger's rewrite of a KEDA trigger query for the primary: ``<target>`` and ``<target>-canary``
+    both become ``<target>-primary`` (never ``-primary-primary`` or ``-primary-canary``)."""
+    pattern = re.compile(rf"{re.escape(target)}(?:{re.escape(PRIMARY_SUFFIX)}|-canary)?")
+    return pattern.sub(f"{target}{PRIMARY_SUFFIX}", query)
 
 
 # --- the port ------------------------------------------------------------------------------------------
@@ -184,6 +231,9 @@ class KubeWorkloads:
 
     def __init__(self, objects: Objects) -> None:
         self.objects = objects
+        # Each target's pod selectors as last read (a workload's selector is immutable), so the
+        # per-tick reconcile needs no second read of the target.
+        self._selectors: dict[tuple[str, str], tuple[dict[str, str], dict[str, str]]] = {}
 
     # -- reading --
 
@@ -193,7 +243,13 @@ class KubeWorkloads:
         found = await self.objects.get(api, ref.kind.value, namespace(canary), ref.name)
         if found is None:
             raise TargetError(f"{ref.kind.value} {namespace(canary)}/{ref.name} not found")
+        if ref.kind is not TargetKind.SERVICE:
+            self._selectors[namespace(canary), ref.name] = _selectors(found)
         return found
+
+    async def _primary(self, canary: Canary) -> Obj | None:
+        ref = canary.spec.target_ref
+        return await self.objects.get(APPS, ref.kind.value, namespace(canary), f"{ref.name}{PRIMARY_SUFFIX}")
 
     async def _configs(self, canary: Canary, pod_spec: Obj) -> dict[str, Obj]:
         """The referenced configs that exist, by ``kind/name``; absent ones are not tracked (the pods
@@ -240,24 +296,43 @@ class KubeWorkloads:
         if canary.spec.target_ref.kind is TargetKind.SERVICE:
             await self._apply_service_target(canary, target, op)
             return
-        key = selector_key(target)
-        value = target["spec"]["selector"]["matchLabels"][key]
+        primary_selector, canary_selector = _selectors(target)
         if op is WorkloadOp.INITIALIZE:
-            await self._copy_to_primary(canary, target, key)
-            await self._apply_services(canary, {key: f"{value}{PRIMARY_SUFFIX}"}, {key: value})
-            await self._clone_autoscaler(canary)
+            await self._copy_to_primary(canary, target, selector_key(target))
+            await self._apply_side_services(canary, primary_selector, canary_selector)
+            await self._apply_apex(canary, primary_selector, only_create=True)
+            await self._reconcile_scaler(canary, init=True)
         elif op is WorkloadOp.PROMOTE:
-            await self._copy_to_primary(canary, target, key)
+            await self._copy_to_primary(canary, target, selector_key(target))
+            await self._reconcile_scaler(canary, init=False)
         elif op is WorkloadOp.SCALE_CANARY_DOWN:
-            await self._scale(canary, target, up=False)
+            # Flagger's order: the apex selects the (ready) primary before the target's pods go away.
+            await self._apply_apex(canary, primary_selector)
+            await self._pause_scaler(canary, paused=True)
+            await self._scale(target, 0)
         elif op is WorkloadOp.SCALE_CANARY_UP:
-            await self._scale(canary, target, up=True)
+            await self._pause_scaler(canary, paused=False)
+            await self._scale(target, await self._scale_up_replicas(canary, target))
         elif op is WorkloadOp.REVERT:
-            await self._scale(canary, target, up=True)
-            await self.objects.apply(apex_service(canary, {key: value}))
+            await self._revert(canary, target, canary_selector)
+
+    async def reconcile(self, canary: Canary, apex_selector: bool = True) -> None:
+        """Re-apply the generated Services from the current spec (a port edit, a deleted Service), as
+        Flagger does every tick; writes only what drifted. ``apex_selector`` False: the router sets the
+        apex selector (blue/green on plain Services), so only its ports and metadata are kept here."""
+        ref = canary.spec.target_ref
+        if ref.kind is TargetKind.SERVICE:
+            await self._apply_service_target(canary, await self._target(canary), None)
+            return
+        known = self._selectors.get((namespace(canary), ref.name))
+        primary_selector, canary_selector = known or _selectors(await self._target(canary))
+        await asyncio.gather(
+            self._apply_side_services(canary, primary_selector, canary_selector),
+            self._apply_apex(canary, primary_selector if apex_selector else None),
+        )
 
     async def _copy_to_primary(self, canary: Canary, target: Obj, key: str) -> None:
-        """The primary gets the target's pod template and configs (the whole workload, every time)."""
+        """The primary gets the target's pod template, configs and size (the whole workload)."""
         spec = target.get("spec") or {}
         configs = await self._configs(canary, (spec.get("template") or {}).get("spec") or {})
         for obj in configs.values():
@@ -269,83 +344,206 @@ class KubeWorkloads:
             }
             if obj.get("type"):
                 copied["type"] = obj["type"]
-            await self.objects.apply(copied)
+            await converge(self.objects, copied)
+        template = spec.get("template") or {}
+        tracked = {ref: config_checksum(_config_content(obj)) for ref, obj in configs.items()}
+        revision = revision_hash(comparable_template(template), tracked)
         primary_spec = {k: copy.deepcopy(v) for k, v in spec.items() if k != "replicas"}
         primary_spec["selector"] = {"matchLabels": _suffixed(spec["selector"]["matchLabels"], key)}
-        primary_spec["template"] = primary_template(spec.get("template") or {}, key, set(configs))
-        autoscaled = canary.spec.autoscaler_ref is not None
-        if target["kind"] == "Deployment" and not autoscaled:  # else the HPA owns the replicas
-            primary_spec["replicas"] = await self._desired_replicas(canary, target)
+        primary_spec["template"] = primary_template(template, key, set(configs), revision)
+        if target["kind"] == "Deployment" and canary.spec.autoscaler_ref is None:  # else the scaler's
+            primary_spec["replicas"] = await self._primary_replicas(canary, target)
         meta = metadata(canary, f"{target['metadata']['name']}{PRIMARY_SUFFIX}")
         meta["labels"] = _suffixed(target["metadata"].get("labels"), key)
-        await self.objects.apply(
-            {"apiVersion": APPS, "kind": target["kind"], "metadata": meta, "spec": primary_spec}
+        await converge(
+            self.objects, {"apiVersion": APPS, "kind": target["kind"], "metadata": meta, "spec": primary_spec}
         )
 
-    async def _desired_replicas(self, canary: Canary, target: Obj) -> int:
-        """What the target runs when scaled up: the HPA's minimum, else its remembered or current size."""
+    async def _primary_replicas(self, canary: Canary, target: Obj) -> int:
+        """Flagger copies the target's size on promotion (it runs scaled up then); a target at zero (an
+        initialization repeated after the scale-down) keeps the primary's size."""
+        replicas = int((target.get("spec") or {}).get("replicas") or 0)
+        if replicas > 0:
+            return replicas
+        primary = await self._primary(canary)
+        return int(((primary or {}).get("spec") or {}).get("replicas") or 0) or 1
+
+    async def _scale_up_replicas(self, canary: Canary, target: Obj) -> int:
+        """Flagger's ScaleFromZero: the target's own ``spec.replicas`` when someone set it, else the
+        primary's size (no autoscaler) or the autoscaler's minimum above one, else one."""
+        replicas = int((target.get("spec") or {}).get("replicas") or 0)
+        if replicas > 0:
+            return replicas
         ref = canary.spec.autoscaler_ref
-        if ref is not None and ref.kind == "HorizontalPodAutoscaler":
-            hpa = await self.objects.get(HPA_API, ref.kind, namespace(canary), ref.name)
-            if hpa is not None:
-                return int((hpa.get("spec") or {}).get("minReplicas") or 1)
-        remembered = (target["metadata"].get("annotations") or {}).get(REPLICAS_ANNOTATION)
-        return int(remembered or (target.get("spec") or {}).get("replicas") or 1)
+        if ref is None:
+            primary = await self._primary(canary)
+            return int(((primary or {}).get("spec") or {}).get("replicas") or 0) or 1
+        api, field = (
+            (HPA_API, "minReplicas")
+            if ref.kind == "HorizontalPodAutoscaler"
+            else (KEDA_API, "minReplicaCount")
+        )
+        scaler = await self.objects.get(api, ref.kind, namespace(canary), ref.name)
+        minimum = int(((scaler or {}).get("spec") or {}).get(field) or 1)
+        return max(minimum, 1)
 
-    async def _apply_services(self, canary: Canary, primary: Obj, canary_selector: Obj) -> None:
-        ports = service_ports(canary)
-        await self.objects.apply(apex_service(canary, primary))
-        for name, selector, role in (
-            (canary.spec.side_service(primary=True), primary, "primary"),
-            (canary.spec.side_service(primary=False), canary_selector, "canary"),
-        ):
-            spec = {"type": "ClusterIP", "selector": selector, "ports": ports}
-            await self.objects.apply(service(canary, name, spec, role))
+    async def _apply_side_services(self, canary: Canary, primary: Obj, canary_selector: Obj) -> None:
+        await asyncio.gather(
+            self._apply_service(canary, canary.spec.side_service(primary=True), primary, "primary"),
+            self._apply_service(canary, canary.spec.side_service(primary=False), canary_selector, "canary"),
+        )
 
-    async def _clone_autoscaler(self, canary: Canary) -> None:
+    async def _apply_apex(self, canary: Canary, selector: Obj | None, only_create: bool = False) -> None:
+        """The apex Service: created when missing; an existing one is changed only when asked for."""
+        if only_create:
+            found = await self.objects.get("v1", "Service", namespace(canary), canary.spec.apex_name)
+            if found is not None:
+                return
+        await self._apply_service(canary, canary.spec.apex_name, selector, "apex")
+
+    async def _apply_service(
+        self, canary: Canary, name: str, selector: Obj | None, role: str, release: bool = False
+    ) -> None:
+        """A generated Service, or only the selector and port of someone else's Service of that name
+        (Flagger's reconcileService: no owner, labels or annotations on a Service it did not create).
+        ``selector`` None leaves the selector to another writer; ``release`` drops the Canary as owner."""
+        found = await self.objects.get("v1", "Service", namespace(canary), name)
+        spec: Obj = {"type": "ClusterIP", "ports": service_ports(canary)}
+        if canary.spec.service.headless:
+            spec["clusterIP"] = "None"
+        if selector is not None:
+            spec["selector"] = selector
+        if found is None or owned_by(found, canary):
+            whole = service(canary, name, spec, role)
+            if release:
+                whole["metadata"]["ownerReferences"] = []
+            await converge(self.objects, whole)
+            return
+        meta = {"name": name, "namespace": namespace(canary)}
+        partial = {key: spec[key] for key in ("selector", "ports") if key in spec}
+        await converge(
+            self.objects,
+            {"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": partial},
+            whole=False,
+        )
+
+    # -- autoscalers --
+
+    async def _reconcile_scaler(self, canary: Canary, init: bool) -> None:
+        """Flagger's ReconcilePrimaryScaler: clone the target's HPA or ScaledObject for the primary; on
+        promotion bring the clone up to date with the target's (min/max, metrics, triggers)."""
         ref = canary.spec.autoscaler_ref
         if ref is None:
             return
-        if ref.kind != "HorizontalPodAutoscaler":
-            raise TargetError(f"autoscalerRef kind {ref.kind} is not supported; use HorizontalPodAutoscaler")
-        hpa = await self.objects.get(HPA_API, ref.kind, namespace(canary), ref.name)
-        if hpa is None:
-            raise TargetError(f"HorizontalPodAutoscaler {namespace(canary)}/{ref.name} not found")
-        spec = copy.deepcopy(hpa.get("spec") or {})
+        api = HPA_API if ref.kind == "HorizontalPodAutoscaler" else KEDA_API
+        found = await self.objects.get(api, ref.kind, namespace(canary), ref.name)
+        if found is None:
+            raise TargetError(f"{ref.kind} {namespace(canary)}/{ref.name} not found")
+        name = f"{ref.name}{PRIMARY_SUFFIX}"
+        if init and await self.objects.get(api, ref.kind, namespace(canary), name) is not None:
+            return
+        spec = copy.deepcopy(found.get("spec") or {})
         target = canary.spec.target_ref
         primary = f"{target.name}{PRIMARY_SUFFIX}"
-        spec["scaleTargetRef"] = {"apiVersion": APPS, "kind": target.kind.value, "name": primary}
+        spec["scaleTargetRef"] = {**(spec.get("scaleTargetRef") or {}), "name": primary}
         limits = ref.primary_scaler_replicas
+        low, high = (
+            ("minReplicas", "maxReplicas") if api == HPA_API else ("minReplicaCount", "maxReplicaCount")
+        )
         if limits is not None and limits.min_replicas is not None:
-            spec["minReplicas"] = limits.min_replicas
+            spec[low] = limits.min_replicas
         if limits is not None and limits.max_replicas is not None:
-            spec["maxReplicas"] = limits.max_replicas
-        meta = metadata(canary, f"{ref.name}{PRIMARY_SUFFIX}")
-        await self.objects.apply({"apiVersion": HPA_API, "kind": ref.kind, "metadata": meta, "spec": spec})
+            spec[high] = limits.max_replicas
+        meta = metadata(canary, name)
+        labels = found["metadata"].get("labels")
+        if labels:
+            meta["labels"] = dict(labels)
+        if api == KEDA_API:
+            self._primary_scaled_object(canary, spec)
+            annotations = dict(found["metadata"].get("annotations") or {})
+            annotations.pop(KEDA_PAUSED_REPLICAS, None)
+            if annotations:
+                meta["annotations"] = annotations
+        await converge(self.objects, {"apiVersion": api, "kind": ref.kind, "metadata": meta, "spec": spec})
 
-    async def _scale(self, canary: Canary, target: Obj, up: bool) -> None:
-        """The target's size: the only fields canaryctl owns in it, applied together every time."""
+    @staticmethod
+    def _primary_scaled_object(canary: Canary, spec: Obj) -> None:
+        """Triggers query the primary (primaryScalerQueries by trigger name, else the target's name
+        rewritten); a named HPA that KEDA manages gets its own ``-primary`` name."""
+        ref = canary.spec.autoscaler_ref
+        queries = ref.primary_scaler_queries if ref is not None else None
+        for trigger in spec.get("triggers") or []:
+            trigger_meta = trigger.get("metadata")
+            if not isinstance(trigger_meta, dict):
+                continue
+            if queries is not None:
+                if trigger.get("name") in queries:
+                    trigger_meta["query"] = queries[trigger["name"]]
+            elif "query" in trigger_meta:
+                trigger_meta["query"] = primary_query(str(trigger_meta["query"]), canary.spec.target_ref.name)
+        hpa_config = (spec.get("advanced") or {}).get("horizontalPodAutoscalerConfig") or {}
+        if hpa_config.get("name"):
+            hpa_config["name"] = f"{hpa_config['name']}{PRIMARY_SUFFIX}"
+
+    async def _pause_scaler(self, canary: Canary, paused: bool) -> None:
+        """KEDA would scale the idle target back up: pause its ScaledObject at zero while the target
+        is scaled down (an HPA leaves a target at zero replicas alone)."""
+        ref = canary.spec.autoscaler_ref
+        if ref is None or ref.kind != "ScaledObject":
+            return
+        meta: Obj = {"name": ref.name, "namespace": namespace(canary)}
+        # null: canaryctl stops setting the key (removed under server-side apply and merge patch)
+        meta["annotations"] = {KEDA_PAUSED_REPLICAS: "0" if paused else None}
+        await converge(
+            self.objects, {"apiVersion": KEDA_API, "kind": ref.kind, "metadata": meta}, whole=False
+        )
+
+    # -- sizes --
+
+    async def _scale(self, target: Obj, replicas: int) -> None:
+        """The target's size: the only field canaryctl sets in it."""
         meta: Obj = {"name": target["metadata"]["name"], "namespace": target["metadata"]["namespace"]}
         if target["kind"] == "DaemonSet":
             # null: canaryctl stops setting the key (removed under server-side apply and merge patch)
-            spec: Obj = {"template": {"spec": {"nodeSelector": {SCALE_TO_ZERO: None if up else "true"}}}}
+            spec: Obj = {
+                "template": {"spec": {"nodeSelector": {SCALE_TO_ZERO: "true" if replicas == 0 else None}}}
+            }
         else:
-            replicas = await self._desired_replicas(canary, target)
-            meta["annotations"] = {REPLICAS_ANNOTATION: str(replicas)}
-            spec = {"replicas": replicas if up else 0}
-        await self.objects.apply(
-            {"apiVersion": target["apiVersion"], "kind": target["kind"], "metadata": meta, "spec": spec}
-        )
+            spec = {"replicas": replicas}
+        obj = {"apiVersion": target["apiVersion"], "kind": target["kind"], "metadata": meta, "spec": spec}
+        await converge(self.objects, obj, whole=False)
 
-    async def _apply_service_target(self, canary: Canary, target: Obj, op: WorkloadOp) -> None:
+    async def _revert(self, canary: Canary, target: Obj, selector: Obj) -> None:
+        """revertOnDeletion (Flagger's finalizer): resume the target's scaler, give the target the
+        primary's current size, and once its pods are ready point the apex Service at them. A Service
+        canaryctl created is released from the Canary so it outlives it; Flagger lets it be collected."""
+        await self._pause_scaler(canary, paused=False)
+        primary = await self._primary(canary)
+        size = int(((primary or {}).get("spec") or {}).get("replicas") or 0)
+        await self._scale(target, size if size > 0 else await self._scale_up_replicas(canary, target))
+        ready = await self.readiness(canary, primary=False)
+        if not ready.ready:
+            raise TargetNotReady(ready.message)
+        await self._apply_service(canary, canary.spec.apex_name, selector, "apex", release=True)
+
+    async def _apply_service_target(self, canary: Canary, target: Obj, op: WorkloadOp | None) -> None:
+        """A Service target; ``op`` None is the per-tick reconcile of the canary and apex Services."""
         spec = target.get("spec") or {}
         selector: Obj = dict(spec.get("selector") or {})
         copied = {"selector": selector, "ports": spec.get("ports") or service_ports(canary)}
         side = canary.spec.side_service
-        if op in (WorkloadOp.INITIALIZE, WorkloadOp.SCALE_CANARY_UP):
-            await self.objects.apply(service(canary, side(primary=False), copied, "canary"))
+        if op in (None, WorkloadOp.INITIALIZE, WorkloadOp.SCALE_CANARY_UP):
+            await converge(self.objects, service(canary, side(primary=False), copied, "canary"))
         if op in (WorkloadOp.INITIALIZE, WorkloadOp.PROMOTE):
-            await self.objects.apply(service(canary, side(primary=True), copied, "primary"))
-        apex_is_target = canary.spec.apex_name == target["metadata"]["name"]
-        if op in (WorkloadOp.INITIALIZE, WorkloadOp.REVERT) and not apex_is_target:
-            await self.objects.apply(apex_service(canary, selector))
+            await converge(self.objects, service(canary, side(primary=True), copied, "primary"))
+        if canary.spec.apex_name == target["metadata"]["name"]:
+            return
+        if op is WorkloadOp.REVERT:
+            await self._apply_service(canary, canary.spec.apex_name, selector, "apex", release=True)
+        elif op is WorkloadOp.INITIALIZE:
+            await self._apply_service(canary, canary.spec.apex_name, selector, "apex")
+        elif op is None:  # the apex keeps selecting what was promoted, as the primary Service does
+            primary = await self.objects.get("v1", "Service", namespace(canary), side(primary=True))
+            promoted = ((primary or {}).get("spec") or {}).get("selector")
+            if promoted:
+                await self._apply_service(canary, canary.spec.apex_name, dict(promoted), "apex")

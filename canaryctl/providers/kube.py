@@ -1,74 +1,41 @@
 """Kubernetes objects as plain dicts over the official client: the ``Objects`` port.
 
 Routers and workloads deal in whole manifests of many kinds (Deployments, TrafficSplits,
-VirtualServices, ...), so this goes through the client's generic ``call_api`` with paths built from
-a small table of the kinds canaryctl touches, instead of one typed API class per kind. Blocking
-client calls run in a worker thread so the operator's event loop never stalls.
+VirtualServices, ...), so this goes through the client's generic ``call_api`` with paths from the
+kinds table (canaryctl.kinds) instead of one typed API class per kind. Blocking client calls run in
+worker threads of their own executor, so the operator's event loop never stalls and no API call
+queues behind other blocking work; each has a client timeout, so a half-open connection fails the
+call instead of stalling it for good.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+import functools
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from canaryctl.kinds import KINDS, Kind, UnknownKind, resource_path
 
-@dataclass(frozen=True)
-class Kind:
-    plural: str
-    namespaced: bool = True
-
-
-KINDS: dict[tuple[str, str], Kind] = {
-    ("v1", "Service"): Kind("services"),
-    ("v1", "ConfigMap"): Kind("configmaps"),
-    ("v1", "Secret"): Kind("secrets"),
-    ("v1", "Pod"): Kind("pods"),
-    ("v1", "Event"): Kind("events"),
-    ("v1", "Namespace"): Kind("namespaces", namespaced=False),
-    ("apps/v1", "Deployment"): Kind("deployments"),
-    ("apps/v1", "DaemonSet"): Kind("daemonsets"),
-    ("apps/v1", "ReplicaSet"): Kind("replicasets"),
-    ("autoscaling/v2", "HorizontalPodAutoscaler"): Kind("horizontalpodautoscalers"),
-    ("keda.sh/v1alpha1", "ScaledObject"): Kind("scaledobjects"),
-    ("discovery.k8s.io/v1", "EndpointSlice"): Kind("endpointslices"),
-    ("canaryctl.dev/v1beta1", "Canary"): Kind("canaries"),
-    ("canaryctl.dev/v1beta1", "MetricTemplate"): Kind("metrictemplates"),
-    ("canaryctl.dev/v1beta1", "AlertProvider"): Kind("alertproviders"),
-    ("mesh.canaryctl.dev/v1alpha1", "TrafficPolicy"): Kind("trafficpolicies"),
-    ("networking.istio.io/v1beta1", "VirtualService"): Kind("virtualservices"),
-    ("networking.istio.io/v1beta1", "DestinationRule"): Kind("destinationrules"),
-    ("gateway.networking.k8s.io/v1", "HTTPRoute"): Kind("httproutes"),
-    ("gateway.networking.k8s.io/v1beta1", "HTTPRoute"): Kind("httproutes"),
-    **{
-        (f"split.smi-spec.io/{v}", "TrafficSplit"): Kind("trafficsplits")
-        for v in ("v1alpha1", "v1alpha2", "v1alpha3", "v1alpha4")
-    },
-    **{
-        (f"specs.smi-spec.io/{v}", "HTTPRouteGroup"): Kind("httproutegroups")
-        for v in ("v1alpha1", "v1alpha2", "v1alpha3", "v1alpha4")
-    },
-}
+__all__ = [
+    "FIELD_MANAGER",
+    "KINDS",
+    "Kind",
+    "KubeObjects",
+    "UnknownKind",
+    "api_client",
+    "api_client_for_host",
+    "resource_path",
+]
 
 
 FIELD_MANAGER = "canaryctl"
-
-
-class UnknownKind(ValueError):
-    pass
-
-
-def resource_path(api_version: str, kind: str, namespace: str | None, name: str | None = None) -> str:
-    known = KINDS.get((api_version, kind))
-    if known is None:
-        raise UnknownKind(f"canaryctl does not manage {kind} of {api_version}")
-    base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
-    scope = f"/namespaces/{namespace}" if known.namespaced and namespace else ""
-    path = f"{base}{scope}/{known.plural}"
-    return f"{path}/{name}" if name else path
+# urllib3's total timeout: connect, then each read of the answer, within this many seconds.
+KUBE_REQUEST_TIMEOUT_SECONDS = 30.0
+KUBE_API_THREADS = 8
 
 
 def api_client(kubeconfig: str | None = None, context: str | None = None) -> client.ApiClient:
@@ -93,12 +60,21 @@ def api_client_for_host(host: str) -> client.ApiClient:
 class KubeObjects:
     """The ``Objects`` port over one ApiClient."""
 
-    def __init__(self, api: client.ApiClient, field_manager: str = FIELD_MANAGER) -> None:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        field_manager: str = FIELD_MANAGER,
+        *,
+        executor: Executor | None = None,
+        request_timeout: float = KUBE_REQUEST_TIMEOUT_SECONDS,
+    ) -> None:
         self.api = api
         # Writers that own different fields of one object (the workloads own the apex Service, the
         # kubernetes router only its selector) apply under different managers, or each apply would
         # remove the fields the other set.
         self.field_manager = field_manager
+        self.executor = executor or ThreadPoolExecutor(KUBE_API_THREADS, thread_name_prefix="kube-api")
+        self.request_timeout = request_timeout
 
     def _call(
         self,
@@ -117,16 +93,26 @@ class KubeObjects:
             body=body,
             auth_settings=["BearerToken"],
         )
-        response = self.api.call_api(*request)
+        response = self.api.call_api(*request, _request_timeout=self.request_timeout)
         response.read()  # type: ignore[no-untyped-call]
         result: Any = self.api.response_deserialize(response, {"2XX": "object"}).data
         return dict(result or {})
 
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        content_type: str = "application/json",
+        query: list[tuple[str, str]] | None = None,
+    ) -> dict[str, Any]:
+        """``_call`` on this client's own executor."""
+        call = functools.partial(self._call, method, path, body, content_type, query)
+        return await asyncio.get_running_loop().run_in_executor(self.executor, call)
+
     async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            found = await asyncio.to_thread(
-                self._call, "GET", resource_path(api_version, kind, namespace, name)
-            )
+            found = await self.request("GET", resource_path(api_version, kind, namespace, name))
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -137,8 +123,8 @@ class KubeObjects:
         self, api_version: str, kind: str, namespace: str | None, label_selector: str | None = None
     ) -> list[dict[str, Any]]:
         query = [("labelSelector", label_selector)] if label_selector else []
-        found = await asyncio.to_thread(
-            self._call, "GET", resource_path(api_version, kind, namespace), None, "application/json", query
+        found = await self.request(
+            "GET", resource_path(api_version, kind, namespace), None, "application/json", query
         )
         return list(found.get("items") or [])
 
@@ -151,8 +137,7 @@ class KubeObjects:
         namespace, name = meta.get("namespace") or "", meta["name"]
         path = resource_path(api_version, kind, namespace, name)
         try:
-            return await asyncio.to_thread(
-                self._call,
+            return await self.request(
                 "PATCH",
                 path,
                 obj,
@@ -162,11 +147,11 @@ class KubeObjects:
         except ApiException as exc:
             if exc.status != 404:
                 raise
-        return await asyncio.to_thread(self._call, "POST", resource_path(api_version, kind, namespace), obj)
+        return await self.request("POST", resource_path(api_version, kind, namespace), obj)
 
     async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         try:
-            await asyncio.to_thread(self._call, "DELETE", resource_path(api_version, kind, namespace, name))
+            await self.request("DELETE", resource_path(api_version, kind, namespace, name))
         except ApiException as exc:
             if exc.status != 404:
                 raise

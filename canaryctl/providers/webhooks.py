@@ -2,6 +2,10 @@
 
 A webhook failure is an observation the engine acts on (hold, roll back, wait), never an exception: every
 transport error, timeout or non-2xx answer comes back as a failed ``HookResult``.
+
+A hook's server is its Canary author's: each attempt has a hard deadline (the hook's ``timeout``), only
+the start of the reply is read, and one Canary has at most ``concurrency`` calls in flight; the shared
+client sets no connection limit another tenant's hanging hooks could use up.
 """
 
 from __future__ import annotations
@@ -18,6 +22,18 @@ import httpx
 from canaryctl.api.duration import parse_duration
 from canaryctl.api.models import Canary, CanaryWebhook, Phase
 from canaryctl.engine.types import HookResult
+from canaryctl.providers.metrics.analyzer import SecretLookup
+from canaryctl.providers.outbound import (
+    HOOKS_PER_CANARY,
+    MESSAGE_BODY_BYTES,
+    DeadlineExceeded,
+    OutboundError,
+    Slots,
+    canary_key,
+    describe,
+    fetch,
+    shorten,
+)
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +42,8 @@ DEFAULT_TIMEOUT_SECONDS = 10.0
 SUCCESS_CODES = range(200, 203)
 # Retried answers: the receiver is overloaded or broken, not saying "no" (a 403 from a gate is an answer).
 RETRIED_CODES = frozenset({429, 500, 502, 503, 504})
-MAX_BODY_IN_MESSAGE = 300
+# The key of a webhook's secretRef sent as a bearer token; a ServiceAccount token Secret has it too.
+TOKEN_KEY = "token"
 
 HookObserver = Callable[[Canary, CanaryWebhook, HookResult, float], None]
 
@@ -60,11 +77,11 @@ def _describe(exc: BaseException) -> str:
     """The innermost cause, so an error raised inside a task group reads as itself."""
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
-    return f"{type(exc).__name__}: {exc}"
+    return shorten(f"{type(exc).__name__}: {exc}")
 
 
 class WebhookClient:
-    """Implements the ``Hooks`` port over httpx with a per-attempt timeout and bounded exponential backoff."""
+    """The ``Hooks`` port over httpx: a deadline per attempt, bounded exponential backoff between them."""
 
     def __init__(
         self,
@@ -73,8 +90,14 @@ class WebhookClient:
         backoff_base: float = 0.5,
         backoff_max: float = 8.0,
         observe: HookObserver | None = None,
+        concurrency: int = HOOKS_PER_CANARY,
+        secrets: SecretLookup | None = None,
     ) -> None:
-        self._client = client or httpx.AsyncClient(headers={"User-Agent": "canaryctl"})
+        self._client = client or httpx.AsyncClient(
+            headers={"User-Agent": "canaryctl"}, limits=httpx.Limits(max_connections=None)
+        )
+        self._slots = Slots(concurrency)
+        self._secrets = secrets
         self._backoff_base = backoff_base
         self._backoff_max = backoff_max
         self._observe = observe
@@ -98,39 +121,71 @@ class WebhookClient:
         """Seconds to wait before retry number ``attempt`` (1-based): base·2^(n-1), capped."""
         return float(min(self._backoff_max, self._backoff_base * 2 ** (attempt - 1)))
 
+    async def _headers(self, canary: Canary, hook: CanaryWebhook) -> dict[str, str]:
+        """The bearer token of the hook's secretRef, read from the Canary's own namespace only: a Canary
+        can present its own namespace's token, never another's."""
+        if hook.secret_ref is None:
+            return {}
+        if self._secrets is None:
+            raise LookupError("secretRef needs Kubernetes Secrets, which this platform does not have")
+        namespace = canary.metadata.namespace or "default"
+        token = (await self._secrets(hook.secret_ref.name, namespace)).get(TOKEN_KEY, "").strip()
+        if not token:
+            raise LookupError(f"Secret {namespace}/{hook.secret_ref.name} has no key {TOKEN_KEY!r}")
+        return {"Authorization": f"Bearer {token}"}
+
     async def _post(self, canary: Canary, hook: CanaryWebhook, body: dict[str, Any]) -> HookResult:
+        started = time.monotonic()
+        try:
+            headers = await self._headers(canary, hook)
+        except Exception as exc:  # a missing Secret fails this hook, like any other hook error
+            result = self._failed(hook, None, f"secretRef: {_describe(exc)}")
+        else:
+            result = await self._attempts(canary, hook, body, headers)
+        if self._observe is not None:
+            self._observe(canary, hook, result, time.monotonic() - started)
+        return result
+
+    async def _attempts(
+        self, canary: Canary, hook: CanaryWebhook, body: dict[str, Any], headers: dict[str, str]
+    ) -> HookResult:
         timeout = parse_duration(hook.timeout) if hook.timeout else DEFAULT_TIMEOUT_SECONDS
         attempts = 1 + (hook.retries or 0)
-        started = time.monotonic()
         for attempt in range(1, attempts + 1):
             if attempt > 1:
                 await asyncio.sleep(self.backoff(attempt - 1))
-            result, retryable = await self._attempt(hook, body, timeout)
+            async with self._slots(canary_key(canary)):
+                result, retryable = await self._attempt(hook, body, timeout, headers)
             if result.success or not retryable:
                 break
             log.info("webhook %s attempt %d/%d failed: %s", hook.name, attempt, attempts, result.message)
         if attempt > 1 and not result.success:
             result = replace(result, message=f"{result.message} (after {attempt} attempts)")
-        if self._observe is not None:
-            self._observe(canary, hook, result, time.monotonic() - started)
         return result
 
     async def _attempt(
-        self, hook: CanaryWebhook, body: dict[str, Any], timeout: float
+        self, hook: CanaryWebhook, body: dict[str, Any], timeout: float, headers: dict[str, str]
     ) -> tuple[HookResult, bool]:
         """One POST; returns the result and whether a retry could change it."""
         try:
-            # asyncio.timeout bounds the whole exchange; httpx's own timeouts are per read/write.
-            async with asyncio.timeout(timeout):
-                response = await self._client.post(hook.url, json=body, timeout=timeout)
-        except TimeoutError:
+            reply = await fetch(
+                self._client,
+                "POST",
+                hook.url,
+                json=body,
+                headers=headers,
+                deadline=timeout,
+                max_bytes=MESSAGE_BODY_BYTES,
+                truncate=True,
+            )
+        except DeadlineExceeded:
             return self._failed(hook, None, f"timed out after {timeout:g}s"), True
-        except httpx.HTTPError as exc:
-            return self._failed(hook, None, f"{type(exc).__name__}: {exc or 'request failed'}"), True
+        except (httpx.HTTPError, OutboundError) as exc:
+            return self._failed(hook, None, describe(exc)), True
         except Exception as exc:  # the Hooks port never raises: a malformed URL is a failed hook too
             return self._failed(hook, None, _describe(exc)), False
-        text = response.text.strip()[:MAX_BODY_IN_MESSAGE]
-        code = response.status_code
+        text = reply.snippet()
+        code = reply.status_code
         if code in SUCCESS_CODES:
             return HookResult(hook.name, hook.type, True, code, text), False
         message = f"HTTP {code}: {text}" if text else f"HTTP {code}"
@@ -138,4 +193,6 @@ class WebhookClient:
 
     @staticmethod
     def _failed(hook: CanaryWebhook, code: int | None, message: str) -> HookResult:
-        return HookResult(name=hook.name, type=hook.type, success=False, status_code=code, message=message)
+        return HookResult(
+            name=hook.name, type=hook.type, success=False, status_code=code, message=shorten(message)
+        )

@@ -211,7 +211,8 @@ def test_metric_template_provider_type_is_explained() -> None:
     }
     (error,) = _lint_docs(template).errors
     assert error.field_path == "spec.provider.type"
-    assert error.message.startswith("metric provider type 'prom' is not supported; use one of prometheus")
+    assert error.message.startswith("metric provider type 'prom' is not supported by canaryctl; use one of")
+    assert "prometheus" in error.message
 
 
 def test_alert_provider_type_is_explained() -> None:

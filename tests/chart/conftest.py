@@ -29,7 +29,8 @@ Manifest = dict[str, Any]
 
 # Every set names a Prometheus: the chart requires one.
 REQUIRED: dict[str, Any] = {"controller": {"prometheusUrl": "http://prometheus-operated.monitoring:9090"}}
-# Value sets every test can render by name; each is linted and validated as a whole.
+# Value sets every test can render by name; each is linted and validated as a whole, and every
+# container's command line in each goes through canaryctl's own parser (test_chart_commands.py).
 VALUE_SETS: dict[str, dict[str, Any]] = {
     "default": {},
     "namespaced": {"rbac": {"scope": "namespace"}, "watchNamespaces": ["team-a", "team-b"]},
@@ -47,11 +48,166 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "options": {
         "controller": {
             "prometheusUrl": "http://prometheus.monitoring:9090",
-            "slack": {"url": "https://hooks.slack.com/services/T/B/X"},
+            "slack": {
+                "url": "https://hooks.slack.com/services/T/B/X",
+                "channel": "deploys",
+                "user": "canaryctl",
+            },
         },
         "loadtester": {"namespaces": ["team-a", "team-b"], "image": {"tag": "dev"}},
         "mesh": {"enabled": False},
         "smi": {"installCRDs": False},
+    },
+    "loadtester-token": {
+        "loadtester": {
+            "namespaces": ["team-a", "team-b"],
+            "auth": {"mode": "token"},
+            "allowCommands": ["hey", "helm"],
+            "allowBash": True,
+            "maxPerNamespace": 3,
+        },
+        "networkPolicy": {
+            "metricsFrom": [
+                {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+            ]
+        },
+    },
+    "loadtester-own-hashes": {
+        "loadtester": {"auth": {"mode": "token", "existingSecret": "my-token-hashes"}, "allowCommands": []},
+        "networkPolicy": {"enabled": False},
+    },
+    "loadtester-per-namespace": {
+        "loadtester": {
+            "deployment": "perNamespace",
+            "namespaces": ["team-a", "team-b"],
+            "auth": {"mode": "serviceAccount", "audiences": ["canaryctl-loadtester"]},
+            "networkPolicy": {
+                "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ci"}}}],
+                "to": [{"namespaceSelector": {"matchLabels": {"team": "a"}}}],
+            },
+        },
+        "networkPolicy": {"apiServer": {"ports": [6443], "to": [{"ipBlock": {"cidr": "172.18.0.2/32"}}]}},
+    },
+    # Every value in values.yaml set to something other than its default (test_every_value_is_rendered).
+    "everything": {
+        "image": {"repository": "registry.example/canaryctl", "tag": "1.2.3", "pullPolicy": "Always"},
+        "imagePullSecrets": [{"name": "regcred"}],
+        "nameOverride": "cc",
+        "fullnameOverride": "delivery",
+        "watchNamespaces": ["team-a"],
+        "rbac": {"create": True, "scope": "namespace"},
+        "serviceAccount": {"create": True, "annotations": {"iam.example/role": "delivery"}},
+        "podSecurityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 20000,
+            "runAsGroup": 20000,
+            "fsGroup": 20000,
+            "seccompProfile": {"type": "Localhost"},
+        },
+        "containerSecurityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["NET_RAW"]},
+        },
+        "controller": {
+            "replicas": 2,
+            "image": {"repository": "registry.example/controller", "tag": "c1"},
+            "peeringName": "delivery",
+            "peeringLifetime": 30,
+            "defaultProvider": "istio",
+            "metricsPort": 9100,
+            "healthPort": 9101,
+            "prometheusUrl": "http://prometheus.monitoring:9090",
+            "noCrossNamespaceRefs": True,
+            "slack": {
+                "url": "https://hooks.slack.com/services/T/B/X",
+                "existingSecret": "slack-webhook",
+                "existingSecretKey": "address",
+                "channel": "deploys",
+                "user": "delivery",
+            },
+            "extraArgs": ["--cluster-name", "prod-eu"],
+            "extraEnv": [{"name": "OTEL_SERVICE_NAME", "value": "canaryctl"}],
+            "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+            "podAnnotations": {"example.com/team": "delivery"},
+            "nodeSelector": {"kubernetes.io/os": "linux"},
+            "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
+            "affinity": {"nodeAffinity": {}},
+            "priorityClassName": "system-cluster-critical",
+        },
+        "mesh": {
+            "enabled": True,
+            "clusterDomain": "cluster.example",
+            "controlPlane": {
+                "replicas": 2,
+                "image": {"repository": "registry.example/mesh", "tag": "m1"},
+                "xdsPort": 15012,
+                "extraArgs": ["--resync-seconds", "60"],
+                "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
+                "nodeSelector": {"kubernetes.io/os": "linux"},
+                "tolerations": [{"key": "dedicated", "operator": "Exists"}],
+                "affinity": {"nodeAffinity": {}},
+            },
+            "injector": {
+                "replicas": 2,
+                "image": {"repository": "registry.example/injector", "tag": "i1"},
+                "port": 8443,
+                "sidecarImage": "registry.example/envoy:v1.40.0",
+                "initImage": "registry.example/proxyv2:1.24.2",
+                "failurePolicy": "Fail",
+                "timeoutSeconds": 5,
+                "namespaceSelector": {"matchLabels": {"mesh.canaryctl.dev/inject": "on"}},
+                "extraArgs": ["--log-level", "DEBUG"],
+                "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}},
+                "nodeSelector": {"kubernetes.io/os": "linux"},
+                "tolerations": [{"key": "dedicated", "operator": "Exists"}],
+                "affinity": {"nodeAffinity": {}},
+            },
+            "certificate": {
+                "source": "certManager",
+                "validityDays": 365,
+                "certManager": {
+                    "issuerRef": {"name": "ca", "kind": "ClusterIssuer"},
+                    "duration": "2160h",
+                    "renewBefore": "360h",
+                },
+            },
+        },
+        "smi": {"installCRDs": False},
+        "loadtester": {
+            "enabled": True,
+            "deployment": "perNamespace",
+            "replicas": 1,
+            "image": {"repository": "registry.example/loadtester", "tag": "l1"},
+            "namespaces": ["team-a"],
+            "timeout": "30m",
+            "allowCommands": ["hey", "k6"],
+            "allowBash": True,
+            "maxPerNamespace": 2,
+            "auth": {"mode": "serviceAccount", "existingSecret": "unused-here", "audiences": ["delivery"]},
+            "networkPolicy": {
+                "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ci"}}}],
+                "to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}],
+            },
+            "servicePort": 8080,
+            "resources": {"requests": {"cpu": "1", "memory": "128Mi"}, "limits": {"memory": "1Gi"}},
+            "nodeSelector": {"kubernetes.io/os": "linux"},
+            "tolerations": [{"key": "dedicated", "operator": "Exists"}],
+            "affinity": {"nodeAffinity": {}},
+        },
+        "networkPolicy": {
+            "enabled": True,
+            "apiServer": {"ports": [6443], "to": [{"ipBlock": {"cidr": "172.18.0.2/32"}}]},
+            "metricsFrom": [
+                {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+            ],
+        },
+        "serviceMonitor": {
+            "enabled": True,
+            "interval": "15s",
+            "scrapeTimeout": "5s",
+            "labels": {"release": "prometheus"},
+        },
     },
 }
 

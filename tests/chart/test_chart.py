@@ -16,6 +16,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from canaryctl.loadtester.auth import token_hash
 from tests.chart.conftest import CHART, NAMESPACE, VALUE_SETS, Manifest, run_helm
 
 KUBERNETES_VERSION = "1.34.0"
@@ -127,11 +128,16 @@ def test_optional_controller_args(render: Render) -> None:
     container = _one(manifests, "Deployment", "canaryctl")["spec"]["template"]["spec"]["containers"][0]
     args = container["args"]
     assert args[args.index("--prometheus-url") + 1] == "http://prometheus.monitoring:9090"
-    assert args[args.index("--slack-url") + 1] == "$(SLACK_URL)"
+    assert args[args.index("--slack-channel") + 1] == "deploys"
+    assert args[args.index("--slack-user") + 1] == "canaryctl"
+    # The webhook URL is a credential: from a Secret into the environment, never into argv.
+    assert not [arg for arg in args if "SLACK" in arg or "hooks.slack.com" in arg]
     slack_env = next(e for e in container["env"] if e["name"] == "SLACK_URL")
     secret = _one(manifests, "Secret", slack_env["valueFrom"]["secretKeyRef"]["name"])
     assert secret["stringData"]["url"] == "https://hooks.slack.com/services/T/B/X"
-    assert "--slack-url" not in _args(_one(render("default"), "Deployment", "canaryctl"))
+    default = _one(render("default"), "Deployment", "canaryctl")["spec"]["template"]["spec"]["containers"][0]
+    assert "--slack-channel" not in default["args"]
+    assert "SLACK_URL" not in {e["name"] for e in default["env"]}
 
 
 def test_cluster_rbac_grants_the_listed_rules(render: Render) -> None:
@@ -180,12 +186,17 @@ def test_namespaced_rbac_makes_roles_in_each_namespace(render: Render) -> None:
 
 def test_generated_certificate_is_the_webhook_ca(render: Render) -> None:
     manifests = render("default")
-    webhook = _one(manifests, "MutatingWebhookConfiguration", "canaryctl-injector")["webhooks"][0]
+    webhook, pod_opt_in = _one(manifests, "MutatingWebhookConfiguration", "canaryctl-injector")["webhooks"]
     assert webhook["clientConfig"]["service"] == {
         "name": "canaryctl-injector", "namespace": NAMESPACE, "path": "/mutate", "port": 443,
     }  # fmt: skip
     assert webhook["failurePolicy"] == "Ignore"
     assert webhook["namespaceSelector"] == {"matchLabels": {"mesh.canaryctl.dev/inject": "enabled"}}
+    # Pods labelled for the mesh are sent from any other namespace (not kube-system, not ours).
+    assert pod_opt_in["objectSelector"] == {"matchLabels": {"mesh.canaryctl.dev/inject": "true"}}
+    excluded = pod_opt_in["namespaceSelector"]["matchExpressions"][0]
+    assert excluded["operator"] == "NotIn" and set(excluded["values"]) == {"kube-system", NAMESPACE}
+    assert pod_opt_in["clientConfig"] == webhook["clientConfig"]
     secret = _one(manifests, "Secret", "canaryctl-injector-tls")
     assert webhook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
     for key in ("ca.crt", "tls.crt"):
@@ -197,7 +208,7 @@ def test_generated_certificate_is_the_webhook_ca(render: Render) -> None:
     )
     args = _args(injector)
     assert args[:4] == ["meshd", "injector", "--port", "9443"]
-    assert args[args.index("--xds-host") + 1] == f"canaryctl-mesh.{NAMESPACE}.svc"
+    assert args[args.index("--xds-host") + 1] == f"canaryctl-mesh.{NAMESPACE}.svc.cluster.local"
     assert args[args.index("--xds-port") + 1] == _args(_one(manifests, "Deployment", "canaryctl-mesh"))[3]
 
 
@@ -218,10 +229,88 @@ def test_cert_manager_certificate_is_injected(render: Render) -> None:
 def test_loadtester_is_flagger_compatible_and_optional(render: Render) -> None:
     service = _one(render("default"), "Service", "canaryctl-loadtester")
     assert service["spec"]["ports"][0]["port"] == 80
+    default = _one(render("default"), "Deployment", "canaryctl-loadtester")
+    assert _args(default) == [
+        "loadtester", "--port", "8080", "--timeout", "1h",
+        "--allow-commands", "hey,curl,grpcurl,ghz,k6", "--max-per-namespace", "8",
+    ]  # fmt: skip
+    assert default["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
     args = _args(_one(render("options"), "Deployment", "canaryctl-loadtester"))
-    assert args == ["loadtester", "--port", "8080", "--namespaces", "team-a,team-b", "--timeout", "1h"]
+    assert args[args.index("--namespaces") + 1] == "team-a,team-b"
     absent = [m for m in render("no-loadtester") if "loadtester" in m["metadata"]["name"]]
     assert not absent, [m["metadata"]["name"] for m in absent]
+
+
+def test_loadtester_tokens_per_namespace(render: Render) -> None:
+    """auth.mode=token: a token Secret in each namespace, only their SHA-256 with the load tester."""
+    manifests = render("loadtester-token")
+    tokens = {
+        s["metadata"]["namespace"]: base64.b64decode(s["data"]["token"]).decode()
+        for s in _find(manifests, "Secret", "canaryctl-loadtester-token")
+    }
+    assert set(tokens) == {"team-a", "team-b"} and len(set(tokens.values())) == 2
+    assert all(len(token) == 48 for token in tokens.values())
+    hashes = _one(manifests, "Secret", "canaryctl-loadtester-token-hashes")
+    assert hashes["metadata"]["namespace"] == NAMESPACE
+    assert hashes["stringData"] == {ns: token_hash(token) for ns, token in tokens.items()}
+    loadtester = _one(manifests, "Deployment", "canaryctl-loadtester")
+    pod = loadtester["spec"]["template"]["spec"]
+    args = _args(loadtester)
+    mount = args[args.index("--token-hashes") + 1]
+    assert {"--allow-bash", "--namespaces", "team-a,team-b"} <= set(args)
+    assert args[args.index("--allow-commands") + 1] == "hey,helm"
+    assert args[args.index("--max-per-namespace") + 1] == "3"
+    volume = next(m["name"] for m in pod["containers"][0]["volumeMounts"] if m["mountPath"] == mount)
+    assert next(v for v in pod["volumes"] if v["name"] == volume)["secret"]["secretName"] == (
+        "canaryctl-loadtester-token-hashes"
+    )
+    own = _one(render("loadtester-own-hashes"), "Deployment", "canaryctl-loadtester")["spec"]["template"][
+        "spec"
+    ]
+    assert own["volumes"][-1]["secret"]["secretName"] == "my-token-hashes"
+    assert not _find(render("loadtester-own-hashes"), "Secret", "canaryctl-loadtester-token")
+    own_args = _args(_one(render("loadtester-own-hashes"), "Deployment", "canaryctl-loadtester"))
+    assert own_args[own_args.index("--allow-commands") + 1] == ""  # nothing may run
+
+
+def test_loadtester_per_namespace_with_service_account_tokens(render: Render) -> None:
+    manifests = render("loadtester-per-namespace")
+    deployments = _find(manifests, "Deployment", "canaryctl-loadtester")
+    assert sorted(d["metadata"]["namespace"] for d in deployments) == ["team-a", "team-b"]
+    for deployment in deployments:
+        namespace = deployment["metadata"]["namespace"]
+        args = _args(deployment)
+        assert args[args.index("--namespaces") + 1] == namespace
+        assert args[args.index("--token-audience") + 1] == "canaryctl-loadtester"
+        assert "--token-review" in args
+        assert deployment["spec"]["template"]["spec"]["automountServiceAccountToken"] is True
+        for kind in ("Service", "ServiceAccount", "NetworkPolicy"):
+            assert [
+                m
+                for m in _find(manifests, kind, "canaryctl-loadtester")
+                if m["metadata"]["namespace"] == namespace
+            ]
+    binding = _one(manifests, "ClusterRoleBinding", "canaryctl-loadtester")
+    assert sorted(s["namespace"] for s in binding["subjects"]) == ["team-a", "team-b"]
+    assert (
+        _one(manifests, "ClusterRole", "canaryctl-loadtester")["rules"] == RBAC_RULES["loadtester"]["cluster"]
+    )
+    assert not _find(render("loadtester-token"), "ClusterRole", "canaryctl-loadtester")
+
+
+def test_loadtester_values_are_checked(helm: str) -> None:
+    for flags, message in (
+        (["loadtester.deployment=everywhere"], 'loadtester.deployment must be "shared" or "perNamespace"'),
+        (
+            ["loadtester.deployment=perNamespace"],
+            "loadtester.deployment=perNamespace needs loadtester.namespaces",
+        ),
+        (["loadtester.auth.mode=basic"], 'loadtester.auth.mode must be "none", "token" or "serviceAccount"'),
+        (["loadtester.auth.mode=token"], "loadtester.auth.mode=token needs loadtester.namespaces"),
+    ):
+        args = [arg for flag in flags for arg in ("--set", flag)]
+        result = run_helm(helm, "template", "canaryctl", str(CHART), *args)
+        assert result.returncode != 0 and message in result.stderr, (flags, result.stderr)
 
 
 def test_service_monitor_scrapes_the_controller(render: Render) -> None:

@@ -1,9 +1,12 @@
 """The controllers the emulator lacks, as small loopback stand-ins shared by tests and the benchmark.
 
 ``Kubelet`` plays the Deployment and DaemonSet controllers: every workload reports its desired replicas
-updated and available (a DaemonSet runs on ``nodes`` nodes unless canaryctl's scale-to-zero nodeSelector
-is set), except the ones named in ``stuck``, which never get ready. It writes the emulator's memory
-directly, so it publishes no watch events and adds no API calls to what is measured.
+updated and available at its current generation (a DaemonSet runs on ``nodes`` nodes unless canaryctl's
+scale-to-zero nodeSelector is set), except the ones named in ``stuck``, which never get ready, and the
+ones in ``slow``, whose template changes never finish rolling out: the new ReplicaSet's pods exist but
+never become available while the old ones keep serving, as a real Deployment reports it with
+``maxSurge: 100%``. It writes the emulator's memory directly, so it publishes no watch events and adds no
+API calls to what is measured.
 
 ``PrometheusStub`` answers Prometheus's instant-query API with values the test scripts per query.
 """
@@ -23,21 +26,25 @@ from aiohttp import web
 from canaryctl.operator.workloads import SCALE_TO_ZERO
 
 
-def workload_status(obj: dict[str, Any], nodes: int) -> dict[str, Any]:
+def workload_status(obj: dict[str, Any], nodes: int, rolling: bool = False) -> dict[str, Any]:
+    """A finished rollout's status; ``rolling``: the new pods run beside the old ones, none available."""
     spec = obj.get("spec") or {}
+    generation = int((obj.get("metadata") or {}).get("generation") or 1)
     if obj.get("kind") == "DaemonSet":
         selector = ((spec.get("template") or {}).get("spec") or {}).get("nodeSelector") or {}
         desired = 0 if SCALE_TO_ZERO in selector else nodes
         return {
+            "observedGeneration": generation,
             "desiredNumberScheduled": desired,
             "currentNumberScheduled": desired,
-            "updatedNumberScheduled": desired,
+            "updatedNumberScheduled": 0 if rolling else desired,
             "numberAvailable": desired,
             "numberReady": desired,
         }
     desired = int(spec.get("replicas", 1))
     return {
-        "replicas": desired,
+        "observedGeneration": generation,
+        "replicas": 2 * desired if rolling else desired,
         "updatedReplicas": desired,
         "readyReplicas": desired,
         "availableReplicas": desired,
@@ -50,6 +57,8 @@ class Kubelet:
     nodes: int = 2
     period: float = 0.05
     stuck: set[tuple[str, str]] = field(default_factory=set)  # (namespace, name)
+    slow: set[tuple[str, str]] = field(default_factory=set)  # (namespace, name)
+    rolled_out: dict[tuple[str, str], Any] = field(default_factory=dict)  # the template last rolled out
 
     def sync(self) -> None:
         for key in list(self.emulator.objects):
@@ -59,7 +68,12 @@ class Kubelet:
             obj = self.emulator.objects[key]
             if obj.deleted:
                 continue
-            status = workload_status(obj.raw, self.nodes)
+            template = (obj.raw.get("spec") or {}).get("template")
+            workload = (namespace or "", name)
+            rolling = workload in self.slow and self.rolled_out.get(workload, template) != template
+            if not rolling:
+                self.rolled_out[workload] = template
+            status = workload_status(obj.raw, self.nodes, rolling)
             if obj.raw.get("status") != status:
                 obj.patch({"status": status})
 

@@ -1,15 +1,13 @@
-"""The load tester over real HTTP on 127.0.0.1, running real commands (hey, bash, sleep)."""
+"""Flagger's load tester API over real HTTP on 127.0.0.1, running real commands (hey, bash, sleep)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,56 +16,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from canaryctl.loadtester import LOADTESTER, LoadTester, build_app, cli
-from canaryctl.local.prometheus import free_port
+from canaryctl.loadtester import LoadTester, Policy, cli
+from canaryctl.loadtester.auth import TokenHashes, token_hash
+from tests.loadtester.helpers import idle, metric, payload, pids_running, standalone, until, with_loadtester
 
-Test = Callable[[httpx.AsyncClient, LoadTester], Awaitable[None]]
-
-
-def payload(
-    cmd: str | None = None, name: str = "podinfo", namespace: str = "test", **meta: str
-) -> dict[str, Any]:
-    metadata = dict(meta)
-    if cmd is not None:
-        metadata["cmd"] = cmd
-    return {
-        "name": name,
-        "namespace": namespace,
-        "phase": "Progressing",
-        "checksum": "x",
-        "metadata": metadata,
-    }
-
-
-def with_loadtester(test: Test, namespaces: tuple[str, ...] = (), timeout: float = 20) -> None:
-    async def main() -> None:
-        app = build_app(namespaces, timeout=timeout)
-        server = TestServer(app, host="127.0.0.1")
-        await server.start_server()
-        try:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}", timeout=10) as client:
-                await test(client, app[LOADTESTER])
-        finally:
-            await server.close()
-
-    asyncio.run(main())
-
-
-async def until(check: Callable[[], Awaitable[bool]], seconds: float = 10.0) -> None:
-    """Polls ``check`` every 50 ms, failing after ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while not await check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
-
-
-async def metric(client: httpx.AsyncClient, line_start: str) -> float:
-    text = (await client.get("/metrics")).text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(line_start))
-
-
-async def idle(client: httpx.AsyncClient) -> bool:
-    return await metric(client, "canaryctl_loadtester_commands_running ") == 0
+SLEEP = frozenset({"sleep"})
 
 
 def test_hey_runs_in_the_background_against_a_local_server() -> None:
@@ -97,7 +50,7 @@ def test_hey_runs_in_the_background_against_a_local_server() -> None:
         finally:
             await server.close()
 
-    with_loadtester(run)
+    with_loadtester(run)  # the default policy: hey is allowed
 
 
 def test_a_running_command_is_deduplicated_per_canary_and_killed_on_shutdown() -> None:
@@ -119,14 +72,11 @@ def test_a_running_command_is_deduplicated_per_canary_and_killed_on_shutdown() -
         assert len(pids) == 2
 
     started = time.monotonic()
-    with_loadtester(run)
+    with_loadtester(run, allow_commands=SLEEP)
     assert time.monotonic() - started < 5
     for pid in pids:
-        try:
+        with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
-            raise AssertionError(f"child {pid} survived the shutdown")
-        except ProcessLookupError:
-            pass
 
 
 def test_commands_are_stopped_at_the_timeout() -> None:
@@ -140,16 +90,40 @@ def test_commands_are_stopped_at_the_timeout() -> None:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
 
-    with_loadtester(run, timeout=0.5)
+    with_loadtester(run, timeout=0.5, allow_commands=SLEEP)
 
 
-def test_cli_parser_wires_into_a_main_cli() -> None:
+def test_cli_flags_make_the_policy(tmp_path: Path) -> None:
     parser = argparse.ArgumentParser(prog="canaryctl")
     cli.add_parser(parser.add_subparsers())
     args = parser.parse_args(["loadtester", "--port", "9090", "--namespaces", "a,b", "--timeout", "1m30s"])
-    assert (args.port, args.namespaces, args.timeout, args.func) == (9090, "a,b", 90.0, cli.run)
-    with pytest.raises(SystemExit):
-        parser.parse_args(["loadtester", "--timeout", "soon"])
+    assert (args.port, args.func) == (9090, cli.run)
+    assert cli.policy(args) == Policy(namespaces=frozenset({"a", "b"}), timeout=90.0)
+    (tmp_path / "team-a").write_text(token_hash("secret") + "\n")
+    args = parser.parse_args(
+        [
+            "loadtester",
+            "--allow-commands",
+            "hey, k6",
+            "--allow-bash",
+            "--max-per-namespace",
+            "3",
+            "--token-hashes",
+            str(tmp_path),
+        ]
+    )
+    policy = cli.policy(args)
+    assert (policy.allow_commands, policy.allow_bash, policy.max_per_namespace) == (
+        frozenset({"hey", "k6"}),
+        True,
+        3,
+    )
+    (hashes,) = policy.authenticators
+    assert isinstance(hashes, TokenHashes) and hashes.namespaces() == {"team-a"}
+    assert not cli.policy(parser.parse_args(["loadtester", "--allow-commands", ""])).allow_commands
+    for bad in (["--timeout", "soon"], ["--max-per-namespace", "0"], ["--max-per-namespace", "1001"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["loadtester", *bad])
 
 
 def test_cmd_never_goes_through_a_shell_and_bash_only_when_asked(tmp_path: Path) -> None:
@@ -171,7 +145,7 @@ def test_cmd_never_goes_through_a_shell_and_bash_only_when_asked(tmp_path: Path)
         assert failing.text == "command 'echo broken; exit 3' exited with 3: broken\n"
         assert await metric(client, 'canaryctl_loadtester_commands_failed_total{type="bash"}') == 1
 
-    with_loadtester(run)
+    with_loadtester(run, allow_commands=frozenset({"echo"}), allow_bash=True)
 
 
 def test_bad_requests_get_a_clear_4xx() -> None:
@@ -181,7 +155,8 @@ def test_bad_requests_get_a_clear_4xx() -> None:
             (b"[1, 2]", 400, "request body must be a JSON object"),
             (b'{"name": "x"}', 400, "payload needs string fields name and namespace"),
             (payload(), 400, "metadata.cmd is required"),
-            (payload("hey", type="helm"), 400, "metadata.type 'helm' is not supported"),
+            (payload("hey", type="jmeter"), 400, "metadata.type 'jmeter' is not supported"),
+            (payload("x", type="concord"), 400, "metadata.type 'concord' is not built in"),
             (payload("hey 'unbalanced"), 400, "metadata.cmd cannot be split into arguments"),
             (payload("/nonexistent/tool -x"), 400, "cannot start '/nonexistent/tool'"),
             (
@@ -189,6 +164,7 @@ def test_bad_requests_get_a_clear_4xx() -> None:
                 400,
                 "payload metadata must be an object of string values",
             ),
+            (b"{" + b" " * 70_000 + b"}", 413, "Maximum request body size 65536 exceeded"),
         ]
         for body, status, message in cases:
             content = body if isinstance(body, bytes) else None
@@ -196,21 +172,20 @@ def test_bad_requests_get_a_clear_4xx() -> None:
             assert (response.status_code, response.text[: len(message)]) == (status, message), body
         assert (await client.get("/healthz")).text == "OK\n"
 
-    with_loadtester(run)
+    with_loadtester(run, allow_commands=frozenset({"hey", "/nonexistent/tool"}))
 
 
 def test_namespace_allow_list() -> None:
     async def run(client: httpx.AsyncClient, _tester: LoadTester) -> None:
-        refused = await client.post("/", json=payload("true", namespace="other"))
+        refused = await client.post("/", json=payload("hey -n 1 http://127.0.0.1:9/", namespace="other"))
         assert (refused.status_code, refused.text) == (
             403,
             "namespace 'other' is not allowed on this load tester\n",
         )
         assert (await client.post("/gate/open", json=payload(namespace="other"))).status_code == 403
-        assert (await client.post("/", json=payload("true", namespace="test"))).status_code == 200
-        await until(lambda: idle(client))
+        assert (await client.post("/gate/open", json=payload(namespace="test"))).status_code == 202
 
-    with_loadtester(run, namespaces=("test", "prod"))
+    with_loadtester(run, namespaces=frozenset({"test", "prod"}))
 
 
 def test_gates_flow() -> None:
@@ -225,6 +200,7 @@ def test_gates_flow() -> None:
             assert await status(f"/{kind}/open") == 202
             assert await status(f"/{kind}/check") == 200
             assert await status(f"/{kind}/check", name="other") == 403
+            assert await status(f"/{kind}/check", namespace="prod") == 403
             assert await metric(client, f'canaryctl_loadtester_gates_open{{kind="{kind}"}}') == 1
             assert await status(f"/{kind}/close") == 202
             assert await status(f"/{kind}/check") == 403
@@ -234,56 +210,28 @@ def test_gates_flow() -> None:
     with_loadtester(run)
 
 
-def _pids_running(marker: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if (
-                entry.name.isdigit()
-                and marker in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            ):
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
-
-
+@pytest.mark.slow
 def test_standalone_service_stops_its_children_on_sigterm() -> None:
-    port = free_port()
-    service = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "canaryctl.loadtester",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--timeout",
-            "1m",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    marker = f"sleep 29.{port}"
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "load tester did not start"
-                time.sleep(0.05)
+    with standalone("--timeout", "1m", "--allow-commands", "sleep") as (base, service):
+        marker = f"sleep 29.{base.rsplit(':', 1)[1]}"
         assert httpx.post(base, json=payload(marker), timeout=5).status_code == 200
-        assert len(_pids_running(marker)) == 1
+        deadline = time.monotonic() + 10
+        while len(pids_running(marker)) != 1:  # forked at once; its cmdline is sleep's after the exec
+            assert time.monotonic() < deadline, "the command did not start"
+            time.sleep(0.05)
         service.send_signal(signal.SIGTERM)
         assert service.wait(timeout=10) == 0
-        assert _pids_running(marker) == []
-    finally:
-        if service.poll() is None:
-            service.kill()
-            service.wait(timeout=5)
-        assert service.stderr is not None
-        service.stderr.close()
+        assert pids_running(marker) == []
+
+
+def test_standalone_service_refuses_to_start_with_plain_tokens(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "team-a").write_text("s3cr3t-token\n")
+    parser = argparse.ArgumentParser(prog="canaryctl")
+    cli.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["loadtester", "--token-hashes", str(tmp_path)])
+    with caplog.at_level(logging.ERROR):
+        assert cli.run(args) == 2
+    assert f"{tmp_path / 'team-a'}:1: expected the hex SHA-256 of a token" in caplog.text
+    assert "s3cr3t-token" not in caplog.text

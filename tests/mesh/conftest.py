@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from canaryctl.mesh import config
@@ -58,7 +60,32 @@ def ads_envoys() -> Iterator[list[EnvoyProcess]]:
 
 
 async def start_ads_envoy(started: list[EnvoyProcess], xds_port: int, node_id: str) -> EnvoyProcess:
-    envoy = EnvoyProcess(config.ads_bootstrap(node_id, "127.0.0.1", xds_port, admin_port=0))
+    # Ready once it knows the primary's cluster: these tests send loopback resources, not a sidecar's.
+    health = ("127.0.0.1", 0)
+    bootstrap = config.ads_bootstrap(
+        node_id, "127.0.0.1", xds_port, admin_port=0, health=health, ready_cluster=PRIMARY
+    )
+    envoy = EnvoyProcess(bootstrap)
     started.append(envoy)
     await envoy.start()
     return envoy
+
+
+async def ready_status(envoy: EnvoyProcess) -> int:
+    """What kubelet's probe of the sidecar's readiness gets: the HTTP status, 0 when refused."""
+    port = await envoy.listener_port("health")
+    try:
+        async with httpx.AsyncClient(timeout=1.0) as client:
+            return (await client.get(f"http://127.0.0.1:{port}{config.READY_PATH}")).status_code
+    except httpx.TransportError:
+        return 0
+
+
+async def wait_ready(envoy: EnvoyProcess, timeout: float = 10.0) -> None:
+    """Poll the sidecar's readiness as kubelet's startup probe does (a bound listener is not yet serving)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await ready_status(envoy) == 200:
+            return
+        await asyncio.sleep(0.02)
+    raise TimeoutError(f"the sidecar was not ready within {timeout}s: {envoy.log_tail(5)}")

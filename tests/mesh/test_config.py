@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from canaryctl.mesh import config
+from canaryctl.mesh import config, protocols, telemetry
 from canaryctl.mesh.ads import encode
 
 
@@ -106,10 +108,72 @@ def route_specs(draw: st.DrawFn) -> config.RouteSpec:
 def test_every_spec_builds_resources_envoy_protos_accept(spec: config.RouteSpec) -> None:
     """The ADS server parses each resource into Envoy's protobufs; nothing the builder emits may fail."""
     resources = config.local_resources(spec, "127.0.0.1", 1, config.ads_source(), "/dev/null")
-    for type_url, items in resources.by_type().items():
+    for type_url, items in [
+        *resources.by_type().items(),
+        *config.sidecar_resources([spec]).by_type().items(),
+    ]:
         encoded = encode(type_url, items)
         assert len(encoded.resources) == len(items)
     route = resources.routes[0]["virtual_hosts"][0]["routes"][-1]["route"]
     assert [c["weight"] for c in route["weighted_clusters"]["clusters"]] == [
         wb.weight for wb in spec.backends
     ]
+
+
+def _listener(resources: config.Resources, name: str) -> dict[str, Any]:
+    listener: dict[str, Any] = next(item for item in resources.listeners if item["name"] == name)
+    return listener
+
+
+def test_sidecar_listeners_route_http_and_pass_everything_else_through() -> None:
+    spec = config.RouteSpec(service="s", backends=(_wb("p", 1),))
+    resources = config.sidecar_resources([spec], opaque_ports=(25, 3306))
+    for name, cluster in (("outbound", config.PASSTHROUGH_CLUSTER), ("inbound", config.INBOUND_CLUSTER)):
+        listener = _listener(resources, name)
+        filters = [f["name"] for f in listener["listener_filters"]]
+        assert filters == [
+            "envoy.filters.listener.original_dst",
+            "envoy.filters.listener.tls_inspector",
+            "envoy.filters.listener.http_inspector",
+        ]
+        skipped = listener["listener_filters"][2]["filter_disabled"]["or_match"]["rules"]
+        assert [r["destination_port_range"] for r in skipped] == [
+            {"start": 25, "end": 26},
+            {"start": 3306, "end": 3307},
+        ]
+        (http,) = listener["filter_chains"]
+        assert http["filter_chain_match"]["application_protocols"] == ["http/1.0", "http/1.1", "h2c"]
+        hcm = http["filters"][0]["typed_config"]
+        assert hcm["upgrade_configs"] == [{"upgrade_type": "websocket"}]
+        tcp = listener["default_filter_chain"]["filters"][0]["typed_config"]
+        assert tcp["cluster"] == cluster
+        assert listener["continue_on_listener_filters_timeout"] is True
+    inbound_hcm = _listener(resources, "inbound")["filter_chains"][0]["filters"][0]["typed_config"]
+    stats = inbound_hcm["access_log"][1]["typed_config"]
+    assert stats["stat_prefix"] == telemetry.INBOUND_STATS_PREFIX
+    clusters = {c["name"]: c for c in resources.clusters}
+    for name in ("p", config.PASSTHROUGH_CLUSTER, config.INBOUND_CLUSTER):
+        options = clusters[name]["typed_extension_protocol_options"][config.HTTP_OPTIONS_KEY]
+        assert "use_downstream_protocol_config" in options, name
+    route = resources.routes[0]["virtual_hosts"][0]["routes"][-1]["route"]
+    assert route["timeout"] == "0s", "no route timeout unless the user sets one"
+
+
+def test_services_declare_opaque_ports_by_app_protocol_or_name() -> None:
+    def service(*ports: dict[str, Any]) -> dict[str, Any]:
+        return {"kind": "Service", "spec": {"ports": list(ports)}}
+
+    objects = [
+        service({"name": "mysql", "port": 3307, "targetPort": 13306}),
+        service({"name": "tcp-echo", "port": 9000}),
+        service({"name": "db", "port": 7000, "appProtocol": "postgresql"}),
+        service({"name": "http-api", "port": 8080}, {"name": "grpc", "port": 9090}),
+        service({"name": "web", "port": 8081, "appProtocol": "kubernetes.io/h2c"}),
+        service({"name": "https", "port": 443}, {"name": "dns", "port": 53, "protocol": "UDP"}),
+        service({"port": 7001}, {"name": "api", "port": 7002}, {"name": "metrics-tcp", "port": 7003}),
+        {"kind": "ConfigMap", "spec": {"ports": [{"name": "tcp", "port": 1}]}},
+    ]
+    opaque = protocols.opaque_ports(objects)
+    assert {3307, 13306, 9000, 7000} <= set(opaque)
+    assert not {8080, 9090, 8081, 443, 53, 7001, 7002, 7003, 1} & set(opaque), "names that declare nothing"
+    assert set(config.DEFAULT_OPAQUE_PORTS) <= set(opaque)

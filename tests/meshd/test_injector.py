@@ -77,10 +77,9 @@ async def test_injector_answers_admission_reviews_over_tls(
         assert answer["kind"] == "AdmissionReview" and answer["response"]["uid"] == f"uid-{NS}"
         patch = json.loads(base64.b64decode(answer["response"]["patch"]))
         added = {op["path"]: op["value"] for op in patch}
-        proxy = added["/spec/containers/-"]
+        init, proxy = added["/spec/initContainers"]  # the proxy is a native sidecar
         assert proxy["name"] == PROXY_CONTAINER and proxy["image"] == "envoy:test"
         assert "mesh.example" in proxy["args"][1]  # the ADS address in the inline bootstrap
-        init = added["/spec/initContainers"][0]
         assert init["name"] == INIT_CONTAINER and init["image"] == "init:test"
         assert "--dport 22 -j RETURN" in init["command"][2] and "--dport 2222 -j RETURN" in init["command"][2]
 

@@ -61,6 +61,16 @@ def canary(name: str, kind: str = "Deployment", **analysis: Any) -> Obj:
     }
 
 
+AUTOSCALER_APIS = {"HorizontalPodAutoscaler": "autoscaling/v2", "ScaledObject": "keda.sh/v1alpha1"}
+
+
+def autoscaled(manifest: Obj, kind: str) -> Obj:
+    """The Canary manifest with an autoscalerRef to the ``kind`` named like its target."""
+    name = manifest["spec"]["targetRef"]["name"]
+    manifest["spec"]["autoscalerRef"] = {"apiVersion": AUTOSCALER_APIS[kind], "kind": kind, "name": name}
+    return manifest
+
+
 METRIC_TEMPLATE: Obj = {
     "apiVersion": API_VERSION,
     "kind": "MetricTemplate",
@@ -96,6 +106,18 @@ async def wait_phase(objects: KubeObjects, name: str, *phases: str, timeout: flo
 
     await wait_for(reached, timeout, f"{name} phase in {phases}")
     return await get_canary(objects, name)
+
+
+async def invalid_conditions(objects: KubeObjects, name: str) -> dict[str, Obj]:
+    """The canary's conditions by type, once it reports InvalidSpec."""
+
+    async def reported() -> bool:
+        status = (await get_canary(objects, name)).get("status") or {}
+        return any(c["type"] == "InvalidSpec" for c in status.get("conditions") or [])
+
+    await wait_for(reported, what=f"InvalidSpec on {name}")
+    conditions = (await get_canary(objects, name))["status"]["conditions"]
+    return {c["type"]: c for c in conditions}
 
 
 def status_history(emulator: kmock.KubernetesEmulator, name: str) -> list[Obj]:
@@ -134,3 +156,37 @@ async def setup_target(objects: KubeObjects, kind: str, name: str) -> None:
     await objects.apply(METRIC_TEMPLATE)
     await objects.apply(config_map(f"{name}-config", "blue"))
     await objects.apply(workload(kind, name, config=f"{name}-config"))
+
+
+# --- what a real API server does and the emulator does not ---------------------------------------------
+
+
+async def collect_garbage(
+    emulator: kmock.KubernetesEmulator, objects: KubeObjects, owner_uid: str
+) -> list[str]:
+    """The garbage collector's part after an owner is deleted: delete every object with an
+    ownerReference to ``owner_uid`` (kmock 0.8 has no garbage collection). Returns ``Kind/name`` of each."""
+    collected = []
+    for key in list(emulator.objects):
+        obj = emulator.objects[key]
+        if obj.deleted:
+            continue
+        raw = dict(obj.raw)
+        owners = (raw.get("metadata") or {}).get("ownerReferences") or []
+        if any(ref.get("uid") == owner_uid for ref in owners):
+            meta = raw["metadata"]
+            await objects.delete(raw["apiVersion"], raw["kind"], meta.get("namespace") or "", meta["name"])
+            collected.append(f"{raw['kind']}/{meta['name']}")
+    return collected
+
+
+WRITES = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def writes(emulator: kmock.KubernetesEmulator, since: int = 0) -> list[str]:
+    """``METHOD path`` of every write request the emulator received from call number ``since`` on
+    (``len(emulator.calls)`` before), Events excluded (they are records, not state)."""
+    calls: list[tuple[str, str]] = emulator.calls  # type: ignore[attr-defined]
+    return [
+        f"{method} {path}" for method, path in calls[since:] if method in WRITES and "/events" not in path
+    ]

@@ -20,6 +20,7 @@ from tests.operator.helpers import (
     config_map,
     event_messages,
     get_canary,
+    invalid_conditions,
     setup_target,
     status_history,
     steps_visited,
@@ -190,24 +191,16 @@ async def test_invalid_canaries_do_not_stop_a_healthy_one(
     await objects.apply(serviceless)
     await start_operator()
 
-    async def invalid(name: str) -> Obj:
-        async def reported() -> bool:
-            status = (await get_canary(objects, name)).get("status") or {}
-            return any(c["type"] == "InvalidSpec" for c in status.get("conditions") or [])
-
-        await wait_for(reported, what=f"InvalidSpec on {name}")
-        conditions = (await get_canary(objects, name))["status"]["conditions"]
-        return {c["type"]: c for c in conditions}
-
-    broken = await invalid("broken")
+    broken = await invalid_conditions(objects, "broken")
     assert broken["InvalidSpec"]["status"] == "True"
     assert "spec.analysis.stepWeight" in broken["InvalidSpec"]["message"]
     assert broken["Ready"]["status"] == "False"
-    fault = await invalid("faulty")
+    fault = await invalid_conditions(objects, "faulty")
     assert "router smi:v1alpha2" in fault["InvalidSpec"]["message"]
     assert "fault" in fault["InvalidSpec"]["message"]
     assert await objects.get("split.smi-spec.io/v1alpha2", "TrafficSplit", NS, "faulty") is None
-    assert "spec.service: not set" in (await invalid("serviceless"))["InvalidSpec"]["message"]
+    serviceless_conditions = await invalid_conditions(objects, "serviceless")
+    assert "spec.service: not set" in serviceless_conditions["InvalidSpec"]["message"]
 
     await wait_phase(objects, "good", "Initialized")
     await objects.apply(workload("Deployment", "good", image="app:v2", config="good-config"))

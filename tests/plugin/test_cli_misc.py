@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from canaryctl.api.models import Canary
-from canaryctl.cli.main import COMMAND_MODULES, build_parser, main
+from canaryctl.cli.main import COMMANDS as COMMAND_TABLE
+from canaryctl.cli.main import build_parser, main, overview_parser
 from canaryctl.cli.render import Style, duration, status_text, time_left
 from canaryctl.cli.status_cmd import outcome
 from canaryctl.cli.view import StatusView
@@ -39,24 +40,59 @@ def test_completion_script_lists_the_subcommands(capsys: pytest.CaptureFixture[s
         subprocess.run([bash, "-n"], input=script, text=True, check=True)
 
 
-def _subcommands(parser: argparse.ArgumentParser) -> set[str]:
+def _subparsers(parser: argparse.ArgumentParser) -> argparse._SubParsersAction[argparse.ArgumentParser]:
     (action,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return set(action.choices)
+    return action
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> set[str]:
+    return set(_subparsers(parser).choices)
+
+
+def _help_lines(parser: argparse.ArgumentParser) -> dict[str, str | None]:
+    return {choice.dest: choice.help for choice in _subparsers(parser)._choices_actions}
 
 
 def test_each_command_loads_only_its_own_module() -> None:
-    assert _subcommands(build_parser("canaryctl")) == {*COMMAND_MODULES, "version", "completion"}
-    for command in COMMAND_MODULES:
+    assert _subcommands(build_parser("canaryctl")) == {*COMMAND_TABLE, "version", "completion"}
+    for command in COMMAND_TABLE:
         assert command in _subcommands(build_parser("canaryctl", command))
-    # What a user feels as start-up time: `kubectl canary status` does not import the operator's kopf.
+    # What a user feels as start-up time: `kubectl canary status` imports neither the operator's kopf
+    # nor the official Kubernetes client (most of a second each).
+    heavy = ("kopf", "kubernetes", "canaryctl.mesh.ads", "canaryctl.demo.run", "canaryctl.providers")
     probe = "import sys; from canaryctl.cli.main import build_parser; build_parser('k', 'status'); "
-    probe += (
-        "print(sorted(m for m in ('kopf', 'canaryctl.mesh.ads', 'canaryctl.demo.run') if m in sys.modules))"
-    )
+    probe += f"print(sorted(m for m in {heavy!r} if m in sys.modules))"
     loaded = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
     )
     assert loaded.stdout.strip() == "[]"
+
+
+def test_overview_lists_what_each_module_registers_without_importing_any() -> None:
+    assert _help_lines(overview_parser("canaryctl")) == _help_lines(build_parser("canaryctl"))
+    probe = "import sys\nfrom canaryctl.cli.main import main\ntry:\n    main(['--help'])\n"
+    probe += (
+        "except SystemExit:\n    pass\nprint(sorted(m for m in sys.modules if m.startswith('canaryctl')))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert "list Canaries with phase, weight and step" in loaded.stdout
+    assert loaded.stdout.splitlines()[-1] == "['canaryctl', 'canaryctl.cli', 'canaryctl.cli.main']"
+
+
+def test_version_from_the_installed_metadata() -> None:
+    from importlib.metadata import version
+
+    for argv in (["-m", "canaryctl", "--version"], ["-m", "canaryctl", "version"]):
+        shown = subprocess.run(
+            [sys.executable, *argv], capture_output=True, text=True, check=True, timeout=60
+        )
+        assert shown.stdout == f"canaryctl {version('canaryctl')}\n"
+    mistyped = subprocess.run(
+        [sys.executable, "-m", "canaryctl", "stauts"], capture_output=True, text=True, timeout=60
+    )
+    assert mistyped.returncode == 2 and "invalid choice: 'stauts'" in mistyped.stderr
 
 
 def test_lint_takes_f_and_positional_files(capsys: pytest.CaptureFixture[str]) -> None:

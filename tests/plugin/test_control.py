@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import kmock
 import pytest
-from kubernetes.client.exceptions import ApiException
 
 from canaryctl.api.control import COMMAND_ANNOTATION, CommandKind, decode_command
 from canaryctl.api.models import Canary
+from canaryctl.cli.apiserver import ApiError
 from canaryctl.cli.control_cmd import effect
 from canaryctl.cli.kube import describe_failure
 from tests.plugin import scenarios
@@ -59,8 +59,7 @@ async def test_verb_on_a_missing_canary(
 
 
 def test_forbidden_names_object_and_cause() -> None:
-    exc = ApiException(status=403, reason="Forbidden")
-    exc.body = '{"message": "User \\"dev\\" cannot patch canaries"}'
+    exc = ApiError(403, "Forbidden", 'User "dev" cannot patch canaries')
     assert str(describe_failure("canary test/podinfo", exc)) == (
         'canary test/podinfo: forbidden: User "dev" cannot patch canaries'
     )

@@ -110,7 +110,7 @@ async def test_unreachable_server(capsys: pytest.CaptureFixture[str]) -> None:
     assert err.startswith("kubectl canary: error: canary default/x: cannot reach the API server")
 
 
-@pytest.mark.parametrize("provider", ["smi", "smi:v1alpha2", "istio", "gatewayapi"])
+@pytest.mark.parametrize("provider", ["canaryctl", "smi", "smi:v1alpha2", "istio", "gatewayapi:v1beta1"])
 async def test_observed_weight_is_read_from_what_each_router_writes(
     emulator: kmock.KubernetesEmulator,
     objects: KubeObjects,
@@ -122,7 +122,7 @@ async def test_observed_weight_is_read_from_what_each_router_writes(
     objs[0]["spec"]["provider"] = provider
     canary = Canary.model_validate(objs[0])
     written = await ROUTERS[provider](objects).desired(canary, RouteState(canary_weight=30))
-    router_obj = written[-1]
+    router_obj = next(o for o in written if o["kind"] in ("TrafficSplit", "VirtualService", "HTTPRoute"))
     emulator.objects[resource_of(router_obj), "test", router_obj["metadata"]["name"]] = router_obj
     scenarios.seed(emulator, objs[:1])
     assert await kubectl_canary(emulator, "status", "podinfo", "-n", "test", "-o", "json") == 0

@@ -13,6 +13,7 @@ from typing import Any
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from canaryctl import registry
 from canaryctl.api import models
 from tests.engine.test_properties import analyses
 
@@ -50,11 +51,11 @@ metric_templates = st.builds(
         "latency",
         {"provider": {"type": provider, "address": "http://metrics.test"}, "query": "sum(up)"},
     ),
-    st.sampled_from(models.METRIC_PROVIDER_TYPES),
+    st.sampled_from(registry.names(registry.METRICS)),
 )
 alert_providers = st.builds(
     lambda kind: _document("AlertProvider", "on-call", {"type": kind, "channel": "#deploys"}),
-    st.sampled_from([kind.value for kind in models.AlertProviderType]),
+    st.sampled_from(registry.names(registry.NOTIFIERS)),
 )
 
 

@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 import time
 
+import httpx
+import pytest
+
 from canaryctl.mesh import config
 from canaryctl.mesh.ads import AdsServer
 from canaryctl.mesh.local import LocalMesh
-from canaryctl.mesh.loopback import UpstreamServers
+from canaryctl.mesh.loopback import HttpConnection, UpstreamServers
 from canaryctl.mesh.process import EnvoyProcess
-from tests.mesh.conftest import CANARY, PRIMARY, split, start_ads_envoy
+from tests.mesh.conftest import CANARY, PRIMARY, ready_status, split, start_ads_envoy, wait_ready
 from tests.reliability.traffic import Response, Users
 
 NODE = "web-reliability.default"
@@ -58,6 +61,18 @@ def test_local_mesh_removes_a_backend_under_traffic(
     assert after and {r.body for r in after} == {PRIMARY}
 
 
+async def _one_request(port: int) -> int:
+    """The status of one GET, 0 when the connection fails."""
+    connection = HttpConnection("127.0.0.1", port)
+    try:
+        status, _ = await connection.request()
+    except (OSError, asyncio.IncompleteReadError, ValueError):
+        return 0
+    finally:
+        await connection.close()
+    return status
+
+
 async def _ads_sidecar(ads: AdsServer, envoys: list[EnvoyProcess], spec: config.RouteSpec) -> EnvoyProcess:
     await ads.set_snapshot("*", _ads_resources(spec))
     envoy = await start_ads_envoy(envoys, ads.port, NODE)
@@ -94,9 +109,11 @@ def test_control_plane_and_sidecar_restarts_under_traffic(
             await asyncio.sleep(SETTLE_SECONDS)
             responses = await users.stop()
 
-            # A sidecar restarted (stopped by PID) gets the current config before it listens.
+            # A sidecar restarted (stopped by PID) gets the current config before it listens; users
+            # start once it reports ready, as an app container waits for the proxy's startup probe.
             await envoy.stop()
             replacement = await start_ads_envoy(ads_envoys, restarted.port, NODE)
+            await wait_ready(replacement)
             fresh = Users(await replacement.listener_port("local")).start()
             await asyncio.sleep(SETTLE_SECONDS)
             after_restart = await fresh.stop()
@@ -109,6 +126,50 @@ def test_control_plane_and_sidecar_restarts_under_traffic(
         assert {r.body for r in responses if moved <= r.sent < up} == {CANARY}
         assert {r.body for r in responses if r.sent >= converged} == {PRIMARY}
         assert after_restart and {(r.status, r.body) for r in after_restart} == {(200, PRIMARY)}
+
+    asyncio.run(run())
+
+
+def test_a_starting_sidecar_refuses_connections_until_it_has_routes(
+    upstreams: UpstreamServers, ads_envoys: list[EnvoyProcess]
+) -> None:
+    """A listener's port is bound (and reported by the admin API) before Envoy serves on it: Envoy
+    listens only once its first routes arrived. Readiness is what tells a caller it may send."""
+
+    async def run() -> None:
+        async with AdsServer() as ads:
+            complete = _ads_resources(split(upstreams, 100, 0))
+            await ads.set_snapshot("*", config.Resources(complete.clusters, complete.listeners, routes=[]))
+            envoy = await start_ads_envoy(ads_envoys, ads.port, NODE)
+            port = await envoy.listener_port("local")
+            await asyncio.sleep(SETTLE_SECONDS)
+            assert await _one_request(port) == 0, "nothing may answer before the routes arrive"
+            assert await ready_status(envoy) != 200
+            await ads.set_snapshot("*", complete)
+            await wait_ready(envoy)
+            assert await _one_request(port) == 200
+
+    asyncio.run(run())
+
+
+@pytest.mark.slow
+def test_a_sidecar_that_never_got_its_config_is_not_ready(ads_envoys: list[EnvoyProcess]) -> None:
+    """Envoy stops waiting for its first config after 15 s (initial fetch timeout) and listens with
+    none; readiness must still say no, or the kubelet would start the app on a proxy with no routes."""
+
+    async def run() -> None:
+        async with AdsServer() as ads:  # a control plane with nothing to send
+            envoy = await start_ads_envoy(ads_envoys, ads.port, NODE)
+
+            async def state() -> str:
+                async with httpx.AsyncClient(timeout=2) as client:
+                    return (await client.get(f"{envoy.admin_url}/ready")).text.strip()
+
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and await state() != "LIVE":
+                await asyncio.sleep(0.2)
+            assert await state() == "LIVE", "Envoy gave up waiting and serves"
+            assert await ready_status(envoy) == 503
 
     asyncio.run(run())
 

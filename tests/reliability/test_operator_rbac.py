@@ -1,10 +1,10 @@
 """The chart's controller RBAC against the API calls the operator makes.
 
 One operator (with kopf peering, as the chart runs it) drives a rollout per router and per target
-kind to promotion, plus an HPA-scaled target and a Canary deleted with ``revertOnDeletion``, against
-kmock's emulator. Every request it sends is recorded as (apiGroup, resource, verb). The test renders
-the chart with a real helm and fails on any rule it grants that no call used (least privilege) and on
-any call no rule grants (it would be refused on a real cluster).
+kind to promotion, plus an HPA- and a KEDA-scaled target and a Canary deleted with
+``revertOnDeletion``, against kmock's emulator. Every request it sends is recorded as (apiGroup,
+resource, verb). The test renders the chart with a real helm and fails on any rule it grants that no
+call used (least privilege) and on any call no rule grants (it would be refused on a real cluster).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from tests.operator.conftest import (  # noqa: F401
     short_intervals,
     start_operator,
 )
-from tests.operator.helpers import NS, canary, setup_target, wait_for, wait_phase, workload
+from tests.operator.helpers import NS, autoscaled, canary, setup_target, wait_for, wait_phase, workload
 
 pytestmark = pytest.mark.asyncio
 
@@ -164,15 +164,22 @@ async def drive_every_router_to_promotion(objects: KubeObjects) -> None:  # noqa
         },
     }
     await objects.apply(hpa)
-    manifest = canary("scaled")
-    manifest["spec"]["autoscalerRef"] = {
-        "apiVersion": "autoscaling/v2",
-        "kind": "HorizontalPodAutoscaler",
-        "name": "scaled",
-    }
+    manifest = autoscaled(canary("scaled"), "HorizontalPodAutoscaler")
     manifest["spec"]["revertOnDeletion"] = True
     await objects.apply(manifest)
     names.append("scaled")
+
+    await setup_target(objects, "Deployment", "keda")
+    trigger = {"type": "cpu", "metricType": "Utilization", "metadata": {"value": "80"}}
+    scaled_object = {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": "keda", "namespace": NS},
+        "spec": {"scaleTargetRef": {"name": "keda"}, "triggers": [trigger]},
+    }
+    await objects.apply(scaled_object)
+    await objects.apply(autoscaled(canary("keda"), "ScaledObject"))
+    names.append("keda")
 
     for name in names:
         await wait_phase(objects, name, "Initialized", timeout=30)

@@ -2,8 +2,9 @@
 run it, and report what was measured.
 
 Every failure (unreachable provider, missing template or Secret, bad template) becomes
-``MetricObservation.error``; the engine decides what an error means, and a failure can never pose as a
-value.
+``MetricObservation.error``, shortened; the engine decides what an error means, and a failure can never
+pose as a value. Each Canary runs at most ``query_concurrency`` queries at once; the rest of its queries
+wait for one of its own slots, never for another Canary's.
 """
 
 from __future__ import annotations
@@ -11,14 +12,16 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from canaryctl import registry
 from canaryctl.api.models import Canary, CanaryMetric, MetricTemplate, MetricTemplateProvider
 from canaryctl.engine.types import ErrorSample, MetricObservation, MetricSample
 from canaryctl.ports import MetricsProvider
 from canaryctl.providers.metrics.builtin import BUILTIN_METRICS, SUCCESS_RATE, BuiltinQueries, mesh_queries
-from canaryctl.providers.metrics.factory import provider_for
+from canaryctl.providers.metrics.errors import ProviderConfigError
 from canaryctl.providers.metrics.template import TemplateModel, render
+from canaryctl.providers.outbound import QUERIES_PER_CANARY, Slots, canary_key, shorten
 
 TemplateLookup = Callable[[str, str], Awaitable[MetricTemplate]]
 """(name, namespace) -> the MetricTemplate."""
@@ -39,6 +42,22 @@ class _Resolved:
     counts: BuiltinQueries | None = None
 
 
+@dataclass(frozen=True)
+class _Slotted:
+    """A provider whose calls take one of a Canary's query slots."""
+
+    provider: MetricsProvider
+    slots: asyncio.Semaphore
+
+    async def query(self, query: str) -> float | None:
+        async with self.slots:
+            return await self.provider.query(query)
+
+    async def is_online(self) -> bool:
+        async with self.slots:
+            return await self.provider.is_online()
+
+
 class MetricsAnalyzer:
     """Implements the Analyzer port over MetricTemplates, builtin queries and inline PromQL."""
 
@@ -47,13 +66,15 @@ class MetricsAnalyzer:
         templates: TemplateLookup | None = None,
         secrets: SecretLookup | None = None,
         default_address: str = DEFAULT_PROMETHEUS,
-        provider_factory: ProviderFactory = provider_for,
+        provider_factory: ProviderFactory = registry.metrics_provider,
+        query_concurrency: int = QUERIES_PER_CANARY,
     ) -> None:
         self._templates = templates
         self._secrets = secrets
         self._default_address = default_address
         self._factory = provider_factory
         self._prometheus_by_address: dict[str, MetricsProvider] = {}
+        self._slots = Slots(query_concurrency)
 
     async def measure(self, canary: Canary, metric: CanaryMetric, caller_side: bool) -> MetricObservation:
         try:
@@ -95,7 +116,7 @@ class MetricsAnalyzer:
         model = TemplateModel.for_canary(canary, f"{max(1, math.ceil(period_seconds))}s")
         try:
             queries = mesh_queries(canary.spec.provider).upstream
-            provider = self._prometheus(canary)
+            provider = self._slotted(canary, self._prometheus(canary))
             success_rate, requests = await asyncio.gather(
                 provider.query(render(queries.success_rate, model)),
                 provider.query(render(queries.requests, model)),
@@ -129,14 +150,20 @@ class MetricsAnalyzer:
 
     async def _resolve(self, canary: Canary, metric: CanaryMetric, caller_side: bool) -> _Resolved:
         if metric.template_ref is not None:
-            return await self._from_template(canary, metric)
-        if metric.query:
-            return _Resolved(self._prometheus(canary), "prometheus", metric.query)
-        if metric.name in BUILTIN_METRICS:
+            resolved = await self._from_template(canary, metric)
+        elif metric.query:
+            resolved = _Resolved(self._prometheus(canary), "prometheus", metric.query)
+        elif metric.name in BUILTIN_METRICS:
             queries = mesh_queries(canary.spec.provider).select(caller_side)
             counts = queries if metric.name == SUCCESS_RATE else None
-            return _Resolved(self._prometheus(canary), "prometheus", queries.value_query(metric.name), counts)
-        raise ValueError(f"metric {metric.name!r} is not builtin and has neither templateRef nor query")
+            query = queries.value_query(metric.name)
+            resolved = _Resolved(self._prometheus(canary), "prometheus", query, counts)
+        else:
+            raise ValueError(f"metric {metric.name!r} is not builtin and has neither templateRef nor query")
+        return replace(resolved, provider=self._slotted(canary, resolved.provider))
+
+    def _slotted(self, canary: Canary, provider: MetricsProvider) -> MetricsProvider:
+        return _Slotted(provider, self._slots(canary_key(canary)))
 
     async def _from_template(self, canary: Canary, metric: CanaryMetric) -> _Resolved:
         assert metric.template_ref is not None
@@ -147,6 +174,14 @@ class MetricsAnalyzer:
         namespace = metric.template_ref.namespace or canary.metadata.namespace or "default"
         template = await self._templates(metric.template_ref.name, namespace)
         spec = template.spec.provider
+        if spec.type == "prometheus" and not spec.address:
+            if spec.secret_ref is not None:
+                # The fallback address is the Canary's metricsServer: its author must not get the Secret.
+                raise ProviderConfigError(
+                    f"MetricTemplate {namespace}/{metric.template_ref.name} has a secretRef but no "
+                    "spec.provider.address; its credentials are only sent to its own address"
+                )
+            spec = spec.model_copy(update={"address": self._address(canary)})
         secret = None
         if spec.secret_ref is not None:
             if self._secrets is None:
@@ -154,8 +189,6 @@ class MetricsAnalyzer:
                     f"template {metric.template_ref.name!r} needs a Secret but no lookup is configured"
                 )
             secret = await self._secrets(spec.secret_ref.name, template.metadata.namespace or namespace)
-        if spec.type == "prometheus" and not spec.address:
-            spec = spec.model_copy(update={"address": self._address(canary)})
         provider = self._factory(spec, secret, interval=metric.interval or "1m")
         return _Resolved(provider, spec.type, template.spec.query)
 
@@ -163,7 +196,7 @@ class MetricsAnalyzer:
         return canary.spec.metrics_server or self._default_address
 
     def _prometheus(self, canary: Canary) -> MetricsProvider:
-        """The Prometheus for builtin and inline queries, one client (and connection pool) per address."""
+        """The Prometheus for builtin and inline queries, one provider per address."""
         address = self._address(canary)
         if address not in self._prometheus_by_address:
             spec = MetricTemplateProvider(type="prometheus", address=address)
@@ -184,4 +217,5 @@ def _errors(requests: float | None, success_rate: float | None) -> float | None:
 
 
 def _describe(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__
+    """What status and events show: a provider's error text is the remote server's, so it is bounded."""
+    return shorten(str(exc) or type(exc).__name__)

@@ -6,6 +6,11 @@ mesh also has a request-count query over the interval (for the engine's two-prop
 fastFail), and a caller-side variant for fault steps, where the upstream never sees the requests a
 fault aborted.
 
+The included mesh measures where Istio and Linkerd do, on the server side: the destination pod's
+sidecar counts every request it lets in, per workload, whoever sent it (a meshed pod, an unmeshed
+client, a load test calling ``<service>-canary``). Where no sidecar serves the workload (the local
+runtime's plain processes) the same query falls back to the callers' upstream stats.
+
 One deliberate change from Flagger: the success-rate numerator falls back to 0, so a canary that
 fails every request reads 0% instead of "no data"; with no traffic at all the query still returns
 nothing.
@@ -57,6 +62,19 @@ class BuiltinQueries:
     def value_query(self, metric: str) -> str:
         return self.success_rate if metric == SUCCESS_RATE else self.duration
 
+    def or_else(self, fallback: BuiltinQueries) -> BuiltinQueries:
+        """Each query answered by this source when it has data, else by `fallback` (PromQL ``or``):
+        whole queries, never a numerator from one source over a denominator from the other."""
+
+        def either(preferred: str, other: str) -> str:
+            return f"({preferred}) or ({other})"
+
+        return BuiltinQueries(
+            success_rate=either(self.success_rate, fallback.success_rate),
+            duration=either(self.duration, fallback.duration),
+            requests=either(self.requests, fallback.requests),
+        )
+
 
 @dataclass(frozen=True)
 class MeshQueries:
@@ -76,10 +94,23 @@ _POD = (
 )
 
 
-def _envoy(counter: str, buckets: str, backend_label: str) -> Source:
-    selector = f'{backend_label}="{{{{ backend }}}}"'
-    code = telemetry.RESPONSE_CODE_LABEL
-    return Source(counter, selector, f"{code}!~{_FIVE_XX}", buckets)
+_GRPC_ERRORS = "|".join(str(status) for status in telemetry.GRPC_SERVER_ERRORS)
+_HTTP_SUCCESS = f"{telemetry.RESPONSE_CODE_LABEL}!~{_FIVE_XX}"
+_ENVOY_SUCCESS = f'{_HTTP_SUCCESS}, {telemetry.GRPC_STATUS_LABEL}!~"{_GRPC_ERRORS}"'
+
+
+def _envoy(counter: str, buckets: str, selector: str, successes: str = _ENVOY_SUCCESS) -> Source:
+    return Source(counter, selector, successes, buckets)
+
+
+def _backend(label: str) -> str:
+    return f'{label}="{{{{ backend }}}}"'
+
+
+_WORKLOAD = (
+    f'{telemetry.WORKLOAD_NAMESPACE_LABEL}="{{{{ namespace }}}}", '
+    f'{telemetry.WORKLOAD_LABEL}="{{{{ target }}}}"'
+)
 
 
 def _istio(reporter: str) -> Source:
@@ -102,11 +133,18 @@ def _linkerd(selector: str) -> Source:
 
 
 _INCLUDED = MeshQueries(
-    upstream=_envoy(
-        telemetry.UPSTREAM_RQ_TOTAL, telemetry.UPSTREAM_RQ_TIME_BUCKET, telemetry.CLUSTER_LABEL
-    ).queries(),
+    upstream=_envoy(telemetry.INBOUND_RQ_TOTAL, telemetry.INBOUND_RQ_DURATION_BUCKET, _WORKLOAD)
+    .queries()
+    .or_else(
+        _envoy(
+            telemetry.UPSTREAM_RQ_TOTAL,
+            telemetry.UPSTREAM_RQ_TIME_BUCKET,
+            _backend(telemetry.CLUSTER_LABEL),
+            _HTTP_SUCCESS,
+        ).queries()
+    ),
     caller=_envoy(
-        telemetry.CALLER_RQ_TOTAL, telemetry.CALLER_RQ_DURATION_BUCKET, telemetry.BACKEND_LABEL
+        telemetry.CALLER_RQ_TOTAL, telemetry.CALLER_RQ_DURATION_BUCKET, _backend(telemetry.BACKEND_LABEL)
     ).queries(),
 )
 _ISTIO = MeshQueries(_istio("destination").queries(), _istio("source").queries())

@@ -1,14 +1,15 @@
 """AWS CloudWatch ``GetMetricData`` over the AWS JSON 1.0 protocol, signed with SigV4.
 
-The query is Flagger's: a JSON list of MetricDataQuery objects. Credentials come from the Secret
-(``aws_access_key_id``, ``aws_secret_access_key``, optional ``aws_session_token``) or, like the AWS SDK
-Flagger uses, from the ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_SESSION_TOKEN`` environment.
+The query is Flagger's: a JSON list of MetricDataQuery objects. Credentials come from the template's
+Secret only (``aws_access_key_id``, ``aws_secret_access_key``, optional ``aws_session_token``). Unlike
+Flagger's AWS SDK chain, never from the controller's own environment or role: a template author must not
+be able to query CloudWatch as the controller.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import re
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -17,7 +18,7 @@ from canaryctl.api.duration import parse_duration
 from canaryctl.api.models import MetricTemplateProvider
 from canaryctl.providers.metrics.errors import MetricQueryError, ProviderConfigError
 from canaryctl.providers.metrics.sigv4 import Credentials, sign
-from canaryctl.providers.metrics.transport import Endpoint, parse_json, to_float
+from canaryctl.providers.metrics.transport import Endpoint, parse_json, require, to_float
 
 TARGET = "GraniteServiceVersion20100801.GetMetricData"
 CONTENT_TYPE = "application/x-amz-json-1.0"
@@ -25,24 +26,19 @@ SERVICE = "monitoring"
 # Flagger's window: ten metric intervals back from now, at most 20 datapoints.
 LOOKBACK_INTERVALS = 10
 MAX_DATAPOINTS = 20
+_REGION = re.compile(r"[a-z0-9-]{1,32}")
 
 
-def _credentials(secret: dict[str, str] | None) -> Credentials:
-    source = (
-        secret
-        if secret and "aws_access_key_id" in secret
-        else {
-            "aws_access_key_id": os.environ.get("AWS_ACCESS_KEY_ID", ""),
-            "aws_secret_access_key": os.environ.get("AWS_SECRET_ACCESS_KEY", ""),
-            "aws_session_token": os.environ.get("AWS_SESSION_TOKEN", ""),
-        }
-    )
-    if not source.get("aws_access_key_id") or not source.get("aws_secret_access_key"):
+def _credentials(spec: MetricTemplateProvider, secret: dict[str, str] | None) -> Credentials:
+    if spec.secret_ref is None:
         raise ProviderConfigError(
-            "cloudwatch needs aws_access_key_id and aws_secret_access_key in its Secret or environment"
+            "cloudwatch needs spec.provider.secretRef with aws_access_key_id and aws_secret_access_key; "
+            "the controller's own AWS credentials are never used"
         )
     return Credentials(
-        source["aws_access_key_id"], source["aws_secret_access_key"], source.get("aws_session_token") or None
+        require(secret, "aws_access_key_id", "cloudwatch"),
+        require(secret, "aws_secret_access_key", "cloudwatch"),
+        (secret or {}).get("aws_session_token") or None,
     )
 
 
@@ -54,8 +50,10 @@ class CloudWatchProvider:
     ) -> None:
         if not spec.region:
             raise ProviderConfigError("cloudwatch provider needs spec.provider.region")
+        if not _REGION.fullmatch(spec.region):
+            raise ProviderConfigError(f"cloudwatch region {spec.region[:40]!r} is not an AWS region name")
         self.region = spec.region
-        self._credentials = _credentials(secret)
+        self._credentials = _credentials(spec, secret)
         self._endpoint = Endpoint.from_spec(spec, None, f"https://{SERVICE}.{spec.region}.amazonaws.com")
         self._lookback = LOOKBACK_INTERVALS * parse_duration(interval)
 
@@ -89,7 +87,7 @@ class CloudWatchProvider:
 
     async def _call(self, payload: dict[str, Any]) -> Any:
         body = json.dumps(payload).encode()
-        url = self._endpoint.base_url + "/"
+        url = self._endpoint.url_for("/")
         headers = sign(
             "POST",
             url,
@@ -100,4 +98,4 @@ class CloudWatchProvider:
             SERVICE,
             datetime.now(UTC),
         )
-        return parse_json(await self._endpoint.send("POST", url, content=body, headers=headers))
+        return parse_json(await self._endpoint.send("POST", "/", content=body, headers=headers))

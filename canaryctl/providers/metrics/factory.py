@@ -1,4 +1,5 @@
-"""Build the provider a MetricTemplate names; unknown types fail loudly instead of measuring nothing."""
+"""Build the built-in provider a MetricTemplate names (the factory of their ``canaryctl.metrics`` entry
+points); unknown types fail loudly instead of measuring nothing."""
 
 from __future__ import annotations
 

@@ -1,7 +1,10 @@
-"""The HTTP plumbing every vendor provider shares: address, credentials, headers, TLS and error mapping.
+"""The HTTP plumbing every provider shares: address, credentials, headers, TLS, bounds and error mapping.
 
-Vendor modules only say what to send and how to read the answer; a failure anywhere here surfaces as a
-MetricQueryError so the analyzer can report it and never mistake it for a value.
+Provider modules only say what to send and how to read the answer; a failure anywhere here surfaces as
+a MetricQueryError so the analyzer can report it and never mistake it for a value. Every request stays
+on the provider's own address (credentials go nowhere else), completes within DEFAULT_TIMEOUT seconds
+in all, and reads at most MAX_RESPONSE_BYTES of body. Each request has a client of its own, so no
+connection pool is shared between templates or tenants.
 """
 
 from __future__ import annotations
@@ -17,9 +20,18 @@ import httpx
 
 from canaryctl.api.models import MetricTemplateProvider
 from canaryctl.providers.metrics.errors import MetricQueryError, ProviderConfigError
+from canaryctl.providers.outbound import (
+    MAX_RESPONSE_BYTES,
+    OutboundError,
+    Reply,
+    describe,
+    fetch,
+    shorten,
+    ssl_context,
+)
 
+# Flagger's query timeout, here a hard deadline for the whole exchange.
 DEFAULT_TIMEOUT = 5.0
-_SNIPPET = 300
 
 
 def require(secret: dict[str, str] | None, key: str, kind: str) -> str:
@@ -83,6 +95,17 @@ class Endpoint:
         headers = custom_headers(spec) + list((extra_headers or {}).items())
         return cls(base_address(spec, default_address), headers, not spec.insecure_skip_verify)
 
+    def url_for(self, path: str) -> str:
+        """``path`` below the base address. A path that would leave the provider's scheme, host or port
+        (``@other``, an absolute URL, ``//other``) is refused: credentials only go to this address."""
+        base = httpx.URL(self.base_url)
+        if path and not path.startswith(("/", "?")):
+            raise MetricQueryError(f"path {shorten(path, 100)!r} must start with '/'")
+        url = httpx.URL(self.base_url + path)
+        if (url.scheme, url.host, url.port) != (base.scheme, base.host, base.port):
+            raise MetricQueryError(f"path {shorten(path, 100)!r} leaves the provider address {self.base_url}")
+        return str(url)
+
     async def send(
         self,
         method: str,
@@ -92,31 +115,38 @@ class Endpoint:
         json_body: Any = None,
         content: bytes | None = None,
         headers: dict[str, str] | None = None,
-    ) -> httpx.Response:
-        """One request; transport failures and HTTP statuses >= 400 become MetricQueryError."""
-        url = path if path.startswith(("http://", "https://")) else self.base_url + path
+    ) -> Reply:
+        """One request; transport failures, the bounds and HTTP statuses >= 400 become MetricQueryError."""
+        url = self.url_for(path)
         all_headers = httpx.Headers(self.headers)
         all_headers.update(headers or {})
         try:
-            async with httpx.AsyncClient(verify=self.verify, timeout=self.timeout) as client:
-                response = await client.request(
-                    method, url, params=params, json=json_body, content=content, headers=all_headers
+            async with httpx.AsyncClient(verify=ssl_context(self.verify)) as client:
+                reply = await fetch(
+                    client,
+                    method,
+                    url,
+                    deadline=self.timeout,
+                    max_bytes=MAX_RESPONSE_BYTES,
+                    params=params,
+                    json=json_body,
+                    content=content,
+                    headers=all_headers,
                 )
-        except httpx.HTTPError as exc:
-            raise MetricQueryError(f"{method} {url} failed: {exc!r}") from exc
-        if response.status_code >= 400:
+        except (httpx.HTTPError, OutboundError) as exc:
+            raise MetricQueryError(f"{method} {url} failed: {describe(exc)}") from exc
+        if reply.status_code >= 400:
             raise MetricQueryError(
-                f"{method} {url} answered HTTP {response.status_code}: {response.text[:_SNIPPET]}",
-                response.status_code,
+                f"{method} {url} answered HTTP {reply.status_code}: {reply.snippet()}", reply.status_code
             )
-        return response
+        return reply
 
 
-def parse_json(response: httpx.Response) -> Any:
+def parse_json(reply: Reply) -> Any:
     try:
-        return response.json()
+        return reply.json()
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MetricQueryError(f"response is not JSON: {response.text[:_SNIPPET]!r}") from exc
+        raise MetricQueryError(f"response is not JSON: {reply.snippet()!r}") from exc
 
 
 def to_float(value: Any) -> float | None:

@@ -1,16 +1,26 @@
-"""Slack through slack-sdk: an incoming-webhook URL, or a bot token posting to a channel."""
+"""Slack through slack-sdk: an incoming-webhook URL, or a bot token posting to a channel.
+
+slack-sdk reads every reply whole, and the URL and proxy are an AlertProvider author's. So it gets an
+aiohttp session whose responses stop reading at MAX_RESPONSE_BYTES, and a post has a hard deadline.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
+import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from canaryctl.ports import Alert
 from canaryctl.providers.notifiers.format import Message, build_message
-from canaryctl.providers.notifiers.webhook import Identity, NotifierError
+from canaryctl.providers.notifiers.webhook import TIMEOUT_SECONDS, Identity, NotifierError
+from canaryctl.providers.outbound import MAX_RESPONSE_BYTES, shorten
 
 SLACK_API_URL = "https://slack.com/api/"
 
@@ -41,6 +51,51 @@ def render(message: Message, identity: Identity) -> dict[str, Any]:
     return body
 
 
+class CappedResponse(aiohttp.ClientResponse):
+    """Reads at most MAX_RESPONSE_BYTES of a body; the connection is closed on what is left unread."""
+
+    _capped: bytes | None = None
+
+    async def read(self) -> bytes:
+        if self._capped is None:
+            body = bytearray()
+            while len(body) < MAX_RESPONSE_BYTES:
+                chunk = await self.content.read(MAX_RESPONSE_BYTES - len(body))
+                if not chunk:
+                    break
+                body += chunk
+            self._capped = bytes(body)
+        return self._capped
+
+    async def text(self, encoding: str | None = None, errors: str = "strict") -> str:
+        return (await self.read()).decode(encoding or self.charset or "utf-8", errors="replace")
+
+    async def json(
+        self,
+        *,
+        encoding: str | None = None,
+        loads: Callable[[str], Any] = json.loads,
+        content_type: str | None = "application/json",
+    ) -> Any:
+        if content_type and content_type not in self.content_type:
+            raise aiohttp.ContentTypeError(
+                self.request_info, self.history, status=self.status, message=f"not {content_type}"
+            )
+        return loads(await self.text(encoding))
+
+
+@asynccontextmanager
+async def bounded_session() -> AsyncIterator[aiohttp.ClientSession]:
+    """A session for one post: capped bodies, no content coding (nothing to inflate), a total timeout."""
+    async with aiohttp.ClientSession(
+        response_class=CappedResponse,
+        auto_decompress=False,
+        headers={"Accept-Encoding": "identity"},
+        timeout=aiohttp.ClientTimeout(total=TIMEOUT_SECONDS),
+    ) as session:
+        yield session
+
+
 class SlackNotifier:
     """Sends through ``chat.postMessage`` when a bot token is given, else to the incoming-webhook URL."""
 
@@ -65,14 +120,27 @@ class SlackNotifier:
 
     async def post(self, alert: Alert) -> None:
         body = render(build_message(alert), self._identity)
+        try:
+            async with asyncio.timeout(TIMEOUT_SECONDS), bounded_session() as session:
+                await self._send(session, body)
+        except TimeoutError as exc:
+            raise NotifierError(f"Slack did not answer within {TIMEOUT_SECONDS:g}s") from exc
+
+    async def _send(self, session: aiohttp.ClientSession, body: dict[str, Any]) -> None:
         if self._token:
-            client = AsyncWebClient(token=self._token, base_url=self._api_url, proxy=self._proxy)
+            client = AsyncWebClient(
+                token=self._token, base_url=self._api_url, proxy=self._proxy, session=session
+            )
             try:
                 await client.chat_postMessage(**body)
             except SlackApiError as exc:
-                raise NotifierError(f"Slack chat.postMessage failed: {exc.response.get('error')}") from exc
+                error = exc.response.get("error") if isinstance(exc.response.data, dict) else None
+                reason = shorten(str(error or exc), 200)
+                raise NotifierError(f"Slack chat.postMessage failed: {reason}") from exc
             return
         assert self._url is not None
-        response = await AsyncWebhookClient(self._url, proxy=self._proxy).send_dict(body)
+        response = await AsyncWebhookClient(self._url, proxy=self._proxy, session=session).send_dict(body)
         if response.status_code != 200:
-            raise NotifierError(f"Slack webhook answered HTTP {response.status_code}: {response.body[:200]}")
+            raise NotifierError(
+                f"Slack webhook answered HTTP {response.status_code}: {shorten(response.body, 200)}"
+            )

@@ -1,4 +1,8 @@
-"""The one JSON-over-HTTP notifier; each chat service supplies only a renderer for its payload shape."""
+"""The one JSON-over-HTTP notifier; each chat service supplies only a renderer for its payload shape.
+
+The address is an AlertProvider author's: a post has a hard deadline and only the start of the reply
+is read.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,9 @@ import httpx
 
 from canaryctl.ports import Alert
 from canaryctl.providers.notifiers.format import Message, build_message
+from canaryctl.providers.outbound import MESSAGE_BODY_BYTES, OutboundError, describe, fetch, ssl_context
 
+# Deadline of one post, connect to last byte.
 TIMEOUT_SECONDS = 10.0
 
 
@@ -30,16 +36,23 @@ Renderer = Callable[[Message, Identity], dict[str, Any]]
 
 
 async def post_json(url: str, body: dict[str, Any], proxy: str | None) -> None:
-    """POSTs ``body``; any non-2xx answer or transport error becomes a NotifierError."""
+    """POSTs ``body``; any non-2xx answer, transport error or exceeded bound becomes a NotifierError."""
+    host = httpx.URL(url).host
     try:
-        async with httpx.AsyncClient(proxy=proxy, timeout=TIMEOUT_SECONDS) as client:
-            response = await client.post(url, json=body)
-    except httpx.HTTPError as exc:
-        raise NotifierError(f"cannot reach {httpx.URL(url).host}: {type(exc).__name__}: {exc}") from exc
-    if not response.is_success:
-        raise NotifierError(
-            f"{httpx.URL(url).host} answered HTTP {response.status_code}: {response.text[:200]}"
-        )
+        async with httpx.AsyncClient(proxy=proxy, verify=ssl_context(True)) as client:
+            reply = await fetch(
+                client,
+                "POST",
+                url,
+                json=body,
+                deadline=TIMEOUT_SECONDS,
+                max_bytes=MESSAGE_BODY_BYTES,
+                truncate=True,
+            )
+    except (httpx.HTTPError, OutboundError) as exc:
+        raise NotifierError(f"cannot reach {host}: {describe(exc)}") from exc
+    if not reply.is_success:
+        raise NotifierError(f"{host} answered HTTP {reply.status_code}: {reply.snippet(200)}")
 
 
 class WebhookNotifier:

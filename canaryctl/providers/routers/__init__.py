@@ -1,8 +1,10 @@
 """Routers: turn a RouteState into the objects of one mesh or ingress, chosen by ``spec.provider``.
 
-``router_for`` picks the router; ``unsupported_steps`` tells, before a rollout starts, whether every
-routing state the rollout will pass through is expressible, so a fault step on SMI becomes an
-InvalidSpec condition instead of a silent no-op halfway through.
+``ROUTERS`` are the built-in routers, registered as ``canaryctl.routers`` entry points through
+``create``; ``router_for`` picks any installed router (canaryctl.registry). ``unsupported_steps``
+tells, before a rollout starts, whether every routing state the rollout will pass through is
+expressible, so a fault step on SMI becomes an InvalidSpec condition instead of a silent no-op
+halfway through.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import replace
 from functools import partial
 from typing import Final
 
+from canaryctl import registry
 from canaryctl.api.models import INCLUDED_MESH, Canary
 from canaryctl.engine.steps import StepKind, compile_steps
 from canaryctl.engine.types import RouteState
@@ -24,7 +27,7 @@ from canaryctl.providers.routers.istio import IstioRouter
 from canaryctl.providers.routers.kubernetes import KubernetesRouter
 from canaryctl.providers.routers.smi import SmiRouter
 
-__all__ = ["ROUTERS", "UnsupportedRoutes", "router_for", "unsupported_steps"]
+__all__ = ["ROUTERS", "UnsupportedRoutes", "create", "router_for", "unsupported_steps"]
 
 # Bare "smi" is SMI v1alpha1, the version of Flagger's original SMI router and of its linkerd provider.
 ROUTERS: Final[dict[str, Callable[[Objects], ObjectRouter]]] = {
@@ -40,12 +43,15 @@ ROUTERS: Final[dict[str, Callable[[Objects], ObjectRouter]]] = {
 }
 
 
+def create(objects: Objects, provider: str) -> Router:
+    """The factory behind every built-in router's entry point: the provider name picks the variant."""
+    return ROUTERS[provider](objects)
+
+
 def router_for(provider: str | None, objects: Objects, default: str = INCLUDED_MESH) -> Router:
-    """The router for ``spec.provider``; the controller's default when the Canary names none."""
-    chosen = provider or default
-    if chosen not in ROUTERS:
-        raise ValueError(f"unknown router provider {chosen!r}; supported: {', '.join(ROUTERS)}")
-    return ROUTERS[chosen](objects)
+    """The installed router for ``spec.provider``; the controller's default when the Canary names none.
+    Raises ValueError (registry.UnknownPlugin) for a name no installed distribution registers."""
+    return registry.router(provider or default, objects)
 
 
 def route_states(canary: Canary) -> Iterator[tuple[str, RouteState]]:
@@ -75,7 +81,15 @@ def route_states(canary: Canary) -> Iterator[tuple[str, RouteState]]:
 
 def unsupported_steps(canary: Canary, router: Router) -> str | None:
     """The first routing state of the rollout ``router`` cannot express, described for an InvalidSpec
-    condition, e.g. "router smi:v1alpha2 cannot inject faults (...) (step 3: fault on canary ...)"."""
+    condition, e.g. "router smi:v1alpha2 cannot inject faults (...) (step 3: fault on canary ...)".
+    analysis.sessionAffinity needs a router that can route by cookie and set response headers."""
+    if canary.spec.effective_analysis.session_affinity is not None and not getattr(
+        router, "session_affinity", False
+    ):
+        return (
+            f"router {router.name} cannot express sessionAffinity (it needs cookie matches and "
+            "Set-Cookie response headers); use the included mesh, istio or gatewayapi"
+        )
     for label, state in route_states(canary):
         reason = router.unsupported(state)
         if reason is not None:

@@ -1,8 +1,9 @@
 """The included mesh: SMI TrafficSplit v1alpha4 + HTTPRouteGroup + a TrafficPolicy.
 
 The TrafficPolicy (mesh.canaryctl.dev/v1alpha1) says what SMI cannot: mirror percentage, faults on
-the canary backend only, spec.service.timeout and retries. It is always written (timeouts and retries
-hold outside rollouts too); mirror and fault appear in it only while a step needs them.
+the canary backend only, spec.service.timeout and retries, and analysis.sessionAffinity's cookies. It
+is always written (timeouts and retries hold outside rollouts too); mirror and fault appear in it only
+while a step needs them.
 """
 
 from __future__ import annotations
@@ -14,9 +15,13 @@ from canaryctl.api.models import INCLUDED_MESH, Canary
 from canaryctl.engine.types import RouteState
 from canaryctl.ports import Objects
 from canaryctl.providers.routers import smi
-from canaryctl.providers.routers.common import Obj, metadata
+from canaryctl.providers.routers.common import Obj, StickyCookie, metadata, stickiness
 
 SMI_VERSION: Final = "v1alpha4"
+
+
+def _cookie(cookie: StickyCookie) -> Obj:
+    return {"name": cookie.name, "value": cookie.value, "setCookie": cookie.set_cookie}
 
 
 def traffic_policy(canary: Canary, routes: RouteState) -> Obj:
@@ -31,6 +36,14 @@ def traffic_policy(canary: Canary, routes: RouteState) -> Obj:
         spec["timeout"] = service.timeout
     if service.retries is not None:
         spec["retries"] = service.retries.to_wire()
+    cookies = stickiness(canary, routes)
+    if cookies is not None:
+        pinned = ((cookies.canary, canary_service), (cookies.primary, canary.spec.side_service(True)))
+        sticky = [{**_cookie(cookie), "backend": backend} for cookie, backend in pinned if cookie is not None]
+        if cookies.expired is not None:
+            sticky.append(_cookie(cookies.expired))
+        if sticky:
+            spec["sessionAffinity"] = sticky
     return {
         "apiVersion": MESH_API_VERSION,
         "kind": TRAFFIC_POLICY_KIND,
@@ -49,7 +62,9 @@ def desired(canary: Canary, routes: RouteState) -> list[Obj]:
 
 
 class CanaryctlRouter(smi.SmiRouter):
-    """SMI v1alpha4 plus the policy, so mirror and fault steps work too."""
+    """SMI v1alpha4 plus the policy, so mirror, fault steps and session affinity work too."""
+
+    session_affinity = True
 
     def __init__(self, objects: Objects) -> None:
         super().__init__(objects, SMI_VERSION, INCLUDED_MESH)

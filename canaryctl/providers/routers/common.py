@@ -6,67 +6,29 @@ golden tests can pin them) and a thin class over ``ObjectRouter`` that writes th
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
-from canaryctl.api.models import API_VERSION, Canary, HTTPMatchRequest, StringMatch
+from canaryctl.api.models import Canary, HTTPMatchRequest, Phase, StringMatch
+from canaryctl.api.owned import metadata as metadata  # re-exported: every router module uses them
+from canaryctl.api.owned import namespace as namespace
+from canaryctl.drift import ObjectKey as ObjectKey  # re-exported for the routers
+from canaryctl.drift import converge, key
 from canaryctl.engine.types import RouteState
 from canaryctl.ports import Objects
 
 Obj = dict[str, Any]
-ObjectKey = tuple[str, str, str, str]  # apiVersion, kind, namespace, name
 
 _REGEX_SPECIALS = frozenset(".^$*+?()[]{}|\\")
 
 
 class UnsupportedRoutes(ValueError):
     """Raised by ``apply`` for a RouteState the router cannot express exactly (never a silent no-op)."""
-
-
-def namespace(canary: Canary) -> str:
-    return canary.metadata.namespace or "default"
-
-
-def owner_references(canary: Canary) -> list[Obj]:
-    """The Canary as controller owner, so deleting it garbage-collects what routers wrote.
-
-    The API server rejects an ownerReference without a uid, so none is written when the Canary has
-    not been stored yet (lint, local runs).
-    """
-    uid = (canary.metadata.model_extra or {}).get("uid")
-    if not uid:
-        return []
-    return [
-        {
-            "apiVersion": API_VERSION,
-            "kind": "Canary",
-            "name": canary.metadata.name,
-            "uid": uid,
-            "controller": True,
-            "blockOwnerDeletion": True,
-        }
-    ]
-
-
-def metadata(canary: Canary, name: str, *, apex: bool = False) -> Obj:
-    """Name, namespace and owner; ``apex`` adds spec.service.apex labels/annotations (Flagger does so
-    on the apex routing object)."""
-    meta: Obj = {"name": name, "namespace": namespace(canary)}
-    custom = canary.spec.service.apex if apex else None
-    if custom is not None and custom.labels:
-        meta["labels"] = dict(custom.labels)
-    if custom is not None and custom.annotations:
-        meta["annotations"] = dict(custom.annotations)
-    owners = owner_references(canary)
-    if owners:
-        meta["ownerReferences"] = owners
-    return meta
-
-
-def key(obj: Obj) -> ObjectKey:
-    meta = obj["metadata"]
-    return (obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
 
 
 def escape_regex(text: str) -> str:
@@ -138,11 +100,93 @@ def header_route_active(routes: RouteState) -> bool:
     return bool(routes.match) and routes.canary_weight < 100
 
 
+# --- session affinity ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StickyCookie:
+    """One cookie of analysis.sessionAffinity: ``name=value`` as clients send it back, and the
+    Set-Cookie value that hands it out (or, for an expired one, deletes it)."""
+
+    name: str
+    value: str
+    set_cookie: str
+
+    @property
+    def regex(self) -> str:
+        """RE2, matched against the whole Cookie header: this exact pair among any others."""
+        return f"(.*; ?)?{escape_regex(self.name)}={self.value}(;.*)?"
+
+
+@dataclass(frozen=True)
+class Stickiness:
+    """What a router writes for session affinity in one routing state: while the canary takes traffic,
+    the canary (and, with primaryCookieName, the primary) hand out a cookie that pins the client to
+    them; once it takes none, the last rollout's canary cookie is deleted from clients that show it."""
+
+    canary: StickyCookie | None = None
+    primary: StickyCookie | None = None
+    expired: StickyCookie | None = None
+
+    def pinned(self) -> Iterator[tuple[StickyCookie, bool]]:
+        """The cookies handed out, each with whether it pins to the primary."""
+        for cookie, primary in ((self.canary, False), (self.primary, True)):
+            if cookie is not None:
+                yield cookie, primary
+
+
+def cookie_matches(canary: Canary, cookie: StickyCookie) -> list[HTTPMatchRequest]:
+    """The cookie ANDed with spec.service.match, as Flagger's mergeMatchConditions does."""
+    pinned = HTTPMatchRequest.model_validate({"headers": {"Cookie": {"regex": cookie.regex}}})
+    return merge_matches([pinned], canary.spec.service.match)
+
+
+def _cookie_value(canary: Canary, revision: str, name: str) -> str:
+    """Flagger draws a random value per rollout and keeps it in the status; this one is derived from the
+    Canary's uid and the revision under analysis, so it is the same on every tick and replica."""
+    identity = (canary.metadata.model_extra or {}).get("uid") or f"{namespace(canary)}/{canary.metadata.name}"
+    return hashlib.sha256(f"{identity}/{revision}/{name}".encode()).hexdigest()[:16]
+
+
+def stickiness(canary: Canary, routes: RouteState) -> Stickiness | None:
+    """The cookies for ``routes``, or None without analysis.sessionAffinity."""
+    analysis = canary.spec.effective_analysis
+    affinity = analysis.session_affinity
+    if affinity is None:
+        return None
+    status = canary.status
+    revision = status.last_applied_spec if status is not None else None
+    if routes.canary_weight > 0 or header_route_active(routes):
+
+        def handed_out(name: str, max_age: int) -> StickyCookie:
+            value = _cookie_value(canary, revision or "", name)
+            return StickyCookie(name, value, affinity.set_cookie(f"{name}={value}", max_age))
+
+        primary = None
+        if affinity.primary_cookie_name:  # Flagger: the primary's cookie lasts one analysis interval
+            interval = max(1, math.ceil(analysis.interval_seconds))
+            primary = handed_out(affinity.primary_cookie_name, interval)
+        return Stickiness(canary=handed_out(affinity.cookie_name, affinity.max_age), primary=primary)
+    phase = status.phase if status is not None else None
+    if revision is None or phase in (None, Phase.INITIALIZING, Phase.INITIALIZED):
+        return Stickiness()  # no rollout has handed out a cookie yet
+    name = affinity.cookie_name
+    value = _cookie_value(canary, revision, name)
+    return Stickiness(expired=StickyCookie(name, value, f"{name}={value}; Max-Age=-1"))
+
+
 class ObjectRouter(ABC):
-    """A Router writing Kubernetes objects: apply the desired ones, then remove the ones it no longer
-    needs (the HTTPRouteGroup after A/B ends), so a stale match can never keep routing."""
+    """A Router writing Kubernetes objects: apply the desired ones where they drifted, then remove the
+    ones it no longer needs (the HTTPRouteGroup after A/B ends), so a stale match can never keep
+    routing. Applying an unchanged state writes nothing, so the operator re-applies it every tick."""
 
     name: str = ""
+    # Whether ``desired`` objects are whole (canaryctl writes every field it sets in them).
+    whole_objects: ClassVar[bool] = True
+    # Whether the router can pin clients to a side by cookie (analysis.sessionAffinity).
+    session_affinity: ClassVar[bool] = False
+    # Whether the router sets the apex Service's selector (else the workloads keep it on the primary).
+    owns_apex_selector: ClassVar[bool] = False
 
     def __init__(self, objects: Objects) -> None:
         self.objects = objects
@@ -163,9 +207,11 @@ class ObjectRouter(ABC):
             raise UnsupportedRoutes(reason)
         wanted = await self.desired(canary, routes)
         # Referenced objects (route groups) come before the objects referring to them in ``wanted``.
-        for obj in wanted:
-            await self.objects.apply(obj)
+        await converge(self.objects, *wanted, whole=self.whole_objects)
         keep = {key(obj) for obj in wanted}
-        for stale in self.managed(canary):
-            if stale not in keep and await self.objects.get(*stale) is not None:
+        unwanted = [stale for stale in self.managed(canary) if stale not in keep]
+        for stale, found in zip(
+            unwanted, await asyncio.gather(*(self.objects.get(*k) for k in unwanted)), strict=True
+        ):
+            if found is not None:
                 await self.objects.delete(*stale)

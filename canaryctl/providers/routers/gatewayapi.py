@@ -4,6 +4,7 @@
 parent is the apex Service itself. Weights are backendRef weights, a header route is a first rule
 sending matching requests to the canary, mirroring is a RequestMirror filter with ``percent``
 (GEP-3171, standard channel). Gateway API has no fault filter, so fault steps are refused.
+analysis.sessionAffinity adds Flagger's cookie rules; Set-Cookie rides on backendRef filters.
 """
 
 from __future__ import annotations
@@ -16,14 +17,18 @@ from canaryctl.ports import Objects
 from canaryctl.providers.routers.common import (
     Obj,
     ObjectRouter,
+    StickyCookie,
     as_regex,
+    cookie_matches,
     header_route_active,
     match_problem,
     merge_matches,
     metadata,
+    stickiness,
 )
 
 GROUP: Final = "gateway.networking.k8s.io"
+SET_COOKIE: Final = "Set-Cookie"
 VERSIONS: Final = ("v1", "v1beta1")
 MATCH_FIELDS: Final = ("headers", "uri", "method", "queryParams")
 
@@ -81,11 +86,34 @@ def _rule(canary: Canary, matches: list[HTTPMatchRequest], canary_weight: int) -
     return rule
 
 
+def _set_cookie(cookie: StickyCookie) -> Obj:
+    """A ResponseHeaderModifier filter adding the cookie's Set-Cookie."""
+    header = {"name": SET_COOKIE, "value": cookie.set_cookie}
+    return {"type": "ResponseHeaderModifier", "responseHeaderModifier": {"add": [header]}}
+
+
+def _sticky_rules(canary: Canary, routes: RouteState, default: Obj) -> list[Obj]:
+    """Flagger's session affinity rules before the weighted one (as for Istio): backend filters of the
+    weighted rule hand the cookies out, a rule per cookie pins its holders, an expired cookie is
+    deleted from clients once the canary takes no traffic."""
+    cookies = stickiness(canary, routes)
+    if cookies is None:
+        return []
+    sticky: list[Obj] = []
+    for cookie, primary in cookies.pinned():
+        sticky.append(_rule(canary, cookie_matches(canary, cookie), 0 if primary else 100))
+        backend = default["backendRefs"][0 if primary else 1]
+        backend["filters"] = [*backend.get("filters", []), _set_cookie(cookie)]
+    if cookies.expired is not None:
+        expiring = _rule(canary, cookie_matches(canary, cookies.expired), routes.canary_weight)
+        expiring["filters"] = [_set_cookie(cookies.expired)]
+        sticky.append(expiring)
+    return sticky
+
+
 def http_route(canary: Canary, routes: RouteState, version: str = "v1") -> Obj:
     service_match = list(canary.spec.service.match or [])
     rules: list[Obj] = []
-    if header_route_active(routes):
-        rules.append(_rule(canary, merge_matches(routes.match, service_match), 100))
     default = _rule(canary, service_match, routes.canary_weight)
     if routes.mirror_weight:
         mirror = {
@@ -93,7 +121,14 @@ def http_route(canary: Canary, routes: RouteState, version: str = "v1") -> Obj:
             "percent": routes.mirror_weight,
         }
         default["filters"] = [{"type": "RequestMirror", "requestMirror": mirror}]
-    rules.append(default)
+    sticky = _sticky_rules(canary, routes, default)
+    if header_route_active(routes):
+        ab = _rule(canary, merge_matches(routes.match, service_match), 100)
+        cookies = stickiness(canary, routes)
+        if cookies is not None and cookies.canary is not None:
+            ab["backendRefs"][1]["filters"] = [_set_cookie(cookies.canary)]
+        rules.append(ab)
+    rules += [*sticky, default]
     return {
         "apiVersion": f"{GROUP}/{version}",
         "kind": "HTTPRoute",
@@ -108,6 +143,8 @@ def desired(canary: Canary, routes: RouteState, version: str = "v1") -> list[Obj
 
 class GatewayApiRouter(ObjectRouter):
     """``gatewayapi`` and ``gatewayapi:v1`` write v1; ``gatewayapi:v1beta1`` the same route as v1beta1."""
+
+    session_affinity = True
 
     def __init__(self, objects: Objects, version: str = "v1") -> None:
         if version not in VERSIONS:

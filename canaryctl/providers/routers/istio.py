@@ -3,6 +3,8 @@
 Flagger-shaped: hosts are spec.service.hosts plus the apex, gateways spec.service.gateways or
 ``mesh``; rewrite, timeout, retries, corsPolicy and headers are copied onto every HTTP route. A header
 route is a first HTTP route (A/B match ANDed with spec.service.match) sending everything to the canary.
+analysis.sessionAffinity adds Flagger's cookie routes before the weighted one (see ``_sticky_routes``);
+the header route hands out the canary's cookie too, so an A/B client stays on the canary.
 
 Istio applies a fault to a whole HTTP route, not to one destination of it, so a canary-only fault is
 written only where every route reaching the canary sends all its traffic there: the header route, or
@@ -12,6 +14,7 @@ refused by ``unsupported``.
 
 from __future__ import annotations
 
+import copy
 from typing import Final
 
 from canaryctl.api.models import Canary, FaultStatus
@@ -19,12 +22,16 @@ from canaryctl.engine.types import RouteState
 from canaryctl.providers.routers.common import (
     Obj,
     ObjectRouter,
+    StickyCookie,
+    cookie_matches,
     header_route_active,
     merge_matches,
     metadata,
+    stickiness,
 )
 
 API_VERSION: Final = "networking.istio.io/v1beta1"
+SET_COOKIE: Final = "Set-Cookie"
 
 
 def _fault(fault: FaultStatus) -> Obj:
@@ -77,22 +84,53 @@ def _hosts_and_gateways(canary: Canary) -> Obj:
     return {"hosts": hosts, "gateways": list(service.gateways or ["mesh"])}
 
 
+def _set_cookie(target: Obj, cookie: StickyCookie) -> None:
+    """Add the cookie's Set-Cookie to the responses of a route or a destination (``headers.response``)."""
+    headers = target.setdefault("headers", {})
+    response = headers.setdefault("response", {})
+    response["add"] = {**(response.get("add") or {}), SET_COOKIE: cookie.set_cookie}
+
+
+def _sticky_routes(canary: Canary, routes: RouteState, default: Obj) -> list[Obj]:
+    """Flagger's session affinity rules before the weighted one: a client with the canary's cookie stays
+    on the canary (with primaryCookieName, one with the primary's on the primary); the weighted route
+    (and a header route) hand the cookies out; after the rollout the cookie is deleted from clients."""
+    cookies = stickiness(canary, routes)
+    if cookies is None:
+        return []
+    sticky: list[Obj] = []
+    for cookie, primary in cookies.pinned():
+        match = [m.to_wire() for m in cookie_matches(canary, cookie)]
+        sticky.append(_http_route(canary, match, 0 if primary else 100))
+        _set_cookie(default["route"][0 if primary else 1], cookie)
+    if cookies.expired is not None:
+        match = [m.to_wire() for m in cookie_matches(canary, cookies.expired)]
+        expiring = {**copy.deepcopy(default), "match": match}
+        _set_cookie(expiring, cookies.expired)
+        sticky.append(expiring)
+    return sticky
+
+
 def virtual_service(canary: Canary, routes: RouteState) -> Obj:
     service_match = [m.to_wire() for m in canary.spec.service.match or []]
     http: list[Obj] = []
-    if header_route_active(routes):
-        ab_match = [m.to_wire() for m in merge_matches(routes.match, canary.spec.service.match)]
-        ab = _http_route(canary, ab_match, 100)
-        if routes.fault is not None:
-            ab["fault"] = _fault(routes.fault)
-        http.append(ab)
     default = _http_route(canary, service_match, routes.canary_weight)
     if routes.mirror_weight:
         default["mirror"] = {"host": canary.spec.side_service(False)}
         default["mirrorPercentage"] = {"value": routes.mirror_weight}
     if routes.fault is not None and routes.canary_weight == 100:
         default["fault"] = _fault(routes.fault)
-    http.append(default)
+    sticky = _sticky_routes(canary, routes, default)
+    if header_route_active(routes):
+        ab_match = [m.to_wire() for m in merge_matches(routes.match, canary.spec.service.match)]
+        ab = _http_route(canary, ab_match, 100)
+        if routes.fault is not None:
+            ab["fault"] = _fault(routes.fault)
+        cookies = stickiness(canary, routes)
+        if cookies is not None and cookies.canary is not None:
+            _set_cookie(ab["route"][1], cookies.canary)
+        http.append(ab)
+    http += [*sticky, default]
     return {
         "apiVersion": API_VERSION,
         "kind": "VirtualService",
@@ -127,6 +165,7 @@ def _has_suffix(value: object) -> bool:
 
 class IstioRouter(ObjectRouter):
     name = "istio"
+    session_affinity = True
 
     def unsupported(self, routes: RouteState) -> str | None:
         if any(_has_suffix(m.model_dump(exclude_none=True)) for m in routes.match):

@@ -29,6 +29,8 @@ def desired(canary: Canary, routes: RouteState, selector: Mapping[str, str]) -> 
 
 class KubernetesRouter(ObjectRouter):
     name = "kubernetes"
+    whole_objects = False  # only the selector of a Service the workloads side writes
+    owns_apex_selector = True
 
     def unsupported(self, routes: RouteState) -> str | None:
         without_mesh = "a Service selects all primary or all canary pods"

@@ -84,6 +84,57 @@ app.kubernetes.io/component: {{ .component }}
 {{- if not (has .Values.mesh.injector.failurePolicy (list "Ignore" "Fail")) }}
 {{- fail (printf "mesh.injector.failurePolicy must be \"Ignore\" or \"Fail\", not %q" .Values.mesh.injector.failurePolicy) }}
 {{- end }}
+{{- $l := .Values.loadtester }}
+{{- if not (has $l.deployment (list "shared" "perNamespace")) }}
+{{- fail (printf "loadtester.deployment must be \"shared\" or \"perNamespace\", not %q" $l.deployment) }}
+{{- end }}
+{{- if and $l.enabled (eq $l.deployment "perNamespace") (not $l.namespaces) }}
+{{- fail "loadtester.deployment=perNamespace needs loadtester.namespaces: the namespaces to run one in" }}
+{{- end }}
+{{- if not (has $l.auth.mode (list "none" "token" "serviceAccount")) }}
+{{- fail (printf "loadtester.auth.mode must be \"none\", \"token\" or \"serviceAccount\", not %q" $l.auth.mode) }}
+{{- end }}
+{{- if and $l.enabled (eq $l.auth.mode "token") (not $l.auth.existingSecret) (not $l.namespaces) }}
+{{- fail "loadtester.auth.mode=token needs loadtester.namespaces (a token is made for each) or loadtester.auth.existingSecret" }}
+{{- end }}
+{{- end }}
+
+{{/* NetworkPolicy egress rule: DNS, to wherever the cluster's resolver is. */}}
+{{- define "canaryctl.dnsEgress" -}}
+- ports:
+    - port: 53
+      protocol: UDP
+    - port: 53
+      protocol: TCP
+{{- end }}
+
+{{/* Where load tests may go unless loadtester.networkPolicy.to says otherwise. */}}
+{{- define "canaryctl.loadTargets" -}}
+- namespaceSelector:
+    matchExpressions:
+      - key: kubernetes.io/metadata.name
+        operator: NotIn
+        values: [{{ .Release.Namespace }}]
+- ipBlock:
+    cidr: 0.0.0.0/0
+    except: [169.254.169.254/32]
+- ipBlock:
+    cidr: ::/0
+    except: [fd00:ec2::254/128]
+{{- end }}
+
+{{/* NetworkPolicy egress rule: the Kubernetes API server (networkPolicy.apiServer). */}}
+{{- define "canaryctl.apiServerEgress" -}}
+{{- $api := .Values.networkPolicy.apiServer }}
+- ports:
+    {{- range $api.ports }}
+    - port: {{ . }}
+      protocol: TCP
+    {{- end }}
+  {{- with $api.to }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
 {{- end }}
 
 {{/* Pod-level fields shared by every component: (dict "root" $ "component" "controller" "values" .Values.controller). */}}

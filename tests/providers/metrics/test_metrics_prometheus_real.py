@@ -64,6 +64,13 @@ PRIMARY_BACKEND = backend_name(canary_resource(), primary=True)
 CANARY_BACKEND = backend_name(canary_resource(), primary=False)
 
 
+MAX_PLAUSIBLE_P99_MS = 2000.0
+
+
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # the default 5 drops connections when a loaded CPU accepts late
+
+
 @dataclass
 class App:
     """A workload on 127.0.0.1: sleeps `delay`, answers 500 to every `fail_every`-th request (0: never)."""
@@ -94,6 +101,11 @@ class App:
         app = self
 
         class Handler(BaseHTTPRequestHandler):
+            # Keep-alive, like a real app behind a proxy: Envoy reuses its upstream connections instead
+            # of opening one per request (which, under CPU load, overflowed the listen backlog and
+            # turned into an Envoy-generated 503 that no app had answered).
+            protocol_version = "HTTP/1.1"
+
             def log_message(self, format: str, *args: Any) -> None:
                 """Keep test output quiet: the app keeps its own log in `statuses`."""
 
@@ -118,7 +130,7 @@ class App:
                     app.statuses.append(status)
                 self.answer(status, app.name.encode())
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _Server(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
         return self
 
@@ -279,10 +291,12 @@ def test_builtin_queries_measure_real_traffic(scenario: Scenario) -> None:
     assert called <= caller.canary.requests <= called * bound
     assert caller.primary.value == pytest.approx(100.0)
 
-    # The canary sleeps 60 ms: its p99 lands in Envoy's (50, 100] ms bucket, one bucket up under CPU load.
+    # The canary sleeps 60 ms, so its p99 cannot be below 50 ms; the primary answers at once. Queueing on
+    # a loaded CPU adds the same delay to both, so the order holds where absolute bounds would not.
+    # The upper bound catches a unit mistake (seconds read as ms, or the reverse), not slowness.
     duration = scenario.measure(None, "request-duration")
-    assert 50 <= duration.canary.value <= 250
-    assert duration.primary.value <= 50  # fast; under CPU load a few requests reach 10-25 ms
+    assert 50 <= duration.canary.value <= MAX_PLAUSIBLE_P99_MS
+    assert duration.primary.value < duration.canary.value
     assert duration.query and f'envoy_cluster_name="{CANARY_BACKEND}"' in duration.query
 
     # Kubernetes (pod-level http_request_duration_seconds, Flagger's query): the canary pod's own view.
@@ -291,8 +305,8 @@ def test_builtin_queries_measure_real_traffic(scenario: Scenario) -> None:
     assert pods.canary.value == pytest.approx(truth.canary_success_rate(caller_side=False), abs=0.01)
     assert pods.primary.value == pytest.approx(100.0)
     pod_duration = scenario.measure("kubernetes", "request-duration")
-    assert 50 <= pod_duration.canary.value <= 250
-    assert pod_duration.primary.value <= 50
+    assert 50 <= pod_duration.canary.value <= MAX_PLAUSIBLE_P99_MS
+    assert pod_duration.primary.value < pod_duration.canary.value
 
     sample = asyncio.run(scenario.analyzer.error_sample(scenario.canary(None), 60))
     assert sample is not None

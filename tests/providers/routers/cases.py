@@ -54,13 +54,17 @@ def make_canary(service: dict[str, Any] | None = None, analysis: dict[str, Any] 
 
 
 def _merge(current: Any, previous: Any, new: Any) -> Any:
-    """Server-side apply by one field manager: fields it applied before and omits now are removed,
-    fields it applies are set, fields other managers own stay. Lists are atomic, as for these CRDs."""
+    """Server-side apply by one field manager: fields it applied before and omits (or sets to null) now
+    are removed, fields it applies are set, fields other managers own stay. Lists are atomic, as for
+    these CRDs."""
     if not isinstance(new, dict) or not isinstance(current, dict):
         return copy.deepcopy(new)
     previous = previous if isinstance(previous, dict) else {}
     merged = {k: v for k, v in current.items() if k in new or k not in previous}
     for field, value in new.items():
+        if value is None:  # an explicit null: this manager stops setting the field
+            merged.pop(field, None)
+            continue
         merged[field] = _merge(current.get(field), previous.get(field), value)
     return merged
 

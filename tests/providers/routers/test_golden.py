@@ -17,6 +17,7 @@ import yaml
 from canaryctl.api.models import Canary
 from canaryctl.providers.routers import ROUTERS
 from tests.providers.routers.cases import STATES, InMemoryObjects, make_canary
+from tests.schemas.validation import validate
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
@@ -106,3 +107,22 @@ def test_router_writes_golden_objects(
 def test_every_golden_file_has_a_case() -> None:
     expected = {f"{case.values[0]}-{case.values[3]}.yaml" for case in PARAMS}
     assert {p.name for p in GOLDEN.glob("*.yaml")} == expected
+
+
+VALIDATED_GROUPS = ("networking.istio.io/", "gateway.networking.k8s.io/", "mesh.canaryctl.dev/")
+
+
+@pytest.mark.parametrize(("name", "provider", "service", "state"), PARAMS)
+def test_router_objects_validate_against_their_crds(
+    name: str, provider: str, service: dict[str, Any] | None, state: str
+) -> None:
+    """Istio and Gateway API objects against their published CRDs (tests/schemas), the included mesh's
+    TrafficPolicy against its generated CRD (the kubernetes router writes only a Service's selector)."""
+    canary = make_canary(service)
+    router = ROUTERS[provider](side_services(canary))
+    checked = 0
+    for obj in asyncio.run(router.desired(canary, STATES[state])):
+        if obj["apiVersion"].startswith(VALIDATED_GROUPS):
+            validate(obj)
+            checked += 1
+    assert checked or provider.startswith(("smi", "linkerd", "kubernetes"))

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from canaryctl.api.models import SUPPORTED_PROVIDERS, Canary, HTTPMatchRequest
+from canaryctl import registry
+from canaryctl.api.models import Canary, HTTPMatchRequest
 from canaryctl.engine.types import RouteState
 from canaryctl.providers.routers import ROUTERS, UnsupportedRoutes, router_for, unsupported_steps
 from tests.providers.routers.cases import AB_MATCH, FAULT, NS, InMemoryObjects, make_canary
@@ -21,9 +22,9 @@ def apply(router: Any, canary: Canary, routes: RouteState) -> None:
     asyncio.run(router.apply(canary, routes))
 
 
-def test_every_provider_the_api_accepts_has_a_router() -> None:
-    assert set(ROUTERS) == set(SUPPORTED_PROVIDERS)
-    for provider in SUPPORTED_PROVIDERS:
+def test_every_built_in_router_is_registered_as_an_entry_point() -> None:
+    assert set(ROUTERS) == set(registry.names(registry.ROUTERS))
+    for provider in registry.names(registry.ROUTERS):
         assert router_for(provider, InMemoryObjects()).name
 
 
@@ -35,7 +36,7 @@ def test_provider_names_and_defaults() -> None:
     assert router_for("linkerd", objects).name == "linkerd"
     assert router_for("gatewayapi", objects).name == "gatewayapi:v1"
     with pytest.raises(
-        ValueError, match=r"unknown router provider 'nginx'; supported: canaryctl, kubernetes"
+        ValueError, match=r"provider 'nginx' is not supported by canaryctl; use one of canaryctl, gatewayapi"
     ):
         router_for("nginx", objects)
 
@@ -55,8 +56,7 @@ def test_included_mesh_router_creates_then_prunes_the_route_group() -> None:
 
     objects.log.clear()
     apply(router, canary, RouteState(canary_weight=10))
-    assert objects.log == [
-        "apply TrafficPolicy/podinfo",
+    assert objects.log == [  # the policy did not change: not written
         "apply TrafficSplit/podinfo",
         "delete HTTPRouteGroup/podinfo",
     ]
@@ -64,6 +64,30 @@ def test_included_mesh_router_creates_then_prunes_the_route_group() -> None:
     split = objects.store[SPLIT]["spec"]
     assert "matches" not in split  # server-side apply drops the field this manager stopped setting
     assert [b["weight"] for b in split["backends"]] == [90, 10]
+
+
+@pytest.mark.parametrize("provider", sorted(set(ROUTERS) - {"kubernetes"}))
+def test_an_unchanged_state_writes_nothing_and_drift_is_corrected(provider: str) -> None:
+    """The operator re-applies the current routes every tick: that must cost no write unless an object
+    was edited or deleted behind canaryctl's back, or the wanted object lost a field."""
+    objects = InMemoryObjects()
+    router = router_for(provider, objects)
+    canary = make_canary()
+    routes = RouteState(canary_weight=0 if provider.startswith(("smi", "linkerd")) else 10)
+    apply(router, canary, routes)
+    objects.log.clear()
+    apply(router, canary, routes)
+    assert objects.log == []
+
+    first, *_, last = [*objects.store, *objects.store]
+    del objects.store[first]
+    apply(router, canary, routes)
+    assert objects.log == [f"apply {first[1]}/{first[3]}"]
+
+    objects.log.clear()
+    objects.store[last]["spec"] = {"edited": "by hand"}
+    apply(router, canary, routes)
+    assert objects.log == [f"apply {last[1]}/{last[3]}"]
 
 
 def test_mirror_and_fault_leave_the_policy_when_their_step_ends() -> None:

@@ -5,15 +5,27 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
+import pytest
+import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from canaryctl.api.models import Canary, CanaryWebhook, Phase, WebhookType
+from canaryctl.api.models import (
+    MAX_WEBHOOK_RETRIES,
+    MAX_WEBHOOK_TIMEOUT,
+    Canary,
+    CanaryWebhook,
+    Phase,
+    WebhookType,
+)
+from canaryctl.cli.main import main
 from canaryctl.engine.types import HookResult
 from canaryctl.providers.webhooks import WebhookClient
 
+REPO = Path(__file__).resolve().parents[3]
 CANARY = Canary.model_validate(
     {
         "metadata": {"name": "podinfo", "namespace": "test"},
@@ -164,3 +176,44 @@ def test_event_payload_carries_message_type_and_millisecond_timestamp() -> None:
         assert before <= int(metadata["timestamp"]) <= after
 
     with_receiver(run)
+
+
+def test_timeout_and_retries_are_bounded_where_a_manifest_is_checked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The model (lint, the operator) and the generated CRD (the API server) refuse the same values."""
+    manifest = {
+        "apiVersion": "canaryctl.dev/v1beta1",
+        "kind": "Canary",
+        "metadata": {"name": "podinfo", "namespace": "test"},
+        "spec": {
+            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+            "service": {"port": 80},
+            "analysis": {
+                "interval": "1m",
+                "stepWeight": 10,
+                "webhooks": [{"name": "load", "url": "http://lt/", "timeout": "1h", "retries": 50}],
+            },
+        },
+    }
+    path = tmp_path / "canary.yaml"
+    path.write_text(yaml.safe_dump(manifest))
+    assert main(["lint", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "spec.analysis.webhooks[0].timeout: timeout 1h is above the maximum of 10m" in out
+    assert "spec.analysis.webhooks[0].retries: Input should be less than or equal to 10" in out
+    for timeout in ("10m", "600s", "9m59s", "500ms"):
+        hook(f"http://lt/{timeout}", timeout=timeout)
+    for timeout in ("10m1s", "601s", "10"):
+        with pytest.raises(ValueError, match=r"maximum|unit"):
+            hook("http://lt/", timeout=timeout)
+
+    crd = yaml.safe_load((REPO / "crds" / "canaries.yaml").read_text())
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    webhook = schema["properties"]["spec"]["properties"]["analysis"]["properties"]["webhooks"]["items"]
+    assert webhook["properties"]["retries"]["maximum"] == MAX_WEBHOOK_RETRIES
+    timeout_schema = webhook["properties"]["timeout"]
+    assert timeout_schema["maxLength"] == 32
+    assert timeout_schema["x-kubernetes-validations"][0]["rule"] == (
+        f"duration(self) <= duration('{MAX_WEBHOOK_TIMEOUT}')"
+    )

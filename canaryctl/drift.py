@@ -1,0 +1,75 @@
+"""Write an object only where the stored one drifted from what canaryctl wants.
+
+The operator's workloads and every router reconcile their objects each tick; comparing first keeps an
+idle tick free of writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import hashlib
+import json
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from canaryctl.ports import Objects
+
+Obj = dict[str, Any]
+ObjectKey = tuple[str, str, str, str]  # apiVersion, kind, namespace, name
+
+# The digest of the whole object canaryctl last wrote, so dropping a field from it is drift too.
+APPLIED_ANNOTATION = "canaryctl.dev/applied"
+
+
+def key(obj: Obj) -> ObjectKey:
+    meta = obj["metadata"]
+    return (obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
+
+
+def _digest(obj: Obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def stamped(obj: Obj) -> Obj:
+    """``obj`` carrying the digest of itself in APPLIED_ANNOTATION."""
+    result = copy.deepcopy(obj)
+    meta = result["metadata"]
+    meta["annotations"] = {**(meta.get("annotations") or {}), APPLIED_ANNOTATION: _digest(obj)}
+    return result
+
+
+def covers(actual: Any, wanted: Any) -> bool:
+    """Whether the stored ``actual`` already holds every field of ``wanted``: fields the API server or
+    other managers added are ignored, lists must match item by item, null means "absent"."""
+    if isinstance(wanted, dict):
+        if not isinstance(actual, dict):
+            return actual is None and not wanted
+        return all(
+            covers(actual.get(k), v) if k in actual else v in (None, {}, []) for k, v in wanted.items()
+        )
+    if isinstance(wanted, list):
+        if not isinstance(actual, list):
+            return actual is None and not wanted
+        return len(actual) == len(wanted) and all(covers(a, w) for a, w in zip(actual, wanted, strict=True))
+    if isinstance(wanted, bool) or isinstance(actual, bool):
+        return actual is wanted
+    return bool(actual == wanted)
+
+
+async def converge(objects: Objects, *wanted: Obj, whole: bool = True) -> int:
+    """Apply each object only where the stored one differs from it, in the given order (referenced
+    objects first); returns how many it wrote. The reads run concurrently.
+
+    An idle reconcile then costs reads only. ``whole``: each object is everything canaryctl sets in it,
+    so it is stamped with its digest and a field canaryctl stopped setting is drift as well. Partial
+    writes (a selector in someone else's Service, a target's size) compare fields only.
+    """
+    objs = [stamped(obj) if whole else obj for obj in wanted]
+    stored = await asyncio.gather(*(objects.get(*key(obj)) for obj in objs))
+    written = 0
+    for obj, actual in zip(objs, stored, strict=True):
+        if actual is None or not covers(actual, obj):
+            await objects.apply(obj)
+            written += 1
+    return written

@@ -1,0 +1,352 @@
+"""The mesh in pods: iptables capture, real sidecars fed over ADS, apps and clients in namespaces.
+
+One cluster for the module: a meshed client, the primary and canary pods of ``web`` (Deployments
+``web-primary`` and ``web`` as Flagger names them; they also serve the gRPC service ``greeter``),
+and an unmeshed pod. Every assertion is about what a client or the app
+sees, or what the sidecars counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import math
+import ssl
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from canaryctl.api.models import Canary, CanaryMetric
+from canaryctl.local.prometheus import LocalPrometheus, PrometheusError, prometheus_binary
+from canaryctl.mesh import config, injector, telemetry
+from canaryctl.providers.metrics import MetricsAnalyzer
+from tests.netns import harness
+from tests.netns.harness import Cluster, Pod, ServicePort
+from tests.providers.metrics.test_metrics_prometheus_real import query
+from tests.tls import self_signed_certificate
+
+pytestmark = pytest.mark.slow
+
+HTTP, ECHO, SMTP, TLS, GRPC, EXCLUDED_OUT, EXCLUDED_IN = 8080, 9000, 2525, 8443, 50051, 9100, 9200
+UNDECLARED_SERVER_FIRST = 2626
+CLIENT = "tests.netns.client"
+POSTGRES_SSL_REQUEST = "0000000804d2162f"
+REDIS_PING = b"*1\r\n$4\r\nPING\r\n".hex()
+
+
+@dataclass
+class Mesh:
+    cluster: Cluster
+    client: Pod
+    primary: Pod
+    canary: Pod
+    outsider: Pod
+    certificate_sha256: str
+
+    def split(self, service: str, primary: int, canary: int, policy: dict[str, Any] | None = None) -> None:
+        objects: list[dict[str, Any]] = [
+            {
+                "apiVersion": "split.smi-spec.io/v1alpha2",
+                "kind": "TrafficSplit",
+                "metadata": {"name": service, "namespace": "default"},
+                "spec": {
+                    "service": service,
+                    "backends": [
+                        {"service": f"{service}-primary", "weight": primary},
+                        {"service": f"{service}-canary", "weight": canary},
+                    ],
+                },
+            }
+        ]
+        if policy:
+            objects.append(
+                {
+                    "apiVersion": "mesh.canaryctl.dev/v1alpha1",
+                    "kind": "TrafficPolicy",
+                    "metadata": {"name": service, "namespace": "default"},
+                    "spec": {"service": service, **policy},
+                }
+            )
+        self.cluster.apply(*objects)
+
+
+def _app_ports() -> tuple[ServicePort, ...]:
+    return (
+        ServicePort(80, HTTP, "http"),
+        ServicePort(ECHO, ECHO, "tcp-echo"),
+        ServicePort(SMTP, SMTP, "smtp"),  # server-first: declared, so it skips protocol detection
+        ServicePort(UNDECLARED_SERVER_FIRST, UNDECLARED_SERVER_FIRST, "greeting"),  # declares nothing
+        ServicePort(443, TLS, "https"),
+        ServicePort(EXCLUDED_OUT, EXCLUDED_OUT, "tcp-out"),
+        ServicePort(EXCLUDED_IN, EXCLUDED_IN, "tcp-in"),
+    )
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = self_signed_certificate(directory, "web")
+    fingerprint = hashlib.sha256(ssl.PEM_cert_to_DER_cert(Path(cert).read_text())).hexdigest()
+    with harness.cluster() as cluster:
+        client = cluster.pod("client", annotations={injector.EXCLUDE_OUTBOUND_ANNOTATION: str(EXCLUDED_OUT)})
+        backends = []
+        for side in ("primary", "canary"):
+            pod = cluster.pod(
+                f"web-{side}-1",
+                workload="web" if side == "canary" else "web-primary",  # Flagger's names
+                annotations={injector.EXCLUDE_INBOUND_ANNOTATION: str(EXCLUDED_IN)},
+            )
+            pod.start_app(
+                "--name", f"web-{side}", "--http", str(HTTP), "--grpc", str(GRPC),
+                "--banner", str(SMTP), "--banner", str(UNDECLARED_SERVER_FIRST),
+                "--echo", str(ECHO), "--echo", str(EXCLUDED_OUT), "--echo", str(EXCLUDED_IN),
+                "--tls", str(TLS), "--cert", str(cert), "--key", str(key),
+            )  # fmt: skip
+            backends.append(pod)
+        primary, canary = backends
+        outsider = cluster.pod("outsider", meshed=False)
+        for name, pods in (("web", [primary]), ("web-primary", [primary]), ("web-canary", [canary])):
+            cluster.service(name, pods, *_app_ports())
+        for name, pods in (
+            ("greeter", [primary]),
+            ("greeter-primary", [primary]),
+            ("greeter-canary", [canary]),
+        ):
+            cluster.service(name, pods, ServicePort(GRPC, GRPC, "grpc"))
+        cluster.apply()
+        yield Mesh(cluster, client, primary, canary, outsider, fingerprint)
+
+
+def _inbound(pod: Pod, **labels: str) -> float:
+    samples = telemetry.parse_samples(pod.admin("/stats/prometheus"))
+    return telemetry.total(samples, telemetry.INBOUND_RQ_TOTAL, **labels)
+
+
+def test_a_client_calling_the_service_is_split_90_10(mesh: Mesh) -> None:
+    mesh.split("web", 90, 10)
+    before = {pod.name: _inbound(pod) for pod in (mesh.primary, mesh.canary)}
+    requests = 2000
+    result = mesh.client.python(CLIENT, "http", "web", "80", "--count", str(requests), timeout=60)
+    assert result["statuses"] == {"200": requests} and result["errors"] == 0
+    canary = result["bodies"]["web-canary"]
+    z = (canary - requests * 0.1) / math.sqrt(requests * 0.1 * 0.9)
+    print(f"netns 90/10 split: canary {canary}/{requests} = {canary / requests:.2%}, z = {z:.2f}")
+    assert abs(z) < 3.5, result
+    # Each pod's sidecar counted what it served, under its own workload.
+    assert _inbound(mesh.canary, canaryctl_workload="web") - before[mesh.canary.name] == canary
+    primary_served = _inbound(mesh.primary, canaryctl_workload="web-primary") - before[mesh.primary.name]
+    assert primary_served == requests - canary
+
+
+def test_mirror_and_fault_steps(mesh: Mesh) -> None:
+    def canary_stats() -> dict[str, int]:
+        reply = mesh.canary.python(CLIENT, "get", f"http://127.0.0.1:{HTTP}/_stats")
+        stats: dict[str, int] = json.loads(reply["body"])
+        return stats
+
+    shadows_before = canary_stats().get("shadow", 0)
+    mesh.split("web", 100, 0, {"mirror": {"backend": "web-canary", "percentage": 100}})
+    result = mesh.client.python(CLIENT, "http", "web", "80", "--count", "200")
+    assert result["bodies"] == {"web-primary": 200}, "mirrored responses never reach the client"
+    deadline = time.monotonic() + 10
+    while canary_stats().get("shadow", 0) - shadows_before < 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert canary_stats().get("shadow", 0) - shadows_before == 200
+
+    mesh.split(
+        "web", 0, 100, {"faults": [{"backend": "web-canary", "abort": {"httpStatus": 503, "percentage": 50}}]}
+    )
+    served_before = _inbound(mesh.canary)
+    result = mesh.client.python(CLIENT, "http", "web", "80", "--count", "400")
+    aborted = result["statuses"]["503"]
+    assert 140 < aborted < 260 and result["statuses"]["200"] == 400 - aborted
+    # The aborted requests never reached the canary pod: its sidecar counted only the rest.
+    seen = [_inbound(mesh.canary) - served_before]
+    for _ in range(50):
+        if seen[-1] == 400 - aborted:
+            break
+        time.sleep(0.2)
+        seen.append(_inbound(mesh.canary) - served_before)
+    assert seen[-1] == 400 - aborted, (seen, result, mesh.canary.admin("/stats?filter=inbound"))
+
+
+def test_unmeshed_callers_and_the_canary_service_are_measured_server_side(mesh: Mesh) -> None:
+    """What Flagger-style load tests do: call <service>-canary directly, from a pod outside the mesh.
+    No caller-side sidecar sees these requests; the canary pod's sidecar counts every one."""
+    labels = {"canaryctl_workload": "web", "canaryctl_workload_namespace": "default"}
+    before = {code: _inbound(mesh.canary, envoy_response_code=code, **labels) for code in ("200", "500")}
+    ok = mesh.outsider.python(CLIENT, "http", "web-canary", "80", "--count", "30")
+    assert ok["statuses"] == {"200": 30} and ok["bodies"] == {"web-canary": 30}
+    failing = mesh.outsider.python(
+        CLIENT, "http", "web-canary", "80", "--count", "10", "--path", "/status/500"
+    )
+    assert failing["statuses"] == {"500": 10}
+    assert _inbound(mesh.canary, envoy_response_code="200", **labels) - before["200"] == 30
+    assert _inbound(mesh.canary, envoy_response_code="500", **labels) - before["500"] == 10
+
+
+def test_tcp_tls_and_server_first_protocols_pass_untouched(mesh: Mesh) -> None:
+    captured_before = mesh.client.counter("tcp.outbound_tcp.downstream_cx_total")
+    for payload in (POSTGRES_SSL_REQUEST, REDIS_PING):
+        reply = mesh.client.python(CLIENT, "tcp", "web", str(ECHO), "--send", payload)
+        assert reply == {"received": payload}, "the bytes arrive and return unchanged, no HTTP 400"
+    tls = mesh.client.python(CLIENT, "tls", "web", "443")
+    assert tls == {"sha256": mesh.certificate_sha256, "echoed": True}, "the app's own certificate"
+    banner = mesh.client.python(CLIENT, "banner", "web", str(SMTP))
+    assert banner["banner"] == "220 web-primary" and banner["seconds"] < 1.0, banner
+    # All four went through the client's sidecar, as TCP passed through to the original destination.
+    assert mesh.client.counter("tcp.outbound_tcp.downstream_cx_total") - captured_before == 4
+
+
+@pytest.mark.slow
+def test_an_undeclared_server_first_protocol_passes_after_the_detection_timeout(mesh: Mesh) -> None:
+    """The sidecar waits for the client's first bytes, the server for the client: after the
+    detection timeout the connection goes through as TCP (not closed, as Envoy's default would).
+    Between two meshed pods both sidecars wait, the caller's and the server's."""
+    timeout = config.PROTOCOL_DETECTION_TIMEOUT
+    for caller, sidecars in ((mesh.outsider, 1), (mesh.client, 2)):
+        banner = caller.python(CLIENT, "banner", "web", str(UNDECLARED_SERVER_FIRST))
+        assert banner["banner"] == "220 web-primary"
+        assert sidecars * timeout - 0.5 < banner["seconds"] < sidecars * timeout + 4, (caller.name, banner)
+
+
+def test_excluded_ports_bypass_the_sidecar(mesh: Mesh) -> None:
+    outbound_before = mesh.client.counter("listener.0.0.0.0_15001.downstream_cx_total")
+    assert (
+        mesh.client.python(CLIENT, "tcp", "web", str(EXCLUDED_OUT), "--send", REDIS_PING)["received"]
+        == REDIS_PING
+    )
+    assert mesh.client.counter("listener.0.0.0.0_15001.downstream_cx_total") == outbound_before
+
+    inbound_before = mesh.primary.counter("listener.0.0.0.0_15006.downstream_cx_total")
+    reply = mesh.outsider.python(CLIENT, "tcp", "web-primary", str(EXCLUDED_IN), "--send", REDIS_PING)
+    assert reply["received"] == REDIS_PING
+    assert mesh.primary.counter("listener.0.0.0.0_15006.downstream_cx_total") == inbound_before
+    # The same pod's other ports are captured: the inbound listener sees the connection.
+    mesh.outsider.python(CLIENT, "tcp", "web-primary", str(ECHO), "--send", REDIS_PING)
+    assert mesh.primary.counter("listener.0.0.0.0_15006.downstream_cx_total") == inbound_before + 1
+
+
+def test_the_sidecars_own_traffic_is_not_captured_again(mesh: Mesh) -> None:
+    """Envoy's upstream connections (uid 1337) leave directly: each request passes the outbound
+    listener once, and the sidecar's own xDS stream to the control plane is up."""
+    mesh.split("web", 100, 0)
+    before = mesh.client.counter("http.outbound.downstream_rq_total")
+    result = mesh.client.python(CLIENT, "http", "web", "80", "--count", "50", "--concurrency", "1")
+    assert result["bodies"] == {"web-primary": 50}
+    assert mesh.client.counter("http.outbound.downstream_rq_total") - before == 50
+    assert mesh.client.counter("control_plane.connected_state") == 1
+
+
+def test_grpc_canary_is_split_and_its_errors_are_counted(mesh: Mesh) -> None:
+    mesh.split("greeter", 50, 50)
+    result = mesh.client.python(CLIENT, "grpc", f"greeter:{GRPC}", "hello", "--count", "200", timeout=60)
+    assert result["codes"] == {"OK": 200}
+    assert set(result["replies"]) == {"web-primary", "web-canary"} and min(result["replies"].values()) > 60
+    failed_before = _inbound(mesh.canary, canaryctl_grpc_status="14")
+    failed = mesh.client.python(CLIENT, "grpc", f"greeter:{GRPC}", "fail", "--count", "40")
+    assert failed["codes"] == {"UNAVAILABLE": 40}
+    assert _inbound(mesh.canary, canaryctl_grpc_status="14") - failed_before > 5
+
+
+def test_websocket_upgrade_reaches_the_weighted_backend(mesh: Mesh) -> None:
+    mesh.split("web", 0, 100)
+    reply = mesh.client.python(CLIENT, "ws", "http://web/ws", "hello", "again")
+    assert reply == {"replies": ["web-canary:hello", "web-canary:again"]}
+
+
+def test_no_default_route_timeout(mesh: Mesh) -> None:
+    """Envoy's default route timeout is 15 s; a long poll through the mesh must outlive it."""
+    mesh.split("web", 100, 0)
+    reply = mesh.client.python(CLIENT, "get", "http://web/slow/16", timeout=40)
+    assert reply["status"] == 200 and reply["body"] == "web-primary" and reply["seconds"] >= 16
+
+
+def test_rewritten_app_probes_check_the_app_not_the_proxy(mesh: Mesh) -> None:
+    app_spec = {
+        "ports": [{"name": "http", "containerPort": HTTP}],
+        "livenessProbe": {"httpGet": {"path": "/status/200", "port": "http"}},
+        "readinessProbe": {"tcpSocket": {"port": ECHO}, "periodSeconds": 1},
+    }
+    pod = mesh.cluster.pod("probed-1", workload="probed", app=app_spec)
+    app = pod.start_app("--name", "probed", "--http", str(HTTP), "--echo", str(ECHO))
+    (container,) = pod.manifest["spec"]["containers"]
+    live, ready = (container[kind]["httpGet"] for kind in ("livenessProbe", "readinessProbe"))
+    assert live["port"] == ready["port"] == mesh.cluster.settings.ports.health
+
+    def probes() -> tuple[int, int]:
+        return pod.probe(live["port"], live["path"]), pod.probe(ready["port"], ready["path"])
+
+    def settle(expected: tuple[int, int]) -> tuple[int, int]:
+        deadline = time.monotonic() + 5
+        while (seen := probes()) != expected and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return seen
+
+    assert settle((200, 200)) == (200, 200)
+    app.terminate()
+    app.wait(5)
+    assert settle((503, 503)) == (503, 503), "the app is gone: both probes fail"
+    # What the kubelet would have seen unrewritten: the captured port still accepts connections
+    # (the sidecar's inbound listener answers), so a tcpSocket probe there always passed.
+    sock = harness.socket_in(mesh.cluster.router)
+    with sock:
+        sock.settimeout(2)
+        sock.connect((pod.ip, ECHO))
+
+
+def test_builtin_queries_measure_the_canary_on_the_server_side(mesh: Mesh) -> None:
+    """A Canary for Deployment ``web``, judged by the builtin queries through a real Prometheus
+    scraping the pods' sidecars, on traffic no meshed caller sent (an unmeshed load test)."""
+    try:
+        prometheus_binary()
+    except PrometheusError as missing:
+        pytest.skip(str(missing))
+
+    def traffic(ok: int, failing: int) -> None:
+        for service in ("web-canary", "web-primary"):
+            mesh.outsider.python(CLIENT, "http", service, "80", "--count", str(ok))
+        mesh.outsider.python(
+            CLIENT, "http", "web-canary", "80", "--count", str(failing), "--path", "/status/500"
+        )
+
+    def scraped_everything(prometheus: LocalPrometheus) -> None:
+        served = sum(_inbound(pod) for pod in (mesh.primary, mesh.canary))
+        deadline = time.monotonic() + 10
+        promql = f"sum({telemetry.INBOUND_RQ_TOTAL})"
+        while query(prometheus, promql) != served and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert query(prometheus, promql) == served
+
+    traffic(20, 5)  # every series exists before Prometheus first looks
+    targets = [f"127.0.0.1:{mesh.cluster.forward(pod, 15090)}" for pod in (mesh.primary, mesh.canary)]
+    job = {
+        "job_name": "sidecars",
+        "metrics_path": "/stats/prometheus",
+        "static_configs": [{"targets": targets}],
+    }
+    with LocalPrometheus([job]) as prometheus:
+        scraped_everything(prometheus)
+        traffic(40, 10)
+        scraped_everything(prometheus)
+        canary = Canary.model_validate(
+            {
+                "metadata": {"name": "web", "namespace": "default"},
+                "spec": {
+                    "metricsServer": prometheus.url,
+                    "targetRef": {"kind": "Deployment", "name": "web"},
+                    "service": {"port": 80},
+                },
+            }
+        )
+        metric = CanaryMetric.model_validate({"name": "request-success-rate", "compare": {"maxDelta": 1}})
+        measured = asyncio.run(MetricsAnalyzer().measure(canary, metric, caller_side=False))
+    assert measured.error is None, measured.error
+    assert measured.canary.value == pytest.approx(80.0, abs=1.0), "40 answered, 10 failed"
+    assert measured.primary is not None and measured.primary.value == pytest.approx(100.0)
+    assert measured.query and telemetry.INBOUND_RQ_TOTAL in measured.query
