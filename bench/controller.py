@@ -32,8 +32,8 @@ from kubernetes import client
 
 from canaryctl.api.models import API_VERSION
 from canaryctl.operator.handlers import CanaryOperator, OperatorConfig
-from canaryctl.providers.kube import KubeObjects, api_client_for_host
 from canaryctl.telemetry.metrics import ControllerMetrics
+from canaryctl_mesh.kube import KubeObjects, api_client_for_host
 
 NS = "default"
 KUBELET_PERIOD_SECONDS = 0.5

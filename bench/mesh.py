@@ -16,17 +16,17 @@ import sys
 import time
 from typing import Any
 
-from canaryctl.mesh import config
-from canaryctl.mesh.ads import AdsServer
-from canaryctl.mesh.loopback import HttpConnection, fire
-from canaryctl.mesh.process import EnvoyProcess
+from canaryctl_mesh import config
+from canaryctl_mesh.ads import AdsServer
+from canaryctl_mesh.loopback import HttpConnection, fire
+from canaryctl_mesh.process import EnvoyProcess
 
 PRIMARY, CANARY = "primary", "canary"
 NODE = "bench"
 
 _UPSTREAM_CHILD = """
 import sys
-from canaryctl.mesh.loopback import UpstreamServers
+from canaryctl_mesh.loopback import UpstreamServers
 with UpstreamServers(["primary", "canary"]) as servers:
     print(servers["primary"].port, servers["canary"].port, flush=True)
     sys.stdin.read()

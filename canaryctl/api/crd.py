@@ -16,7 +16,8 @@ from typing import Any, Literal, NamedTuple
 import yaml
 from pydantic import BaseModel
 
-from canaryctl.api import mesh, models
+from canaryctl.api import models
+from canaryctl_mesh import api as mesh
 
 Schema = dict[str, Any]
 Scope = Literal["Namespaced", "Cluster"]

@@ -40,9 +40,9 @@ from pydantic_core import ErrorDetails
 
 from canaryctl.api import models
 from canaryctl.api.crd import Schema, structural_schema
-from canaryctl.api.duration import parse_duration
 from canaryctl.api.query_template import check_query
 from canaryctl.api.yaml_loader import FieldPath, YamlDocument, YamlError, load_documents
+from canaryctl_mesh.duration import parse_duration
 
 Severity = Literal["error", "warning"]
 

@@ -24,7 +24,8 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from canaryctl import registry
-from canaryctl.api.duration import METRIC_INTERVAL_PATTERN, metric_interval_seconds, parse_duration
+from canaryctl_mesh.api import COOKIE_NAME
+from canaryctl_mesh.duration import METRIC_INTERVAL_PATTERN, metric_interval_seconds, parse_duration
 
 GROUP: Final = "canaryctl.dev"
 VERSION: Final = "v1beta1"
@@ -560,8 +561,7 @@ class SameSite(StrEnum):
     NONE = "None"
 
 
-# An RFC 6265 cookie name (a token), and an attribute value that cannot end the attribute early.
-COOKIE_NAME = r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$"
+# An attribute value that cannot end the cookie attribute early.
 COOKIE_ATTRIBUTE = r"^[^;,\s]+$"
 MAX_COOKIE_AGE = 400 * 86400  # browsers cap Max-Age at 400 days (RFC 6265bis)
 

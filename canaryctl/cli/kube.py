@@ -21,7 +21,6 @@ from typing import Any, TypeAlias
 
 import yaml
 
-from canaryctl.api.duration import parse_duration
 from canaryctl.api.models import API_VERSION, UNCHECKED_PLUGINS, Canary
 from canaryctl.cli.apiserver import (
     ApiError,
@@ -31,7 +30,8 @@ from canaryctl.cli.apiserver import (
     load_connection,
     path_with_query,
 )
-from canaryctl.kinds import resource_path
+from canaryctl_mesh.duration import parse_duration
+from canaryctl_mesh.kinds import resource_path
 
 Obj = dict[str, Any]
 Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]

@@ -38,7 +38,7 @@ COMMANDS: dict[str, Command] = {
     "convert": Command("canaryctl.cli.convert_cmd", "convert Flagger manifests to canaryctl ones"),
     "loadtester": Command("canaryctl.loadtester.cli", "run the Flagger-compatible load tester service"),
     "local": Command("canaryctl.local.cli", "run a canary on this machine, without a cluster"),
-    "meshd": Command("canaryctl.meshd.cli", "run the included mesh's control plane or sidecar injector"),
+    "meshd": Command("canaryctl_mesh.meshd.cli", "run the included mesh's control plane or sidecar injector"),
     "operator": Command("canaryctl.operator.cli", "run the Kubernetes operator"),
     "demo-app": Command("canaryctl.demo.app", "serve the versioned demo app"),
     "demo": Command("canaryctl.demo.run", "run a whole canary locally with real traffic"),

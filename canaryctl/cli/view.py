@@ -19,8 +19,8 @@ from canaryctl.api.models import (
     TargetKind,
 )
 from canaryctl.cli.kube import API_ERRORS, Obj, PluginObjects, describe_failure
-from canaryctl.kinds import UnknownKind
 from canaryctl.operator.workloads import KubeWorkloads, TargetError
+from canaryctl_mesh.kinds import UnknownKind
 
 EVENTS_SHOWN = 5
 APPS = "apps/v1"

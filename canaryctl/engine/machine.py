@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from canaryctl.api.control import CommandKind
-from canaryctl.api.duration import parse_duration
 from canaryctl.api.models import (
     Canary,
     CanaryMetric,
@@ -49,6 +48,7 @@ from canaryctl.engine.types import (
     Workload,
     WorkloadOp,
 )
+from canaryctl_mesh.duration import parse_duration
 
 POLL_SECONDS = 1.0
 IDLE_PHASES = (Phase.INITIALIZED, Phase.SUCCEEDED, Phase.FAILED, Phase.WAITING)

@@ -11,7 +11,6 @@ import math
 from dataclasses import dataclass
 from enum import StrEnum
 
-from canaryctl.api.duration import parse_duration
 from canaryctl.api.models import (
     CanaryAnalysis,
     CanaryMetric,
@@ -22,6 +21,7 @@ from canaryctl.api.models import (
     HTTPMatchRequest,
     WebhookType,
 )
+from canaryctl_mesh.duration import parse_duration
 
 DEFAULT_STEP_WEIGHT = 10
 DEFAULT_MAX_WEIGHT = 100

@@ -8,9 +8,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from canaryctl.api.duration import parse_duration
 from canaryctl.loadtester.auth import Authenticator, TokenHashes
 from canaryctl.loadtester.server import DEFAULT_COMMANDS, DEFAULT_MAX_PER_NAMESPACE, Policy, serve
+from canaryctl_mesh.duration import parse_duration
 
 MAX_PER_NAMESPACE_LIMIT = 1000
 

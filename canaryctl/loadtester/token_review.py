@@ -15,7 +15,7 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from canaryctl.loadtester.auth import Denied, Identity, token_hash
-from canaryctl.providers.kube import api_client
+from canaryctl_mesh.kube import api_client
 
 REVIEW_TIMEOUT_SECONDS = 5.0
 REVIEW_CONCURRENCY = 4

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from canaryctl.api.duration import metric_interval_seconds
 from canaryctl.api.models import Canary, CanaryMetric
 from canaryctl.engine.judge import DURATION, SUCCESS_RATE
 from canaryctl.engine.types import ErrorSample, MetricObservation, MetricSample
 from canaryctl.local.router import backend_name
-from canaryctl.mesh import telemetry
+from canaryctl_mesh import telemetry
+from canaryctl_mesh.duration import metric_interval_seconds
 
 DEFAULT_WINDOW_SECONDS = 60.0
 HISTORY_SECONDS = 900.0

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from canaryctl.api.duration import parse_duration
 from canaryctl.api.models import Canary, FaultStatus, HTTPMatchRequest, StringMatch
 from canaryctl.engine.types import RouteState
 from canaryctl.local.targets import Endpoint, LocalTargets
-from canaryctl.mesh import config
-from canaryctl.mesh.local import LocalMesh
-from canaryctl.mesh.translate import cluster_name
+from canaryctl_mesh import config
+from canaryctl_mesh.duration import parse_duration
+from canaryctl_mesh.local import LocalMesh
+from canaryctl_mesh.translate import cluster_name
 
 
 class UnsupportedMatch(ValueError):

@@ -25,14 +25,14 @@ from canaryctl.local.manifests import Bundle
 from canaryctl.local.prometheus import LocalPrometheus
 from canaryctl.local.router import LocalRouter
 from canaryctl.local.targets import Endpoint, LocalTargets, LocalWorkloads, endpoint_revision
-from canaryctl.mesh.local import LocalMesh
 from canaryctl.ports import Analyzer, Notifier
-from canaryctl.providers.metrics.analyzer import MetricsAnalyzer
-from canaryctl.providers.notifiers.routing import AlertRouter
-from canaryctl.providers.webhooks import WebhookClient
 from canaryctl.runner import ActionFailed, Ports, tick
 from canaryctl.telemetry.metrics import ControllerMetrics
 from canaryctl.telemetry.tracing import Tracer
+from canaryctl_mesh.local import LocalMesh
+from canaryctl_providers.metrics.analyzer import MetricsAnalyzer
+from canaryctl_providers.notifiers.routing import AlertRouter
+from canaryctl_providers.webhooks import WebhookClient
 
 TERMINAL = (Phase.SUCCEEDED, Phase.FAILED)
 

@@ -25,7 +25,7 @@ from canaryctl.api.models import (
 )
 from canaryctl.engine.clock import to_rfc3339
 from canaryctl.ports import Notifier
-from canaryctl.providers.kube import KubeObjects, resource_path
+from canaryctl_mesh.kube import KubeObjects, resource_path
 
 log = logging.getLogger(__name__)
 

@@ -19,11 +19,11 @@ from canaryctl.operator.handlers import (
     release_finalizers,
 )
 from canaryctl.ports import Notifier
-from canaryctl.providers.kube import KUBE_REQUEST_TIMEOUT_SECONDS, api_client, api_client_for_host
-from canaryctl.providers.metrics.analyzer import DEFAULT_PROMETHEUS
-from canaryctl.providers.outbound import HOOKS_PER_CANARY, QUERIES_PER_CANARY
 from canaryctl.telemetry.logs import LEVELS, LogFormat, configure_logging
 from canaryctl.telemetry.metrics import Compat, ControllerMetrics, serve_metrics
+from canaryctl_mesh.kube import KUBE_REQUEST_TIMEOUT_SECONDS, api_client, api_client_for_host
+from canaryctl_providers.metrics.analyzer import DEFAULT_PROMETHEUS
+from canaryctl_providers.outbound import HOOKS_PER_CANARY, QUERIES_PER_CANARY
 
 # Flagger's environment variables for its global Slack notifier, by the AlertProvider secret key each fills.
 SLACK_ENV = {"address": "SLACK_URL", "token": "SLACK_TOKEN", "proxy": "SLACK_PROXY_URL"}

@@ -45,15 +45,15 @@ from canaryctl.operator.adapters import Catalog, KubeEvents, OperatorObjects, cr
 from canaryctl.operator.patching import merge_patch
 from canaryctl.operator.workloads import KubeWorkloads, TargetNotReady
 from canaryctl.ports import Notifier
-from canaryctl.providers.kube import FIELD_MANAGER, KUBE_API_THREADS, KUBE_REQUEST_TIMEOUT_SECONDS
-from canaryctl.providers.metrics.analyzer import DEFAULT_PROMETHEUS, MetricsAnalyzer
-from canaryctl.providers.notifiers.routing import AlertRouter
-from canaryctl.providers.outbound import HOOKS_PER_CANARY, QUERIES_PER_CANARY
-from canaryctl.providers.routers import unsupported_steps
-from canaryctl.providers.webhooks import WebhookClient
 from canaryctl.runner import ActionFailed, Ports, tick
 from canaryctl.telemetry.metrics import ControllerMetrics
 from canaryctl.telemetry.tracing import Tracer
+from canaryctl_mesh.kube import FIELD_MANAGER, KUBE_API_THREADS, KUBE_REQUEST_TIMEOUT_SECONDS
+from canaryctl_providers.metrics.analyzer import DEFAULT_PROMETHEUS, MetricsAnalyzer
+from canaryctl_providers.notifiers.routing import AlertRouter
+from canaryctl_providers.outbound import HOOKS_PER_CANARY, QUERIES_PER_CANARY
+from canaryctl_providers.routers import unsupported_steps
+from canaryctl_providers.webhooks import WebhookClient
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from canaryctl.api import crd, mesh, models
+from canaryctl.api import crd, models
+from canaryctl_mesh import api as mesh
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO / "crds"

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from canaryctl.cli.main import build_parser
-from canaryctl.mesh.injector import InjectorSettings, proxy_container
+from canaryctl_mesh.injector import InjectorSettings, proxy_container
 from tests.chart.conftest import CHART, NAMESPACE, RELEASE, Manifest, run_helm
 
 Render = Callable[[str], list[Manifest]]

@@ -90,9 +90,7 @@ def _requirements(extras: set[str]) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize(
-    ("role", "subcommand"), [("controller", "operator"), ("meshd", "meshd"), ("loadtester", "loadtester")]
-)
+@pytest.mark.parametrize(("role", "subcommand"), [("controller", "operator"), ("loadtester", "loadtester")])
 def test_python_images_run_a_real_subcommand_of_what_they_install(role: str, subcommand: str) -> None:
     path = REPO / "docker" / f"{role}.Dockerfile"
     final = stages(path)[-1]
@@ -108,6 +106,21 @@ def test_python_images_run_a_real_subcommand_of_what_they_install(role: str, sub
     assert extras <= set(PYPROJECT["project"]["optional-dependencies"])
 
 
+def test_meshd_image_runs_the_mesh_alone() -> None:
+    from canaryctl_mesh.meshd.__main__ import main
+
+    path = REPO / "docker" / "meshd.Dockerfile"
+    final = stages(path)[-1]
+    assert exec_form(final.values("ENTRYPOINT")[0]) == ["canaryctl-meshd"]
+    mesh = tomllib.loads((REPO / "mesh" / "pyproject.toml").read_text())
+    assert mesh["project"]["scripts"]["canaryctl-meshd"] == "canaryctl_mesh.meshd.__main__:main"
+    runs = " ".join(v for stage in stages(path) for v in stage.values("RUN"))
+    assert "pip install './mesh[meshd]'" in runs and "COPY canaryctl" not in path.read_text()
+    with pytest.raises(SystemExit) as shown:
+        main([*exec_form(final.values("CMD")[0]), "--help"])
+    assert shown.value.code == 0
+
+
 def test_controller_image_has_no_envoy_and_no_grpc() -> None:
     pulled = _requirements(_installed_extras(REPO / "docker" / "controller.Dockerfile"))
     assert "kopf" in pulled and "kubernetes" in pulled
@@ -115,7 +128,7 @@ def test_controller_image_has_no_envoy_and_no_grpc() -> None:
 
 
 def test_sidecar_runs_envoy_as_the_uid_the_capture_rules_exempt() -> None:
-    from canaryctl.mesh.injector import InjectorSettings
+    from canaryctl_mesh.injector import InjectorSettings
 
     final = stages(REPO / "docker" / "sidecar.Dockerfile")[-1]
     assert exec_form(final.values("ENTRYPOINT")[0]) == ["envoy"]

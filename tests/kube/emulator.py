@@ -7,7 +7,7 @@ import rather than by a package-level conftest)::
 
 ``emulator`` is the running :class:`kmock.KubernetesEmulator` (its ``.url`` is the API base URL,
 its ``.objects`` the stored state); ``kube_api`` a real ``kubernetes`` ApiClient pointed at it;
-``objects`` the :class:`~canaryctl.providers.kube.KubeObjects` port over that client.
+``objects`` the :class:`~canaryctl_mesh.kube.KubeObjects` port over that client.
 ``running_emulator()`` is the same setup as an async context manager for code outside pytest.
 """
 
@@ -28,7 +28,7 @@ from aiohttp import web
 from kmock._internal import parsing, rendering
 from kubernetes import client
 
-from canaryctl.providers.kube import KubeObjects, api_client_for_host
+from canaryctl_mesh.kube import KubeObjects, api_client_for_host
 
 _ALL_VERBS = ["list", "watch", "get", "create", "update", "patch", "delete"]
 

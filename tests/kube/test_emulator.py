@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from canaryctl.providers.kube import KubeObjects
+from canaryctl_mesh.kube import KubeObjects
 from tests.kube.emulator import emulator, kube_api, objects  # noqa: F401
 
 pytestmark = pytest.mark.asyncio

@@ -22,8 +22,8 @@ from canaryctl.loadtester import LOADTESTER, LoadTester, Policy, build_app
 from canaryctl.loadtester.auth import TokenHashes, token_hash
 from canaryctl.loadtester.token_review import TokenReviewer
 from canaryctl.operator.adapters import Catalog
-from canaryctl.providers.kube import KubeObjects, api_client_for_host
-from canaryctl.providers.webhooks import WebhookClient
+from canaryctl_mesh.kube import KubeObjects, api_client_for_host
+from canaryctl_providers.webhooks import WebhookClient
 from tests.kube.emulator import emulator_url, running_emulator
 from tests.loadtester.helpers import metric, payload, with_loadtester
 

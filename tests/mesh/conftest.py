@@ -9,10 +9,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from canaryctl.mesh import config
-from canaryctl.mesh.local import LocalMesh
-from canaryctl.mesh.loopback import UpstreamServers
-from canaryctl.mesh.process import EnvoyProcess
+from canaryctl_mesh import config
+from canaryctl_mesh.local import LocalMesh
+from canaryctl_mesh.loopback import UpstreamServers
+from canaryctl_mesh.process import EnvoyProcess
 
 PRIMARY = "web-primary"
 CANARY = "web-canary"

@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from canaryctl.mesh import config
-from canaryctl.mesh.ads import AdsServer
-from canaryctl.mesh.loopback import HttpConnection, UpstreamServers
-from canaryctl.mesh.process import EnvoyProcess
+from canaryctl_mesh import config
+from canaryctl_mesh.ads import AdsServer
+from canaryctl_mesh.loopback import HttpConnection, UpstreamServers
+from canaryctl_mesh.process import EnvoyProcess
 from tests.mesh.conftest import CANARY, PRIMARY, split, start_ads_envoy
 
 NODE = "web-7d9f.default"

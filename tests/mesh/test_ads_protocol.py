@@ -10,8 +10,8 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.rpc import status_pb2
 
-from canaryctl.mesh import config
-from canaryctl.mesh.ads import AdsServer
+from canaryctl_mesh import config
+from canaryctl_mesh.ads import AdsServer
 
 CDS, LDS, RDS = config.CLUSTER_TYPE, config.LISTENER_TYPE, config.ROUTE_TYPE
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from canaryctl.mesh import config, protocols, telemetry
-from canaryctl.mesh.ads import encode
+from canaryctl_mesh import config, protocols, telemetry
+from canaryctl_mesh.ads import encode
 
 
 def _wb(name: str, weight: int, address: str = "127.0.0.1") -> config.WeightedBackend:

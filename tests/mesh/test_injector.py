@@ -14,8 +14,8 @@ import kubernetes_validate
 import pytest
 from aiohttp import web
 
-from canaryctl.mesh import config, injector, telemetry
-from canaryctl.mesh.injector import InjectorSettings, admission_review
+from canaryctl_mesh import config, injector, telemetry
+from canaryctl_mesh.injector import InjectorSettings, admission_review
 
 SETTINGS = InjectorSettings(proxy_image="example.test/envoy:1.40.0", exclude_inbound_ports=(9999,))
 KUBERNETES_VERSION = "1.33"

@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from canaryctl.mesh import config, telemetry
-from canaryctl.mesh.local import LocalMesh, MeshConfigRejected
-from canaryctl.mesh.loopback import LoadResult, UpstreamServers, fire
+from canaryctl_mesh import config, telemetry
+from canaryctl_mesh.local import LocalMesh, MeshConfigRejected
+from canaryctl_mesh.loopback import LoadResult, UpstreamServers, fire
 from tests.mesh.conftest import CANARY, PRIMARY, split
 
 

@@ -7,11 +7,11 @@ from typing import Any
 
 import httpx
 
-from canaryctl.mesh import config, telemetry
-from canaryctl.mesh.ads import AdsServer
-from canaryctl.mesh.control import MeshControlPlane
-from canaryctl.mesh.loopback import UpstreamServers, fire
-from canaryctl.mesh.process import EnvoyProcess
+from canaryctl_mesh import config, telemetry
+from canaryctl_mesh.ads import AdsServer
+from canaryctl_mesh.control import MeshControlPlane
+from canaryctl_mesh.loopback import UpstreamServers, fire
+from canaryctl_mesh.process import EnvoyProcess
 from tests.mesh.conftest import CANARY, PRIMARY, start_ads_envoy
 
 NS = "shop"

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from canaryctl.api.mesh import MESH_GROUP, MESH_VERSION, TRAFFIC_POLICY_KIND, TrafficPolicy
-from canaryctl.mesh import config
-from canaryctl.mesh.translate import integer_weights, parse_weight, translate, translate_split
+from canaryctl_mesh import config
+from canaryctl_mesh.api import MESH_GROUP, MESH_VERSION, TRAFFIC_POLICY_KIND, TrafficPolicy
+from canaryctl_mesh.translate import integer_weights, parse_weight, translate, translate_split
 
 NS = "shop"
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from canaryctl.mesh.loopback import UpstreamServers
+from canaryctl_mesh.loopback import UpstreamServers
 from tests.kube.emulator import emulator, kube_api, objects  # noqa: F401
 from tests.tls import self_signed_certificate
 
@@ -22,7 +22,7 @@ PRIMARY, CANARY = "web-primary", "web-canary"
 # The lead wires `meshd` into the main CLI; until then (and independently of it) run the module's parser.
 _MESHD = (
     "import argparse, sys\n"
-    "from canaryctl.meshd import cli\n"
+    "from canaryctl_mesh.meshd import cli\n"
     "parser = argparse.ArgumentParser(prog='canaryctl')\n"
     "cli.add_parser(parser.add_subparsers(dest='command', required=True))\n"
     "args = parser.parse_args(sys.argv[1:])\n"

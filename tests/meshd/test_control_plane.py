@@ -19,12 +19,12 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from kubernetes import client
 
 from canaryctl.local.prometheus import free_port
-from canaryctl.mesh import config
-from canaryctl.mesh.loopback import UpstreamServers, fire
-from canaryctl.mesh.process import EnvoyProcess
-from canaryctl.mesh.translate import cluster_name
-from canaryctl.meshd.control_plane import ControlPlane
-from canaryctl.providers.kube import KubeObjects, api_client_for_host
+from canaryctl_mesh import config
+from canaryctl_mesh.kube import KubeObjects, api_client_for_host
+from canaryctl_mesh.loopback import UpstreamServers, fire
+from canaryctl_mesh.meshd.control_plane import ControlPlane
+from canaryctl_mesh.process import EnvoyProcess
+from canaryctl_mesh.translate import cluster_name
 from tests.kube.emulator import declare, emulator_url, namespaces_path_fix
 from tests.meshd.conftest import CANARY, NS, PRIMARY, endpoint_slice, service, traffic_split
 

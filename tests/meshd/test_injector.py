@@ -15,8 +15,8 @@ import kmock
 import pytest
 
 from canaryctl.local.prometheus import free_port
-from canaryctl.mesh.injector import INIT_CONTAINER, INJECT_LABEL, PROXY_CONTAINER
-from canaryctl.providers.kube import KubeObjects
+from canaryctl_mesh.injector import INIT_CONTAINER, INJECT_LABEL, PROXY_CONTAINER
+from canaryctl_mesh.kube import KubeObjects
 from tests.kube.emulator import emulator_url
 from tests.meshd.conftest import NS
 

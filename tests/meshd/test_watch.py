@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from canaryctl.meshd.watch import Backoff, ObjectStore, Source
+from canaryctl_mesh.meshd.watch import Backoff, ObjectStore, Source
 from tests.meshd.conftest import NS
 
 

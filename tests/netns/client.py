@@ -23,7 +23,7 @@ import aiohttp
 os.environ.setdefault("GRPC_DNS_RESOLVER", "native")
 import grpc
 
-from canaryctl.mesh.loopback import HttpConnection, fire
+from canaryctl_mesh.loopback import HttpConnection, fire
 
 TIMEOUT = 30.0
 

@@ -33,11 +33,11 @@ from typing import Any, Protocol, TypeVar
 
 import jsonpatch
 
-from canaryctl.mesh import injector
-from canaryctl.mesh.ads import AdsServer
-from canaryctl.mesh.config import SidecarPorts
-from canaryctl.mesh.control import MeshControlPlane
-from canaryctl.mesh.process import envoy_binary
+from canaryctl_mesh import injector
+from canaryctl_mesh.ads import AdsServer
+from canaryctl_mesh.config import SidecarPorts
+from canaryctl_mesh.control import MeshControlPlane
+from canaryctl_mesh.process import envoy_binary
 from tests.netns.apps import pipe
 
 T = TypeVar("T")

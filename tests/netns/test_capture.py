@@ -23,8 +23,8 @@ import pytest
 
 from canaryctl.api.models import Canary, CanaryMetric
 from canaryctl.local.prometheus import LocalPrometheus, PrometheusError, prometheus_binary
-from canaryctl.mesh import config, injector, telemetry
-from canaryctl.providers.metrics import MetricsAnalyzer
+from canaryctl_mesh import config, injector, telemetry
+from canaryctl_providers.metrics import MetricsAnalyzer
 from tests.netns import harness
 from tests.netns.harness import Cluster, Pod, ServicePort
 from tests.providers.metrics.test_metrics_prometheus_real import query

@@ -19,8 +19,8 @@ import pytest_asyncio
 
 from canaryctl.api.models import CanaryAnalysis
 from canaryctl.operator.handlers import CanaryOperator, OperatorConfig
-from canaryctl.providers.kube import api_client_for_host
 from canaryctl.telemetry.metrics import ControllerMetrics
+from canaryctl_mesh.kube import api_client_for_host
 from tests.kube.cluster import Kubelet, PrometheusStub, running_kubelet, running_prometheus
 from tests.kube.emulator import emulator, emulator_url, kube_api, objects  # noqa: F401
 

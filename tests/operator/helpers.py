@@ -11,7 +11,7 @@ from typing import Any
 import kmock
 
 from canaryctl.api.models import API_VERSION
-from canaryctl.providers.kube import KubeObjects
+from canaryctl_mesh.kube import KubeObjects
 
 NS = "test"
 Obj = dict[str, Any]

@@ -18,8 +18,8 @@ import pytest_asyncio
 from canaryctl.api.models import API_VERSION, Canary
 from canaryctl.operator.adapters import cross_namespace_reference
 from canaryctl.operator.cli import add_parser
-from canaryctl.providers.kube import KubeObjects, api_client_for_host
-from canaryctl.providers.outbound import HOOKS_PER_CANARY, MAX_ERROR_CHARS, QUERIES_PER_CANARY
+from canaryctl_mesh.kube import KubeObjects, api_client_for_host
+from canaryctl_providers.outbound import HOOKS_PER_CANARY, MAX_ERROR_CHARS, QUERIES_PER_CANARY
 from tests.kube.cluster import Kubelet
 from tests.operator.conftest import MIN_INTERVAL_SECONDS, StartOperator
 from tests.operator.helpers import (

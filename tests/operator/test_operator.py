@@ -9,7 +9,7 @@ import pytest
 
 from canaryctl.api.control import COMMAND_ANNOTATION, CommandKind, encode_command
 from canaryctl.api.models import API_VERSION
-from canaryctl.providers.kube import KubeObjects
+from canaryctl_mesh.kube import KubeObjects
 from tests.kube.cluster import Kubelet, PrometheusStub
 from tests.operator.conftest import StartOperator
 from tests.operator.helpers import (

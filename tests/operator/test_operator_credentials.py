@@ -16,7 +16,7 @@ from canaryctl.demo.servers import LocalServer, SlackReceiver
 from canaryctl.loadtester import Policy, build_app
 from canaryctl.loadtester.auth import TokenHashes, token_hash
 from canaryctl.operator import cli as operator_cli
-from canaryctl.providers.kube import KubeObjects
+from canaryctl_mesh.kube import KubeObjects
 from tests.kube.cluster import Kubelet, PrometheusStub
 from tests.operator.conftest import StartOperator
 from tests.operator.helpers import NS, canary, setup_target, wait_for, wait_phase, workload

@@ -19,7 +19,7 @@ import pytest
 
 from canaryctl import registry
 from canaryctl.api.lint import lint_sources
-from canaryctl.providers.kube import KubeObjects
+from canaryctl_mesh.kube import KubeObjects
 from tests.kube.cluster import Kubelet
 from tests.operator.conftest import StartOperator
 from tests.operator.helpers import NS, Obj, canary, config_map, wait_phase, workload

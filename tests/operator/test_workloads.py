@@ -17,7 +17,7 @@ import pytest
 
 from canaryctl.api.models import API_VERSION
 from canaryctl.operator.workloads import KEDA_PAUSED_REPLICAS, REVISION_ANNOTATION
-from canaryctl.providers.kube import KubeObjects
+from canaryctl_mesh.kube import KubeObjects
 from tests.kube.cluster import Kubelet
 from tests.operator.conftest import StartOperator
 from tests.operator.helpers import (

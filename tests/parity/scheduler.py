@@ -35,9 +35,9 @@ from canaryctl.operator.adapters import OperatorObjects
 from canaryctl.operator.handlers import MIN_REQUEUE_SECONDS, RETRY_SECONDS, CanaryOperator, OperatorConfig
 from canaryctl.operator.patching import merge_patch
 from canaryctl.ports import Events
-from canaryctl.providers.kube import api_client_for_host
 from canaryctl.runner import Ports, tick
 from canaryctl.telemetry.metrics import ControllerMetrics
+from canaryctl_mesh.kube import api_client_for_host
 from tests.kube.cluster import workload_status
 from tests.kube.emulator import emulator_url, running_emulator
 from tests.operator.helpers import collapsed

@@ -14,7 +14,7 @@ import pytest
 
 from canaryctl.api.models import Canary
 from canaryctl.engine.types import RouteState
-from canaryctl.providers.routers import ROUTERS, router_for, unsupported_steps
+from canaryctl_providers.routers import ROUTERS, router_for, unsupported_steps
 from tests.providers.routers.cases import AB_MATCH, make_canary
 from tests.providers.routers.cases import InMemoryObjects as Objects
 from tests.schemas.validation import validate

@@ -59,7 +59,7 @@ def test_each_command_loads_only_its_own_module() -> None:
         assert command in _subcommands(build_parser("canaryctl", command))
     # What a user feels as start-up time: `kubectl canary status` imports neither the operator's kopf
     # nor the official Kubernetes client (most of a second each).
-    heavy = ("kopf", "kubernetes", "canaryctl.mesh.ads", "canaryctl.demo.run", "canaryctl.providers")
+    heavy = ("kopf", "kubernetes", "canaryctl_mesh.ads", "canaryctl.demo.run", "canaryctl_providers")
     probe = "import sys; from canaryctl.cli.main import build_parser; build_parser('k', 'status'); "
     probe += f"print(sorted(m for m in {heavy!r} if m in sys.modules))"
     loaded = subprocess.run(

@@ -12,8 +12,8 @@ import yaml
 
 from canaryctl.api.models import Canary
 from canaryctl.engine.types import RouteState
-from canaryctl.providers.kube import KubeObjects
-from canaryctl.providers.routers import ROUTERS
+from canaryctl_mesh.kube import KubeObjects
+from canaryctl_providers.routers import ROUTERS
 from tests.plugin import scenarios
 from tests.plugin.helpers import check_golden, kubectl_canary
 

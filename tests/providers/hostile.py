@@ -183,8 +183,8 @@ async def serving(behaviour: Behaviour) -> AsyncIterator[HostileServer]:
 PROBE = """
 import asyncio, json, sys
 from canaryctl.api.models import Canary, CanaryWebhook, MetricTemplateProvider
-from canaryctl.providers.metrics import provider_for
-from canaryctl.providers.webhooks import WebhookClient
+from canaryctl_providers.metrics import provider_for
+from canaryctl_providers.webhooks import WebhookClient
 
 def status_mib(field):
     with open("/proc/self/status") as status:

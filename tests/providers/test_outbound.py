@@ -26,11 +26,11 @@ from canaryctl.api.models import (
     Severity,
 )
 from canaryctl.ports import Alert
-from canaryctl.providers.metrics import MetricQueryError, MetricsAnalyzer, ProviderConfigError, provider_for
-from canaryctl.providers.metrics.transport import DEFAULT_TIMEOUT
-from canaryctl.providers.notifiers import NotifierError, notifier_for, slack, webhook
-from canaryctl.providers.outbound import HOOKS_PER_CANARY, MAX_ERROR_CHARS, QUERIES_PER_CANARY
-from canaryctl.providers.webhooks import WebhookClient
+from canaryctl_providers.metrics import MetricQueryError, MetricsAnalyzer, ProviderConfigError, provider_for
+from canaryctl_providers.metrics.transport import DEFAULT_TIMEOUT
+from canaryctl_providers.notifiers import NotifierError, notifier_for, slack, webhook
+from canaryctl_providers.outbound import HOOKS_PER_CANARY, MAX_ERROR_CHARS, QUERIES_PER_CANARY
+from canaryctl_providers.webhooks import WebhookClient
 from tests.providers.hostile import MIB, VECTOR, answer, drip, hang, huge, huge_reply_rss, serving
 
 # A message may carry a few fixed words around the bounded remote text.

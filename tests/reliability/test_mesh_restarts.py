@@ -13,11 +13,11 @@ import time
 import httpx
 import pytest
 
-from canaryctl.mesh import config
-from canaryctl.mesh.ads import AdsServer
-from canaryctl.mesh.local import LocalMesh
-from canaryctl.mesh.loopback import HttpConnection, UpstreamServers
-from canaryctl.mesh.process import EnvoyProcess
+from canaryctl_mesh import config
+from canaryctl_mesh.ads import AdsServer
+from canaryctl_mesh.local import LocalMesh
+from canaryctl_mesh.loopback import HttpConnection, UpstreamServers
+from canaryctl_mesh.process import EnvoyProcess
 from tests.mesh.conftest import CANARY, PRIMARY, ready_status, split, start_ads_envoy, wait_ready
 from tests.reliability.traffic import Response, Users
 

@@ -23,7 +23,7 @@ import pytest_asyncio
 from hypothesis import HealthCheck, Phase, given, settings
 
 from canaryctl.api import models
-from canaryctl.providers.kube import KubeObjects
+from canaryctl_mesh.kube import KubeObjects
 from tests.kube.cluster import Kubelet, running_kubelet
 from tests.kube.emulator import kube_api, objects, running_emulator  # noqa: F401
 from tests.operator.conftest import prometheus  # noqa: F401

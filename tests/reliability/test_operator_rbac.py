@@ -20,7 +20,7 @@ import yaml
 from kubernetes import client
 
 from canaryctl.api.models import API_VERSION
-from canaryctl.providers.kube import KubeObjects
+from canaryctl_mesh.kube import KubeObjects
 from tests.chart.conftest import (
     CHART,
     NAMESPACE,

@@ -24,7 +24,7 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from canaryctl.local.prometheus import free_port
-from canaryctl.providers.kube import KubeObjects
+from canaryctl_mesh.kube import KubeObjects
 from tests.kube.cluster import Kubelet, PrometheusStub
 from tests.kube.emulator import emulator, emulator_url, kube_api, objects  # noqa: F401
 from tests.operator.conftest import kubelet, prometheus  # noqa: F401

@@ -7,7 +7,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from canaryctl.mesh.loopback import HttpConnection
+from canaryctl_mesh.loopback import HttpConnection
 
 CONNECTIONS = 4
 MAX_REQUESTS_PER_CONNECTION = 20_000

@@ -17,8 +17,8 @@ import kmock
 
 from canaryctl.local.prometheus import LocalPrometheus
 from canaryctl.operator.handlers import CanaryOperator, OperatorConfig
-from canaryctl.providers.kube import api_client_for_host
 from canaryctl.telemetry.metrics import ControllerMetrics, MetricsServer, serve_metrics
+from canaryctl_mesh.kube import api_client_for_host
 from tests.kube.emulator import emulator_url
 
 

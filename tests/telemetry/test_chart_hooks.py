@@ -15,8 +15,8 @@ import pytest
 from canaryctl.cli.main import main
 from canaryctl.local.prometheus import free_port
 from canaryctl.operator.handlers import FINALIZER
-from canaryctl.providers.kube import KubeObjects
 from canaryctl.telemetry.metrics import Compat, ControllerMetrics
+from canaryctl_mesh.kube import KubeObjects
 from tests.chart.conftest import NAMESPACE, RELEASE, render_values
 from tests.kube.cluster import running_kubelet
 from tests.kube.emulator import emulator_url

@@ -21,8 +21,8 @@ import pytest
 import yaml
 
 from canaryctl.api.models import CanaryAnalysis
-from canaryctl.providers.kube import KubeObjects
 from canaryctl.telemetry.metrics import Compat, ControllerMetrics
+from canaryctl_mesh.kube import KubeObjects
 from tests.kube.cluster import running_kubelet, running_prometheus
 from tests.operator.helpers import NS, canary, setup_target, wait_phase, workload
 from tests.telemetry.controller import Prometheus, prometheus_scraping, running_controller

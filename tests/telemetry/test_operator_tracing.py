@@ -19,9 +19,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from canaryctl.api.models import Canary, CanaryAnalysis
-from canaryctl.providers.kube import KubeObjects
 from canaryctl.telemetry.metrics import ControllerMetrics
 from canaryctl.telemetry.tracing import Tracer, rollout_ids
+from canaryctl_mesh.kube import KubeObjects
 from tests.kube.cluster import running_kubelet
 from tests.operator.helpers import (
     METRIC_TEMPLATE,

@@ -13,9 +13,9 @@ import yaml
 
 from canaryctl.api.models import Canary, CanaryMetric, MetricTemplate, MetricTemplateProvider
 from canaryctl.engine.types import ErrorSample, MetricSample
-from canaryctl.providers.metrics import MetricQueryError, MetricsAnalyzer, TemplateRenderError
-from canaryctl.providers.metrics.builtin import mesh_queries
-from canaryctl.providers.metrics.template import TemplateModel, render
+from canaryctl_providers.metrics import MetricQueryError, MetricsAnalyzer, TemplateRenderError
+from canaryctl_providers.metrics.builtin import mesh_queries
+from canaryctl_providers.metrics.template import TemplateModel, render
 
 # Flagger's documentation example, verbatim apart from the apiVersion.
 NOT_FOUND_PERCENTAGE = """

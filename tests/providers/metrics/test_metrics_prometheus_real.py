@@ -35,9 +35,9 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from canaryctl.api.models import Canary, CanaryMetric
 from canaryctl.local.prometheus import LocalPrometheus
 from canaryctl.local.router import backend_name
-from canaryctl.mesh import config, telemetry
-from canaryctl.mesh.local import LocalMesh
-from canaryctl.providers.metrics import MetricsAnalyzer
+from canaryctl_mesh import config, telemetry
+from canaryctl_mesh.local import LocalMesh
+from canaryctl_providers.metrics import MetricsAnalyzer
 
 NAMESPACE = "test"
 CANARY_POD = "podinfo-7d4b8c9f6-k2l3m"

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from canaryctl.api.models import LocalObjectReference, MetricTemplateProvider
-from canaryctl.providers.metrics import MetricQueryError, ProviderConfigError, provider_for
-from canaryctl.providers.metrics.jsonpath import parse
-from canaryctl.providers.metrics.sigv4 import Credentials, canonical_request, sign, signing_key
-from canaryctl.providers.metrics.transport import to_float
+from canaryctl_providers.metrics import MetricQueryError, ProviderConfigError, provider_for
+from canaryctl_providers.metrics.jsonpath import parse
+from canaryctl_providers.metrics.sigv4 import Credentials, canonical_request, sign, signing_key
+from canaryctl_providers.metrics.transport import to_float
 
 SECRET = LocalObjectReference(name="creds")
 

@@ -12,9 +12,9 @@ from aiohttp.test_utils import TestServer
 
 from canaryctl.api.models import AlertProviderSpec, Canary, MetricStatus, Phase, Severity, Verdict
 from canaryctl.ports import Alert, Notifier
-from canaryctl.providers.notifiers import AlertRouter, NotifierError, notifier_for
-from canaryctl.providers.notifiers.format import build_message, describe_metric
-from canaryctl.providers.notifiers.routing import recipients, subscribed
+from canaryctl_providers.notifiers import AlertRouter, NotifierError, notifier_for
+from canaryctl_providers.notifiers.format import build_message, describe_metric
+from canaryctl_providers.notifiers.routing import recipients, subscribed
 
 ALERT = Alert(
     canary="podinfo",

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from canaryctl.api.models import Canary
-from canaryctl.providers.routers import ROUTERS
+from canaryctl_providers.routers import ROUTERS
 from tests.providers.routers.cases import STATES, InMemoryObjects, make_canary
 from tests.schemas.validation import validate
 

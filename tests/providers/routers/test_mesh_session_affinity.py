@@ -16,10 +16,10 @@ import pytest
 
 from canaryctl.api.models import Canary
 from canaryctl.engine.types import RouteState
-from canaryctl.mesh.local import LocalMesh
-from canaryctl.mesh.loopback import UpstreamServers
-from canaryctl.mesh.translate import translate
-from canaryctl.providers.routers import router_for
+from canaryctl_mesh.local import LocalMesh
+from canaryctl_mesh.loopback import UpstreamServers
+from canaryctl_mesh.translate import translate
+from canaryctl_providers.routers import router_for
 from tests.providers.routers.cases import NS, InMemoryObjects, make_canary
 
 PRIMARY, CANARY = "podinfo-primary", "podinfo-canary"

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from canaryctl.engine.types import RouteState
-from canaryctl.mesh import config
-from canaryctl.mesh.translate import cluster_name, translate
-from canaryctl.providers.routers import router_for
+from canaryctl_mesh import config
+from canaryctl_mesh.translate import cluster_name, translate
+from canaryctl_providers.routers import router_for
 from tests.providers.routers.cases import AB_MATCH, FAULT, NS, InMemoryObjects, make_canary
 
 APEX, PRIMARY, CANARY = (cluster_name(name, NS) for name in ("podinfo", "podinfo-primary", "podinfo-canary"))

@@ -10,7 +10,7 @@ import pytest
 from canaryctl import registry
 from canaryctl.api.models import Canary, HTTPMatchRequest
 from canaryctl.engine.types import RouteState
-from canaryctl.providers.routers import ROUTERS, UnsupportedRoutes, router_for, unsupported_steps
+from canaryctl_providers.routers import ROUTERS, UnsupportedRoutes, router_for, unsupported_steps
 from tests.providers.routers.cases import AB_MATCH, FAULT, NS, InMemoryObjects, make_canary
 
 SPLIT = ("split.smi-spec.io/v1alpha4", "TrafficSplit", NS, "podinfo")

@@ -23,7 +23,7 @@ from canaryctl.api.models import (
 )
 from canaryctl.cli.main import main
 from canaryctl.engine.types import HookResult
-from canaryctl.providers.webhooks import WebhookClient
+from canaryctl_providers.webhooks import WebhookClient
 
 REPO = Path(__file__).resolve().parents[3]
 CANARY = Canary.model_validate(

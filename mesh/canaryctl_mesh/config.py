@@ -1,0 +1,869 @@
+"""Pure Envoy config builder shared by the sidecar (ADS) and local (file xDS) modes.
+
+Everything here returns plain JSON-able dicts in proto3 JSON form, so the same output can be written to
+files for file-based xDS or parsed into protobufs for ADS. No I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from canaryctl_mesh import telemetry
+
+CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
+ROUTE_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+HCM_TYPE = (
+    "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+)
+FAULT_TYPE = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
+ROUTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+FILE_LOG_TYPE = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
+STATS_LOG_TYPE = "type.googleapis.com/envoy.extensions.access_loggers.stats.v3.Config"
+ORIGINAL_DST_TYPE = "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst"
+TLS_INSPECTOR_TYPE = "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
+HTTP_INSPECTOR_TYPE = "type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector"
+TCP_PROXY_TYPE = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+HTTP_OPTIONS_TYPE = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+HEALTH_CHECK_TYPE = "type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck"
+UPSTREAM_TLS_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+GETADDRINFO_TYPE = (
+    "type.googleapis.com/envoy.extensions.network.dns_resolver.getaddrinfo.v3.GetAddrInfoDnsResolverConfig"
+)
+HTTP_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+FAULT_FILTER = "envoy.filters.http.fault"
+# Order in which xDS types must reach Envoy: a route naming an unknown cluster answers 503.
+TYPE_ORDER = (CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE)
+
+Resource = dict[str, Any]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Backend(_Spec):
+    """One upstream service; `endpoints` (address, port) overrides the single address when set.
+
+    The name becomes the Envoy cluster name and so the ``envoy_cluster_name`` stats label; a dot
+    would make Envoy's tag extraction cut the name short, so dots are refused.
+    """
+
+    name: str = Field(min_length=1, pattern=r"^[^.]+$")
+    address: str = Field(min_length=1)
+    port: int = Field(ge=1, le=65535)
+    endpoints: tuple[tuple[str, int], ...] = ()
+
+
+class WeightedBackend(_Spec):
+    backend: Backend
+    weight: int = Field(ge=0)
+
+
+class Mirror(_Spec):
+    backend: str
+    percentage: float = Field(ge=0, le=100)
+
+
+class FaultDelay(_Spec):
+    seconds: float = Field(gt=0)
+    percentage: float = Field(ge=0, le=100)
+
+
+class FaultAbort(_Spec):
+    status: int = Field(ge=200, le=599)
+    percentage: float = Field(ge=0, le=100)
+
+
+class Fault(_Spec):
+    delay: FaultDelay | None = None
+    abort: FaultAbort | None = None
+
+
+class HeaderMatch(_Spec):
+    """Exactly one of exact, prefix, regex (RE2, full match)."""
+
+    name: str = Field(min_length=1)
+    exact: str | None = None
+    prefix: str | None = None
+    regex: str | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> HeaderMatch:
+        if sum(v is not None for v in (self.exact, self.prefix, self.regex)) != 1:
+            raise ValueError(f"header match {self.name!r} needs exactly one of exact, prefix, regex")
+        return self
+
+
+class HttpMatch(_Spec):
+    """Requests matching all given conditions go to `backend` instead of the weighted split."""
+
+    backend: str
+    headers: tuple[HeaderMatch, ...] = ()
+    path_regex: str | None = None
+    path_prefix: str | None = None
+    methods: tuple[str, ...] = ()
+
+
+class Retries(_Spec):
+    attempts: int = Field(default=2, ge=0)
+    per_try_timeout: float | None = Field(default=None, gt=0)
+    retry_on: str = "5xx,reset,connect-failure,refused-stream"
+    budget_percent: float = Field(default=20.0, gt=0, le=100)
+    min_retry_concurrency: int = Field(default=3, ge=0)
+
+
+class OutlierDetection(_Spec):
+    consecutive_5xx: int = Field(default=5, ge=1)
+    interval: float = Field(default=10.0, gt=0)
+    base_ejection_time: float = Field(default=30.0, gt=0)
+    max_ejection_percent: int = Field(default=50, ge=0, le=100)
+
+
+class Cookie(_Spec):
+    """Session affinity (see TrafficPolicy's StickyCookie): ``backend`` None is an expired cookie."""
+
+    name: str = Field(min_length=1)
+    value: str = Field(min_length=1)
+    set_cookie: str = Field(min_length=1)
+    backend: str | None = None
+
+
+class RouteSpec(_Spec):
+    """How traffic for one service is routed across its backends."""
+
+    service: str = Field(min_length=1)
+    backends: tuple[WeightedBackend, ...] = Field(min_length=1)
+    hosts: tuple[str, ...] = ()
+    mirror: Mirror | None = None
+    faults: dict[str, Fault] = Field(default_factory=dict)
+    matches: tuple[HttpMatch, ...] = ()
+    timeout: float | None = Field(default=None, ge=0)
+    retries: Retries | None = None
+    outlier_detection: OutlierDetection | None = None
+    cookies: tuple[Cookie, ...] = ()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RouteSpec:
+        names = [wb.backend.name for wb in self.backends]
+        if len(set(names)) != len(names):
+            raise ValueError(f"service {self.service!r}: backend names repeat: {names}")
+        if not any(wb.weight for wb in self.backends):
+            raise ValueError(f"service {self.service!r}: at least one backend needs a weight above 0")
+        referenced = [m.backend for m in self.matches] + list(self.faults)
+        referenced += [c.backend for c in self.cookies if c.backend is not None]
+        referenced += [self.mirror.backend] if self.mirror else []
+        unknown = sorted(set(referenced) - set(names))
+        if unknown:
+            raise ValueError(f"service {self.service!r}: unknown backends {unknown}; known: {names}")
+        return self
+
+
+@dataclass(frozen=True)
+class Resources:
+    """One consistent set of xDS resources; `by_type` keys follow TYPE_ORDER."""
+
+    clusters: list[Resource] = field(default_factory=list)
+    listeners: list[Resource] = field(default_factory=list)
+    routes: list[Resource] = field(default_factory=list)
+
+    def by_type(self) -> dict[str, list[Resource]]:
+        return {CLUSTER_TYPE: self.clusters, LISTENER_TYPE: self.listeners, ROUTE_TYPE: self.routes}
+
+
+# ---------------------------------------------------------------------------------------------------
+# small helpers
+# ---------------------------------------------------------------------------------------------------
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.6f}".rstrip("0").rstrip(".") + "s"
+
+
+def _fraction(percentage: float) -> dict[str, Any]:
+    return {"numerator": round(percentage * 10_000), "denominator": "MILLION"}
+
+
+def _socket(address: str, port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": address, "port_value": port}}
+
+
+def _is_ip(address: str) -> bool:
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return True
+
+
+def ads_source() -> dict[str, Any]:
+    return {"ads": {}, "resource_api_version": "V3"}
+
+
+def file_source(directory: str, filename: str) -> dict[str, Any]:
+    """Envoy reloads only on a rename into the watched directory, never on in-place writes."""
+    return {
+        "path_config_source": {"path": f"{directory}/{filename}", "watched_directory": {"path": directory}},
+        "resource_api_version": "V3",
+    }
+
+
+# ---------------------------------------------------------------------------------------------------
+# clusters
+# ---------------------------------------------------------------------------------------------------
+
+
+def _same_protocol_upstream() -> dict[str, Any]:
+    """Upstream requests use the downstream's protocol: HTTP/2 (gRPC) stays HTTP/2, HTTP/1.1 stays 1.1."""
+    return {
+        "typed_extension_protocol_options": {
+            HTTP_OPTIONS_KEY: {"@type": HTTP_OPTIONS_TYPE, "use_downstream_protocol_config": {}}
+        }
+    }
+
+
+def _cluster(backend: Backend, spec: RouteSpec) -> Resource:
+    endpoints = backend.endpoints or ((backend.address, backend.port),)
+    static = all(_is_ip(address) for address, _ in endpoints)
+    cluster: Resource = {
+        "@type": CLUSTER_TYPE,
+        "name": backend.name,
+        "type": "STATIC" if static else "STRICT_DNS",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": backend.name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket(a, p)}} for a, p in endpoints]}],
+        },
+        **_same_protocol_upstream(),
+    }
+    if spec.retries:
+        cluster["circuit_breakers"] = {
+            "thresholds": [
+                {
+                    "retry_budget": {
+                        "budget_percent": {"value": spec.retries.budget_percent},
+                        "min_retry_concurrency": spec.retries.min_retry_concurrency,
+                    }
+                }
+            ]
+        }
+    if spec.outlier_detection:
+        od = spec.outlier_detection
+        cluster["outlier_detection"] = {
+            "consecutive_5xx": od.consecutive_5xx,
+            "interval": _duration(od.interval),
+            "base_ejection_time": _duration(od.base_ejection_time),
+            "max_ejection_percent": od.max_ejection_percent,
+        }
+    return cluster
+
+
+def build_clusters(specs: list[RouteSpec]) -> list[Resource]:
+    """One cluster per backend; a backend shared by several services is emitted once."""
+    clusters: dict[str, Resource] = {}
+    for spec in specs:
+        for wb in spec.backends:
+            clusters.setdefault(wb.backend.name, _cluster(wb.backend, spec))
+    return list(clusters.values())
+
+
+# ---------------------------------------------------------------------------------------------------
+# routes
+# ---------------------------------------------------------------------------------------------------
+
+
+def _fault_config(fault: Fault) -> dict[str, Any]:
+    config: dict[str, Any] = {"@type": FAULT_TYPE}
+    if fault.delay:
+        config["delay"] = {
+            "fixed_delay": _duration(fault.delay.seconds),
+            "percentage": _fraction(fault.delay.percentage),
+        }
+    if fault.abort:
+        config["abort"] = {"http_status": fault.abort.status, "percentage": _fraction(fault.abort.percentage)}
+    return config
+
+
+def _per_backend_filters(spec: RouteSpec, backend: str) -> dict[str, Any]:
+    """Faults ride on the weighted cluster (or match route) so only that backend's traffic is hit."""
+    fault = spec.faults.get(backend)
+    return {"typed_per_filter_config": {FAULT_FILTER: _fault_config(fault)}} if fault else {}
+
+
+def _route_action(spec: RouteSpec) -> dict[str, Any]:
+    # Envoy's default 15 s would cut long polls, SSE and streams that work unmeshed: 0s means none.
+    action: dict[str, Any] = {"timeout": _duration(spec.timeout or 0)}
+    if spec.retries:
+        policy: dict[str, Any] = {"retry_on": spec.retries.retry_on, "num_retries": spec.retries.attempts}
+        if spec.retries.per_try_timeout:
+            policy["per_try_timeout"] = _duration(spec.retries.per_try_timeout)
+        action["retry_policy"] = policy
+    if spec.mirror and spec.mirror.percentage > 0:
+        action["request_mirror_policies"] = [
+            {
+                "cluster": spec.mirror.backend,
+                "runtime_fraction": {"default_value": _fraction(spec.mirror.percentage)},
+            }
+        ]
+    return action
+
+
+def _match(m: HttpMatch) -> dict[str, Any]:
+    match: dict[str, Any] = {}
+    if m.path_regex:
+        match["safe_regex"] = {"regex": m.path_regex}
+    else:
+        match["prefix"] = m.path_prefix or "/"
+    headers = []
+    for h in m.headers:
+        if h.exact is not None:
+            string_match: dict[str, Any] = {"exact": h.exact}
+        elif h.prefix is not None:
+            string_match = {"prefix": h.prefix}
+        else:
+            string_match = {"safe_regex": {"regex": h.regex}}
+        headers.append({"name": h.name, "string_match": string_match})
+    if m.methods:
+        methods = "|".join(sorted({x.upper() for x in m.methods}))
+        headers.append({"name": ":method", "string_match": {"safe_regex": {"regex": methods}}})
+    if headers:
+        match["headers"] = headers
+    return match
+
+
+def _set_cookie(value: str) -> dict[str, Any]:
+    return {
+        "response_headers_to_add": [
+            {"header": {"key": "set-cookie", "value": value}, "append_action": "APPEND_IF_EXISTS_OR_ADD"}
+        ]
+    }
+
+
+def _handed_out(spec: RouteSpec, backend: str) -> dict[str, Any]:
+    """The Set-Cookie of ``backend``'s sticky cookie on responses it serves outside its sticky route."""
+    for cookie in spec.cookies:
+        if cookie.backend == backend:
+            return _set_cookie(cookie.set_cookie)
+    return {}
+
+
+def _cookie_match(cookie: Cookie) -> dict[str, Any]:
+    """The pair among any other cookies; Envoy joins repeated Cookie headers with "; "."""
+    regex = f"(.*; ?)?{re.escape(cookie.name)}={re.escape(cookie.value)}(;.*)?"
+    return {"prefix": "/", "headers": [{"name": "cookie", "string_match": {"safe_regex": {"regex": regex}}}]}
+
+
+def _routes(spec: RouteSpec) -> list[dict[str, Any]]:
+    """Match routes first (first match wins), then sticky cookies, then the weighted split."""
+    action = _route_action(spec)
+    routes = [
+        {
+            "name": spec.service,
+            "match": _match(m),
+            "route": {"cluster": m.backend, **action},
+            **_per_backend_filters(spec, m.backend),
+            **_handed_out(spec, m.backend),
+        }
+        for m in spec.matches
+    ]
+    weighted = [
+        {
+            "name": wb.backend.name,
+            "weight": wb.weight,
+            **_per_backend_filters(spec, wb.backend.name),
+            **_handed_out(spec, wb.backend.name),
+        }
+        for wb in spec.backends
+    ]
+    split = {"weighted_clusters": {"clusters": weighted}, **action}
+    for cookie in spec.cookies:
+        if cookie.backend is None:
+            sticky = {"route": split, **_set_cookie(cookie.set_cookie)}
+        else:
+            sticky = {
+                "route": {"cluster": cookie.backend, **action},
+                **_per_backend_filters(spec, cookie.backend),
+            }
+        routes.append({"name": spec.service, "match": _cookie_match(cookie), **sticky})
+    routes.append({"name": spec.service, "match": {"prefix": "/"}, "route": split})
+    return routes
+
+
+def build_route_config(name: str, specs: list[RouteSpec], catch_all: str | None = None) -> Resource:
+    """One virtual host per service; `catch_all` sends unknown hosts to that cluster (sidecar passthrough).
+
+    Envoy refuses a whole route configuration when two virtual hosts share a domain, so that is
+    caught here, naming both services.
+    """
+    owners: dict[str, str] = {}
+    for spec in specs:
+        for domain in spec.hosts or (spec.service, f"{spec.service}:*"):
+            if owners.setdefault(domain, spec.service) != spec.service:
+                raise ValueError(
+                    f"host {domain!r} is claimed by both {owners[domain]!r} and {spec.service!r}"
+                )
+    hosts = [
+        {
+            "name": spec.service,
+            "domains": list(spec.hosts) or [spec.service, f"{spec.service}:*"],
+            "routes": _routes(spec),
+        }
+        for spec in specs
+    ]
+    if catch_all:
+        hosts.append(
+            {
+                "name": "passthrough",
+                "domains": ["*"],
+                "routes": [{"match": {"prefix": "/"}, "route": {"cluster": catch_all, "timeout": "0s"}}],
+            }
+        )
+    return {"@type": ROUTE_TYPE, "name": name, "virtual_hosts": hosts}
+
+
+# ---------------------------------------------------------------------------------------------------
+# listeners
+# ---------------------------------------------------------------------------------------------------
+
+
+def _access_logs(access_log_path: str, stats: dict[str, Any]) -> list[dict[str, Any]]:
+    """JSON access log plus a stats logger (`stats`, from canaryctl_mesh.telemetry) for golden metrics."""
+    return [
+        {
+            "name": "envoy.access_loggers.file",
+            "typed_config": {
+                "@type": FILE_LOG_TYPE,
+                "path": access_log_path,
+                "log_format": {"json_format": telemetry.ACCESS_LOG_FORMAT},
+            },
+        },
+        {"name": "envoy.access_loggers.stats", "typed_config": {"@type": STATS_LOG_TYPE, **stats}},
+    ]
+
+
+def http_connection_manager(
+    stat_prefix: str,
+    route_config_name: str,
+    route_source: dict[str, Any],
+    access_log_path: str,
+    stats: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Routes by RDS; caller-side golden metrics unless `stats` names another stats logger.
+
+    The codec is detected (HTTP/1.1 or HTTP/2, so gRPC works) and WebSocket upgrades are let through.
+    """
+    return {
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": HCM_TYPE,
+            "stat_prefix": stat_prefix,
+            "rds": {"route_config_name": route_config_name, "config_source": route_source},
+            "http_filters": [
+                {"name": FAULT_FILTER, "typed_config": {"@type": FAULT_TYPE}},
+                {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}},
+            ],
+            "upgrade_configs": [{"upgrade_type": "websocket"}],
+            "access_log": _access_logs(access_log_path, stats or telemetry.caller_stats_logger()),
+        },
+    }
+
+
+def build_listener(name: str, host: str, port: int, hcm: dict[str, Any]) -> Resource:
+    return {
+        "@type": LISTENER_TYPE,
+        "name": name,
+        "address": _socket(host, port),
+        "filter_chains": [{"filters": [hcm]}],
+    }
+
+
+# ---------------------------------------------------------------------------------------------------
+# the two modes
+# ---------------------------------------------------------------------------------------------------
+
+LOCAL = "local"
+"""Name of the local mode's listener, route configuration and HTTP stat prefix."""
+
+
+def local_listener(host: str, port: int, route_source: dict[str, Any], access_log_path: str) -> Resource:
+    return build_listener(
+        LOCAL, host, port, http_connection_manager(LOCAL, LOCAL, route_source, access_log_path)
+    )
+
+
+def local_resources(
+    spec: RouteSpec, host: str, port: int, route_source: dict[str, Any], access_log_path: str
+) -> Resources:
+    """Local mode: one listener on host:port sending every request (any Host) to `spec`."""
+    catch_all = spec.model_copy(update={"hosts": ("*",)})
+    return Resources(
+        clusters=build_clusters([spec]),
+        listeners=[local_listener(host, port, route_source, access_log_path)],
+        routes=[build_route_config(LOCAL, [catch_all])],
+    )
+
+
+@dataclass(frozen=True)
+class SidecarPorts:
+    """Ports the init container's iptables rules redirect to (Istio's numbers, familiar to operators)."""
+
+    outbound: int = 15001
+    inbound: int = 15006
+    prometheus: int = 15090
+    admin: int = 15000
+    health: int = 15021
+    """Static listener: /healthz/ready (the proxy has its config) and the rewritten app probes."""
+
+    def own(self) -> tuple[int, ...]:
+        """The sidecar's ports, never redirected."""
+        return (self.admin, self.outbound, self.inbound, self.health, self.prometheus)
+
+
+OUTBOUND_ROUTE_NAME = "outbound"
+INBOUND_ROUTE_NAME = "inbound"
+PASSTHROUGH_CLUSTER = "passthrough"
+INBOUND_CLUSTER = "inbound"
+ADMIN_CLUSTER = "admin"
+
+HTTP_PROTOCOLS = ("http/1.0", "http/1.1", "h2c")
+"""What http_inspector reports for cleartext HTTP; anything else is passed through as TCP."""
+PROTOCOL_DETECTION_TIMEOUT = 5.0
+"""Seconds a connection may stay silent before it is passed through as TCP unread. Server-first
+protocols (the server speaks first: MySQL, SMTP) wait this long unless their port is opaque."""
+DEFAULT_OPAQUE_PORTS = (21, 22, 25, 110, 143, 587, 3306, 4444, 5432, 6379, 9300, 11211, 33060)
+"""Ports passed through as TCP without protocol detection: server-first or binary protocols
+(FTP, SSH, SMTP, POP3, IMAP, MySQL, Galera, PostgreSQL, Redis, Elasticsearch transport, memcached)."""
+
+
+def _original_dst_cluster(name: str) -> Resource:
+    return {
+        "@type": CLUSTER_TYPE,
+        "name": name,
+        "type": "ORIGINAL_DST",
+        "lb_policy": "CLUSTER_PROVIDED",
+        "connect_timeout": "5s",
+        **_same_protocol_upstream(),
+    }
+
+
+def _ports_predicate(ports: tuple[int, ...]) -> dict[str, Any]:
+    rules = [{"destination_port_range": {"start": p, "end": p + 1}} for p in sorted(set(ports))]
+    return rules[0] if len(rules) == 1 else {"or_match": {"rules": rules}}
+
+
+def _listener_filters(opaque_ports: tuple[int, ...]) -> list[dict[str, Any]]:
+    """Restore the original destination, then detect TLS and HTTP except on opaque ports."""
+    skip = {"filter_disabled": _ports_predicate(opaque_ports)} if opaque_ports else {}
+    return [
+        {"name": "envoy.filters.listener.original_dst", "typed_config": {"@type": ORIGINAL_DST_TYPE}},
+        {
+            "name": "envoy.filters.listener.tls_inspector",
+            "typed_config": {"@type": TLS_INSPECTOR_TYPE},
+            **skip,
+        },
+        {
+            "name": "envoy.filters.listener.http_inspector",
+            "typed_config": {"@type": HTTP_INSPECTOR_TYPE},
+            **skip,
+        },
+    ]
+
+
+def tcp_proxy(stat_prefix: str, cluster: str) -> dict[str, Any]:
+    return {
+        "name": "envoy.filters.network.tcp_proxy",
+        "typed_config": {"@type": TCP_PROXY_TYPE, "stat_prefix": stat_prefix, "cluster": cluster},
+    }
+
+
+def capture_listener(
+    name: str, host: str, port: int, hcm: dict[str, Any], cluster: str, opaque_ports: tuple[int, ...]
+) -> Resource:
+    """Where iptables sends captured TCP: cleartext HTTP goes through `hcm`; everything else (TLS,
+    databases, any other protocol, silent clients) reaches its original destination unchanged."""
+    return {
+        "@type": LISTENER_TYPE,
+        "name": name,
+        "address": _socket(host, port),
+        "listener_filters": _listener_filters(opaque_ports),
+        "listener_filters_timeout": _duration(PROTOCOL_DETECTION_TIMEOUT),
+        "continue_on_listener_filters_timeout": True,
+        "filter_chains": [
+            {
+                "name": f"{name}-http",
+                "filter_chain_match": {
+                    "transport_protocol": "raw_buffer",
+                    "application_protocols": list(HTTP_PROTOCOLS),
+                },
+                "filters": [hcm],
+            }
+        ],
+        "default_filter_chain": {"name": f"{name}-tcp", "filters": [tcp_proxy(f"{name}_tcp", cluster)]},
+    }
+
+
+def sidecar_resources(
+    specs: list[RouteSpec],
+    ports: SidecarPorts | None = None,
+    access_log_path: str = "/dev/stdout",
+    bind_host: str = "0.0.0.0",
+    opaque_ports: tuple[int, ...] = DEFAULT_OPAQUE_PORTS,
+) -> Resources:
+    """Sidecar mode: outbound HTTP to meshed services is routed, inbound HTTP is measured (server-side
+    golden metrics per workload), and everything else passes through to its original destination."""
+    ports = ports or SidecarPorts()
+    source = ads_source()
+    outbound = http_connection_manager("outbound", OUTBOUND_ROUTE_NAME, source, access_log_path)
+    inbound = http_connection_manager(
+        "inbound", INBOUND_ROUTE_NAME, source, access_log_path, telemetry.inbound_stats_logger()
+    )
+    admin = {
+        "@type": CLUSTER_TYPE,
+        "name": ADMIN_CLUSTER,
+        "type": "STATIC",
+        "load_assignment": {
+            "cluster_name": ADMIN_CLUSTER,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket("127.0.0.1", ports.admin)}}]}],
+        },
+    }
+    prometheus_routes = {
+        "@type": ROUTE_TYPE,
+        "name": "prometheus",
+        "virtual_hosts": [
+            {
+                "name": "prometheus",
+                "domains": ["*"],
+                "routes": [{"match": {"path": "/stats/prometheus"}, "route": {"cluster": ADMIN_CLUSTER}}],
+            }
+        ],
+    }
+    prometheus = http_connection_manager("prometheus", "prometheus", source, "/dev/null")
+    return Resources(
+        clusters=[
+            *build_clusters(specs),
+            _original_dst_cluster(PASSTHROUGH_CLUSTER),
+            _original_dst_cluster(INBOUND_CLUSTER),
+            admin,
+        ],
+        listeners=[
+            capture_listener(
+                "outbound", bind_host, ports.outbound, outbound, PASSTHROUGH_CLUSTER, opaque_ports
+            ),
+            capture_listener("inbound", bind_host, ports.inbound, inbound, INBOUND_CLUSTER, opaque_ports),
+            build_listener("prometheus", bind_host, ports.prometheus, prometheus),
+        ],
+        routes=[
+            build_route_config(OUTBOUND_ROUTE_NAME, specs, catch_all=PASSTHROUGH_CLUSTER),
+            build_route_config(INBOUND_ROUTE_NAME, [], catch_all=INBOUND_CLUSTER),
+            prometheus_routes,
+        ],
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# bootstraps
+# ---------------------------------------------------------------------------------------------------
+
+
+def _bootstrap(node_id: str, admin_host: str, admin_port: int, dynamic: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "node": {"id": node_id, "cluster": "canaryctl-mesh"},
+        "admin": {"address": _socket(admin_host, admin_port)},
+        # Histograms only reach /stats/prometheus at a flush; 1 s keeps analysis windows honest.
+        "stats_flush_interval": "1s",
+        "dynamic_resources": dynamic,
+    }
+
+
+def local_bootstrap(node_id: str, xds_dir: str, admin_port: int = 0) -> dict[str, Any]:
+    """Bootstrap for local mode: CDS and LDS from files in `xds_dir`, admin on loopback."""
+    dynamic = {
+        "cds_config": file_source(xds_dir, "cds.json"),
+        "lds_config": file_source(xds_dir, "lds.json"),
+    }
+    return _bootstrap(node_id, "127.0.0.1", admin_port, dynamic)
+
+
+XDS_CLUSTER = "canaryctl_xds"
+READY_PATH = "/healthz/ready"
+"""On the health port: 200 once the proxy has its config. Envoy listens on static listeners only
+when its initial xDS fetch is over, so until then the kubelet's probe is refused."""
+
+
+class AppProbe(_Spec):
+    """A kubelet probe of an app container, rewritten to the sidecar's health port at `path`.
+
+    The health listener is static (in the bootstrap), so it answers while the control plane is away:
+    an httpGet probe is forwarded to the app on 127.0.0.1 as it was (`http_path`, `https`); a
+    tcpSocket probe (no `http_path`) answers 200 only while Envoy can open a connection to the port.
+    """
+
+    path: str = Field(pattern=r"^/app-health/")
+    port: int = Field(ge=1, le=65535)
+    http_path: str | None = None
+    https: bool = False
+    timeout: float = Field(default=1.0, gt=0, le=3600)
+    period: float = Field(default=10.0, gt=0, le=3600)
+
+    @property
+    def cluster(self) -> str:
+        kind = "http" if self.http_path is not None else "tcp"
+        return f"probe_{kind}{'s' if self.https else ''}_{self.port}"
+
+
+def _static_cluster(name: str, port: int) -> Resource:
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket("127.0.0.1", port)}}]}],
+        },
+    }
+
+
+def _probe_cluster(probe: AppProbe) -> Resource:
+    cluster = _static_cluster(probe.cluster, probe.port)
+    if probe.http_path is None:
+        # Connect-only checks; a cluster nobody sends traffic to is otherwise checked once a minute.
+        interval = _duration(probe.period)
+        cluster["health_checks"] = [
+            {
+                "timeout": _duration(probe.timeout),
+                "interval": interval,
+                "no_traffic_interval": interval,
+                "unhealthy_threshold": 1,
+                "healthy_threshold": 1,
+                "tcp_health_check": {},
+            }
+        ]
+    elif probe.https:
+        # kubelet does not verify the app's certificate either.
+        cluster["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {"@type": UPSTREAM_TLS_TYPE},
+        }
+    return cluster
+
+
+def _answer_when_healthy(path: str, cluster: str, percentage: int) -> dict[str, Any]:
+    """Envoy's health check filter answering `path`: 200 while `cluster` exists with at least
+    `percentage` of its hosts healthy, else 503 (a cluster Envoy does not know is unhealthy)."""
+    return {
+        "name": "envoy.filters.http.health_check",
+        "typed_config": {
+            "@type": HEALTH_CHECK_TYPE,
+            "pass_through_mode": False,
+            "headers": [{"name": ":path", "string_match": {"exact": path}}],
+            "cluster_min_healthy_percentages": {cluster: {"value": percentage}},
+        },
+    }
+
+
+def health_listener(
+    host: str, port: int, probes: tuple[AppProbe, ...] = (), ready_cluster: str = PASSTHROUGH_CLUSTER
+) -> Resource:
+    """The static listener kubelet probes: READY_PATH for the proxy, `probes` for the app containers.
+
+    Ready means Envoy listens (its first xDS fetch is over) and knows `ready_cluster`, which every
+    sidecar config has: after Envoy's initial-fetch timeout it listens without any config, and is
+    still not ready.
+    """
+    routes = [
+        {
+            "match": {"path": p.path},
+            "route": {"cluster": p.cluster, "prefix_rewrite": p.http_path, "timeout": _duration(p.timeout)},
+        }
+        for p in probes
+        if p.http_path is not None
+    ]
+    checks = [_answer_when_healthy(READY_PATH, ready_cluster, 0)]
+    checks += [_answer_when_healthy(p.path, p.cluster, 100) for p in probes if p.http_path is None]
+    hcm = {
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": HCM_TYPE,
+            "stat_prefix": "health",
+            "route_config": {
+                "name": "health",
+                "virtual_hosts": [{"name": "health", "domains": ["*"], "routes": routes}],
+            },
+            "http_filters": [
+                *checks,
+                {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}},
+            ],
+        },
+    }
+    listener = build_listener("health", host, port, hcm)
+    del listener["@type"]  # a bootstrap listener, not an xDS resource
+    return listener
+
+
+def ads_bootstrap(
+    node_id: str,
+    xds_host: str,
+    xds_port: int,
+    admin_host: str = "127.0.0.1",
+    admin_port: int = 15000,
+    health: tuple[str, int] | None = None,
+    probes: tuple[AppProbe, ...] = (),
+    ready_cluster: str = PASSTHROUGH_CLUSTER,
+) -> dict[str, Any]:
+    """Bootstrap for the sidecar: everything over one ADS stream, reconnecting quickly after an outage.
+
+    `health` (host, port) adds the static health listener (readiness and rewritten app probes).
+    """
+    dynamic = {
+        "ads_config": {
+            "api_type": "GRPC",
+            "transport_api_version": "V3",
+            # Parsing the full node on every ACK stalled the asyncio server 40-50 ms per push.
+            "set_node_on_first_message_only": True,
+            "grpc_services": [
+                {
+                    "envoy_grpc": {
+                        "cluster_name": XDS_CLUSTER,
+                        # Reconnect fast when the control plane returns (default backoff grows to 30 s).
+                        "retry_policy": {"retry_back_off": {"base_interval": "0.1s", "max_interval": "1s"}},
+                    }
+                }
+            ],
+        },
+        "cds_config": ads_source(),
+        "lds_config": ads_source(),
+    }
+    bootstrap = _bootstrap(node_id, admin_host, admin_port, dynamic)
+    xds = {
+        "name": XDS_CLUSTER,
+        "type": "STATIC" if _is_ip(xds_host) else "STRICT_DNS",
+        # The C library's resolver, like every other program in the pod: it honours the pod's hosts
+        # file (hostAliases) and nsswitch, which c-ares, Envoy's default, does not read.
+        "typed_dns_resolver_config": {
+            "name": "envoy.network.dns_resolver.getaddrinfo",
+            "typed_config": {"@type": GETADDRINFO_TYPE},
+        },
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            HTTP_OPTIONS_KEY: {
+                "@type": HTTP_OPTIONS_TYPE,
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+        "load_assignment": {
+            "cluster_name": XDS_CLUSTER,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket(xds_host, xds_port)}}]}],
+        },
+    }
+    static: dict[str, Any] = {"clusters": [xds]}
+    if health is not None:
+        static["listeners"] = [health_listener(*health, probes, ready_cluster)]
+        static["clusters"] += {p.cluster: _probe_cluster(p) for p in probes}.values()
+    bootstrap["static_resources"] = static
+    return bootstrap

@@ -1,0 +1,267 @@
+"""List + watch of the objects the mesh control plane translates, over the kubernetes client.
+
+Why watch and not poll: a canary step changes a TrafficSplit's weights and expects the sidecars to
+follow within a second; polling the 11 watched resources per namespace that often would load the API
+server for nothing, and polling less often would slow every step. So each (resource, namespace) gets a
+reflector, client-go's pattern: list (which returns a resourceVersion), then watch from there. Every
+`resync` seconds the watch ends and the reflector lists again, which repairs anything a broken stream
+missed; a 410 Gone (history compacted) relists at once. Other failures back off exponentially
+(jittered, 0.2 s doubling up to 30 s); the backoff resets once a list and a watch both worked.
+
+Reflectors are threads because the kubernetes client blocks; `stop()` shuts the open stream's socket
+down so a thread blocked in a read returns at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import urllib3
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from canaryctl_mesh.api import TRAFFIC_POLICY_KIND
+from canaryctl_mesh.kube import KINDS, resource_path
+
+log = logging.getLogger(__name__)
+
+Object = dict[str, Any]
+
+WATCHED_KINDS = frozenset({"TrafficSplit", "HTTPRouteGroup", TRAFFIC_POLICY_KIND, "Service", "EndpointSlice"})
+WATCHED: tuple[tuple[str, str], ...] = tuple(
+    sorted((key for key in KINDS if key[1] in WATCHED_KINDS), reverse=True)
+)
+"""(apiVersion, kind) pairs the control plane watches, newest API version of a group first."""
+
+CONNECT_TIMEOUT = 5.0
+LIST_TIMEOUT = 30.0
+PAGE_SIZE = 500
+MAX_PAGES = 1000
+READ_GRACE = 10.0
+"""A watch read waits this long past the server-side timeout before the reflector gives up on it."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """One list+watch: a resource in one namespace, or in all of them (namespace None)."""
+
+    api_version: str
+    kind: str
+    namespace: str | None
+
+    def __str__(self) -> str:
+        return f"{self.kind}.{self.api_version} in {self.namespace or 'all namespaces'}"
+
+
+class Backoff:
+    """Exponential delays with ±20 % jitter, capped at `maximum`."""
+
+    def __init__(self, initial: float = 0.2, maximum: float = 30.0) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self._next = initial
+
+    def next(self) -> float:
+        delay = self._next
+        self._next = min(self.maximum, self._next * 2)
+        return delay * random.uniform(0.8, 1.2)
+
+    def reset(self) -> None:
+        self._next = self.initial
+
+
+def _name(obj: Object) -> tuple[str, str]:
+    metadata = obj.get("metadata") or {}
+    return str(metadata.get("namespace") or ""), str(metadata.get("name") or "")
+
+
+class ObjectStore:
+    """The watched objects by source; thread-safe. `on_change` runs in the changing thread after changes."""
+
+    def __init__(self, on_change: Callable[[], None]) -> None:
+        self.on_change = on_change
+        self._lock = threading.Lock()
+        self._by_source: dict[Source, dict[tuple[str, str], Object]] = {}
+
+    @staticmethod
+    def _typed(source: Source, obj: Object) -> Object:
+        """List items of built-in kinds come without apiVersion/kind; translation needs both."""
+        return {**obj, "apiVersion": source.api_version, "kind": source.kind}
+
+    def replace(self, source: Source, items: list[Object]) -> None:
+        with self._lock:
+            self._by_source[source] = {_name(o): self._typed(source, o) for o in items}
+        self.on_change()
+
+    def upsert(self, source: Source, obj: Object) -> None:
+        with self._lock:
+            self._by_source.setdefault(source, {})[_name(obj)] = self._typed(source, obj)
+        self.on_change()
+
+    def remove(self, source: Source, obj: Object) -> None:
+        with self._lock:
+            self._by_source.get(source, {}).pop(_name(obj), None)
+        self.on_change()
+
+    def objects(self) -> list[Object]:
+        """Every object once: a CRD serving several versions shows each object under all of them, so
+        the same (group, kind, namespace, name) counts once, from the newest version watched."""
+        order = {key: index for index, key in enumerate(WATCHED)}
+        with self._lock:
+            sources = sorted(
+                self._by_source.items(), key=lambda s: order.get((s[0].api_version, s[0].kind), 0)
+            )
+            seen: dict[tuple[str, str, str, str], Object] = {}
+            for source, objects in sources:
+                group = source.api_version.rsplit("/", 1)[0] if "/" in source.api_version else ""
+                for (namespace, name), obj in objects.items():
+                    seen.setdefault((group, source.kind, namespace, name), obj)
+        return list(seen.values())
+
+
+class _Expired(Exception):
+    """The watch's resourceVersion is too old (410 Gone): list again."""
+
+
+class Reflector:
+    """Keeps `store` in step with one `source`; `synced` is set after the first list (or a 404)."""
+
+    def __init__(
+        self, api: client.ApiClient, source: Source, store: ObjectStore, resync: float = 30.0
+    ) -> None:
+        self.api = api
+        self.source = source
+        self.store = store
+        self.resync = resync
+        self.backoff = Backoff()
+        self.synced = threading.Event()
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._response: urllib3.BaseHTTPResponse | None = None
+        self._thread = threading.Thread(target=self._run, name=f"watch {source}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        with self._lock:
+            if self._response is not None:
+                self._response.shutdown()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    # -- HTTP ---------------------------------------------------------------------------------------------
+
+    def _get(self, query: list[tuple[str, str]], read_timeout: float) -> urllib3.BaseHTTPResponse:
+        path = resource_path(self.source.api_version, self.source.kind, self.source.namespace)
+        request = self.api.param_serialize(
+            method="GET",
+            resource_path=path,
+            query_params=query,
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        response = self.api.call_api(*request, _request_timeout=(CONNECT_TIMEOUT, read_timeout))
+        if not 200 <= response.status <= 299:
+            response.read()  # type: ignore[no-untyped-call]
+            raise ApiException(http_resp=response)
+        raw: urllib3.BaseHTTPResponse = response.response
+        return raw
+
+    def _list(self) -> str:
+        """All pages into the store; returns the list's resourceVersion."""
+        items: list[Object] = []
+        token = ""
+        for _ in range(MAX_PAGES):
+            query = [("limit", str(PAGE_SIZE))] + ([("continue", token)] if token else [])
+            page = json.loads(self._get(query, LIST_TIMEOUT).data)
+            items += page.get("items") or []
+            metadata = page.get("metadata") or {}
+            token = metadata.get("continue") or ""
+            if not token:
+                self.store.replace(self.source, items)
+                return str(metadata.get("resourceVersion") or "")
+        raise ValueError(f"{self.source}: more than {MAX_PAGES} pages of {PAGE_SIZE}")
+
+    def _events(self, version: str, seconds: float) -> Iterator[Object]:
+        query = [("watch", "true"), ("allowWatchBookmarks", "true"), ("timeoutSeconds", str(int(seconds)))]
+        query += [("resourceVersion", version)] if version else []
+        response = self._get(query, seconds + READ_GRACE)
+        with self._lock:
+            if self._stopping.is_set():
+                response.close()
+                return
+            self._response = response
+        try:
+            for line in response:
+                if line.strip():
+                    yield json.loads(line)
+        except urllib3.exceptions.ReadTimeoutError:
+            return  # a quiet stream past its timeout: watch again from the last version
+        finally:
+            with self._lock:
+                self._response = None
+            response.close()
+
+    def _watch(self, version: str, until: float) -> str:
+        """Apply events until the stream ends or `until` (monotonic) passes; returns the last version."""
+        for event in self._events(version, max(1.0, until - time.monotonic())):
+            kind, obj = event.get("type"), event.get("object") or {}
+            if kind == "ERROR":
+                if obj.get("code") == 410:
+                    raise _Expired(obj.get("message", ""))
+                raise ApiException(status=obj.get("code"), reason=obj.get("message"))
+            if kind in ("ADDED", "MODIFIED"):
+                self.store.upsert(self.source, obj)
+            elif kind == "DELETED":
+                self.store.remove(self.source, obj)
+            version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
+            if self._stopping.is_set() or time.monotonic() >= until:
+                break
+        return version
+
+    # -- the loop -----------------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        reported_missing = False
+        while not self._stopping.is_set():
+            try:
+                version = self._list()
+                self.synced.set()
+                until = time.monotonic() + self.resync
+                while not self._stopping.is_set() and time.monotonic() < until:
+                    version = self._watch(version, until)
+                    self.backoff.reset()  # a list and a watch both worked
+            except _Expired as expired:
+                log.info("%s: watch expired (%s), listing again", self.source, expired)
+            except ApiException as error:
+                if error.status == 410:
+                    log.info("%s: resourceVersion expired, listing again", self.source)
+                elif error.status == 404:
+                    # The CRD (this version of it) is not installed; it may be later.
+                    if not reported_missing:
+                        log.info("%s is not served; checking again every %ss", self.source, self.resync)
+                    reported_missing = True
+                    self.store.replace(self.source, [])
+                    self.synced.set()
+                    self._stopping.wait(self.resync)
+                else:
+                    self._failed(error)
+            except (urllib3.exceptions.HTTPError, OSError, ValueError) as error:
+                self._failed(error)
+
+    def _failed(self, error: Exception) -> None:
+        if self._stopping.is_set():
+            return
+        delay = self.backoff.next()
+        log.warning("%s: %s; retrying in %.1fs", self.source, error, delay)
+        self._stopping.wait(delay)

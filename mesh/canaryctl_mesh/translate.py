@@ -1,0 +1,320 @@
+"""SMI TrafficSplit (v1alpha1-4) + HTTPRouteGroup + TrafficPolicy + Services/EndpointSlices → RouteSpec.
+
+Backends become Envoy clusters named ``<service>_<namespace>``. With ``spec.matches`` (v1alpha3+) the
+split applies only to matching requests, as SMI says: the matched traffic goes to the single weighted
+backend and everything else to the apex service. HTTPRouteGroup header values are RE2 regexes (SMI's
+semantics), given as a map or as a list of one-entry maps.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+from typing import Any
+
+from canaryctl_mesh.api import MESH_API_VERSION, TRAFFIC_POLICY_KIND, TrafficPolicy
+from canaryctl_mesh.config import (
+    Backend,
+    Cookie,
+    Fault,
+    FaultAbort,
+    FaultDelay,
+    HeaderMatch,
+    HttpMatch,
+    Mirror,
+    OutlierDetection,
+    Retries,
+    RouteSpec,
+    WeightedBackend,
+)
+from canaryctl_mesh.duration import parse_duration
+
+Object = Mapping[str, Any]
+
+_QUANTITY = re.compile(r"^([+-]?\d+(?:\.\d+)?)(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
+_SUFFIX = {
+    None: Decimal(1),
+    "m": Decimal("0.001"),
+    "k": Decimal(1000),
+    "M": Decimal(10**6),
+    "G": Decimal(10**9),
+    "T": Decimal(10**12),
+    "Ki": Decimal(2**10),
+    "Mi": Decimal(2**20),
+    "Gi": Decimal(2**30),
+    "Ti": Decimal(2**40),
+}
+
+
+def parse_weight(value: int | float | str) -> Decimal:
+    """SMI weights: ints (v1alpha2+) or Kubernetes Quantities such as "500m" (v1alpha1)."""
+    if isinstance(value, bool):
+        raise ValueError(f"invalid weight {value!r}")
+    if isinstance(value, int | float):
+        number = Decimal(str(value))
+    else:
+        found = _QUANTITY.match(value.strip())
+        if not found:
+            raise ValueError(f"invalid weight {value!r}: expected an integer or a quantity like 500m")
+        number = Decimal(found.group(1)) * _SUFFIX[found.group(2)]
+    if number < 0:
+        raise ValueError(f"invalid weight {value!r}: must not be negative")
+    return number
+
+
+def integer_weights(weights: list[Decimal]) -> list[int]:
+    """Envoy wants integers: keep ints as they are, scale fractional (milli) weights by 1000."""
+    if all(w == w.to_integral_value() for w in weights):
+        return [int(w) for w in weights]
+    return [int((w * 1000).to_integral_value()) for w in weights]
+
+
+def _namespace(obj: Object) -> str:
+    return str(obj.get("metadata", {}).get("namespace") or "default")
+
+
+def _name(obj: Object) -> str:
+    return str(obj.get("metadata", {}).get("name", ""))
+
+
+def cluster_name(service: str, namespace: str) -> str:
+    """``<service>_<namespace>``: unique (Kubernetes names have no ``_``) and free of dots, which
+    Envoy's stats tagging would split (``cluster.a.b.upstream_rq`` tags the cluster as ``a``)."""
+    return f"{service}_{namespace}"
+
+
+def _service_port(service: Object) -> Mapping[str, Any]:
+    ports = service.get("spec", {}).get("ports") or []
+    if not ports:
+        raise ValueError(f"service {_name(service)} has no ports")
+    return next((p for p in ports if p.get("name") == "http"), ports[0])
+
+
+def backend_for(service: Object, slices: Iterable[Object]) -> Backend:
+    """Ready endpoints from the service's EndpointSlices; the ClusterIP or DNS name when there are none."""
+    name, namespace = _name(service), _namespace(service)
+    port = _service_port(service)
+    endpoints: list[tuple[str, int]] = []
+    for eps in slices:
+        labels = eps.get("metadata", {}).get("labels", {})
+        if labels.get("kubernetes.io/service-name") != name or _namespace(eps) != namespace:
+            continue
+        slice_ports = eps.get("ports") or []
+        match = next((p for p in slice_ports if p.get("name", "") == port.get("name", "")), None)
+        target = match.get("port") if match else port.get("targetPort", port["port"])
+        if not isinstance(target, int):
+            continue
+        for endpoint in eps.get("endpoints") or []:
+            if endpoint.get("conditions", {}).get("ready") is False:
+                continue
+            endpoints.extend((address, target) for address in endpoint.get("addresses", []))
+    cluster_ip = service.get("spec", {}).get("clusterIP")
+    address = cluster_ip if cluster_ip and cluster_ip != "None" else f"{name}.{namespace}.svc.cluster.local"
+    return Backend(
+        name=cluster_name(name, namespace),
+        address=address,
+        port=int(port["port"]),
+        endpoints=tuple(sorted(set(endpoints))),
+    )
+
+
+def _hosts(service: Object) -> tuple[str, ...]:
+    name, namespace = _name(service), _namespace(service)
+    names = [name, f"{name}.{namespace}", f"{name}.{namespace}.svc", f"{name}.{namespace}.svc.cluster.local"]
+    cluster_ip = service.get("spec", {}).get("clusterIP")
+    if cluster_ip and cluster_ip != "None":
+        names.append(cluster_ip)
+    port = _service_port(service)["port"]
+    return tuple(host for n in names for host in (n, f"{n}:{port}"))
+
+
+def _header_matches(headers: Any) -> tuple[HeaderMatch, ...]:
+    """Accept both SMI shapes: {name: value} and [{name: value}, ...]."""
+    if headers is None:
+        return ()
+    items: list[tuple[str, Any]] = []
+    if isinstance(headers, Mapping):
+        items = list(headers.items())
+    elif isinstance(headers, list):
+        for entry in headers:
+            if not isinstance(entry, Mapping):
+                raise ValueError(f"invalid HTTPRouteGroup header entry {entry!r}")
+            items.extend(entry.items())
+    else:
+        raise ValueError(f"invalid HTTPRouteGroup headers {headers!r}")
+    return tuple(HeaderMatch(name=str(k).lower(), regex=str(v)) for k, v in items)
+
+
+def route_group_matches(group: Object) -> list[Mapping[str, Any]]:
+    """v1alpha1/2 keep matches at the top level, v1alpha3/4 under spec."""
+    spec_matches = (group.get("spec") or {}).get("matches")
+    return list(spec_matches if spec_matches is not None else group.get("matches") or [])
+
+
+def _http_match(raw: Mapping[str, Any], backend: str) -> HttpMatch:
+    methods = tuple(m for m in raw.get("methods") or () if m != "*")
+    return HttpMatch(
+        backend=backend,
+        headers=_header_matches(raw.get("headers")),
+        path_regex=raw.get("pathRegex"),
+        methods=methods,
+    )
+
+
+def _seconds(duration: str | None) -> float | None:
+    return parse_duration(duration) if duration is not None else None
+
+
+def _apply_policy(policy: TrafficPolicy, namespace: str) -> dict[str, Any]:
+    spec = policy.spec
+    fields: dict[str, Any] = {"timeout": _seconds(spec.timeout)}
+    if spec.mirror:
+        fields["mirror"] = Mirror(
+            backend=cluster_name(spec.mirror.backend, namespace), percentage=spec.mirror.percentage
+        )
+    fields["faults"] = {
+        cluster_name(f.backend, namespace): Fault(
+            delay=FaultDelay(seconds=parse_duration(f.delay.fixed_delay), percentage=f.delay.percentage)
+            if f.delay
+            else None,
+            abort=FaultAbort(status=f.abort.http_status, percentage=f.abort.percentage) if f.abort else None,
+        )
+        for f in spec.faults
+    }
+    if spec.retries:
+        r = spec.retries
+        fields["retries"] = Retries(
+            attempts=r.attempts,
+            per_try_timeout=_seconds(r.per_try_timeout),
+            retry_on=r.retry_on,
+            budget_percent=r.budget_percent,
+            min_retry_concurrency=r.min_retry_concurrency,
+        )
+    fields["cookies"] = tuple(
+        Cookie(
+            name=c.name,
+            value=c.value,
+            set_cookie=c.set_cookie,
+            backend=cluster_name(c.backend, namespace) if c.backend else None,
+        )
+        for c in spec.session_affinity
+    )
+    if spec.outlier_detection:
+        o = spec.outlier_detection
+        fields["outlier_detection"] = OutlierDetection(
+            consecutive_5xx=o.consecutive_5xx,
+            interval=parse_duration(o.interval),
+            base_ejection_time=parse_duration(o.base_ejection_time),
+            max_ejection_percent=o.max_ejection_percent,
+        )
+    return fields
+
+
+def translate_split(
+    split: Object,
+    services: Iterable[Object],
+    endpoint_slices: Iterable[Object] = (),
+    route_groups: Iterable[Object] = (),
+    policy: TrafficPolicy | Object | None = None,
+) -> RouteSpec:
+    """One TrafficSplit (any SMI version) and what it refers to → the RouteSpec for its apex service."""
+    if not str(split.get("apiVersion", "")).startswith("split.smi-spec.io/"):
+        raise ValueError(f"not an SMI TrafficSplit: apiVersion {split.get('apiVersion')!r}")
+    namespace = _namespace(split)
+    by_name = {_name(s): s for s in services if _namespace(s) == namespace}
+    slices = list(endpoint_slices)
+    spec = split.get("spec") or {}
+    apex = str(spec.get("service", ""))
+
+    def service(name: str) -> Object:
+        if name not in by_name:
+            raise ValueError(f"TrafficSplit {namespace}/{_name(split)}: service {name!r} not found")
+        return by_name[name]
+
+    raw_backends = spec.get("backends") or []
+    if not raw_backends:
+        raise ValueError(f"TrafficSplit {namespace}/{_name(split)} has no backends")
+    weights = integer_weights([parse_weight(b.get("weight", 0)) for b in raw_backends])
+    backends = [
+        WeightedBackend(backend=backend_for(service(str(b["service"])), slices), weight=w)
+        for b, w in zip(raw_backends, weights, strict=True)
+    ]
+
+    matches: list[HttpMatch] = []
+    if spec.get("matches"):
+        targets = [wb for wb in backends if wb.weight > 0]
+        if len(targets) != 1:
+            raise ValueError(
+                f"TrafficSplit {namespace}/{_name(split)}: matches need exactly one backend with weight > 0"
+            )
+        groups = {_name(g): g for g in route_groups if _namespace(g) == namespace}
+        for ref in spec["matches"]:
+            if ref.get("kind", "HTTPRouteGroup") != "HTTPRouteGroup" or ref.get("name") not in groups:
+                raise ValueError(f"TrafficSplit {namespace}/{_name(split)}: unknown match {ref!r}")
+            matches += [
+                _http_match(m, targets[0].backend.name) for m in route_group_matches(groups[ref["name"]])
+            ]
+        # Unmatched requests go to the apex service itself.
+        apex_backend = backend_for(service(apex), slices)
+        backends = [
+            WeightedBackend(backend=wb.backend, weight=0)
+            for wb in backends
+            if wb.backend.name != apex_backend.name
+        ] + [WeightedBackend(backend=apex_backend, weight=100)]
+
+    fields: dict[str, Any] = {}
+    if policy is not None:
+        model = policy if isinstance(policy, TrafficPolicy) else TrafficPolicy.model_validate(policy)
+        fields = _apply_policy(model, namespace)
+        known = {wb.backend.name for wb in backends}
+        extra = {fields["mirror"].backend} if "mirror" in fields else set()
+        extra |= set(fields["faults"])
+        for name in sorted(extra - known):
+            svc = service(name.rsplit(".", 1)[0])
+            backends.append(WeightedBackend(backend=backend_for(svc, slices), weight=0))
+
+    return RouteSpec(
+        service=cluster_name(apex, namespace),
+        backends=tuple(backends),
+        hosts=_hosts(service(apex)),
+        matches=tuple(matches),
+        **fields,
+    )
+
+
+def translate(objects: Iterable[Object], errors: list[str] | None = None) -> list[RouteSpec]:
+    """A bag of Kubernetes objects (what the control plane watches) → one RouteSpec per TrafficSplit.
+
+    With `errors`, a TrafficSplit that cannot be translated (or claims an apex another split already
+    has) is skipped and described there, so one bad object does not block the rest of the mesh;
+    without it the first problem raises ValueError.
+    """
+    items = list(objects)
+
+    def kind(k: str) -> list[Object]:
+        return [o for o in items if o.get("kind") == k]
+
+    policies = {
+        (_namespace(p), str(p.get("spec", {}).get("service"))): p
+        for p in kind(TRAFFIC_POLICY_KIND)
+        if p.get("apiVersion") == MESH_API_VERSION
+    }
+    specs: dict[str, RouteSpec] = {}
+    for split in kind("TrafficSplit"):
+        apex = (_namespace(split), str(split.get("spec", {}).get("service")))
+        try:
+            spec = translate_split(
+                split, kind("Service"), kind("EndpointSlice"), kind("HTTPRouteGroup"), policies.get(apex)
+            )
+            if spec.service in specs:
+                raise ValueError(
+                    f"TrafficSplit {apex[0]}/{_name(split)}: another split already routes {apex[1]}"
+                )
+        except ValueError as error:
+            if errors is None:
+                raise
+            errors.append(str(error))
+            continue
+        specs[spec.service] = spec
+    return list(specs.values())

@@ -1,0 +1,17 @@
+"""Metric providers (Prometheus, Datadog, New Relic, CloudWatch, Graphite, InfluxDB, web), the
+builtin per-mesh queries, template rendering and the Analyzer that ties them to a Canary."""
+
+from canaryctl_providers.metrics.analyzer import MetricsAnalyzer, SecretLookup, TemplateLookup
+from canaryctl_providers.metrics.errors import MetricQueryError, ProviderConfigError, TemplateRenderError
+from canaryctl_providers.metrics.factory import PROVIDER_TYPES, provider_for
+
+__all__ = [
+    "PROVIDER_TYPES",
+    "MetricQueryError",
+    "MetricsAnalyzer",
+    "ProviderConfigError",
+    "SecretLookup",
+    "TemplateLookup",
+    "TemplateRenderError",
+    "provider_for",
+]

@@ -1,0 +1,174 @@
+"""The builtin metrics, ``request-success-rate`` (% non-5xx) and ``request-duration`` (p99, ms), per mesh.
+
+Queries are templates rendered like MetricTemplates. For Istio, Linkerd and Kubernetes/Gateway API
+they are Flagger's; the included mesh reads the Envoy stats named in canaryctl_mesh.telemetry. Each
+mesh also has a request-count query over the interval (for the engine's two-proportion test and
+fastFail), and a caller-side variant for fault steps, where the upstream never sees the requests a
+fault aborted.
+
+The included mesh measures where Istio and Linkerd do, on the server side: the destination pod's
+sidecar counts every request it lets in, per workload, whoever sent it (a meshed pod, an unmeshed
+client, a load test calling ``<service>-canary``). Where no sidecar serves the workload (the local
+runtime's plain processes) the same query falls back to the callers' upstream stats.
+
+One deliberate change from Flagger: the success-rate numerator falls back to 0, so a canary that
+fails every request reads 0% instead of "no data"; with no traffic at all the query still returns
+nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from canaryctl.api.models import INCLUDED_MESH
+from canaryctl_mesh import telemetry
+
+SUCCESS_RATE = "request-success-rate"
+DURATION = "request-duration"
+BUILTIN_METRICS = (SUCCESS_RATE, DURATION)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where one mesh keeps request stats: a counter and a latency histogram with their selectors."""
+
+    counter: str
+    selector: str
+    successes: str
+    buckets: str
+    to_ms: str = ""
+
+    def queries(self) -> BuiltinQueries:
+        def counter(extra: str, fn: str) -> str:
+            matchers = ", ".join(m for m in (self.selector, extra) if m)
+            return f"sum({fn}({self.counter}{{{matchers}}}[{{{{ interval }}}}]))"
+
+        return BuiltinQueries(
+            success_rate=f"({counter(self.successes, 'rate')} or vector(0)) / {counter('', 'rate')} * 100",
+            duration=(
+                f"histogram_quantile(0.99, sum(rate({self.buckets}{{{self.selector}}}"
+                f"[{{{{ interval }}}}])) by (le)){self.to_ms}"
+            ),
+            requests=counter("", "increase"),
+        )
+
+
+@dataclass(frozen=True)
+class BuiltinQueries:
+    success_rate: str
+    duration: str
+    requests: str
+
+    def value_query(self, metric: str) -> str:
+        return self.success_rate if metric == SUCCESS_RATE else self.duration
+
+    def or_else(self, fallback: BuiltinQueries) -> BuiltinQueries:
+        """Each query answered by this source when it has data, else by `fallback` (PromQL ``or``):
+        whole queries, never a numerator from one source over a denominator from the other."""
+
+        def either(preferred: str, other: str) -> str:
+            return f"({preferred}) or ({other})"
+
+        return BuiltinQueries(
+            success_rate=either(self.success_rate, fallback.success_rate),
+            duration=either(self.duration, fallback.duration),
+            requests=either(self.requests, fallback.requests),
+        )
+
+
+@dataclass(frozen=True)
+class MeshQueries:
+    upstream: BuiltinQueries
+    caller: BuiltinQueries
+
+    def select(self, caller_side: bool) -> BuiltinQueries:
+        return self.caller if caller_side else self.upstream
+
+
+_FIVE_XX = '"5.*"'
+_ISTIO_DEST = 'destination_workload_namespace="{{ namespace }}", destination_workload=~"{{ target }}"'
+_LINKERD_IN = 'namespace="{{ namespace }}", deployment=~"{{ target }}", direction="inbound"'
+_LINKERD_OUT = 'dst_namespace="{{ namespace }}", dst_deployment=~"{{ target }}", direction="outbound"'
+_POD = (
+    'kubernetes_namespace="{{ namespace }}", kubernetes_pod_name=~"{{ target }}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"'
+)
+
+
+_GRPC_ERRORS = "|".join(str(status) for status in telemetry.GRPC_SERVER_ERRORS)
+_HTTP_SUCCESS = f"{telemetry.RESPONSE_CODE_LABEL}!~{_FIVE_XX}"
+_ENVOY_SUCCESS = f'{_HTTP_SUCCESS}, {telemetry.GRPC_STATUS_LABEL}!~"{_GRPC_ERRORS}"'
+
+
+def _envoy(counter: str, buckets: str, selector: str, successes: str = _ENVOY_SUCCESS) -> Source:
+    return Source(counter, selector, successes, buckets)
+
+
+def _backend(label: str) -> str:
+    return f'{label}="{{{{ backend }}}}"'
+
+
+_WORKLOAD = (
+    f'{telemetry.WORKLOAD_NAMESPACE_LABEL}="{{{{ namespace }}}}", '
+    f'{telemetry.WORKLOAD_LABEL}="{{{{ target }}}}"'
+)
+
+
+def _istio(reporter: str) -> Source:
+    selector = f'reporter="{reporter}", {_ISTIO_DEST}'
+    return Source(
+        "istio_requests_total",
+        selector,
+        f"response_code!~{_FIVE_XX}",
+        "istio_request_duration_milliseconds_bucket",
+    )
+
+
+def _linkerd(selector: str) -> Source:
+    return Source(
+        "response_total",
+        selector,
+        'classification!="failure"',
+        "response_latency_ms_bucket",
+    )
+
+
+_INCLUDED = MeshQueries(
+    upstream=_envoy(telemetry.INBOUND_RQ_TOTAL, telemetry.INBOUND_RQ_DURATION_BUCKET, _WORKLOAD)
+    .queries()
+    .or_else(
+        _envoy(
+            telemetry.UPSTREAM_RQ_TOTAL,
+            telemetry.UPSTREAM_RQ_TIME_BUCKET,
+            _backend(telemetry.CLUSTER_LABEL),
+            _HTTP_SUCCESS,
+        ).queries()
+    ),
+    caller=_envoy(
+        telemetry.CALLER_RQ_TOTAL, telemetry.CALLER_RQ_DURATION_BUCKET, _backend(telemetry.BACKEND_LABEL)
+    ).queries(),
+)
+_ISTIO = MeshQueries(_istio("destination").queries(), _istio("source").queries())
+_LINKERD = MeshQueries(_linkerd(_LINKERD_IN).queries(), _linkerd(_LINKERD_OUT).queries())
+# Pod-level stats have no caller side: the pod never sees requests a proxy aborted in front of it.
+_POD_QUERIES = Source(
+    "http_request_duration_seconds_count",
+    _POD,
+    f"status!~{_FIVE_XX}",
+    "http_request_duration_seconds_bucket",
+    " * 1000",
+).queries()
+_KUBERNETES = MeshQueries(_POD_QUERIES, _POD_QUERIES)
+
+
+def mesh_queries(provider: str | None) -> MeshQueries:
+    """Queries for a Canary's ``spec.provider``; None is the included mesh."""
+    name = (provider or INCLUDED_MESH).split(":")[0]
+    if name == INCLUDED_MESH:
+        return _INCLUDED
+    if name == "istio":
+        return _ISTIO
+    if name in ("linkerd", "smi"):
+        return _LINKERD
+    if name in ("kubernetes", "gatewayapi"):
+        return _KUBERNETES
+    raise ValueError(f"no builtin metrics for provider {provider!r}")

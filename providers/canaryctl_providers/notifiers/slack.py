@@ -1,0 +1,146 @@
+"""Slack through slack-sdk: an incoming-webhook URL, or a bot token posting to a channel.
+
+slack-sdk reads every reply whole, and the URL and proxy are an AlertProvider author's. So it gets an
+aiohttp session whose responses stop reading at MAX_RESPONSE_BYTES, and a post has a hard deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
+
+from canaryctl.ports import Alert
+from canaryctl_providers.notifiers.format import Message, build_message
+from canaryctl_providers.notifiers.webhook import TIMEOUT_SECONDS, Identity, NotifierError
+from canaryctl_providers.outbound import MAX_RESPONSE_BYTES, shorten
+
+SLACK_API_URL = "https://slack.com/api/"
+
+
+def escape(text: str) -> str:
+    """Slack's required escaping: a canary message such as ``value < 99`` must not become a link."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def render(message: Message, identity: Identity) -> dict[str, Any]:
+    """Top-level ``text`` for notifications, a coloured attachment holding blocks, and its plain fallback."""
+    fields = [{"type": "mrkdwn", "text": f"*{name}*\n{escape(value)}"} for name, value in message.fields]
+    blocks = [
+        {
+            "type": "section",
+            "text": {"type": "mrkdwn", "text": f"*{escape(message.title)}*\n{escape(message.text)}"},
+        },
+        {"type": "section", "fields": fields},
+    ]
+    body: dict[str, Any] = {
+        "text": escape(message.summary),
+        "attachments": [{"color": message.color, "fallback": message.plain, "blocks": blocks}],
+    }
+    if identity.channel:
+        body["channel"] = identity.channel
+    if identity.username:
+        body["username"] = identity.username
+    return body
+
+
+class CappedResponse(aiohttp.ClientResponse):
+    """Reads at most MAX_RESPONSE_BYTES of a body; the connection is closed on what is left unread."""
+
+    _capped: bytes | None = None
+
+    async def read(self) -> bytes:
+        if self._capped is None:
+            body = bytearray()
+            while len(body) < MAX_RESPONSE_BYTES:
+                chunk = await self.content.read(MAX_RESPONSE_BYTES - len(body))
+                if not chunk:
+                    break
+                body += chunk
+            self._capped = bytes(body)
+        return self._capped
+
+    async def text(self, encoding: str | None = None, errors: str = "strict") -> str:
+        return (await self.read()).decode(encoding or self.charset or "utf-8", errors="replace")
+
+    async def json(
+        self,
+        *,
+        encoding: str | None = None,
+        loads: Callable[[str], Any] = json.loads,
+        content_type: str | None = "application/json",
+    ) -> Any:
+        if content_type and content_type not in self.content_type:
+            raise aiohttp.ContentTypeError(
+                self.request_info, self.history, status=self.status, message=f"not {content_type}"
+            )
+        return loads(await self.text(encoding))
+
+
+@asynccontextmanager
+async def bounded_session() -> AsyncIterator[aiohttp.ClientSession]:
+    """A session for one post: capped bodies, no content coding (nothing to inflate), a total timeout."""
+    async with aiohttp.ClientSession(
+        response_class=CappedResponse,
+        auto_decompress=False,
+        headers={"Accept-Encoding": "identity"},
+        timeout=aiohttp.ClientTimeout(total=TIMEOUT_SECONDS),
+    ) as session:
+        yield session
+
+
+class SlackNotifier:
+    """Sends through ``chat.postMessage`` when a bot token is given, else to the incoming-webhook URL."""
+
+    def __init__(
+        self,
+        *,
+        url: str | None = None,
+        token: str | None = None,
+        identity: Identity | None = None,
+        proxy: str | None = None,
+        api_url: str = SLACK_API_URL,
+    ) -> None:
+        if token and not (identity and identity.channel):
+            raise ValueError("a Slack bot token needs a channel to post to")
+        if not token and not url:
+            raise ValueError("Slack needs an incoming-webhook address or a bot token and channel")
+        self._url = url
+        self._token = token
+        self._identity = identity or Identity()
+        self._proxy = proxy
+        self._api_url = api_url
+
+    async def post(self, alert: Alert) -> None:
+        body = render(build_message(alert), self._identity)
+        try:
+            async with asyncio.timeout(TIMEOUT_SECONDS), bounded_session() as session:
+                await self._send(session, body)
+        except TimeoutError as exc:
+            raise NotifierError(f"Slack did not answer within {TIMEOUT_SECONDS:g}s") from exc
+
+    async def _send(self, session: aiohttp.ClientSession, body: dict[str, Any]) -> None:
+        if self._token:
+            client = AsyncWebClient(
+                token=self._token, base_url=self._api_url, proxy=self._proxy, session=session
+            )
+            try:
+                await client.chat_postMessage(**body)
+            except SlackApiError as exc:
+                error = exc.response.get("error") if isinstance(exc.response.data, dict) else None
+                reason = shorten(str(error or exc), 200)
+                raise NotifierError(f"Slack chat.postMessage failed: {reason}") from exc
+            return
+        assert self._url is not None
+        response = await AsyncWebhookClient(self._url, proxy=self._proxy, session=session).send_dict(body)
+        if response.status_code != 200:
+            raise NotifierError(
+                f"Slack webhook answered HTTP {response.status_code}: {shorten(response.body, 200)}"
+            )
