@@ -29,6 +29,8 @@ Manifest = dict[str, Any]
 
 # Every set names a Prometheus: the chart requires one.
 REQUIRED: dict[str, Any] = {"controller": {"prometheusUrl": "http://prometheus-operated.monitoring:9090"}}
+# The same on a helm command line.
+REQUIRED_FLAGS = ("--set", f"controller.prometheusUrl={REQUIRED['controller']['prometheusUrl']}")
 # Value sets every test can render by name; each is linted and validated as a whole, and every
 # container's command line in each goes through canaryctl's own parser (test_chart_commands.py).
 VALUE_SETS: dict[str, dict[str, Any]] = {

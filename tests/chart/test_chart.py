@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from canaryctl.loadtester.auth import token_hash
-from tests.chart.conftest import CHART, NAMESPACE, VALUE_SETS, Manifest, run_helm
+from tests.chart.conftest import CHART, NAMESPACE, REQUIRED_FLAGS, VALUE_SETS, Manifest, run_helm
 
 KUBERNETES_VERSION = "1.34.0"
 CUSTOM_RESOURCES = {
@@ -300,16 +300,17 @@ def test_loadtester_per_namespace_with_service_account_tokens(render: Render) ->
 
 def test_loadtester_values_are_checked(helm: str) -> None:
     for flags, message in (
-        (["loadtester.deployment=everywhere"], 'loadtester.deployment must be "shared" or "perNamespace"'),
+        # Enumerations are refused by values.schema.json before any template runs.
+        (["loadtester.deployment=everywhere"], "at '/loadtester/deployment': value must be one of"),
         (
             ["loadtester.deployment=perNamespace"],
             "loadtester.deployment=perNamespace needs loadtester.namespaces",
         ),
-        (["loadtester.auth.mode=basic"], 'loadtester.auth.mode must be "none", "token" or "serviceAccount"'),
+        (["loadtester.auth.mode=basic"], "at '/loadtester/auth/mode': value must be one of"),
         (["loadtester.auth.mode=token"], "loadtester.auth.mode=token needs loadtester.namespaces"),
     ):
         args = [arg for flag in flags for arg in ("--set", flag)]
-        result = run_helm(helm, "template", "canaryctl", str(CHART), *args)
+        result = run_helm(helm, "template", "canaryctl", str(CHART), *REQUIRED_FLAGS, *args)
         assert result.returncode != 0 and message in result.stderr, (flags, result.stderr)
 
 
