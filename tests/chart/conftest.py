@@ -136,6 +136,15 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
             "affinity": {"nodeAffinity": {}},
             "priorityClassName": "system-cluster-critical",
+            "tracing": {"otlpEndpoint": "http://otel-collector.monitoring:4318/v1/traces"},
+            "podDisruptionBudget": {"enabled": True, "maxUnavailable": 0},
+            "topologySpreadConstraints": [
+                {
+                    "maxSkew": 2,
+                    "topologyKey": "topology.kubernetes.io/zone",
+                    "whenUnsatisfiable": "DoNotSchedule",
+                }
+            ],
         },
         "mesh": {
             "enabled": True,
@@ -209,6 +218,26 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "interval": "15s",
             "scrapeTimeout": "5s",
             "labels": {"release": "prometheus"},
+        },
+        "podMonitor": {
+            "enabled": True,
+            "interval": "30s",
+            "scrapeTimeout": "20s",
+            "labels": {"team": "mesh"},
+        },
+        "prometheusRule": {
+            "enabled": True,
+            "labels": {"release": "prometheus"},
+            "severity": "critical",
+            "haltedIntervals": 10,
+            "failedFor": "5m",
+            "controllerDownFor": "10m",
+        },
+        "dashboards": {
+            "enabled": True,
+            "namespace": "monitoring",
+            "labels": {"grafana_dashboard": "yes"},
+            "annotations": {"grafana_folder": "Delivery"},
         },
     },
 }

@@ -21,6 +21,7 @@ import yaml
 from canaryctl.cli.main import build_parser
 from canaryctl_mesh.injector import InjectorSettings, proxy_container
 from tests.chart.conftest import CHART, NAMESPACE, RELEASE, Manifest, run_helm
+from tests.chart.test_chart_commands import image_command
 
 Render = Callable[[str], list[Manifest]]
 SCHEMAS = Path(__file__).parent / "schemas" / "prometheus-operator-0.93.0"
@@ -89,7 +90,7 @@ def test_prometheus_is_a_required_value(helm: str) -> None:
 def operator_args(manifest: Manifest) -> argparse.Namespace:
     """The container's command line through the real CLI parser (it exits on an unknown flag)."""
     container = manifest["spec"]["template"]["spec"]["containers"][0]
-    return build_parser("canaryctl").parse_args(container["args"])
+    return build_parser("canaryctl").parse_args(image_command("controller", container["args"])[1:])
 
 
 def test_controller_probes_budget_spread_and_labels(render: Render) -> None:

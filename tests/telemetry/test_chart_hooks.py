@@ -18,6 +18,7 @@ from canaryctl.operator.handlers import FINALIZER
 from canaryctl.telemetry.metrics import Compat, ControllerMetrics
 from canaryctl_mesh.kube import KubeObjects
 from tests.chart.conftest import NAMESPACE, RELEASE, render_values
+from tests.chart.test_chart_commands import image_command
 from tests.kube.cluster import running_kubelet
 from tests.kube.emulator import emulator_url
 from tests.operator.helpers import NS, canary, get_canary, setup_target, wait_for, wait_phase
@@ -83,7 +84,8 @@ async def test_the_post_delete_job_releases_every_canary(
     for name in ("web", "api"):
         assert FINALIZER in (await get_canary(objects, name))["metadata"]["finalizers"]
 
-    args = [*container["args"], "--server", emulator_url(emulator)]
+    # What the controller image runs (`canaryctl operator ARGS`), without the `canaryctl`.
+    args = [*image_command("controller", container["args"])[1:], "--server", emulator_url(emulator)]
     code = await asyncio.to_thread(main, args)
     assert code == 0
     assert capsys.readouterr().out.splitlines()[-1] == "2 Canaries released"
