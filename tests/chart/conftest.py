@@ -178,7 +178,6 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             },
             "certificate": {
                 "source": "certManager",
-                "validityDays": 365,
                 "certManager": {
                     "issuerRef": {"name": "ca", "kind": "ClusterIssuer"},
                     "duration": "2160h",
