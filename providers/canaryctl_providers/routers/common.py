@@ -175,6 +175,17 @@ def stickiness(canary: Canary, routes: RouteState) -> Stickiness | None:
     return Stickiness(expired=StickyCookie(name, value, f"{name}={value}; Max-Age=-1"))
 
 
+async def side_selector(objects: Objects, router: str, canary: Canary, *, primary: bool) -> dict[str, str]:
+    """The pod selector of ``<apex>-primary``/``<apex>-canary``, which the workloads side creates with
+    the right pod labels, so a router need not know the target's selector label."""
+    side = canary.spec.side_service(primary)
+    found = await objects.get("v1", "Service", namespace(canary), side)
+    selector = ((found or {}).get("spec") or {}).get("selector")
+    if not selector:
+        raise LookupError(f"router {router}: Service {namespace(canary)}/{side} has no selector to copy")
+    return dict(selector)
+
+
 class ObjectRouter(ABC):
     """A Router writing Kubernetes objects: apply the desired ones where they drifted, then remove the
     ones it no longer needs (the HTTPRouteGroup after A/B ends), so a stale match can never keep
@@ -194,6 +205,11 @@ class ObjectRouter(ABC):
     @abstractmethod
     def unsupported(self, routes: RouteState) -> str | None: ...
 
+    def spec_problem(self, canary: Canary) -> str | None:
+        """What this router cannot work with in the Canary's spec outside the steps (a missing
+        ingressRef), with the field path; None when nothing."""
+        return None
+
     @abstractmethod
     async def desired(self, canary: Canary, routes: RouteState) -> list[Obj]: ...
 
@@ -202,7 +218,7 @@ class ObjectRouter(ABC):
         return []
 
     async def apply(self, canary: Canary, routes: RouteState) -> None:
-        reason = self.unsupported(routes)
+        reason = self.spec_problem(canary) or self.unsupported(routes)
         if reason is not None:
             raise UnsupportedRoutes(reason)
         wanted = await self.desired(canary, routes)
