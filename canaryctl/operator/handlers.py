@@ -51,7 +51,7 @@ from canaryctl.telemetry.tracing import Tracer
 from canaryctl_mesh.kube import FIELD_MANAGER, KUBE_API_THREADS, KUBE_REQUEST_TIMEOUT_SECONDS
 from canaryctl_providers.metrics.analyzer import DEFAULT_PROMETHEUS, MetricsAnalyzer
 from canaryctl_providers.notifiers.routing import AlertRouter
-from canaryctl_providers.outbound import HOOKS_PER_CANARY, QUERIES_PER_CANARY
+from canaryctl_providers.outbound import HOOKS_PER_CANARY, QUERIES_PER_CANARY, close_shared_clients
 from canaryctl_providers.routers import unsupported_steps
 from canaryctl_providers.webhooks import WebhookClient
 
@@ -440,4 +440,5 @@ class CanaryOperator:
             )
         finally:
             await self.hooks.aclose()
+            await close_shared_clients()
             self.kube_executor.shutdown(wait=False, cancel_futures=True)

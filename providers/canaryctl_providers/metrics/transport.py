@@ -3,8 +3,9 @@
 Provider modules only say what to send and how to read the answer; a failure anywhere here surfaces as
 a MetricQueryError so the analyzer can report it and never mistake it for a value. Every request stays
 on the provider's own address (credentials go nowhere else), completes within DEFAULT_TIMEOUT seconds
-in all, and reads at most MAX_RESPONSE_BYTES of body. Each request has a client of its own, so no
-connection pool is shared between templates or tenants.
+in all, and reads at most MAX_RESPONSE_BYTES of body. Requests to one address reuse its keep-alive
+connections (``outbound.shared_client``); headers and credentials go with each request, never with
+the client.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from canaryctl_providers.outbound import (
     Reply,
     describe,
     fetch,
+    shared_client,
     shorten,
-    ssl_context,
 )
 
 # Flagger's query timeout, here a hard deadline for the whole exchange.
@@ -121,18 +122,17 @@ class Endpoint:
         all_headers = httpx.Headers(self.headers)
         all_headers.update(headers or {})
         try:
-            async with httpx.AsyncClient(verify=ssl_context(self.verify)) as client:
-                reply = await fetch(
-                    client,
-                    method,
-                    url,
-                    deadline=self.timeout,
-                    max_bytes=MAX_RESPONSE_BYTES,
-                    params=params,
-                    json=json_body,
-                    content=content,
-                    headers=all_headers,
-                )
+            reply = await fetch(
+                shared_client(self.base_url, self.verify),
+                method,
+                url,
+                deadline=self.timeout,
+                max_bytes=MAX_RESPONSE_BYTES,
+                params=params,
+                json=json_body,
+                content=content,
+                headers=all_headers,
+            )
         except (httpx.HTTPError, OutboundError) as exc:
             raise MetricQueryError(f"{method} {url} failed: {describe(exc)}") from exc
         if reply.status_code >= 400:
