@@ -14,9 +14,9 @@ from kubernetes import client
 
 from canaryctl_mesh import config
 from canaryctl_mesh.injector import InjectorSettings
-from canaryctl_mesh.kube import KubeObjects, api_client, api_client_for_host
+from canaryctl_mesh.kube import KubeObjects, api_client, api_client_for_host, pool_size
 from canaryctl_mesh.meshd import injector
-from canaryctl_mesh.meshd.control_plane import ControlPlane
+from canaryctl_mesh.meshd.control_plane import ControlPlane, sources
 
 DEFAULT_PORTS = config.SidecarPorts()
 
@@ -94,7 +94,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def _api(args: argparse.Namespace) -> client.ApiClient:
-    return api_client_for_host(args.server) if args.server else api_client(args.kubeconfig)
+    """One client for the process, its pool sized for the control plane's watches (one each)."""
+    watchers = len(sources(args.namespaces)) if args.meshd_command == "control-plane" else 0
+    connections = pool_size(watchers)
+    if args.server:
+        return api_client_for_host(args.server, connections=connections)
+    return api_client(args.kubeconfig, connections=connections)
 
 
 def _ports(args: argparse.Namespace) -> config.SidecarPorts:

@@ -27,6 +27,12 @@ log = logging.getLogger(__name__)
 STOP_TIMEOUT = 5.0
 
 
+def sources(namespaces: Sequence[str] = ()) -> list[Source]:
+    """One list+watch per watched kind and namespace (all namespaces when none is named)."""
+    scopes: list[str | None] = list(dict.fromkeys(namespaces)) or [None]
+    return [Source(api_version, kind, namespace) for api_version, kind in WATCHED for namespace in scopes]
+
+
 class ControlPlane:
     def __init__(
         self,
@@ -48,12 +54,7 @@ class ControlPlane:
         self._dirty = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.store = ObjectStore(self._changed)
-        scopes: list[str | None] = list(dict.fromkeys(namespaces)) or [None]
-        self.reflectors = [
-            Reflector(api, Source(api_version, kind, namespace), self.store, resync)
-            for api_version, kind in WATCHED
-            for namespace in scopes
-        ]
+        self.reflectors = [Reflector(api, source, self.store, resync) for source in sources(namespaces)]
         self._task: asyncio.Task[None] | None = None
 
     def _changed(self) -> None:
