@@ -82,6 +82,16 @@ def _name(obj: Object) -> tuple[str, str]:
     return str(metadata.get("namespace") or ""), str(metadata.get("name") or "")
 
 
+def older(obj: Object, than: Object | None) -> bool:
+    """Whether ``obj`` is an older version than ``than``. resourceVersions are opaque, but every API
+    server in use hands out increasing integers; anything else is never called older."""
+    if than is None:
+        return False
+    mine = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+    theirs = str((than.get("metadata") or {}).get("resourceVersion") or "")
+    return mine.isdigit() and theirs.isdigit() and int(mine) < int(theirs)
+
+
 class ObjectStore:
     """The watched objects by source; thread-safe. `on_change` runs in the changing thread after changes."""
 
@@ -101,14 +111,23 @@ class ObjectStore:
         self.on_change()
 
     def upsert(self, source: Source, obj: Object) -> None:
+        """Store ``obj`` unless a newer version is stored (a write's answer can arrive before the watch
+        event of an earlier write)."""
         with self._lock:
-            self._by_source.setdefault(source, {})[_name(obj)] = self._typed(source, obj)
+            objects = self._by_source.setdefault(source, {})
+            if older(obj, objects.get(_name(obj))):
+                return
+            objects[_name(obj)] = self._typed(source, obj)
         self.on_change()
 
     def remove(self, source: Source, obj: Object) -> None:
         with self._lock:
             self._by_source.get(source, {}).pop(_name(obj), None)
         self.on_change()
+
+    def get(self, source: Source, namespace: str, name: str) -> Object | None:
+        with self._lock:
+            return self._by_source.get(source, {}).get((namespace, name))
 
     def objects(self) -> list[Object]:
         """Every object once: a CRD serving several versions shows each object under all of them, so
