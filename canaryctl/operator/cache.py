@@ -11,6 +11,7 @@ replaces a newer object (see ``ObjectStore.upsert``).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -69,8 +70,9 @@ class WatchCache:
             return False, None
         reflector = self.reflectors.get(source)
         if reflector is None:
-            reflector = self.reflectors[source] = Reflector(self.api, source, self.store, self.resync)
-            reflector.start()
+            self.reflectors[source] = Reflector(self.api, source, self.store, self.resync)
+            self.reflectors[source].start()
+            return False, None
         if not reflector.synced.is_set():
             return False, None
         return True, self.store.get(source, namespace, name)
@@ -89,7 +91,10 @@ class WatchCache:
             self.store.remove(source, {"metadata": {"namespace": namespace, "name": name}})
 
     def stop(self) -> None:
+        """Stop every watch; wait at most ``STOP_SECONDS`` in all for lists still being read (the
+        threads are daemons: one still reading does not keep the process alive)."""
         for reflector in self.reflectors.values():
             reflector.stop()
+        deadline = time.monotonic() + STOP_SECONDS
         for reflector in self.reflectors.values():
-            reflector.join(STOP_SECONDS)
+            reflector.join(max(0.0, deadline - time.monotonic()))
