@@ -35,8 +35,8 @@ Key = tuple[str, str]  # namespace, name
 
 
 class OperatorObjects(KubeObjects):
-    """KubeObjects reading through a ``WatchCache`` (when given one), plus the two writes only the
-    operator makes: a status patch and a blind create."""
+    """KubeObjects reading through a ``WatchCache`` (when given one), plus the write only the operator
+    makes: a status patch."""
 
     def __init__(self, *args: Any, cache: WatchCache | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -75,12 +75,6 @@ class OperatorObjects(KubeObjects):
         if resource_version:
             body["metadata"] = {"resourceVersion": resource_version}
         return await self.request("PATCH", path, body, "application/merge-patch+json")
-
-    async def create(self, obj: dict[str, Any]) -> None:
-        """POST without the GET that ``apply`` makes first (events are always new)."""
-        namespace = obj["metadata"].get("namespace")
-        path = resource_path(obj["apiVersion"], obj["kind"], namespace)
-        await self.request("POST", path, obj)
 
 
 def _references(

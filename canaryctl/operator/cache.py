@@ -38,8 +38,8 @@ CACHED_KINDS = frozenset(
         "HTTPRoute",
     }
 )
-# A watch is renewed every this many seconds with a full list, which repairs what a cut stream missed.
-RESYNC_SECONDS = 300.0
+# Each watch request lasts this long; the next resumes from the last resourceVersion seen.
+WATCH_SECONDS = 300.0
 STOP_SECONDS = 5.0
 
 
@@ -47,11 +47,11 @@ class WatchCache:
     """The objects of ``CACHED_KINDS`` in the operator's namespaces, kept current by watches."""
 
     def __init__(
-        self, api: client.ApiClient, namespaces: Sequence[str] = (), resync: float = RESYNC_SECONDS
+        self, api: client.ApiClient, namespaces: Sequence[str] = (), watch_timeout: float = WATCH_SECONDS
     ) -> None:
         self.api = api
         self.namespaces = frozenset(namespaces)
-        self.resync = resync
+        self.watch_timeout = watch_timeout
         self.store = ObjectStore(lambda: None)
         self.reflectors: dict[Source, Reflector] = {}
 
@@ -70,7 +70,7 @@ class WatchCache:
             return False, None
         reflector = self.reflectors.get(source)
         if reflector is None:
-            self.reflectors[source] = Reflector(self.api, source, self.store, self.resync)
+            self.reflectors[source] = Reflector(self.api, source, self.store, self.watch_timeout)
             self.reflectors[source].start()
             return False, None
         if not reflector.synced.is_set():

@@ -5,15 +5,17 @@ a MetricQueryError so the analyzer can report it and never mistake it for a valu
 on the provider's own address (credentials go nowhere else), completes within DEFAULT_TIMEOUT seconds
 in all, and reads at most MAX_RESPONSE_BYTES of body. Requests to one address reuse its keep-alive
 connections (``outbound.shared_client``); headers and credentials go with each request, never with
-the client.
+the client. A template with TLS settings of its own (``tls``) gets a client per request.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import math
-from collections.abc import Mapping
+import ssl
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +87,8 @@ class Endpoint:
     headers: list[tuple[str, str]] = field(default_factory=list)
     verify: bool = True
     timeout: float = DEFAULT_TIMEOUT
+    # A TLS context of its own (a cluster's CA, a client certificate) instead of the shared ones.
+    tls: ssl.SSLContext | None = None
 
     @classmethod
     def from_spec(
@@ -116,23 +120,33 @@ class Endpoint:
         json_body: Any = None,
         content: bytes | None = None,
         headers: dict[str, str] | None = None,
+        until: Callable[[bytes], bool] | None = None,
     ) -> Reply:
-        """One request; transport failures, the bounds and HTTP statuses >= 400 become MetricQueryError."""
+        """One request; transport failures, the bounds and HTTP statuses >= 400 become MetricQueryError.
+        ``until`` ends the read early once the body so far holds all that is needed (a stream)."""
         url = self.url_for(path)
         all_headers = httpx.Headers(self.headers)
         all_headers.update(headers or {})
         try:
-            reply = await fetch(
-                shared_client(self.base_url, self.verify),
-                method,
-                url,
-                deadline=self.timeout,
-                max_bytes=MAX_RESPONSE_BYTES,
-                params=params,
-                json=json_body,
-                content=content,
-                headers=all_headers,
-            )
+            async with contextlib.AsyncExitStack() as stack:
+                # A template's own TLS settings get a client of their own; the rest share keep-alive.
+                client = (
+                    shared_client(self.base_url, self.verify)
+                    if self.tls is None
+                    else await stack.enter_async_context(httpx.AsyncClient(verify=self.tls))
+                )
+                reply = await fetch(
+                    client,
+                    method,
+                    url,
+                    deadline=self.timeout,
+                    max_bytes=MAX_RESPONSE_BYTES,
+                    params=params,
+                    json=json_body,
+                    content=content,
+                    headers=all_headers,
+                    until=until,
+                )
         except (httpx.HTTPError, OutboundError) as exc:
             raise MetricQueryError(f"{method} {url} failed: {describe(exc)}") from exc
         if reply.status_code >= 400:
