@@ -5,7 +5,8 @@ a MetricQueryError so the analyzer can report it and never mistake it for a valu
 on the provider's own address (credentials go nowhere else), completes within DEFAULT_TIMEOUT seconds
 in all, and reads at most MAX_RESPONSE_BYTES of body. Requests to one address reuse its keep-alive
 connections (``outbound.shared_client``); headers and credentials go with each request, never with
-the client. A template with TLS settings of its own (``tls``) gets a client per request.
+the client. A request with TLS settings of its own (``tls``: the Kubernetes API's, with or without
+the controller's client certificate) gets a client of its own.
 """
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ class Endpoint:
         all_headers.update(headers or {})
         try:
             async with contextlib.AsyncExitStack() as stack:
-                # A template's own TLS settings get a client of their own; the rest share keep-alive.
+                # Own TLS settings (the controller's certificate) never share a connection.
                 client = (
                     shared_client(self.base_url, self.verify)
                     if self.tls is None
