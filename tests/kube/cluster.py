@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import kmock
 from aiohttp import web
 
 from canaryctl.operator.workloads import SCALE_TO_ZERO
@@ -85,7 +86,10 @@ class Kubelet:
 
 
 @contextlib.asynccontextmanager
-async def running_kubelet(emulator: StampingEmulator, seconds: float = 600.0) -> AsyncIterator[Kubelet]:
+async def running_kubelet(
+    emulator: kmock.KubernetesEmulator, seconds: float = 600.0
+) -> AsyncIterator[Kubelet]:
+    assert isinstance(emulator, StampingEmulator), "the kubelet's writes reach watches through it"
     kubelet = Kubelet(emulator)
     task = asyncio.create_task(kubelet.run(seconds))
     try:
