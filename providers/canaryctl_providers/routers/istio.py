@@ -45,9 +45,13 @@ def _fault(fault: FaultStatus) -> Obj:
 
 
 def _destination(canary: Canary, primary: bool, weight: int) -> Obj:
+    service = canary.spec.service
     destination: Obj = {"host": canary.spec.side_service(primary)}
-    if not canary.spec.service.port_discovery:
-        destination["port"] = {"number": canary.spec.service.port}
+    # With portDiscovery the Services have several ports: a route from the mesh applies to each, a
+    # gateway's (or a delegate's) must name one (Flagger's makeDestination).
+    from_gateway = bool(service.gateways) and service.gateways[0] != "mesh"
+    if not service.port_discovery or from_gateway or service.delegation:
+        destination["port"] = {"number": service.port}
     return {"destination": destination, "weight": weight}
 
 
