@@ -379,7 +379,22 @@ class UnmanagedMetadata(ApiModel):
     labels: list[str] | None = None
 
 
+# Gateway API's HTTPRoute rule on timeouts (v1.6), checked where the Canary is written.
+BACKEND_TIMEOUT_RULE: Final = (
+    "!(has(self.timeout) && has(self.backendTimeout) && duration(self.timeout) != duration('0s') "
+    "&& duration(self.backendTimeout) > duration(self.timeout))"
+)
+
+
 class CanaryService(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": BACKEND_TIMEOUT_RULE, "message": "backendTimeout must not be longer than timeout"}
+            ]
+        }
+    )
+
     name: str | None = None
     port: int = Field(ge=1, le=65535)
     port_name: str = "http"
@@ -392,7 +407,9 @@ class CanaryService(ApiModel):
     port_discovery: bool = False
     headless: bool = False
     timeout: Duration | None = None
-    backend_timeout: Duration | None = Field(default=None, description="Gateway API: per backend request")
+    backend_timeout: Duration | None = Field(
+        default=None, description="Gateway API: the timeout of each request to a backend, each retry its own"
+    )
     gateways: list[str] | None = None
     gateway_refs: list[ParentReference] | None = None
     hosts: list[str] | None = None
@@ -409,6 +426,17 @@ class CanaryService(ApiModel):
     primary: CustomMetadata | None = None
     canary: CustomMetadata | None = None
     unmanaged_metadata: UnmanagedMetadata | None = None
+
+    @model_validator(mode="after")
+    def _backend_within_request(self) -> CanaryService:
+        """What Gateway API's HTTPRoute schema refuses: a backend request outliving the whole request."""
+        if self.timeout and self.backend_timeout:
+            request, backend = parse_duration(self.timeout), parse_duration(self.backend_timeout)
+            if request > 0 and backend > request:
+                raise ValueError(
+                    f"backendTimeout {self.backend_timeout} must not be longer than timeout {self.timeout}"
+                )
+        return self
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -214,14 +214,25 @@ def service_ports(canary: Canary, discovered: list[Obj] | None = None) -> list[O
     return [port, *(discovered or [])]
 
 
-def service(canary: Canary, name: str, spec: Obj, role: str) -> Obj:
-    """A Service owned by the canary with spec.service.<role> labels/annotations (apex|primary|canary)."""
+def service(canary: Canary, name: str, spec: Obj, role: str, stored: Obj | None = None) -> Obj:
+    """A Service owned by the canary with spec.service.<role> labels/annotations (apex|primary|canary)
+    and spec.service.trafficDistribution. A key spec.service.unmanagedMetadata lists keeps the value
+    ``stored`` has (Flagger's reconcileService), so whoever else writes it is never overwritten."""
     meta = metadata(canary, name)
     custom = getattr(canary.spec.service, role)
-    if custom is not None and custom.labels:
-        meta["labels"] = dict(custom.labels)
-    if custom is not None and custom.annotations:
-        meta["annotations"] = dict(custom.annotations)
+    unmanaged = canary.spec.service.unmanaged_metadata
+    found = (stored or {}).get("metadata") or {}
+    for field in ("labels", "annotations"):
+        wanted = dict(getattr(custom, field) or {}) if custom is not None else {}
+        present = found.get(field) or {}
+        for key in (getattr(unmanaged, field) or ()) if unmanaged is not None else ():
+            if key in present:
+                wanted[key] = present[key]
+        if wanted:
+            meta[field] = wanted
+    distribution = canary.spec.service.traffic_distribution
+    if distribution is not None:
+        spec = {**spec, "trafficDistribution": distribution.value}
     return {"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": spec}
 
 
@@ -477,7 +488,7 @@ class KubeWorkloads:
         if selector is not None:
             spec["selector"] = selector
         if found is None or owned_by(found, canary):
-            whole = service(canary, name, spec, role)
+            whole = service(canary, name, spec, role, found)
             if release:
                 whole["metadata"]["ownerReferences"] = []
             await converge(self.objects, whole)
@@ -595,6 +606,8 @@ class KubeWorkloads:
         spec = target.get("spec") or {}
         selector: Obj = dict(spec.get("selector") or {})
         copied = {"selector": selector, "ports": spec.get("ports") or service_ports(canary)}
+        if spec.get("trafficDistribution"):  # Flagger copies the target Service; spec.service's wins
+            copied["trafficDistribution"] = spec["trafficDistribution"]
         side = canary.spec.side_service
         if op in (None, WorkloadOp.INITIALIZE, WorkloadOp.SCALE_CANARY_UP):
             await converge(self.objects, service(canary, side(primary=False), copied, "canary"))

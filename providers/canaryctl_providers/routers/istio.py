@@ -62,7 +62,10 @@ def _http_route(canary: Canary, match: list[Obj], canary_weight: int) -> Obj:
     if match:
         route["match"] = match
     if service.rewrite is not None:
-        route["rewrite"] = service.rewrite.to_wire()
+        # Flagger's GetIstioRewrite: ``type`` is Gateway API's path modifier, not an Istio field.
+        rewrite = service.rewrite.model_dump(by_alias=True, exclude_none=True, include={"uri", "authority"})
+        if rewrite:
+            route["rewrite"] = rewrite
     if service.timeout:
         route["timeout"] = service.timeout
     if service.retries is not None:
