@@ -173,6 +173,47 @@ async def test_a_primary_failing_during_promotion_keeps_the_canary(
     assert (await scheduler.status()).canary_weight == 100
 
 
+async def test_a_primary_not_ready_halts_the_analysis_until_it_recovers(fixture: NewScheduler) -> None:
+    """advanceCanary (scheduler.go) checks IsPrimaryReady on every tick of an analysis, before the canary:
+    a primary that stops serving halts the steps; once it serves again the steps go on."""
+    scheduler = await started(fixture, "Deployment")
+    await new_revision(scheduler, "Deployment")
+    await scheduler.advance()
+    weight = (await scheduler.routes()).canary
+    assert weight > 0
+    scheduler.make_primary_not_ready()
+    for _ in range(3):
+        await scheduler.advance()
+    status = await scheduler.status()
+    assert (status.phase, status.canary_weight, (await scheduler.routes()).canary) == (
+        Phase.PROGRESSING,
+        weight,
+        weight,
+    )
+    assert "podinfo-primary: 0 of 1 replicas available" in status.message, status.message
+    scheduler.make_primary_ready()
+    await scheduler.advance()
+    assert (await scheduler.routes()).canary > weight
+
+
+async def test_a_primary_not_ready_past_the_deadline_rolls_back(fixture: NewScheduler) -> None:
+    """Flagger rolls back once the primary's progress deadline is exceeded (IsPrimaryReady not
+    retriable); canaryctl once ``progressDeadlineSeconds`` has passed since it first saw the primary
+    not ready."""
+    manifest = canary()
+    manifest["spec"]["progressDeadlineSeconds"] = 180
+    scheduler = await started(fixture, "Deployment", manifest)
+    await new_revision(scheduler, "Deployment")
+    await scheduler.advance()
+    assert (await scheduler.routes()).canary > 0
+    scheduler.make_primary_not_ready()
+    await scheduler.advance()
+    assert await scheduler.phase() is Phase.PROGRESSING, "within the deadline: wait for the primary"
+    await advance_until(scheduler, Phase.FAILED, intervals=5)
+    assert (await scheduler.routes()).canary == 0
+    assert any("Progress deadline exceeded (180s): primary of" in m for m in scheduler.event_messages())
+
+
 @pytest.mark.parametrize(
     "kind", flagger("TestScheduler_DeploymentSkipAnalysis", "TestScheduler_DaemonSetSkipAnalysis")
 )
