@@ -636,13 +636,23 @@ class FastFail(ApiModel):
 # --- explicit steps --------------------------------------------------------------------------------
 
 
+# Every metric of a check is queried at once and every hook of a gate is called in turn within one tick;
+# the caps keep one Canary's tick (and its load on a shared metrics server) bounded.
+MAX_METRICS: Final = 32
+MAX_WEBHOOKS: Final = 32
+MAX_ALERTS: Final = 16
+MAX_STEPS: Final = 100
+MetricList = Annotated[list[CanaryMetric], Field(max_length=MAX_METRICS)]
+WebhookList = Annotated[list[CanaryWebhook], Field(max_length=MAX_WEBHOOKS)]
+
+
 class PauseStep(ApiModel):
     duration: Duration | None = None
 
 
 class AnalysisStep(ApiModel):
-    metrics: list[CanaryMetric] | None = None
-    webhooks: list[CanaryWebhook] | None = None
+    metrics: MetricList | None = None
+    webhooks: WebhookList | None = None
     iterations: int = Field(default=1, ge=1)
 
 
@@ -714,12 +724,12 @@ class CanaryAnalysis(ApiModel):
     threshold: int = Field(default=1, ge=0)
     primary_ready_threshold: Weight = 100
     canary_ready_threshold: Weight = 100
-    alerts: list[CanaryAlert] | None = None
-    metrics: list[CanaryMetric] | None = None
-    webhooks: list[CanaryWebhook] | None = None
+    alerts: list[CanaryAlert] | None = Field(default=None, max_length=MAX_ALERTS)
+    metrics: MetricList | None = None
+    webhooks: WebhookList | None = None
     match: list[HTTPMatchRequest] | None = None
     session_affinity: SessionAffinity | None = None
-    steps: list[CanaryStep] | None = None
+    steps: list[CanaryStep] | None = Field(default=None, max_length=MAX_STEPS)
     fast_fail: FastFail | None = None
 
     # Flagger's floor for analysis intervals. Only the operator's hidden ``--min-interval-seconds`` (for
@@ -734,6 +744,17 @@ class CanaryAnalysis(ApiModel):
     @property
     def failure_threshold(self) -> int:
         return self.threshold if self.threshold > 0 else 1
+
+    @model_validator(mode="after")
+    def _bounded_across_steps(self) -> CanaryAnalysis:
+        """The status keeps one entry per metric and per webhook name, over all steps: cap the names."""
+        analyses = [step.analysis for step in self.steps or () if step.analysis is not None]
+        for field, cap in (("metrics", MAX_METRICS), ("webhooks", MAX_WEBHOOKS)):
+            lists = [getattr(self, field) or [], *(getattr(a, field) or [] for a in analyses)]
+            names = {item.name for items in lists for item in items}
+            if len(names) > cap:
+                raise ValueError(f"{len(names)} {field} names over analysis and its steps; at most {cap}")
+        return self
 
 
 # ---------------------------------------------------------------------------------------------------
