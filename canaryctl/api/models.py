@@ -974,6 +974,8 @@ class MetricTemplate(ApiModel):
 
 
 class AlertProviderType(StrEnum):
+    """The built-in notifiers; an installed distribution may register more (``canaryctl.notifiers``)."""
+
     SLACK = "slack"
     MSTEAMS = "msteams"
     DISCORD = "discord"
@@ -983,12 +985,25 @@ class AlertProviderType(StrEnum):
 
 
 class AlertProviderSpec(ApiModel):
-    type: AlertProviderType
+    type: str = Field(
+        max_length=63, description="A notifier an installed distribution registers (slack, msteams, ...)"
+    )
     channel: str | None = None
     username: str | None = None
     address: str | None = None
     proxy: str | None = None
     secret_ref: LocalObjectReference | None = None
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str, info: ValidationInfo) -> str:
+        return registry.check(registry.NOTIFIERS, value) if plugins_checked(info) else value
+
+
+class AlertProviderStatus(ApiModel):
+    """Flagger's: conditions only. The controller keeps a Ready condition: whether the spec is usable."""
+
+    conditions: list[Condition] = Field(default_factory=list)
 
 
 class AlertProvider(ApiModel):
@@ -996,6 +1011,7 @@ class AlertProvider(ApiModel):
     kind: Literal["AlertProvider"] = "AlertProvider"
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     spec: AlertProviderSpec
+    status: AlertProviderStatus | None = None
 
 
 KINDS: dict[str, type[ApiModel]] = {
