@@ -49,7 +49,8 @@ def _destination(canary: Canary, primary: bool, weight: int) -> Obj:
     destination: Obj = {"host": canary.spec.side_service(primary)}
     # With portDiscovery the Services have several ports: a route from the mesh applies to each, a
     # gateway's (or a delegate's) must name one (Flagger's makeDestination).
-    from_gateway = bool(service.gateways) and service.gateways[0] != "mesh"
+    gateways = service.gateways or []
+    from_gateway = bool(gateways) and gateways[0] != "mesh"
     if not service.port_discovery or from_gateway or service.delegation:
         destination["port"] = {"number": service.port}
     return {"destination": destination, "weight": weight}
