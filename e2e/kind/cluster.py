@@ -20,7 +20,15 @@ from kubernetes import client, config
 from pytest_kind import KindCluster
 
 REPO = Path(__file__).resolve().parents[2]
-IMAGE = "canaryctl:kind"
+REGISTRY = "canaryctl.kind"
+TAG = "kind"
+ROLES = ("controller", "meshd", "sidecar", "loadtester")
+
+
+def image(role: str) -> str:
+    return f"{REGISTRY}/{role}:{TAG}"
+
+
 RELEASE = "canaryctl"
 RELEASE_NAMESPACE = "canaryctl"
 PROMETHEUS_URL = "http://prometheus.monitoring:9090"
@@ -83,15 +91,20 @@ class Cluster:
 
     def install(self) -> None:
         """Image, Prometheus, chart: what every scenario needs."""
-        subprocess.run(["docker", "build", "-t", IMAGE, str(REPO)], check=True, timeout=1800)
-        self.kind.load_docker_image(IMAGE)
+        for role in ROLES:
+            dockerfile = REPO / "docker" / f"{role}.Dockerfile"
+            subprocess.run(
+                ["docker", "build", "-f", str(dockerfile), "-t", image(role), str(REPO)],
+                check=True,
+                timeout=1800,
+            )
+            self.kind.load_docker_image(image(role))
         self.kubectl("apply", "-f", str(Path(__file__).parent / "manifests" / "prometheus.yaml"))
-        repository, tag = IMAGE.split(":")
         helm = str(tool("helm"))
         subprocess.run(
             [helm, "upgrade", "--install", RELEASE, str(REPO / "charts" / "canaryctl"),
             "--namespace", RELEASE_NAMESPACE, "--create-namespace", "--wait", "--timeout", "5m",
-            "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
+            "--set", f"image.registry={REGISTRY}", "--set", f"image.tag={TAG}",
             "--set", "image.pullPolicy=Never", "--set", f"controller.prometheusUrl={PROMETHEUS_URL}",
             "--kubeconfig", str(self.kind.kubeconfig_path)],
             check=True, timeout=600,
@@ -109,11 +122,12 @@ class Cluster:
         return name
 
     def deploy(self, namespace: str, name: str, args: list[str], port: int, scraped: bool) -> None:
-        """A Deployment running the canaryctl image with ``args`` (demo-app or loadtester)."""
+        """A Deployment running ``canaryctl ARGS`` (demo-app or loadtester) from the controller image."""
         annotations = {"prometheus.io/scrape": "true", "prometheus.io/port": str(port)} if scraped else {}
         container = client.V1Container(
             name=name,
-            image=IMAGE,
+            image=image("controller"),
+            command=["canaryctl"],
             image_pull_policy="Never",
             args=args,
             ports=[client.V1ContainerPort(container_port=port, name="http")],

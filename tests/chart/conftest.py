@@ -80,7 +80,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     },
     # Every value in values.yaml set to something other than its default (test_every_value_is_rendered).
     "everything": {
-        "image": {"repository": "registry.example/canaryctl", "tag": "1.2.3", "pullPolicy": "Always"},
+        "image": {"registry": "registry.example/canaryctl", "tag": "1.2.3", "pullPolicy": "Always"},
         "imagePullSecrets": [{"name": "regcred"}],
         "nameOverride": "cc",
         "fullnameOverride": "delivery",

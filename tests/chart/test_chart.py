@@ -29,7 +29,8 @@ CUSTOM_RESOURCES = {
 }
 NAMESPACED_CUSTOM_RESOURCES = {"ServiceMonitor", "Certificate", "Issuer", "KopfPeering"}
 RBAC_RULES = yaml.safe_load((CHART / "files" / "rbac.yaml").read_text())
-IMAGE = "ghcr.io/canaryctl/canaryctl:0.1.0"
+REGISTRY = "ghcr.io/canaryctl"
+APP_VERSION = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
 
 Render = Callable[[str], list[Manifest]]
 
@@ -80,25 +81,29 @@ def test_rendered_manifests_are_valid(render: Render, values: str) -> None:
             pytest.fail(f"{label} is invalid at {list(error.path)}: {error.message}")
 
 
-def test_every_component_runs_the_one_image(render: Render) -> None:
-    deployments = _find(render("default"), "Deployment")
-    assert {d["metadata"]["name"] for d in deployments} == {
-        "canaryctl", "canaryctl-mesh", "canaryctl-injector", "canaryctl-loadtester",
+def test_every_component_runs_the_image_of_its_role(render: Render) -> None:
+    deployments = {d["metadata"]["name"]: d for d in _find(render("default"), "Deployment")}
+    roles = {
+        "canaryctl": "controller", "canaryctl-mesh": "meshd", "canaryctl-injector": "meshd",
+        "canaryctl-loadtester": "loadtester",
     }  # fmt: skip
-    for deployment in deployments:
+    assert set(deployments) == set(roles)
+    for name, deployment in deployments.items():
         pod = deployment["spec"]["template"]["spec"]
-        assert pod["containers"][0]["image"] == IMAGE
+        assert pod["containers"][0]["image"] == f"{REGISTRY}/{roles[name]}:{APP_VERSION}"
         assert pod["securityContext"]["runAsUser"] == 10001
+    injector = _args(deployments["canaryctl-injector"])
+    sidecar = f"{REGISTRY}/sidecar:{APP_VERSION}"
+    assert injector[injector.index("--sidecar-image") + 1] == sidecar
+    assert injector[injector.index("--init-image") + 1] == sidecar  # it has sh and iptables
     loadtester = _one(render("options"), "Deployment", "canaryctl-loadtester")
-    assert (
-        loadtester["spec"]["template"]["spec"]["containers"][0]["image"] == "ghcr.io/canaryctl/canaryctl:dev"
-    )
+    assert loadtester["spec"]["template"]["spec"]["containers"][0]["image"] == f"{REGISTRY}/loadtester:dev"
 
 
 def test_controller_args_and_cluster_peering(render: Render) -> None:
     manifests = render("default")
     args = _args(_one(manifests, "Deployment", "canaryctl"))
-    assert args[:3] == ["operator", "--peering", "canaryctl"]
+    assert args[:2] == ["--peering", "canaryctl"]
     assert "--namespace" not in args
     assert args[args.index("--liveness") + 1] == "http://0.0.0.0:8081/healthz"
     assert args[args.index("--default-provider") + 1] == "canaryctl"
@@ -110,7 +115,7 @@ def test_replicas_share_one_peering(render: Render) -> None:
     manifests = render("peering-ha")
     controller = _one(manifests, "Deployment", "canaryctl")
     assert controller["spec"]["replicas"] == 2
-    assert _args(controller)[1:5] == ["--peering", "canaryctl", "--peering-lifetime", "15"]
+    assert _args(controller)[:4] == ["--peering", "canaryctl", "--peering-lifetime", "15"]
     assert _one(manifests, "ClusterKopfPeering", "canaryctl")
 
 
@@ -193,9 +198,9 @@ def test_generated_certificate_is_the_webhook_ca(render: Render) -> None:
         injector["spec"]["template"]["spec"]["volumes"][0]["secret"]["secretName"] == "canaryctl-injector-tls"
     )
     args = _args(injector)
-    assert args[:4] == ["meshd", "injector", "--port", "9443"]
+    assert args[:3] == ["injector", "--port", "9443"]
     assert args[args.index("--xds-host") + 1] == f"canaryctl-mesh.{NAMESPACE}.svc.cluster.local"
-    assert args[args.index("--xds-port") + 1] == _args(_one(manifests, "Deployment", "canaryctl-mesh"))[3]
+    assert args[args.index("--xds-port") + 1] == _args(_one(manifests, "Deployment", "canaryctl-mesh"))[2]
 
 
 def test_cert_manager_certificate_is_injected(render: Render) -> None:
@@ -217,7 +222,7 @@ def test_loadtester_is_flagger_compatible_and_optional(render: Render) -> None:
     assert service["spec"]["ports"][0]["port"] == 80
     default = _one(render("default"), "Deployment", "canaryctl-loadtester")
     assert _args(default) == [
-        "loadtester", "--port", "8080", "--timeout", "1h",
+        "--port", "8080", "--timeout", "1h",
         "--allow-commands", "hey,curl,grpcurl,ghz,k6", "--max-per-namespace", "8",
     ]  # fmt: skip
     assert default["spec"]["template"]["spec"]["automountServiceAccountToken"] is False

@@ -1,7 +1,7 @@
 """The chart only renders command lines the binaries accept.
 
-Every container of every value set is run, as the image would run it, through canaryctl's own
-argparse parser in this process: the image's ENTRYPOINT (read from the Dockerfile) plus the
+Every container of every value set is run, as the image of its role would run it, through canaryctl's
+own argparse parser in this process: the ENTRYPOINT and CMD of ``docker/<role>.Dockerfile`` plus the
 container's args, with Kubernetes' ``$(VAR)`` expansion. An unknown flag, a bad value or a credential
 expanded into argv fails the render's test. A value set covers every value in values.yaml, so a value
 the chart renders into a flag the binary lacks cannot hide.
@@ -29,35 +29,50 @@ POD_KINDS = {"Deployment", "DaemonSet", "StatefulSet", "Job"}
 VARIABLE = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 
 
-def _instruction(name: str) -> list[str]:
-    """The exec (JSON) form of a Dockerfile instruction of the final stage."""
-    lines = (REPO / "Dockerfile").read_text().splitlines()
+# The chart's containers and the image each runs (values.yaml: `<image.registry>/<role>`).
+ROLES = {"operator": "controller", "control-plane": "meshd", "injector": "meshd", "loadtester": "loadtester"}
+
+
+def _instruction(role: str, name: str) -> list[str] | None:
+    """The exec (JSON) form of an instruction of the final stage of the role's Dockerfile."""
+    lines = (REPO / "docker" / f"{role}.Dockerfile").read_text().splitlines()
     final = max(i for i, line in enumerate(lines) if line.startswith("FROM "))
     found = [line[len(name) + 1 :] for line in lines[final:] if line.startswith(f"{name} ")]
-    assert len(found) == 1, f"the image's final stage should have one {name}"
-    value: list[str] = json.loads(found[0])
-    return value
+    assert len(found) <= 1, f"the {role} image's final stage should have at most one {name}"
+    return json.loads(found[0]) if found else None
 
 
-def _console_script(name: str) -> str:
-    scripts: dict[str, str] = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
-    return scripts[name]
+def _console_scripts() -> dict[str, str]:
+    scripts: dict[str, str] = {}
+    for pyproject in (REPO / "pyproject.toml", REPO / "mesh" / "pyproject.toml"):
+        scripts.update(tomllib.loads(pyproject.read_text())["project"]["scripts"])
+    return scripts
 
 
-ENTRYPOINT = _instruction("ENTRYPOINT")
-DEFAULT_ARGS = _instruction("CMD")
+def image_command(role: str, args: list[str] | None) -> list[str]:
+    """What the container runs: the entry point without tini, then args (else CMD)."""
+    entrypoint = _instruction(role, "ENTRYPOINT")
+    assert entrypoint, f"the {role} image has no ENTRYPOINT"
+    if entrypoint[:2] == ["tini", "--"]:
+        entrypoint = entrypoint[2:]
+    return entrypoint + (args if args is not None else _instruction(role, "CMD") or [])
 
 
-def parse(argv: list[str]) -> Any:
-    """What ``canaryctl ARGV`` does before it runs anything: main's parser, here; raises on a bad line."""
-    command = argv[0] if argv and not argv[0].startswith("-") else None
+def parse(command: list[str]) -> Any:
+    """What the command does before it runs anything: canaryctl's parser, here; raises on a bad line.
+    ``canaryctl-meshd ARGS`` is ``canaryctl meshd ARGS`` (mesh/canaryctl_mesh/meshd/__main__.py)."""
+    executable, argv = command[0], command[1:]
+    assert executable in ("canaryctl", "canaryctl-meshd"), f"{executable} is not a canaryctl console script"
+    if executable == "canaryctl-meshd" and argv[:1] != ["meshd"]:
+        argv = ["meshd", *argv]
+    name = argv[0] if argv and not argv[0].startswith("-") else None
     stderr = io.StringIO()
     try:
         with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
-            return main.build_parser("canaryctl", command).parse_args(argv)
+            return main.build_parser("canaryctl", name).parse_args(argv)
     except SystemExit as exit_:
         if exit_.code not in (0, None):
-            raise AssertionError(f"canaryctl {shlex.join(argv)}\n{stderr.getvalue()}") from None
+            raise AssertionError(f"{shlex.join(command)}\n{stderr.getvalue()}") from None
         return None
 
 
@@ -83,25 +98,26 @@ def containers(manifests: list[Manifest]) -> Iterator[tuple[str, dict[str, Any]]
             yield f"{where} container {container['name']}", container
 
 
-def test_the_image_runs_canaryctl() -> None:
-    """tini hands everything after ``--`` to ``canaryctl``, the project's console script."""
-    assert ENTRYPOINT == ["tini", "--", "canaryctl"]
-    assert _console_script("canaryctl") == "canaryctl.cli.main:main"
-    assert parse(DEFAULT_ARGS) is None  # CMD ["--help"]: help, exit 0
+def test_the_images_run_canaryctl() -> None:
+    """Each role's image runs a console script of the project, through canaryctl's parser."""
+    scripts = _console_scripts()
+    assert scripts["canaryctl"] == "canaryctl.cli.main:main"
+    assert scripts["canaryctl-meshd"] == "canaryctl_mesh.meshd.__main__:main"
+    for role in set(ROLES.values()):
+        assert image_command(role, [])[0] in scripts
     with pytest.raises(AssertionError, match="unrecognized arguments: --slack-url"):
-        parse(["operator", "--slack-url", "https://hooks.slack.com/services/T/B/X"])
+        parse(image_command("controller", ["--slack-url", "https://hooks.slack.com/services/T/B/X"]))
 
 
 @pytest.mark.parametrize("values", sorted(VALUE_SETS))
 def test_every_container_command_line_parses(render: Render, values: str) -> None:
     seen = 0
     for where, container in containers(render(values)):
-        if container["image"].split("/")[-1].split(":")[0] in ("envoy", "proxyv2"):
-            continue  # the mesh's sidecar images are not canaryctl (none is in the chart's own pods)
-        assert container.get("command") in (None, ENTRYPOINT), f"{where} overrides the entry point"
-        argv = expand(container.get("args") or DEFAULT_ARGS, container.get("env", []), where)
-        parsed = parse(argv)
-        assert parsed is not None and callable(parsed.func), f"{where}: {argv} runs nothing"
+        assert container["name"] in ROLES, f"{where}: which role's image runs it?"
+        assert container.get("command") is None, f"{where} overrides the entry point"
+        args = expand(container.get("args") or [], container.get("env", []), where)
+        parsed = parse(image_command(ROLES[container["name"]], args or None))
+        assert parsed is not None and callable(parsed.func), f"{where}: {args} runs nothing"
         seen += 1
     assert seen, f"{values}: no canaryctl container rendered"
 

@@ -24,5 +24,5 @@ def test_no_cross_namespace_refs_value_turns_the_flag_on(helm: str) -> None:
     assert "--no-cross-namespace-refs" not in _controller_args(helm)
     args = _controller_args(helm, "--set", "controller.noCrossNamespaceRefs=true")
     assert "--no-cross-namespace-refs" in args
-    parsed = build_parser("canaryctl", "operator").parse_args(args)
+    parsed = build_parser("canaryctl", "operator").parse_args(["operator", *args])  # the image's entry point
     assert parsed.no_cross_namespace_refs is True

@@ -39,11 +39,16 @@ app.kubernetes.io/component: {{ .component }}
 app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
-{{/* Image of one component: (dict "root" $ "image" .Values.controller.image). */}}
+{{/* Image of one role: (dict "root" $ "role" "controller" "image" .Values.controller.image). */}}
 {{- define "canaryctl.image" -}}
-{{- $repository := default .root.Values.image.repository .image.repository }}
+{{- $repository := default (printf "%s/%s" .root.Values.image.registry .role) .image.repository }}
 {{- $tag := default (default .root.Chart.AppVersion .root.Values.image.tag) .image.tag }}
 {{- printf "%s:%s" $repository $tag }}
+{{- end }}
+
+{{/* The sidecar image the injector adds to meshed pods. */}}
+{{- define "canaryctl.sidecarImage" -}}
+{{- default (include "canaryctl.image" (dict "root" . "role" "sidecar" "image" (dict))) .Values.mesh.injector.sidecarImage }}
 {{- end }}
 
 {{/* ServiceAccount name of one component: (dict "root" $ "component" "controller"). */}}
