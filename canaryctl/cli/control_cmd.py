@@ -15,6 +15,7 @@ from canaryctl.api.control import COMMAND_ANNOTATION, CommandKind, encode_comman
 from canaryctl.api.models import API_VERSION, Canary, CanaryStatus, Phase
 from canaryctl.cli.kube import (
     API_ERRORS,
+    PluginObjects,
     Subparsers,
     add_command,
     add_connection_flags,
@@ -22,10 +23,10 @@ from canaryctl.cli.kube import (
     describe_failure,
     get_canary,
     namespace_of,
-    stdout_is_tty,
 )
-from canaryctl.cli.render import ANALYSING, Style, current_step, step_text
+from canaryctl.cli.render import ANALYSING, current_step, step_text
 from canaryctl.engine.steps import StepKind
+from canaryctl.terminal import Screen
 
 VERBS: dict[str, tuple[CommandKind, str]] = {
     "promote": (CommandKind.PROMOTE, "end the current pause or analysis step (--full: promote now)"),
@@ -102,22 +103,29 @@ def _promote_step(canary: Canary) -> str:
     return f"nothing: step {step} completes on its own"
 
 
+async def request_command(
+    objects: PluginObjects, namespace: str, name: str, kind: CommandKind
+) -> tuple[str, str]:
+    """Writes the command annotation; (its value, what the operator will do with it)."""
+    value = encode_command(kind, new_command_id())
+    patch = {"metadata": {"annotations": {COMMAND_ANNOTATION: value}}}
+    canary = await get_canary(objects, namespace, name)
+    try:
+        await objects.merge_patch(API_VERSION, "Canary", namespace, name, patch)
+    except API_ERRORS as exc:
+        raise describe_failure(f"canary {namespace}/{name}", exc) from exc
+    return value, effect(kind, canary)
+
+
 async def run(args: argparse.Namespace) -> int:
     kind, _ = VERBS[args.verb]
     if kind is CommandKind.PROMOTE and args.full:
         kind = CommandKind.PROMOTE_FULL
     namespace = namespace_of(args)
-    value = encode_command(kind, new_command_id())
-    patch = {"metadata": {"annotations": {COMMAND_ANNOTATION: value}}}
     with connect(args) as objects:
-        canary = await get_canary(objects, namespace, args.name)
-        try:
-            await objects.merge_patch(API_VERSION, "Canary", namespace, args.name, patch)
-        except API_ERRORS as exc:
-            raise describe_failure(f"canary {namespace}/{args.name}", exc) from exc
-    lines = [
-        f"canary {namespace}/{args.name}: {kind.value} requested ({COMMAND_ANNOTATION}={value})",
-        f"  the operator will: {effect(kind, canary)}",
-    ]
-    print(Style(rich=stdout_is_tty()).finish(lines))
+        value, will = await request_command(objects, namespace, args.name, kind)
+    Screen().print(
+        f"canary {namespace}/{args.name}: {kind.value} requested ({COMMAND_ANNOTATION}={value})\n"
+        f"  the operator will: {will}"
+    )
     return 0

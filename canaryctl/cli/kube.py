@@ -13,10 +13,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import json
 import ssl
 import sys
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from typing import Any, TypeAlias
 
 import yaml
@@ -26,11 +27,11 @@ from canaryctl.cli.apiserver import (
     ApiError,
     ConfigError,
     Connection,
+    Stream,
     context_namespace,
     load_connection,
     path_with_query,
 )
-from canaryctl_mesh.duration import parse_duration
 from canaryctl_mesh.kinds import resource_path
 
 Obj = dict[str, Any]
@@ -38,6 +39,7 @@ Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"  # generic for mypy only
 
 OUTPUTS = ("json", "yaml")
+WATCH_SECONDS = 300  # one watch request; then the watcher starts another
 ERROR_EXIT = 1
 
 
@@ -106,6 +108,22 @@ class PluginObjects:
             if exc.status != 404:
                 raise
 
+    async def list_versioned(
+        self, api_version: str, kind: str, namespace: str | None
+    ) -> tuple[list[Obj], str]:
+        """The objects and the list's resourceVersion, where a watch of later changes starts."""
+        found = await self._call("GET", resource_path(api_version, kind, namespace))
+        return list(found.get("items") or []), str((found.get("metadata") or {}).get("resourceVersion") or "")
+
+    def watch(self, api_version: str, kind: str, namespace: str | None, resource_version: str) -> Stream:
+        """The watch events after ``resource_version`` (blocking: open and read it in a thread); the
+        server ends it after at most WATCH_SECONDS, ``stop()`` from another thread before."""
+        query = [("watch", "true"), ("allowWatchBookmarks", "true"), ("timeoutSeconds", str(WATCH_SECONDS))]
+        if resource_version:
+            query.append(("resourceVersion", resource_version))
+        path = path_with_query(resource_path(api_version, kind, namespace), query)
+        return self.connection.stream(path, read_timeout=WATCH_SECONDS + 30)
+
 
 def add_connection_flags(parser: argparse.ArgumentParser, all_namespaces: bool = False) -> None:
     parser.add_argument("-n", "--namespace", help="namespace (default: the kubeconfig context's)")
@@ -117,8 +135,10 @@ def add_connection_flags(parser: argparse.ArgumentParser, all_namespaces: bool =
     parser.add_argument("--server", help=argparse.SUPPRESS)
 
 
-def add_output_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-o", "--output", choices=OUTPUTS, help="print data instead of the table or tree")
+def add_output_flags(parser: argparse.ArgumentParser, tables: tuple[str, ...] = ()) -> None:
+    """``-o json|yaml`` (data instead of the table or tree) plus the command's own table formats."""
+    choices = OUTPUTS + tables
+    parser.add_argument("-o", "--output", choices=choices, help=f"output format: {'|'.join(choices)}")
     parser.add_argument("--no-color", action="store_true", help="no colors or icons, even on a terminal")
 
 
@@ -144,6 +164,21 @@ def guarded(command: Command) -> Command:
     return run
 
 
+def require_extra(extra: str, needed: Mapping[str, str]) -> None:
+    """Before any work, a CommandError naming what is missing of ``needed`` (module: what it is) and the
+    extra that installs it: the light plugin install leaves out what only one command uses."""
+    missing = [what for module, what in needed.items() if not _importable(module)]
+    if missing:
+        raise CommandError(f"this command needs {', '.join(missing)}: pip install 'canaryctl[{extra}]'")
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ModuleNotFoundError, ValueError):  # its parent package is missing, or a broken entry
+        return False
+
+
 @contextlib.contextmanager
 def connect(args: argparse.Namespace) -> Iterator[PluginObjects]:
     """The Objects port for ``--server`` or the kubeconfig (each request opens its own connection)."""
@@ -157,19 +192,9 @@ def connect(args: argparse.Namespace) -> Iterator[PluginObjects]:
     yield PluginObjects(connection)
 
 
-def duration_arg(text: str) -> float:
-    """An argparse type: a positive duration such as ``30m`` or ``90s``, in seconds."""
-    try:
-        seconds = parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError(f"duration {text!r} must be positive")
-    return seconds
-
-
 def namespace_of(args: argparse.Namespace) -> str:
-    """``-n``, else the kubeconfig context's namespace, else ``default`` (as kubectl)."""
+    """``-n``, else the kubeconfig context's namespace (in a pod without one: the pod's), else
+    ``default`` (as kubectl)."""
     if args.namespace:
         return str(args.namespace)
     if args.server:
@@ -215,7 +240,3 @@ def dump(data: Any, output: str) -> str:
     if output == "json":
         return json.dumps(data, indent=2)
     return yaml.safe_dump(data, sort_keys=False).rstrip("\n")
-
-
-def stdout_is_tty() -> bool:
-    return sys.stdout.isatty()

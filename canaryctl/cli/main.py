@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -18,20 +19,29 @@ from typing import NamedTuple
 class Command(NamedTuple):
     module: str  # registers the sub-command with add_parser(subparsers)
     help: str  # its line in the overview; the module registers the same line (tested)
+    aliases: tuple[str, ...] = ()  # other names the module registers for it
 
 
 _CONTROL = "canaryctl.cli.control_cmd"
+_STATUS = "canaryctl.cli.status_cmd"
 
 # Each sub-command in the order help lists them.
 COMMANDS: dict[str, Command] = {
-    "status": Command("canaryctl.cli.status_cmd", "where a rollout is, why, and what happens next"),
-    "list": Command("canaryctl.cli.status_cmd", "list Canaries with phase, weight and step"),
+    "status": Command(_STATUS, "where a rollout is, why, and what happens next", ("get",)),
+    "list": Command(_STATUS, "list Canaries with phase, weight and step"),
     "promote": Command(_CONTROL, "end the current pause or analysis step (--full: promote now)"),
     "abort": Command(_CONTROL, "roll back: all traffic to the primary, canary scaled to zero"),
     "retry": Command(_CONTROL, "restart a Failed rollout of the same revision"),
     "pause": Command(_CONTROL, "hold the rollout at its current step"),
     "resume": Command(_CONTROL, "continue a paused rollout"),
     "skip": Command(_CONTROL, "skip the analysis of this revision and promote it"),
+    "dashboard": Command(
+        "canaryctl.cli.dashboard", "serve a live web UI of the Canaries with the control verbs"
+    ),
+    "report": Command(
+        "canaryctl.cli.report_cmd",
+        "write an HTML report of a rollout from Prometheus and the Canary's events",
+    ),
     "lint": Command(
         "canaryctl.cli.lint_cmd", "validate Canary, MetricTemplate and AlertProvider manifests offline"
     ),
@@ -82,17 +92,25 @@ def overview_parser(prog: str) -> argparse.ArgumentParser:
     """Every sub-command's name and line, from the table: for help and errors, importing nothing."""
     parser, subparsers = _root(prog)
     for name, command in COMMANDS.items():
-        subparsers.add_parser(name, help=command.help)
+        subparsers.add_parser(name, help=command.help, aliases=command.aliases)
     subparsers.add_parser("version", help=VERSION_HELP)
     subparsers.add_parser("completion", help=COMPLETION.help)
     return parser
 
 
+def command_named(name: str | None) -> Command | None:
+    """The table's entry for a sub-command name or one of its aliases."""
+    if name is None:
+        return None
+    return COMMANDS.get(name) or next((c for c in COMMANDS.values() if name in c.aliases), None)
+
+
 def build_parser(prog: str, command: str | None = None) -> argparse.ArgumentParser:
     """The parser with every sub-command registered by its module, or with ``command``'s alone."""
     parser, subparsers = _root(prog)
-    everything = command not in COMMANDS and command != "version"
-    chosen = COMMANDS.values() if everything else [COMMANDS[command]] if command in COMMANDS else []
+    named = command_named(command)
+    everything = named is None and command != "version"
+    chosen = COMMANDS.values() if everything else [named] if named is not None else []
     for module in dict.fromkeys(c.module for c in chosen):
         importlib.import_module(module).add_parser(subparsers)
     version = subparsers.add_parser("version", help=VERSION_HELP)
@@ -108,10 +126,12 @@ def _prog(argv0: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions (kubectl canary completion)
+        importlib.import_module(COMPLETION.module).complete_for_shell(_prog(sys.argv[0]))
     arguments = list(sys.argv[1:] if argv is None else argv)
     command = arguments[0] if arguments and not arguments[0].startswith("-") else None
     prog = _prog(sys.argv[0])
-    if command in COMMANDS or command in ("version", "completion"):
+    if command_named(command) is not None or command in ("version", "completion"):
         parser = build_parser(prog, command)
     else:  # help, --version, no command or a mistyped one: answered from the table
         parser = overview_parser(prog)

@@ -1,19 +1,26 @@
-"""Text for ``kubectl canary status`` and ``list``: a header, a tree, the analysis and the last events.
+"""What ``kubectl canary status`` and ``list`` show, as rich renderables: a header, a tree of workloads and
+pods, the analysis and the last events; the list as a table.
 
-Two styles: ``rich`` (a terminal: colors, ✔/✖ and box-drawing characters) and plain (pipes and CI logs:
-no escape codes, ASCII marks such as ``ok``/``FAIL``, ``|--`` trees). Text from the cluster (messages,
-names) is shown as written. Times are relative to an injected ``now`` so the output is reproducible.
+``canaryctl.terminal`` decides the look (symbols and colors on a terminal, ASCII in logs). Text from the
+cluster (messages, names) is never read as markup. Times are relative to an injected ``now`` so the
+output is reproducible.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from rich.console import Group, RenderableType
+from rich.padding import Padding
+from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
+
 from canaryctl.api.models import (
+    API_VERSION,
     Canary,
     CanaryMetric,
     CanaryStatus,
@@ -24,66 +31,13 @@ from canaryctl.api.models import (
 )
 from canaryctl.cli.view import Event, StatusView, Workload
 from canaryctl.engine.clock import seconds_since
+from canaryctl.engine.machine import fast_fail_reason
 from canaryctl.engine.steps import Step, StepKind, Strategy, canary_weights, compile_steps, strategy
-from canaryctl.local.console import BAR_WIDTH, ICONS
+from canaryctl.terminal import PENDING_MARK, PHASE_STYLES, Look
 
-RESET = "\x1b[0m"
-COLORS = {"green": "\x1b[32m", "red": "\x1b[31m", "yellow": "\x1b[33m", "cyan": "\x1b[36m", "dim": "\x1b[2m"}
-PHASE_COLORS = {
-    Phase.SUCCEEDED: "green",
-    Phase.FAILED: "red",
-    Phase.PROGRESSING: "cyan",
-    Phase.PROMOTING: "cyan",
-    Phase.FINALISING: "cyan",
-    Phase.WAITING: "yellow",
-    Phase.WAITING_PROMOTION: "yellow",
-}
-# Plain mode spells out what a terminal shows as symbols.
-ASCII = str.maketrans({"×": "x", "→": "->", "…": "..."})
-MARKS = {
-    Verdict.PASS: ("✔", "ok", "green"),
-    Verdict.FAIL: ("✖", "FAIL", "red"),
-    Verdict.NO_DATA: ("?", "NODATA", "yellow"),
-    Verdict.ERROR: ("⚠", "ERROR", "red"),
-    Verdict.INCONCLUSIVE: ("?", "INCONCLUSIVE", "yellow"),
-}
-PENDING_MARK = ("·", "-", "dim")
 LABEL_WIDTH = 15
 ANALYSING = (Phase.PROGRESSING, Phase.WAITING_PROMOTION)
-
-
-@dataclass(frozen=True)
-class Style:
-    rich: bool
-
-    def paint(self, text: str, color: str | None) -> str:
-        return f"{COLORS[color]}{text}{RESET}" if self.rich and color else text
-
-    def mark(self, mark: tuple[str, str, str]) -> str:
-        symbol, word, color = mark
-        return self.paint(symbol if self.rich else word, color)
-
-    def tree(self, last: bool) -> tuple[str, str]:
-        """The prefix of an item and the prefix continuing below it."""
-        if self.rich:
-            return ("└── ", "    ") if last else ("├── ", "│   ")
-        return ("`-- ", "    ") if last else ("|-- ", "|   ")
-
-    def bar(self, weight: int) -> str:
-        filled = round(weight * BAR_WIDTH / 100)
-        full, empty = ("█", "·") if self.rich else ("#", ".")
-        return "[" + full * filled + empty * (BAR_WIDTH - filled) + "]"
-
-    def phase(self, phase: Phase | None) -> str:
-        name = phase.value if phase else "Pending"
-        if not self.rich:
-            return name
-        icon = ICONS.get(phase, "·") if phase else "·"
-        return self.paint(f"{icon} {name}", PHASE_COLORS.get(phase) if phase else None)
-
-    def finish(self, lines: Sequence[str]) -> str:
-        text = "\n".join(line.rstrip() for line in lines)
-        return text if self.rich else text.translate(ASCII)
+RESOURCE = f"canary.{API_VERSION.split('/')[0]}"  # kubectl's -o name prefix
 
 
 # --- time ------------------------------------------------------------------------------------------------
@@ -168,19 +122,22 @@ def step_text(canary: Canary) -> tuple[str, str]:
     return f"{index + 1}/{len(steps)} {steps[index].describe()}", following
 
 
-def weight_text(view: StatusView, style: Style) -> str:
+def weight_text(view: StatusView, look: Look) -> Text:
     status = view.canary.status or CanaryStatus()
-    set_weight = f"{style.bar(status.canary_weight)} {status.canary_weight}% canary"
+    text = Text.assemble(look.bar(status.canary_weight), f" {status.canary_weight}% canary")
     if status.header_route:
-        set_weight += ", matching requests to canary"
+        text.append(", matching requests to canary")
     observed = view.observed
     if observed is None or observed.weight is None:
         detail = observed.source if observed else "not read"
-        return f"{set_weight} (router: {detail}; showing the status weight)"
+        return text.append(f" (router: {detail}; showing the status weight)")
     if observed.weight != status.canary_weight:
-        lagging = style.paint(f"{observed.weight}%", "yellow")
-        return f"{set_weight} (router: {lagging} in {observed.source}, updating)"
-    return f"{set_weight} (router: {observed.weight}% in {observed.source})"
+        return text.append_text(
+            Text.assemble(
+                " (router: ", (f"{observed.weight}%", "yellow"), f" in {observed.source}, updating)"
+            )
+        )
+    return text.append(f" (router: {observed.weight}% in {observed.source})")
 
 
 def fault_text(status: CanaryStatus) -> str:
@@ -195,65 +152,75 @@ def fault_text(status: CanaryStatus) -> str:
     return ", ".join(parts) + " of canary requests"
 
 
+def failed_checks_text(canary: Canary) -> Text:
+    """``1/5``; after a fastFail rollback it says that failed checks were not the cause."""
+    status = canary.status or CanaryStatus()
+    counted = f"{status.failed_checks}/{canary.spec.effective_analysis.failure_threshold}"
+    if fast_fail_reason(status) is not None:
+        return Text(f"{counted} (not the cause: fastFail rolled the canary back)")
+    return Text(counted, style="red" if status.failed_checks else "")
+
+
 def _images(workloads: Sequence[Workload]) -> list[str]:
     width = max((len(w.role) for w in workloads), default=0)
     return [f"{w.role.ljust(width)}  {', '.join(w.images) or '-'}" for w in workloads if w.found]
 
 
-def header(view: StatusView, style: Style, now: datetime) -> list[str]:
+def header(view: StatusView, look: Look, now: datetime) -> Table:
     canary = view.canary
     status = canary.status or CanaryStatus()
     step, following = step_text(canary)
-    threshold = canary.spec.effective_analysis.failure_threshold
-    failed = f"{status.failed_checks}/{threshold}"
-    rows: list[tuple[str, str]] = [
+    rows: list[tuple[str, str | Text]] = [
         ("Name", canary.metadata.name or ""),
         ("Namespace", canary.metadata.namespace or ""),
-        ("Status", style.phase(status.phase)),
+        ("Status", look.phase(status.phase)),
         ("Message", status.message or "-"),
     ]
     if view.revision_pending:
-        rows.append(("Revision", style.paint("new revision detected, waiting for the operator", "yellow")))
+        rows.append(("Revision", Text("new revision detected, waiting for the operator", style="yellow")))
     rows += [
         ("Strategy", strategy_text(canary)),
         ("Step", step),
         ("Next", following),
         ("Time left", time_left(canary, now)),
-        ("Weight", weight_text(view, style)),
+        ("Weight", weight_text(view, look)),
         ("Mirror", f"{status.mirror_weight}%"),
         ("Fault", fault_text(status)),
-        ("Failed checks", style.paint(failed, "red") if status.failed_checks else failed),
+        ("Failed checks", failed_checks_text(canary)),
     ]
     rows += [("Images" if i == 0 else "", line) for i, line in enumerate(_images(view.workloads))]
-    return [f"{(label + ':') if label else '':<{LABEL_WIDTH}}{value}" for label, value in rows]
+    table = Table.grid()
+    table.add_column(min_width=LABEL_WIDTH, no_wrap=True)
+    table.add_column()
+    for label, value in rows:
+        table.add_row(f"{label}:" if label else "", Text(value) if isinstance(value, str) else value)
+    return table
 
 
 # --- tree, analysis, events -----------------------------------------------------------------------------
 
 
-def _workload_line(workload: Workload, style: Style) -> str:
+def _workload_line(workload: Workload) -> Text:
+    line = Text(f"{workload.kind} {workload.name} ({workload.role})  ")
     if not workload.found:
-        return f"{workload.kind} {workload.name} ({workload.role})  {style.paint('not found', 'red')}"
-    counts = f"{workload.ready}/{workload.desired} ready"
+        return line.append("not found", style="red")
     healthy = workload.ready >= workload.desired > 0
-    counts = style.paint(counts, "green" if healthy else "yellow")
-    return f"{workload.kind} {workload.name} ({workload.role})  {counts}"
+    return line.append(f"{workload.ready}/{workload.desired} ready", style="green" if healthy else "yellow")
 
 
-def tree(view: StatusView, style: Style) -> list[str]:
+def tree(view: StatusView) -> Tree:
     canary = view.canary
-    lines = [f"Canary {canary.metadata.name}"]
+    root = Tree(Text(f"Canary {canary.metadata.name}"))
     if not view.workloads:
         target = canary.spec.target_ref
-        return [*lines, style.tree(True)[0] + f"{target.kind.value} {target.name} (traffic only, no pods)"]
-    for w_index, workload in enumerate(view.workloads):
-        branch, below = style.tree(w_index == len(view.workloads) - 1)
-        lines.append(branch + _workload_line(workload, style))
-        for p_index, pod in enumerate(workload.pods):
-            leaf, _ = style.tree(p_index == len(workload.pods) - 1)
+        root.add(Text(f"{target.kind.value} {target.name} (traffic only, no pods)"))
+        return root
+    for workload in view.workloads:
+        branch = root.add(_workload_line(workload))
+        for pod in workload.pods:
             restarts = f"  {pod.restarts} restart{'s' if pod.restarts > 1 else ''}" if pod.restarts else ""
-            lines.append(f"{below}{leaf}pod {pod.name}  {pod.phase}  {pod.ready} ready{restarts}")
-    return lines
+            branch.add(Text(f"pod {pod.name}  {pod.phase}  {pod.ready} ready{restarts}"))
+    return root
 
 
 def _bounds(low: float | None, high: float | None) -> str:
@@ -269,75 +236,73 @@ def _spec_metrics(canary: Canary) -> list[CanaryMetric]:
     return list(canary.spec.effective_analysis.metrics or [])
 
 
-def analysis(view: StatusView, style: Style, now: datetime) -> list[str]:
+def analysis(view: StatusView, look: Look, now: datetime) -> Group:
     canary = view.canary
     status = canary.status or CanaryStatus()
     seen = {m.name for m in status.metrics}
-    rows = [_metric_row(m, style) for m in status.metrics]
-    rows += [_unchecked_row(m, style) for m in _spec_metrics(canary) if m.name not in seen]
+    rows = [_metric_row(m, look) for m in status.metrics]
+    rows += [_unchecked_row(m, look) for m in _spec_metrics(canary) if m.name not in seen]
     last = f" (last check {age(status.last_analysis_at, now)} ago)" if status.last_analysis_at else ""
-    lines = [f"Analysis{last}:"] + (_table(rows) if rows else ["  no metrics"])
+    parts: list[RenderableType] = [Text(f"Analysis{last}:"), _table(rows) if rows else Text("  no metrics")]
     if status.webhooks:
-        lines += ["Webhooks:", *_table([_hook_row(h, style) for h in status.webhooks])]
-    return lines
+        parts += [Text("Webhooks:"), _table([_hook_row(h, look) for h in status.webhooks])]
+    return Group(*parts)
 
 
-def _unchecked_row(metric: CanaryMetric, style: Style) -> tuple[str, str, str, str]:
+Row = tuple[Text, ...]
+
+
+def _unchecked_row(metric: CanaryMetric, look: Look) -> Row:
     bounds = metric.threshold_range
     detail = _bounds(bounds.min if bounds else None, bounds.max if bounds else None)
-    return style.mark(PENDING_MARK), metric.name, "-", f"{detail}  not checked yet"
+    return look.mark(PENDING_MARK), Text(metric.name), Text("-"), Text(f"{detail}  not checked yet")
 
 
-def _metric_row(metric: MetricStatus, style: Style) -> tuple[str, str, str, str]:
+def _metric_row(metric: MetricStatus, look: Look) -> Row:
     value = "no data" if metric.value is None else f"{metric.value:.2f}"
     detail = _bounds(metric.min, metric.max)
     if metric.primary_value is not None:
         detail += f"  primary {metric.primary_value:.2f}"
     if metric.message and metric.verdict is not Verdict.PASS:
         detail += f"  {metric.message}"
-    return style.mark(MARKS[metric.verdict]), metric.name, value, detail
+    return look.verdict(metric.verdict), Text(metric.name), Text(value), Text(detail)
 
 
-def _hook_row(hook: WebhookStatus, style: Style) -> tuple[str, str, str, str]:
-    mark = MARKS[Verdict.PASS if hook.success else Verdict.FAIL]
+def _hook_row(hook: WebhookStatus, look: Look) -> Row:
     code = str(hook.status_code) if hook.status_code is not None else "-"
     detail = hook.message if hook.message and not hook.success else ""
-    return style.mark(mark), f"{hook.type.value} {hook.name}", code, detail
+    return look.passed(hook.success), Text(f"{hook.type.value} {hook.name}"), Text(code), Text(detail)
 
 
-def _table(rows: Sequence[tuple[str, ...]], indent: str = "  ") -> list[str]:
-    widths = [max(_visible_len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return [
-        indent
-        + "  ".join(cell + " " * (widths[i] - _visible_len(cell)) for i, cell in enumerate(row)).rstrip()
-        for row in rows
-    ]
+def _table(rows: Sequence[Row]) -> Padding:
+    """Aligned columns without borders, indented under their heading."""
+    table = Table(box=None, show_header=False, padding=(0, 2, 0, 0), pad_edge=False)
+    for row in rows:
+        table.add_row(*row)
+    return Padding(table, (0, 0, 0, 2))
 
 
-def _visible_len(text: str) -> int:
-    for code in (*COLORS.values(), RESET):
-        text = text.replace(code, "")
-    return len(text)
-
-
-def event_lines(events: Sequence[Event], now: datetime) -> list[str]:
+def event_lines(events: Sequence[Event], now: datetime) -> Group:
     if not events:
-        return ["Events:", "  none"]
-    rows = [(age(e.time, now) if e.time else "-", e.type, e.reason, e.message) for e in events]
-    return ["Events:", *_table(rows)]
+        return Group(Text("Events:"), Text("  none"))
+    rows = [
+        (Text(age(e.time, now) if e.time else "-"), Text(e.type), Text(e.reason), Text(e.message))
+        for e in events
+    ]
+    return Group(Text("Events:"), _table(rows))
 
 
-def status_text(view: StatusView, style: Style, now: datetime) -> str:
-    sections = [
-        header(view, style, now),
-        tree(view, style),
-        analysis(view, style, now),
+def status_view(view: StatusView, look: Look, now: datetime) -> Group:
+    sections: list[RenderableType] = [
+        header(view, look, now),
+        tree(view),
+        analysis(view, look, now),
         event_lines(view.events, now),
     ]
-    lines: list[str] = []
+    spaced: list[RenderableType] = []
     for section in sections:
-        lines += [*section, ""]
-    return style.finish(lines[:-1])
+        spaced += [section, Text("")]
+    return Group(*spaced[:-1])
 
 
 def headline(canary: Canary) -> str:
@@ -345,16 +310,19 @@ def headline(canary: Canary) -> str:
     status = canary.status or CanaryStatus()
     phase = status.phase.value if status.phase else "Pending"
     steps, index = current_step(canary)
+    if fast_fail_reason(status) is not None:
+        return f"{canary.metadata.name} {phase}: {status.message}"
     threshold = canary.spec.effective_analysis.failure_threshold
     return (
         f"{canary.metadata.name} {phase} step {min(index + 1, len(steps))}/{len(steps)} "
         f"weight {status.canary_weight}% failed {status.failed_checks}/{threshold}: {status.message}"
-    ).translate(ASCII)
+    )
 
 
 # --- list --------------------------------------------------------------------------------------------------
 
 LIST_COLUMNS = ("NAME", "NAMESPACE", "PHASE", "WEIGHT", "STEP", "FAILED", "LAST TRANSITION")
+WIDE_COLUMNS = ("PROVIDER", "STRATEGY", "MIRROR", "MESSAGE")
 
 
 def list_row(canary: Canary, now: datetime) -> dict[str, Any]:
@@ -365,28 +333,46 @@ def list_row(canary: Canary, now: datetime) -> dict[str, Any]:
         "namespace": canary.metadata.namespace,
         "phase": status.phase.value if status.phase else "Pending",
         "canaryWeight": status.canary_weight,
+        "mirrorWeight": status.mirror_weight,
         "step": min(status.current_step + 1, total) if status.phase in ANALYSING else None,
         "totalSteps": total,
         "failedChecks": status.failed_checks,
         "threshold": canary.spec.effective_analysis.failure_threshold,
+        "provider": canary.spec.provider,
+        "strategy": strategy(canary.spec.effective_analysis).value,
+        "message": status.message,
         "lastTransitionTime": status.last_transition_time,
         "age": age(status.last_transition_time, now),
     }
 
 
-def list_text(rows: Sequence[dict[str, Any]], style: Style) -> str:
-    if not rows:
-        return "No canaries found."
-    cells = [LIST_COLUMNS] + [
-        (
-            str(r["name"]),
-            str(r["namespace"]),
-            style.paint(r["phase"], PHASE_COLORS.get(r["phase"])),  # StrEnum keys match the names
-            f"{r['canaryWeight']}%",
-            f"{r['step']}/{r['totalSteps']}" if r["step"] is not None else "-",
-            f"{r['failedChecks']}/{r['threshold']}",
-            r["age"],
-        )
-        for r in rows
-    ]
-    return style.finish(_table(cells, indent=""))
+def list_table(rows: Sequence[dict[str, Any]], wide: bool = False, headers: bool = True) -> Table:
+    """kubectl's table: upper-case headings, two spaces between columns, ``-o wide`` adds columns."""
+    table = Table(box=None, show_header=headers, padding=(0, 2, 0, 0), pad_edge=False, header_style="")
+    for column in LIST_COLUMNS + (WIDE_COLUMNS if wide else ()):
+        table.add_column(column, no_wrap=column != "MESSAGE")
+    for row in rows:
+        cells = [
+            Text(str(row["name"])),
+            Text(str(row["namespace"])),
+            Text(row["phase"], style=PHASE_STYLES.get(row["phase"]) or ""),  # StrEnum keys match the names
+            Text(f"{row['canaryWeight']}%"),
+            Text(f"{row['step']}/{row['totalSteps']}" if row["step"] is not None else "-"),
+            Text(f"{row['failedChecks']}/{row['threshold']}"),
+            Text(row["age"]),
+        ]
+        if wide:
+            mirror = f"{row['mirrorWeight']}%"
+            cells += [
+                Text(row["provider"] or "default"),
+                Text(row["strategy"]),
+                Text(mirror),
+                Text(row["message"]),
+            ]
+        table.add_row(*cells)
+    return table
+
+
+def list_names(rows: Sequence[dict[str, Any]]) -> str:
+    """``-o name``: ``canary.canaryctl.dev/podinfo``, one per line, as kubectl prints them."""
+    return "\n".join(f"{RESOURCE}/{row['name']}" for row in rows)

@@ -1,4 +1,4 @@
-"""``kubectl canary status NAME [--watch]`` and ``kubectl canary list``.
+"""``kubectl canary status NAME [--watch]`` (alias ``get``) and ``kubectl canary list``.
 
 ``status --watch`` polls until the rollout reaches the ``--until`` state and exits like a CI step:
 
@@ -23,6 +23,8 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from rich.live import Live
+
 from canaryctl.api.models import Canary, CanaryStatus, Phase
 from canaryctl.cli.kube import (
     PluginObjects,
@@ -32,27 +34,36 @@ from canaryctl.cli.kube import (
     add_output_flags,
     connect,
     dump,
-    duration_arg,
     get_canary,
     namespace_of,
     parse_canary,
-    stdout_is_tty,
 )
-from canaryctl.cli.render import Style, current_step, duration, headline, list_row, list_text, status_text
+from canaryctl.cli.render import (
+    current_step,
+    duration,
+    headline,
+    list_names,
+    list_row,
+    list_table,
+    status_view,
+)
 from canaryctl.cli.view import StatusView, gather, list_canaries
 from canaryctl.engine.clock import from_rfc3339
 from canaryctl.engine.steps import StepKind
+from canaryctl.terminal import Screen
+from canaryctl_mesh.duration import duration_arg
 
 UNTIL = ("succeeded", "failed", "paused", "promoted")
 DEFAULT_TIMEOUT = "30m"
 POLL_SECONDS = 2.0
 EXIT_DONE, EXIT_FAILED, EXIT_TIMEOUT = 0, 1, 2
-CLEAR_LINES = "\x1b[{}F\x1b[J"
+TABLE_OUTPUTS = ("wide", "name")
 
 
 def add_parser(subparsers: Subparsers) -> None:
     status = subparsers.add_parser(
         "status",
+        aliases=["get"],
         help="where a rollout is, why, and what happens next",
         description="Show a Canary: phase, step, weights, workloads and pods, analysis, recent events. "
         "--watch redraws until the rollout ends and exits 0 (done), 1 (failed) or 2 (timeout).",
@@ -71,7 +82,9 @@ def add_parser(subparsers: Subparsers) -> None:
 
     listing = subparsers.add_parser("list", help="list Canaries with phase, weight and step")
     add_connection_flags(listing, all_namespaces=True)
-    add_output_flags(listing)
+    add_output_flags(listing, TABLE_OUTPUTS)
+    listing.add_argument("-l", "--selector", help="label selector, e.g. app=podinfo,tier!=db")
+    listing.add_argument("--no-headers", action="store_true", help="print the table without its header")
     listing.add_argument("--now", help=argparse.SUPPRESS)
     add_command(listing, run_list)
 
@@ -81,10 +94,6 @@ def _clock(args: argparse.Namespace) -> Callable[[], datetime]:
         fixed = from_rfc3339(args.now)
         return lambda: fixed
     return lambda: datetime.now(UTC)
-
-
-def _style(args: argparse.Namespace) -> Style:
-    return Style(rich=stdout_is_tty() and not args.no_color)
 
 
 def outcome(canary: Canary, until: str, revision_pending: bool) -> int | None:
@@ -115,27 +124,31 @@ def _waits_for_person(canary: Canary) -> bool:
 
 async def run_status(args: argparse.Namespace) -> int:
     namespace = namespace_of(args)
-    style, now = _style(args), _clock(args)
+    screen, now = Screen(no_color=args.no_color), _clock(args)
     with connect(args) as objects:
         if not args.watch:
             view = await gather(objects, await get_canary(objects, namespace, args.name))
-            print(dump(view.to_data(), args.output) if args.output else status_text(view, style, now()))
+            if args.output:
+                print(dump(view.to_data(), args.output))
+            else:
+                screen.print(status_view(view, screen.look, now()))
             return 0
-        return await _watch(args, objects, namespace, Screen(style, now, args.output))
+        with screen.live() as live:
+            return await _watch(args, objects, namespace, Watch(screen, live, now, args.output))
 
 
-async def _watch(args: argparse.Namespace, objects: PluginObjects, namespace: str, screen: Screen) -> int:
+async def _watch(args: argparse.Namespace, objects: PluginObjects, namespace: str, watch: Watch) -> int:
     deadline = time.monotonic() + args.timeout
     code: int | None = None
     for _ in range(math.ceil(args.timeout / args.poll_interval) + 1):
         view = await gather(objects, await get_canary(objects, namespace, args.name))
-        screen.show(view)
+        watch.show(view)
         code = outcome(view.canary, args.until, view.revision_pending)
         remaining = deadline - time.monotonic()
         if code is not None or remaining <= 0:
             break
         await asyncio.sleep(min(args.poll_interval, remaining))
-    screen.finish(view)
+    watch.finish(view)
     if code is None:
         print(
             f"kubectl canary: timed out after {duration(args.timeout)} waiting for {args.until}",
@@ -145,48 +158,57 @@ async def _watch(args: argparse.Namespace, objects: PluginObjects, namespace: st
     return code
 
 
-class Screen:
+class Watch:
     """A terminal gets the status redrawn in place; a log gets it once, then one line per change, then
     the final status; ``-o`` gets only the final data."""
 
-    def __init__(self, style: Style, now: Callable[[], datetime], output: str | None) -> None:
-        self.style, self.now, self.output = style, now, output
-        self.drawn = 0
+    def __init__(
+        self, screen: Screen, live: Live | None, now: Callable[[], datetime], output: str | None
+    ) -> None:
+        self.screen, self.live, self.now, self.output = screen, live, now, output
         self.last_line: str | None = None
 
     def show(self, view: StatusView) -> None:
         if self.output:
             return
-        if self.style.rich:
-            text = status_text(view, self.style, self.now())
-            sys.stdout.write((CLEAR_LINES.format(self.drawn) if self.drawn else "") + text + "\n")
-            sys.stdout.flush()
-            self.drawn = text.count("\n") + 1
+        if self.live is not None:
+            self.live.update(status_view(view, self.screen.look, self.now()), refresh=True)
             return
         if self.last_line is None:
-            print(status_text(view, self.style, self.now()) + "\n")
+            self.screen.print(status_view(view, self.screen.look, self.now()))
+            print()
         line = headline(view.canary)
         if line != self.last_line:
-            print(f"{self.now():%H:%M:%S} {line}", flush=True)
+            self.screen.print(f"{self.now():%H:%M:%S} {line}", soft_wrap=True)
         self.last_line = line
 
     def finish(self, view: StatusView) -> None:
         if self.output:
             print(dump(view.to_data(), self.output))
-        elif not self.style.rich:
+        elif self.live is None:
             print()
-            print(status_text(view, self.style, self.now()))
+            self.screen.print(status_view(view, self.screen.look, self.now()))
 
 
 async def run_list(args: argparse.Namespace) -> int:
     namespace = None if args.all_namespaces else namespace_of(args)
     with connect(args) as objects:
-        found = await list_canaries(objects, namespace)
+        found = await list_canaries(objects, namespace, args.selector)
     canaries = [parse_canary(obj, f"canary {_key(obj)}") for obj in found]
     canaries.sort(key=lambda c: (c.metadata.namespace or "", c.metadata.name or ""))
     now = _clock(args)()
     rows = [list_row(canary, now) for canary in canaries]
-    print(dump({"items": rows}, args.output) if args.output else list_text(rows, _style(args)))
+    if args.output in ("json", "yaml"):
+        print(dump({"items": rows}, args.output))
+    elif args.output == "name":
+        if rows:
+            print(list_names(rows))
+    elif not rows:
+        where = "any namespace" if namespace is None else f"namespace {namespace}"
+        print(f"No canaries found in {where}.", file=sys.stderr)
+    else:
+        table = list_table(rows, wide=args.output == "wide", headers=not args.no_headers)
+        Screen(no_color=args.no_color).print(table)
     return 0
 
 

@@ -193,7 +193,10 @@ def _event_time(obj: Obj) -> str:
     return str(obj.get("lastTimestamp") or obj.get("eventTime") or obj.get("firstTimestamp") or "")
 
 
-async def events(objects: PluginObjects, canary: Canary) -> tuple[Event, ...]:
+async def events(
+    objects: PluginObjects, canary: Canary, last: int | None = EVENTS_SHOWN
+) -> tuple[Event, ...]:
+    """The Canary's Events, oldest first: the ``last`` few, or all of them."""
     name, namespace = canary.metadata.name or "", canary.metadata.namespace or "default"
     selector = f"involvedObject.kind=Canary,involvedObject.name={name}"
     found = await objects.list_selected("v1", "Event", namespace, selector)
@@ -208,7 +211,7 @@ async def events(objects: PluginObjects, canary: Canary) -> tuple[Event, ...]:
         Event(
             _event_time(e), str(e.get("type") or ""), str(e.get("reason") or ""), str(e.get("message") or "")
         )
-        for e in mine[-EVENTS_SHOWN:]
+        for e in (mine[-last:] if last else mine)
     )
 
 
@@ -240,8 +243,11 @@ async def gather(objects: PluginObjects, canary: Canary) -> StatusView:
     return StatusView(canary, workloads, observed, recent, pending)
 
 
-async def list_canaries(objects: PluginObjects, namespace: str | None) -> list[Obj]:
+async def list_canaries(
+    objects: PluginObjects, namespace: str | None, selector: str | None = None
+) -> list[Obj]:
+    """The API server filters by the label selector, as for kubectl get -l."""
     try:
-        return await objects.list_objects(API_VERSION, "Canary", namespace)
+        return await objects.list_objects(API_VERSION, "Canary", namespace, selector)
     except API_ERRORS as exc:
         raise describe_failure(f"canaries in {namespace or 'all namespaces'}", exc) from exc

@@ -16,6 +16,8 @@ from collections import Counter
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 
+from canaryctl_mesh.duration import duration_arg
+
 # A request the app lets through is marked so callers can tell which version answered.
 VERSION_HEADER = "X-Canaryctl-Version"
 # Responses by status code, for in-process callers (tests, benchmarks) that need the app's own count.
@@ -67,13 +69,15 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument(
         "--error-rate", type=float, default=0.0, help="fraction of requests answered 500 (0..1)"
     )
-    parser.add_argument("--latency", type=float, default=0.0, help="added latency per request in ms")
+    parser.add_argument(
+        "--latency", type=duration_arg, default=None, help="latency added to every request, e.g. 300ms"
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    app = build_app(args.version, args.error_rate, args.latency)
+    app = build_app(args.version, args.error_rate, (args.latency or 0.0) * 1000)
     web.run_app(app, host=args.host, port=args.port, print=None)
     return 0

@@ -5,22 +5,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import logging
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from canaryctl.api.models import Phase
 from canaryctl.demo.app import build_app
-from canaryctl.demo.report import write_report
 from canaryctl.demo.scenarios import SCENARIOS, Scenario, Wiring, manifests
 from canaryctl.demo.servers import LocalServer, SlackReceiver
-from canaryctl.loadtester.server import build_app as build_loadtester
+from canaryctl.loadtester import server as loadtester_server
 from canaryctl.local.console import Console
 from canaryctl.local.manifests import load_texts
 from canaryctl.local.prometheus import free_port
+from canaryctl.local.recording import Recorder
 from canaryctl.local.runtime import AUTO, LocalOptions, LocalRuntime
 
 SCENARIO_TIMEOUT_SECONDS = 150.0
+LOADTESTER_LOGGER = loadtester_server.__name__
 
 
 @dataclass(frozen=True)
@@ -40,7 +44,7 @@ async def run_scenario(scenario: Scenario, report_dir: Path, prometheus: str | N
     canary = LocalServer(build_app("v2", scenario.canary_error_rate, scenario.canary_latency_ms))
     slack = SlackReceiver()
     receiver = LocalServer(slack.build_app())
-    loadtester = LocalServer(build_loadtester())
+    loadtester = LocalServer(loadtester_server.build_app())
     servers = [primary, canary, receiver, loadtester]
     try:
         for server in servers:
@@ -57,14 +61,34 @@ async def run_scenario(scenario: Scenario, report_dir: Path, prometheus: str | N
             timeout=SCENARIO_TIMEOUT_SECONDS,
         )
         print(f"== scenario {scenario.name}: {scenario.description}")
-        result = await LocalRuntime(bundle, options, console).run()
-        report = write_report(
-            report_dir / f"demo-{scenario.name}.html", result.canary, result.timeline, slack.texts()
-        )
+        runtime = LocalRuntime(bundle, options, console)
+        recorder = Recorder(bundle.canary)
+        recorder.attach(runtime)
+        try:
+            result = await runtime.run()
+        finally:
+            console.close()
+        history = await recorder.finish(result.canary, slack.texts())
+        from canaryctl.report.html import write_report  # plotly: not on the path of `--help`
+
+        report = write_report(report_dir / f"demo-{scenario.name}.html", history)
         return Outcome(scenario, result.phase, report, slack.texts())
     finally:
-        for server in reversed(servers):
-            await server.stop()
+        with quiet(LOADTESTER_LOGGER):  # the load generators it stops now are not news
+            for server in reversed(servers):
+                await server.stop()
+
+
+@contextlib.contextmanager
+def quiet(logger_name: str) -> Iterator[None]:
+    """Only errors from ``logger_name`` while the block runs."""
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

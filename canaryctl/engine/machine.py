@@ -51,6 +51,7 @@ from canaryctl.engine.types import (
 from canaryctl_mesh.duration import parse_duration
 
 POLL_SECONDS = 1.0
+FAST_FAIL = "fastFail"  # the first word of the Failed message when fastFail rolled the canary back
 IDLE_PHASES = (Phase.INITIALIZED, Phase.SUCCEEDED, Phase.FAILED, Phase.WAITING)
 ANALYSIS_PHASES = (Phase.PROGRESSING, Phase.WAITING_PROMOTION)
 ACTIVE_PHASES = (*ANALYSIS_PHASES, Phase.WAITING, Phase.PROMOTING)
@@ -453,7 +454,7 @@ class _Tick:
         if rate <= fast_fail.max_error_rate:
             return False
         self.rollback(
-            f"fastFail: canary error rate {rate:.1f}% over {sample.requests:.0f} requests "
+            f"{FAST_FAIL}: canary error rate {rate:.1f}% over {sample.requests:.0f} requests "
             f"exceeds {fast_fail.max_error_rate:g}%"
         )
         return True
@@ -742,18 +743,41 @@ class _Tick:
             self.actions.append(CallHooks(hooks))
 
 
-def _conditions(status: CanaryStatus, now: str) -> list[Condition]:
+# kstatus (sigs.k8s.io/cli-utils) and Flux read these: Reconciling while a rollout is under way, Stalled
+# once it failed, each present only while True; Ready is True only when neither is. Promoted is Flagger's.
+READY, RECONCILING, STALLED, PROMOTED = "Ready", "Reconciling", "Stalled", "Promoted"
+DONE_PHASES = (Phase.INITIALIZED, Phase.SUCCEEDED, Phase.TERMINATED)
+
+
+def fast_fail_reason(status: CanaryStatus) -> str | None:
+    """Why fastFail rolled the canary back, when it did: failed checks were not the cause."""
+    failed = status.phase is Phase.FAILED and status.message.startswith(f"{FAST_FAIL}:")
+    return status.message if failed else None
+
+
+def condition_states(status: CanaryStatus) -> dict[str, tuple[ConditionStatus, str]]:
+    """Each condition type with its status and reason for the Canary's phase."""
     phase = status.phase
-    if phase in (Phase.INITIALIZED, Phase.SUCCEEDED):
-        state = ConditionStatus.TRUE
-    elif phase is Phase.FAILED:
-        state = ConditionStatus.FALSE
-    else:
-        state = ConditionStatus.UNKNOWN
     reason = phase.value if phase is not None else "Pending"
+    if phase in DONE_PHASES:
+        promoted = ConditionStatus.TRUE if phase is not Phase.TERMINATED else ConditionStatus.UNKNOWN
+        return {PROMOTED: (promoted, reason), READY: (ConditionStatus.TRUE, reason)}
+    if phase is Phase.FAILED:
+        failed = (ConditionStatus.FALSE, reason)
+        return {PROMOTED: failed, READY: failed, STALLED: (ConditionStatus.TRUE, reason)}
+    if status.paused and phase in ANALYSIS_PHASES:
+        reason = "Paused"
+    return {
+        PROMOTED: (ConditionStatus.UNKNOWN, reason),
+        READY: (ConditionStatus.FALSE, reason),
+        RECONCILING: (ConditionStatus.TRUE, reason),
+    }
+
+
+def _conditions(status: CanaryStatus, now: str) -> list[Condition]:
     previous = {c.type: c for c in status.conditions}
     result = []
-    for kind in ("Promoted", "Ready"):
+    for kind, (state, reason) in condition_states(status).items():
         old = previous.get(kind)
         changed = old is None or old.status != state or old.reason != reason
         result.append(

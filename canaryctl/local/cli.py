@@ -11,7 +11,9 @@ from canaryctl import registry
 from canaryctl.api.models import AlertProviderSpec, AlertProviderType
 from canaryctl.local.console import Console
 from canaryctl.local.manifests import ManifestError, load_files
+from canaryctl.local.recording import Recorder
 from canaryctl.local.runtime import LocalOptions, LocalRun, LocalRuntime, ProviderUnavailable
+from canaryctl_mesh.duration import duration_arg
 
 EXIT_SUCCEEDED, EXIT_FAILED, EXIT_TIMEOUT, EXIT_USAGE = 0, 1, 2, 3
 
@@ -49,9 +51,30 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="Prometheus URL, or 'auto' to start one; default: read Envoy's stats",
     )
     run.add_argument("--status-file", type=Path, default=None, help="write the Canary status here as JSON")
-    run.add_argument("--timeout", type=float, default=1800.0, help="give up after this many seconds (exit 2)")
+    run.add_argument(
+        "--timeout",
+        type=duration_arg,
+        default="30m",
+        help="give up after this long, e.g. 90s or 30m (exit 2)",
+    )
     run.add_argument("--slack-url", default=None, help="default Slack incoming webhook for alerts")
+    run.add_argument(
+        "--report", type=Path, default=None, metavar="FILE", help="write an HTML report of the rollout here"
+    )
     run.set_defaults(func=run_command)
+
+
+async def _run(runtime: LocalRuntime, report: Path | None) -> LocalRun:
+    """The rollout, recorded for its report when one is asked for."""
+    if report is None:
+        return await runtime.run()
+    recorder = Recorder(runtime.bundle.canary)
+    recorder.attach(runtime)
+    outcome = await runtime.run()
+    from canaryctl.report.html import write_report  # plotly: only when a report is asked for
+
+    write_report(report, await recorder.finish(outcome.canary, []))
+    return outcome
 
 
 def exit_code(run: LocalRun) -> int:
@@ -78,15 +101,20 @@ def run_command(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         default_notifier=notifier,
     )
-    runtime = LocalRuntime(bundle, options, Console())
+    console = Console()
+    runtime = LocalRuntime(bundle, options, console)
     try:
-        outcome = asyncio.run(runtime.run())
+        outcome = asyncio.run(_run(runtime, args.report))
     except ProviderUnavailable as exc:
         print(f"canaryctl local run: metrics provider not available: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("canaryctl local run: interrupted; Envoy and Prometheus stopped", file=sys.stderr)
         return 130
+    finally:
+        console.close()
     phase = outcome.phase.value if outcome.phase else "unknown"
+    if args.report is not None:
+        print(f"report: {args.report}")
     print(f"verdict: {phase}" + (" (timed out)" if outcome.timed_out else ""))
     return exit_code(outcome)

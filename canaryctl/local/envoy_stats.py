@@ -83,6 +83,17 @@ def quantile(q: float, buckets: list[tuple[float, float]]) -> float | None:
     return ordered[-1][0]
 
 
+def side_counts(values: dict[Key, float], side: Side, backend: str) -> tuple[float, float]:
+    """Requests and 5xx answers of one backend in a snapshot (or a difference of two)."""
+    requests = errors = 0.0
+    for (name, series_backend, code), value in values.items():
+        # Envoy's upstream_rq_total parses to the same name; only per-code series are requests.
+        if name == side.counter and series_backend == backend and code:
+            requests += value
+            errors += value if code.startswith("5") else 0.0
+    return requests, errors
+
+
 class EnvoyStatsAnalyzer:
     def __init__(self, stats_url: str) -> None:
         self.stats_url = stats_url
@@ -109,16 +120,6 @@ class EnvoyStatsAnalyzer:
         if baseline is None:
             return None
         return {key: value - baseline.values.get(key, 0.0) for key, value in now.values.items()}
-
-    @staticmethod
-    def _counts(delta: dict[Key, float], side: Side, backend: str) -> tuple[float, float]:
-        requests = errors = 0.0
-        for (name, series_backend, code), value in delta.items():
-            # Envoy's upstream_rq_total parses to the same name; only per-code series are requests.
-            if name == side.counter and series_backend == backend and code:
-                requests += value
-                errors += value if code.startswith("5") else 0.0
-        return requests, errors
 
     async def _delta(self, seconds: float) -> dict[Key, float] | None:
         return self._window(await self.snapshot(), seconds)
@@ -152,7 +153,7 @@ class EnvoyStatsAnalyzer:
     def _sample(self, name: str, delta: dict[Key, float] | None, side: Side, backend: str) -> MetricSample:
         if delta is None:
             return MetricSample(None)
-        requests, errors = self._counts(delta, side, backend)
+        requests, errors = side_counts(delta, side, backend)
         if name == SUCCESS_RATE:
             value = 100.0 * (requests - errors) / requests if requests > 0 else None
             return MetricSample(value, requests=requests, errors=errors)
@@ -170,5 +171,5 @@ class EnvoyStatsAnalyzer:
             return None
         if delta is None:
             return None
-        requests, errors = self._counts(delta, UPSTREAM, backend_name(canary, primary=False))
+        requests, errors = side_counts(delta, UPSTREAM, backend_name(canary, primary=False))
         return ErrorSample(requests=requests, errors=errors)

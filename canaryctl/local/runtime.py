@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from canaryctl import registry
@@ -58,29 +58,10 @@ class LocalOptions:
 
 
 @dataclass
-class Timeline:
-    """What a report plots: weight and each metric's value over time."""
-
-    points: list[dict[str, object]] = field(default_factory=list)
-
-    def add(self, elapsed: float, status: CanaryStatus) -> None:
-        self.points.append(
-            {
-                "t": round(elapsed, 2),
-                "phase": status.phase.value if status.phase else "",
-                "weight": status.canary_weight,
-                "mirror": status.mirror_weight,
-                "metrics": {m.name: m.value for m in status.metrics},
-            }
-        )
-
-
-@dataclass
 class LocalRun:
     """The outcome of a local run."""
 
     canary: Canary
-    timeline: Timeline
     listen_url: str = ""
     timed_out: bool = False
 
@@ -168,10 +149,8 @@ class LocalRuntime:
         raise AssertionError("unreachable")  # pragma: no cover - AsyncExitStack re-raises
 
     async def _loop(self, canary: Canary, ports: Ports, analyzer: Analyzer) -> LocalRun:
-        started = time.monotonic()
-        deadline = started + self.options.timeout
-        timeline = Timeline()
-        run = LocalRun(canary, timeline, self.mesh.listen_url)
+        deadline = time.monotonic() + self.options.timeout
+        run = LocalRun(canary, self.mesh.listen_url)
         while time.monotonic() < deadline:
             if isinstance(analyzer, EnvoyStatsAnalyzer):
                 await analyzer.snapshot()
@@ -183,7 +162,6 @@ class LocalRuntime:
                 continue
             canary = canary.model_copy(update={"status": decision.status})
             run.canary = canary
-            timeline.add(time.monotonic() - started, decision.status)
             self.console.show(canary)
             if self.on_tick is not None:
                 self.on_tick(canary)

@@ -41,6 +41,7 @@ from canaryctl.api.models import (
 )
 from canaryctl.engine import StepKind, compile_steps, route_of
 from canaryctl.engine.clock import to_rfc3339
+from canaryctl.engine.machine import READY, RECONCILING, STALLED
 from canaryctl.engine.types import Command, Decision, RouteState, SetRoutes, WorkloadOp
 from canaryctl.operator.adapters import Catalog, KubeEvents, OperatorObjects, cross_namespace_reference
 from canaryctl.operator.patching import merge_patch
@@ -90,15 +91,21 @@ class OperatorConfig:
     default_notifier: Notifier | None = None  # for Canaries that list no alerts (Flagger's -slack-url)
 
 
-def invalid_status(status: Mapping[str, Any], message: str, now: str) -> dict[str, Any]:
-    """The stored status with an InvalidSpec condition and Ready=False; phase and traffic untouched."""
-    conditions = [c for c in status.get("conditions") or [] if c.get("type") not in (INVALID_SPEC, "Ready")]
-    for kind, state in ((INVALID_SPEC, ConditionStatus.TRUE), ("Ready", ConditionStatus.FALSE)):
+def invalid_status(
+    status: Mapping[str, Any], message: str, now: str, generation: int | None
+) -> dict[str, Any]:
+    """The stored status with InvalidSpec, Stalled and Ready=False for ``generation`` (kstatus: Failed);
+    phase and traffic untouched."""
+    states = {INVALID_SPEC: ConditionStatus.TRUE, STALLED: ConditionStatus.TRUE, READY: ConditionStatus.FALSE}
+    replaced = (*states, RECONCILING)
+    conditions = [c for c in status.get("conditions") or [] if c.get("type") not in replaced]
+    for kind, state in states.items():
         condition = Condition(
             type=kind, status=state, reason=INVALID_SPEC, message=message, last_transition_time=now
         )
         conditions.append(condition.to_wire())
-    return {**status, "conditions": conditions, "message": f"{INVALID_SPEC}: {message}"}
+    invalid = {"conditions": conditions, "message": f"{INVALID_SPEC}: {message}"}
+    return {**status, **invalid, "observedGeneration": generation}
 
 
 def alert_provider_status(body: Mapping[str, Any], now: str) -> dict[str, Any] | None:
@@ -213,9 +220,11 @@ class CanaryOperator:
     async def _invalid(self, body: Mapping[str, Any], message: str) -> None:
         old = body.get("status") or {}
         reported = next((c for c in old.get("conditions") or [] if c.get("type") == INVALID_SPEC), None)
-        if reported is not None and reported.get("message") == message:
+        generation = body["metadata"].get("generation")
+        same = reported is not None and reported.get("message") == message
+        if same and old.get("observedGeneration") == generation:
             return  # already reported; do not rewrite the transition time on every tick
-        await self._store(body, invalid_status(old, message, to_rfc3339(datetime.now(UTC))))
+        await self._store(body, invalid_status(old, message, to_rfc3339(datetime.now(UTC)), generation))
         await self.events.record(_reference(body), INVALID_SPEC, message, warning=True)
 
     async def reconcile(self, body: Mapping[str, Any]) -> float:

@@ -6,6 +6,7 @@ Graphite docs write it and its CRD (``^[0-9]+(m|s)``) lets through.
 
 from __future__ import annotations
 
+import argparse
 import re
 
 _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -63,3 +64,15 @@ def format_duration(seconds: float) -> str:
     hours, minutes = divmod(minutes, 60)
     rest = f"{minutes}m" if minutes else ""
     return f"{hours}h{rest}{secs}s" if secs else f"{hours}h{rest}"
+
+
+def duration_arg(text: str) -> float:
+    """An argparse type for every flag that takes a time: a positive duration such as ``90s`` or ``30m``
+    (a bare number is seconds), in seconds."""
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"duration {text!r} must be positive")
+    return seconds

@@ -23,6 +23,9 @@ KINDS: dict[tuple[str, str], Kind] = {
     ("v1", "Pod"): Kind("pods"),
     ("v1", "Event"): Kind("events"),
     ("v1", "Namespace"): Kind("namespaces", namespaced=False),
+    ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration"): Kind(
+        "mutatingwebhookconfigurations", namespaced=False
+    ),
     ("apps/v1", "Deployment"): Kind("deployments"),
     ("apps/v1", "DaemonSet"): Kind("daemonsets"),
     ("apps/v1", "ReplicaSet"): Kind("replicasets"),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -45,6 +46,7 @@ RESOURCES: list[tuple[str, str, str, bool, list[str]]] = [
     ("v1", "configmaps", "ConfigMap", True, []),
     ("v1", "secrets", "Secret", True, []),
     ("v1", "events", "Event", True, []),
+    ("discovery.k8s.io/v1", "endpointslices", "EndpointSlice", True, []),
     ("v1", "namespaces", "Namespace", False, ["status"]),
     ("autoscaling/v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler", True, ["status"]),
     ("keda.sh/v1alpha1", "scaledobjects", "ScaledObject", True, ["status"]),
@@ -137,6 +139,19 @@ class StampingEmulator(kmock.KubernetesEmulator):
         key = (request.resource, request.namespace, request.name)
         return [self.objects[key]] if key in self.objects else []
 
+    async def _serve_list(self, request: rendering.Request) -> Any:
+        """Lists honour ``labelSelector`` as a real API server does (kmock 0.8 ignores it)."""
+        listed = await super()._serve_list(request)
+        selector = request.params.get("labelSelector")
+        if selector and isinstance(listed, dict):
+            requirements = parse_label_selector(selector)
+            listed["items"] = [
+                item
+                for item in listed["items"]
+                if all(matches(((item.get("metadata") or {}).get("labels") or {}), r) for r in requirements)
+            ]
+        return listed
+
     def _current(self, request: rendering.Request) -> dict[str, Any] | None:
         if request.resource is None or request.name is None:
             return None
@@ -164,6 +179,45 @@ class StampingEmulator(kmock.KubernetesEmulator):
         meta["resourceVersion"] = version
         if "spec" in data and request.subresource is None:
             meta["generation"] = generation + 1
+
+
+# (key, operator, values): the API server's label selector grammar (k8s.io/apimachinery labels.Parse).
+Requirement = tuple[str, str, frozenset[str]]
+_SET_REQUIREMENT = re.compile(r"^\s*([\w./-]+)\s+(in|notin)\s+\(([^)]*)\)\s*$")
+_REQUIREMENTS = re.compile(r"(?:[^,(]|\([^)]*\))+")
+
+
+def parse_label_selector(selector: str) -> list[Requirement]:
+    requirements: list[Requirement] = []
+    for part in _REQUIREMENTS.findall(selector):
+        found = _SET_REQUIREMENT.match(part)
+        if found:
+            values = frozenset(v.strip() for v in found.group(3).split(",") if v.strip())
+            requirements.append((found.group(1), found.group(2), values))
+            continue
+        text = part.strip()
+        for operator in ("==", "!=", "="):
+            key, separator, value = text.partition(operator)
+            if separator:
+                requirements.append(
+                    (key.strip(), "!=" if operator == "!=" else "=", frozenset([value.strip()]))
+                )
+                break
+        else:
+            negated = text.startswith("!")
+            requirements.append((text.lstrip("!").strip(), "!" if negated else "exists", frozenset()))
+    return requirements
+
+
+def matches(labels: dict[str, str], requirement: Requirement) -> bool:
+    key, operator, values = requirement
+    if operator == "exists":
+        return key in labels
+    if operator == "!":
+        return key not in labels
+    if operator in ("=", "in"):
+        return labels.get(key) in values
+    return labels.get(key) not in values  # != and notin also select objects without the label
 
 
 def declare(emulator: kmock.KubernetesEmulator) -> None:

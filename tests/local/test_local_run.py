@@ -100,7 +100,7 @@ def children(pid: int) -> set[int]:
     return found
 
 
-def test_local_run_promotes_and_writes_its_status(apps: tuple[str, str], tmp_path: Path) -> None:
+def test_local_run_promotes_writes_its_status_and_a_report(apps: tuple[str, str], tmp_path: Path) -> None:
     status_file = tmp_path / "status.json"
     port = free_port()
     command = local_run(
@@ -112,7 +112,9 @@ def test_local_run_promotes_and_writes_its_status(apps: tuple[str, str], tmp_pat
         "--status-file",
         str(status_file),
         "--timeout",
-        "90",
+        "1m30s",
+        "--report",
+        str(tmp_path / "report.html"),
     )
     stop = threading.Event()
     loader = threading.Thread(target=traffic, args=(f"http://127.0.0.1:{port}/", stop), daemon=True)
@@ -128,6 +130,16 @@ def test_local_run_promotes_and_writes_its_status(apps: tuple[str, str], tmp_pat
     status = json.loads(status_file.read_text())["status"]
     assert status["phase"] == "Succeeded"
     assert status["metrics"][0]["name"] == "request-success-rate" and status["metrics"][0]["value"] == 100
+    assert f"report: {tmp_path / 'report.html'}" in done.stdout
+    page = (tmp_path / "report.html").read_text()
+    assert "<h1>Promoted: local/web</h1>" in page and "Requests per second by version" in page
+
+
+def test_local_run_timeout_takes_a_duration(tmp_path: Path) -> None:
+    command = local_run(tmp_path, CANARY, UNREACHABLE, "--timeout", "soon")
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "--timeout: invalid duration 'soon': expected a Go duration such as 30s" in done.stderr
 
 
 def test_local_run_rejects_a_bad_manifest_with_the_field_path(tmp_path: Path) -> None:

@@ -146,7 +146,8 @@ async def test_failed_metrics_roll_back(
     status = done["status"]
     assert status["phase"] == "Failed" and status["failedChecks"] == 2
     assert status["canaryWeight"] == 0
-    assert {c["type"]: c["status"] for c in status["conditions"]} == {"Promoted": "False", "Ready": "False"}
+    conditions = {c["type"]: c["status"] for c in status["conditions"]}
+    assert conditions == {"Promoted": "False", "Ready": "False", "Stalled": "True"}
     target = await objects.get("apps/v1", "Deployment", NS, "bad")
     assert target is not None and target["spec"]["replicas"] == 0
     primary = await objects.get("apps/v1", "Deployment", NS, "bad-primary")

@@ -16,7 +16,7 @@ GOLDEN = Path(__file__).parent / "golden"
 
 async def kubectl_canary(emulator: kmock.KubernetesEmulator, *argv: str) -> int:
     """Parse like the real CLI, then await the command (``asyncio.run`` would need a second loop)."""
-    clock = ["--now", NOW] if argv[0] in ("status", "list") else []
+    clock = ["--now", NOW] if argv[0] in ("status", "get", "list") else []
     args = build_parser("kubectl canary").parse_args([*argv, "--server", emulator_url(emulator), *clock])
     code: int = await args.afunc(args)
     return code

@@ -271,6 +271,28 @@ def failed() -> list[Obj]:
     ]
 
 
+def fast_failed() -> list[Obj]:
+    """Rolled back by fastFail at 10%, with no failed check: the reason is the error rate."""
+    analysis = {"maxWeight": 50, "stepWeight": 10, "fastFail": {"period": "5s", "maxErrorRate": 10}}
+    status = {
+        "phase": "Failed",
+        "message": "fastFail: canary error rate 31.0% over 52 requests exceeds 10%",
+        "failedChecks": 0,
+        "currentStep": 1,
+        "totalSteps": 10,
+        "lastTransitionTime": ago(30),
+        "lastAppliedSpec": revision("hasty", "6.0.3"),
+        "lastPromotedSpec": revision("hasty", "6.0.0"),
+        "metrics": passing(),
+    }
+    return [
+        canary("hasty", analysis, status),
+        *workloads("hasty", 0, "6.0.3"),
+        traffic_split("hasty", 0),
+        event("hasty", 30, "fastFail: canary error rate 31.0% over 52 requests exceeds 10%", warning=True),
+    ]
+
+
 def succeeded() -> list[Obj]:
     status = {
         "phase": "Succeeded",
@@ -370,6 +392,7 @@ SCENARIOS: dict[str, Callable[[], list[Obj]]] = {
     "ab-testing": ab_testing,
     "blue-green": blue_green,
     "failed": failed,
+    "fast-failed": fast_failed,
     "succeeded": succeeded,
     "waiting-promotion": waiting_promotion,
     "steps-fault": steps_fault,
@@ -381,6 +404,7 @@ CANARY_NAMES = {
     "ab-testing": "abtest",
     "blue-green": "bluegreen",
     "failed": "failing",
+    "fast-failed": "hasty",
     "succeeded": "done",
     "waiting-promotion": "gated",
     "steps-fault": "custom",

@@ -1,10 +1,10 @@
-"""completion, lint -f, and the pieces of rendering golden files do not pin: terminal style, durations,
+"""lint -f, lazy sub-command modules, and the pieces of rendering golden files do not pin: durations,
 and when --watch counts a rollout as done."""
 
 from __future__ import annotations
 
 import argparse
-import shutil
+import io
 import subprocess
 import sys
 from datetime import timedelta
@@ -15,29 +15,15 @@ import pytest
 from canaryctl.api.models import Canary
 from canaryctl.cli.main import COMMANDS as COMMAND_TABLE
 from canaryctl.cli.main import build_parser, main, overview_parser
-from canaryctl.cli.render import Style, duration, status_text, time_left
+from canaryctl.cli.render import duration, status_view, time_left
 from canaryctl.cli.status_cmd import outcome
 from canaryctl.cli.view import StatusView
 from canaryctl.engine.clock import from_rfc3339
+from canaryctl.terminal import Look, Screen
 from tests.plugin import scenarios
 
 COMMANDS = ("status", "list", "promote", "abort", "retry", "pause", "resume", "skip", "lint", "convert")
 FLAGGER = Path(__file__).parents[1] / "api" / "manifests" / "flagger"
-
-
-@pytest.mark.parametrize("shell", ["bash", "zsh"])
-def test_completion_script_lists_the_subcommands(capsys: pytest.CaptureFixture[str], shell: str) -> None:
-    assert main(["completion", shell]) == 0
-    script = capsys.readouterr().out
-    assert all(f" {command} " in script or f"{command})" in script for command in COMMANDS)
-    assert "complete -F _kubectl_canary kubectl-canary canaryctl" in script
-    assert 'status) opts="-h --help -n --namespace' in script and "--watch" in script and "--until" in script
-    assert "--poll-interval" not in script  # hidden flags stay hidden
-    if shell == "zsh":
-        assert script.startswith("#compdef kubectl-canary canaryctl\n")
-    bash = shutil.which("bash")
-    if bash is not None and shell == "bash":
-        subprocess.run([bash, "-n"], input=script, text=True, check=True)
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> argparse._SubParsersAction[argparse.ArgumentParser]:
@@ -54,9 +40,11 @@ def _help_lines(parser: argparse.ArgumentParser) -> dict[str, str | None]:
 
 
 def test_each_command_loads_only_its_own_module() -> None:
-    assert _subcommands(build_parser("canaryctl")) == {*COMMAND_TABLE, "version", "completion"}
+    aliases = {alias for command in COMMAND_TABLE.values() for alias in command.aliases}
+    assert _subcommands(build_parser("canaryctl")) == {*COMMAND_TABLE, *aliases, "version", "completion"}
     for command in COMMAND_TABLE:
         assert command in _subcommands(build_parser("canaryctl", command))
+    assert {"status", "get"} <= _subcommands(build_parser("canaryctl", "get"))  # kubectl's verb
     # What a user feels as start-up time: `kubectl canary status` imports neither the operator's kopf
     # nor the official Kubernetes client (most of a second each).
     heavy = ("kopf", "kubernetes", "canaryctl_mesh.ads", "canaryctl.demo.run", "canaryctl_providers")
@@ -81,6 +69,27 @@ def test_overview_lists_what_each_module_registers_without_importing_any() -> No
     assert loaded.stdout.splitlines()[-1] == "['canaryctl', 'canaryctl.cli', 'canaryctl.cli.main']"
 
 
+@pytest.mark.parametrize(
+    ("argv", "missing", "extra"),
+    [
+        (["report", "web", "--prometheus", "http://127.0.0.1:9"], "plotly", "report"),
+        (["dashboard", "--port", "0"], "aiohttp", "dashboard"),
+    ],
+)
+def test_a_command_whose_extra_is_missing_says_what_to_install(
+    argv: list[str],
+    missing: str,
+    extra: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The light install leaves out plotly and aiohttp: one line naming the extra, before any request."""
+    monkeypatch.setitem(sys.modules, missing, None)  # as if not installed: find_spec answers None
+    assert main([*argv, "--server", "http://127.0.0.1:9"]) == 1
+    err = capsys.readouterr().err
+    assert err == f"kubectl canary: error: this command needs {missing}: pip install 'canaryctl[{extra}]'\n"
+
+
 def test_version_from_the_installed_metadata() -> None:
     from importlib.metadata import version
 
@@ -103,17 +112,6 @@ def test_lint_takes_f_and_positional_files(capsys: pytest.CaptureFixture[str]) -
     assert capsys.readouterr().out == both
     assert main(["lint"]) == 2
     assert "no files given" in capsys.readouterr().err
-
-
-def test_rich_style_on_a_terminal() -> None:
-    canary = Canary.model_validate(scenarios.failed()[0])
-    text = status_text(StatusView(canary), Style(rich=True), from_rfc3339(scenarios.NOW))
-    assert "\x1b[31m✖ Failed\x1b[0m" in text
-    assert "\x1b[31m✖\x1b[0m  request-duration" in text
-    assert "\x1b[32m✔\x1b[0m  request-success-rate" in text
-    assert "└── " in text
-    plain = status_text(StatusView(canary), Style(rich=False), from_rfc3339(scenarios.NOW))
-    assert "FAIL  request-duration" in plain and plain.isascii()
 
 
 @pytest.mark.parametrize(
@@ -146,5 +144,28 @@ def test_until_paused_counts_a_pause_step_waiting_for_promote() -> None:
 def test_metrics_not_checked_yet_are_listed_with_their_thresholds() -> None:
     obj = scenarios.progressing()[0]
     obj["status"]["metrics"] = obj["status"]["metrics"][:1]
-    text = status_text(StatusView(Canary.model_validate(obj)), Style(rich=False), from_rfc3339(scenarios.NOW))
+    view = status_view(
+        StatusView(Canary.model_validate(obj)), Look(unicode=False), from_rfc3339(scenarios.NOW)
+    )
+    text = Screen(io.StringIO()).text(view)
     assert "  -   request-duration      -      max 500  not checked yet" in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "dest", "seconds"),
+    [
+        (["status", "x", "--timeout", "1m30s"], "timeout", 90.0),
+        (["local", "run", "c.yaml", "--primary", "p", "--canary", "c", "--timeout", "2m"], "timeout", 120.0),
+        (["report", "x", "--prometheus", "http://p", "--since", "2h"], "since", 7200.0),
+        (["demo-app", "--latency", "300ms"], "latency", 0.3),
+    ],
+)
+def test_every_time_flag_takes_a_duration(argv: list[str], dest: str, seconds: float) -> None:
+    args = build_parser("canaryctl", argv[0]).parse_args(argv)
+    assert getattr(args, dest) == pytest.approx(seconds)
+
+
+def test_a_time_flag_says_what_a_duration_is(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser("canaryctl", "demo-app").parse_args(["demo-app", "--latency", "slow"])
+    assert "invalid duration 'slow': expected a Go duration such as 30s" in capsys.readouterr().err

@@ -43,7 +43,7 @@ async def test_list_is_per_namespace(
 ) -> None:
     scenarios.seed(emulator, scenarios.progressing())
     assert await kubectl_canary(emulator, "list", "-n", "default") == 0
-    assert capsys.readouterr().out == "No canaries found.\n"
+    assert capsys.readouterr() == ("", "No canaries found in namespace default.\n")
     assert await kubectl_canary(emulator, "list", "-n", "test", "-o", "json") == 0
     (row,) = json.loads(capsys.readouterr().out)["items"]
     assert row | {"age": None} == {
@@ -51,10 +51,14 @@ async def test_list_is_per_namespace(
         "namespace": "test",
         "phase": "Progressing",
         "canaryWeight": 30,
+        "mirrorWeight": 0,
         "step": 6,
         "totalSteps": 10,
         "failedChecks": 1,
         "threshold": 5,
+        "provider": None,
+        "strategy": "canary",
+        "message": "Check 0/1 passed",
         "lastTransitionTime": scenarios.ago(400),
         "age": None,
     }
