@@ -52,9 +52,10 @@ from canaryctl.telemetry.metrics import ControllerMetrics
 from canaryctl.telemetry.tracing import Tracer
 from canaryctl_mesh.kube import FIELD_MANAGER, KUBE_API_THREADS, KUBE_REQUEST_TIMEOUT_SECONDS
 from canaryctl_providers.metrics.analyzer import DEFAULT_PROMETHEUS, MetricsAnalyzer
+from canaryctl_providers.metrics.kubeapi import ClusterApi
 from canaryctl_providers.notifiers.routing import AlertRouter
 from canaryctl_providers.outbound import HOOKS_PER_CANARY, QUERIES_PER_CANARY
-from canaryctl_providers.routers import unsupported_steps
+from canaryctl_providers.routers import spec_problem, unsupported_steps
 from canaryctl_providers.webhooks import WebhookClient
 
 log = logging.getLogger(__name__)
@@ -184,6 +185,7 @@ class CanaryOperator:
             secrets=self.catalog.secret,
             default_address=config.prometheus_url,
             query_concurrency=config.query_concurrency,
+            cluster=ClusterApi.from_configuration(api.configuration),
         )
         self.alerts = AlertRouter(self.catalog.notifier, config.default_notifier)
         self.events = KubeEvents(self.objects)
@@ -247,6 +249,10 @@ class CanaryOperator:
             ports = self.ports(canary)
         except ValueError as exc:
             await self._invalid(body, f"spec.provider: {exc}")
+            return interval
+        problem = spec_problem(canary, ports.router)
+        if problem is not None:
+            await self._invalid(body, problem)
             return interval
         problem = unsupported_steps(canary, ports.router)
         if problem is not None:
