@@ -39,6 +39,14 @@ class OperatorObjects(KubeObjects):
         path = resource_path(API_VERSION, kind, namespace, name) + "/status"
         await self.request("PATCH", path, {"status": status}, "application/merge-patch+json")
 
+    async def patch_metadata(
+        self, api_version: str, kind: str, namespace: str, name: str, metadata: dict[str, Any]
+    ) -> None:
+        """A merge patch of ``metadata``; with its ``resourceVersion`` the server refuses a stale one."""
+        path = resource_path(api_version, kind, namespace, name)
+        body = {"metadata": metadata}
+        await self.request("PATCH", path, body, "application/merge-patch+json")
+
 
 def _references(
     base: str, analysis: CanaryAnalysis

@@ -17,17 +17,26 @@ import pytest
 import yaml
 
 from canaryctl.loadtester.auth import token_hash
-from tests.chart.conftest import CHART, NAMESPACE, VALUE_SETS, Manifest, run_helm
+from tests.chart.conftest import CHART, NAMESPACE, REQUIRED_FLAGS, VALUE_SETS, Manifest, run_helm
 
 KUBERNETES_VERSION = "1.34.0"
 CUSTOM_RESOURCES = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PodMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
     ("cert-manager.io/v1", "Certificate"),
     ("cert-manager.io/v1", "Issuer"),
     ("kopf.dev/v1", "KopfPeering"),
     ("kopf.dev/v1", "ClusterKopfPeering"),
 }
-NAMESPACED_CUSTOM_RESOURCES = {"ServiceMonitor", "Certificate", "Issuer", "KopfPeering"}
+NAMESPACED_CUSTOM_RESOURCES = {
+    "ServiceMonitor",
+    "PodMonitor",
+    "PrometheusRule",
+    "Certificate",
+    "Issuer",
+    "KopfPeering",
+}
 RBAC_RULES = yaml.safe_load((CHART / "files" / "rbac.yaml").read_text())
 REGISTRY = "ghcr.io/canaryctl"
 APP_VERSION = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
@@ -158,11 +167,16 @@ def test_namespaced_rbac_makes_roles_in_each_namespace(render: Render) -> None:
             r["metadata"]["name"]: r
             for r in _find(manifests, "Role")
             if r["metadata"]["namespace"] == namespace
+            and "helm.sh/hook" not in (r["metadata"].get("annotations") or {})  # the uninstall hook's
         }
         assert set(roles) == {"canaryctl-controller", "canaryctl-mesh"}, namespace
         assert "canaries" in _resources(roles["canaryctl-controller"]["rules"])
         assert "kopfpeerings" in _resources(roles["canaryctl-controller"]["rules"])
-        bindings = [b for b in _find(manifests, "RoleBinding") if b["metadata"]["namespace"] == namespace]
+        bindings = [
+            b
+            for b in _find(manifests, "RoleBinding")
+            if b["metadata"]["namespace"] == namespace and b["metadata"]["name"] in roles
+        ]
         assert {b["roleRef"]["name"] for b in bindings} == set(roles)
     cluster_resources = _resources(
         [rule for role in _find(manifests, "ClusterRole") for rule in role["rules"]]
@@ -318,16 +332,17 @@ def test_loadtester_per_namespace_with_service_account_tokens(render: Render) ->
 
 def test_loadtester_values_are_checked(helm: str) -> None:
     for flags, message in (
-        (["loadtester.deployment=everywhere"], 'loadtester.deployment must be "shared" or "perNamespace"'),
+        # Enumerations are refused by values.schema.json before any template runs.
+        (["loadtester.deployment=everywhere"], "at '/loadtester/deployment': value must be one of"),
         (
             ["loadtester.deployment=perNamespace"],
             "loadtester.deployment=perNamespace needs loadtester.namespaces",
         ),
-        (["loadtester.auth.mode=basic"], 'loadtester.auth.mode must be "none", "token" or "serviceAccount"'),
+        (["loadtester.auth.mode=basic"], "at '/loadtester/auth/mode': value must be one of"),
         (["loadtester.auth.mode=token"], "loadtester.auth.mode=token needs loadtester.namespaces"),
     ):
         args = [arg for flag in flags for arg in ("--set", flag)]
-        result = run_helm(helm, "template", "canaryctl", str(CHART), *args)
+        result = run_helm(helm, "template", "canaryctl", str(CHART), *REQUIRED_FLAGS, *args)
         assert result.returncode != 0 and message in result.stderr, (flags, result.stderr)
 
 
@@ -338,6 +353,7 @@ def test_service_monitor_scrapes_the_controller(render: Render) -> None:
     service = _one(manifests, "Service", "canaryctl")
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
+    assert monitor["spec"]["endpoints"][0]["honorLabels"] is True  # the Canary's namespace label wins
     assert not _find(render("default"), "ServiceMonitor")
 
 
@@ -359,6 +375,9 @@ def test_mesh_and_smi_crds_are_optional(render: Render) -> None:
 
 
 def test_namespace_scope_without_namespaces_is_refused(helm: str) -> None:
-    result = run_helm(helm, "template", "canaryctl", str(CHART), "--set", "rbac.scope=namespace")
+    result = run_helm(
+        helm, "template", "canaryctl", str(CHART), "--set", "rbac.scope=namespace",
+        "--set", "controller.prometheusUrl=http://prometheus:9090",
+    )  # fmt: skip
     assert result.returncode != 0
     assert "rbac.scope=namespace needs watchNamespaces" in result.stderr

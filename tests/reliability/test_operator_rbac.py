@@ -111,11 +111,15 @@ async def emulator() -> AsyncIterator[kmock.KubernetesEmulator]:
 def granted(helm: str, scope: str) -> set[Call]:  # noqa: F811
     """Every (apiGroup, resource, verb) the rendered chart grants the controller's service account:
     its ClusterRole, and with ``rbac.scope=namespace`` its Role in the watched namespace too."""
-    options = (
-        ["--set", "rbac.scope=namespace", "--set", f"watchNamespaces={{{NS}}}"]
-        if scope == "namespace"
-        else []
-    )
+    options = [
+        "--set",
+        "controller.prometheusUrl=http://prometheus:9090",  # required
+        *(
+            ["--set", "rbac.scope=namespace", "--set", f"watchNamespaces={{{NS}}}"]
+            if scope == "namespace"
+            else []
+        ),
+    ]
     result = run_helm(helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, *options)
     assert result.returncode == 0, result.stderr
     roles = [
