@@ -141,12 +141,18 @@ def _router_object(canary: Canary) -> tuple[str, str] | None:
         return f"{SMI_SPLIT_GROUP}/{INCLUDED_MESH_SMI_VERSION}", "TrafficSplit"
     if provider in ("smi", "linkerd"):
         return f"{SMI_SPLIT_GROUP}/v1alpha1", "TrafficSplit"
+    if provider == "osm":
+        return f"{SMI_SPLIT_GROUP}/v1alpha2", "TrafficSplit"
     if provider.startswith("smi:"):
         return f"{SMI_SPLIT_GROUP}/{provider.partition(':')[2]}", "TrafficSplit"
     if provider == "istio":
         return ISTIO_API_VERSION, "VirtualService"
     if provider.startswith("gatewayapi"):
         return f"{GATEWAY_GROUP}/{provider.partition(':')[2] or 'v1'}", "HTTPRoute"
+    if provider == "kuma":
+        return "kuma.io/v1alpha1", "MeshHTTPRoute"
+    if provider == "appmesh:v1beta2":
+        return "appmesh.k8s.aws/v1beta2", "VirtualRouter"
     return None
 
 
@@ -159,6 +165,18 @@ def _canary_weight(kind: str, obj: Obj, canary_service: str) -> int | None:
         backends = [
             {"service": r.get("destination", {}).get("host"), "weight": r.get("weight", 0)}
             for r in ((spec.get("http") or [{}])[-1].get("route") or [])
+        ]
+    elif kind == "MeshHTTPRoute":  # backends by kuma.io/service: <service>_<namespace>_svc_<port>
+        rules = ((spec.get("to") or [{}])[0].get("rules") or [{}])[-1]
+        backends = [
+            {"service": str(r.get("name", "")).split("_")[0], "weight": r.get("weight", 0)}
+            for r in (rules.get("default") or {}).get("backendRefs") or []
+        ]
+    elif kind == "VirtualRouter":  # App Mesh: virtual nodes named after the side Services
+        action = ((spec.get("routes") or [{}])[-1].get("httpRoute") or {}).get("action") or {}
+        backends = [
+            {"service": (t.get("virtualNodeRef") or {}).get("name"), "weight": t.get("weight", 0)}
+            for t in action.get("weightedTargets") or []
         ]
     else:
         backends = [

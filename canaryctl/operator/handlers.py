@@ -39,6 +39,7 @@ from canaryctl.api.models import (
     GROUP,
     INCLUDED_MESH,
     VERSION,
+    AlertProvider,
     Canary,
     Condition,
     ConditionStatus,
@@ -117,6 +118,31 @@ def invalid_status(
         conditions.append(condition.to_wire())
     invalid = {"conditions": conditions, "message": f"{INVALID_SPEC}: {message}"}
     return {**status, **invalid, "observedGeneration": generation}
+
+
+def alert_provider_status(body: Mapping[str, Any], now: str) -> dict[str, Any] | None:
+    """The AlertProvider's status with a ``Ready`` condition saying whether a notifier can be built from
+    its spec (its type registered, its fields valid); None when the stored one already says so, so that
+    the write's own watch event changes nothing."""
+    try:
+        AlertProvider.model_validate({key: body[key] for key in ("apiVersion", "kind", "metadata", "spec")})
+    except ValidationError as exc:
+        state, reason, message = ConditionStatus.FALSE, INVALID_SPEC, describe(exc)
+    else:
+        state, reason, message = ConditionStatus.TRUE, "Valid", f"notifier type {body['spec']['type']!r}"
+    old = body.get("status") or {}
+    ready = next((c for c in old.get("conditions") or [] if c.get("type") == "Ready"), None)
+    if ready is not None and (ready.get("status"), ready.get("reason"), ready.get("message")) == (
+        state,
+        reason,
+        message,
+    ):
+        return None
+    condition = Condition(
+        type="Ready", status=state, reason=reason, message=message, last_transition_time=now
+    )
+    kept = [c for c in old.get("conditions") or [] if c.get("type") != "Ready"]
+    return {**old, "conditions": [*kept, condition.to_wire()]}
 
 
 def connection_info(configuration: client.Configuration) -> kopf.ConnectionInfo:
@@ -497,10 +523,33 @@ class CanaryOperator:
         async def canary_deleted(body: kopf.Body, **_: Any) -> None:
             await self.finalize(body)
 
-        for plural, kind in (("metrictemplates", "MetricTemplate"), ("alertproviders", "AlertProvider")):
-            kopf.on.event(GROUP, VERSION, plural, registry=registry)(self._catalog_handler(kind))
+        kopf.on.event(GROUP, VERSION, "metrictemplates", registry=registry)(
+            self._catalog_handler("MetricTemplate")
+        )
+
+        @kopf.on.event(GROUP, VERSION, "alertproviders", registry=registry)
+        async def alert_provider_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
+            self.catalog.observe("AlertProvider", type, dict(body))
+            if type != "DELETED":
+                await self.report_alert_provider(body)
 
         return registry
+
+    async def report_alert_provider(self, body: Mapping[str, Any]) -> None:
+        """A type no installed distribution registers (or a bad field) shows on the AlertProvider itself,
+        where its author looks, instead of only in the log of a failed alert."""
+        status = alert_provider_status(body, to_rfc3339(datetime.now(UTC)))
+        if status is None:
+            return
+        meta = body["metadata"]
+        try:
+            await self.objects.patch_status(
+                "AlertProvider", meta.get("namespace") or "", meta["name"], status
+            )
+        except Exception as exc:  # best effort: the API's or the transport's; the next event retries
+            log.warning(
+                "status of AlertProvider %s/%s not stored: %s", meta.get("namespace"), meta["name"], exc
+            )
 
     def _catalog_handler(self, kind: str) -> Callable[..., None]:
         def catalog_changed(body: kopf.Body, type: str | None, **_: Any) -> None:

@@ -23,6 +23,9 @@ KINDS: dict[tuple[str, str], Kind] = {
     ("v1", "Pod"): Kind("pods"),
     ("v1", "Event"): Kind("events"),
     ("v1", "Namespace"): Kind("namespaces", namespaced=False),
+    ("apiextensions.k8s.io/v1", "CustomResourceDefinition"): Kind(
+        "customresourcedefinitions", namespaced=False
+    ),
     ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration"): Kind(
         "mutatingwebhookconfigurations", namespaced=False
     ),
@@ -40,6 +43,11 @@ KINDS: dict[tuple[str, str], Kind] = {
     ("networking.istio.io/v1beta1", "DestinationRule"): Kind("destinationrules"),
     ("gateway.networking.k8s.io/v1", "HTTPRoute"): Kind("httproutes"),
     ("gateway.networking.k8s.io/v1beta1", "HTTPRoute"): Kind("httproutes"),
+    # Meshes
+    ("kuma.io/v1alpha1", "MeshHTTPRoute"): Kind("meshhttproutes"),
+    ("appmesh.k8s.aws/v1beta2", "VirtualNode"): Kind("virtualnodes"),
+    ("appmesh.k8s.aws/v1beta2", "VirtualRouter"): Kind("virtualrouters"),
+    ("appmesh.k8s.aws/v1beta2", "VirtualService"): Kind("virtualservices"),
     # Ingress controllers
     ("networking.k8s.io/v1", "Ingress"): Kind("ingresses"),
     ("projectcontour.io/v1", "HTTPProxy"): Kind("httpproxies"),

@@ -164,7 +164,9 @@ def test_no_cookie_before_any_rollout() -> None:
     assert len(gateway_rules(canary, RouteState())) == 1
 
 
-@pytest.mark.parametrize("provider", ["kubernetes", "smi", "smi:v1alpha4", "linkerd"])
+@pytest.mark.parametrize(
+    "provider", ["kubernetes", "smi", "smi:v1alpha4", "linkerd", "osm", "kuma", "appmesh:v1beta2"]
+)
 def test_routers_that_cannot_route_by_cookie_refuse_the_canary(provider: str) -> None:
     problem = unsupported_steps(sticky_canary(AFFINITY), router_for(provider, Objects()))
     assert problem is not None and "cannot express sessionAffinity" in problem

@@ -114,7 +114,10 @@ async def test_unreachable_server(capsys: pytest.CaptureFixture[str]) -> None:
     assert err.startswith("kubectl canary: error: canary default/x: cannot reach the API server")
 
 
-@pytest.mark.parametrize("provider", ["canaryctl", "smi", "smi:v1alpha2", "istio", "gatewayapi:v1beta1"])
+@pytest.mark.parametrize(
+    "provider",
+    ["canaryctl", "smi", "smi:v1alpha2", "istio", "gatewayapi:v1beta1", "kuma", "osm", "appmesh:v1beta2"],
+)
 async def test_observed_weight_is_read_from_what_each_router_writes(
     emulator: kmock.KubernetesEmulator,
     objects: KubeObjects,
@@ -125,8 +128,12 @@ async def test_observed_weight_is_read_from_what_each_router_writes(
     objs = scenarios.progressing()
     objs[0]["spec"]["provider"] = provider
     canary = Canary.model_validate(objs[0])
+    for side in ("primary", "canary"):  # App Mesh's virtual nodes select the side Services' pods
+        service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": f"podinfo-{side}"}}
+        service["spec"] = {"selector": {"app": f"podinfo-{side}"}}
+        emulator.objects["v1/services", "test", f"podinfo-{side}"] = service
     written = await ROUTERS[provider](objects).desired(canary, RouteState(canary_weight=30))
-    router_obj = next(o for o in written if o["kind"] in ("TrafficSplit", "VirtualService", "HTTPRoute"))
+    router_obj = next(o for o in written if o["kind"] in PLURALS)
     emulator.objects[resource_of(router_obj), "test", router_obj["metadata"]["name"]] = router_obj
     scenarios.seed(emulator, objs[:1])
     assert await kubectl_canary(emulator, "status", "podinfo", "-n", "test", "-o", "json") == 0
@@ -134,9 +141,17 @@ async def test_observed_weight_is_read_from_what_each_router_writes(
     assert observed == {"weight": 30, "source": f"{router_obj['kind']} podinfo"}
 
 
+PLURALS = {
+    "TrafficSplit": "trafficsplits",
+    "VirtualService": "virtualservices",
+    "HTTPRoute": "httproutes",
+    "MeshHTTPRoute": "meshhttproutes",
+    "VirtualRouter": "virtualrouters",
+}
+
+
 def resource_of(obj: dict[str, Any]) -> str:
-    plural = {"TrafficSplit": "trafficsplits", "VirtualService": "virtualservices", "HTTPRoute": "httproutes"}
-    return f"{obj['apiVersion']}/{plural[obj['kind']]}"
+    return f"{obj['apiVersion']}/{PLURALS[obj['kind']]}"
 
 
 async def test_service_target_has_no_workloads(

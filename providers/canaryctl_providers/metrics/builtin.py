@@ -1,10 +1,10 @@
 """The builtin metrics, ``request-success-rate`` (% non-5xx) and ``request-duration`` (p99, ms), per mesh.
 
-Queries are templates rendered like MetricTemplates. For Istio, Linkerd, Kubernetes/Gateway API,
-ingress-nginx, Contour, Gloo, Traefik and APISIX they are Flagger's; the included mesh reads the Envoy
-stats named in canaryctl_mesh.telemetry. Each mesh also has a request-count query over the interval (for
-the engine's two-proportion test and fastFail), and a caller-side variant for fault steps, where the
-upstream never sees the requests a fault aborted.
+Queries are templates rendered like MetricTemplates. For Istio, Linkerd, Kuma, OSM, App Mesh,
+Kubernetes/Gateway API, ingress-nginx, Contour, Gloo, Traefik and APISIX they are Flagger's; the included
+mesh reads the Envoy stats named in canaryctl_mesh.telemetry. Each mesh also has a request-count query
+over the interval (for the engine's two-proportion test and fastFail), and a caller-side variant for
+fault steps, where the upstream never sees the requests a fault aborted.
 
 The included mesh measures where Istio and Linkerd do, on the server side: the destination pod's
 sidecar counts every request it lets in, per workload, whoever sent it (a meshed pod, an unmeshed
@@ -149,15 +149,44 @@ _INCLUDED = MeshQueries(
 )
 _ISTIO = MeshQueries(_istio("destination").queries(), _istio("source").queries())
 _LINKERD = MeshQueries(_linkerd(_LINKERD_IN).queries(), _linkerd(_LINKERD_OUT).queries())
-# Pod-level stats have no caller side: the pod never sees requests a proxy aborted in front of it.
-_POD_QUERIES = Source(
-    "http_request_duration_seconds_count",
-    _POD,
-    f"status!~{_FIVE_XX}",
-    "http_request_duration_seconds_bucket",
-    " * 1000",
-).queries()
-_KUBERNETES = MeshQueries(_POD_QUERIES, _POD_QUERIES)
+
+
+def _destination_only(source: Source) -> MeshQueries:
+    """Stats of the destination alone: no caller side, so fault steps read the same queries (these pods
+    never see requests a proxy aborted in front of them)."""
+    queries = source.queries()
+    return MeshQueries(queries, queries)
+
+
+def _envoy_upstream(selector: str) -> Source:
+    """A sidecar Envoy's own cluster stats, as Kuma and App Mesh export them."""
+    return _envoy(telemetry.UPSTREAM_RQ_TOTAL, telemetry.UPSTREAM_RQ_TIME_BUCKET, selector, _HTTP_SUCCESS)
+
+
+_KUBERNETES = _destination_only(
+    Source(
+        "http_request_duration_seconds_count",
+        _POD,
+        f"status!~{_FIVE_XX}",
+        "http_request_duration_seconds_bucket",
+        " * 1000",
+    )
+)
+# Kuma labels each dataplane's Envoy stats with its kuma.io/service (``<service>_<namespace>_svc_<port>``);
+# Flagger selects ``{{ target }}-canary_...``, which on the primary side would name no service, so the
+# side's Service comes from ``{{ backend }}`` (``<apex>-canary_<namespace>``, ``<apex>-primary_...``).
+_KUMA = _destination_only(_envoy_upstream('service=~"{{ backend }}_svc_[0-9a-zA-Z-]+"'))
+_OSM = _destination_only(
+    Source(
+        "osm_request_total",
+        'destination_namespace="{{ namespace }}", destination_kind="Deployment", '
+        'destination_name="{{ target }}"',
+        f"response_code!~{_FIVE_XX}",
+        "osm_request_duration_ms_bucket",
+    )
+)
+# App Mesh: each pod's Envoy sidecar, by Flagger's pod relabelling.
+_APPMESH = _destination_only(_envoy_upstream(_POD))
 
 
 # Ingress controllers: Flagger's queries, which measure the canary's side only (comparing against the
@@ -175,12 +204,7 @@ _NGINX_QUERIES = replace(
 
 def _envoy_cluster(cluster: str) -> BuiltinQueries:
     """Envoy's per-cluster stats as Contour and Gloo export them, for the clusters ``cluster`` matches."""
-    return Source(
-        "envoy_cluster_upstream_rq",
-        f'envoy_cluster_name=~"{cluster}"',
-        f"envoy_response_code!~{_FIVE_XX}",
-        "envoy_cluster_upstream_rq_time_bucket",
-    ).queries()
+    return _envoy_upstream(f'envoy_cluster_name=~"{cluster}"').queries()
 
 
 _TRAEFIK_SERVICE = 'service=~"{{ namespace }}-{{ service }}-canary-[0-9a-zA-Z-]+@kubernetescrd"'
@@ -223,6 +247,12 @@ def mesh_queries(provider: str | None) -> MeshQueries:
         return _LINKERD
     if name in ("kubernetes", "gatewayapi"):
         return _KUBERNETES
+    if name == "kuma":
+        return _KUMA
+    if name == "osm":
+        return _OSM
+    if name == "appmesh":
+        return _APPMESH
     if name in _INGRESS_QUERIES:
         return MeshQueries(_INGRESS_QUERIES[name], _INGRESS_QUERIES[name])
     raise ValueError(f"no builtin metrics for provider {provider!r}")

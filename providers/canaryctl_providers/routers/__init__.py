@@ -21,6 +21,7 @@ from canaryctl.engine.types import RouteState
 from canaryctl.ports import Objects, Router
 from canaryctl_providers.routers import smi
 from canaryctl_providers.routers.apisix import ApisixRouter
+from canaryctl_providers.routers.appmesh import AppMeshRouter
 from canaryctl_providers.routers.canaryctl import CanaryctlRouter
 from canaryctl_providers.routers.common import ObjectRouter, UnsupportedRoutes
 from canaryctl_providers.routers.contour import ContourRouter
@@ -28,6 +29,7 @@ from canaryctl_providers.routers.gatewayapi import GatewayApiRouter
 from canaryctl_providers.routers.gloo import GlooRouter
 from canaryctl_providers.routers.istio import IstioRouter
 from canaryctl_providers.routers.kubernetes import KubernetesRouter
+from canaryctl_providers.routers.kuma import KumaRouter
 from canaryctl_providers.routers.nginx import NginxRouter
 from canaryctl_providers.routers.skipper import SkipperRouter
 from canaryctl_providers.routers.smi import SmiRouter
@@ -46,6 +48,10 @@ ROUTERS: Final[dict[str, Callable[[Objects], ObjectRouter]]] = {
     "gatewayapi": GatewayApiRouter,
     "gatewayapi:v1": GatewayApiRouter,
     "gatewayapi:v1beta1": lambda objects: GatewayApiRouter(objects, "v1beta1"),
+    # Meshes
+    "kuma": KumaRouter,
+    "osm": lambda objects: SmiRouter(objects, "v1alpha2", "osm"),
+    "appmesh:v1beta2": AppMeshRouter,
     # Ingress controllers
     "nginx": NginxRouter,
     "contour": ContourRouter,

@@ -175,6 +175,17 @@ def stickiness(canary: Canary, routes: RouteState) -> Stickiness | None:
     return Stickiness(expired=StickyCookie(name, value, f"{name}={value}; Max-Age=-1"))
 
 
+async def side_selector(objects: Objects, router: str, canary: Canary, *, primary: bool) -> dict[str, str]:
+    """The pod selector of ``<apex>-primary``/``<apex>-canary``, which the workloads side creates with
+    the right pod labels, so a router need not know the target's selector label."""
+    side = canary.spec.side_service(primary)
+    found = await objects.get("v1", "Service", namespace(canary), side)
+    selector = ((found or {}).get("spec") or {}).get("selector")
+    if not selector:
+        raise LookupError(f"router {router}: Service {namespace(canary)}/{side} has no selector to copy")
+    return dict(selector)
+
+
 class ObjectRouter(ABC):
     """A Router writing Kubernetes objects: apply the desired ones where they drifted, then remove the
     ones it no longer needs (the HTTPRouteGroup after A/B ends), so a stale match can never keep

@@ -3,7 +3,10 @@
 ``spec.service.gatewayRefs`` set → Gateway parents with spec.service.hosts as hostnames; otherwise the
 parent is the apex Service itself. Weights are backendRef weights, a header route is a first rule
 sending matching requests to the canary, mirroring is a RequestMirror filter with ``percent``
-(GEP-3171, standard channel). Gateway API has no fault filter, so fault steps are refused.
+(GEP-3171, standard channel since Gateway API v1.3). Before v1.3 the HTTPRoute CRD has no ``percent``
+and the API server prunes it, so a 30% mirror would mirror every request: the router reads the installed
+CRD before writing a partial mirror and refuses it there. Gateway API has no fault filter, so fault steps
+are refused.
 analysis.sessionAffinity adds Flagger's cookie rules; Set-Cookie rides on backendRef filters.
 """
 
@@ -14,6 +17,7 @@ from typing import Final
 from canaryctl.api.models import Canary, HTTPMatchRequest, StringMatch
 from canaryctl.engine.types import RouteState
 from canaryctl.ports import Objects
+from canaryctl_providers.routers import installed
 from canaryctl_providers.routers.common import (
     Obj,
     ObjectRouter,
@@ -31,6 +35,27 @@ GROUP: Final = "gateway.networking.k8s.io"
 SET_COOKIE: Final = "Set-Cookie"
 VERSIONS: Final = ("v1", "v1beta1")
 MATCH_FIELDS: Final = ("headers", "uri", "method", "queryParams")
+HTTPROUTE_CRD: Final = f"httproutes.{GROUP}"
+
+
+def mirror_percent_versions(crd: Obj | None) -> frozenset[str] | None:
+    """The served HTTPRoute versions whose schema keeps ``requestMirror.percent``; None without the CRD
+    (writing the route will fail on its own)."""
+    if crd is None:
+        return None
+    keeping = set()
+    for version in (crd.get("spec") or {}).get("versions") or []:
+        schema = (version.get("schema") or {}).get("openAPIV3Schema") or {}
+        for field in ("spec", "rules", "filters", "requestMirror"):
+            schema = schema.get("properties", {}).get(field) or {}
+            schema = schema.get("items", schema)
+        if version.get("served") and "percent" in schema.get("properties", {}):
+            keeping.add(version["name"])
+    return frozenset(keeping)
+
+
+def partial_mirror(routes: RouteState) -> bool:
+    return 0 < routes.mirror_weight < 100
 
 
 def _value_match(name: str, match: StringMatch) -> Obj:
@@ -81,9 +106,17 @@ def _rule(canary: Canary, matches: list[HTTPMatchRequest], canary_weight: int) -
         {"name": canary.spec.side_service(True), "port": port, "weight": 100 - canary_weight},
         {"name": canary.spec.side_service(False), "port": port, "weight": canary_weight},
     ]
-    if canary.spec.service.timeout:
-        rule["timeouts"] = {"request": canary.spec.service.timeout}
+    rule |= _timeouts(canary)
     return rule
+
+
+def _timeouts(canary: Canary) -> Obj:
+    """Flagger's makeHTTPRouteTimeouts: spec.service.timeout for the whole request, backendTimeout for
+    each request to a backend (a retry is a new one)."""
+    service = canary.spec.service
+    timeouts = {"request": service.timeout, "backendRequest": service.backend_timeout}
+    given = {key: value for key, value in timeouts.items() if value}
+    return {"timeouts": given} if given else {}
 
 
 def _set_cookie(cookie: StickyCookie) -> Obj:
@@ -156,7 +189,20 @@ class GatewayApiRouter(ObjectRouter):
     def unsupported(self, routes: RouteState) -> str | None:
         if routes.fault is not None:
             return f"router {self.name} cannot inject faults (Gateway API has no fault filter)"
+        if partial_mirror(routes):  # known once apply has read the CRD (cached per cluster)
+            known, versions = installed.cached(self.objects, HTTPROUTE_CRD, mirror_percent_versions)
+            if known and versions is not None and self.version not in versions:
+                return (
+                    f"router {self.name} cannot mirror {routes.mirror_weight}% of requests: the installed "
+                    f"HTTPRoute CRD has no requestMirror.percent (Gateway API before v1.3), so every request "
+                    f"would be mirrored; upgrade Gateway API or mirror 100%"
+                )
         return match_problem(self.name, routes.match, MATCH_FIELDS)
+
+    async def apply(self, canary: Canary, routes: RouteState) -> None:
+        if partial_mirror(routes):
+            await installed.crd_fact(self.objects, HTTPROUTE_CRD, mirror_percent_versions)
+        await super().apply(canary, routes)
 
     async def desired(self, canary: Canary, routes: RouteState) -> list[Obj]:
         return desired(canary, routes, self.version)

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 from canaryctl.api.models import Canary
 from canaryctl.engine.types import RouteState
-from canaryctl_providers.routers.common import Obj, ObjectRouter, namespace
+from canaryctl_providers.routers.common import Obj, ObjectRouter, namespace, side_selector
 
 
 def desired(canary: Canary, routes: RouteState, selector: Mapping[str, str]) -> list[Obj]:
@@ -48,11 +48,5 @@ class KubernetesRouter(ObjectRouter):
         return None
 
     async def desired(self, canary: Canary, routes: RouteState) -> list[Obj]:
-        side = canary.spec.side_service(routes.canary_weight == 0)
-        found = await self.objects.get("v1", "Service", namespace(canary), side)
-        selector = ((found or {}).get("spec") or {}).get("selector")
-        if not selector:
-            raise LookupError(
-                f"router {self.name}: Service {namespace(canary)}/{side} has no selector to copy"
-            )
+        selector = await side_selector(self.objects, self.name, canary, primary=routes.canary_weight == 0)
         return desired(canary, routes, selector)

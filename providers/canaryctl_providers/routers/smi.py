@@ -46,10 +46,12 @@ def weight(version: str, percent: int) -> int | str:
 
 
 def _http_match(match: HTTPMatchRequest, index: int) -> Obj:
-    """HTTPRouteGroup header values are regexes (SMI semantics); Istio exact/prefix/suffix become ones."""
+    """HTTPRouteGroup header values are regexes (SMI semantics); Istio exact/prefix/suffix become ones.
+    Headers are a list of one-entry maps: the SMI CRDs (and OSM's) type them so, and an API server
+    would reject (or with preserved fields, a mesh misread) the map the Go SDK's docs show."""
     out: Obj = {"name": match.name or f"ab-{index}"}
     if match.headers:
-        out["headers"] = {name.lower(): as_regex(value) for name, value in match.headers.items()}
+        out["headers"] = [{name.lower(): as_regex(value)} for name, value in match.headers.items()]
     if match.uri is not None:
         out["pathRegex"] = as_regex(match.uri)
     if match.method is not None and match.method.exact is not None:

@@ -309,5 +309,24 @@ def test_builtin_queries_per_provider() -> None:
     assert 'envoy_cluster_name="podinfo-svc-canary_test"' in render(
         mesh_queries(None).upstream.requests, model
     )
+    # Kuma: the side's kuma.io/service (Flagger's canary side, `{{ target }}-canary_...`, when the apex is
+    # the target's name; here it is spec.service.name), and for the primary its own service.
+    kuma = mesh_queries("kuma").upstream
+    kuma_selector = 'service=~"podinfo-svc-canary_test_svc_[0-9a-zA-Z-]+"'
+    requests = f"envoy_cluster_upstream_rq{{{kuma_selector}"
+    assert render(kuma.success_rate, model) == (
+        f'(sum(rate({requests}, envoy_response_code!~"5.*"}}[1m])) or vector(0))'
+        f" / sum(rate({requests}}}[1m])) * 100"
+    )
+    primary = TemplateModel.for_canary(canary(), "1m", primary=True)
+    assert 'service=~"podinfo-svc-primary_test_svc_' in render(kuma.duration, primary)
+    osm_selector = 'destination_namespace="test", destination_kind="Deployment", destination_name="podinfo"'
+    assert render(mesh_queries("osm").upstream.duration, model) == (
+        f"histogram_quantile(0.99, sum(rate(osm_request_duration_ms_bucket{{{osm_selector}}}[1m])) by (le))"
+    )
+    pod = 'kubernetes_namespace="test", kubernetes_pod_name=~"podinfo-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"'
+    assert render(mesh_queries("appmesh:v1beta2").upstream.duration, model) == (
+        f"histogram_quantile(0.99, sum(rate(envoy_cluster_upstream_rq_time_bucket{{{pod}}}[1m])) by (le))"
+    )
     with pytest.raises(ValueError, match="no builtin metrics"):
         mesh_queries("skipper")

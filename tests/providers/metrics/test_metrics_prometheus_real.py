@@ -4,7 +4,11 @@ A LocalMesh (one Envoy) splits 50/50 between two app servers, its backends named
 names a Canary ``podinfo``'s sides in namespace ``test`` (canaryctl.local.router.backend_name), and aborts
 10 % of the canary's share with 503 (a fault step). The primary is fast and healthy; the canary sleeps
 60 ms and answers every 5th request with 500. Both export prometheus-client's
-``http_request_duration_seconds`` (Flagger's pod-level metric) and log every status they answer.
+``http_request_duration_seconds`` (Flagger's pod-level metric) and OSM's per-destination
+``osm_request_total`` / ``osm_request_duration_ms`` (what OSM's Envoy stats extension exports, with its
+labels), and log every status they answer. Prometheus labels the Envoy's stats of each backend's cluster
+as the platforms label a sidecar's stats: with the Kuma service (``<service>_<namespace>_svc_<port>``) and
+with the pod (``kubernetes_pod_name``, for App Mesh), as if each pod's sidecar had counted its requests.
 
 Split and fault are random, so the expected values are not constants: they come from what the apps logged
 and what the client received. Traffic runs in two rounds of 400. Envoy creates a stat on its first use, so
@@ -31,6 +35,7 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import Counter as PromCounter
 
 from canaryctl.api.models import Canary, CanaryMetric
 from canaryctl.local.prometheus import LocalPrometheus
@@ -76,6 +81,7 @@ class App:
     """A workload on 127.0.0.1: sleeps `delay`, answers 500 to every `fail_every`-th request (0: never)."""
 
     name: str
+    deployment: str
     delay: float
     fail_every: int
     statuses: list[int] = field(default_factory=list)
@@ -94,8 +100,22 @@ class App:
             ["method", "path", "status"],
             registry=registry,
         )
+        destination = {"destination_namespace": NAMESPACE, "destination_kind": "Deployment"}
+        destination["destination_name"] = self.deployment
+        osm_requests = PromCounter(
+            "osm_request", "OSM requests", [*destination, "response_code"], registry=registry
+        )
+        osm_duration = Histogram(
+            "osm_request_duration_ms",
+            "OSM request duration",
+            list(destination),
+            registry=registry,
+            buckets=(1, 5, 10, 25, 50, 75, 100, 250, 500, 1000, 2500, 5000),
+        )
         for status in ("200", "500"):
             duration.labels("GET", "/", status)  # series exist (at 0) before traffic, as in a running pod
+            osm_requests.labels(**destination, response_code=status)
+        osm_duration.labels(**destination)
         counter = itertools.count(1)
         lock = threading.Lock()
         app = self
@@ -125,7 +145,10 @@ class App:
                     n = next(counter)
                 time.sleep(app.delay)
                 status = 500 if app.fail_every and n % app.fail_every == 0 else 200
-                duration.labels("GET", "/", str(status)).observe(time.perf_counter() - start)
+                elapsed = time.perf_counter() - start
+                duration.labels("GET", "/", str(status)).observe(elapsed)
+                osm_requests.labels(**destination, response_code=str(status)).inc()
+                osm_duration.labels(**destination).observe(elapsed * 1000)
                 with lock:
                     app.statuses.append(status)
                 self.answer(status, app.name.encode())
@@ -214,7 +237,10 @@ def totals(apps: list[App], received: int) -> dict[str, float]:
 
 @pytest.fixture
 def scenario(start_prometheus: Callable[[list[dict[str, Any]]], LocalPrometheus]) -> Iterator[Scenario]:
-    primary, canary = App("primary", 0.0, 0).start(), App("canary", 0.06, 5).start()
+    primary, canary = (
+        App("primary", "podinfo-primary", 0.0, 0).start(),
+        App("canary", "podinfo", 0.06, 5).start(),
+    )
     mesh = LocalMesh()
     try:
         asyncio.run(mesh.start())
@@ -244,6 +270,27 @@ def scenario(start_prometheus: Callable[[list[dict[str, Any]]], LocalPrometheus]
                     "job_name": "envoy",
                     "metrics_path": "/stats/prometheus",
                     "static_configs": [{"targets": [envoy_target]}],
+                    "metric_relabel_configs": [
+                        {
+                            "source_labels": ["envoy_cluster_name"],
+                            "regex": "(.+)",
+                            "target_label": "service",
+                            "replacement": "${1}_svc_9898",
+                        },
+                        *(
+                            {
+                                "source_labels": ["envoy_cluster_name"],
+                                "regex": backend,
+                                "target_label": label,
+                                "replacement": value,
+                            }
+                            for backend, pod in ((PRIMARY_BACKEND, PRIMARY_POD), (CANARY_BACKEND, CANARY_POD))
+                            for label, value in (
+                                ("kubernetes_pod_name", pod),
+                                ("kubernetes_namespace", NAMESPACE),
+                            )
+                        ),
+                    ],
                 },
             ]
         )
@@ -307,6 +354,17 @@ def test_builtin_queries_measure_real_traffic(scenario: Scenario) -> None:
     pod_duration = scenario.measure("kubernetes", "request-duration")
     assert 50 <= pod_duration.canary.value <= MAX_PLAUSIBLE_P99_MS
     assert pod_duration.primary.value < pod_duration.canary.value
+
+    # Kuma, OSM and App Mesh (Flagger's queries): the canary's own answers; the aborts never reached it.
+    for provider in ("kuma", "osm", "appmesh:v1beta2"):
+        rate = scenario.measure(provider, "request-success-rate")
+        assert rate.error is None, (provider, rate.error)
+        assert rate.canary.value == pytest.approx(truth.canary_success_rate(caller_side=False), abs=0.01)
+        assert rate.primary.value == pytest.approx(100.0)
+        assert truth.canary_answered <= rate.canary.requests <= truth.canary_answered * bound
+        provider_duration = scenario.measure(provider, "request-duration")
+        assert 50 <= provider_duration.canary.value <= MAX_PLAUSIBLE_P99_MS, provider
+        assert provider_duration.primary.value < provider_duration.canary.value, provider
 
     sample = asyncio.run(scenario.analyzer.error_sample(scenario.canary(None), 60))
     assert sample is not None

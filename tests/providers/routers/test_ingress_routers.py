@@ -271,7 +271,7 @@ def test_contour_refuses_what_an_http_proxy_cannot_say() -> None:
 
 
 def test_contour_knows_the_retry_conditions_of_the_schema() -> None:
-    schema = crd_schemas()[("projectcontour.io/v1", "HTTPProxy")]
+    schema = crd_schemas("contour")[("projectcontour.io/v1", "HTTPProxy")]
     route = schema["properties"]["spec"]["properties"]["routes"]["items"]
     assert set(route["properties"]["retryPolicy"]["properties"]["retryOn"]["items"]["enum"]) == RETRY_ON
 

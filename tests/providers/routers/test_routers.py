@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from canaryctl import registry
 from canaryctl.api.models import Canary, HTTPMatchRequest
@@ -21,6 +23,7 @@ from tests.providers.routers.cases import (
     prerequisites,
 )
 
+SCHEMAS = Path(__file__).parents[2] / "schemas"
 SPLIT = ("split.smi-spec.io/v1alpha4", "TrafficSplit", NS, "podinfo")
 GROUP = ("specs.smi-spec.io/v1alpha4", "HTTPRouteGroup", NS, "podinfo")
 POLICY = ("mesh.canaryctl.dev/v1alpha1", "TrafficPolicy", NS, "podinfo")
@@ -200,6 +203,22 @@ SUFFIX_MATCH = (HTTPMatchRequest.model_validate({"headers": {"x-user": {"suffix"
         ("kubernetes", RouteState(canary_weight=10), "router kubernetes cannot split traffic 90/10"),
         ("kubernetes", RouteState(match=AB_MATCH), "router kubernetes cannot route by header"),
         ("kubernetes", RouteState(mirror_weight=100), "router kubernetes cannot mirror traffic"),
+        ("kuma", RouteState(canary_weight=10, fault=FAULT), "router kuma cannot inject faults"),
+        (
+            "kuma",
+            RouteState(match=(HTTPMatchRequest.model_validate({"authority": {"exact": "a"}}),)),
+            "authority",
+        ),
+        ("osm", RouteState(match=AB_MATCH), "router osm cannot route by header"),
+        ("osm", RouteState(mirror_weight=10), "router osm cannot mirror traffic"),
+        ("osm", RouteState(canary_weight=100, fault=FAULT), "router osm cannot inject faults"),
+        ("appmesh:v1beta2", RouteState(mirror_weight=10), "router appmesh:v1beta2 cannot mirror traffic"),
+        ("appmesh:v1beta2", RouteState(canary_weight=100, fault=FAULT), "cannot inject faults"),
+        (
+            "appmesh:v1beta2",
+            RouteState(match=QUERY_MATCH),
+            "router appmesh:v1beta2 cannot match on queryParams",
+        ),
     ],
 )
 def test_unsupported_reasons_name_the_router(provider: str, routes: RouteState, reason: str) -> None:
@@ -215,6 +234,8 @@ def test_unsupported_reasons_name_the_router(provider: str, routes: RouteState, 
         ("istio", RouteState(canary_weight=30, match=AB_MATCH, mirror_weight=20)),
         ("gatewayapi:v1", RouteState(canary_weight=30, match=QUERY_MATCH + SUFFIX_MATCH, mirror_weight=20)),
         ("kubernetes", RouteState(canary_weight=100)),
+        ("kuma", RouteState(canary_weight=30, match=QUERY_MATCH + SUFFIX_MATCH, mirror_weight=20)),
+        ("appmesh:v1beta2", RouteState(canary_weight=30, match=AB_MATCH + SUFFIX_MATCH)),
     ],
 )
 def test_supported_combinations(provider: str, routes: RouteState) -> None:
@@ -270,3 +291,32 @@ def test_unsupported_steps_for_flagger_strategies() -> None:
     assert found is None
     found = unsupported_steps(mirrored, smi1)
     assert found is not None and found.endswith("(step 1: mirror 40%)")
+
+
+def crd(path: str) -> dict[str, Any]:
+    return next(d for d in yaml.safe_load_all((SCHEMAS / path).read_text()) if d)
+
+
+@pytest.mark.parametrize(
+    ("schema", "refused"),
+    [("gateway-api-v1.2.1-standard-httproutes.yaml", True), ("gateway-api-v1.6.1-httproutes.yaml", False)],
+)
+def test_gatewayapi_partial_mirror_needs_a_crd_that_keeps_the_percentage(schema: str, refused: bool) -> None:
+    """Gateway API before v1.3 prunes requestMirror.percent: a 30% mirror would mirror everything, so it
+    is refused once the router has read the installed CRD; a 100% mirror needs no percentage."""
+    objects = InMemoryObjects(crd(schema))
+    router = router_for("gatewayapi:v1", objects)
+    mirror = RouteState(mirror_weight=30)
+    assert router.unsupported(mirror) is None  # not read yet: nothing known
+    if refused:
+        with pytest.raises(
+            UnsupportedRoutes, match=r"cannot mirror 30% of requests: the installed HTTPRoute CRD"
+        ):
+            apply(router, make_canary(), mirror)
+        assert router.unsupported(mirror) is not None  # remembered for the pre-check of later rollouts
+        apply(router, make_canary(), RouteState(mirror_weight=100))
+    else:
+        apply(router, make_canary(), mirror)
+        [route] = objects.kind("HTTPRoute")
+        [mirror_filter] = route["spec"]["rules"][-1]["filters"]
+        assert mirror_filter["requestMirror"]["percent"] == 30
