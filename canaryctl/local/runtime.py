@@ -36,6 +36,12 @@ from canaryctl_providers.webhooks import WebhookClient
 TERMINAL = (Phase.SUCCEEDED, Phase.FAILED)
 
 
+# A Prometheus this runtime just started is ready, yet on a starved machine its first query can miss
+# the query deadline: ask again a few times before calling it unavailable. A given address is asked once.
+STARTED_PROMETHEUS_CHECKS = 4
+STARTED_PROMETHEUS_RETRY_SECONDS = 1.0
+
+
 class ProviderUnavailable(RuntimeError):
     """A metrics provider the Canary needs does not answer: refuse to start rather than hold blind."""
 
@@ -101,13 +107,20 @@ class LocalRuntime:
         choice = self.options.prometheus
         if choice is None:
             return EnvoyStatsAnalyzer(self.mesh.stats_url)
+        checks = 1
         if choice == AUTO:
             prometheus = LocalPrometheus.scraping("canaryctl-envoy", self.mesh.stats_url)
             await asyncio.to_thread(prometheus.start)
             stack.callback(prometheus.stop)
             choice = prometheus.url
+            checks = STARTED_PROMETHEUS_CHECKS
         analyzer = MetricsAnalyzer(templates=self.bundle.template, default_address=choice)
         problems = await analyzer.availability(self.bundle.canary)
+        for _ in range(checks - 1):
+            if not problems:
+                break
+            await asyncio.sleep(STARTED_PROMETHEUS_RETRY_SECONDS)
+            problems = await analyzer.availability(self.bundle.canary)
         if problems:
             raise ProviderUnavailable("; ".join(problems))
         return analyzer
