@@ -16,6 +16,8 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
 from canaryctl import registry
 from canaryctl.api.models import Canary, CanaryStatus, Phase
 from canaryctl.engine.types import Decision, RouteState
@@ -166,7 +168,12 @@ class LocalRuntime:
         run = LocalRun(canary, self.mesh.listen_url)
         while time.monotonic() < deadline:
             if isinstance(analyzer, EnvoyStatsAnalyzer):
-                await analyzer.snapshot()
+                try:
+                    await analyzer.snapshot()
+                except httpx.HTTPError as exc:  # a starved Envoy admin: no tick without fresh counters
+                    self.console.event(f"Envoy stats not read, retrying: {exc!r}", warning=True)
+                    await asyncio.sleep(1.0)
+                    continue
             try:
                 decision: Decision = await tick(canary, ports)
             except ActionFailed as exc:
