@@ -89,7 +89,10 @@ class Context:
     loadtester_url: str
     run: Run
 
-    async def wait_for(self, predicate: Callable[[Tick], bool], timeout: float = 90.0) -> Tick:
+    async def wait_for(
+        self, predicate: Callable[[Tick], bool], timeout: float = SCENARIO_TIMEOUT_SECONDS
+    ) -> Tick:
+        """The first tick that matches; bounded by the scenario's own deadline, not a shorter one."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             found = self.run.first(predicate)
