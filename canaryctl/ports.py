@@ -6,6 +6,7 @@ talks to these Protocols, so the same rollout logic drives a cluster and a lapto
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -56,6 +57,33 @@ class MetricsProvider(Protocol):
     async def query(self, query: str) -> float | None: ...
 
     async def is_online(self) -> bool: ...
+
+
+class KubeApi(Protocol):
+    """The controller's own access to the Kubernetes API, for metric providers that read metrics there
+    (the external metrics API, Keptn). Answers are decoded JSON; a failed call raises, carrying the
+    HTTP status. ``token`` sends that bearer token (a template's own) instead of the controller's
+    credentials."""
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        token: str | None = None,
+    ) -> Any: ...
+
+
+@dataclass(frozen=True)
+class MetricScope:
+    """What a MetricTemplate's provider acts within: ``namespace`` is the template's own (its Secret
+    was read there, and a provider on the controller's own API access reads nothing elsewhere);
+    ``cluster`` is that access, None where there is no cluster (the local runtime)."""
+
+    namespace: str | None = None
+    cluster: KubeApi | None = None
 
 
 class Analyzer(Protocol):

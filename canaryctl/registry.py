@@ -5,8 +5,9 @@ are registered the same way, so a third-party router is picked by ``spec.provide
 
 - ``canaryctl.routers``: ``factory(objects, provider) -> Router``. The entry-point name is the value
   of ``spec.provider`` (``istio``, ``smi:v1alpha2``); one factory may serve several names.
-- ``canaryctl.metrics``: ``factory(spec, secret, *, interval) -> MetricsProvider``. The name is a
-  MetricTemplate's ``spec.provider.type``.
+- ``canaryctl.metrics``: ``factory(spec, secret, *, interval, scope) -> MetricsProvider``. The name
+  is a MetricTemplate's ``spec.provider.type``; ``scope`` (a ``canaryctl.ports.MetricScope`` or None)
+  names the template's namespace and the controller's Kubernetes API access.
 - ``canaryctl.notifiers``: ``factory(spec, secret) -> Notifier``. The name is an AlertProvider's
   ``spec.type``.
 
@@ -24,7 +25,7 @@ if TYPE_CHECKING:  # types only: the factories' contracts, for the typed helpers
     from importlib.metadata import EntryPoint
 
     from canaryctl.api.models import AlertProviderSpec, MetricTemplateProvider
-    from canaryctl.ports import MetricsProvider, Notifier, Objects, Router
+    from canaryctl.ports import MetricScope, MetricsProvider, Notifier, Objects, Router
 
 ROUTERS: Final = "canaryctl.routers"
 METRICS: Final = "canaryctl.metrics"
@@ -81,10 +82,15 @@ def router(provider: str, objects: Objects) -> Router:
 
 
 def metrics_provider(
-    spec: MetricTemplateProvider, secret: dict[str, str] | None, *, interval: str = "1m"
+    spec: MetricTemplateProvider,
+    secret: dict[str, str] | None,
+    *,
+    interval: str = "1m",
+    scope: MetricScope | None = None,
 ) -> MetricsProvider:
-    """The metrics provider of one MetricTemplate; ``interval`` is the look-back of window-based APIs."""
-    made: MetricsProvider = load(METRICS, spec.type)(spec, secret, interval=interval)
+    """The metrics provider of one MetricTemplate; ``interval`` is the look-back of window-based APIs,
+    ``scope`` what it acts within (None: no namespace, no cluster)."""
+    made: MetricsProvider = load(METRICS, spec.type)(spec, secret, interval=interval, scope=scope)
     return made
 
 

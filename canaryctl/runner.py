@@ -29,7 +29,7 @@ from canaryctl.engine.types import (
     Workload,
 )
 from canaryctl.ports import Alert, Alerts, Analyzer, Events, Hooks, Router, Workloads
-from canaryctl.telemetry.tracing import Tracer
+from canaryctl.telemetry.tracing import Tracer, rollout_revision
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +116,8 @@ def gather_rounds(canary: Canary) -> int:
     return BASE_GATHER_ROUNDS + len(analysis.webhooks or []) + step_hooks
 
 
-async def decide(canary: Canary, ports: Ports, now: datetime, command: Command | None = None) -> Decision:
-    obs = await observe(canary, ports, now, command)
+async def decide(canary: Canary, obs: Observations, ports: Ports) -> Decision:
+    """Run the engine, fetching what it asks for, until it decides."""
     rounds = gather_rounds(canary)
     for _ in range(rounds):
         result = reconcile(canary, obs)
@@ -204,14 +204,21 @@ async def act(canary: Canary, decision: Decision, ports: Ports) -> None:
 async def tick(
     canary: Canary, ports: Ports, now: datetime | None = None, command: Command | None = None
 ) -> Decision:
-    """Observe, decide and act once. Returns the decision whose status the caller must store."""
+    """Observe, decide and act once. Returns the decision whose status the caller must store.
+
+    The tick is traced under the rollout of the revision it works on, known once the target is observed;
+    a tick with nothing to do records no span."""
     before = canary.status.current_step if canary.status else 0
-    decision = await decide(canary, ports, now or datetime.now(UTC), command)
-    status = decision.status
-    if status.current_step == before:
-        await act(canary, decision, ports)
-        return decision
-    phase = status.phase.value if status.phase else None
-    with ports.tracer.span("step", step=status.current_step, weight=status.canary_weight, phase=phase):
-        await act(canary, decision, ports)
+    obs = await observe(canary, ports, now or datetime.now(UTC), command)
+    with ports.tracer.tick(canary, rollout_revision(canary, obs.revision, command)) as traced:
+        decision = await decide(canary, obs, ports)
+        status = decision.status
+        if status.current_step == before:
+            await act(canary, decision, ports)
+        else:
+            phase = status.phase.value if status.phase else None
+            step = status.current_step
+            with ports.tracer.span("step", step=step, weight=status.canary_weight, phase=phase):
+                await act(canary, decision, ports)
+        traced.end(status)
     return decision

@@ -29,6 +29,7 @@ from canaryctl.local.console import Console
 from canaryctl.local.manifests import load_texts
 from canaryctl.local.prometheus import free_port
 from canaryctl.local.runtime import LocalOptions, LocalRuntime
+from canaryctl.telemetry.metrics import ControllerMetrics
 from canaryctl.telemetry.tracing import Tracer
 
 NAMESPACE = "e2e"
@@ -70,6 +71,7 @@ class Run:
     served: dict[str, Counter[int]] = field(default_factory=dict)
     slack: list[str] = field(default_factory=list)  # each message as Slack received it (JSON)
     errors: list[str] = field(default_factory=list)
+    stats_url: str = ""  # the mesh Envoy's /stats/prometheus, once it runs
 
     @property
     def phase(self) -> Phase | None:
@@ -126,6 +128,7 @@ class Scenario:
     act: Action = _nothing
     prometheus: str | None = None
     tracer: Tracer | None = None
+    metrics: ControllerMetrics | None = None
 
 
 def _manifests(scenario: Scenario, loadtester: str, listen: str, slack: str) -> str:
@@ -201,6 +204,7 @@ async def run_scenario(scenario: Scenario) -> Run:
             listen_port=port,
             prometheus=scenario.prometheus,
             tracer=scenario.tracer,
+            metrics=scenario.metrics,
             timeout=SCENARIO_TIMEOUT_SECONDS,
         )
         runtime = LocalRuntime(bundle, options, Console(io.StringIO()))
@@ -223,6 +227,7 @@ async def run_scenario(scenario: Scenario) -> Run:
             )
 
         def begin(url: str) -> None:
+            run.stats_url = runtime.mesh.stats_url
             tasks.append(asyncio.create_task(_users(scenario, url, run, started, stop)))
 
         runtime.on_tick = record

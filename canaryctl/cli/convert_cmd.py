@@ -3,8 +3,8 @@
 flagger.app/v1beta1 Canary, MetricTemplate and AlertProvider become canaryctl.dev/v1beta1; every other
 document passes through unchanged (GitOps files mix kinds). Some things canaryctl cannot carry over:
 
-- ``spec.provider`` values canaryctl has no router for (nginx, contour, gloo, appmesh, ...): the operator's
-  default router would apply instead;
+- ``spec.provider`` values canaryctl has no router for (``supergloo``, which Flagger dropped, or one not
+  supported yet): the operator's default router would apply instead;
 - MetricTemplates whose provider type and AlertProviders whose type canaryctl lacks, and then the Canary
   metrics and alerts that refer to them;
 - anything else ``canaryctl lint`` still rejects, field by field.

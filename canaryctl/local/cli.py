@@ -13,6 +13,7 @@ from canaryctl.local.console import Console
 from canaryctl.local.manifests import ManifestError, load_files
 from canaryctl.local.recording import Recorder
 from canaryctl.local.runtime import LocalOptions, LocalRun, LocalRuntime, ProviderUnavailable
+from canaryctl.telemetry.metrics import ControllerMetrics, serve_metrics
 from canaryctl_mesh.duration import duration_arg
 
 EXIT_SUCCEEDED, EXIT_FAILED, EXIT_TIMEOUT, EXIT_USAGE = 0, 1, 2, 3
@@ -59,6 +60,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     run.add_argument("--slack-url", default=None, help="default Slack incoming webhook for alerts")
     run.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        help="serve the controller's Prometheus metrics on this port while the rollout runs (0: none)",
+    )
+    run.add_argument(
         "--report", type=Path, default=None, metavar="FILE", help="write an HTML report of the rollout here"
     )
     run.set_defaults(func=run_command)
@@ -100,9 +107,11 @@ def run_command(args: argparse.Namespace) -> int:
         status_file=args.status_file,
         timeout=args.timeout,
         default_notifier=notifier,
+        metrics=ControllerMetrics() if args.metrics_port else None,
     )
     console = Console()
     runtime = LocalRuntime(bundle, options, console)
+    server = serve_metrics(options.metrics, args.metrics_port) if options.metrics else None
     try:
         outcome = asyncio.run(_run(runtime, args.report))
     except ProviderUnavailable as exc:
@@ -113,6 +122,8 @@ def run_command(args: argparse.Namespace) -> int:
         return 130
     finally:
         console.close()
+        if server is not None:
+            server.stop()
     phase = outcome.phase.value if outcome.phase else "unknown"
     if args.report is not None:
         print(f"report: {args.report}")

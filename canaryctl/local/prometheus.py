@@ -37,8 +37,9 @@ def prometheus_binary() -> str:
 class LocalPrometheus:
     """Started with a generated config in a temp dir; stopped by its PID, its data removed."""
 
-    def __init__(self, scrape_configs: list[dict[str, Any]]) -> None:
+    def __init__(self, scrape_configs: list[dict[str, Any]], rule_files: list[str] | None = None) -> None:
         self.scrape_configs = scrape_configs
+        self.rule_files = rule_files or []
         self.port = free_port()
         self.workdir = Path(tempfile.mkdtemp(prefix="canaryctl-prometheus-"))
         self.proc: subprocess.Popen[bytes] | None = None
@@ -55,7 +56,11 @@ class LocalPrometheus:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 20.0) -> None:
-        config = {"global": {"scrape_interval": SCRAPE_INTERVAL}, "scrape_configs": self.scrape_configs}
+        config = {
+            "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL},
+            "scrape_configs": self.scrape_configs,
+            "rule_files": self.rule_files,
+        }
         config_path = self.workdir / "prometheus.yml"
         config_path.write_text(json.dumps(config))  # JSON is YAML
         log = (self.workdir / "prometheus.log").open("wb")

@@ -29,6 +29,7 @@ from canaryctl.local.router import LocalRouter
 from canaryctl.local.targets import Endpoint, LocalTargets, LocalWorkloads, endpoint_revision
 from canaryctl.ports import Analyzer, Notifier
 from canaryctl.runner import ActionFailed, Ports, tick
+from canaryctl.telemetry.metrics import ControllerMetrics
 from canaryctl.telemetry.tracing import Tracer
 from canaryctl_mesh.local import LocalMesh
 from canaryctl_providers.metrics.analyzer import MetricsAnalyzer
@@ -63,6 +64,7 @@ class LocalOptions:
     cluster: str = "local"
     default_notifier: Notifier | None = None
     tracer: Tracer | None = None  # default: one configured from OTEL_* (exports nothing unless asked)
+    metrics: ControllerMetrics | None = None  # the controller's metrics, recorded as the operator does
 
 
 @dataclass
@@ -143,7 +145,8 @@ class LocalRuntime:
             await self.mesh.start()
             stack.push_async_callback(self.mesh.stop)
             analyzer = await self._analyzer(stack)
-            hooks = WebhookClient()
+            metrics = self.options.metrics
+            hooks = WebhookClient(observe=metrics.observe_webhook if metrics else None)
             stack.push_async_callback(hooks.aclose)
             router = LocalRouter(self.mesh, self.targets)
             ports = Ports(
@@ -174,13 +177,16 @@ class LocalRuntime:
                     self.console.event(f"Envoy stats not read, retrying: {exc!r}", warning=True)
                     await asyncio.sleep(1.0)
                     continue
+            ticked = time.monotonic()
             try:
                 decision: Decision = await tick(canary, ports)
             except ActionFailed as exc:
                 self.console.event(f"action failed, retrying: {exc}", warning=True)
                 await asyncio.sleep(1.0)
                 continue
-            canary = canary.model_copy(update={"status": decision.status})
+            before, canary = canary, canary.model_copy(update={"status": decision.status})
+            if self.options.metrics is not None:
+                self.options.metrics.record_tick(before, canary, time.monotonic() - ticked)
             run.canary = canary
             self.console.show(canary)
             if self.on_tick is not None:

@@ -33,17 +33,19 @@ Key = tuple[str, str]  # namespace, name
 
 
 class OperatorObjects(KubeObjects):
-    """KubeObjects plus the two writes only the operator makes: a status patch and a blind create."""
+    """KubeObjects plus the write only the operator makes: a status patch."""
 
     async def patch_status(self, kind: str, namespace: str, name: str, status: dict[str, Any]) -> None:
         path = resource_path(API_VERSION, kind, namespace, name) + "/status"
         await self.request("PATCH", path, {"status": status}, "application/merge-patch+json")
 
-    async def create(self, obj: dict[str, Any]) -> None:
-        """POST without the GET that ``apply`` makes first (events are always new)."""
-        namespace = obj["metadata"].get("namespace")
-        path = resource_path(obj["apiVersion"], obj["kind"], namespace)
-        await self.request("POST", path, obj)
+    async def patch_metadata(
+        self, api_version: str, kind: str, namespace: str, name: str, metadata: dict[str, Any]
+    ) -> None:
+        """A merge patch of ``metadata``; with its ``resourceVersion`` the server refuses a stale one."""
+        path = resource_path(api_version, kind, namespace, name)
+        body = {"metadata": metadata}
+        await self.request("PATCH", path, body, "application/merge-patch+json")
 
 
 def _references(

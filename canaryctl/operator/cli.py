@@ -5,16 +5,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import logging
 import os
 import sys
 from collections.abc import Mapping
 
 from canaryctl import registry
 from canaryctl.api.models import INCLUDED_MESH, AlertProviderSpec, AlertProviderType, CanaryAnalysis
-from canaryctl.operator.handlers import PEERING_LIFETIME_SECONDS, CanaryOperator, OperatorConfig
+from canaryctl.operator.adapters import OperatorObjects
+from canaryctl.operator.handlers import (
+    PEERING_LIFETIME_SECONDS,
+    CanaryOperator,
+    OperatorConfig,
+    release_finalizers,
+)
 from canaryctl.ports import Notifier
-from canaryctl.telemetry.metrics import ControllerMetrics, serve_metrics
+from canaryctl.telemetry.logs import LEVELS, LogFormat, configure_logging
+from canaryctl.telemetry.metrics import Compat, ControllerMetrics, serve_metrics
 from canaryctl_mesh.kube import KUBE_REQUEST_TIMEOUT_SECONDS, api_client, api_client_for_host
 from canaryctl_providers.metrics.analyzer import DEFAULT_PROMETHEUS
 from canaryctl_providers.outbound import HOOKS_PER_CANARY, QUERIES_PER_CANARY
@@ -69,6 +75,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--metrics-port", type=int, default=8080, help="Prometheus /metrics port; 0 disables it"
     )
     parser.add_argument(
+        "--metrics-compat",
+        default=Compat.CANARYCTL.value,
+        choices=[c.value for c in Compat],
+        help="names of Flagger's metric families: flagger_* (as Flagger, for its alerts and dashboards) "
+        "or canaryctl_* (default: %(default)s); labels and values are Flagger's either way",
+    )
+    parser.add_argument(
         "--prometheus-url",
         default=DEFAULT_PROMETHEUS,
         help="Prometheus for builtin metrics without spec.metricsServer (default: %(default)s)",
@@ -119,7 +132,24 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument(
         "--server", default=None, metavar="URL", help="API server URL without credentials (kubectl proxy)"
     )
-    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--log-level", default="INFO", choices=LEVELS, type=str.upper, help="default: %(default)s"
+    )
+    parser.add_argument(
+        "--log-format",
+        default=LogFormat.TEXT.value,
+        choices=[f.value for f in LogFormat],
+        help="text lines or one JSON object per line; both carry canary, namespace, phase, step and "
+        "trace ids (default: %(default)s)",
+    )
+    parser.add_argument("--verbose", action="store_true", help="same as --log-level DEBUG")
+    parser.add_argument(
+        "--release-finalizers",
+        action="store_true",
+        help="remove canaryctl's finalizer from every Canary in the watched namespaces and exit: run "
+        "when the controller is uninstalled (the chart's post-delete hook), so Canaries deleted later "
+        "do not stay Terminating",
+    )
     # Lowers Flagger's 10 s floor on analysis intervals: for benchmarks and tests against an emulator.
     parser.add_argument("--min-interval-seconds", type=float, default=None, help=argparse.SUPPRESS)
     parser.set_defaults(func=run)
@@ -148,10 +178,7 @@ def default_notifier(
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging("DEBUG" if args.verbose else args.log_level, args.log_format)
     try:
         notifier = default_notifier(os.environ, args.slack_channel, args.slack_user)
     except ValueError as exc:
@@ -176,7 +203,13 @@ def run(args: argparse.Namespace) -> int:
     if args.priority is not None:
         config = dataclasses.replace(config, priority=args.priority)
     api = api_client_for_host(args.server) if args.server else api_client(args.kubeconfig, args.context)
-    metrics = ControllerMetrics()
+    if args.release_finalizers:
+        released = asyncio.run(release_finalizers(OperatorObjects(api), tuple(args.namespace)))
+        for name in released:
+            print(f"released {name}")
+        print(f"{len(released)} Canaries released")
+        return 0
+    metrics = ControllerMetrics(args.metrics_compat, mesh_provider=args.default_provider)
     server = serve_metrics(metrics, args.metrics_port) if args.metrics_port else None
     try:
         asyncio.run(CanaryOperator(config, api, metrics).run())

@@ -51,9 +51,10 @@ from canaryctl.telemetry.metrics import ControllerMetrics
 from canaryctl.telemetry.tracing import Tracer
 from canaryctl_mesh.kube import FIELD_MANAGER, KUBE_API_THREADS, KUBE_REQUEST_TIMEOUT_SECONDS
 from canaryctl_providers.metrics.analyzer import DEFAULT_PROMETHEUS, MetricsAnalyzer
+from canaryctl_providers.metrics.kubeapi import ClusterApi
 from canaryctl_providers.notifiers.routing import AlertRouter
 from canaryctl_providers.outbound import HOOKS_PER_CANARY, QUERIES_PER_CANARY
-from canaryctl_providers.routers import unsupported_steps
+from canaryctl_providers.routers import spec_problem, unsupported_steps
 from canaryctl_providers.webhooks import WebhookClient
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,6 @@ FINALIZER = "canaryctl.dev/finalizer"
 INVALID_SPEC = "InvalidSpec"
 # Seconds a replica's peering record lives unless renewed: how soon a standby replaces a dead one.
 PEERING_LIFETIME_SECONDS = 60
-TERMINAL = (Phase.SUCCEEDED, Phase.FAILED)
 RETRY_SECONDS = 5.0  # after an error: the status was not stored, try the same tick again
 REVERT_RETRY_SECONDS = 10.0  # at most, between checks that a reverted target's pods are ready
 INVALID_RECHECK_SECONDS = 60.0  # an invalid spec is re-read at once when it changes; this is a backstop
@@ -158,6 +158,7 @@ class CanaryOperator:
             secrets=self.catalog.secret,
             default_address=config.prometheus_url,
             query_concurrency=config.query_concurrency,
+            cluster=ClusterApi.from_configuration(api.configuration),
         )
         self.alerts = AlertRouter(self.catalog.notifier, config.default_notifier)
         self.events = KubeEvents(self.objects)
@@ -167,6 +168,7 @@ class CanaryOperator:
         self.tick_lags: deque[float] = deque(maxlen=LAG_SAMPLES)  # seconds late, for the benchmark
         self._wakes: dict[tuple[str, str], asyncio.Event] = {}
         self._seen: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._names: dict[str, set[str]] = {}  # namespace -> Canary names, for canary_total
         # Each Canary's reconcile of Services and routes, running while its daemon sleeps.
         self._converging: dict[tuple[str, str], asyncio.Task[None]] = {}
 
@@ -222,17 +224,18 @@ class CanaryOperator:
         except ValueError as exc:
             await self._invalid(body, f"spec.provider: {exc}")
             return interval
+        problem = spec_problem(canary, ports.router)
+        if problem is not None:
+            await self._invalid(body, problem)
+            return interval
         problem = unsupported_steps(canary, ports.router)
         if problem is not None:
             await self._invalid(body, f"spec.analysis: {problem}")
             return interval
         decoded = decode_command((body["metadata"].get("annotations") or {}).get(COMMAND_ANNOTATION))
         command = Command(*decoded) if decoded is not None else None
-        before = canary.status.phase if canary.status else None
         started = time.monotonic()
-        revision = canary.status.last_applied_spec if canary.status else None
-        with self.tracer.rollout(canary, revision or "", phase=before.value if before else None):
-            decision = await tick(canary, ports, command=command)
+        decision = await tick(canary, ports, command=command)
         decision.status.observed_generation = body["metadata"].get("generation")
         await self._store(body, decision.status.to_wire())
         self.ticks += 1
@@ -240,7 +243,7 @@ class CanaryOperator:
         if decision.status.phase not in (None, Phase.INITIALIZING):
             key = (canary.metadata.namespace or "", canary.metadata.name or "")
             self._converging[key] = asyncio.create_task(self._converge(updated, ports, decision))
-        self._record(updated, before, time.monotonic() - started)
+        self.metrics.record_tick(canary, updated, time.monotonic() - started)
         return max(decision.requeue_after, MIN_REQUEUE_SECONDS)
 
     async def _converged(self, body: Mapping[str, Any], cancel: bool = False) -> None:
@@ -276,26 +279,19 @@ class CanaryOperator:
         match = next((s.match for s in compile_steps(canary.spec) if s.kind is StepKind.HEADER_ROUTE), ())
         await asyncio.gather(services, ports.router.apply(canary, route_of(canary.status, match)))
 
-    def _record(self, canary: Canary, before: Phase | None, seconds: float) -> None:
-        status = canary.status
-        assert status is not None
-        self.metrics.record_status(canary)
-        self.metrics.observe_analysis(canary, seconds)
-        for metric in status.metrics:
-            if metric.value is not None:
-                self.metrics.record_metric(canary, metric.name, metric.value)
-        if status.phase in TERMINAL and status.phase is not before:
-            promoted = status.phase is Phase.SUCCEEDED
-            self.metrics.record_result(canary, promoted)
-            revision = status.last_applied_spec or ""
-            self.tracer.finish_rollout(canary, revision, "promoted" if promoted else "rolled back")
-
     # --- the daemon ---------------------------------------------------------------------------------------
 
-    def observe_canary(self, body: Mapping[str, Any]) -> None:
-        """Wake the canary's daemon early when its spec or command changed (not on its own status)."""
+    def observe_canary(self, body: Mapping[str, Any], event: str | None = None) -> None:
+        """Wake the canary's daemon early when its spec or command changed (not on its own status);
+        keep the per-namespace count of Canaries (Flagger's canary_total)."""
         meta = body["metadata"]
         key = (meta.get("namespace") or "", meta["name"])
+        names = self._names.setdefault(key[0], set())
+        if event == "DELETED":
+            names.discard(key[1])
+        else:
+            names.add(key[1])
+        self.metrics.set_total(key[0], len(names))
         seen = (body.get("spec"), (meta.get("annotations") or {}).get(COMMAND_ANNOTATION))
         if self._seen.get(key, seen) != seen and key in self._wakes:
             self._wakes[key].set()
@@ -315,6 +311,7 @@ class CanaryOperator:
                 wake.clear()
                 body = await self.objects.get(f"{GROUP}/{VERSION}", "Canary", namespace, name)
                 if body is None or body["metadata"].get("deletionTimestamp"):
+                    self._gone(namespace, name, body)
                     return
                 try:
                     delay = await self.reconcile(body)
@@ -329,12 +326,22 @@ class CanaryOperator:
             await self._converged({"metadata": {"namespace": namespace, "name": name}}, cancel=True)
             self._seen.pop(key, None)
 
+    def _gone(self, namespace: str, name: str, body: Mapping[str, Any] | None) -> None:
+        """A deleted Canary: its open rollout trace ends and, when its spec still reads, its gauges go
+        (they are keyed by its target)."""
+        self.tracer.abandon(_reference({"metadata": {"namespace": namespace, "name": name}}))
+        try:
+            self.metrics.forget(Canary.model_validate(body))
+        except ValidationError:
+            return
+
     async def _report(self, body: Mapping[str, Any], exc: Exception, last: str) -> str:
         """Log every failure; post a Warning event only when the message changes (no event storms)."""
         meta = body["metadata"]
         message = f"{exc}" if isinstance(exc, ActionFailed) else f"{type(exc).__name__}: {exc}"
         log.warning("canary %s/%s: tick failed: %s", meta["namespace"], meta["name"], message)
-        self.metrics.reconcile_error(meta["name"], meta["namespace"])
+        target = ((body.get("spec") or {}).get("targetRef") or {}).get("name") or meta["name"]
+        self.metrics.reconcile_error(str(target), meta["namespace"])
         if message != last:
             reason = "ActionFailed" if isinstance(exc, ActionFailed) else "ReconcileError"
             try:
@@ -376,6 +383,7 @@ class CanaryOperator:
         await self.events.record(
             canary, "Terminated", f"Canary {canary.metadata.name} reverted to its target", False
         )
+        self.tracer.abandon(canary)
         self.metrics.forget(canary)
 
     # --- kopf wiring --------------------------------------------------------------------------------------
@@ -414,8 +422,8 @@ class CanaryOperator:
             await self.follow(namespace or "", name, stopped)
 
         @kopf.on.event(GROUP, VERSION, "canaries", registry=registry)
-        def canary_changed(body: kopf.Body, **_: Any) -> None:
-            self.observe_canary(body)
+        def canary_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
+            self.observe_canary(body, type)
 
         def reverts(spec: kopf.Spec, **_: Any) -> bool:
             return bool(spec.get("revertOnDeletion"))
@@ -450,3 +458,41 @@ class CanaryOperator:
         finally:
             await self.hooks.aclose()
             self.kube_executor.shutdown(wait=False, cancel_futures=True)
+
+
+async def release_finalizers(
+    objects: OperatorObjects, namespaces: tuple[str, ...], sweeps: int = 5, pause: float = 2.0
+) -> list[str]:
+    """Removes canaryctl's finalizer from every Canary in ``namespaces`` (all when empty).
+
+    Run when the controller is uninstalled: a Canary deleted afterwards would otherwise stay Terminating,
+    its finalizer never removed. A controller still shutting down may add it back, so the sweep repeats
+    (``pause`` seconds apart, at most ``sweeps`` times) until one finds nothing left. Returns the
+    ``namespace/name`` of each Canary released.
+    """
+    released: list[str] = []
+    for sweep in range(sweeps):
+        found = 0
+        for namespace in namespaces or (None,):
+            for body in await objects.list_objects(f"{GROUP}/{VERSION}", "Canary", namespace):
+                meta = body["metadata"]
+                finalizers = list(meta.get("finalizers") or [])
+                if FINALIZER not in finalizers:
+                    continue
+                found += 1
+                keep = [f for f in finalizers if f != FINALIZER]
+                change = {"finalizers": keep, "resourceVersion": meta.get("resourceVersion")}
+                try:
+                    await objects.patch_metadata(
+                        f"{GROUP}/{VERSION}", "Canary", meta["namespace"], meta["name"], change
+                    )
+                except client.ApiException as exc:
+                    if exc.status not in (404, 409):  # gone, or changed since listed: the next sweep
+                        raise
+                    continue
+                released.append(f"{meta['namespace']}/{meta['name']}")
+        if not found:
+            break
+        if sweep + 1 < sweeps:
+            await asyncio.sleep(pause)
+    return released

@@ -1,9 +1,34 @@
-"""State-of-the-world gRPC ADS server for sidecars.
+"""Incremental (delta) gRPC ADS server for sidecars, one view per namespace.
 
-Per stream it tracks version, nonce and subscribed names per type; a push sends clusters, waits for
-their ACK, then listeners, then routes (a route to an unknown cluster 503s). A NACK is recorded and
-never overwrites the last version the node acknowledged: new streams from that node get the last
-good resources of a rejected type, and Envoy itself keeps serving them.
+Why delta: over state-of-the-world xDS every change resends all of a type's resources to every
+sidecar, so one weight change in a mesh of 1,000 routed services moves the whole route table
+(~230 KB) to each of thousands of sidecars. Over delta ADS a sidecar receives only what changed. The
+control plane hands each routed service to Envoy as its own virtual host through VHDS (the outbound
+route configuration names it with ``vhds``, and Envoy asks for the hosts on this same stream), so a
+weight change is one virtual host of a few hundred bytes per sidecar.
+
+Per stream and type the server remembers what the sidecar holds: the snapshot it last ACKed, shared
+by the streams of one view, so thousands of sidecars cost references, not copies. A push sends the
+difference (changed resources, names of removed ones); the difference between two versions is
+serialised once and shared by every stream making the same move, each stream only appending its
+nonce. Resource versions are content hashes: a sidecar reconnecting after a control-plane restart
+reports what it holds (``initial_resource_versions``) and receives only what changed since.
+
+Ordering: clusters, then listeners, then route configurations, then virtual hosts, each after the
+previous was ACKed; clusters the sidecar's routes may still name are removed only after the new
+routes were ACKed (make before break: no request meets a route to a cluster Envoy no longer has).
+One response per stream is in flight at a time: until its ACK (or NACK) arrives the server cannot
+know what the sidecar holds, so a newer snapshot waits for it and the push then starts over from
+there (a sidecar that never answers holds up only its own stream). A NACK is recorded and never
+changes what the node is considered to hold; new streams of a node that rejected a version get the
+last version it accepted.
+
+Which snapshot a stream gets: with an `Authenticator`, the one of the namespace its credentials
+prove (`canaryctl_mesh.identity`), never what the node id claims; a node id naming another
+namespace (or, for a pod-bound token, another pod) is refused, and each identity (one pod, with
+pod-bound tokens) may hold at most `max_streams_per_identity` streams.
+Without one (loopback tests, the local runtime) the node id's snapshot, else the snapshot of the
+namespace after its last dot (``pod.namespace``), else ``"*"``.
 """
 
 from __future__ import annotations
@@ -11,9 +36,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
-import json
+import logging
 import time
-from collections.abc import AsyncIterator
+from collections import Counter, OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,18 +59,88 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (  # noq
 )
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2  # noqa: F401
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
-from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2, json_format
 
-from canaryctl_mesh.config import CLUSTER_TYPE, TYPE_ORDER, Resources
+from canaryctl_mesh import config
+from canaryctl_mesh.identity import Authenticator, Identity, Unauthenticated
 
+log = logging.getLogger(__name__)
+
+ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+ADS_METHOD = "DeltaAggregatedResources"
 ANY_NODE = "*"
+VIRTUAL_HOST_TYPE = "type.googleapis.com/envoy.config.route.v3.VirtualHost"
+TYPE_ORDER = (*config.TYPE_ORDER, VIRTUAL_HOST_TYPE)
+"""Push order: a route must never name a cluster the sidecar does not have yet."""
+WILDCARD = "*"
+MAX_ERROR_MESSAGE = 1024
+"""Characters of a NACK's error kept and logged (a sidecar's message may be megabytes)."""
+DEPARTED_RETENTION = 600.0
+"""Seconds a node's status outlives its last stream (a restarting Envoy comes back within them)."""
+MAX_CACHED_MOVES = 256
+"""Serialised differences kept (most are a few hundred bytes; a first full send can be ~250 KB)."""
+
+Entry = tuple[str, any_pb2.Any | None]
+"""(resource version, resource); None only for versions a reconnecting sidecar reported."""
 
 
-@dataclass(frozen=True)
+def digest(parts: Iterable[bytes]) -> str:
+    """A short content hash: the version of a resource or of a type snapshot."""
+    hashed = hashlib.sha256()
+    for part in parts:
+        hashed.update(len(part).to_bytes(8, "little"))
+        hashed.update(part)
+    return hashed.hexdigest()[:16]
+
+
+@dataclass(frozen=True, eq=False)
 class TypeSnapshot:
+    """One type's resources at one version, by name. `version` changes whenever any entry does."""
+
     version: str
-    resources: list[tuple[str, any_pb2.Any]]
+    entries: Mapping[str, Entry]
+    _derived: dict[Any, Any] = field(default_factory=dict, repr=False)
+    """The response sending every entry and the restrictions to name sets, made on first use."""
+
+    @classmethod
+    def of(cls, resources: Iterable[tuple[str, any_pb2.Any]]) -> TypeSnapshot:
+        entries = {name: (digest([resource.value]), resource) for name, resource in resources}
+        return cls(digest(f"{n}={v}".encode() for n, (v, _) in sorted(entries.items())), entries)
+
+    def restricted(self, names: frozenset[str], namespaces: bool = False) -> TypeSnapshot:
+        """Only the entries named (what a sidecar subscribed to by name holds); with `namespaces`, a
+        name also stands for every ``<name>/...`` (how newer Envoys subscribe to a route
+        configuration's virtual hosts)."""
+        found: TypeSnapshot | None = self._derived.get((names, namespaces))
+        if found is None:
+            entries = {
+                name: entry
+                for name, entry in sorted(self.entries.items())
+                if name in names or (namespaces and name.rpartition("/")[0] in names)
+            }
+            found = TypeSnapshot(digest([self.version.encode(), *(n.encode() for n in entries)]), entries)
+            self._derived[(names, namespaces)] = found
+        return found
+
+    @property
+    def versions(self) -> dict[str, str]:
+        """Resource versions by name."""
+        found: dict[str, str] | None = self._derived.get("versions")
+        if found is None:
+            found = self._derived["versions"] = {name: entry[0] for name, entry in self.entries.items()}
+        return found
+
+    def full(self, type_url: str) -> bytes:
+        """The response sending every entry (the first push to each new stream of this version)."""
+        body: bytes | None = self._derived.get(type_url)
+        if body is None:
+            body = self._derived[type_url] = _response(type_url, self, self.entries.items(), [])
+        return body
+
+
+Snapshot = dict[str, TypeSnapshot]
+"""One view's resources by type URL."""
 
 
 def encode(type_url: str, resources: list[dict[str, Any]]) -> TypeSnapshot:
@@ -57,55 +153,173 @@ def encode(type_url: str, resources: list[dict[str, Any]]) -> TypeSnapshot:
             encoded.append((str(resource["name"]), json_format.ParseDict(resource, any_pb2.Any())))
         except (json_format.ParseError, KeyError) as error:
             raise ValueError(f"invalid {type_url} {resource.get('name')!r}: {error}") from error
-    digest = hashlib.sha256(json.dumps(resources, sort_keys=True).encode()).hexdigest()[:16]
-    return TypeSnapshot(digest, encoded)
+    return TypeSnapshot.of(encoded)
+
+
+def encode_resources(resources: config.Resources) -> Snapshot:
+    return {type_url: encode(type_url, items) for type_url, items in resources.by_type().items()}
+
+
+def _reported(versions: Mapping[str, str]) -> TypeSnapshot:
+    """What a reconnecting sidecar says it holds: versions without resources."""
+    entries: dict[str, Entry] = {name: (version, None) for name, version in versions.items()}
+    return TypeSnapshot(digest(f"{n}={v}".encode() for n, v in sorted(versions.items())), entries)
+
+
+def _difference(type_url: str, held: TypeSnapshot | None, target: TypeSnapshot) -> bytes | None:
+    """The response taking a sidecar from `held` to `target` (without nonce), None if there is nothing."""
+    if held is None:
+        return target.full(type_url) if target.entries else None
+    new, old = target.versions, held.versions
+    changed = sorted(name for name, _ in new.items() - old.items())
+    removed = sorted(old.keys() - new.keys())
+    if not changed and not removed:
+        return None
+    return _response(type_url, target, [(name, target.entries[name]) for name in changed], removed)
+
+
+def _response(
+    type_url: str, target: TypeSnapshot, changed: Iterable[tuple[str, Entry]], removed: list[str]
+) -> bytes:
+    resources = [
+        discovery_pb2.Resource(name=name, version=version, resource=resource)
+        for name, (version, resource) in changed
+    ]
+    response = discovery_pb2.DeltaDiscoveryResponse(
+        system_version_info=target.version,
+        type_url=type_url,
+        resources=resources,
+        removed_resources=removed,
+    )
+    return bytes(response.SerializeToString())
 
 
 @dataclass
 class NodeStatus:
-    """What one node acknowledged, and what it rejected (with the error) since its last ACK of that type."""
+    """What one node acknowledged (and when), and what it rejected (with the error) since."""
 
     acked: dict[str, str] = field(default_factory=dict)
+    acked_at: dict[str, float] = field(default_factory=dict)
+    """time.monotonic() of the ACK, by type."""
     error: str | None = None
     rejected: dict[str, str] = field(default_factory=dict)
+    last_good: dict[str, TypeSnapshot] = field(default_factory=dict, repr=False)
+    """What it last ACKed, by type: what its new streams get of a type it rejected."""
+
+
+def node_namespace(node_id: str) -> str:
+    """Sidecars are named ``<pod>.<namespace>``; pod names may hold dots, namespaces never do."""
+    return node_id.rsplit(".", 1)[1] if "." in node_id else ""
+
+
+def _node_matches(node_id: str, identity: Identity) -> bool:
+    if identity.pod:
+        return node_id == f"{identity.pod}.{identity.namespace}"
+    return node_namespace(node_id) == identity.namespace
+
+
+@dataclass
+class _Sent:
+    """A response waiting for its ACK."""
+
+    nonce: str
+    holds: TypeSnapshot
+    """What the sidecar holds once it ACKs."""
+    source: TypeSnapshot
+    """The view's snapshot the response brings the sidecar to (or towards, for a bridge)."""
+    final: bool
+    """False for the first half of a make-before-break cluster change."""
+    waiter: asyncio.Future[bool]
+
+
+@dataclass(eq=False)
+class _Subscription:
+    """One type on one stream: what the sidecar asked for and what it holds."""
+
+    wildcard: bool
+    names: frozenset[str]
+    held: TypeSnapshot | None = None
+    answered: bool = False
+    """A response went out since it subscribed: Envoy's initial fetch waits for one, even an empty one."""
+    sent: _Sent | None = None
 
 
 @dataclass(eq=False)
 class _Stream:
+    context: Any
+    identity: Identity | None = None
     node_id: str = ""
-    outbox: asyncio.Queue[discovery_pb2.DiscoveryResponse | None] = field(default_factory=asyncio.Queue)
-    names: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    sent: dict[str, str] = field(default_factory=dict)
-    delivered: dict[str, TypeSnapshot] = field(default_factory=dict)
-    nonces: dict[str, str] = field(default_factory=dict)
-    waiters: dict[str, asyncio.Future[bool]] = field(default_factory=dict)
-    push_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    subscriptions: dict[str, _Subscription] = field(default_factory=dict)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    ended: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+    def end(self) -> None:
+        if not self.ended.done():
+            self.ended.set_result(None)
+
+    @property
+    def namespace(self) -> str:
+        return self.identity.namespace if self.identity else node_namespace(self.node_id)
+
+    def snapshot_keys(self) -> tuple[str, ...]:
+        """Snapshot keys to look up, most specific first; proven identities only get their namespace's."""
+        if self.identity is not None:
+            return (self.identity.namespace,)
+        return (self.node_id, self.namespace, ANY_NODE)
 
 
-class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, ack_timeout: float = 5.0) -> None:
+class AdsServer:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        credentials: grpc.ServerCredentials | None = None,
+        authenticator: Authenticator | None = None,
+        max_streams_per_identity: int = 0,
+    ) -> None:
+        """`credentials` serve TLS; `max_streams_per_identity` 0 means no limit."""
         self.host = host
         self.port = port
-        self.ack_timeout = ack_timeout
+        self.credentials = credentials
+        self.authenticator = authenticator
+        self.max_streams_per_identity = max_streams_per_identity
+        self.on_new_view: Callable[[str], None] | None = None
+        """Called with a namespace whose sidecar connected while no snapshot serves it."""
         self._server: grpc.aio.Server | None = None
-        self._snapshots: dict[str, dict[str, TypeSnapshot]] = {}
-        self._last_good: dict[tuple[str, str], TypeSnapshot] = {}
+        self._snapshots: dict[str, Snapshot] = {}
+        self._moves: OrderedDict[tuple[str, str, str], bytes | None] = OrderedDict()
+        self._bridges: OrderedDict[tuple[str, str], TypeSnapshot | None] = OrderedDict()
         self._streams: set[_Stream] = set()
+        self._by_node: dict[str, set[_Stream]] = {}
+        self._by_namespace: dict[str, set[_Stream]] = {}
+        self._per_identity: Counter[Identity] = Counter()
         self._status: dict[str, NodeStatus] = {}
+        self._departed: OrderedDict[str, float] = OrderedDict()
         self._nonce = itertools.count(1)
         self._changed = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> int:
         self._server = grpc.aio.server()
-        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self, self._server)
-        self.port = self._server.add_insecure_port(f"{self.host}:{self.port}")
+        handler = grpc.stream_stream_rpc_method_handler(
+            self._stream_handler,
+            request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+            response_serializer=None,  # responses are pre-serialised bytes
+        )
+        self._server.add_generic_rpc_handlers(
+            [grpc.method_handlers_generic_handler(ADS_SERVICE, {ADS_METHOD: handler})]
+        )
+        address = f"{self.host}:{self.port}"
+        if self.credentials is not None:
+            self.port = self._server.add_secure_port(address, self.credentials)
+        else:
+            self.port = self._server.add_insecure_port(address)
         await self._server.start()
         return self.port
 
     async def stop(self, grace: float | None = None) -> None:
         for stream in list(self._streams):
-            stream.outbox.put_nowait(None)
+            stream.end()
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
@@ -119,36 +333,50 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
 
     # -- public API -----------------------------------------------------------------------------------
 
-    async def set_snapshot(self, node_id: str, resources: Resources) -> str:
-        """Make `resources` the desired state of `node_id` (or every node: "*"); returns its version.
+    async def set_snapshot(self, key: str, resources: config.Resources | Snapshot) -> str:
+        """Make `resources` the desired state of `key`: a namespace's view, a node id or "*" (every
+        node without one of its own); returns its version.
 
         Raises ValueError for resources that do not parse, leaving the previous snapshot in place.
         """
-        snapshot = {type_url: encode(type_url, items) for type_url, items in resources.by_type().items()}
-        self._snapshots[node_id] = snapshot
-        for stream in list(self._streams):
-            if self._snapshot_key(stream.node_id) == node_id:
-                task = asyncio.create_task(self._push(stream))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-        return self.snapshot_version(node_id)
+        snapshot = resources if isinstance(resources, dict) else encode_resources(resources)
+        self._snapshots[key] = snapshot
+        candidates = self._streams if key == ANY_NODE else self._by_node.get(key, set())
+        for stream in candidates | self._by_namespace.get(key, set()):
+            if self._snapshot_key(stream) == key:
+                stream.wake.set()
+        return self.snapshot_version(key)
 
-    def snapshot_version(self, node_id: str) -> str:
-        snapshot = self._snapshots.get(node_id, {})
+    def drop_snapshot(self, key: str) -> None:
+        self._snapshots.pop(key, None)
+
+    def snapshot_version(self, key: str) -> str:
+        snapshot = self._snapshots.get(key, {})
         return "-".join(snapshot[t].version for t in TYPE_ORDER if t in snapshot)
 
+    def nodes(self) -> set[str]:
+        """Node ids with a connected stream."""
+        return set(self._by_node)
+
+    def namespaces(self) -> set[str]:
+        """Namespaces with a connected sidecar."""
+        return {namespace for namespace, streams in self._by_namespace.items() if streams}
+
     def status(self, node_id: str) -> NodeStatus:
-        return self._status.setdefault(node_id, NodeStatus())
+        found = self._status.get(node_id)
+        if found is None:
+            found = self._status[node_id] = NodeStatus()
+        return found
 
     async def wait_acked(self, node_id: str, timeout: float = 10.0) -> NodeStatus:
         """Wait until `node_id` acknowledged its current snapshot; raises RuntimeError on a NACK."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             status = self.status(node_id)
-            snapshot = self._snapshots.get(self._snapshot_key(node_id), {})
+            snapshot = self._node_snapshot(node_id)
             if any(status.rejected.get(t) == s.version for t, s in snapshot.items()):
                 raise RuntimeError(f"node {node_id} rejected the snapshot: {status.error}")
-            if snapshot and all(status.acked.get(t) == s.version for t, s in snapshot.items() if s.resources):
+            if snapshot and all(status.acked.get(t) == s.version for t, s in snapshot.items() if s.entries):
                 return status
             self._changed.clear()
             try:
@@ -157,137 +385,270 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                 break
         raise TimeoutError(f"node {node_id} did not acknowledge within {timeout}s")
 
-    # -- the stream -------------------------------------------------------------------------------------
+    # -- what to send -----------------------------------------------------------------------------------
 
-    def _snapshot_key(self, node_id: str) -> str:
-        return node_id if node_id in self._snapshots else ANY_NODE
+    def _snapshot_key(self, stream: _Stream) -> str | None:
+        for key in stream.snapshot_keys():
+            if key in self._snapshots:
+                return key
+        return None
 
-    def _current(self, stream: _Stream, type_url: str) -> TypeSnapshot | None:
-        """The snapshot to send, or the node's last good one when the node rejected the current."""
-        key = self._snapshot_key(stream.node_id)
-        current = self._snapshots.get(key, {}).get(type_url)
-        if current and self.status(stream.node_id).rejected.get(type_url) == current.version:
-            return self._last_good.get((stream.node_id, type_url))
-        return current
-
-    def _send(
-        self, stream: _Stream, type_url: str, snapshot: TypeSnapshot | None = None
-    ) -> asyncio.Future[bool] | None:
-        snapshot = snapshot or self._current(stream, type_url)
-        if snapshot is None:
-            return None
-        names = set(stream.names.get(type_url, ()))
-        resources = [r for name, r in snapshot.resources if not names or name in names]
-        nonce = str(next(self._nonce))
-        stream.sent[type_url] = snapshot.version
-        stream.delivered[type_url] = snapshot
-        stream.nonces[type_url] = nonce
-        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        stream.waiters[nonce] = waiter
-        stream.outbox.put_nowait(
-            discovery_pb2.DiscoveryResponse(
-                version_info=snapshot.version, resources=resources, type_url=type_url, nonce=nonce
+    def _node_snapshot(self, node_id: str) -> Snapshot:
+        streams = self._by_node.get(node_id)
+        if streams:
+            key = self._snapshot_key(next(iter(streams)))
+        else:
+            key = next(
+                (k for k in (node_id, node_namespace(node_id), ANY_NODE) if k in self._snapshots), None
             )
-        )
-        return waiter
+        return self._snapshots.get(key, {}) if key is not None else {}
+
+    def _move(self, type_url: str, held: TypeSnapshot | None, target: TypeSnapshot) -> bytes | None:
+        """The serialised difference, shared by every stream making the same move."""
+        if held is None:
+            return _difference(type_url, None, target)
+        key = (type_url, held.version, target.version)
+        if key in self._moves:
+            self._moves.move_to_end(key)
+            return self._moves[key]
+        body = self._moves[key] = _difference(type_url, held, target)
+        while len(self._moves) > MAX_CACHED_MOVES:
+            self._moves.popitem(last=False)
+        return body
+
+    def _bridge(self, held: TypeSnapshot | None, target: TypeSnapshot) -> TypeSnapshot | None:
+        """The target clusters plus the held ones it drops, or None if it drops none."""
+        if held is None:
+            return None
+        key = (held.version, target.version)
+        if key not in self._bridges:
+            dropped = {n: e for n, e in held.entries.items() if n not in target.entries}
+            self._bridges[key] = (
+                TypeSnapshot(f"{target.version}+{held.version}", {**target.entries, **dropped})
+                if dropped
+                else None
+            )
+            while len(self._bridges) > MAX_CACHED_MOVES:
+                self._bridges.popitem(last=False)
+        return self._bridges[key]
+
+    # -- pushing ------------------------------------------------------------------------------------------
+
+    async def _pusher(self, stream: _Stream) -> None:
+        """Bring the stream to its snapshot whenever it is woken: types in order, each after an ACK."""
+        while True:
+            await stream.wake.wait()
+            stream.wake.clear()
+            await self._push(stream)
 
     async def _push(self, stream: _Stream) -> None:
-        """Send changed types in CDS, LDS, RDS order, each after the previous one was ACKed.
-
-        Make before break: clusters the node's current routes may still name stay in the first CDS
-        push and are only removed after the new routes were ACKed, so no request meets a route to a
-        cluster Envoy no longer has (a 503).
-        """
-        async with stream.push_lock:
-            final_clusters = None
-            for type_url in TYPE_ORDER:
-                snapshot = self._current(stream, type_url)
-                if (
-                    type_url not in stream.names
-                    or snapshot is None
-                    or stream.sent.get(type_url) == snapshot.version
-                ):
-                    continue
-                bridge = self._bridge(stream, snapshot) if type_url == CLUSTER_TYPE else None
-                if bridge is not None:
-                    final_clusters, snapshot = snapshot, bridge
-                if not await self._deliver(stream, type_url, snapshot):
-                    return
-            if final_clusters is not None:
-                await self._deliver(stream, CLUSTER_TYPE, final_clusters)
-
-    @staticmethod
-    def _bridge(stream: _Stream, clusters: TypeSnapshot) -> TypeSnapshot | None:
-        """The new clusters plus the ones last sent that the new snapshot drops, or None if none are."""
-        previous = stream.delivered.get(CLUSTER_TYPE)
-        if previous is None:
-            return None
-        kept = {name for name, _ in clusters.resources}
-        dropped = [(name, resource) for name, resource in previous.resources if name not in kept]
-        if not dropped:
-            return None
-        return TypeSnapshot(f"{clusters.version}+bridge", [*clusters.resources, *dropped])
-
-    async def _deliver(self, stream: _Stream, type_url: str, snapshot: TypeSnapshot) -> bool:
-        """Send and wait for the ACK; False on a NACK or when the node does not answer in time."""
-        waiter = self._send(stream, type_url, snapshot)
-        if waiter is None:
-            return True
-        try:
-            return await asyncio.wait_for(waiter, self.ack_timeout)
-        except TimeoutError:
-            return False
-
-    def _on_request(self, stream: _Stream, request: discovery_pb2.DiscoveryRequest) -> None:
-        if not stream.node_id:
-            stream.node_id = request.node.id
-        type_url = request.type_url
-        names = tuple(sorted(request.resource_names))
-        nonce = request.response_nonce
-        if nonce and nonce != stream.nonces.get(type_url):
-            return  # stale: answers a response that was superseded
+        key = self._snapshot_key(stream)
+        snapshot = self._snapshots[key] if key is not None else {}
         status = self.status(stream.node_id)
-        waiter = stream.waiters.pop(nonce, None) if nonce else None
-        if nonce and request.HasField("error_detail"):
-            status.error = request.error_detail.message
-            status.rejected[type_url] = stream.sent.get(type_url, "")
-            if waiter and not waiter.done():
-                waiter.set_result(False)
-        elif nonce:
-            status.acked[type_url] = request.version_info
-            status.rejected.pop(type_url, None)
-            if not status.rejected:
-                status.error = None
-            snapshot = self._current(stream, type_url)
-            if snapshot and snapshot.version == request.version_info:
-                self._last_good[(stream.node_id, type_url)] = snapshot
-            if waiter and not waiter.done():
-                waiter.set_result(True)
+        final_clusters: tuple[_Subscription, TypeSnapshot, TypeSnapshot] | None = None
+        for type_url in TYPE_ORDER:
+            subscription = stream.subscriptions.get(type_url)
+            source = snapshot.get(type_url)
+            if subscription is None or source is None:
+                continue
+            if status.rejected and status.rejected.get(type_url) == source.version:
+                last_good = status.last_good.get(type_url)
+                if last_good is None:
+                    continue
+                source = last_good
+            target = (
+                source
+                if subscription.wildcard
+                else source.restricted(subscription.names, type_url == VIRTUAL_HOST_TYPE)
+            )
+            if subscription.held is target:
+                continue
+            final = True
+            if type_url == config.CLUSTER_TYPE:
+                bridge = self._bridge(subscription.held, target)
+                if bridge is not None:
+                    final_clusters, target, final = (subscription, target, source), bridge, False
+            if not await self._deliver(stream, type_url, subscription, target, source, final):
+                return
+            if stream.wake.is_set():
+                return  # a newer snapshot: start over from what the sidecar now holds
+        if final_clusters is not None:
+            subscription, target, source = final_clusters
+            await self._deliver(stream, config.CLUSTER_TYPE, subscription, target, source, True)
+
+    async def _deliver(
+        self,
+        stream: _Stream,
+        type_url: str,
+        subscription: _Subscription,
+        target: TypeSnapshot,
+        source: TypeSnapshot,
+        final: bool,
+    ) -> bool:
+        """Send the difference and wait for the ACK; False on a NACK."""
+        held = subscription.held
+        body = self._move(type_url, held, target)
+        if body is None and (held is not None or subscription.answered):
+            # Nothing the sidecar lacks (it reported exactly these versions when it reconnected).
+            self._acknowledged(stream, type_url, target, source, final)
+            return True
+        if body is None:
+            body = _response(type_url, target, [], [])  # Envoy's initial fetch waits for an answer
+        nonce = str(next(self._nonce))
+        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        subscription.sent = _Sent(nonce, target, source, final, waiter)
+        # Protobuf concatenation merges messages: the shared body plus this stream's nonce.
+        tail = discovery_pb2.DeltaDiscoveryResponse(nonce=nonce).SerializeToString()
+        await stream.context.write(body + tail)
+        subscription.answered = True
+        return await waiter
+
+    def _acknowledged(
+        self, stream: _Stream, type_url: str, holds: TypeSnapshot, source: TypeSnapshot, final: bool
+    ) -> None:
+        stream.subscriptions[type_url].held = holds
+        if not final:
+            return
+        status = self.status(stream.node_id)
+        if status.acked.get(type_url) != source.version:
+            status.acked[type_url] = source.version
+            status.acked_at[type_url] = time.monotonic()
+        status.rejected.pop(type_url, None)
+        if not status.rejected:
+            status.error = None
+        status.last_good[type_url] = source
         self._changed.set()
-        resubscribed = stream.names.get(type_url) != names
-        stream.names[type_url] = names
-        if not nonce or resubscribed:
-            self._send(stream, type_url)
 
-    async def _read(self, stream: _Stream, requests: AsyncIterator[discovery_pb2.DiscoveryRequest]) -> None:
+    # -- requests -----------------------------------------------------------------------------------------
+
+    def _on_request(self, stream: _Stream, request: discovery_pb2.DeltaDiscoveryRequest) -> None:
+        type_url = request.type_url
+        subscription = stream.subscriptions.get(type_url)
+        if subscription is None:
+            self._subscribe(stream, request)
+            return
+        sent = subscription.sent
+        if request.response_nonce and sent is not None and request.response_nonce == sent.nonce:
+            subscription.sent = None
+            if request.HasField("error_detail"):
+                status = self.status(stream.node_id)
+                status.error = request.error_detail.message[:MAX_ERROR_MESSAGE]
+                status.rejected[type_url] = sent.source.version
+                self._changed.set()
+                log.warning("node %s rejected %s %s: %s", stream.node_id, type_url, sent.source.version,
+                            status.error)  # fmt: skip
+            else:
+                self._acknowledged(stream, type_url, sent.holds, sent.source, sent.final)
+            if not sent.waiter.done():
+                sent.waiter.set_result(not request.HasField("error_detail"))
+        if request.resource_names_subscribe or request.resource_names_unsubscribe:
+            added = set(request.resource_names_subscribe)
+            dropped = set(request.resource_names_unsubscribe)
+            subscription.wildcard = (subscription.wildcard or WILDCARD in added) and WILDCARD not in dropped
+            subscription.names = frozenset((subscription.names | added) - dropped - {WILDCARD})
+            if subscription.held is not None and not subscription.wildcard:
+                # Envoy forgets what it unsubscribed from.
+                subscription.held = subscription.held.restricted(
+                    subscription.names, type_url == VIRTUAL_HOST_TYPE
+                )
+            if added:
+                stream.wake.set()
+
+    def _subscribe(self, stream: _Stream, request: discovery_pb2.DeltaDiscoveryRequest) -> None:
+        """The first request for a type: no names (or "*") is a wildcard subscription."""
+        names = set(request.resource_names_subscribe)
+        subscription = _Subscription(not names or WILDCARD in names, frozenset(names - {WILDCARD}))
+        if request.initial_resource_versions:
+            subscription.held = _reported(request.initial_resource_versions)
+        stream.subscriptions[request.type_url] = subscription
+        stream.wake.set()
+
+    async def _admit(self, context: grpc.aio.ServicerContext[Any, Any]) -> Identity | None:
+        """The stream's proven identity (None without an authenticator), or abort the call."""
+        if self.authenticator is None:
+            return None
         try:
-            async for request in requests:
-                self._on_request(stream, request)
-        finally:
-            stream.outbox.put_nowait(None)
+            identity = await self.authenticator.authenticate(dict(context.invocation_metadata() or ()))
+        except Unauthenticated as refused:
+            log.info("xDS stream from %s refused: %s", context.peer(), refused)
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(refused))
+        limit = self.max_streams_per_identity
+        if limit and self._per_identity[identity] >= limit:
+            log.warning(
+                "xDS stream from %s refused: %s already has %d streams", context.peer(), identity, limit
+            )
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, f"{identity} already holds {limit} xDS streams"
+            )
+        return identity
 
-    async def StreamAggregatedResources(
-        self, request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest], context: Any
-    ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
-        stream = _Stream()
+    async def _stream_handler(
+        self, request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest], context: Any
+    ) -> None:
+        identity = await self._admit(context)
+        requests = aiter(request_iterator)
+        first = await anext(requests, None)
+        if first is None:
+            return
+        stream = _Stream(context, identity=identity, node_id=first.node.id)
+        if identity is not None and not _node_matches(stream.node_id, identity):
+            pod = identity.pod or "<pod>"
+            log.info(
+                "xDS stream from %s refused: node id %r for %s", context.peer(), stream.node_id, identity
+            )
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"node id {stream.node_id!r} is not {pod}.{identity.namespace}: the token is for {identity}",
+            )
+        self._register(stream)
+        self._on_request(stream, first)
+        if self._snapshot_key(stream) is None and self.on_new_view is not None:
+            self.on_new_view(stream.namespace)
+        reader = asyncio.create_task(self._read(stream, requests))
+        pusher = asyncio.create_task(self._pusher(stream))
+        for task in (reader, pusher):
+            task.add_done_callback(lambda _: stream.end())
+        try:
+            # Until the sidecar goes away, a write to it fails, or the server stops: the call then ends
+            # normally instead of being cancelled under gRPC.
+            await stream.ended
+        finally:
+            self._unregister(stream)
+            for task in (reader, pusher):
+                task.cancel()
+            for outcome in await asyncio.gather(reader, pusher, return_exceptions=True):
+                if isinstance(outcome, Exception) and not isinstance(outcome, grpc.aio.AioRpcError):
+                    log.warning("xDS stream of %s ended: %r", stream.node_id, outcome)
+            for subscription in stream.subscriptions.values():
+                if subscription.sent is not None and not subscription.sent.waiter.done():
+                    subscription.sent.waiter.cancel()
+
+    async def _read(
+        self, stream: _Stream, requests: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest]
+    ) -> None:
+        async for request in requests:
+            self._on_request(stream, request)
+
+    def _register(self, stream: _Stream) -> None:
+        self._departed.pop(stream.node_id, None)
+        while self._departed and next(iter(self._departed.values())) < time.monotonic() - DEPARTED_RETENTION:
+            self._status.pop(self._departed.popitem(last=False)[0], None)
         self._streams.add(stream)
-        reader = asyncio.create_task(self._read(stream, request_iterator))
-        try:
-            while (response := await stream.outbox.get()) is not None:
-                yield response
-        finally:
-            reader.cancel()
-            self._streams.discard(stream)
-            for waiter in stream.waiters.values():
-                if not waiter.done():
-                    waiter.cancel()
+        self._by_node.setdefault(stream.node_id, set()).add(stream)
+        self._by_namespace.setdefault(stream.namespace, set()).add(stream)
+        if stream.identity is not None:
+            self._per_identity[stream.identity] += 1
+
+    def _unregister(self, stream: _Stream) -> None:
+        self._streams.discard(stream)
+        for index, key in ((self._by_node, stream.node_id), (self._by_namespace, stream.namespace)):
+            members = index.get(key, set())
+            members.discard(stream)
+            if not members:
+                index.pop(key, None)
+        if stream.node_id not in self._by_node:
+            self._departed[stream.node_id] = time.monotonic()
+        if stream.identity is not None:
+            self._per_identity[stream.identity] -= 1
+            if self._per_identity[stream.identity] <= 0:
+                del self._per_identity[stream.identity]

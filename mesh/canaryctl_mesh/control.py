@@ -1,36 +1,327 @@
-"""The mesh control plane's sync step: watched Kubernetes objects → sidecar config on the ADS server.
+"""The mesh control plane's sync step: watched Kubernetes objects → one xDS view per namespace.
 
-Whoever watches the cluster (the operator) calls `sync` with the current objects after any change.
-A TrafficSplit that cannot be translated is left out and reported in `errors`; the rest still syncs.
+Whoever watches the cluster calls `update` with the objects of the namespaces that changed and then
+`push`. Namespaces translate independently (a TrafficSplit only names objects in its own namespace),
+so a change re-translates one namespace, not the mesh. An object that cannot be translated or
+conflicts with an older one is refused alone (`refused`) and everything else keeps being routed.
+
+A view is what the sidecars of one namespace get: the routes of their own namespace (short names
+included) and the routes other namespaces export to them (qualified names only). Each routed service
+is one virtual host, sent over VHDS (`canaryctl_mesh.ads`), so a weight change reaches a sidecar as
+that one virtual host. Hosts and clusters are encoded once per change of their namespace and grouped
+into parts (a namespace's routes as it sees them, and as each set of namespaces it exports to sees
+them); a view is the union of the parts it may see, rebuilt only when one of those parts changed.
+
+Listeners are the same for every view but for their opaque ports (`canaryctl_mesh.protocols`): a
+namespace's Services declare them for its own sidecars only, so no namespace can turn protocol
+detection off, and with it routing and metrics, for another namespace's traffic.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+from envoy.config.route.v3 import route_components_pb2
+from google.protobuf import any_pb2, json_format
+
 from canaryctl_mesh import config, protocols
-from canaryctl_mesh.ads import ANY_NODE, AdsServer
-from canaryctl_mesh.translate import translate
+from canaryctl_mesh.ads import (
+    VIRTUAL_HOST_TYPE,
+    AdsServer,
+    Entry,
+    Snapshot,
+    TypeSnapshot,
+    digest,
+    encode,
+    encode_resources,
+)
+from canaryctl_mesh.translate import ALL_NAMESPACES, MeshRoute, Refusal, Translation, translate_namespace
+
+Object = Mapping[str, Any]
+VHDS_SOURCE = {"ads": {}, "resource_api_version": "V3"}
+
+
+def _entry(resource: any_pb2.Any) -> Entry:
+    return digest([resource.value]), resource
+
+
+@dataclass(frozen=True)
+class _EncodedRoute:
+    route: MeshRoute
+    name: str
+    """The virtual host's resource name, ``outbound/<service>_<namespace>`` (and its name in Envoy)."""
+    local_host: Entry
+    """The virtual host as its own namespace sees it (short names too)."""
+    remote_host: Entry
+    clusters: tuple[tuple[str, Entry], ...]
+
+
+def _virtual_host(spec: config.RouteSpec, name: str) -> Entry:
+    host = config.build_route_config(config.OUTBOUND_ROUTE_NAME, [spec])["virtual_hosts"][0]
+    try:
+        parsed = json_format.ParseDict({**host, "name": name}, route_components_pb2.VirtualHost())
+    except json_format.ParseError as error:
+        raise ValueError(f"service {spec.service!r}: {error}") from error
+    resource = any_pb2.Any()
+    resource.Pack(parsed)
+    return _entry(resource)
+
+
+def _encode(route: MeshRoute) -> _EncodedRoute:
+    clusters = []
+    for cluster in config.build_clusters([route.spec]):
+        try:
+            clusters.append((str(cluster["name"]), _entry(json_format.ParseDict(cluster, any_pb2.Any()))))
+        except json_format.ParseError as error:
+            raise ValueError(f"cluster {cluster['name']!r}: {error}") from error
+    name = f"{config.OUTBOUND_ROUTE_NAME}/{route.spec.service}"
+    return _EncodedRoute(
+        route,
+        name,
+        _virtual_host(route.spec_for(route.namespace), name),
+        _virtual_host(route.spec, name),
+        tuple(clusters),
+    )
+
+
+def _route_key(route: MeshRoute) -> str:
+    return json.dumps(
+        [route.namespace, sorted(route.export_to), route.short_hosts, route.spec.model_dump(mode="json")],
+        sort_keys=True,
+    )
+
+
+def _namespace_of(obj: Object) -> str:
+    return str((obj.get("metadata") or {}).get("namespace") or "default")
+
+
+def _version(entries: Mapping[str, Entry]) -> str:
+    return digest(f"{name}={version}".encode() for name, (version, _) in entries.items())
+
+
+@dataclass(frozen=True)
+class _Part:
+    """Routes of `owner` as its own sidecars see them (`own`: short names too) or as the other
+    namespaces in `seen_by` do."""
+
+    owner: str
+    own: bool
+    seen_by: frozenset[str]
+    hosts: dict[str, Entry]
+    clusters: dict[str, Entry]
+    hosts_version: str = field(init=False)
+    clusters_version: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hosts_version", _version(self.hosts))
+        object.__setattr__(self, "clusters_version", _version(self.clusters))
+
+    def visible_to(self, namespace: str) -> bool:
+        if self.own:
+            return namespace == self.owner
+        return namespace != self.owner and bool({namespace, ALL_NAMESPACES} & self.seen_by)
+
+
+def _parts(owner: str, routes: Iterable[_EncodedRoute]) -> list[_Part]:
+    """The owner's own view of its routes, and one part per distinct export set."""
+    own: tuple[dict[str, Entry], dict[str, Entry]] = ({}, {})
+    exported: dict[frozenset[str], tuple[dict[str, Entry], dict[str, Entry]]] = {}
+    for encoded in sorted(routes, key=lambda e: e.name):
+        shared = exported.setdefault(encoded.route.export_to, ({}, {}))
+        own[0][encoded.name] = encoded.local_host
+        shared[0][encoded.name] = encoded.remote_host
+        for hosts_and_clusters in (own, shared):
+            hosts_and_clusters[1].update(encoded.clusters)
+    parts = [_Part(owner, True, frozenset({owner}), *own)] if own[0] else []
+    parts += [_Part(owner, False, seen_by, *exported[seen_by]) for seen_by in sorted(exported, key=sorted)]
+    return parts
 
 
 class MeshControlPlane:
     def __init__(
-        self, ads: AdsServer, ports: config.SidecarPorts | None = None, bind_host: str = "0.0.0.0"
+        self,
+        ads: AdsServer,
+        ports: config.SidecarPorts | None = None,
+        bind_host: str = "0.0.0.0",
+        default_export_to: frozenset[str] = frozenset({ALL_NAMESPACES}),
     ) -> None:
         self.ads = ads
         self.ports = ports or config.SidecarPorts()
         self.bind_host = bind_host
-        self.errors: list[str] = []
+        self.default_export_to = default_export_to
+        self.refused: list[Refusal] = []
+        """Objects left out at the last push, and why."""
+        self.version = ""
+        """Digest of everything routed and refused; changes whenever the mesh's config does."""
+        self._translations: dict[str, Translation] = {}
+        self._encoded: dict[str, dict[str, _EncodedRoute]] = {}
+        self._parts: dict[str, list[_Part]] = {}
+        self._host_conflicts: list[Refusal] = []
+        self._excluded: set[tuple[str, str]] = set()
+        self._tasks: set[asyncio.Task[str]] = set()
+        static = config.sidecar_resources([], self.ports, bind_host=bind_host)
+        for route_config in static.routes:
+            if route_config["name"] == config.OUTBOUND_ROUTE_NAME:
+                # The services' virtual hosts come over VHDS; unknown hosts keep passing through.
+                route_config["vhds"] = {"config_source": VHDS_SOURCE}
+        encoded = encode_resources(static)
+        self._static_clusters = dict(encoded[config.CLUSTER_TYPE].entries)
+        self._default_listeners = encoded[config.LISTENER_TYPE]
+        self._listeners: dict[tuple[int, ...], TypeSnapshot] = {}
+        self._opaque_ports: dict[str, tuple[int, ...]] = {}
+        """Ports a namespace's Services declare non-HTTP (with the defaults), where they add any."""
+        self._routes = encode(config.ROUTE_TYPE, static.routes)
+        self._views: dict[str, tuple[tuple[str, ...], Snapshot]] = {}
+        self._shared: dict[str, TypeSnapshot] = {}
+        self._push_lock = asyncio.Lock()
+        ads.on_new_view = self._view_requested
 
-    def resources(self, objects: Iterable[Mapping[str, Any]]) -> config.Resources:
-        errors: list[str] = []
-        items = list(objects)
-        specs = translate(items, errors)
-        self.errors = errors
-        opaque = protocols.opaque_ports(items)
-        return config.sidecar_resources(specs, self.ports, bind_host=self.bind_host, opaque_ports=opaque)
+    # -- translation ---------------------------------------------------------------------------------
 
-    async def sync(self, objects: Iterable[Mapping[str, Any]]) -> str:
-        """Push the config for `objects` to every sidecar; returns the snapshot version."""
-        return await self.ads.set_snapshot(ANY_NODE, self.resources(objects))
+    def update(self, namespaces: Mapping[str, Iterable[Object]]) -> None:
+        """Translate these namespaces' objects anew (an empty list forgets the namespace)."""
+        for namespace, objects in namespaces.items():
+            items = list(objects)
+            if not items:
+                self._translations.pop(namespace, None)
+                self._encoded.pop(namespace, None)
+                self._opaque_ports.pop(namespace, None)
+                continue
+            opaque = protocols.opaque_ports(items)
+            if opaque != config.DEFAULT_OPAQUE_PORTS:
+                self._opaque_ports[namespace] = opaque
+            else:
+                self._opaque_ports.pop(namespace, None)
+            translation = translate_namespace(items, self.default_export_to)
+            previous = self._encoded.get(namespace, {})
+            encoded: dict[str, _EncodedRoute] = {}
+            for route in translation.routes:
+                key = _route_key(route)
+                try:
+                    encoded[key] = previous.get(key) or _encode(route)
+                except ValueError as error:  # Envoy would refuse it: leave this one service out
+                    translation.refused.append(Refusal(route.split, str(error)))
+            translation.routes = [e.route for e in encoded.values()]
+            self._translations[namespace] = translation
+            self._encoded[namespace] = encoded
+        excluded = self._excluded
+        self._check_hosts()
+        changed = set(namespaces) | {namespace for namespace, _ in excluded ^ self._excluded}
+        for namespace in changed:
+            routes = [
+                e
+                for e in self._encoded.get(namespace, {}).values()
+                if (namespace, e.route.spec.service) not in self._excluded
+            ]
+            self._parts[namespace] = _parts(namespace, routes)
+            if not self._parts[namespace]:
+                del self._parts[namespace]
+
+    def _check_hosts(self) -> None:
+        """A qualified name or ClusterIP claimed twice (only possible with hand-made ClusterIPs) keeps its
+        first claimer, by namespace and service, and refuses the other: Envoy would refuse the whole
+        route configuration."""
+        claimed: dict[str, str] = {}
+        self._host_conflicts = []
+        self._excluded = set()
+        for namespace in sorted(self._translations):
+            for route in sorted(self._translations[namespace].routes, key=lambda r: r.spec.service):
+                service = route.spec.service
+                clash = next((h for h in route.spec.hosts if claimed.get(h, service) != service), None)
+                if clash is None:
+                    claimed.update(dict.fromkeys(route.spec.hosts, service))
+                    continue
+                self._excluded.add((namespace, service))
+                message = f"host {clash!r} is already routed to {claimed[clash]}"
+                self._host_conflicts.append(Refusal(route.split, message))
+        parts = []
+        for namespace in sorted(self._translations):
+            translation = self._translations[namespace]
+            parts += [key.encode() for key in sorted(self._encoded[namespace])]
+            parts += [f"{r.ref}: {r.message}".encode() for r in translation.refused]
+            parts.append(f"opaque ports {self._opaque_ports.get(namespace)}".encode())
+        self.version = digest(parts)
+
+    # -- views ---------------------------------------------------------------------------------------
+
+    def _view(self, namespace: str) -> Snapshot:
+        """The parts `namespace` may see, merged; the previous view when none of them changed."""
+        parts = [p for owner in sorted(self._parts) for p in self._parts[owner] if p.visible_to(namespace)]
+        listeners = self._listeners_of(namespace)
+        key = (listeners.version, *(v for p in parts for v in (p.hosts_version, p.clusters_version)))
+        cached = self._views.get(namespace)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        view = {
+            config.CLUSTER_TYPE: self._merged(
+                config.CLUSTER_TYPE, [(p.clusters_version, p.clusters) for p in parts], self._static_clusters
+            ),
+            config.LISTENER_TYPE: listeners,
+            config.ROUTE_TYPE: self._routes,
+            VIRTUAL_HOST_TYPE: self._merged(VIRTUAL_HOST_TYPE, [(p.hosts_version, p.hosts) for p in parts]),
+        }
+        self._views[namespace] = (key, view)
+        return view
+
+    def _listeners_of(self, namespace: str) -> TypeSnapshot:
+        """The capture listeners with the namespace's opaque ports; namespaces declaring the same
+        ports share one snapshot."""
+        opaque = self._opaque_ports.get(namespace)
+        if opaque is None:
+            return self._default_listeners
+        found = self._listeners.get(opaque)
+        if found is None:
+            static = config.sidecar_resources([], self.ports, bind_host=self.bind_host, opaque_ports=opaque)
+            found = self._listeners[opaque] = encode(config.LISTENER_TYPE, static.listeners)
+        return found
+
+    def _merged(
+        self, type_url: str, parts: list[tuple[str, dict[str, Entry]]], static: Mapping[str, Entry] = {}
+    ) -> TypeSnapshot:
+        """The parts' entries as one TypeSnapshot; views seeing the same parts share it (and its
+        serialised responses), and it is merged only the first time."""
+        version = digest([type_url.encode(), *(version.encode() for version, _ in parts)])
+        found = self._shared.get(version)
+        if found is None:
+            entries: dict[str, Entry] = {}
+            for _, part in parts:
+                entries.update(part)
+            entries.update(static)
+            found = self._shared[version] = TypeSnapshot(version, entries)
+        return found
+
+    async def push(self) -> str:
+        """Send every connected namespace its view (unchanged types are not resent); returns `version`."""
+        async with self._push_lock:
+            wanted = self.ads.namespaces()
+            for namespace in set(self._views) - wanted:
+                self.ads.drop_snapshot(namespace)
+                del self._views[namespace]
+            previous = {namespace: view for namespace, (_, view) in self._views.items()}
+            views = {namespace: self._view(namespace) for namespace in sorted(wanted)}
+            in_use = {s.version for view in views.values() for s in view.values()}
+            self._shared = {v: s for v, s in self._shared.items() if v in in_use}
+            self._listeners = {k: s for k, s in self._listeners.items() if s.version in in_use}
+            for namespace, view in views.items():
+                if previous.get(namespace) is not view:
+                    await self.ads.set_snapshot(namespace, view)
+            self.refused = [r for t in self._translations.values() for r in t.refused] + self._host_conflicts
+            return self.version
+
+    def _view_requested(self, namespace: str) -> None:
+        """A sidecar of a namespace without a view connected: build its view now."""
+        task = asyncio.get_running_loop().create_task(self.push())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def sync(self, objects: Iterable[Object]) -> str:
+        """Translate every namespace of `objects` (forgetting the others) and push."""
+        by_namespace: dict[str, list[Object]] = {namespace: [] for namespace in self._translations}
+        for obj in objects:
+            by_namespace.setdefault(_namespace_of(obj), []).append(obj)
+        self.update(by_namespace)
+        return await self.push()

@@ -28,6 +28,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from canaryctl_mesh import config, telemetry
+from canaryctl_mesh.identity import TOKEN_AUDIENCE
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,9 @@ NET_ADMIN_FORBIDDEN = ("baseline", "restricted")
 """Pod Security levels that reject the init container's NET_ADMIN and NET_RAW capabilities."""
 CLUSTER_DNS_POLICIES = ("ClusterFirst", "ClusterFirstWithHostNet")
 PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
+TOKEN_VOLUME = "canaryctl-xds-token"
+SIDECAR_TOKEN_PATH = "/var/run/secrets/canaryctl/xds/token"
+"""Where the proxy finds the projected ServiceAccount token it authenticates to the control plane with."""
 
 
 class ContainerResources(BaseModel):
@@ -66,6 +70,10 @@ class InjectorSettings(BaseModel):
     xds_host: str = "canaryctl-mesh.canaryctl-system.svc.cluster.local"
     """The control plane's fully qualified name: no search domain is needed to resolve it."""
     xds_port: int = 15010
+    xds_auth: config.XdsAuth | None = None
+    """TLS trust and token path for an authenticating control plane; None = plaintext, no token."""
+    token_audience: str = TOKEN_AUDIENCE
+    token_expiration_seconds: int = Field(default=3600, ge=600)
     proxy_uid: int = 1337
     ports: config.SidecarPorts = Field(default_factory=config.SidecarPorts)
     proxy_resources: ContainerResources = Field(default_factory=ContainerResources)
@@ -213,19 +221,34 @@ def _rewrite_probe(
     return rewritten, app_probe
 
 
+def token_volume(settings: InjectorSettings) -> dict[str, Any]:
+    """A projected ServiceAccount token for the control plane's audience only, rotated by the kubelet."""
+    token = {
+        "audience": settings.token_audience,
+        "expirationSeconds": settings.token_expiration_seconds,
+        "path": SIDECAR_TOKEN_PATH.rsplit("/", 1)[1],
+    }
+    return {"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": token}]}}
+
+
 def proxy_container(
     settings: InjectorSettings,
     workload: str = "",
     probes: tuple[config.AppProbe, ...] = (),
     xds_host: str | None = None,
 ) -> dict[str, Any]:
-    """The Envoy sidecar, as a native sidecar (restartPolicy Always) for spec.initContainers."""
+    """The Envoy sidecar, as a native sidecar (restartPolicy Always) for spec.initContainers.
+
+    `xds_host` (the control plane's address, for pods whose DNS cannot resolve its name) replaces the
+    name it dials; with TLS the certificate is still checked against the name (`XdsAuth.server_name`).
+    """
     ports = settings.ports
     bootstrap = config.ads_bootstrap(
         "sidecar",
         xds_host or settings.xds_host,
         settings.xds_port,
         admin_port=ports.admin,
+        auth=settings.xds_auth,
         health=("0.0.0.0", ports.health),
         probes=probes,
     )
@@ -233,6 +256,7 @@ def proxy_container(
         "httpGet": {"path": config.READY_PATH, "port": ports.health, "scheme": "HTTP"},
         "timeoutSeconds": 1,
     }
+    mounts = [{"name": TOKEN_VOLUME, "mountPath": SIDECAR_TOKEN_PATH.rsplit("/", 1)[0], "readOnly": True}]
     return {
         "name": PROXY_CONTAINER,
         "image": settings.proxy_image,
@@ -268,6 +292,7 @@ def proxy_container(
         "startupProbe": {**ready, "periodSeconds": 1, "failureThreshold": settings.startup_seconds},
         "readinessProbe": {**ready, "periodSeconds": 5, "failureThreshold": 3},
         "resources": settings.proxy_resources.model_dump(),
+        **({"volumeMounts": mounts} if settings.xds_auth else {}),
         "securityContext": {
             "runAsUser": settings.proxy_uid,
             "runAsGroup": settings.proxy_uid,
@@ -382,6 +407,13 @@ def pod_patch(
         ops += [{"op": "add", "path": "/spec/initContainers/-", "value": c} for c in sidecars]
     else:
         ops.append({"op": "add", "path": "/spec/initContainers", "value": sidecars})
+    if settings.xds_auth:
+        volume = token_volume(settings)
+        ops.append(
+            {"op": "add", "path": "/spec/volumes/-", "value": volume}
+            if spec.get("volumes")
+            else {"op": "add", "path": "/spec/volumes", "value": [volume]}
+        )
     added = {
         STATUS_ANNOTATION: "injected",
         "prometheus.io/scrape": "true",
@@ -422,11 +454,18 @@ NamespaceLabels = Callable[[str], Awaitable[Mapping[str, str]]]
 XDS_ADDRESS_TTL = 60.0
 
 
+MAX_REVIEW_BYTES = 8 * 1024 * 1024
+"""The API server accepts objects of up to 3 MiB; a review carries the object (and for updates the old
+one too) plus a small envelope, and JSON escaping can grow it."""
+
+
 def make_app(settings: InjectorSettings, namespace_labels: NamespaceLabels | None = None) -> web.Application:
     """POST /mutate; `namespace_labels` looks up the pod's namespace (the review does not carry it).
 
     The control plane's name is resolved here (the injector's own DNS is the cluster's) and cached
-    for a minute, for pods with a dnsPolicy that cannot resolve it.
+    for a minute, for pods with a dnsPolicy that cannot resolve it. A body that is not an
+    AdmissionReview object gets a 400; any other failure still answers `allowed` (the pod starts
+    unmeshed) with a warning naming the error, never a 500.
     """
     resolved: dict[str, tuple[float, str | None]] = {}
 
@@ -450,17 +489,34 @@ def make_app(settings: InjectorSettings, namespace_labels: NamespaceLabels | Non
             review = await request.json()
         except ValueError:
             return web.json_response({"error": "body is not JSON"}, status=400)
-        pod_request = review.get("request") or {}
-        namespace = pod_request.get("namespace", "")
-        labels = await namespace_labels(namespace) if namespace_labels else None
-        policy = ((pod_request.get("object") or {}).get("spec") or {}).get("dnsPolicy", "ClusterFirst")
-        address = None if policy in CLUSTER_DNS_POLICIES else await xds_ip()
-        return web.json_response(admission_review(review, settings, labels, address))
+        if not isinstance(review, dict) or not isinstance(review.get("request") or {}, dict):
+            return web.json_response({"error": "body is not an AdmissionReview object"}, status=400)
+        try:
+            pod_request = review.get("request") or {}
+            namespace = str(pod_request.get("namespace", ""))
+            labels = await namespace_labels(namespace) if namespace_labels else None
+            pod_spec = (pod_request.get("object") or {}).get("spec") or {}
+            policy = pod_spec.get("dnsPolicy", "ClusterFirst")
+            address = None if policy in CLUSTER_DNS_POLICIES else await xds_ip()
+            return web.json_response(admission_review(review, settings, labels, address))
+        except Exception as error:  # an injector bug must not block or silently drop the pod
+            log.exception("admission review failed")
+            response = {
+                "uid": str((review.get("request") or {}).get("uid", "")),
+                "allowed": True,
+                "warnings": [
+                    f"canaryctl mesh injector: pod not meshed ({type(error).__name__}: {error})"[:512]
+                ],
+            }
+            return web.json_response(
+                {"apiVersion": review.get("apiVersion", "admission.k8s.io/v1"), "kind": "AdmissionReview",
+                 "response": response}
+            )  # fmt: skip
 
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok")
 
-    app = web.Application()
+    app = web.Application(client_max_size=MAX_REVIEW_BYTES)
     app.router.add_post("/mutate", mutate)
     app.router.add_get("/healthz", healthz)
     return app

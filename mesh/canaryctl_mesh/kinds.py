@@ -23,6 +23,9 @@ KINDS: dict[tuple[str, str], Kind] = {
     ("v1", "Pod"): Kind("pods"),
     ("v1", "Event"): Kind("events"),
     ("v1", "Namespace"): Kind("namespaces", namespaced=False),
+    ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration"): Kind(
+        "mutatingwebhookconfigurations", namespaced=False
+    ),
     ("apps/v1", "Deployment"): Kind("deployments"),
     ("apps/v1", "DaemonSet"): Kind("daemonsets"),
     ("apps/v1", "ReplicaSet"): Kind("replicasets"),
@@ -37,6 +40,13 @@ KINDS: dict[tuple[str, str], Kind] = {
     ("networking.istio.io/v1beta1", "DestinationRule"): Kind("destinationrules"),
     ("gateway.networking.k8s.io/v1", "HTTPRoute"): Kind("httproutes"),
     ("gateway.networking.k8s.io/v1beta1", "HTTPRoute"): Kind("httproutes"),
+    # Ingress controllers
+    ("networking.k8s.io/v1", "Ingress"): Kind("ingresses"),
+    ("projectcontour.io/v1", "HTTPProxy"): Kind("httpproxies"),
+    ("gateway.solo.io/v1", "RouteTable"): Kind("routetables"),
+    ("gloo.solo.io/v1", "Upstream"): Kind("upstreams"),
+    ("traefik.io/v1alpha1", "TraefikService"): Kind("traefikservices"),
+    ("apisix.apache.org/v2", "ApisixRoute"): Kind("apisixroutes"),
     **{
         (f"split.smi-spec.io/{v}", "TrafficSplit"): Kind("trafficsplits")
         for v in ("v1alpha1", "v1alpha2", "v1alpha3", "v1alpha4")

@@ -149,6 +149,19 @@ class KubeObjects:
                 raise
         return await self.request("POST", resource_path(api_version, kind, namespace), obj)
 
+    async def create(self, obj: dict[str, Any]) -> None:
+        """POST without the GET that ``apply`` makes first; a name already taken raises (409)."""
+        namespace = obj["metadata"].get("namespace")
+        path = resource_path(obj["apiVersion"], obj["kind"], namespace)
+        await self.request("POST", path, obj)
+
+    async def json_patch(
+        self, api_version: str, kind: str, namespace: str, name: str, operations: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """RFC 6902 patch; a failed ``test`` operation raises (422): writers guard on what they read."""
+        path = resource_path(api_version, kind, namespace, name)
+        return await self.request("PATCH", path, operations, "application/json-patch+json")
+
     async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         try:
             await self.request("DELETE", resource_path(api_version, kind, namespace, name))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -119,14 +120,23 @@ def backend_for(service: Object, slices: Iterable[Object]) -> Backend:
     )
 
 
-def _hosts(service: Object) -> tuple[str, ...]:
+def _hosts(service: Object) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(names any caller may use, short names only callers in the service's namespace may use).
+
+    A short name means a service in the caller's own namespace, as in Kubernetes DNS: ``pay`` from
+    team-a is team-a's pay, never team-b's.
+    """
     name, namespace = _name(service), _namespace(service)
-    names = [name, f"{name}.{namespace}", f"{name}.{namespace}.svc", f"{name}.{namespace}.svc.cluster.local"]
+    qualified = [f"{name}.{namespace}", f"{name}.{namespace}.svc", f"{name}.{namespace}.svc.cluster.local"]
     cluster_ip = service.get("spec", {}).get("clusterIP")
     if cluster_ip and cluster_ip != "None":
-        names.append(cluster_ip)
+        qualified.append(cluster_ip)
     port = _service_port(service)["port"]
-    return tuple(host for n in names for host in (n, f"{n}:{port}"))
+
+    def with_port(names: list[str]) -> tuple[str, ...]:
+        return tuple(host for n in names for host in (n, f"{n}:{port}"))
+
+    return with_port(qualified), with_port([name])
 
 
 def _header_matches(headers: Any) -> tuple[HeaderMatch, ...]:
@@ -211,6 +221,12 @@ def _apply_policy(policy: TrafficPolicy, namespace: str) -> dict[str, Any]:
     return fields
 
 
+def _policy_services(policy: TrafficPolicy) -> list[str]:
+    """Services a policy names (mirror target, faulted backends), each once."""
+    names = [policy.spec.mirror.backend] if policy.spec.mirror else []
+    return list(dict.fromkeys([*names, *(f.backend for f in policy.spec.faults)]))
+
+
 def translate_split(
     split: Object,
     services: Iterable[Object],
@@ -218,7 +234,10 @@ def translate_split(
     route_groups: Iterable[Object] = (),
     policy: TrafficPolicy | Object | None = None,
 ) -> RouteSpec:
-    """One TrafficSplit (any SMI version) and what it refers to → the RouteSpec for its apex service."""
+    """One TrafficSplit (any SMI version) and what it refers to → the RouteSpec for its apex service.
+
+    ``hosts`` are the names a caller in any namespace may use; see `translate_namespace` for short names.
+    """
     if not str(split.get("apiVersion", "")).startswith("split.smi-spec.io/"):
         raise ValueError(f"not an SMI TrafficSplit: apiVersion {split.get('apiVersion')!r}")
     namespace = _namespace(split)
@@ -268,53 +287,154 @@ def translate_split(
         model = policy if isinstance(policy, TrafficPolicy) else TrafficPolicy.model_validate(policy)
         fields = _apply_policy(model, namespace)
         known = {wb.backend.name for wb in backends}
-        extra = {fields["mirror"].backend} if "mirror" in fields else set()
-        extra |= set(fields["faults"])
-        for name in sorted(extra - known):
-            svc = service(name.rsplit(".", 1)[0])
-            backends.append(WeightedBackend(backend=backend_for(svc, slices), weight=0))
+        for name in _policy_services(model):
+            if cluster_name(name, namespace) not in known:
+                if name not in by_name:
+                    raise ValueError(f"service {name!r} not found")
+                backends.append(WeightedBackend(backend=backend_for(by_name[name], slices), weight=0))
 
     return RouteSpec(
         service=cluster_name(apex, namespace),
         backends=tuple(backends),
-        hosts=_hosts(service(apex)),
+        hosts=_hosts(service(apex))[0],
         matches=tuple(matches),
         **fields,
     )
 
 
-def translate(objects: Iterable[Object], errors: list[str] | None = None) -> list[RouteSpec]:
-    """A bag of Kubernetes objects (what the control plane watches) → one RouteSpec per TrafficSplit.
+EXPORT_ANNOTATION = "mesh.canaryctl.dev/export-to"
+"""TrafficSplit annotation: namespaces whose sidecars get this route ("*" all, "." its own, or names)."""
+ALL_NAMESPACES = "*"
+_NAMESPACE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
-    With `errors`, a TrafficSplit that cannot be translated (or claims an apex another split already
-    has) is skipped and described there, so one bad object does not block the rest of the mesh;
-    without it the first problem raises ValueError.
+
+def parse_export_to(value: str, namespace: str) -> frozenset[str]:
+    """``"*"``, ``"."`` (own namespace) and namespace names, comma-separated → the namespaces, or {"*"}."""
+    names = {part.strip() for part in value.split(",") if part.strip()}
+    if not names:
+        raise ValueError(f"{EXPORT_ANNOTATION}: empty; use '*', '.' or namespace names")
+    bad = sorted(n for n in names if n not in (ALL_NAMESPACES, ".") and not _NAMESPACE_NAME.match(n))
+    if bad:
+        raise ValueError(f"{EXPORT_ANNOTATION}: {bad} are not namespace names; use '*', '.' or names")
+    if ALL_NAMESPACES in names:
+        return frozenset({ALL_NAMESPACES})
+    return frozenset(namespace if n == "." else n for n in names) | {namespace}
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """Enough of a Kubernetes object to name it in an Event (``involvedObject``)."""
+
+    api_version: str
+    kind: str
+    namespace: str
+    name: str
+    uid: str = ""
+
+    @classmethod
+    def of(cls, obj: Object) -> ObjectRef:
+        uid = str((obj.get("metadata") or {}).get("uid") or "")
+        return cls(str(obj.get("apiVersion", "")), str(obj.get("kind", "")), _namespace(obj), _name(obj), uid)
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """An object the control plane left out, and why; everything else keeps being routed."""
+
+    ref: ObjectRef
+    message: str
+
+
+@dataclass(frozen=True)
+class MeshRoute:
+    """One routed apex service: its RouteSpec and who may see it under which names."""
+
+    split: ObjectRef
+    namespace: str
+    spec: RouteSpec
+    short_hosts: tuple[str, ...]
+    """Names that mean this service only to callers in `namespace` (``web``, ``web:80``)."""
+    export_to: frozenset[str]
+    """Namespaces whose sidecars get this route; ``{"*"}`` for all."""
+
+    def visible_to(self, namespace: str) -> bool:
+        return namespace == self.namespace or bool({namespace, ALL_NAMESPACES} & self.export_to)
+
+    def spec_for(self, namespace: str) -> RouteSpec:
+        """The route as a caller in `namespace` sees it: short names only from the same namespace."""
+        if namespace != self.namespace:
+            return self.spec
+        return self.spec.model_copy(update={"hosts": self.short_hosts + self.spec.hosts})
+
+
+@dataclass
+class Translation:
+    routes: list[MeshRoute] = field(default_factory=list)
+    refused: list[Refusal] = field(default_factory=list)
+
+
+def _age(obj: Object) -> tuple[str, str]:
+    """Older objects win conflicts, as in Istio: creationTimestamp (RFC 3339 sorts as text), then name."""
+    return str((obj.get("metadata") or {}).get("creationTimestamp") or ""), _name(obj)
+
+
+def _by_service(objects: list[Object], translation: Translation) -> dict[str, Object]:
+    """The oldest object per spec.service; every younger one is refused, naming the one that won."""
+    winners: dict[str, Object] = {}
+    for obj in sorted(objects, key=_age):
+        service = str((obj.get("spec") or {}).get("service") or "")
+        if service in winners:
+            message = (
+                f"{obj.get('kind')} {_name(winners[service])} (older) already routes service {service!r}"
+            )
+            translation.refused.append(Refusal(ObjectRef.of(obj), message))
+        else:
+            winners[service] = obj
+    return winners
+
+
+def translate_namespace(
+    objects: Iterable[Object], default_export_to: frozenset[str] = frozenset({ALL_NAMESPACES})
+) -> Translation:
+    """One namespace's objects → its routes, refusing bad or conflicting objects one by one.
+
+    A TrafficSplit only ever refers to objects in its own namespace, so namespaces translate
+    independently (and the control plane redoes only those that changed). A split that cannot be
+    translated, or routes a service an older split already routes, is refused alone; an invalid
+    TrafficPolicy is refused alone and its service is routed without it.
     """
     items = list(objects)
 
     def kind(k: str) -> list[Object]:
         return [o for o in items if o.get("kind") == k]
 
-    policies = {
-        (_namespace(p), str(p.get("spec", {}).get("service"))): p
-        for p in kind(TRAFFIC_POLICY_KIND)
-        if p.get("apiVersion") == MESH_API_VERSION
-    }
-    specs: dict[str, RouteSpec] = {}
-    for split in kind("TrafficSplit"):
-        apex = (_namespace(split), str(split.get("spec", {}).get("service")))
+    translation = Translation()
+    services, slices, groups = kind("Service"), kind("EndpointSlice"), kind("HTTPRouteGroup")
+    service_by_name = {_name(s): s for s in services}
+    policies = _by_service(
+        [p for p in kind(TRAFFIC_POLICY_KIND) if p.get("apiVersion") == MESH_API_VERSION], translation
+    )
+    for apex, split in _by_service(kind("TrafficSplit"), translation).items():
+        namespace = _namespace(split)
+        annotation = ((split.get("metadata") or {}).get("annotations") or {}).get(EXPORT_ANNOTATION)
         try:
-            spec = translate_split(
-                split, kind("Service"), kind("EndpointSlice"), kind("HTTPRouteGroup"), policies.get(apex)
+            export_to = (
+                parse_export_to(annotation, namespace) if annotation is not None else default_export_to
             )
-            if spec.service in specs:
-                raise ValueError(
-                    f"TrafficSplit {apex[0]}/{_name(split)}: another split already routes {apex[1]}"
-                )
+            spec = translate_split(split, services, slices, groups)
         except ValueError as error:
-            if errors is None:
-                raise
-            errors.append(str(error))
+            translation.refused.append(Refusal(ObjectRef.of(split), str(error)))
             continue
-        specs[spec.service] = spec
-    return list(specs.values())
+        policy = policies.get(apex)
+        if policy is not None:
+            try:
+                spec = translate_split(split, services, slices, groups, policy)
+            except ValueError as error:
+                message = f"TrafficPolicy {namespace}/{_name(policy)}: {error}"
+                translation.refused.append(Refusal(ObjectRef.of(policy), message))
+        short = _hosts(service_by_name[apex])[1]
+        translation.routes.append(MeshRoute(ObjectRef.of(split), namespace, spec, short, export_to))
+    return translation

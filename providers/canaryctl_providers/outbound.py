@@ -14,7 +14,7 @@ import functools
 import json
 import ssl
 import weakref
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,8 @@ MIB = 1 << 20
 MAX_RESPONSE_BYTES = 1 * MIB
 # Webhook and notifier replies only ever become the start of a message: the rest is not read.
 MESSAGE_BODY_BYTES = 4096
+# What fetch's ``until`` sees of a body: enough for a stream's closing message.
+UNTIL_TAIL_BYTES = 4096
 # Longest text of a remote error kept for status, events and logs; body excerpts are shorter still.
 MAX_ERROR_CHARS = 1000
 SNIPPET_CHARS = 300
@@ -121,11 +123,15 @@ async def fetch(
     max_bytes: int,
     truncate: bool = False,
     headers: httpx.Headers | dict[str, str] | None = None,
+    until: Callable[[bytes], bool] | None = None,
     **request: Any,
 ) -> Reply:
     """One request within ``deadline`` seconds in all; at most ``max_bytes`` of body are read.
 
     A longer body raises ResponseTooLarge, or with ``truncate`` is cut there and the connection closed.
+    ``until`` is asked after each chunk whether the body is complete, given its last UNTIL_TAIL_BYTES (a
+    stream that ends with a closing message but may keep its connection open); once it says so, the
+    rest is not read.
     An error status only ever becomes a message: its body is cut at MESSAGE_BODY_BYTES.
     The body is asked for and read without content coding: a compressed reply could inflate a thousand
     times past the cap within one chunk. Raises DeadlineExceeded, ResponseTooLarge, OutboundError or
@@ -157,6 +163,8 @@ async def fetch(
                     truncated = True
                     break
                 body += chunk
+                if until is not None and until(bytes(body[-UNTIL_TAIL_BYTES:])):
+                    break
             return Reply(response.status_code, response.headers, bytes(body), truncated)
     except (TimeoutError, httpx.TimeoutException) as exc:
         raise DeadlineExceeded(f"no complete answer within {deadline:g}s") from exc

@@ -136,9 +136,9 @@ SCHEMA_CASES: list[tuple[str, Callable[[Doc], object], str, str]] = [
     ),
     (
         "provider",
-        lambda c: c["spec"].update(provider="nginx"),
+        lambda c: c["spec"].update(provider="supergloo"),
         "spec.provider",
-        "provider 'nginx' is not supported by canaryctl; use one of",
+        "provider 'supergloo' is not supported by canaryctl; use one of",
     ),
     (
         "threshold-range",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,15 +27,26 @@ HELM_TIMEOUT_S = 60
 
 Manifest = dict[str, Any]
 
+# Every set names a Prometheus: the chart requires one.
+REQUIRED: dict[str, Any] = {"controller": {"prometheusUrl": "http://prometheus-operated.monitoring:9090"}}
+# The same on a helm command line.
+REQUIRED_FLAGS = ("--set", f"controller.prometheusUrl={REQUIRED['controller']['prometheusUrl']}")
 # Value sets every test can render by name; each is linted and validated as a whole, and every
 # container's command line in each goes through canaryctl's own parser (test_chart_commands.py).
 VALUE_SETS: dict[str, dict[str, Any]] = {
     "default": {},
     "namespaced": {"rbac": {"scope": "namespace"}, "watchNamespaces": ["team-a", "team-b"]},
     "cert-manager": {"mesh": {"certificate": {"source": "certManager"}}},
-    "peering-ha": {"controller": {"replicas": 2, "peeringLifetime": 15}},
+    "peering-ha": {"controller": {"replicas": 2, "peeringLifetime": 15, "podLabels": {"team": "rollouts"}}},
     "service-monitor": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
     "no-loadtester": {"loadtester": {"enabled": False}},
+    "monitoring": {
+        "controller": {"metricsCompat": "flagger", "logFormat": "json", "logLevel": "DEBUG"},
+        "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+        "podMonitor": {"enabled": True},
+        "prometheusRule": {"enabled": True, "haltedIntervals": 3},
+        "dashboards": {"enabled": True},
+    },
     "options": {
         "controller": {
             "prometheusUrl": "http://prometheus.monitoring:9090",
@@ -124,6 +136,15 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
             "affinity": {"nodeAffinity": {}},
             "priorityClassName": "system-cluster-critical",
+            "tracing": {"otlpEndpoint": "http://otel-collector.monitoring:4318/v1/traces"},
+            "podDisruptionBudget": {"enabled": True, "maxUnavailable": 0},
+            "topologySpreadConstraints": [
+                {
+                    "maxSkew": 2,
+                    "topologyKey": "topology.kubernetes.io/zone",
+                    "whenUnsatisfiable": "DoNotSchedule",
+                }
+            ],
         },
         "mesh": {
             "enabled": True,
@@ -132,7 +153,9 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
                 "replicas": 2,
                 "image": {"repository": "registry.example/mesh", "tag": "m1"},
                 "xdsPort": 15012,
-                "extraArgs": ["--resync-seconds", "60"],
+                "maxStreamsPerIdentity": 4,
+                "defaultExportTo": ".",
+                "extraArgs": ["--watch-timeout-seconds", "120"],
                 "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
                 "nodeSelector": {"kubernetes.io/os": "linux"},
                 "tolerations": [{"key": "dedicated", "operator": "Exists"}],
@@ -155,7 +178,6 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             },
             "certificate": {
                 "source": "certManager",
-                "validityDays": 365,
                 "certManager": {
                     "issuerRef": {"name": "ca", "kind": "ClusterIssuer"},
                     "duration": "2160h",
@@ -198,8 +220,34 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "scrapeTimeout": "5s",
             "labels": {"release": "prometheus"},
         },
+        "podMonitor": {
+            "enabled": True,
+            "interval": "30s",
+            "scrapeTimeout": "20s",
+            "labels": {"team": "mesh"},
+        },
+        "prometheusRule": {
+            "enabled": True,
+            "labels": {"release": "prometheus"},
+            "severity": "critical",
+            "haltedIntervals": 10,
+            "failedFor": "5m",
+            "controllerDownFor": "10m",
+        },
+        "dashboards": {
+            "enabled": True,
+            "namespace": "monitoring",
+            "labels": {"grafana_dashboard": "yes"},
+            "annotations": {"grafana_folder": "Delivery"},
+        },
     },
 }
+
+
+def with_required(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with the required ones filled in where they do not set them."""
+    controller = {**REQUIRED["controller"], **values.get("controller", {})}
+    return {**values, "controller": controller}
 
 
 def _in_ci() -> bool:
@@ -223,6 +271,19 @@ def run_helm(helm: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def render_values(values: dict[str, Any]) -> list[Manifest]:
+    """`helm template` of ``values`` (the required ones filled in) with the unpacked helm; skips without."""
+    helm = shutil.which("helm") or (str(LOCAL_HELM) if os.access(LOCAL_HELM, os.X_OK) else None)
+    if helm is None:
+        pytest.skip(f"no helm on PATH nor at {LOCAL_HELM}; install it with `{INSTALL_COMMAND}`")
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as file:
+        file.write(yaml.safe_dump(with_required(values)))
+        file.flush()
+        result = run_helm(helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, "-f", file.name)
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
 @pytest.fixture(scope="session")
 def values_file(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
     directory = tmp_path_factory.mktemp("values")
@@ -230,7 +291,7 @@ def values_file(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Pat
     def write(name: str) -> Path:
         path = directory / f"{name}.yaml"
         if not path.exists():
-            path.write_text(yaml.safe_dump(VALUE_SETS[name]))
+            path.write_text(yaml.safe_dump(with_required(VALUE_SETS[name])))
         return path
 
     return write

@@ -17,17 +17,26 @@ import pytest
 import yaml
 
 from canaryctl.loadtester.auth import token_hash
-from tests.chart.conftest import CHART, NAMESPACE, VALUE_SETS, Manifest, run_helm
+from tests.chart.conftest import CHART, NAMESPACE, REQUIRED_FLAGS, VALUE_SETS, Manifest, run_helm
 
 KUBERNETES_VERSION = "1.34.0"
 CUSTOM_RESOURCES = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PodMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
     ("cert-manager.io/v1", "Certificate"),
     ("cert-manager.io/v1", "Issuer"),
     ("kopf.dev/v1", "KopfPeering"),
     ("kopf.dev/v1", "ClusterKopfPeering"),
 }
-NAMESPACED_CUSTOM_RESOURCES = {"ServiceMonitor", "Certificate", "Issuer", "KopfPeering"}
+NAMESPACED_CUSTOM_RESOURCES = {
+    "ServiceMonitor",
+    "PodMonitor",
+    "PrometheusRule",
+    "Certificate",
+    "Issuer",
+    "KopfPeering",
+}
 RBAC_RULES = yaml.safe_load((CHART / "files" / "rbac.yaml").read_text())
 REGISTRY = "ghcr.io/canaryctl"
 APP_VERSION = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
@@ -138,7 +147,8 @@ def test_optional_controller_args(render: Render) -> None:
 
 def test_cluster_rbac_grants_the_listed_rules(render: Render) -> None:
     manifests = render("default")
-    assert not _find(manifests, "Role")
+    # Only the mesh CA's Role, in the release namespace: Secrets are never readable cluster-wide.
+    assert [r["metadata"]["name"] for r in _find(manifests, "Role")] == ["canaryctl-mesh-ca"]
     operator = RBAC_RULES["operator"]
     expected = operator["namespaced"] + operator["cluster"] + operator["allNamespaces"]["cluster"]
     assert _one(manifests, "ClusterRole", "canaryctl-controller")["rules"] == expected
@@ -147,7 +157,7 @@ def test_cluster_rbac_grants_the_listed_rules(render: Render) -> None:
         {"kind": "ServiceAccount", "name": "canaryctl-controller", "namespace": NAMESPACE}
     ]
     mesh = _one(manifests, "ClusterRole", "canaryctl-mesh")["rules"]
-    assert mesh == RBAC_RULES["meshControlPlane"]["namespaced"]
+    assert mesh == RBAC_RULES["meshControlPlane"]["namespaced"] + RBAC_RULES["meshControlPlane"]["cluster"]
 
 
 def test_namespaced_rbac_makes_roles_in_each_namespace(render: Render) -> None:
@@ -157,16 +167,23 @@ def test_namespaced_rbac_makes_roles_in_each_namespace(render: Render) -> None:
             r["metadata"]["name"]: r
             for r in _find(manifests, "Role")
             if r["metadata"]["namespace"] == namespace
+            and "helm.sh/hook" not in (r["metadata"].get("annotations") or {})  # the uninstall hook's
         }
         assert set(roles) == {"canaryctl-controller", "canaryctl-mesh"}, namespace
         assert "canaries" in _resources(roles["canaryctl-controller"]["rules"])
         assert "kopfpeerings" in _resources(roles["canaryctl-controller"]["rules"])
-        bindings = [b for b in _find(manifests, "RoleBinding") if b["metadata"]["namespace"] == namespace]
+        bindings = [
+            b
+            for b in _find(manifests, "RoleBinding")
+            if b["metadata"]["namespace"] == namespace and b["metadata"]["name"] in roles
+        ]
         assert {b["roleRef"]["name"] for b in bindings} == set(roles)
     cluster_resources = _resources(
         [rule for role in _find(manifests, "ClusterRole") for rule in role["rules"]]
     )
-    assert cluster_resources == {"namespaces", "customresourcedefinitions"}
+    assert cluster_resources == {
+        "namespaces", "customresourcedefinitions", "tokenreviews", "mutatingwebhookconfigurations"
+    }  # fmt: skip
     peerings = _find(manifests, "KopfPeering", "canaryctl")
     assert sorted(p["metadata"]["namespace"] for p in peerings) == ["team-a", "team-b"]
     assert not _find(manifests, "ClusterKopfPeering")
@@ -175,12 +192,12 @@ def test_namespaced_rbac_makes_roles_in_each_namespace(render: Render) -> None:
     assert "team-b" in _args(_one(manifests, "Deployment", "canaryctl-mesh"))
 
 
-def test_generated_certificate_is_the_webhook_ca(render: Render) -> None:
+def test_managed_certificate_is_made_by_the_injector_not_the_chart(render: Render) -> None:
     manifests = render("default")
     webhook, pod_opt_in = _one(manifests, "MutatingWebhookConfiguration", "canaryctl-injector")["webhooks"]
-    assert webhook["clientConfig"]["service"] == {
-        "name": "canaryctl-injector", "namespace": NAMESPACE, "path": "/mutate", "port": 443,
-    }  # fmt: skip
+    assert webhook["clientConfig"] == {
+        "service": {"name": "canaryctl-injector", "namespace": NAMESPACE, "path": "/mutate", "port": 443},
+    }  # no caBundle: the injector sets it
     assert webhook["failurePolicy"] == "Ignore"
     assert webhook["namespaceSelector"] == {"matchLabels": {"mesh.canaryctl.dev/inject": "enabled"}}
     # Pods labelled for the mesh are sent from any other namespace (not kube-system, not ours).
@@ -188,19 +205,40 @@ def test_generated_certificate_is_the_webhook_ca(render: Render) -> None:
     excluded = pod_opt_in["namespaceSelector"]["matchExpressions"][0]
     assert excluded["operator"] == "NotIn" and set(excluded["values"]) == {"kube-system", NAMESPACE}
     assert pod_opt_in["clientConfig"] == webhook["clientConfig"]
-    secret = _one(manifests, "Secret", "canaryctl-injector-tls")
-    assert webhook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
-    for key in ("ca.crt", "tls.crt"):
-        assert base64.b64decode(secret["data"][key]).startswith(b"-----BEGIN CERTIFICATE-----"), key
-    assert b"PRIVATE KEY-----" in base64.b64decode(secret["data"]["tls.key"])
+    assert not _find(manifests, "Secret"), "no key material in the rendered manifests"
     injector = _one(manifests, "Deployment", "canaryctl-injector")
-    assert (
-        injector["spec"]["template"]["spec"]["volumes"][0]["secret"]["secretName"] == "canaryctl-injector-tls"
-    )
     args = _args(injector)
     assert args[:3] == ["injector", "--port", "9443"]
-    assert args[args.index("--xds-host") + 1] == f"canaryctl-mesh.{NAMESPACE}.svc.cluster.local"
+    assert "--tls-cert" not in args
+    assert args[args.index("--webhook-name") + 1] == "canaryctl-injector"
+    names = [args[i + 1] for i, arg in enumerate(args) if arg == "--tls-dns-name"]
+    assert f"canaryctl-injector.{NAMESPACE}.svc" in names
+    xds_host = args[args.index("--xds-host") + 1]
+    assert xds_host == f"canaryctl-mesh.{NAMESPACE}.svc.cluster.local"
+    # Sidecars check the control plane's certificate against the name they dial.
+    plane = _args(_one(manifests, "Deployment", "canaryctl-mesh"))
+    assert xds_host in [plane[i + 1] for i, arg in enumerate(plane) if arg == "--xds-dns-name"]
     assert args[args.index("--xds-port") + 1] == _args(_one(manifests, "Deployment", "canaryctl-mesh"))[2]
+    volumes = injector["spec"]["template"]["spec"]["volumes"]
+    assert volumes == [{"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}]
+    assert _one(manifests, "ClusterRole", "canaryctl-injector-webhook")["rules"] == [
+        {
+            "apiGroups": ["admissionregistration.k8s.io"],
+            "resources": ["mutatingwebhookconfigurations"],
+            "resourceNames": ["canaryctl-injector"],
+            "verbs": ["get", "patch"],
+        }
+    ]
+
+
+@pytest.mark.parametrize("values", ["default", "cert-manager"])
+def test_two_renders_are_identical(helm: str, values: str, values_file: Callable[[str], Path]) -> None:
+    """GitOps tools render the chart on every sync: nothing may change between two renders."""
+    values_path = str(values_file(values))
+    command = ["template", "canaryctl", str(CHART), "--namespace", NAMESPACE, "--values", values_path]
+    renders = [run_helm(helm, *command) for _ in range(2)]
+    assert all(r.returncode == 0 for r in renders), renders[0].stderr
+    assert renders[0].stdout == renders[1].stdout
 
 
 def test_cert_manager_certificate_is_injected(render: Render) -> None:
@@ -215,6 +253,9 @@ def test_cert_manager_certificate_is_injected(render: Render) -> None:
     assert certificate["spec"]["issuerRef"] == {"name": "canaryctl-selfsigned", "kind": "Issuer"}
     assert _one(manifests, "Issuer", "canaryctl-selfsigned")["spec"] == {"selfSigned": {}}
     assert not _find(manifests, "Secret", "canaryctl-injector-tls")
+    assert not _find(manifests, "ClusterRole", "canaryctl-injector-webhook"), "cainjector sets the caBundle"
+    args = _args(_one(manifests, "Deployment", "canaryctl-injector"))
+    assert args[args.index("--tls-cert") + 1] == "/tls/tls.crt" and "--webhook-name" not in args
 
 
 def test_loadtester_is_flagger_compatible_and_optional(render: Render) -> None:
@@ -291,16 +332,17 @@ def test_loadtester_per_namespace_with_service_account_tokens(render: Render) ->
 
 def test_loadtester_values_are_checked(helm: str) -> None:
     for flags, message in (
-        (["loadtester.deployment=everywhere"], 'loadtester.deployment must be "shared" or "perNamespace"'),
+        # Enumerations are refused by values.schema.json before any template runs.
+        (["loadtester.deployment=everywhere"], "at '/loadtester/deployment': value must be one of"),
         (
             ["loadtester.deployment=perNamespace"],
             "loadtester.deployment=perNamespace needs loadtester.namespaces",
         ),
-        (["loadtester.auth.mode=basic"], 'loadtester.auth.mode must be "none", "token" or "serviceAccount"'),
+        (["loadtester.auth.mode=basic"], "at '/loadtester/auth/mode': value must be one of"),
         (["loadtester.auth.mode=token"], "loadtester.auth.mode=token needs loadtester.namespaces"),
     ):
         args = [arg for flag in flags for arg in ("--set", flag)]
-        result = run_helm(helm, "template", "canaryctl", str(CHART), *args)
+        result = run_helm(helm, "template", "canaryctl", str(CHART), *REQUIRED_FLAGS, *args)
         assert result.returncode != 0 and message in result.stderr, (flags, result.stderr)
 
 
@@ -311,6 +353,7 @@ def test_service_monitor_scrapes_the_controller(render: Render) -> None:
     service = _one(manifests, "Service", "canaryctl")
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
+    assert monitor["spec"]["endpoints"][0]["honorLabels"] is True  # the Canary's namespace label wins
     assert not _find(render("default"), "ServiceMonitor")
 
 
@@ -332,6 +375,9 @@ def test_mesh_and_smi_crds_are_optional(render: Render) -> None:
 
 
 def test_namespace_scope_without_namespaces_is_refused(helm: str) -> None:
-    result = run_helm(helm, "template", "canaryctl", str(CHART), "--set", "rbac.scope=namespace")
+    result = run_helm(
+        helm, "template", "canaryctl", str(CHART), "--set", "rbac.scope=namespace",
+        "--set", "controller.prometheusUrl=http://prometheus:9090",
+    )  # fmt: skip
     assert result.returncode != 0
     assert "rbac.scope=namespace needs watchNamespaces" in result.stderr

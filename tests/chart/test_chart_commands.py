@@ -30,7 +30,13 @@ VARIABLE = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 
 
 # The chart's containers and the image each runs (values.yaml: `<image.registry>/<role>`).
-ROLES = {"operator": "controller", "control-plane": "meshd", "injector": "meshd", "loadtester": "loadtester"}
+ROLES = {
+    "operator": "controller",
+    "release-finalizers": "controller",  # the post-delete hook's Job
+    "control-plane": "meshd",
+    "injector": "meshd",
+    "loadtester": "loadtester",
+}
 
 
 def _instruction(role: str, name: str) -> list[str] | None:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import yaml
 
 from canaryctl.cli.main import build_parser
-from tests.chart.conftest import CHART, NAMESPACE, RELEASE, run_helm
+from tests.chart.conftest import CHART, NAMESPACE, RELEASE, REQUIRED_FLAGS, run_helm
 
 
 def _controller_args(helm: str, *values: str) -> list[str]:
-    result = run_helm(helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, *values)
+    result = run_helm(
+        helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, *REQUIRED_FLAGS, *values
+    )
     assert result.returncode == 0, result.stderr
     controller = next(
         doc

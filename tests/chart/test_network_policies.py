@@ -231,6 +231,8 @@ def test_the_mesh_takes_sidecars_and_the_api_server_only(render: Render, values:
     meshed = pod("shop", namespace_labels={"mesh.canaryctl.dev/inject": inject})
     assert allowed(manifests, meshed, mesh, xds)
     assert not allowed(manifests, pod("shop"), mesh, xds)  # a namespace the injector does not mesh
+    opted_in = pod("shop", labels={"app": "web", "mesh.canaryctl.dev/inject": "true"})
+    assert allowed(manifests, opted_in, mesh, xds)  # meshed by its own label (the second webhook)
     assert not allowed(manifests, meshed, mesh, 8080)
     # The API server's address cannot be selected: the webhook port is open to any source, only it.
     assert allowed(manifests, outside(API_SERVER), injector, webhook)

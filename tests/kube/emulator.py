@@ -46,6 +46,7 @@ RESOURCES: list[tuple[str, str, str, bool, list[str]]] = [
     ("v1", "configmaps", "ConfigMap", True, []),
     ("v1", "secrets", "Secret", True, []),
     ("v1", "events", "Event", True, []),
+    ("discovery.k8s.io/v1", "endpointslices", "EndpointSlice", True, []),
     ("v1", "namespaces", "Namespace", False, ["status"]),
     ("autoscaling/v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler", True, ["status"]),
     ("keda.sh/v1alpha1", "scaledobjects", "ScaledObject", True, ["status"]),

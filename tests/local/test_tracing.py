@@ -1,4 +1,5 @@
-"""A rollout on the local platform leaves OpenTelemetry spans for its steps, checks, hooks and routing."""
+"""A rollout on the local platform is one OpenTelemetry trace: its root, a reconcile per tick and spans for
+its steps, checks, hooks and routing."""
 
 from __future__ import annotations
 
@@ -38,3 +39,7 @@ def test_spans_for_steps_metric_checks_webhooks_and_router_calls() -> None:
     assert hook["canaryctl.webhook"] == "smoke" and hook["canaryctl.success"] is True
     weights = [s.attributes["canaryctl.weight"] for s in by_name["router"]]
     assert 50 in weights and weights[-1] == 0
+    assert len({span.context.trace_id for span in spans}) == 1, "one rollout, one trace"
+    (root,) = by_name["rollout"]
+    assert root.parent is None and root.attributes["canaryctl.verdict"] == "Succeeded"
+    assert all(span.parent.span_id == root.context.span_id for span in by_name["reconcile"])

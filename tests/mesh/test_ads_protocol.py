@@ -1,116 +1,195 @@
-"""The ADS server's SotW bookkeeping seen by a real gRPC client: ordering, ACK, NACK, stale nonces."""
+"""The delta ADS server's bookkeeping seen by a real gRPC client: ordering, differences only, ACK,
+NACK, stale nonces, make-before-break cluster removal and resuming after a reconnect."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from typing import Any
 
-import grpc
-from envoy.config.core.v3 import base_pb2
-from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
-from google.rpc import status_pb2
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.route.v3 import route_components_pb2
+from google.protobuf import any_pb2
+from pytest import MonkeyPatch
 
+from canaryctl_mesh import ads as ads_module
 from canaryctl_mesh import config
-from canaryctl_mesh.ads import AdsServer
+from canaryctl_mesh.ads import MAX_ERROR_MESSAGE, VIRTUAL_HOST_TYPE, AdsServer, TypeSnapshot
+from tests.mesh.delta_client import DeltaClient, unpack
 
 CDS, LDS, RDS = config.CLUSTER_TYPE, config.LISTENER_TYPE, config.ROUTE_TYPE
 
 
-def _resources(port: int) -> config.Resources:
-    backend = config.Backend(name="web-primary", address="127.0.0.1", port=port)
-    spec = config.RouteSpec(service="web", backends=(config.WeightedBackend(backend=backend, weight=1),))
-    return config.local_resources(spec, "127.0.0.1", 0, config.ads_source(), "/dev/null")
+def _resources(port: int, timeout: str = "15s", *backends: str) -> config.Resources:
+    weighted = tuple(
+        config.WeightedBackend(backend=config.Backend(name=name, address="127.0.0.1", port=port), weight=1)
+        for name in backends or ("web-primary",)
+    )
+    spec = config.RouteSpec(service="web", backends=weighted)
+    resources = config.local_resources(spec, "127.0.0.1", 0, config.ads_source(), "/dev/null")
+    resources.routes[0]["virtual_hosts"][0]["routes"][-1]["route"]["timeout"] = timeout
+    return resources
 
 
-class Client:
-    def __init__(self, port: int) -> None:
-        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-        self.requests: asyncio.Queue[discovery_pb2.DiscoveryRequest] = asyncio.Queue()
-        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self.channel)
-        self.call = stub.StreamAggregatedResources(self._requests())
-        self.responses: asyncio.Queue[discovery_pb2.DiscoveryResponse] = asyncio.Queue()
-        self.reader = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        """Read in the background: cancelling a pending read would cancel the whole gRPC call."""
-        async for response in self.call:
-            self.responses.put_nowait(response)
-
-    async def _requests(self) -> AsyncIterator[discovery_pb2.DiscoveryRequest]:
-        while True:
-            yield await self.requests.get()
-
-    def send(
-        self, type_url: str, version: str = "", nonce: str = "", names: tuple[str, ...] = (), **kw: object
-    ) -> None:
-        self.requests.put_nowait(
-            discovery_pb2.DiscoveryRequest(
-                node=base_pb2.Node(id="n1"),
-                type_url=type_url,
-                version_info=version,
-                response_nonce=nonce,
-                resource_names=list(names),
-                **kw,
-            )
-        )
-
-    async def receive(self, timeout: float = 2.0) -> discovery_pb2.DiscoveryResponse:
-        return await asyncio.wait_for(self.responses.get(), timeout)
-
-    def ack(self, response: discovery_pb2.DiscoveryResponse, names: tuple[str, ...] = ()) -> None:
-        self.send(response.type_url, response.version_info, response.nonce, names)
+def _names(response: Any) -> list[str]:
+    return [resource.name for resource in response.resources]
 
 
-def test_push_waits_for_cluster_ack_before_routes() -> None:
+async def _subscribed(ads: AdsServer, node: str = "n1") -> DeltaClient:
+    """A client that subscribed to clusters, listeners and the `local` route and ACKed the first push."""
+    client = DeltaClient.insecure(ads.port, node)
+    client.subscribe(CDS)
+    client.subscribe(LDS)
+    client.subscribe(RDS, ["local"])
+    for expected in (CDS, LDS, RDS):
+        response = await client.receive()
+        assert response.type_url == expected, "clusters, then listeners, then routes"
+        client.ack(response)
+    await ads.wait_acked(node)
+    return client
+
+
+def test_a_change_sends_only_what_changed_in_order_and_a_nack_changes_nothing() -> None:
     async def run() -> None:
         async with AdsServer() as ads:
             await ads.set_snapshot("*", _resources(1000))
-            client = Client(ads.port)
-            client.send(CDS)
-            cds = await client.receive()
-            client.ack(cds)
-            client.send(LDS)
-            lds = await client.receive()
-            client.ack(lds)
-            client.send(RDS, names=("local",))
+            client = await _subscribed(ads)
+
+            # Only the route changes: one RDS response with the one route, nothing else.
+            await ads.set_snapshot("n1", _resources(1000, "7s"))
             rds = await client.receive()
-            client.ack(rds, ("local",))
+            assert (rds.type_url, _names(rds), list(rds.removed_resources)) == (RDS, ["local"], [])
+            client.ack(rds)
             await ads.wait_acked("n1")
-            assert [cds.type_url, lds.type_url, rds.type_url] == [CDS, LDS, RDS]
+            assert await client.nothing_within(0.2)
 
-            # Clusters and routes both change: routes wait until the clusters are ACKed.
-            changed = _resources(2000)
-            changed.routes[0]["virtual_hosts"][0]["routes"][-1]["route"]["timeout"] = "7s"
-            await ads.set_snapshot("n1", changed)
-            cds2 = await client.receive()
-            assert cds2.type_url == CDS and cds2.nonce != cds.nonce
-            try:
-                early = await client.receive(timeout=0.3)
-            except TimeoutError:
-                early = None
-            assert early is None, "routes were sent before the clusters were acknowledged"
+            # Clusters and routes both change: the routes wait until the clusters are ACKed.
+            await ads.set_snapshot("n1", _resources(2000, "8s"))
+            cds = await client.receive()
+            assert cds.type_url == CDS and _names(cds) == ["web-primary"]
+            assert await client.nothing_within(0.3), "routes were sent before the clusters were acknowledged"
 
-            # A stale nonce (answering the first CDS response) is ignored.
-            client.ack(cds)
-            # NACK the new clusters: routes are not sent, the error is kept, the last good stays acked.
-            client.send(
-                CDS, cds.version_info, cds2.nonce, error_detail=status_pb2.Status(message="bad cluster")
-            )
+            # A stale nonce (answering the RDS response) is ignored; a NACK is recorded, routes are not
+            # sent, and the node keeps counting as holding the last version it ACKed.
+            client.ack(rds)
+            acked = ads.status("n1").acked[CDS]
+            client.ack(cds, error="bad cluster")
             await asyncio.sleep(0.2)
             status = ads.status("n1")
             assert status.error == "bad cluster"
-            assert status.acked[CDS] == cds.version_info and status.rejected[CDS] == cds2.version_info
+            assert status.acked[CDS] == acked and status.rejected[CDS] == cds.system_version_info
+            assert await client.nothing_within(0.2)
 
-            # A fixed snapshot: new clusters go out; its routes equal what the client already has, so
-            # nothing else is sent and the node counts as converged once the clusters are ACKed.
-            await ads.set_snapshot("n1", _resources(3000))
-            cds3 = await client.receive()
-            assert cds3.type_url == CDS
-            client.ack(cds3)
+            # A fixed snapshot whose routes equal what the client holds: only the clusters go out.
+            await ads.set_snapshot("n1", _resources(3000, "7s"))
+            fixed = await client.receive()
+            assert fixed.type_url == CDS and _names(fixed) == ["web-primary"]
+            client.ack(fixed)
             await ads.wait_acked("n1")
-            assert client.responses.empty()
-            client.call.cancel()
-            client.reader.cancel()
-            await client.channel.close()
+            assert await client.nothing_within(0.2)
+            await client.close()
+
+    asyncio.run(run())
+
+
+def test_clusters_leave_only_after_the_routes_that_named_them() -> None:
+    async def run() -> None:
+        async with AdsServer() as ads:
+            await ads.set_snapshot("*", _resources(1000, "15s", "old"))
+            client = await _subscribed(ads)
+
+            await ads.set_snapshot("n1", _resources(1000, "15s", "new"))
+            added = await client.receive()
+            assert (added.type_url, _names(added), list(added.removed_resources)) == (CDS, ["new"], [])
+            client.ack(added)
+            routes = await client.receive()
+            assert routes.type_url == RDS
+            client.ack(routes)
+            removed = await client.receive()
+            assert (removed.type_url, _names(removed), list(removed.removed_resources)) == (CDS, [], ["old"])
+            client.ack(removed)
+            await ads.wait_acked("n1")
+            await client.close()
+
+    asyncio.run(run())
+
+
+def test_a_reconnecting_sidecar_gets_only_what_changed_while_it_was_away() -> None:
+    async def run() -> None:
+        async with AdsServer() as ads:
+            await ads.set_snapshot("*", _resources(1000, "15s", "kept", "dropped"))
+            first = DeltaClient.insecure(ads.port, "n1")
+            first.subscribe(CDS)
+            clusters = await first.receive()
+            first.ack(clusters)
+            held = {resource.name: resource.version for resource in clusters.resources}
+            assert set(unpack(clusters, cluster_pb2.Cluster)) == {"kept", "dropped"}
+            await first.close()
+
+            # Same content: the reconnecting client is told nothing new.
+            again = DeltaClient.insecure(ads.port, "n1")
+            again.subscribe(CDS, held=held)
+            assert await again.nothing_within(0.3)
+            await again.close()
+
+            # "dropped" went away while the client was disconnected: it is told to remove it.
+            await ads.set_snapshot("*", _resources(1000, "15s", "kept"))
+            resumed = DeltaClient.insecure(ads.port, "n1")
+            resumed.subscribe(CDS, held=held)
+            update = await resumed.receive()
+            assert (_names(update), list(update.removed_resources)) == ([], ["dropped"])
+            resumed.ack(update)
+            assert await resumed.nothing_within(0.2)
+            assert ads.status("n1").acked[CDS] == update.system_version_info
+            await resumed.close()
+
+    asyncio.run(run())
+
+
+def test_what_a_sidecar_sends_is_bounded_and_departed_nodes_are_forgotten(monkeypatch: MonkeyPatch) -> None:
+    async def run() -> None:
+        async with AdsServer() as ads:
+            await ads.set_snapshot("*", _resources(1000))
+            client = DeltaClient.insecure(ads.port, "n1")
+            client.subscribe(CDS)
+            client.ack(await client.receive(), error="x" * 100_000)
+            deadline = time.monotonic() + 5
+            while not ads.status("n1").error:
+                assert time.monotonic() < deadline, "the NACK was not recorded"
+                await asyncio.sleep(0.02)
+            assert ads.status("n1").error == "x" * MAX_ERROR_MESSAGE
+            await client.close()
+
+            # Pods come and go: the status of one whose last stream left is dropped after a while.
+            while "n1" in ads.nodes():
+                await asyncio.sleep(0.02)
+            monkeypatch.setattr(ads_module, "DEPARTED_RETENTION", 0.0)
+            other = await _subscribed(ads, "n2")
+            assert ads.status("n1").error is None and not ads.status("n1").acked
+            assert ads.status("n2").acked
+            await other.close()
+
+    asyncio.run(run())
+
+
+def test_virtual_hosts_subscribed_by_route_configuration_name() -> None:
+    """Envoy 1.40 subscribes to VHDS with no names (all); newer Envoys name the route configuration
+    and mean every ``<name>/<host>`` resource in it."""
+
+    def host(name: str) -> tuple[str, any_pb2.Any]:
+        resource = any_pb2.Any()
+        resource.Pack(route_components_pb2.VirtualHost(name=name, domains=[name]))
+        return name, resource
+
+    async def run() -> None:
+        async with AdsServer() as ads:
+            hosts = TypeSnapshot.of([host("outbound/web_shop"), host("outbound/pay_shop"), host("inbound/x")])
+            await ads.set_snapshot("*", {VIRTUAL_HOST_TYPE: hosts})
+            for names, expected in (((), ["inbound/x", "outbound/pay_shop", "outbound/web_shop"]),
+                                    (("outbound",), ["outbound/pay_shop", "outbound/web_shop"])):  # fmt: skip
+                client = DeltaClient.insecure(ads.port, "n1")
+                client.subscribe(VIRTUAL_HOST_TYPE, names)
+                assert sorted(_names(await client.receive())) == expected
+                await client.close()
 
     asyncio.run(run())

@@ -113,7 +113,7 @@ def test_every_spec_builds_resources_envoy_protos_accept(spec: config.RouteSpec)
         *config.sidecar_resources([spec]).by_type().items(),
     ]:
         encoded = encode(type_url, items)
-        assert len(encoded.resources) == len(items)
+        assert len(encoded.entries) == len(items)
     route = resources.routes[0]["virtual_hosts"][0]["routes"][-1]["route"]
     assert [c["weight"] for c in route["weighted_clusters"]["clusters"]] == [
         wb.weight for wb in spec.backends

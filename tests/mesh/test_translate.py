@@ -11,7 +11,14 @@ from hypothesis import strategies as st
 
 from canaryctl_mesh import config
 from canaryctl_mesh.api import MESH_GROUP, MESH_VERSION, TRAFFIC_POLICY_KIND, TrafficPolicy
-from canaryctl_mesh.translate import integer_weights, parse_weight, translate, translate_split
+from canaryctl_mesh.translate import (
+    EXPORT_ANNOTATION,
+    integer_weights,
+    parse_export_to,
+    parse_weight,
+    translate_namespace,
+    translate_split,
+)
 
 NS = "shop"
 
@@ -91,6 +98,7 @@ def test_split_versions(version: str, weights: tuple[Any, Any], expected: tuple[
     primary = spec.backends[0].backend
     assert primary.endpoints == (("10.1.0.1", 8080), ("10.1.0.2", 8080))
     assert "web.shop.svc.cluster.local:80" in spec.hosts and "10.0.0.1" in spec.hosts
+    assert "web" not in spec.hosts and "web:80" not in spec.hosts  # short names: the own namespace only
 
 
 def test_unready_endpoints_are_skipped_and_clusterip_is_the_fallback() -> None:
@@ -136,6 +144,7 @@ def test_route_group_matches_send_matching_traffic_to_canary(headers: Any, group
     ]
 
 
+POLICY_ABORT = {"httpStatus": 503, "percentage": 20}
 POLICY = {
     "apiVersion": f"{MESH_GROUP}/{MESH_VERSION}",
     "kind": TRAFFIC_POLICY_KIND,
@@ -173,7 +182,8 @@ def test_traffic_policy_model_round_trips_camel_case() -> None:
 
 
 def test_policy_adds_mirror_faults_timeouts_retries() -> None:
-    (spec,) = translate([_split("v1alpha2", (90, 10)), *SERVICES, *SLICES, POLICY])
+    (route,) = translate_namespace([_split("v1alpha2", (90, 10)), *SERVICES, *SLICES, POLICY]).routes
+    spec = route.spec
     assert spec.mirror == config.Mirror(backend="web-canary_shop", percentage=50)
     fault = spec.faults["web-canary_shop"]
     assert fault.delay == config.FaultDelay(seconds=0.2, percentage=10)
@@ -218,21 +228,70 @@ def test_milli_quantities_equal_scaled_integers(milli: int) -> None:
     assert canary * 1000 == milli * whole  # same ratio, in integers
 
 
+def _named(obj: dict[str, Any], name: str, created: str = "", **spec: Any) -> dict[str, Any]:
+    metadata = {"name": name, "namespace": NS, "creationTimestamp": created}
+    return {**obj, "metadata": metadata, "spec": {**obj["spec"], **spec}}
+
+
 def test_one_bad_split_does_not_block_the_others() -> None:
-    other = {**_service("shop-api", "10.0.0.5")}
-    good = _split("v1alpha2", (90, 10))
-    twin = {**good, "metadata": {"name": "web-twin", "namespace": NS}}
-    broken = {
-        **_split("v1alpha2", (1, 1)),
-        "metadata": {"name": "api", "namespace": NS},
-        "spec": {"service": "shop-api", "backends": [{"service": "nope", "weight": 1}]},
-    }
-    errors: list[str] = []
-    specs = translate([good, twin, broken, *SERVICES, other, *SLICES], errors)
-    assert [s.service for s in specs] == ["web_shop"]
-    assert len(errors) == 2 and "another split already routes web" in errors[0] and "'nope'" in errors[1]
-    with pytest.raises(ValueError):
-        translate([good, broken, *SERVICES, other])
+    good = _named(_split("v1alpha2", (90, 10)), "web", "2026-01-01T00:00:00Z")
+    # Listed first but younger: the older split keeps the service, whatever the list order.
+    twin = _named(_split("v1alpha2", (10, 90)), "web-twin", "2026-02-01T00:00:00Z")
+    broken = _named(
+        _split("v1alpha2", (1, 1)), "api", service="shop-api", backends=[{"service": "nope", "weight": 1}]
+    )
+    translation = translate_namespace(
+        [twin, good, broken, *SERVICES, _service("shop-api", "10.0.0.5"), *SLICES]
+    )
+    assert [(r.split.name, _weights(r.spec)) for r in translation.routes] == [
+        ("web", {"web-primary_shop": 90, "web-canary_shop": 10})
+    ]
+    refused = {r.ref.name: r.message for r in translation.refused}
+    assert set(refused) == {"web-twin", "api"}
+    assert "TrafficSplit web (older) already routes service 'web'" in refused["web-twin"]
+    assert "'nope' not found" in refused["api"]
+
+
+def test_policy_naming_a_service_outside_the_split_adds_it_as_a_backend() -> None:
+    """Mirror to a service the split does not name: it joins the route at weight 0."""
+    shadow = _service("web-shadow", "10.0.0.7")
+    policy = {**POLICY, "spec": {"service": "web", "mirror": {"backend": "web-shadow", "percentage": 5}}}
+    (route,) = translate_namespace([_split("v1alpha4", (90, 10)), *SERVICES, shadow, *SLICES, policy]).routes
+    assert _weights(route.spec) == {"web-primary_shop": 90, "web-canary_shop": 10, "web-shadow_shop": 0}
+    assert route.spec.mirror == config.Mirror(backend="web-shadow_shop", percentage=5)
+
+
+def test_an_invalid_policy_is_refused_alone_and_the_split_still_routes() -> None:
+    missing = {**POLICY, "spec": {"service": "web", "faults": [{"backend": "gone", "abort": POLICY_ABORT}]}}
+    translation = translate_namespace([_split("v1alpha4", (70, 30)), *SERVICES, *SLICES, missing])
+    (route,) = translation.routes
+    assert _weights(route.spec) == {"web-primary_shop": 70, "web-canary_shop": 30} and not route.spec.faults
+    ((ref, message),) = [(r.ref, r.message) for r in translation.refused]
+    assert (ref.kind, ref.name) == (TRAFFIC_POLICY_KIND, "web") and "service 'gone' not found" in message
+
+    # An older policy wins over a younger one for the same service; the younger is refused.
+    older = _named(POLICY, "web-old", "2026-01-01T00:00:00Z")
+    younger = _named(POLICY, "web-new", "2026-03-01T00:00:00Z", timeout="9s")
+    translation = translate_namespace([_split("v1alpha4", (70, 30)), *SERVICES, *SLICES, younger, older])
+    assert translation.routes[0].spec.timeout == 3
+    assert [r.ref.name for r in translation.refused] == ["web-new"]
+
+
+def test_short_names_only_for_the_own_namespace_and_export_to() -> None:
+    split = _split("v1alpha4", (90, 10))
+    split["metadata"]["annotations"] = {EXPORT_ANNOTATION: "., team-a"}
+    (route,) = translate_namespace([split, *SERVICES, *SLICES]).routes
+    assert route.export_to == {NS, "team-a"}
+    assert route.visible_to(NS) and route.visible_to("team-a") and not route.visible_to("team-b")
+    assert {"web", "web:80"} <= set(route.spec_for(NS).hosts)
+    assert not {"web", "web:80"} & set(route.spec_for("team-a").hosts)
+    assert "web.shop.svc.cluster.local" in route.spec_for("team-a").hosts
+    assert parse_export_to("*,team-a", NS) == {"*"}
+    with pytest.raises(ValueError, match="not namespace names"):
+        parse_export_to("Team_B", NS)
+    split["metadata"]["annotations"] = {EXPORT_ANNOTATION: ""}
+    (refusal,) = translate_namespace([split, *SERVICES, *SLICES]).refused
+    assert EXPORT_ANNOTATION in refusal.message
 
 
 def test_overlapping_hosts_are_refused_before_envoy_sees_them() -> None:

@@ -9,13 +9,10 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
-import grpc
 import kmock
 import pytest
 import pytest_asyncio
 from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.core.v3 import base_pb2
-from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from kubernetes import client
 
 from canaryctl.local.prometheus import free_port
@@ -26,6 +23,7 @@ from canaryctl_mesh.meshd.control_plane import ControlPlane
 from canaryctl_mesh.process import EnvoyProcess
 from canaryctl_mesh.translate import cluster_name
 from tests.kube.emulator import declare, emulator_url, namespaces_path_fix
+from tests.mesh.delta_client import DeltaClient, unpack
 from tests.meshd.conftest import CANARY, NS, PRIMARY, endpoint_slice, service, traffic_split
 
 pytestmark = pytest.mark.asyncio
@@ -89,7 +87,7 @@ async def test_traffic_split_changes_reach_a_real_envoy(
     await create_mesh(objects, upstreams)
     admin = free_port()
     ports = config.SidecarPorts(outbound=0, inbound=0, prometheus=0, admin=admin)
-    plane = ControlPlane(kube_api, [NS], "127.0.0.1", 0, resync=5.0, ports=ports, bind_host="127.0.0.1")
+    plane = ControlPlane(kube_api, [NS], "127.0.0.1", 0, ports=ports, bind_host="127.0.0.1")
     async with plane:
         envoy = EnvoyProcess(config.ads_bootstrap(NODE, "127.0.0.1", plane.ads.port, admin_port=admin))
         sidecar.append(envoy)
@@ -104,7 +102,7 @@ async def test_traffic_split_changes_reach_a_real_envoy(
         await objects.apply(traffic_split("web", 30, 70))
         await pushed_after(plane, version)
         assert_share(await routed(outbound), CANARY, 0.7)
-        assert any("'missing' not found" in error for error in plane.errors), plane.errors
+        assert any("'missing' not found" in r.message for r in plane.refused), plane.refused
 
         # A deleted split takes its routes with it: "web" now passes through to its original destination.
         version = plane.version
@@ -115,25 +113,13 @@ async def test_traffic_split_changes_reach_a_real_envoy(
 
 
 async def first_clusters(port: int) -> set[str]:
-    """The clusters a raw ADS client gets first from the control plane at 127.0.0.1:`port`."""
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        await asyncio.wait_for(channel.channel_ready(), 10)
-        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
-        request = discovery_pb2.DiscoveryRequest(node=base_pb2.Node(id="probe"), type_url=config.CLUSTER_TYPE)
-
-        async def requests() -> AsyncIterator[discovery_pb2.DiscoveryRequest]:
-            yield request
-            await asyncio.sleep(10)  # keep the stream open until the answer arrived
-
-        stream = stub.StreamAggregatedResources(requests())
-        response = await asyncio.wait_for(stream.read(), 10)
-        stream.cancel()
-    names = set()
-    for resource in response.resources:
-        cluster = cluster_pb2.Cluster()
-        resource.Unpack(cluster)
-        names.add(cluster.name)
-    return names
+    """The clusters a raw delta ADS client gets first from the control plane at 127.0.0.1:`port`."""
+    client = DeltaClient.insecure(port, "probe.test")
+    try:
+        client.subscribe(config.CLUSTER_TYPE)
+        return set(unpack(await client.receive(10), cluster_pb2.Cluster))
+    finally:
+        await client.close()
 
 
 async def test_control_plane_process_serves_ads_and_stops_on_sigterm(
@@ -142,7 +128,7 @@ async def test_control_plane_process_serves_ads_and_stops_on_sigterm(
     await create_mesh(objects, upstreams)
     port = free_port()
     child = await meshd(
-        "control-plane", "--xds-port", str(port), "--namespace", NS, "--resync-seconds", "5",
+        "control-plane", "--xds-port", str(port), "--namespace", NS, "--insecure",
         "--server", emulator_url(emulator),
     )  # fmt: skip
     names = await first_clusters(port)
@@ -157,7 +143,7 @@ async def test_control_plane_pushes_nothing_until_the_api_server_answers() -> No
     """Lists fail (connection refused) and back off; once the API server is up, the mesh is pushed."""
     port = free_port()
     api = api_client_for_host(f"http://127.0.0.1:{port}")
-    plane = ControlPlane(api, [NS], "127.0.0.1", 0, resync=5.0, bind_host="127.0.0.1")
+    plane = ControlPlane(api, [NS], "127.0.0.1", 0, bind_host="127.0.0.1", events=False)
     splits = [traffic_split("web", 8, 2)]
     with namespaces_path_fix():
         async with kmock.KubernetesEmulator() as emulator:

@@ -66,7 +66,7 @@ async def test_injector_answers_admission_reviews_over_tls(
     child = await meshd(
         "injector", "--port", str(port), "--tls-cert", str(cert), "--tls-key", str(key),
         "--sidecar-image", "envoy:test", "--init-image", "init:test", "--excluded-ports", "22,2222",
-        "--xds-host", "mesh.example", "--server", emulator_url(emulator),
+        "--xds-host", "mesh.example", "--insecure-xds", "--server", emulator_url(emulator),
     )  # fmt: skip
     url = f"https://127.0.0.1:{port}"
     trusted = ssl.create_default_context(cafile=str(cert))
@@ -91,4 +91,64 @@ async def test_injector_answers_admission_reviews_over_tls(
     async with httpx.AsyncClient(trust_env=False, timeout=5) as untrusting:
         with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
             await untrusting.get(f"{url}/healthz")
+    assert await child.terminate() == 0, child.log.read_text()
+
+
+async def test_injector_manages_its_certificate_and_answers_warnings_not_500s(
+    emulator: kmock.KubernetesEmulator, objects: KubeObjects, meshd: Any
+) -> None:
+    """No certificate files: the injector makes the mesh CA, serves a certificate from it, puts the CA in
+    the webhook's caBundle; bad annotations are warnings, a 3 MiB review is read, garbage gets a 400."""
+    webhook = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": "canaryctl-injector"},
+        "webhooks": [{"name": "sidecar-injector.mesh.canaryctl.dev", "clientConfig": {}}],
+    }
+    emulator.resources["admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"] = kmock.ResourceInfo(
+        kind="MutatingWebhookConfiguration", namespaced=False, verbs=["get", "list", "create", "patch"]
+    )
+    await objects.create(webhook)
+    port = free_port()
+    child = await meshd(
+        "injector", "--port", str(port), "--tls-dns-name", "127.0.0.1",
+        "--webhook-name", "canaryctl-injector", "--ca-namespace", "canaryctl-system",
+        "--sidecar-image", "envoy:test", "--init-image", "init:test",
+        "--server", emulator_url(emulator),
+    )  # fmt: skip
+    deadline = time.monotonic() + 15
+    while (secret := await objects.get("v1", "Secret", "canaryctl-system", "canaryctl-mesh-ca")) is None:
+        assert time.monotonic() < deadline and child.proc.returncode is None, child.log.read_text()
+        await asyncio.sleep(0.1)
+    ca_pem = base64.b64decode(secret["data"]["ca.crt"])
+    trusted = ssl.create_default_context(cadata=ca_pem.decode())
+    url = f"https://127.0.0.1:{port}"
+    async with httpx.AsyncClient(verify=trusted, trust_env=False, timeout=10) as http:
+        await wait_healthy(http, url, child)
+        configured = await objects.get(
+            "admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration", "", "canaryctl-injector"
+        )
+        assert configured is not None
+        assert configured["webhooks"][0]["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
+
+        bad = review("default")
+        pod = bad["request"]["object"]
+        pod["metadata"]["annotations"] = {
+            "mesh.canaryctl.dev/inject": "true",
+            "mesh.canaryctl.dev/exclude-outbound-ports": "5432,postgres",
+        }
+        pod["metadata"]["labels"] = {"filler": "x" * 63}
+        pod["spec"]["containers"][0]["env"] = [{"name": f"V{i}", "value": "x" * 1000} for i in range(2900)]
+        answer = await http.post(f"{url}/mutate", json=bad)
+        assert answer.status_code == 200 and len(answer.request.content) > 2.8 * 1024 * 1024
+        response = answer.json()["response"]
+        assert response["allowed"] and "exclude-outbound-ports" in response["warnings"][0]
+        added = {op["path"]: op["value"] for op in json.loads(base64.b64decode(response["patch"]))}
+        _, proxy = added["/spec/initContainers"]  # meshed all the same, the proxy a native sidecar
+        assert proxy["name"] == PROXY_CONTAINER
+        token = added["/spec/volumes"][0]["projected"]["sources"][0]["serviceAccountToken"]
+        assert token["audience"] == "canaryctl-mesh"
+
+        assert (await http.post(f"{url}/mutate", json=["not", "a", "review"])).status_code == 400
+        assert (await http.post(f"{url}/mutate", content=b"{")).status_code == 400
     assert await child.terminate() == 0, child.log.read_text()

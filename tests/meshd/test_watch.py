@@ -24,8 +24,24 @@ def test_store_counts_an_object_served_under_several_versions_once() -> None:
     for version in ("v1alpha2", "v1alpha4"):
         store.replace(Source(f"split.smi-spec.io/{version}", "TrafficSplit", None), [split])
     store.replace(Source("v1", "Service", NS), [{"metadata": {"name": "web", "namespace": NS}}])
-    found = {(o["apiVersion"], o["kind"]) for o in store.objects()}
+    found = {(o["apiVersion"], o["kind"]) for o in store.namespace_objects(NS)}
     assert found == {("split.smi-spec.io/v1alpha4", "TrafficSplit"), ("v1", "Service")}
     store.remove(Source("split.smi-spec.io/v1alpha4", "TrafficSplit", None), split)
-    assert {o["apiVersion"] for o in store.objects()} == {"split.smi-spec.io/v1alpha2", "v1"}
+    assert {o["apiVersion"] for o in store.namespace_objects(NS)} == {"split.smi-spec.io/v1alpha2", "v1"}
     assert len(changes) == 4
+
+
+def test_store_reports_only_the_namespaces_that_changed() -> None:
+    store = ObjectStore(lambda: None)
+    services = Source("v1", "Service", None)
+
+    def svc(namespace: str, port: int) -> dict[str, Any]:
+        return {"metadata": {"name": "web", "namespace": namespace}, "spec": {"ports": [{"port": port}]}}
+
+    store.replace(services, [svc("a", 80), svc("b", 80)])
+    assert store.take_dirty() == {"a", "b"} and store.take_dirty() == set()
+    store.replace(services, [svc("a", 80), svc("b", 81)])  # a relist where only b differs
+    assert store.take_dirty() == {"b"}
+    store.upsert(services, svc("c", 80))
+    store.remove(services, svc("a", 80))
+    assert store.take_dirty() == {"a", "c"} and store.namespaces() == {"b", "c"}

@@ -171,8 +171,8 @@ class InProcessControlPlane:
 
     async def apply(self, objects: list[Object]) -> None:
         await self.plane.sync(objects)
-        if self.plane.errors:
-            raise ValueError(f"the control plane refused objects: {self.plane.errors}")
+        if self.plane.refused:
+            raise ValueError(f"the control plane refused objects: {self.plane.refused}")
 
     async def wait_acked(self, node_id: str, timeout: float) -> None:
         await self.ads.wait_acked(node_id, timeout)

@@ -393,8 +393,7 @@ class Scheduler:
             "Canary", NS, self.name, merge_patch(body.get("status") or {}, decision.status.to_wire())
         )
         self.history.append(decision.status)
-        before = canary.status.phase if canary.status else None
-        self.operator._record(canary.model_copy(update={"status": decision.status}), before, 0.0)
+        self.operator.metrics.record_tick(canary, canary.model_copy(update={"status": decision.status}), 0.0)
         return max(decision.requeue_after, MIN_REQUEUE_SECONDS)
 
     async def advance(self) -> None:

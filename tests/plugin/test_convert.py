@@ -23,7 +23,7 @@ apiVersion: flagger.app/v1beta1
 kind: MetricTemplate
 metadata: {name: apdex, namespace: test}
 spec:
-  provider: {type: dynatrace, address: https://example.live.dynatrace.com}
+  provider: {type: skywalking, address: http://skywalking-oap.istio-system:12800}
   query: builtin:apps.web.apdex
 ---
 apiVersion: flagger.app/v1beta1
@@ -41,7 +41,7 @@ apiVersion: flagger.app/v1beta1
 kind: Canary
 metadata: {name: web, namespace: test}
 spec:
-  provider: nginx
+  provider: supergloo
   ingressRef: {apiVersion: networking.k8s.io/v1, kind: Ingress, name: web}
   targetRef: {apiVersion: apps/v1, kind: Deployment, name: web}
   service: {port: 80, futureField: yes}
@@ -84,17 +84,17 @@ def line(text: str, needle: str) -> int:
 
 def dropped_lines(file: str) -> list[str]:
     """What converting UNSUPPORTED drops, each at the line of the field in the source file."""
-    at = {needle: f"{file}:{line(UNSUPPORTED, needle)}" for needle in ("dynatrace", "opsgenie", "nginx")}
+    at = {needle: f"{file}:{line(UNSUPPORTED, needle)}" for needle in ("skywalking", "opsgenie", "supergloo")}
     at |= {
         needle: f"{file}:{line(UNSUPPORTED, needle)}" for needle in ("futureField", "- {name: page", "apdex}")
     }
     return [
-        f"{at['dynatrace']}: MetricTemplate test/apdex: spec.provider.type: 'dynatrace' is not supported by "
-        "canaryctl; MetricTemplate not converted",
+        f"{at['skywalking']}: MetricTemplate test/apdex: spec.provider.type: 'skywalking' is not supported "
+        "by canaryctl; MetricTemplate not converted",
         f"{at['opsgenie']}: AlertProvider test/pager: spec.type: 'opsgenie' is not supported by canaryctl; "
         "AlertProvider not converted",
-        f"{at['nginx']}: Canary test/web: spec.provider: 'nginx' is not supported by canaryctl; removed, "
-        "the operator's default router applies",
+        f"{at['supergloo']}: Canary test/web: spec.provider: 'supergloo' is not supported by canaryctl; "
+        "removed, the operator's default router applies",
         f"{at['apdex}']}: Canary test/web: spec.analysis.metrics[0]: 'apdex' refers to 'apdex', not "
         "converted; removed",
         f"{at['- {name: page']}: Canary test/web: spec.analysis.alerts[0]: 'page' refers to 'pager', not "
@@ -120,7 +120,8 @@ def test_dropping_anything_fails_without_allow_drop(
     file = str(source)
     ingress = f"{file}:{line(UNSUPPORTED, 'ingressRef')}"
     assert err.splitlines() == [
-        f"warning: {ingress}: Canary test/web: spec.ingressRef: kept, but unused without provider 'nginx'",
+        f"warning: {ingress}: Canary test/web: spec.ingressRef: kept, but unused without provider "
+        "'supergloo'",
         *(f"error: {dropped}" for dropped in dropped_lines(file)),
         "error: converting would drop 6 of the above; nothing written (--allow-drop converts anyway)",
     ]
@@ -131,7 +132,7 @@ apiVersion: flagger.app/v1beta1
 kind: MetricTemplate
 metadata: {name: apdex, namespace: test}
 spec:
-  provider: {type: dynatrace}
+  provider: {type: skywalking}
   query: builtin:apps.web.apdex
 ---
 apiVersion: flagger.app/v1beta1
@@ -171,7 +172,8 @@ def test_allow_drop_removes_and_warns(tmp_path: Path, capsys: pytest.CaptureFixt
     file = str(source)
     ingress = f"{file}:{line(UNSUPPORTED, 'ingressRef')}"
     assert captured.err.splitlines() == [
-        f"warning: {ingress}: Canary test/web: spec.ingressRef: kept, but unused without provider 'nginx'",
+        f"warning: {ingress}: Canary test/web: spec.ingressRef: kept, but unused without provider "
+        "'supergloo'",
         *(f"warning: {dropped}" for dropped in dropped_lines(file)),
     ]
     assert [(d["kind"], d["metadata"]["name"]) for d in docs] == [

@@ -53,7 +53,15 @@ ROUTER_CANARIES: dict[str, dict[str, Any]] = {
     "istio": {},
     "gatewayapi:v1": {},
     "kubernetes": {"iterations": 2},
+    "nginx": {},
+    "contour": {},
+    "gloo": {},
+    "skipper": {},
+    "traefik": {},
+    "apisix": {},
 }
+# Routers that copy a user's Ingress (spec.ingressRef).
+INGRESS_COPIERS = ("nginx", "skipper")
 # Granted although no request shows it: an API server checks it on the operator's behalf.
 IMPLIED: dict[Call, str] = {
     ("canaryctl.dev", "canaries/finalizers", "update"): (
@@ -103,11 +111,15 @@ async def emulator() -> AsyncIterator[kmock.KubernetesEmulator]:
 def granted(helm: str, scope: str) -> set[Call]:  # noqa: F811
     """Every (apiGroup, resource, verb) the rendered chart grants the controller's service account:
     its ClusterRole, and with ``rbac.scope=namespace`` its Role in the watched namespace too."""
-    options = (
-        ["--set", "rbac.scope=namespace", "--set", f"watchNamespaces={{{NS}}}"]
-        if scope == "namespace"
-        else []
-    )
+    options = [
+        "--set",
+        "controller.prometheusUrl=http://prometheus:9090",  # required
+        *(
+            ["--set", "rbac.scope=namespace", "--set", f"watchNamespaces={{{NS}}}"]
+            if scope == "namespace"
+            else []
+        ),
+    ]
     result = run_helm(helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, *options)
     assert result.returncode == 0, result.stderr
     roles = [
@@ -129,6 +141,36 @@ def granted(helm: str, scope: str) -> set[Call]:  # noqa: F811
     }
 
 
+def ingress(name: str) -> dict[str, Any]:
+    """The user's Ingress routing / to the apex Service ``name``."""
+    backend = {"service": {"name": name, "port": {"number": 80}}}
+    path = {"path": "/", "pathType": "Prefix", "backend": backend}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"rules": [{"host": f"{name}.example.com", "http": {"paths": [path]}}]},
+    }
+
+
+APISIX_API = "apisix.apache.org/v2"
+
+
+def apisix_route(name: str) -> dict[str, Any]:
+    """The user's ApisixRoute routing /* to the apex Service ``name``."""
+    route = {
+        "name": "app",
+        "match": {"paths": ["/*"]},
+        "backends": [{"serviceName": name, "servicePort": 80}],
+    }
+    return {
+        "apiVersion": APISIX_API,
+        "kind": "ApisixRoute",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"http": [route]},
+    }
+
+
 async def drive_every_router_to_promotion(objects: KubeObjects) -> None:  # noqa: F811
     names = []
     for index, (provider, analysis) in enumerate(ROUTER_CANARIES.items()):
@@ -136,6 +178,16 @@ async def drive_every_router_to_promotion(objects: KubeObjects) -> None:  # noqa
         await setup_target(objects, "Deployment", name)
         manifest = canary(name, **analysis)
         manifest["spec"]["provider"] = provider
+        if provider in INGRESS_COPIERS:
+            await objects.apply(ingress(name))
+            manifest["spec"]["ingressRef"] = {
+                "apiVersion": "networking.k8s.io/v1",
+                "kind": "Ingress",
+                "name": name,
+            }
+        if provider == "apisix":
+            await objects.apply(apisix_route(name))
+            manifest["spec"]["routeRef"] = {"apiVersion": APISIX_API, "kind": "ApisixRoute", "name": name}
         await objects.apply(manifest)
         names.append(name)
     await setup_target(objects, "DaemonSet", "ds")

@@ -83,8 +83,8 @@ app.kubernetes.io/component: {{ .component }}
 {{- if and (eq .Values.rbac.scope "namespace") (not .Values.watchNamespaces) }}
 {{- fail "rbac.scope=namespace needs watchNamespaces: the namespaces to grant the controller access to" }}
 {{- end }}
-{{- if not (has .Values.mesh.certificate.source (list "generate" "certManager")) }}
-{{- fail (printf "mesh.certificate.source must be \"generate\" or \"certManager\", not %q" .Values.mesh.certificate.source) }}
+{{- if not (has .Values.mesh.certificate.source (list "managed" "certManager")) }}
+{{- fail (printf "mesh.certificate.source must be \"managed\" or \"certManager\", not %q" .Values.mesh.certificate.source) }}
 {{- end }}
 {{- if not (has .Values.mesh.injector.failurePolicy (list "Ignore" "Fail")) }}
 {{- fail (printf "mesh.injector.failurePolicy must be \"Ignore\" or \"Fail\", not %q" .Values.mesh.injector.failurePolicy) }}

@@ -13,12 +13,19 @@ from typing import Any
 from kubernetes import client
 
 from canaryctl_mesh import config
-from canaryctl_mesh.injector import InjectorSettings
+from canaryctl_mesh.ads import AdsServer
+from canaryctl_mesh.identity import TOKEN_AUDIENCE, TokenAuthenticator
+from canaryctl_mesh.injector import SIDECAR_TOKEN_PATH, InjectorSettings
 from canaryctl_mesh.kube import KubeObjects, api_client, api_client_for_host
 from canaryctl_mesh.meshd import injector
+from canaryctl_mesh.meshd.auth import KubeTokenReviewer
 from canaryctl_mesh.meshd.control_plane import ControlPlane
+from canaryctl_mesh.meshd.pki import CertificateAuthority, load_or_create_ca
+from canaryctl_mesh.meshd.tls import IssuedCertificate, xds_credentials
+from canaryctl_mesh.translate import parse_export_to
 
 DEFAULT_PORTS = config.SidecarPorts()
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
 def _port_list(value: str) -> tuple[int, ...]:
@@ -66,31 +73,98 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="watch this namespace (repeatable; default: all namespaces)",
     )
     plane.add_argument(
-        "--resync-seconds", type=float, default=30.0, help="relist everything this often (default 30)"
+        "--watch-timeout-seconds",
+        type=float,
+        default=300.0,
+        help="length of one watch request; the next resumes where it ended, no relist (default 300)",
     )
+    plane.add_argument(
+        "--default-export-to",
+        default="*",
+        help="namespaces whose sidecars get a TrafficSplit's route unless its mesh.canaryctl.dev/export-to "
+        "annotation says otherwise: '*' (default), '.' (its own namespace) or names",
+    )
+    security = plane.add_argument_group("xDS security (TLS and ServiceAccount-token authentication)")
+    security.add_argument(
+        "--xds-dns-name",
+        action="append",
+        default=[],
+        dest="xds_dns_names",
+        help="name (or IP) in the xDS serving certificate, e.g. the Service's FQDN (repeatable, required "
+        "unless --insecure)",
+    )
+    security.add_argument(
+        "--token-audience",
+        default=TOKEN_AUDIENCE,
+        help=f"audience of sidecar tokens (default {TOKEN_AUDIENCE})",
+    )
+    security.add_argument(
+        "--max-streams-per-identity",
+        type=int,
+        default=8,
+        help="xDS streams one identity (one pod, for pod-bound tokens) may hold (default 8; 0 = no limit)",
+    )
+    security.add_argument(
+        "--insecure",
+        action="store_true",
+        help="plaintext xDS, no authentication, every sidecar may stream any namespace's view: loopback "
+        "tests and local runs only",
+    )
+    _ca(plane)
     _common(plane)
     plane.set_defaults(func=run)
 
     webhook = commands.add_parser(
         "injector",
         help="serve the sidecar injector admission webhook over HTTPS",
-        description="POST /mutate answers AdmissionReviews for pods; GET /healthz.",
+        description="POST /mutate answers AdmissionReviews for pods; GET /healthz. The serving certificate "
+        "comes from the mesh CA (renewed in memory, the webhook's caBundle kept current) or, with "
+        "--tls-cert/--tls-key, from files (cert-manager), reloaded when they change.",
     )
     webhook.add_argument("--port", type=int, default=9443, help="HTTPS port on 0.0.0.0 (default 9443)")
-    webhook.add_argument("--tls-cert", type=Path, required=True, help="PEM certificate (chain)")
-    webhook.add_argument("--tls-key", type=Path, required=True, help="PEM private key")
+    webhook.add_argument("--tls-cert", type=Path, help="PEM certificate (chain) from cert-manager")
+    webhook.add_argument("--tls-key", type=Path, help="PEM private key from cert-manager")
+    webhook.add_argument(
+        "--tls-dns-name",
+        action="append",
+        default=[],
+        dest="tls_dns_names",
+        help="name in the webhook's certificate, e.g. the Service's FQDN (repeatable; without --tls-cert)",
+    )
+    webhook.add_argument(
+        "--webhook-name",
+        default="",
+        help="MutatingWebhookConfiguration whose caBundle the injector keeps equal to the mesh CA",
+    )
     webhook.add_argument("--sidecar-image", required=True, help="Envoy image of the injected proxy")
     webhook.add_argument("--init-image", required=True, help="init container image (sh + iptables)")
     webhook.add_argument("--xds-host", default=InjectorSettings().xds_host, help="control plane address")
     webhook.add_argument("--xds-port", type=int, default=15010, help="the control plane's ADS port")
+    webhook.add_argument(
+        "--token-audience", default=TOKEN_AUDIENCE, help="audience of the sidecars' projected tokens"
+    )
+    webhook.add_argument(
+        "--insecure-xds",
+        action="store_true",
+        help="sidecars connect in plaintext without a token (a control plane run with --insecure)",
+    )
     webhook.add_argument(
         "--excluded-ports",
         type=_port_list,
         default=(),
         help="comma-separated ports kept out of the iptables redirect, inbound and outbound",
     )
+    _ca(webhook)
     _common(webhook)
     webhook.set_defaults(func=run)
+
+
+def _ca(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("the mesh CA (one Secret the control plane and injector share)")
+    group.add_argument("--ca-secret", default="canaryctl-mesh-ca", help="Secret holding ca.crt and ca.key")
+    group.add_argument(
+        "--ca-namespace", default=None, help="its namespace (default: this pod's namespace, else 'default')"
+    )
 
 
 def _api(args: argparse.Namespace) -> client.ApiClient:
@@ -115,26 +189,95 @@ async def _until_signalled(serve: Callable[[asyncio.Event], Coroutine[Any, Any, 
     await serve(stop)
 
 
+def _own_namespace(args: argparse.Namespace) -> str:
+    if args.ca_namespace:
+        return str(args.ca_namespace)
+    mounted = Path(SERVICE_ACCOUNT_NAMESPACE)
+    return mounted.read_text().strip() if mounted.exists() else "default"
+
+
+async def _mesh_ca(args: argparse.Namespace, api: client.ApiClient) -> CertificateAuthority:
+    return await load_or_create_ca(
+        KubeObjects(api, field_manager="canaryctl-mesh"), _own_namespace(args), args.ca_secret
+    )
+
+
+def xds_server(
+    api: client.ApiClient,
+    ca: CertificateAuthority,
+    dns_names: list[str],
+    *,
+    host: str = "0.0.0.0",
+    port: int = 15010,
+    audience: str = TOKEN_AUDIENCE,
+    max_streams_per_identity: int = 8,
+) -> AdsServer:
+    """ADS as meshd serves it: TLS from the mesh CA, tokens checked by TokenReview. The reviews get an
+    API client of their own, so a reconnect storm (thousands of new tokens) reuses its connections
+    instead of opening one per review next to the watches holding the shared pool."""
+    return AdsServer(
+        host,
+        port,
+        credentials=xds_credentials(IssuedCertificate(ca, dns_names)),
+        authenticator=TokenAuthenticator(KubeTokenReviewer(client.ApiClient(api.configuration)), audience),
+        max_streams_per_identity=max_streams_per_identity,
+    )
+
+
 async def _control_plane(args: argparse.Namespace, api: client.ApiClient, stop: asyncio.Event) -> None:
-    async with ControlPlane(
-        api, args.namespaces, "0.0.0.0", args.xds_port, args.resync_seconds, _ports(args), bind_host="0.0.0.0"
-    ):
+    try:
+        export_to = parse_export_to(args.default_export_to, "")
+    except ValueError as error:
+        raise SystemExit(f"--default-export-to: {error}") from error
+    if args.insecure:
+        ads = AdsServer("0.0.0.0", args.xds_port)
+    else:
+        if not args.xds_dns_names:
+            raise SystemExit("--xds-dns-name is required unless --insecure")
+        ca = await _mesh_ca(args, api)
+        ads = xds_server(
+            api, ca, args.xds_dns_names, port=args.xds_port, audience=args.token_audience,
+            max_streams_per_identity=args.max_streams_per_identity,
+        )  # fmt: skip
+    plane = ControlPlane(
+        api, args.namespaces, ports=_ports(args), ads=ads, default_export_to=export_to,
+        watch_timeout=args.watch_timeout_seconds,
+    )  # fmt: skip
+    async with plane:
         await stop.wait()
 
 
 async def _injector(args: argparse.Namespace, api: client.ApiClient, stop: asyncio.Event) -> None:
+    objects = KubeObjects(api, field_manager="canaryctl-mesh")
+    # The mesh CA signs the webhook's certificate (unless cert-manager does) and is what sidecars trust.
+    needs_ca = not args.insecure_xds or not args.tls_cert
+    ca = await _mesh_ca(args, api) if needs_ca else None
+    auth = None
+    if ca is not None and not args.insecure_xds:
+        auth = config.XdsAuth(ca.cert_pem.decode(), SIDECAR_TOKEN_PATH, args.xds_host)
     settings = InjectorSettings(
         proxy_image=args.sidecar_image,
         init_image=args.init_image,
         xds_host=args.xds_host,
         xds_port=args.xds_port,
+        xds_auth=auth,
+        token_audience=args.token_audience,
         ports=_ports(args),
         exclude_inbound_ports=args.excluded_ports,
         exclude_outbound_ports=args.excluded_ports,
     )
-    context = injector.tls_context(args.tls_cert, args.tls_key)
-    labels = injector.namespace_labels(KubeObjects(api))
-    async with injector.serving(settings, labels, context, "0.0.0.0", args.port):
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            raise SystemExit("--tls-cert and --tls-key go together")
+        serving: injector.ServingCertificate = injector.FileCertificate(args.tls_cert, args.tls_key)
+    else:
+        if not args.tls_dns_names or ca is None:
+            raise SystemExit("--tls-dns-name is required without --tls-cert/--tls-key")
+        serving = injector.MeshCertificate(
+            IssuedCertificate(ca, args.tls_dns_names), objects, args.webhook_name
+        )
+    labels = injector.CachedNamespaceLabels(objects)
+    async with injector.serving(settings, labels, serving, stop, "0.0.0.0", args.port):
         await stop.wait()
 
 

@@ -1,30 +1,105 @@
-"""`canaryctl meshd control-plane`: watched Kubernetes objects → MeshControlPlane.sync → sidecars over ADS.
+"""`canaryctl meshd control-plane`: watched Kubernetes objects → MeshControlPlane → sidecars over ADS.
 
 Reflectors (canaryctl_mesh.meshd.watch) keep a store of TrafficSplits, HTTPRouteGroups, TrafficPolicies,
-Services and EndpointSlices. Any change marks the store dirty; the sync loop waits a short debounce
-(so a burst, such as the first list, becomes one push) and syncs the whole store. Nothing is pushed
-before every reflector has listed once: a restarted control plane must not hand reconnecting sidecars
-an empty mesh. Translation errors are logged once each and leave the rest of the mesh syncing; a
-snapshot Envoy would refuse (ValueError) is logged and the sidecars keep the previous one.
+Services and EndpointSlices and note which namespaces changed. The sync loop waits a short debounce
+(so a burst, such as the first list, becomes one push), re-translates only the changed namespaces
+and pushes the views that changed. Nothing is pushed before every reflector has listed once: a
+restarted control plane must not hand reconnecting sidecars an empty mesh. An object that is refused
+(invalid, or conflicting with an older one) gets a Warning Event and a log line, once; the rest of
+the mesh keeps syncing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
 from canaryctl_mesh import config
 from canaryctl_mesh.ads import AdsServer
 from canaryctl_mesh.control import MeshControlPlane
+from canaryctl_mesh.identity import Authenticator
+from canaryctl_mesh.kube import KubeObjects
 from canaryctl_mesh.meshd.watch import WATCHED, ObjectStore, Reflector, Source
+from canaryctl_mesh.translate import ALL_NAMESPACES, Refusal
 
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 5.0
+EVENT_REASON = "MeshConfigRefused"
+MAX_EVENT_MESSAGE = 1024
+COMPONENT = "canaryctl-mesh"
+
+
+class RefusalEvents:
+    """One Warning Event per refused object and reason, on that object (``kubectl describe`` shows it).
+
+    Event names derive from the object's uid and the message, so posting the same refusal again (after
+    a restart) updates the same Event instead of piling up new ones.
+    """
+
+    def __init__(self, objects: KubeObjects | None) -> None:
+        self.objects = objects
+        self.reported: set[Refusal] = set()
+        self._queue: asyncio.Queue[Refusal] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def report(self, refused: list[Refusal]) -> None:
+        for refusal in refused:
+            if refusal not in self.reported:
+                log.warning("not routed: %s: %s", refusal.ref, refusal.message)
+                if self.objects is not None:
+                    self._queue.put_nowait(refusal)
+        self.reported = set(refused)
+        if self.objects is not None and self._task is None:
+            self._task = asyncio.create_task(self._post_all(self.objects))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _post_all(self, objects: KubeObjects) -> None:
+        while True:
+            refusal = await self._queue.get()
+            try:
+                await objects.apply(self.event(refusal))
+            except (ApiException, OSError) as error:
+                log.warning("could not record an Event for %s: %s", refusal.ref, error)
+
+    @staticmethod
+    def event(refusal: Refusal) -> dict[str, object]:
+        ref = refusal.ref
+        suffix = hashlib.sha256(f"{ref.uid}/{refusal.message}".encode()).hexdigest()[:12]
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        involved = {
+            "apiVersion": ref.api_version,
+            "kind": ref.kind,
+            "namespace": ref.namespace,
+            "name": ref.name,
+        }
+        if ref.uid:
+            involved["uid"] = ref.uid
+        return {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{ref.name}.mesh-{suffix}", "namespace": ref.namespace},
+            "involvedObject": involved,
+            "reason": EVENT_REASON,
+            "message": refusal.message[:MAX_EVENT_MESSAGE],
+            "type": "Warning",
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
 
 
 class ControlPlane:
@@ -34,27 +109,38 @@ class ControlPlane:
         namespaces: Sequence[str] = (),
         xds_host: str = "0.0.0.0",
         xds_port: int = 15010,
-        resync: float = 30.0,
         ports: config.SidecarPorts | None = None,
         bind_host: str = "0.0.0.0",
         debounce: float = 0.05,
+        *,
+        ads: AdsServer | None = None,
+        authenticator: Authenticator | None = None,
+        default_export_to: frozenset[str] = frozenset({ALL_NAMESPACES}),
+        watch_timeout: float = 300.0,
+        events: bool = True,
     ) -> None:
-        self.ads = AdsServer(xds_host, xds_port)
-        self.plane = MeshControlPlane(self.ads, ports, bind_host)
+        """`ads` replaces the plaintext, unauthenticated server on xds_host:xds_port (meshd passes one
+        with TLS, an authenticator and a stream limit)."""
+        self.ads = ads or AdsServer(xds_host, xds_port, authenticator=authenticator)
+        self.plane = MeshControlPlane(self.ads, ports, bind_host, default_export_to)
         self.debounce = debounce
         self.version = ""
-        """Snapshot version of the last push ("" before the first)."""
-        self.errors: list[str] = []
+        """Digest of the translated mesh at the last push ("" before the first)."""
+        self.events = RefusalEvents(KubeObjects(api, field_manager=COMPONENT) if events else None)
         self._dirty = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.store = ObjectStore(self._changed)
         scopes: list[str | None] = list(dict.fromkeys(namespaces)) or [None]
         self.reflectors = [
-            Reflector(api, Source(api_version, kind, namespace), self.store, resync)
+            Reflector(api, Source(api_version, kind, namespace), self.store, watch_timeout)
             for api_version, kind in WATCHED
             for namespace in scopes
         ]
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def refused(self) -> list[Refusal]:
+        return self.plane.refused
 
     def _changed(self) -> None:
         """Called from reflector threads; a reflector outliving `stop` finds the loop closed."""
@@ -78,6 +164,7 @@ class ControlPlane:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        await self.events.stop()
         for reflector in self.reflectors:
             await asyncio.to_thread(reflector.join, STOP_TIMEOUT)
         await self.ads.stop()
@@ -99,16 +186,11 @@ class ControlPlane:
                 await self.sync()
 
     async def sync(self) -> None:
-        """Push the store's current objects to every sidecar."""
-        try:
-            version = await self.plane.sync(self.store.objects())
-        except ValueError as error:
-            log.error("mesh config refused, sidecars keep the previous one: %s", error)
-            return
-        for problem in self.plane.errors:
-            if problem not in self.errors:
-                log.warning("not routed: %s", problem)
-        self.errors = list(self.plane.errors)
+        """Re-translate the namespaces that changed and push the views that changed."""
+        dirty = self.store.take_dirty()
+        self.plane.update({namespace: self.store.namespace_objects(namespace) for namespace in dirty})
+        version = await self.plane.push()
+        self.events.report(self.plane.refused)
         if version != self.version:
-            log.info("pushed snapshot %s", version)
+            log.info("pushed snapshot %s (%d namespaces changed)", version, len(dirty))
         self.version = version

@@ -1,18 +1,28 @@
 """`canaryctl meshd injector`: the sidecar injector's aiohttp app (canaryctl_mesh.injector) over TLS.
 
+The serving certificate either comes from the mesh CA (`MeshCertificate`: issued in memory, renewed
+before it expires, and the MutatingWebhookConfiguration's ``caBundle`` kept equal to the CA, so a
+``helm upgrade`` or an Argo CD sync that drops it is repaired within a minute) or from files a
+cert-manager Secret volume keeps current (`FileCertificate`). Either way a new certificate is loaded
+into the live TLS context: no restart, no window in which pods start without a sidecar.
+
 An AdmissionReview does not carry the namespace's labels, so each review looks the namespace up
-through the kubernetes client. When that lookup fails the pod is judged on its own annotation only
-(a namespace-label opt-in is missed, logged as a warning), which matches the webhook's
-`failurePolicy: Ignore`: admission never blocks on the mesh.
+through the kubernetes client, cached for `LABEL_TTL` seconds. When that lookup fails the pod is
+judged on its own annotation only (a namespace-label opt-in is missed, logged as a warning), which
+matches the webhook's `failurePolicy: Ignore`: admission never blocks on the mesh.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import contextlib
 import logging
-import ssl
+import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
+from typing import Protocol
 
 import urllib3
 from aiohttp import web
@@ -20,45 +30,132 @@ from kubernetes.client.exceptions import ApiException
 
 from canaryctl_mesh.injector import InjectorSettings, NamespaceLabels, make_app
 from canaryctl_mesh.kube import KubeObjects
+from canaryctl_mesh.meshd.pki import KeyPair
+from canaryctl_mesh.meshd.tls import IssuedCertificate, file_watcher, keep_current, read_pair, server_context
 
 log = logging.getLogger(__name__)
 
+LABEL_TTL = 30.0
+MAX_CACHED_NAMESPACES = 10_000
+CHECK_INTERVAL = 60.0
+WEBHOOK_API = ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration")
 
-def namespace_labels(objects: KubeObjects) -> NamespaceLabels:
-    async def lookup(name: str) -> Mapping[str, str]:
+
+class CachedNamespaceLabels:
+    """`NamespaceLabels` with a TTL cache: a burst of pods (a rollout) costs one lookup per namespace."""
+
+    def __init__(self, objects: KubeObjects, ttl: float = LABEL_TTL) -> None:
+        self.objects = objects
+        self.ttl = ttl
+        self._cache: OrderedDict[str, tuple[float, Mapping[str, str]]] = OrderedDict()
+
+    async def __call__(self, name: str) -> Mapping[str, str]:
+        cached = self._cache.get(name)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
         try:
-            namespace = await objects.get("v1", "Namespace", "", name)
+            namespace = await self.objects.get("v1", "Namespace", "", name)
         except (ApiException, urllib3.exceptions.HTTPError, OSError) as error:
             log.warning("namespace %s: label lookup failed (%s); judging the pod by annotation", name, error)
             return {}
-        return dict(((namespace or {}).get("metadata") or {}).get("labels") or {})
+        labels = dict(((namespace or {}).get("metadata") or {}).get("labels") or {})
+        self._cache[name] = (time.monotonic() + self.ttl, labels)
+        self._cache.move_to_end(name)
+        while len(self._cache) > MAX_CACHED_NAMESPACES:
+            self._cache.popitem(last=False)
+        return labels
 
-    return lookup
+
+class ServingCertificate(Protocol):
+    def current(self) -> KeyPair: ...
+
+    async def refresh(self) -> KeyPair | None:
+        """A replacement pair when one is due (and whatever goes with it is done), else None."""
+        ...
 
 
-def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(cert, key)
-    return context
+class FileCertificate:
+    """PEM files a cert-manager Secret volume keeps current (the kubelet swaps them on renewal)."""
+
+    def __init__(self, cert: Path, key: Path) -> None:
+        self._pair = read_pair(cert, key)
+        self._changed = file_watcher(cert, key)
+
+    def current(self) -> KeyPair:
+        return self._pair
+
+    async def refresh(self) -> KeyPair | None:
+        return self._changed()
+
+
+class MeshCertificate:
+    """A certificate from the mesh CA, and the webhook's caBundle kept equal to that CA."""
+
+    def __init__(self, issued: IssuedCertificate, objects: KubeObjects, webhook: str) -> None:
+        self.issued = issued
+        self.objects = objects
+        self.webhook = webhook
+
+    def current(self) -> KeyPair:
+        return self.issued.pair
+
+    async def refresh(self) -> KeyPair | None:
+        with contextlib.suppress(ApiException, urllib3.exceptions.HTTPError, OSError):
+            await self.ensure_ca_bundle()
+        return self.issued.renewed()
+
+    async def ensure_ca_bundle(self) -> None:
+        """Set every webhook's caBundle in the configuration to the mesh CA, where it differs."""
+        if not self.webhook:
+            return
+        bundle = base64.b64encode(self.issued.ca.cert_pem).decode()
+        found = await self.objects.get(*WEBHOOK_API, "", self.webhook)
+        if found is None:
+            log.warning("MutatingWebhookConfiguration %s not found; caBundle not set", self.webhook)
+            return
+        operations = []
+        for index, hook in enumerate(found.get("webhooks") or []):
+            if (hook.get("clientConfig") or {}).get("caBundle") != bundle:
+                # Guard on the name: a concurrent edit that reorders the list fails the patch (422).
+                operations += [
+                    {"op": "test", "path": f"/webhooks/{index}/name", "value": hook.get("name")},
+                    {"op": "add", "path": f"/webhooks/{index}/clientConfig/caBundle", "value": bundle},
+                ]
+        if operations:
+            await self.objects.json_patch(*WEBHOOK_API, "", self.webhook, operations)
+            log.info("set the caBundle of %s to the mesh CA", self.webhook)
 
 
 @contextlib.asynccontextmanager
 async def serving(
     settings: InjectorSettings,
     labels: NamespaceLabels,
-    context: ssl.SSLContext,
+    certificate: ServingCertificate,
+    stop: asyncio.Event,
     host: str = "0.0.0.0",
     port: int = 9443,
+    check_interval: float = CHECK_INTERVAL,
 ) -> AsyncIterator[int]:
-    """The webhook (POST /mutate, GET /healthz) over HTTPS while the block runs; yields the bound port."""
+    """The webhook (POST /mutate, GET /healthz) over HTTPS while the block runs; yields the bound port.
+
+    Every `check_interval` seconds the certificate is refreshed (and the caBundle checked); a new
+    pair serves the next handshake.
+    """
+    if isinstance(certificate, MeshCertificate):
+        await certificate.ensure_ca_bundle()
+    context = server_context(certificate.current())
     runner = web.AppRunner(make_app(settings, labels), access_log=None)
     await runner.setup()
+    refresher: asyncio.Task[None] | None = None
     try:
         site = web.TCPSite(runner, host, port, ssl_context=context)
         await site.start()
         bound = int(runner.addresses[0][1])
         log.info("injector serving HTTPS on %s:%d", host, bound)
+        refresher = asyncio.create_task(keep_current(context, certificate.refresh, check_interval, stop))
         yield bound
     finally:
+        if refresher is not None:
+            refresher.cancel()
+            await asyncio.gather(refresher, return_exceptions=True)
         await runner.cleanup()

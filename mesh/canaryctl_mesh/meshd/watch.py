@@ -3,10 +3,13 @@
 Why watch and not poll: a canary step changes a TrafficSplit's weights and expects the sidecars to
 follow within a second; polling the 11 watched resources per namespace that often would load the API
 server for nothing, and polling less often would slow every step. So each (resource, namespace) gets a
-reflector, client-go's pattern: list (which returns a resourceVersion), then watch from there. Every
-`resync` seconds the watch ends and the reflector lists again, which repairs anything a broken stream
-missed; a 410 Gone (history compacted) relists at once. Other failures back off exponentially
+reflector, client-go's pattern: list once (which returns a resourceVersion), then watch from there,
+for ever: each watch request lasts `watch_timeout` seconds and the next one resumes from the last
+resourceVersion seen (bookmarks keep it fresh), so nothing is listed again while the watch works. A
+410 Gone (history compacted) or a failed watch lists again. Failures back off exponentially
 (jittered, 0.2 s doubling up to 30 s); the backoff resets once a list and a watch both worked.
+
+The store remembers which namespaces changed, so the control plane re-translates only those.
 
 Reflectors are threads because the kubernetes client blocks; `stop()` shuts the open stream's socket
 down so a thread blocked in a read returns at once.
@@ -18,7 +21,6 @@ import json
 import logging
 import random
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +48,8 @@ PAGE_SIZE = 500
 MAX_PAGES = 1000
 READ_GRACE = 10.0
 """A watch read waits this long past the server-side timeout before the reflector gives up on it."""
+MISSING_RECHECK = 60.0
+"""A resource the API server does not serve (a CRD not installed) is looked for again this often."""
 
 
 @dataclass(frozen=True)
@@ -83,12 +87,14 @@ def _name(obj: Object) -> tuple[str, str]:
 
 
 class ObjectStore:
-    """The watched objects by source; thread-safe. `on_change` runs in the changing thread after changes."""
+    """The watched objects by source and namespace; thread-safe. `on_change` runs in the changing
+    thread after changes; `take_dirty` tells which namespaces changed since it was last called."""
 
     def __init__(self, on_change: Callable[[], None]) -> None:
         self.on_change = on_change
         self._lock = threading.Lock()
-        self._by_source: dict[Source, dict[tuple[str, str], Object]] = {}
+        self._by_source: dict[Source, dict[str, dict[str, Object]]] = {}
+        self._dirty: set[str] = set()
 
     @staticmethod
     def _typed(source: Source, obj: Object) -> Object:
@@ -96,34 +102,55 @@ class ObjectStore:
         return {**obj, "apiVersion": source.api_version, "kind": source.kind}
 
     def replace(self, source: Source, items: list[Object]) -> None:
+        fresh: dict[str, dict[str, Object]] = {}
+        for obj in items:
+            namespace, name = _name(obj)
+            fresh.setdefault(namespace, {})[name] = self._typed(source, obj)
         with self._lock:
-            self._by_source[source] = {_name(o): self._typed(source, o) for o in items}
+            old = self._by_source.get(source, {})
+            self._dirty |= {ns for ns in old.keys() | fresh.keys() if old.get(ns) != fresh.get(ns)}
+            self._by_source[source] = fresh
         self.on_change()
 
     def upsert(self, source: Source, obj: Object) -> None:
+        namespace, name = _name(obj)
         with self._lock:
-            self._by_source.setdefault(source, {})[_name(obj)] = self._typed(source, obj)
+            self._by_source.setdefault(source, {}).setdefault(namespace, {})[name] = self._typed(source, obj)
+            self._dirty.add(namespace)
         self.on_change()
 
     def remove(self, source: Source, obj: Object) -> None:
+        namespace, name = _name(obj)
         with self._lock:
-            self._by_source.get(source, {}).pop(_name(obj), None)
+            self._by_source.get(source, {}).get(namespace, {}).pop(name, None)
+            self._dirty.add(namespace)
         self.on_change()
 
-    def objects(self) -> list[Object]:
-        """Every object once: a CRD serving several versions shows each object under all of them, so
-        the same (group, kind, namespace, name) counts once, from the newest version watched."""
+    def take_dirty(self) -> set[str]:
+        with self._lock:
+            dirty, self._dirty = self._dirty, set()
+        return dirty
+
+    def namespace_objects(self, namespace: str) -> list[Object]:
+        """Every object of `namespace` once: a CRD serving several versions shows each object under all
+        of them, so the same (group, kind, name) counts once, from the newest version watched."""
         order = {key: index for index, key in enumerate(WATCHED)}
         with self._lock:
             sources = sorted(
                 self._by_source.items(), key=lambda s: order.get((s[0].api_version, s[0].kind), 0)
             )
-            seen: dict[tuple[str, str, str, str], Object] = {}
-            for source, objects in sources:
+            seen: dict[tuple[str, str, str], Object] = {}
+            for source, by_namespace in sources:
                 group = source.api_version.rsplit("/", 1)[0] if "/" in source.api_version else ""
-                for (namespace, name), obj in objects.items():
-                    seen.setdefault((group, source.kind, namespace, name), obj)
+                for name, obj in by_namespace.get(namespace, {}).items():
+                    seen.setdefault((group, source.kind, name), obj)
         return list(seen.values())
+
+    def namespaces(self) -> set[str]:
+        with self._lock:
+            return {
+                ns for by_namespace in self._by_source.values() for ns, objs in by_namespace.items() if objs
+            }
 
 
 class _Expired(Exception):
@@ -134,12 +161,12 @@ class Reflector:
     """Keeps `store` in step with one `source`; `synced` is set after the first list (or a 404)."""
 
     def __init__(
-        self, api: client.ApiClient, source: Source, store: ObjectStore, resync: float = 30.0
+        self, api: client.ApiClient, source: Source, store: ObjectStore, watch_timeout: float = 300.0
     ) -> None:
         self.api = api
         self.source = source
         self.store = store
-        self.resync = resync
+        self.watch_timeout = watch_timeout
         self.backoff = Backoff()
         self.synced = threading.Event()
         self._stopping = threading.Event()
@@ -212,9 +239,9 @@ class Reflector:
                 self._response = None
             response.close()
 
-    def _watch(self, version: str, until: float) -> str:
-        """Apply events until the stream ends or `until` (monotonic) passes; returns the last version."""
-        for event in self._events(version, max(1.0, until - time.monotonic())):
+    def _watch(self, version: str) -> str:
+        """Apply events until the watch request ends; returns the last version seen."""
+        for event in self._events(version, self.watch_timeout):
             kind, obj = event.get("type"), event.get("object") or {}
             if kind == "ERROR":
                 if obj.get("code") == 410:
@@ -225,7 +252,7 @@ class Reflector:
             elif kind == "DELETED":
                 self.store.remove(self.source, obj)
             version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
-            if self._stopping.is_set() or time.monotonic() >= until:
+            if self._stopping.is_set():
                 break
         return version
 
@@ -237,9 +264,8 @@ class Reflector:
             try:
                 version = self._list()
                 self.synced.set()
-                until = time.monotonic() + self.resync
-                while not self._stopping.is_set() and time.monotonic() < until:
-                    version = self._watch(version, until)
+                while not self._stopping.is_set():
+                    version = self._watch(version)
                     self.backoff.reset()  # a list and a watch both worked
             except _Expired as expired:
                 log.info("%s: watch expired (%s), listing again", self.source, expired)
@@ -249,11 +275,11 @@ class Reflector:
                 elif error.status == 404:
                     # The CRD (this version of it) is not installed; it may be later.
                     if not reported_missing:
-                        log.info("%s is not served; checking again every %ss", self.source, self.resync)
+                        log.info("%s is not served; checking again every %ss", self.source, MISSING_RECHECK)
                     reported_missing = True
                     self.store.replace(self.source, [])
                     self.synced.set()
-                    self._stopping.wait(self.resync)
+                    self._stopping.wait(MISSING_RECHECK)
                 else:
                     self._failed(error)
             except (urllib3.exceptions.HTTPError, OSError, ValueError) as error:

@@ -1,5 +1,5 @@
-"""Metric providers (Prometheus, Datadog, New Relic, CloudWatch, Graphite, InfluxDB, web), the
-builtin per-mesh queries, template rendering and the Analyzer that ties them to a Canary."""
+"""Metric providers (one module per vendor; their names in ``PROVIDER_TYPES``), the builtin per-mesh
+queries, template rendering and the Analyzer that ties them to a Canary."""
 
 from canaryctl_providers.metrics.analyzer import MetricsAnalyzer, SecretLookup, TemplateLookup
 from canaryctl_providers.metrics.errors import MetricQueryError, ProviderConfigError, TemplateRenderError

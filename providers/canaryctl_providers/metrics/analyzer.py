@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from canaryctl import registry
 from canaryctl.api.models import Canary, CanaryMetric, MetricTemplate, MetricTemplateProvider
 from canaryctl.engine.types import ErrorSample, MetricObservation, MetricSample
-from canaryctl.ports import MetricsProvider
+from canaryctl.ports import KubeApi, MetricScope, MetricsProvider
 from canaryctl_providers.metrics.builtin import BUILTIN_METRICS, SUCCESS_RATE, BuiltinQueries, mesh_queries
 from canaryctl_providers.metrics.errors import ProviderConfigError
 from canaryctl_providers.metrics.template import TemplateModel, render
@@ -68,8 +68,10 @@ class MetricsAnalyzer:
         default_address: str = DEFAULT_PROMETHEUS,
         provider_factory: ProviderFactory = registry.metrics_provider,
         query_concurrency: int = QUERIES_PER_CANARY,
+        cluster: KubeApi | None = None,
     ) -> None:
         self._templates = templates
+        self._cluster = cluster
         self._secrets = secrets
         self._default_address = default_address
         self._factory = provider_factory
@@ -183,13 +185,15 @@ class MetricsAnalyzer:
                 )
             spec = spec.model_copy(update={"address": self._address(canary)})
         secret = None
+        own_namespace = template.metadata.namespace or namespace
         if spec.secret_ref is not None:
             if self._secrets is None:
                 raise ValueError(
                     f"template {metric.template_ref.name!r} needs a Secret but no lookup is configured"
                 )
-            secret = await self._secrets(spec.secret_ref.name, template.metadata.namespace or namespace)
-        provider = self._factory(spec, secret, interval=metric.interval or "1m")
+            secret = await self._secrets(spec.secret_ref.name, own_namespace)
+        scope = MetricScope(own_namespace, self._cluster)
+        provider = self._factory(spec, secret, interval=metric.interval or "1m", scope=scope)
         return _Resolved(provider, spec.type, template.spec.query)
 
     def _address(self, canary: Canary) -> str:

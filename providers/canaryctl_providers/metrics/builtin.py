@@ -1,10 +1,10 @@
 """The builtin metrics, ``request-success-rate`` (% non-5xx) and ``request-duration`` (p99, ms), per mesh.
 
-Queries are templates rendered like MetricTemplates. For Istio, Linkerd and Kubernetes/Gateway API
-they are Flagger's; the included mesh reads the Envoy stats named in canaryctl_mesh.telemetry. Each
-mesh also has a request-count query over the interval (for the engine's two-proportion test and
-fastFail), and a caller-side variant for fault steps, where the upstream never sees the requests a
-fault aborted.
+Queries are templates rendered like MetricTemplates. For Istio, Linkerd, Kubernetes/Gateway API,
+ingress-nginx, Contour, Gloo, Traefik and APISIX they are Flagger's; the included mesh reads the Envoy
+stats named in canaryctl_mesh.telemetry. Each mesh also has a request-count query over the interval (for
+the engine's two-proportion test and fastFail), and a caller-side variant for fault steps, where the
+upstream never sees the requests a fault aborted.
 
 The included mesh measures where Istio and Linkerd do, on the server side: the destination pod's
 sidecar counts every request it lets in, per workload, whoever sent it (a meshed pod, an unmeshed
@@ -18,7 +18,7 @@ nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from canaryctl.api.models import INCLUDED_MESH
 from canaryctl_mesh import telemetry
@@ -160,6 +160,58 @@ _POD_QUERIES = Source(
 _KUBERNETES = MeshQueries(_POD_QUERIES, _POD_QUERIES)
 
 
+# Ingress controllers: Flagger's queries, which measure the canary's side only (comparing against the
+# primary finds no primary data). Their routers refuse faults, so there is no caller side either.
+_NGINX_SELECTOR = 'namespace="{{ namespace }}", ingress="{{ ingress }}", canary!=""'
+_NGINX_DURATION = "nginx_ingress_controller_response_duration_seconds"
+_NGINX_QUERIES = replace(
+    Source("nginx_ingress_controller_requests", _NGINX_SELECTOR, f"status!~{_FIVE_XX}", "").queries(),
+    duration=(
+        f"sum(rate({_NGINX_DURATION}_sum{{{_NGINX_SELECTOR}}}[{{{{ interval }}}}])) / "
+        f"sum(rate({_NGINX_DURATION}_count{{{_NGINX_SELECTOR}}}[{{{{ interval }}}}])) * 1000"
+    ),
+)
+
+
+def _envoy_cluster(cluster: str) -> BuiltinQueries:
+    """Envoy's per-cluster stats as Contour and Gloo export them, for the clusters ``cluster`` matches."""
+    return Source(
+        "envoy_cluster_upstream_rq",
+        f'envoy_cluster_name=~"{cluster}"',
+        f"envoy_response_code!~{_FIVE_XX}",
+        "envoy_cluster_upstream_rq_time_bucket",
+    ).queries()
+
+
+_TRAEFIK_SERVICE = 'service=~"{{ namespace }}-{{ service }}-canary-[0-9a-zA-Z-]+@kubernetescrd"'
+_TRAEFIK_BUCKETS = "traefik_service_request_duration_seconds_bucket"
+# Traefik's request counter is the histogram's +Inf bucket.
+_TRAEFIK_QUERIES = replace(
+    Source(_TRAEFIK_BUCKETS, f'{_TRAEFIK_SERVICE}, le="+Inf"', 'code!~"5.."', "").queries(),
+    duration=(
+        f"histogram_quantile(0.99, sum(rate({_TRAEFIK_BUCKETS}{{{_TRAEFIK_SERVICE}}}"
+        "[{{ interval }}])) by (le)) * 1000"
+    ),
+)
+
+_APISIX_ROUTE = 'route=~"{{ namespace }}_{{ route }}-{{ service }}-canary_.+"'
+_APISIX_QUERIES = replace(
+    Source("apisix_http_status", _APISIX_ROUTE, 'code!~"5.."', "").queries(),
+    duration=(
+        f'histogram_quantile(0.99, sum(rate(apisix_http_latency_bucket{{type=~"request", {_APISIX_ROUTE}}}'
+        "[{{ interval }}])) by (le))"
+    ),
+)
+
+_INGRESS_QUERIES = {
+    "nginx": _NGINX_QUERIES,
+    "contour": _envoy_cluster("{{ namespace }}_{{ service }}-canary_[0-9a-zA-Z-]+"),
+    "gloo": _envoy_cluster("{{ namespace }}-{{ service }}-canaryupstream-[0-9a-zA-Z-]+_[0-9a-zA-Z-]+"),
+    "traefik": _TRAEFIK_QUERIES,
+    "apisix": _APISIX_QUERIES,
+}
+
+
 def mesh_queries(provider: str | None) -> MeshQueries:
     """Queries for a Canary's ``spec.provider``; None is the included mesh."""
     name = (provider or INCLUDED_MESH).split(":")[0]
@@ -171,4 +223,6 @@ def mesh_queries(provider: str | None) -> MeshQueries:
         return _LINKERD
     if name in ("kubernetes", "gatewayapi"):
         return _KUBERNETES
+    if name in _INGRESS_QUERIES:
+        return MeshQueries(_INGRESS_QUERIES[name], _INGRESS_QUERIES[name])
     raise ValueError(f"no builtin metrics for provider {provider!r}")

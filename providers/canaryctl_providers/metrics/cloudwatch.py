@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from canaryctl.api.models import MetricTemplateProvider
-from canaryctl_mesh.duration import parse_duration
+from canaryctl_mesh.duration import metric_interval_seconds
 from canaryctl_providers.metrics.errors import MetricQueryError, ProviderConfigError
 from canaryctl_providers.metrics.sigv4 import Credentials, sign
 from canaryctl_providers.metrics.transport import Endpoint, parse_json, require, to_float
@@ -55,7 +55,7 @@ class CloudWatchProvider:
         self.region = spec.region
         self._credentials = _credentials(spec, secret)
         self._endpoint = Endpoint.from_spec(spec, None, f"https://{SERVICE}.{spec.region}.amazonaws.com")
-        self._lookback = LOOKBACK_INTERVALS * parse_duration(interval)
+        self._lookback = LOOKBACK_INTERVALS * metric_interval_seconds(interval)
 
     async def query(self, query: str) -> float | None:
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from canaryctl.api.models import MetricTemplateProvider
-from canaryctl_mesh.duration import parse_duration
+from canaryctl_mesh.duration import metric_interval_seconds
 from canaryctl_providers.metrics.errors import MetricQueryError
 from canaryctl_providers.metrics.transport import Endpoint, parse_json, require, to_float
 
@@ -15,7 +15,8 @@ LOOKBACK_INTERVALS = 10
 
 
 class DatadogProvider:
-    """The value is the last point of the first series; no series or no points means no data."""
+    """The value is the first (oldest) point of the first series, as in Flagger: the newest bucket of
+    the window is almost always incomplete. No series or no points means no data."""
 
     def __init__(
         self, spec: MetricTemplateProvider, secret: dict[str, str] | None, interval: str = "1m"
@@ -25,7 +26,7 @@ class DatadogProvider:
             "DD-APPLICATION-KEY": require(secret, "datadog_application_key", "datadog"),
         }
         self._endpoint = Endpoint.from_spec(spec, keys, DEFAULT_ADDRESS)
-        self._lookback = int(LOOKBACK_INTERVALS * parse_duration(interval))
+        self._lookback = int(LOOKBACK_INTERVALS * metric_interval_seconds(interval))
 
     async def query(self, query: str) -> float | None:
         now = int(time.time())
@@ -35,7 +36,7 @@ class DatadogProvider:
             raise MetricQueryError(f"Datadog query failed: {body!r}"[:300])
         series = body.get("series") or [{}]
         points = series[0].get("pointlist") or []
-        return to_float(points[-1][1]) if points else None
+        return to_float(points[0][1]) if points else None
 
     async def is_online(self) -> bool:
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from canaryctl.api.models import MetricTemplateProvider
-from canaryctl_mesh.duration import parse_duration
+from canaryctl_mesh.duration import metric_interval_seconds
 from canaryctl_providers.metrics.errors import MetricQueryError
 from canaryctl_providers.metrics.transport import Endpoint, parse_json, require, to_float
 
@@ -23,7 +23,7 @@ class NewRelicProvider:
         key = require(secret, "newrelic_query_key", "newrelic")
         self._endpoint = Endpoint.from_spec(spec, {"X-Query-Key": key}, DEFAULT_ADDRESS)
         self._path = f"/v1/accounts/{account}/query"
-        self._since = int(parse_duration(interval))
+        self._since = int(metric_interval_seconds(interval))
 
     async def query(self, query: str) -> float | None:
         return _result(await self._run(f"{query} SINCE {self._since} seconds ago"))

@@ -12,7 +12,8 @@ from __future__ import annotations
 import base64
 import json
 import math
-from collections.abc import Mapping
+import ssl
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,6 +85,8 @@ class Endpoint:
     headers: list[tuple[str, str]] = field(default_factory=list)
     verify: bool = True
     timeout: float = DEFAULT_TIMEOUT
+    # A TLS context of its own (a cluster's CA, a client certificate) instead of the shared ones.
+    tls: ssl.SSLContext | None = None
 
     @classmethod
     def from_spec(
@@ -115,13 +118,15 @@ class Endpoint:
         json_body: Any = None,
         content: bytes | None = None,
         headers: dict[str, str] | None = None,
+        until: Callable[[bytes], bool] | None = None,
     ) -> Reply:
-        """One request; transport failures, the bounds and HTTP statuses >= 400 become MetricQueryError."""
+        """One request; transport failures, the bounds and HTTP statuses >= 400 become MetricQueryError.
+        ``until`` ends the read early once the body so far holds all that is needed (a stream)."""
         url = self.url_for(path)
         all_headers = httpx.Headers(self.headers)
         all_headers.update(headers or {})
         try:
-            async with httpx.AsyncClient(verify=ssl_context(self.verify)) as client:
+            async with httpx.AsyncClient(verify=self.tls or ssl_context(self.verify)) as client:
                 reply = await fetch(
                     client,
                     method,
@@ -132,6 +137,7 @@ class Endpoint:
                     json=json_body,
                     content=content,
                     headers=all_headers,
+                    until=until,
                 )
         except (httpx.HTTPError, OutboundError) as exc:
             raise MetricQueryError(f"{method} {url} failed: {describe(exc)}") from exc

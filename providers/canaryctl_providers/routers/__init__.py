@@ -20,14 +20,20 @@ from canaryctl.engine.steps import StepKind, compile_steps
 from canaryctl.engine.types import RouteState
 from canaryctl.ports import Objects, Router
 from canaryctl_providers.routers import smi
+from canaryctl_providers.routers.apisix import ApisixRouter
 from canaryctl_providers.routers.canaryctl import CanaryctlRouter
 from canaryctl_providers.routers.common import ObjectRouter, UnsupportedRoutes
+from canaryctl_providers.routers.contour import ContourRouter
 from canaryctl_providers.routers.gatewayapi import GatewayApiRouter
+from canaryctl_providers.routers.gloo import GlooRouter
 from canaryctl_providers.routers.istio import IstioRouter
 from canaryctl_providers.routers.kubernetes import KubernetesRouter
+from canaryctl_providers.routers.nginx import NginxRouter
+from canaryctl_providers.routers.skipper import SkipperRouter
 from canaryctl_providers.routers.smi import SmiRouter
+from canaryctl_providers.routers.traefik import TraefikRouter
 
-__all__ = ["ROUTERS", "UnsupportedRoutes", "create", "router_for", "unsupported_steps"]
+__all__ = ["ROUTERS", "UnsupportedRoutes", "create", "router_for", "spec_problem", "unsupported_steps"]
 
 # Bare "smi" is SMI v1alpha1, the version of Flagger's original SMI router and of its linkerd provider.
 ROUTERS: Final[dict[str, Callable[[Objects], ObjectRouter]]] = {
@@ -40,6 +46,13 @@ ROUTERS: Final[dict[str, Callable[[Objects], ObjectRouter]]] = {
     "gatewayapi": GatewayApiRouter,
     "gatewayapi:v1": GatewayApiRouter,
     "gatewayapi:v1beta1": lambda objects: GatewayApiRouter(objects, "v1beta1"),
+    # Ingress controllers
+    "nginx": NginxRouter,
+    "contour": ContourRouter,
+    "gloo": GlooRouter,
+    "skipper": SkipperRouter,
+    "traefik": TraefikRouter,
+    "apisix": ApisixRouter,
 }
 
 
@@ -77,6 +90,13 @@ def route_states(canary: Canary) -> Iterator[tuple[str, RouteState]]:
     while step_down and weight > 0:
         weight = max(0, weight - step_down)
         yield "promotion", RouteState(canary_weight=weight, match=state.match)
+
+
+def spec_problem(canary: Canary, router: Router) -> str | None:
+    """What ``router`` cannot work with in the Canary's spec outside the steps (an ingress router
+    without spec.ingressRef), with the field path; None for routers that need nothing more."""
+    check: Callable[[Canary], str | None] | None = getattr(router, "spec_problem", None)
+    return check(canary) if check is not None else None
 
 
 def unsupported_steps(canary: Canary, router: Router) -> str | None:

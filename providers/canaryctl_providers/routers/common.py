@@ -194,6 +194,11 @@ class ObjectRouter(ABC):
     @abstractmethod
     def unsupported(self, routes: RouteState) -> str | None: ...
 
+    def spec_problem(self, canary: Canary) -> str | None:
+        """What this router cannot work with in the Canary's spec outside the steps (a missing
+        ingressRef), with the field path; None when nothing."""
+        return None
+
     @abstractmethod
     async def desired(self, canary: Canary, routes: RouteState) -> list[Obj]: ...
 
@@ -202,7 +207,7 @@ class ObjectRouter(ABC):
         return []
 
     async def apply(self, canary: Canary, routes: RouteState) -> None:
-        reason = self.unsupported(routes)
+        reason = self.spec_problem(canary) or self.unsupported(routes)
         if reason is not None:
             raise UnsupportedRoutes(reason)
         wanted = await self.desired(canary, routes)

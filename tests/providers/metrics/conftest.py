@@ -27,6 +27,8 @@ class Recorded:
     query: dict[str, list[str]]
     headers: dict[str, str]
     body: bytes
+    # Whether the client presented a TLS certificate (servers that ask for one).
+    client_certificate: bool = False
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -74,7 +76,9 @@ def _handler(api: FakeAPI) -> type[BaseHTTPRequestHandler]:
             for name, value in self.headers.items():
                 key = name.lower()
                 headers[key] = f"{headers[key]}, {value}" if key in headers else value
-            api.requests.append(Recorded(self.command, parts.path, parse_qs(parts.query), headers, body))
+            presented = isinstance(self.connection, ssl.SSLSocket) and bool(self.connection.getpeercert())
+            recorded = Recorded(self.command, parts.path, parse_qs(parts.query), headers, body, presented)
+            api.requests.append(recorded)
             reply = api.replies.get((self.command, parts.path), Reply(404, {"error": "not found"}))
             payload = reply.encoded()
             self.send_response(reply.status)
@@ -85,6 +89,7 @@ def _handler(api: FakeAPI) -> type[BaseHTTPRequestHandler]:
 
         do_GET = _serve
         do_POST = _serve
+        do_DELETE = _serve
 
         def log_message(self, format: str, *args: Any) -> None:
             """Keep test output quiet."""
@@ -119,6 +124,34 @@ def fake_tls_api(tmp_path: Path) -> Iterator[FakeAPI]:
     context.load_cert_chain(cert, key)
     api, server = _serve_fake_api(context)
     yield api
+    server.shutdown()
+    server.server_close()
+
+
+@dataclass(frozen=True)
+class KubeServer:
+    """A stand-in API server over TLS and the client files a kubeconfig would name for it."""
+
+    api: FakeAPI
+    ca_file: Path
+    client_cert: Path
+    client_key: Path
+
+
+@pytest.fixture
+def fake_kube_api(tmp_path: Path) -> Iterator[KubeServer]:
+    """The fake API over HTTPS as an API server serves it: its own CA, client certificates asked for
+    (and recorded) but not required, as with token authentication."""
+    (tmp_path / "server").mkdir()
+    (tmp_path / "client").mkdir()
+    cert, key = self_signed_certificate(tmp_path / "server", "kube-apiserver")
+    client_cert, client_key = self_signed_certificate(tmp_path / "client", "canaryctl-controller")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    context.load_verify_locations(client_cert)
+    context.verify_mode = ssl.CERT_OPTIONAL
+    api, server = _serve_fake_api(context)
+    yield KubeServer(api, cert, client_cert, client_key)
     server.shutdown()
     server.server_close()
 

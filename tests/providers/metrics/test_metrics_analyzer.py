@@ -13,6 +13,7 @@ import yaml
 
 from canaryctl.api.models import Canary, CanaryMetric, MetricTemplate, MetricTemplateProvider
 from canaryctl.engine.types import ErrorSample, MetricSample
+from canaryctl.ports import MetricScope
 from canaryctl_providers.metrics import MetricQueryError, MetricsAnalyzer, TemplateRenderError
 from canaryctl_providers.metrics.builtin import mesh_queries
 from canaryctl_providers.metrics.template import TemplateModel, render
@@ -139,9 +140,13 @@ class FakeProvider:
 class Factory:
     answers: dict[str, float | None] = field(default_factory=dict)
     built: list[FakeProvider] = field(default_factory=list)
+    options: list[dict[str, Any]] = field(default_factory=list)
 
-    def __call__(self, spec: MetricTemplateProvider, secret: dict[str, str] | None, **_: Any) -> FakeProvider:
+    def __call__(
+        self, spec: MetricTemplateProvider, secret: dict[str, str] | None, **options: Any
+    ) -> FakeProvider:
         self.built.append(FakeProvider(self.answers, spec, secret))
+        self.options.append(options)
         return self.built[-1]
 
 
@@ -166,7 +171,8 @@ def test_template_ref_with_secret_and_compare() -> None:
         return {"datadog_api_key": "k"}
 
     factory = Factory({"service:podinfo-primary,": 1.0, "service:podinfo,": 3.0})
-    analyzer = MetricsAnalyzer(templates, secrets, provider_factory=factory)
+    cluster = object()
+    analyzer = MetricsAnalyzer(templates, secrets, provider_factory=factory, cluster=cluster)  # type: ignore[arg-type]
     m = metric(
         templateRef={"name": "errors", "namespace": "monitoring"},
         templateVariables={"env": "prod"},
@@ -178,6 +184,8 @@ def test_template_ref_with_secret_and_compare() -> None:
     assert (observation.provider, observation.query) == ("datadog", "sum:errors{service:podinfo,env:prod}")
     assert lookups == [("errors", "monitoring"), ("dd", "monitoring")]
     assert factory.built[0].secret == {"datadog_api_key": "k"}
+    # The provider acts within the template's namespace (where its Secret was read), not the Canary's.
+    assert factory.options[0]["scope"] == MetricScope("monitoring", cluster)  # type: ignore[arg-type]
 
 
 def test_builtin_success_rate_counts_and_caller_side() -> None:
@@ -302,4 +310,4 @@ def test_builtin_queries_per_provider() -> None:
         mesh_queries(None).upstream.requests, model
     )
     with pytest.raises(ValueError, match="no builtin metrics"):
-        mesh_queries("nginx")
+        mesh_queries("skipper")

@@ -108,7 +108,8 @@ DD_SECRET = {"datadog_api_key": "api-key", "datadog_application_key": "app-key"}
 def test_datadog_query(fake_api: Any) -> None:
     fake_api.reply("GET", "/api/v1/query", {"status": "ok", "series": [{"pointlist": [[1, 1.5], [2, 2.5]]}]})
     provider = provider_for(spec("datadog", fake_api.url, secret_ref=SECRET), DD_SECRET, interval="2m")
-    assert run(provider.query("avg:requests{app:podinfo}")) == 2.5
+    # The oldest point, as Flagger: the newest bucket of the window is usually incomplete.
+    assert run(provider.query("avg:requests{app:podinfo}")) == 1.5
     request = fake_api.last
     assert request.query["query"] == ["avg:requests{app:podinfo}"]
     assert int(request.query["to"][0]) - int(request.query["from"][0]) == 1200
@@ -119,6 +120,15 @@ def test_datadog_query(fake_api: Any) -> None:
     fake_api.reply("GET", "/api/v1/query", {"errors": ["Forbidden"]}, status=403)
     with pytest.raises(MetricQueryError, match="403"):
         run(provider.query("q"))
+
+
+def test_window_accepts_every_metric_interval_the_api_accepts(fake_api: Any) -> None:
+    """A Graphite-style interval (``1min``) is a valid metric interval, so a window-based provider
+    must size its window from it rather than fail to build."""
+    fake_api.reply("GET", "/api/v1/query", {"status": "ok", "series": [{"pointlist": [[1, 4.0]]}]})
+    provider = provider_for(spec("datadog", fake_api.url, secret_ref=SECRET), DD_SECRET, interval="1min")
+    assert run(provider.query("q")) == 4.0
+    assert int(fake_api.last.query["to"][0]) - int(fake_api.last.query["from"][0]) == 600
 
 
 def test_datadog_validate_and_missing_keys(fake_api: Any) -> None:
@@ -338,8 +348,10 @@ def test_jsonpath_subset() -> None:
 
 
 def test_unknown_provider_type_is_an_error() -> None:
-    with pytest.raises(ProviderConfigError, match="unknown metric provider type 'splunk'"):
-        provider_for(MetricTemplateProvider.model_construct(type="splunk", address="http://x"), None)
+    with pytest.raises(ProviderConfigError, match="unknown metric provider type 'no-such-provider'"):
+        provider_for(
+            MetricTemplateProvider.model_construct(type="no-such-provider", address="http://x"), None
+        )
     with pytest.raises(ProviderConfigError, match="Secret 'creds'"):
         provider_for(spec("prometheus", "http://x", secret_ref=SECRET), None)
     with pytest.raises(ProviderConfigError, match="not a valid"):

@@ -5,7 +5,14 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from canaryctl.api.models import Canary, FaultAbort, FaultDelay, FaultStatus, HTTPMatchRequest
+from canaryctl.api.models import (
+    Canary,
+    CrossNamespaceObjectReference,
+    FaultAbort,
+    FaultDelay,
+    FaultStatus,
+    HTTPMatchRequest,
+)
 from canaryctl.engine.types import RouteState
 
 NS = "test"
@@ -18,6 +25,8 @@ AB_MATCH = (
 FAULT = FaultStatus(
     delay=FaultDelay(fixed_delay="5s", percentage=50), abort=FaultAbort(http_status=503, percentage=10)
 )
+
+INGRESS_COPIERS = ("nginx", "skipper")
 
 # The route states every golden is written for; a router gets only the ones it supports.
 STATES: dict[str, RouteState] = {
@@ -51,6 +60,106 @@ def make_canary(service: dict[str, Any] | None = None, analysis: dict[str, Any] 
             },
         }
     )
+
+
+def user_ingress(**annotations: str) -> dict[str, Any]:
+    """The user's Ingress for podinfo: one host, the apex Service at /, another Service at /docs."""
+
+    def path(prefix: str, service: str) -> dict[str, Any]:
+        backend = {"service": {"name": service, "port": {"number": 9898}}}
+        return {"path": prefix, "pathType": "Prefix", "backend": backend}
+
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {
+            "name": "podinfo",
+            "namespace": NS,
+            "labels": {"app": "podinfo"},
+            "annotations": {
+                "kubectl.kubernetes.io/last-applied-configuration": "{}",
+                "kubernetes.io/ingress.class": "nginx",
+                **annotations,
+            },
+        },
+        "spec": {
+            "ingressClassName": "nginx",
+            "rules": [
+                {
+                    "host": "app.example.com",
+                    "http": {"paths": [path("/", "podinfo"), path("/docs", "docs")]},
+                }
+            ],
+        },
+    }
+
+
+def side_services(canary: Canary) -> list[dict[str, Any]]:
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": canary.spec.side_service(primary), "namespace": NS},
+            "spec": {"selector": {"app": "podinfo-primary" if primary else "podinfo"}},
+        }
+        for primary in (True, False)
+    ]
+
+
+def ingress_canary(analysis: dict[str, Any] | None = None) -> Canary:
+    canary = make_canary(analysis=analysis)
+    return canary.model_copy(
+        update={
+            "spec": canary.spec.model_copy(update={"ingress_ref": ref("networking.k8s.io/v1", "Ingress")})
+        }
+    )
+
+
+def ref(api: str, kind: str, name: str = "podinfo") -> CrossNamespaceObjectReference:
+    return CrossNamespaceObjectReference.model_validate({"apiVersion": api, "kind": kind, "name": name})
+
+
+APISIX_API = "apisix.apache.org/v2"
+
+
+def user_apisix_route() -> dict[str, Any]:
+    """The user's ApisixRoute: the apex Service behind /*, another Service behind /docs/*."""
+
+    def route(name: str, path: str, service: str) -> dict[str, Any]:
+        backend = {"serviceName": service, "servicePort": 9898, "resolveGranularity": "service"}
+        return {"name": name, "match": {"hosts": ["app.example.com"], "paths": [path]}, "backends": [backend]}
+
+    return {
+        "apiVersion": APISIX_API,
+        "kind": "ApisixRoute",
+        "metadata": {"name": "web", "namespace": NS, "labels": {"app": "podinfo"}},
+        "spec": {
+            "ingressClassName": "apisix",
+            "http": [route("docs", "/docs/*", "docs"), route("app", "/*", "podinfo")],
+        },
+    }
+
+
+def apisix_canary() -> Canary:
+    canary = make_canary()
+    return canary.model_copy(
+        update={"spec": canary.spec.model_copy(update={"route_ref": ref(APISIX_API, "ApisixRoute", "web")})}
+    )
+
+
+def prerequisites(provider: str, canary: Canary) -> list[dict[str, Any]]:
+    """The objects a router reads before it writes: the side Services, and the Ingress or ApisixRoute
+    the router copies."""
+    copied = [user_ingress()] if provider in INGRESS_COPIERS else []
+    copied += [user_apisix_route()] if provider == "apisix" else []
+    return [*side_services(canary), *copied]
+
+
+def canary_for(provider: str) -> Canary:
+    """The podinfo Canary, with spec.ingressRef or spec.routeRef for the routers that need it."""
+    if provider == "apisix":
+        return apisix_canary()
+    return ingress_canary() if provider in INGRESS_COPIERS else make_canary()
 
 
 def _merge(current: Any, previous: Any, new: Any) -> Any:

@@ -18,7 +18,7 @@ from canaryctl.api.models import Canary
 from canaryctl.engine.types import RouteState
 from canaryctl_mesh.local import LocalMesh
 from canaryctl_mesh.loopback import UpstreamServers
-from canaryctl_mesh.translate import translate
+from canaryctl_mesh.translate import translate_namespace
 from canaryctl_providers.routers import router_for
 from tests.providers.routers.cases import NS, InMemoryObjects, make_canary
 
@@ -83,8 +83,10 @@ def sticky_canary() -> Canary:
 async def route(mesh: LocalMesh, upstreams: UpstreamServers, routes: RouteState) -> None:
     objects = InMemoryObjects(*cluster(upstreams))
     await router_for("canaryctl", objects).apply(sticky_canary(), routes)
-    [spec] = translate(objects.store.values())
-    await mesh.apply(spec)
+    translation = translate_namespace(objects.store.values())
+    assert not translation.refused, translation.refused
+    [route] = translation.routes
+    await mesh.apply(route.spec)
 
 
 async def send(mesh: LocalMesh, count: int, cookie: str | None = None) -> list[httpx.Response]:

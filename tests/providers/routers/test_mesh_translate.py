@@ -13,7 +13,7 @@ import pytest
 
 from canaryctl.engine.types import RouteState
 from canaryctl_mesh import config
-from canaryctl_mesh.translate import cluster_name, translate
+from canaryctl_mesh.translate import cluster_name, translate_namespace
 from canaryctl_providers.routers import router_for
 from tests.providers.routers.cases import AB_MATCH, FAULT, NS, InMemoryObjects, make_canary
 
@@ -38,7 +38,8 @@ def route_spec(provider: str, routes: RouteState) -> config.RouteSpec:
         _service("podinfo-canary", "10.0.0.3"),
     )
     asyncio.run(router_for(provider, objects).apply(make_canary(), routes))
-    [spec] = translate(objects.store.values())
+    [route] = translate_namespace(objects.store.values()).routes
+    spec = route.spec
     return spec
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from canaryctl.api.models import Canary, MetricTemplateProvider
 from canaryctl.api.owned import metadata
 from canaryctl.engine.types import RouteState
-from canaryctl.ports import Objects
+from canaryctl.ports import MetricScope, Objects
 
 
 class ConfigMapRouter:
@@ -36,7 +36,14 @@ class ConfigMapRouter:
 class HttpValueProvider:
     """``type: example-http``: GET ``<address>/value?query=...`` answers ``{"value": <number or null>}``."""
 
-    def __init__(self, spec: MetricTemplateProvider, secret: dict[str, str] | None, *, interval: str) -> None:
+    def __init__(
+        self,
+        spec: MetricTemplateProvider,
+        secret: dict[str, str] | None,
+        *,
+        interval: str,
+        scope: MetricScope | None,
+    ) -> None:
         if not spec.address:
             raise ValueError("example-http needs spec.provider.address")
         self.address = spec.address.rstrip("/")

@@ -1,0 +1,37 @@
+"""TokenReview over the kubernetes client: how the xDS server learns which ServiceAccount a sidecar is."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+from kubernetes import client
+
+REVIEW_TIMEOUT = 5.0
+
+
+class KubeTokenReviewer:
+    """`canaryctl_mesh.identity.TokenReviewer` against the API server (RBAC: create tokenreviews)."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
+
+    def _review(self, token: str, audiences: list[str]) -> dict[str, Any]:
+        body = client.V1TokenReview(spec=client.V1TokenReviewSpec(token=token, audiences=audiences))
+        answer = client.AuthenticationV1Api(self.api).create_token_review(
+            body, _request_timeout=REVIEW_TIMEOUT
+        )
+        status = answer.status
+        if status is None:
+            return {}
+        user = status.user
+        return {
+            "authenticated": bool(status.authenticated),
+            "audiences": status.audiences,
+            "error": status.error,
+            "user": {"username": user.username, "extra": user.extra or {}} if user is not None else {},
+        }
+
+    async def review(self, token: str, audiences: list[str]) -> Mapping[str, Any]:
+        return await asyncio.to_thread(self._review, token, audiences)
