@@ -40,6 +40,16 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "peering-ha": {"controller": {"replicas": 2, "peeringLifetime": 15, "podLabels": {"team": "rollouts"}}},
     "service-monitor": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
     "no-loadtester": {"loadtester": {"enabled": False}},
+    # The included mesh alone, for another SMI writer (Flagger, Argo Rollouts).
+    "mesh-only": {"controller": {"enabled": False}, "loadtester": {"enabled": False}},
+    # The mesh and the load tester for Flagger, with every monitoring object asked for.
+    "no-controller": {
+        "controller": {"enabled": False},
+        "serviceMonitor": {"enabled": True},
+        "podMonitor": {"enabled": True},
+        "prometheusRule": {"enabled": True},
+        "dashboards": {"enabled": True},
+    },
     "monitoring": {
         "controller": {"metricsCompat": "flagger", "logFormat": "json", "logLevel": "DEBUG"},
         "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
@@ -112,6 +122,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "capabilities": {"drop": ["NET_RAW"]},
         },
         "controller": {
+            "enabled": True,
             "replicas": 2,
             "image": {"repository": "registry.example/controller", "tag": "c1"},
             "peeringName": "delivery",

@@ -77,6 +77,9 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/* Fails the render on value combinations that cannot work. */}}
 {{- define "canaryctl.validate" -}}
+{{- if not (or .Values.controller.enabled .Values.mesh.enabled .Values.loadtester.enabled) }}
+{{- fail "controller.enabled, mesh.enabled and loadtester.enabled are all false: nothing to install" }}
+{{- end }}
 {{- if not (has .Values.rbac.scope (list "cluster" "namespace")) }}
 {{- fail (printf "rbac.scope must be \"cluster\" or \"namespace\", not %q" .Values.rbac.scope) }}
 {{- end }}
