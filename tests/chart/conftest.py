@@ -31,6 +31,11 @@ Manifest = dict[str, Any]
 REQUIRED: dict[str, Any] = {"controller": {"prometheusUrl": "http://prometheus-operated.monitoring:9090"}}
 # The same on a helm command line.
 REQUIRED_FLAGS = ("--set", f"controller.prometheusUrl={REQUIRED['controller']['prometheusUrl']}")
+# Flagger's controller as a NetworkPolicy peer: its chart's pod label, in its usual namespace.
+FLAGGER_PODS: dict[str, Any] = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "flagger-system"}},
+    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "flagger"}},
+}
 # Value sets every test can render by name; each is linted and validated as a whole, and every
 # container's command line in each goes through canaryctl's own parser (test_chart_commands.py).
 VALUE_SETS: dict[str, dict[str, Any]] = {
@@ -45,6 +50,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     # The mesh and the load tester for Flagger, with every monitoring object asked for.
     "no-controller": {
         "controller": {"enabled": False},
+        "loadtester": {"networkPolicy": {"from": [FLAGGER_PODS]}},
         "serviceMonitor": {"enabled": True},
         "podMonitor": {"enabled": True},
         "prometheusRule": {"enabled": True},

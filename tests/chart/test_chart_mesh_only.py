@@ -7,13 +7,15 @@ Prometheus to name; the mesh's RBAC must cover what `canaryctl-meshd control-pla
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable
 
+import pytest
 import yaml
 
 from canaryctl_mesh.kube import KINDS
 from canaryctl_mesh.meshd.watch import WATCHED
-from tests.chart.conftest import CHART, NAMESPACE, RELEASE, Manifest, render_values, run_helm
+from tests.chart.conftest import CHART, NAMESPACE, RELEASE, REPO, Manifest, render_values, run_helm
 from tests.chart.test_network_policies import allowed, component, pod
 
 Render = Callable[[str], list[Manifest]]
@@ -70,6 +72,28 @@ def test_the_mesh_alone_renders_only_the_mesh_and_needs_no_prometheus(helm: str)
     assert _objects(manifests) == MESH_OBJECTS
     components = {(m["metadata"].get("labels") or {}).get("app.kubernetes.io/component") for m in manifests}
     assert components <= {"mesh", "injector", None}, components  # None: the CRDs
+
+
+def _documented_command(page: str) -> list[str]:
+    """The `helm upgrade --install` line of ``page`` that installs the mesh alone, as words."""
+    text = (REPO / page).read_text().replace("\\\n", " ")
+    lines = [
+        line
+        for line in text.splitlines()
+        if "helm upgrade --install" in line and "loadtester.enabled=false" in line
+    ]
+    assert len(lines) == 1, f"{page}: {len(lines)} mesh-only install commands"
+    words = shlex.split(lines[0][lines[0].index("helm upgrade") :].split("`")[0])
+    assert words[:5] == ["helm", "upgrade", "--install", RELEASE, "./charts/canaryctl"], words
+    return words[5:]
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/deploy.md", "docs/mesh.md"])
+def test_the_documented_command_installs_the_mesh_alone(helm: str, page: str) -> None:
+    flags = [word for word in _documented_command(page) if word != "--create-namespace"]
+    result = run_helm(helm, "template", RELEASE, str(CHART), "--include-crds", *flags)
+    assert result.returncode == 0, result.stderr
+    assert _objects([doc for doc in yaml.safe_load_all(result.stdout) if doc]) == MESH_OBJECTS
 
 
 def test_the_mesh_rbac_covers_what_meshd_watches(render: Render) -> None:
@@ -136,7 +160,7 @@ def test_without_the_controller_only_the_mesh_is_monitored(render: Render) -> No
     assert deployments == {"canaryctl-mesh", "canaryctl-injector", "canaryctl-loadtester"}
 
 
-def test_a_load_tester_without_the_controller_takes_flaggers_calls(render: Render) -> None:
+def test_a_load_tester_without_the_controller_takes_the_named_callers(render: Render) -> None:
     flagger = pod(
         "flagger-system", {"app.kubernetes.io/name": "flagger", "app.kubernetes.io/instance": "flagger"}
     )
@@ -145,6 +169,9 @@ def test_a_load_tester_without_the_controller_takes_flaggers_calls(render: Rende
     http = tester.ports["http"]
     assert allowed(standalone, flagger, tester, http)
     assert not allowed(standalone, pod("team-a"), tester, http)
+    # The label alone is not enough: a tenant's pod cannot pose as Flagger.
+    posing = pod("team-a", {"app.kubernetes.io/name": "flagger"})
+    assert not allowed(standalone, posing, tester, http)
     assert not allowed(standalone, pod(NAMESPACE), tester, http)
     # Next to canaryctl's controller only the controller calls it.
     with_controller = render("default")
@@ -170,3 +197,12 @@ def test_a_chart_with_nothing_enabled_is_refused(helm: str) -> None:
     result = run_helm(helm, "template", RELEASE, str(CHART), *MESH_ONLY, "--set", "mesh.enabled=false")
     assert result.returncode != 0
     assert "controller.enabled, mesh.enabled and loadtester.enabled are all false" in result.stderr
+
+
+def test_a_load_tester_without_the_controller_needs_its_callers_named(helm: str) -> None:
+    """Without the controller nothing would be left to admit: refused, not rendered open or closed."""
+    result = run_helm(helm, "template", RELEASE, str(CHART), "--set", "controller.enabled=false")
+    assert result.returncode != 0
+    assert "controller.enabled=false: name the load tester's callers in loadtester.networkPolicy.from" in (
+        result.stderr
+    )

@@ -99,6 +99,9 @@ app.kubernetes.io/component: {{ .component }}
 {{- if and $l.enabled (eq $l.deployment "perNamespace") (not $l.namespaces) }}
 {{- fail "loadtester.deployment=perNamespace needs loadtester.namespaces: the namespaces to run one in" }}
 {{- end }}
+{{- if and $l.enabled (not .Values.controller.enabled) .Values.networkPolicy.enabled (eq $l.deployment "shared") (not $l.networkPolicy.from) }}
+{{- fail "controller.enabled=false: name the load tester's callers in loadtester.networkPolicy.from, e.g. Flagger's pods [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: flagger-system}}, podSelector: {matchLabels: {app.kubernetes.io/name: flagger}}}], or set loadtester.enabled=false" }}
+{{- end }}
 {{- if not (has $l.auth.mode (list "none" "token" "serviceAccount")) }}
 {{- fail (printf "loadtester.auth.mode must be \"none\", \"token\" or \"serviceAccount\", not %q" $l.auth.mode) }}
 {{- end }}
