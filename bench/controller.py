@@ -2,16 +2,22 @@
 
 The emulator (with the Deployment-controller and Prometheus stand-ins from ``tests.kube.cluster``) runs
 in a child process, so the figures are the operator's own: one kopf operator, standalone, real client.
-All Canaries are initialized, then every target gets a new revision at once and the rollouts run for
-``--duration`` seconds (or until all are promoted). Prints one JSON object as its last line:
+All Canaries are initialized and left idle for ``--idle`` seconds, then every target gets a new
+revision at once and the rollouts run for ``--duration`` seconds (or until all are promoted). Prints
+one JSON object as its last line:
 
 - ``canaries``; ``rss_mb``: the operator process's peak RSS;
-- ``tick_lag_s_p99``: how late Canary ticks start against the time their previous tick scheduled;
-- ``api_calls_per_tick``: canaryctl's own API requests per tick (kopf's watch streams not counted).
+- ``tick_lag_s_p99``: how late ticks start against the due time their previous tick set;
+- ``ticks_per_s`` against ``due_ticks_per_s`` (canaries / interval), over the idle window;
+- ``api_calls_per_idle_tick``: canaryctl's own API requests per tick while nothing changes;
+- ``api_calls_per_step``: its requests during the rollouts per weight step taken (status included);
+- ``api_requests_per_s``: its request rate during the rollouts; ``cpu_operator_pct`` and
+  ``cpu_api_pct``: CPU of the operator and of the API stand-in process, in % of one core.
 
-Goals: 500 canaries, RSS < 300 MB, tick lag p99 < 1 s.
+kopf's watch streams and the operator's own list and watch requests are counted as requests.
+Goals: 2,000 canaries, RSS < 400 MB, tick lag p99 < 1 s, ticks_per_s ≥ 95 % of due_ticks_per_s.
 
-    python -m bench.controller [--canaries 500] [--interval 10s] [--duration 90]
+    python -m bench.controller [--canaries 500] [--interval 10s] [--idle 20] [--duration 120]
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -33,11 +40,13 @@ from kubernetes import client
 from canaryctl.api.models import API_VERSION
 from canaryctl.operator.handlers import CanaryOperator, OperatorConfig
 from canaryctl.telemetry.metrics import ControllerMetrics
-from canaryctl_mesh.kube import KubeObjects, api_client_for_host
+from canaryctl_mesh.duration import parse_duration
+from canaryctl_mesh.kube import KubeObjects, api_client_for_host, pool_size
 
 NS = "default"
 KUBELET_PERIOD_SECONDS = 0.5
-STARTUP_TIMEOUT_SECONDS = 300.0
+STARTUP_SECONDS_PER_CANARY = 0.6  # at most, to initialize (at least 300 s)
+STOP_TIMEOUT_SECONDS = 120.0
 
 
 class CountingApiClient(client.ApiClient):
@@ -118,11 +127,13 @@ async def serve(count: int, interval: str) -> None:
         kubelet_task = asyncio.create_task(kubelet.run(24 * 3600))
         while line := (await reader.readline()).decode().strip():  # EOF (parent gone) ends the loop
             if line == "bump":
-                for index in range(count):
-                    key = ("apps/v1/deployments", NS, f"app-{index:04d}")
+                for key in list(emulator.objects):
+                    resource, _, name = key
+                    if resource.plural != "deployments" or name.endswith("-primary"):
+                        continue
                     containers = emulator.objects[key].raw["spec"]["template"]["spec"]["containers"]
                     bumped = [dict(containers[0], image="app:v2")]
-                    emulator.objects[key].patch({"spec": {"template": {"spec": {"containers": bumped}}}})
+                    emulator.modify(key, {"spec": {"template": {"spec": {"containers": bumped}}}})
         kubelet_task.cancel()
 
 
@@ -146,6 +157,37 @@ async def wait_all(objects: KubeObjects, phase: str, count: int, timeout: float)
     return seen
 
 
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU of this process (or of child ``pid``) so far."""
+    if pid is None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Window:
+    """API calls, ticks, steps and CPU of both processes over one stretch of time."""
+
+    def __init__(self, api: CountingApiClient, operator: CanaryOperator, child: int) -> None:
+        self.api, self.operator, self.child = api, operator, child
+        self.calls, self.ticks, self.steps = api.calls, operator.ticks, operator.steps
+        self.cpu, self.child_cpu = cpu_seconds(), cpu_seconds(child)
+        self.started = time.monotonic()
+
+    def figures(self) -> dict[str, float]:
+        seconds = time.monotonic() - self.started
+        return {
+            "seconds": seconds,
+            "calls": self.api.calls - self.calls,
+            "ticks": self.operator.ticks - self.ticks,
+            "steps": self.operator.steps - self.steps,
+            "cpu_operator_pct": 100 * (cpu_seconds() - self.cpu) / seconds,
+            "cpu_api_pct": 100 * (cpu_seconds(self.child) - self.child_cpu) / seconds,
+        }
+
+
 def p99(values: list[float]) -> float:
     return statistics.quantiles(values, n=100)[98] if len(values) >= 2 else (values[0] if values else 0.0)
 
@@ -155,6 +197,7 @@ async def measure(
 ) -> dict[str, Any]:
     configuration = client.Configuration()
     configuration.host = url
+    configuration.connection_pool_maxsize = pool_size(watchers=16)
     api = CountingApiClient(configuration)
     operator = CanaryOperator(
         OperatorConfig(peering=None, prometheus_url=prometheus), api, ControllerMetrics()
@@ -163,33 +206,48 @@ async def measure(
     stop = asyncio.Event()
     task = asyncio.create_task(operator.run(stop_flag=stop))
     try:
-        initialized = await wait_all(observer, "Initialized", args.canaries, STARTUP_TIMEOUT_SECONDS)
-        api.reset()
-        operator.ticks = 0
+        startup = max(300.0, args.canaries * STARTUP_SECONDS_PER_CANARY)
+        initialized = await wait_all(observer, "Initialized", args.canaries, startup)
+        await asyncio.sleep(parse_duration(args.interval))  # the tick after initialization may write
+        operator.tick_lags.clear()
+        idle = Window(api, operator, child.pid)
+        await asyncio.sleep(args.idle)
+        quiet = idle.figures()
+        lags = list(operator.tick_lags)
         operator.tick_lags.clear()
         assert child.stdin is not None
         child.stdin.write("bump\n")
         child.stdin.flush()
-        started = time.monotonic()
+        rollouts = Window(api, operator, child.pid)
         final = await wait_all(observer, "Succeeded", args.canaries, args.duration)
-        elapsed = time.monotonic() - started
-        ticks = max(operator.ticks, 1)
-        lags = list(operator.tick_lags)
-        return {
+        busy = rollouts.figures()
+        lags += list(operator.tick_lags)
+        result = {
             "canaries": args.canaries,
+            "interval": args.interval,
             "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "tick_lag_s_p99": round(p99(lags), 3),
-            "api_calls_per_tick": round(api.calls / ticks, 2),
-            "ticks": operator.ticks,
-            "ticks_per_s": round(operator.ticks / elapsed, 1),
-            "measured_s": round(elapsed, 1),
-            "interval": args.interval,
+            "ticks_per_s": round(quiet["ticks"] / quiet["seconds"], 1),
+            "due_ticks_per_s": round(args.canaries / parse_duration(args.interval), 1),
+            "api_calls_per_idle_tick": round(quiet["calls"] / max(quiet["ticks"], 1), 3),
+            "api_calls_per_step": round(busy["calls"] / max(busy["steps"], 1), 2),
+            "api_requests_per_s": round(busy["calls"] / busy["seconds"], 1),
+            "cpu_operator_pct": round(busy["cpu_operator_pct"], 1),
+            "cpu_api_pct": round(busy["cpu_api_pct"], 1),
+            "idle_cpu_operator_pct": round(quiet["cpu_operator_pct"], 1),
+            "rollout_ticks_per_s": round(busy["ticks"] / busy["seconds"], 1),
+            "steps": busy["steps"],
+            "measured_s": round(busy["seconds"], 1),
             "initialized": initialized["Initialized"],
             "phases": dict(final),
         }
+        print(json.dumps(result), flush=True)  # before the operator stops, which takes its own time
+        return result
     finally:
         stop.set()
-        await asyncio.wait_for(task, timeout=60)
+        stopping = time.monotonic()
+        await asyncio.wait_for(task, timeout=STOP_TIMEOUT_SECONDS)
+        print(f"operator stopped in {time.monotonic() - stopping:.1f} s", file=sys.stderr)
 
 
 def main() -> int:
@@ -198,6 +256,7 @@ def main() -> int:
     )
     parser.add_argument("--canaries", type=int, default=500)
     parser.add_argument("--interval", default="10s", help="analysis interval (Flagger's minimum: 10s)")
+    parser.add_argument("--idle", type=float, default=20.0, help="seconds of idle ticks measured")
     parser.add_argument("--duration", type=float, default=120.0, help="seconds of rollouts measured at most")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # the child process
     args = parser.parse_args()
@@ -214,9 +273,11 @@ def main() -> int:
         finally:
             assert child.stdin is not None
             child.stdin.close()
-            child.wait(timeout=30)
-    print(json.dumps(result))
-    return 0
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # an emulator still serving open watch streams
+                child.kill()
+    return 0 if result else 1
 
 
 if __name__ == "__main__":

@@ -91,7 +91,11 @@ class Context:
     loadtester_url: str
     run: Run
 
-    async def wait_for(self, predicate: Callable[[Tick], bool], timeout: float = 90.0) -> Tick:
+    async def wait_for(
+        self, predicate: Callable[[Tick], bool], timeout: float = 2 * SCENARIO_TIMEOUT_SECONDS
+    ) -> Tick:
+        """The first tick that matches. The run's end cancels the wait first: the timeout only bounds a
+        run that hangs, and a slow one is judged by the test's assertions on what it reached."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             found = self.run.first(predicate)

@@ -12,12 +12,17 @@ from typing import Any
 import pytest
 
 from canaryctl.api.models import Phase
+from canaryctl.engine.machine import fast_fail_reason
 from e2e.platform import Context, Run, Scenario, Version, run_scenario
 
 SUCCESS = {"name": "request-success-rate", "interval": "10s", "thresholdRange": {"min": 95}}
 LATENCY = {"name": "request-duration", "interval": "10s", "thresholdRange": {"max": 100}}
-# All scenarios share one event loop and two cores: a healthy app's p99 stays well under 500 ms.
-RELAXED_LATENCY = {**LATENCY, "thresholdRange": {"max": 500}}
+# All scenarios share one event loop and two cores, so a healthy app's p99 is inflated by CPU
+# starvation (945 ms seen at load average 14): the good canary's threshold sits on an Envoy histogram
+# bucket bound far above that. The slow canary (300 ms) stays under the local readiness probe's 2 s
+# timeout and is judged against 100 ms.
+RELAXED_LATENCY = {**LATENCY, "thresholdRange": {"max": 2500}}
+FAST_FAIL_INTERVAL_SECONDS = 60
 
 
 def load(loadtester: str, listen: str) -> dict[str, Any]:
@@ -102,9 +107,13 @@ SCENARIOS = [
     Scenario(
         "fast-fail",
         lambda lt, url: {
+            # An interval far longer than fastFail needs even on a starved machine: only fastFail can
+            # end the step before its first check.
+            "interval": f"{FAST_FAIL_INTERVAL_SECONDS}s",
             "stepWeight": 50,
             "metrics": [SUCCESS],
-            "fastFail": {"period": "3s", "maxErrorRate": 20, "minRequests": 10},
+            # A period and count a CPU-starved user client (about 1 request a second) still reaches.
+            "fastFail": {"period": "10s", "maxErrorRate": 20, "minRequests": 5},
         },
         canary=Version(error_rate=0.5),
     ),
@@ -221,8 +230,14 @@ def test_fast_fail_rolls_back_before_the_first_interval_ends(runs: dict[str, Run
     assert run.phase is Phase.FAILED
     exposed = run.first(lambda t: t.weight > 0)
     assert exposed is not None
-    assert run.ticks[-1].at - exposed.at < 10, "rolled back before the 10s analysis interval"
-    assert "fastFail" in run.ticks[-1].message
+    status = run.canary.status if run.canary else None
+    assert status is not None
+    assert fast_fail_reason(status) is not None, status.message
+    # With half its requests failing, the step's first check would fail and roll back by failed
+    # checks: none ran, so fastFail acted before the interval's check.
+    assert status.last_analysis_at is None and status.failed_checks == 0, status
+    assert not any(m.value is not None for m in status.metrics), status.metrics
+    assert run.ticks[-1].at - exposed.at < FAST_FAIL_INTERVAL_SECONDS, "rolled back within the first interval"
 
 
 def test_prometheus_backed_analysis_promotes(runs: dict[str, Run]) -> None:

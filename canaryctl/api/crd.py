@@ -184,7 +184,12 @@ def canaryctl_crds() -> list[Schema]:
             version=version,
             kind="AlertProvider",
             plural="alertproviders",
-            columns=(PrinterColumn("Type", ".spec.type"), AGE),
+            columns=(
+                PrinterColumn("Type", ".spec.type"),
+                PrinterColumn("Ready", '.status.conditions[?(@.type=="Ready")].status'),
+                PrinterColumn("Message", '.status.conditions[?(@.type=="Ready")].message', priority=1),
+                AGE,
+            ),
         ),
         custom_resource_definition(
             mesh.TrafficPolicy,

@@ -379,7 +379,22 @@ class UnmanagedMetadata(ApiModel):
     labels: list[str] | None = None
 
 
+# Gateway API's HTTPRoute rule on timeouts (v1.6), checked where the Canary is written.
+BACKEND_TIMEOUT_RULE: Final = (
+    "!(has(self.timeout) && has(self.backendTimeout) && duration(self.timeout) != duration('0s') "
+    "&& duration(self.backendTimeout) > duration(self.timeout))"
+)
+
+
 class CanaryService(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": BACKEND_TIMEOUT_RULE, "message": "backendTimeout must not be longer than timeout"}
+            ]
+        }
+    )
+
     name: str | None = None
     port: int = Field(ge=1, le=65535)
     port_name: str = "http"
@@ -392,7 +407,9 @@ class CanaryService(ApiModel):
     port_discovery: bool = False
     headless: bool = False
     timeout: Duration | None = None
-    backend_timeout: Duration | None = Field(default=None, description="Gateway API: per backend request")
+    backend_timeout: Duration | None = Field(
+        default=None, description="Gateway API: the timeout of each request to a backend, each retry its own"
+    )
     gateways: list[str] | None = None
     gateway_refs: list[ParentReference] | None = None
     hosts: list[str] | None = None
@@ -409,6 +426,17 @@ class CanaryService(ApiModel):
     primary: CustomMetadata | None = None
     canary: CustomMetadata | None = None
     unmanaged_metadata: UnmanagedMetadata | None = None
+
+    @model_validator(mode="after")
+    def _backend_within_request(self) -> CanaryService:
+        """What Gateway API's HTTPRoute schema refuses: a backend request outliving the whole request."""
+        if self.timeout and self.backend_timeout:
+            request, backend = parse_duration(self.timeout), parse_duration(self.backend_timeout)
+            if request > 0 and backend > request:
+                raise ValueError(
+                    f"backendTimeout {self.backend_timeout} must not be longer than timeout {self.timeout}"
+                )
+        return self
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -608,13 +636,23 @@ class FastFail(ApiModel):
 # --- explicit steps --------------------------------------------------------------------------------
 
 
+# Every metric of a check is queried at once and every hook of a gate is called in turn within one tick;
+# the caps keep one Canary's tick (and its load on a shared metrics server) bounded.
+MAX_METRICS: Final = 32
+MAX_WEBHOOKS: Final = 32
+MAX_ALERTS: Final = 16
+MAX_STEPS: Final = 100
+MetricList = Annotated[list[CanaryMetric], Field(max_length=MAX_METRICS)]
+WebhookList = Annotated[list[CanaryWebhook], Field(max_length=MAX_WEBHOOKS)]
+
+
 class PauseStep(ApiModel):
     duration: Duration | None = None
 
 
 class AnalysisStep(ApiModel):
-    metrics: list[CanaryMetric] | None = None
-    webhooks: list[CanaryWebhook] | None = None
+    metrics: MetricList | None = None
+    webhooks: WebhookList | None = None
     iterations: int = Field(default=1, ge=1)
 
 
@@ -686,12 +724,12 @@ class CanaryAnalysis(ApiModel):
     threshold: int = Field(default=1, ge=0)
     primary_ready_threshold: Weight = 100
     canary_ready_threshold: Weight = 100
-    alerts: list[CanaryAlert] | None = None
-    metrics: list[CanaryMetric] | None = None
-    webhooks: list[CanaryWebhook] | None = None
+    alerts: list[CanaryAlert] | None = Field(default=None, max_length=MAX_ALERTS)
+    metrics: MetricList | None = None
+    webhooks: WebhookList | None = None
     match: list[HTTPMatchRequest] | None = None
     session_affinity: SessionAffinity | None = None
-    steps: list[CanaryStep] | None = None
+    steps: list[CanaryStep] | None = Field(default=None, max_length=MAX_STEPS)
     fast_fail: FastFail | None = None
 
     # Flagger's floor for analysis intervals. Only the operator's hidden ``--min-interval-seconds`` (for
@@ -706,6 +744,17 @@ class CanaryAnalysis(ApiModel):
     @property
     def failure_threshold(self) -> int:
         return self.threshold if self.threshold > 0 else 1
+
+    @model_validator(mode="after")
+    def _bounded_across_steps(self) -> CanaryAnalysis:
+        """The status keeps one entry per metric and per webhook name, over all steps: cap the names."""
+        analyses = [step.analysis for step in self.steps or () if step.analysis is not None]
+        for field, cap in (("metrics", MAX_METRICS), ("webhooks", MAX_WEBHOOKS)):
+            lists = [getattr(self, field) or [], *(getattr(a, field) or [] for a in analyses)]
+            names = {item.name for items in lists for item in items}
+            if len(names) > cap:
+                raise ValueError(f"{len(names)} {field} names over analysis and its steps; at most {cap}")
+        return self
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -925,6 +974,8 @@ class MetricTemplate(ApiModel):
 
 
 class AlertProviderType(StrEnum):
+    """The built-in notifiers; an installed distribution may register more (``canaryctl.notifiers``)."""
+
     SLACK = "slack"
     MSTEAMS = "msteams"
     DISCORD = "discord"
@@ -934,12 +985,25 @@ class AlertProviderType(StrEnum):
 
 
 class AlertProviderSpec(ApiModel):
-    type: AlertProviderType
+    type: str = Field(
+        max_length=63, description="A notifier an installed distribution registers (slack, msteams, ...)"
+    )
     channel: str | None = None
     username: str | None = None
     address: str | None = None
     proxy: str | None = None
     secret_ref: LocalObjectReference | None = None
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str, info: ValidationInfo) -> str:
+        return registry.check(registry.NOTIFIERS, value) if plugins_checked(info) else value
+
+
+class AlertProviderStatus(ApiModel):
+    """Flagger's: conditions only. The controller keeps a Ready condition: whether the spec is usable."""
+
+    conditions: list[Condition] = Field(default_factory=list)
 
 
 class AlertProvider(ApiModel):
@@ -947,6 +1011,7 @@ class AlertProvider(ApiModel):
     kind: Literal["AlertProvider"] = "AlertProvider"
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     spec: AlertProviderSpec
+    status: AlertProviderStatus | None = None
 
 
 KINDS: dict[str, type[ApiModel]] = {

@@ -357,6 +357,11 @@ class _Tick:
             self.status.message = "Rollout paused by user"
             self.requeue = self.interval
             return
+        # Flagger's order: the primary is checked before the canary, except when no analysis runs. An
+        # analysis with a primary that does not serve would compare the canary against nothing.
+        if not self.spec.skip_analysis and not self.obs.primary.ready:
+            self.wait_or_fail(f"primary of {self.target} not ready: {self.obs.primary.message}")
+            return
         if not self.obs.canary.ready:
             self.wait_or_fail(f"canary {self.target} not ready: {self.obs.canary.message}")
             return

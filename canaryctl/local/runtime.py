@@ -16,6 +16,8 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
 from canaryctl import registry
 from canaryctl.api.models import Canary, CanaryStatus, Phase
 from canaryctl.engine.types import Decision, RouteState
@@ -35,6 +37,12 @@ from canaryctl_providers.notifiers.routing import AlertRouter
 from canaryctl_providers.webhooks import WebhookClient
 
 TERMINAL = (Phase.SUCCEEDED, Phase.FAILED)
+
+
+# A Prometheus this runtime just started is ready, yet on a starved machine its first query can miss
+# the query deadline: ask again a few times before calling it unavailable. A given address is asked once.
+STARTED_PROMETHEUS_CHECKS = 4
+STARTED_PROMETHEUS_RETRY_SECONDS = 1.0
 
 
 class ProviderUnavailable(RuntimeError):
@@ -103,13 +111,20 @@ class LocalRuntime:
         choice = self.options.prometheus
         if choice is None:
             return EnvoyStatsAnalyzer(self.mesh.stats_url)
+        checks = 1
         if choice == AUTO:
             prometheus = LocalPrometheus.scraping("canaryctl-envoy", self.mesh.stats_url)
             await asyncio.to_thread(prometheus.start)
             stack.callback(prometheus.stop)
             choice = prometheus.url
+            checks = STARTED_PROMETHEUS_CHECKS
         analyzer = MetricsAnalyzer(templates=self.bundle.template, default_address=choice)
         problems = await analyzer.availability(self.bundle.canary)
+        for _ in range(checks - 1):
+            if not problems:
+                break
+            await asyncio.sleep(STARTED_PROMETHEUS_RETRY_SECONDS)
+            problems = await analyzer.availability(self.bundle.canary)
         if problems:
             raise ProviderUnavailable("; ".join(problems))
         return analyzer
@@ -156,7 +171,12 @@ class LocalRuntime:
         run = LocalRun(canary, self.mesh.listen_url)
         while time.monotonic() < deadline:
             if isinstance(analyzer, EnvoyStatsAnalyzer):
-                await analyzer.snapshot()
+                try:
+                    await analyzer.snapshot()
+                except httpx.HTTPError as exc:  # a starved Envoy admin: no tick without fresh counters
+                    self.console.event(f"Envoy stats not read, retrying: {exc!r}", warning=True)
+                    await asyncio.sleep(1.0)
+                    continue
             ticked = time.monotonic()
             try:
                 decision: Decision = await tick(canary, ports)

@@ -3,7 +3,8 @@ MetricTemplates, AlertProviders and Secrets canaries refer to, with the rule on 
 may refer to.
 
 MetricTemplates and AlertProviders are watched (kopf event handlers fill ``Catalog``), so a tick reads
-them from memory; a miss (e.g. right after start) falls back to one GET.
+them from memory; a miss (e.g. right after start) falls back to one GET. Reads of the kinds in
+``cache.CACHED_KINDS`` come from a ``WatchCache`` the same way.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from canaryctl.api.models import (
     MetricTemplate,
 )
 from canaryctl.engine.clock import to_rfc3339
+from canaryctl.operator.cache import WatchCache
 from canaryctl.ports import Notifier
 from canaryctl_mesh.kube import KubeObjects, resource_path
 
@@ -33,11 +35,46 @@ Key = tuple[str, str]  # namespace, name
 
 
 class OperatorObjects(KubeObjects):
-    """KubeObjects plus the write only the operator makes: a status patch."""
+    """KubeObjects reading through a ``WatchCache`` (when given one), plus the write only the operator
+    makes: a status patch."""
 
-    async def patch_status(self, kind: str, namespace: str, name: str, status: dict[str, Any]) -> None:
+    def __init__(self, *args: Any, cache: WatchCache | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.cache = cache
+
+    async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        if self.cache is not None:
+            cached, found = self.cache.lookup(api_version, kind, namespace, name)
+            if cached:
+                return found
+        return await super().get(api_version, kind, namespace, name)
+
+    async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        stored = await super().apply(obj)
+        if self.cache is not None:
+            self.cache.offer(stored)
+        return stored
+
+    async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        await super().delete(api_version, kind, namespace, name)
+        if self.cache is not None:
+            self.cache.forget(api_version, kind, namespace, name)
+
+    async def patch_status(
+        self,
+        kind: str,
+        namespace: str,
+        name: str,
+        status: dict[str, Any],
+        resource_version: str | None = None,
+    ) -> dict[str, Any]:
+        """A merge patch of ``.status``; with ``resource_version`` only if the object is still at that
+        version (else the API server answers 409 Conflict). Returns the object as stored."""
         path = resource_path(API_VERSION, kind, namespace, name) + "/status"
-        await self.request("PATCH", path, {"status": status}, "application/merge-patch+json")
+        body: dict[str, Any] = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        return await self.request("PATCH", path, body, "application/merge-patch+json")
 
     async def patch_metadata(
         self, api_version: str, kind: str, namespace: str, name: str, metadata: dict[str, Any]

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from canaryctl import registry
 from canaryctl.api.models import INCLUDED_MESH, AlertProviderSpec, AlertProviderType, CanaryAnalysis
 from canaryctl.operator.adapters import OperatorObjects
+from canaryctl.operator.cache import CACHED_KINDS
 from canaryctl.operator.handlers import (
     PEERING_LIFETIME_SECONDS,
     CanaryOperator,
@@ -21,7 +22,7 @@ from canaryctl.operator.handlers import (
 from canaryctl.ports import Notifier
 from canaryctl.telemetry.logs import LEVELS, LogFormat, configure_logging
 from canaryctl.telemetry.metrics import Compat, ControllerMetrics, serve_metrics
-from canaryctl_mesh.kube import KUBE_REQUEST_TIMEOUT_SECONDS, api_client, api_client_for_host
+from canaryctl_mesh.kube import KUBE_REQUEST_TIMEOUT_SECONDS, api_client, api_client_for_host, pool_size
 from canaryctl_providers.metrics.analyzer import DEFAULT_PROMETHEUS
 from canaryctl_providers.outbound import HOOKS_PER_CANARY, QUERIES_PER_CANARY
 
@@ -202,7 +203,12 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.priority is not None:
         config = dataclasses.replace(config, priority=args.priority)
-    api = api_client_for_host(args.server) if args.server else api_client(args.kubeconfig, args.context)
+    connections = pool_size(watchers=len(CACHED_KINDS) * max(1, len(config.namespaces)))
+    api = (
+        api_client_for_host(args.server, connections=connections)
+        if args.server
+        else api_client(args.kubeconfig, args.context, connections=connections)
+    )
     if args.release_finalizers:
         released = asyncio.run(release_finalizers(OperatorObjects(api), tuple(args.namespace)))
         for name in released:

@@ -1,16 +1,22 @@
 """The kopf operator: one daemon per Canary drives the engine through the runner.
 
-Each daemon iteration re-reads the Canary, ticks once (observe, decide, act) and stores the decision's
-status with a merge patch of ``.status``, then sleeps until the decision's ``requeue_after`` or until
-the spec or the ``canaryctl.dev/command`` annotation changes. Everything durable is in that status, so
-a restarted (or newly elected) operator continues at the same step. A Canary that fails validation or
-asks for routing its router cannot express gets an ``InvalidSpec`` condition and nothing else: its
-traffic is not touched. Errors stay inside their Canary's daemon; other Canaries keep progressing.
+Each daemon iteration takes the Canary as last seen (kopf's watch events, or the answer to the last
+status write), ticks once (observe, decide, act) and stores the decision's status with a merge patch of
+``.status`` only when it changed, then sleeps until the decision's ``requeue_after`` or until the spec or
+the ``canaryctl.dev/command`` annotation changes. The status patch carries the resourceVersion the tick
+read: on a 409 Conflict the Canary is read again and the patch repeated only if nobody else changed its
+status meanwhile (else the tick is retried from the newer status, never written over it).
+
+Everything durable is in that status, so a restarted (or newly elected) operator continues at the same
+step. A Canary that fails validation or asks for routing its router cannot express gets an
+``InvalidSpec`` condition and nothing else: its traffic is not touched. Errors stay inside their
+Canary's daemon; other Canaries keep progressing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import random
 import threading
@@ -24,6 +30,7 @@ from typing import Any
 
 import kopf
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from canaryctl import registry
@@ -32,6 +39,7 @@ from canaryctl.api.models import (
     GROUP,
     INCLUDED_MESH,
     VERSION,
+    AlertProvider,
     Canary,
     Condition,
     ConditionStatus,
@@ -43,6 +51,7 @@ from canaryctl.engine.clock import to_rfc3339
 from canaryctl.engine.machine import READY, RECONCILING, STALLED
 from canaryctl.engine.types import Command, Decision, RouteState, SetRoutes, WorkloadOp
 from canaryctl.operator.adapters import Catalog, KubeEvents, OperatorObjects, cross_namespace_reference
+from canaryctl.operator.cache import WatchCache
 from canaryctl.operator.patching import merge_patch
 from canaryctl.operator.workloads import KubeWorkloads, TargetNotReady
 from canaryctl.ports import Notifier
@@ -50,10 +59,11 @@ from canaryctl.runner import ActionFailed, Ports, tick
 from canaryctl.telemetry.metrics import ControllerMetrics
 from canaryctl.telemetry.tracing import Tracer
 from canaryctl_mesh.kube import FIELD_MANAGER, KUBE_API_THREADS, KUBE_REQUEST_TIMEOUT_SECONDS
+from canaryctl_mesh.meshd.watch import older
 from canaryctl_providers.metrics.analyzer import DEFAULT_PROMETHEUS, MetricsAnalyzer
 from canaryctl_providers.metrics.kubeapi import ClusterApi
 from canaryctl_providers.notifiers.routing import AlertRouter
-from canaryctl_providers.outbound import HOOKS_PER_CANARY, QUERIES_PER_CANARY
+from canaryctl_providers.outbound import HOOKS_PER_CANARY, QUERIES_PER_CANARY, close_shared_clients
 from canaryctl_providers.routers import spec_problem, unsupported_steps
 from canaryctl_providers.webhooks import WebhookClient
 
@@ -69,6 +79,8 @@ INVALID_RECHECK_SECONDS = 60.0  # an invalid spec is re-read at once when it cha
 MIN_REQUEUE_SECONDS = 0.01  # the engine asks for 0 s after a step; keep one yield between ticks
 LAG_SAMPLES = 10_000
 ROUTER_FIELD_MANAGER = "canaryctl-router"  # routers own only their own fields (e.g. the apex selector)
+CONFLICT_ATTEMPTS = 3  # status writes answered 409 while only metadata or spec changed meanwhile
+CANARY_API_VERSION = f"{GROUP}/{VERSION}"
 
 Flag = asyncio.Event | threading.Event  # what kopf accepts as stop/ready flags
 
@@ -88,6 +100,7 @@ class OperatorConfig:
     query_concurrency: int = QUERIES_PER_CANARY  # metric queries in flight per Canary
     kube_request_timeout: float = KUBE_REQUEST_TIMEOUT_SECONDS  # client timeout of every API call
     default_notifier: Notifier | None = None  # for Canaries that list no alerts (Flagger's -slack-url)
+    watch_cache: bool = True  # reads of workloads, Services and routes from watches (else GETs)
 
 
 def invalid_status(
@@ -105,6 +118,31 @@ def invalid_status(
         conditions.append(condition.to_wire())
     invalid = {"conditions": conditions, "message": f"{INVALID_SPEC}: {message}"}
     return {**status, **invalid, "observedGeneration": generation}
+
+
+def alert_provider_status(body: Mapping[str, Any], now: str) -> dict[str, Any] | None:
+    """The AlertProvider's status with a ``Ready`` condition saying whether a notifier can be built from
+    its spec (its type registered, its fields valid); None when the stored one already says so, so that
+    the write's own watch event changes nothing."""
+    try:
+        AlertProvider.model_validate({key: body[key] for key in ("apiVersion", "kind", "metadata", "spec")})
+    except ValidationError as exc:
+        state, reason, message = ConditionStatus.FALSE, INVALID_SPEC, describe(exc)
+    else:
+        state, reason, message = ConditionStatus.TRUE, "Valid", f"notifier type {body['spec']['type']!r}"
+    old = body.get("status") or {}
+    ready = next((c for c in old.get("conditions") or [] if c.get("type") == "Ready"), None)
+    if ready is not None and (ready.get("status"), ready.get("reason"), ready.get("message")) == (
+        state,
+        reason,
+        message,
+    ):
+        return None
+    condition = Condition(
+        type="Ready", status=state, reason=reason, message=message, last_transition_time=now
+    )
+    kept = [c for c in old.get("conditions") or [] if c.get("type") != "Ready"]
+    return {**old, "conditions": [*kept, condition.to_wire()]}
 
 
 def connection_info(configuration: client.Configuration) -> kopf.ConnectionInfo:
@@ -130,6 +168,15 @@ def describe(error: ValidationError) -> str:
     )
 
 
+class StatusConflict(Exception):
+    """Someone else changed a Canary's status between this tick's read and its write."""
+
+
+def _key(body: Mapping[str, Any]) -> tuple[str, str]:
+    meta = body["metadata"]
+    return meta.get("namespace") or "", meta["name"]
+
+
 def _reference(body: Mapping[str, Any]) -> Canary:
     """A Canary carrying only metadata, for events about objects whose spec does not validate."""
     return Canary.model_construct(metadata=ObjectMeta.model_validate(body["metadata"]))  # type: ignore[call-arg]
@@ -142,9 +189,14 @@ class CanaryOperator:
         self.config = config
         # API calls have threads of their own: nothing else the operator runs can make them wait.
         self.kube_executor = ThreadPoolExecutor(KUBE_API_THREADS, thread_name_prefix="kube-api")
+        self.cache = WatchCache(api, config.namespaces) if config.watch_cache else None
         self.objects, self.router_objects = (
             OperatorObjects(
-                api, manager, executor=self.kube_executor, request_timeout=config.kube_request_timeout
+                api,
+                manager,
+                executor=self.kube_executor,
+                request_timeout=config.kube_request_timeout,
+                cache=self.cache,
             )
             for manager in (FIELD_MANAGER, ROUTER_FIELD_MANAGER)
         )
@@ -165,9 +217,12 @@ class CanaryOperator:
         self.workloads = KubeWorkloads(self.objects)
         self.tracer = Tracer()
         self.ticks = 0
+        self.steps = 0  # ticks that changed the canary's weight, for the benchmark
         self.tick_lags: deque[float] = deque(maxlen=LAG_SAMPLES)  # seconds late, for the benchmark
         self._wakes: dict[tuple[str, str], asyncio.Event] = {}
         self._seen: dict[tuple[str, str], tuple[Any, Any]] = {}
+        # Each Canary as last seen: from kopf's watch events or the answer to a status write.
+        self._bodies: dict[tuple[str, str], dict[str, Any]] = {}
         self._names: dict[str, set[str]] = {}  # namespace -> Canary names, for canary_total
         # Each Canary's reconcile of Services and routes, running while its daemon sleeps.
         self._converging: dict[tuple[str, str], asyncio.Task[None]] = {}
@@ -187,11 +242,40 @@ class CanaryOperator:
             tracer=self.tracer,
         )
 
-    async def _store(self, body: Mapping[str, Any], status: dict[str, Any]) -> None:
+    def _remember(self, body: Mapping[str, Any]) -> None:
+        """Keep the newest version of a Canary seen (watch events may lag behind a write's answer)."""
+        key = _key(body)
+        if not older(dict(body), self._bodies.get(key)):
+            self._bodies[key] = copy.deepcopy(dict(body))
+
+    async def _store(self, body: Mapping[str, Any], status: dict[str, Any]) -> Mapping[str, Any]:
+        """Write the status if it changed, guarded by the resourceVersion read; returns the Canary as
+        stored (``body`` itself when nothing changed)."""
         patch = merge_patch(body.get("status") or {}, status)
-        if patch:
-            meta = body["metadata"]
-            await self.objects.patch_status("Canary", meta["namespace"], meta["name"], patch)
+        if not patch:
+            return body
+        namespace, name = _key(body)
+        current = body
+        for _ in range(CONFLICT_ATTEMPTS):
+            version = current["metadata"].get("resourceVersion")
+            try:
+                stored = await self.objects.patch_status("Canary", namespace, name, patch, version)
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+                fresh = await self.objects.get(CANARY_API_VERSION, "Canary", namespace, name)
+                if fresh is None:
+                    raise
+                self._remember(fresh)
+                if (fresh.get("status") or {}) != (body.get("status") or {}):
+                    raise StatusConflict(
+                        f"status of Canary {namespace}/{name} changed since it was read; ticking again"
+                    ) from exc
+                current = fresh
+                continue
+            self._remember(stored)
+            return stored
+        raise StatusConflict(f"status of Canary {namespace}/{name}: 409 after {CONFLICT_ATTEMPTS} tries")
 
     async def _invalid(self, body: Mapping[str, Any], message: str) -> None:
         old = body.get("status") or {}
@@ -234,11 +318,13 @@ class CanaryOperator:
             return interval
         decoded = decode_command((body["metadata"].get("annotations") or {}).get(COMMAND_ANNOTATION))
         command = Command(*decoded) if decoded is not None else None
+        weight_before = canary.status.canary_weight if canary.status else None
         started = time.monotonic()
         decision = await tick(canary, ports, command=command)
         decision.status.observed_generation = body["metadata"].get("generation")
         await self._store(body, decision.status.to_wire())
         self.ticks += 1
+        self.steps += decision.status.canary_weight != weight_before
         updated = canary.model_copy(update={"status": decision.status})
         if decision.status.phase not in (None, Phase.INITIALIZING):
             key = (canary.metadata.namespace or "", canary.metadata.name or "")
@@ -282,15 +368,17 @@ class CanaryOperator:
     # --- the daemon ---------------------------------------------------------------------------------------
 
     def observe_canary(self, body: Mapping[str, Any], event: str | None = None) -> None:
-        """Wake the canary's daemon early when its spec or command changed (not on its own status);
-        keep the per-namespace count of Canaries (Flagger's canary_total)."""
+        """Keep the Canary as seen; wake its daemon early when its spec or command changed (not on its
+        own status); keep the per-namespace count of Canaries (Flagger's canary_total)."""
         meta = body["metadata"]
-        key = (meta.get("namespace") or "", meta["name"])
+        key = _key(body)
         names = self._names.setdefault(key[0], set())
         if event == "DELETED":
             names.discard(key[1])
+            self._bodies.pop(key, None)
         else:
             names.add(key[1])
+            self._remember(body)
         self.metrics.set_total(key[0], len(names))
         seen = (body.get("spec"), (meta.get("annotations") or {}).get(COMMAND_ANNOTATION))
         if self._seen.get(key, seen) != seen and key in self._wakes:
@@ -309,7 +397,9 @@ class CanaryOperator:
                 if due is not None and not wake.is_set():
                     self.tick_lags.append(max(0.0, started - due))
                 wake.clear()
-                body = await self.objects.get(f"{GROUP}/{VERSION}", "Canary", namespace, name)
+                body = self._bodies.get(key) or await self.objects.get(
+                    CANARY_API_VERSION, "Canary", namespace, name
+                )
                 if body is None or body["metadata"].get("deletionTimestamp"):
                     self._gone(namespace, name, body)
                     return
@@ -325,6 +415,7 @@ class CanaryOperator:
             self._wakes.pop(key, None)
             await self._converged({"metadata": {"namespace": namespace, "name": name}}, cancel=True)
             self._seen.pop(key, None)
+            self._bodies.pop(key, None)
 
     def _gone(self, namespace: str, name: str, body: Mapping[str, Any] | None) -> None:
         """A deleted Canary: its open rollout trace ends and, when its spec still reads, its gauges go
@@ -371,7 +462,7 @@ class CanaryOperator:
             return
         await self._converged(body, cancel=True)
         if (body.get("status") or {}).get("phase") != Phase.TERMINATING.value:
-            await self._store(body, {**(body.get("status") or {}), "phase": Phase.TERMINATING.value})
+            body = await self._store(body, {**(body.get("status") or {}), "phase": Phase.TERMINATING.value})
         ports = self.ports(canary)
         try:
             await self.workloads.apply(canary, WorkloadOp.REVERT)
@@ -432,10 +523,33 @@ class CanaryOperator:
         async def canary_deleted(body: kopf.Body, **_: Any) -> None:
             await self.finalize(body)
 
-        for plural, kind in (("metrictemplates", "MetricTemplate"), ("alertproviders", "AlertProvider")):
-            kopf.on.event(GROUP, VERSION, plural, registry=registry)(self._catalog_handler(kind))
+        kopf.on.event(GROUP, VERSION, "metrictemplates", registry=registry)(
+            self._catalog_handler("MetricTemplate")
+        )
+
+        @kopf.on.event(GROUP, VERSION, "alertproviders", registry=registry)
+        async def alert_provider_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
+            self.catalog.observe("AlertProvider", type, dict(body))
+            if type != "DELETED":
+                await self.report_alert_provider(body)
 
         return registry
+
+    async def report_alert_provider(self, body: Mapping[str, Any]) -> None:
+        """A type no installed distribution registers (or a bad field) shows on the AlertProvider itself,
+        where its author looks, instead of only in the log of a failed alert."""
+        status = alert_provider_status(body, to_rfc3339(datetime.now(UTC)))
+        if status is None:
+            return
+        meta = body["metadata"]
+        try:
+            await self.objects.patch_status(
+                "AlertProvider", meta.get("namespace") or "", meta["name"], status
+            )
+        except Exception as exc:  # best effort: the API's or the transport's; the next event retries
+            log.warning(
+                "status of AlertProvider %s/%s not stored: %s", meta.get("namespace"), meta["name"], exc
+            )
 
     def _catalog_handler(self, kind: str) -> Callable[..., None]:
         def catalog_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
@@ -457,6 +571,9 @@ class CanaryOperator:
             )
         finally:
             await self.hooks.aclose()
+            await close_shared_clients()
+            if self.cache is not None:
+                await asyncio.get_running_loop().run_in_executor(None, self.cache.stop)
             self.kube_executor.shutdown(wait=False, cancel_futures=True)
 
 

@@ -30,6 +30,7 @@ import copy
 import math
 import re
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from canaryctl.api.models import API_VERSION, PRIMARY_SUFFIX, Canary, TargetKind
@@ -118,6 +119,21 @@ def _selectors(target: Obj) -> tuple[dict[str, str], dict[str, str]]:
     return {key: f"{value}{PRIMARY_SUFFIX}"}, {key: value}
 
 
+@dataclass(frozen=True)
+class SeenTarget:
+    """What the generated Services take from the target: its pods' selectors and discovered ports."""
+
+    primary_selector: dict[str, str]
+    canary_selector: dict[str, str]
+    ports: list[Obj]
+
+
+def _seen(canary: Canary, target: Obj) -> SeenTarget:
+    primary, canary_selector = _selectors(target)
+    pod_spec = ((target.get("spec") or {}).get("template") or {}).get("spec") or {}
+    return SeenTarget(primary, canary_selector, discovered_ports(canary, pod_spec))
+
+
 def _suffixed(labels: Mapping[str, str] | None, key: str) -> dict[str, str]:
     return {k: f"{v}{PRIMARY_SUFFIX}" if k == key else v for k, v in (labels or {}).items()}
 
@@ -146,7 +162,46 @@ def comparable_template(template: Obj) -> Obj:
     return result
 
 
-def service_ports(canary: Canary) -> list[Obj]:
+# Proxy containers whose ports are the mesh's, not the application's (Flagger's list, plus canaryctl's).
+SIDECAR_CONTAINERS = frozenset({"istio-proxy", "envoy", "canaryctl-proxy"})
+MAX_PORT_NAME = 63  # a Service port name is a DNS label
+
+
+def _discovered_name(container: str, index: int) -> str:
+    """Flagger's ``tcp-<container>-<index>`` for an unnamed container port, cut to a DNS label."""
+    suffix = f"-{index}"
+    return f"tcp-{container[: MAX_PORT_NAME - 4 - len(suffix)].rstrip('-')}{suffix}"
+
+
+def discovered_ports(canary: Canary, pod_spec: Obj) -> list[Obj]:
+    """portDiscovery (Flagger's getPorts): every container port of the target but the one spec.service
+    already exposes (its targetPort, by number or name, or its port), proxies' ports left out. A port
+    that would repeat the Service port's name or number, or an earlier port's, is left out too: an API
+    server refuses a Service with two ports of one name or of one number and protocol."""
+    service = canary.spec.service
+    if not service.port_discovery:
+        return []
+    target = service.target_port if service.target_port is not None else service.port
+    names, numbers = {service.port_name}, {(service.port, "TCP")}
+    found: list[Obj] = []
+    for container in pod_spec.get("containers") or []:
+        if container.get("name") in SIDECAR_CONTAINERS:
+            continue
+        for index, port in enumerate(container.get("ports") or []):
+            number, protocol = port.get("containerPort"), port.get("protocol") or "TCP"
+            if not isinstance(number, int) or target in (number, port.get("name")):
+                continue
+            name = port.get("name") or _discovered_name(str(container.get("name") or ""), index)
+            if name in names or (number, protocol) in numbers:
+                continue
+            names.add(name)
+            numbers.add((number, protocol))
+            found.append({"name": name, "port": number, "targetPort": number, "protocol": protocol})
+    return found
+
+
+def service_ports(canary: Canary, discovered: list[Obj] | None = None) -> list[Obj]:
+    """spec.service's port first, then the ports portDiscovery found on the target."""
     service = canary.spec.service
     port: Obj = {
         "name": service.port_name,
@@ -156,17 +211,28 @@ def service_ports(canary: Canary) -> list[Obj]:
     }
     if service.app_protocol:
         port["appProtocol"] = service.app_protocol
-    return [port]
+    return [port, *(discovered or [])]
 
 
-def service(canary: Canary, name: str, spec: Obj, role: str) -> Obj:
-    """A Service owned by the canary with spec.service.<role> labels/annotations (apex|primary|canary)."""
+def service(canary: Canary, name: str, spec: Obj, role: str, stored: Obj | None = None) -> Obj:
+    """A Service owned by the canary with spec.service.<role> labels/annotations (apex|primary|canary)
+    and spec.service.trafficDistribution. A key spec.service.unmanagedMetadata lists keeps the value
+    ``stored`` has (Flagger's reconcileService), so whoever else writes it is never overwritten."""
     meta = metadata(canary, name)
     custom = getattr(canary.spec.service, role)
-    if custom is not None and custom.labels:
-        meta["labels"] = dict(custom.labels)
-    if custom is not None and custom.annotations:
-        meta["annotations"] = dict(custom.annotations)
+    unmanaged = canary.spec.service.unmanaged_metadata
+    found = (stored or {}).get("metadata") or {}
+    for field in ("labels", "annotations"):
+        wanted = dict(getattr(custom, field) or {}) if custom is not None else {}
+        present = found.get(field) or {}
+        for key in (getattr(unmanaged, field) or ()) if unmanaged is not None else ():
+            if key in present:
+                wanted[key] = present[key]
+        if wanted:
+            meta[field] = wanted
+    distribution = canary.spec.service.traffic_distribution
+    if distribution is not None:
+        spec = {**spec, "trafficDistribution": distribution.value}
     return {"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": spec}
 
 
@@ -231,9 +297,9 @@ class KubeWorkloads:
 
     def __init__(self, objects: Objects) -> None:
         self.objects = objects
-        # Each target's pod selectors as last read (a workload's selector is immutable), so the
-        # per-tick reconcile needs no second read of the target.
-        self._selectors: dict[tuple[str, str], tuple[dict[str, str], dict[str, str]]] = {}
+        # Each target's pod selectors (immutable) and discovered ports as read earlier in the tick, so
+        # the per-tick reconcile needs no second read of the target.
+        self._seen: dict[tuple[str, str], SeenTarget] = {}
 
     # -- reading --
 
@@ -244,7 +310,7 @@ class KubeWorkloads:
         if found is None:
             raise TargetError(f"{ref.kind.value} {namespace(canary)}/{ref.name} not found")
         if ref.kind is not TargetKind.SERVICE:
-            self._selectors[namespace(canary), ref.name] = _selectors(found)
+            self._seen[namespace(canary), ref.name] = _seen(canary, found)
         return found
 
     async def _primary(self, canary: Canary) -> Obj | None:
@@ -296,25 +362,25 @@ class KubeWorkloads:
         if canary.spec.target_ref.kind is TargetKind.SERVICE:
             await self._apply_service_target(canary, target, op)
             return
-        primary_selector, canary_selector = _selectors(target)
+        seen = _seen(canary, target)
         if op is WorkloadOp.INITIALIZE:
             await self._copy_to_primary(canary, target, selector_key(target))
-            await self._apply_side_services(canary, primary_selector, canary_selector)
-            await self._apply_apex(canary, primary_selector, only_create=True)
+            await self._apply_side_services(canary, seen)
+            await self._apply_apex(canary, seen, seen.primary_selector, only_create=True)
             await self._reconcile_scaler(canary, init=True)
         elif op is WorkloadOp.PROMOTE:
             await self._copy_to_primary(canary, target, selector_key(target))
             await self._reconcile_scaler(canary, init=False)
         elif op is WorkloadOp.SCALE_CANARY_DOWN:
             # Flagger's order: the apex selects the (ready) primary before the target's pods go away.
-            await self._apply_apex(canary, primary_selector)
+            await self._apply_apex(canary, seen, seen.primary_selector)
             await self._pause_scaler(canary, paused=True)
             await self._scale(target, 0)
         elif op is WorkloadOp.SCALE_CANARY_UP:
             await self._pause_scaler(canary, paused=False)
             await self._scale(target, await self._scale_up_replicas(canary, target))
         elif op is WorkloadOp.REVERT:
-            await self._revert(canary, target, canary_selector)
+            await self._revert(canary, target, seen)
 
     async def reconcile(self, canary: Canary, apex_selector: bool = True) -> None:
         """Re-apply the generated Services from the current spec (a port edit, a deleted Service), as
@@ -324,11 +390,10 @@ class KubeWorkloads:
         if ref.kind is TargetKind.SERVICE:
             await self._apply_service_target(canary, await self._target(canary), None)
             return
-        known = self._selectors.get((namespace(canary), ref.name))
-        primary_selector, canary_selector = known or _selectors(await self._target(canary))
+        seen = self._seen.get((namespace(canary), ref.name)) or _seen(canary, await self._target(canary))
         await asyncio.gather(
-            self._apply_side_services(canary, primary_selector, canary_selector),
-            self._apply_apex(canary, primary_selector if apex_selector else None),
+            self._apply_side_services(canary, seen),
+            self._apply_apex(canary, seen, seen.primary_selector if apex_selector else None),
         )
 
     async def _copy_to_primary(self, canary: Canary, target: Obj, key: str) -> None:
@@ -387,34 +452,43 @@ class KubeWorkloads:
         minimum = int(((scaler or {}).get("spec") or {}).get(field) or 1)
         return max(minimum, 1)
 
-    async def _apply_side_services(self, canary: Canary, primary: Obj, canary_selector: Obj) -> None:
+    async def _apply_side_services(self, canary: Canary, seen: SeenTarget) -> None:
+        side = canary.spec.side_service
         await asyncio.gather(
-            self._apply_service(canary, canary.spec.side_service(primary=True), primary, "primary"),
-            self._apply_service(canary, canary.spec.side_service(primary=False), canary_selector, "canary"),
+            self._apply_service(canary, side(primary=True), seen.primary_selector, "primary", seen.ports),
+            self._apply_service(canary, side(primary=False), seen.canary_selector, "canary", seen.ports),
         )
 
-    async def _apply_apex(self, canary: Canary, selector: Obj | None, only_create: bool = False) -> None:
+    async def _apply_apex(
+        self, canary: Canary, seen: SeenTarget, selector: Obj | None, only_create: bool = False
+    ) -> None:
         """The apex Service: created when missing; an existing one is changed only when asked for."""
         if only_create:
             found = await self.objects.get("v1", "Service", namespace(canary), canary.spec.apex_name)
             if found is not None:
                 return
-        await self._apply_service(canary, canary.spec.apex_name, selector, "apex")
+        await self._apply_service(canary, canary.spec.apex_name, selector, "apex", seen.ports)
 
     async def _apply_service(
-        self, canary: Canary, name: str, selector: Obj | None, role: str, release: bool = False
+        self,
+        canary: Canary,
+        name: str,
+        selector: Obj | None,
+        role: str,
+        discovered: list[Obj] | None = None,
+        release: bool = False,
     ) -> None:
         """A generated Service, or only the selector and port of someone else's Service of that name
         (Flagger's reconcileService: no owner, labels or annotations on a Service it did not create).
         ``selector`` None leaves the selector to another writer; ``release`` drops the Canary as owner."""
         found = await self.objects.get("v1", "Service", namespace(canary), name)
-        spec: Obj = {"type": "ClusterIP", "ports": service_ports(canary)}
+        spec: Obj = {"type": "ClusterIP", "ports": service_ports(canary, discovered)}
         if canary.spec.service.headless:
             spec["clusterIP"] = "None"
         if selector is not None:
             spec["selector"] = selector
         if found is None or owned_by(found, canary):
-            whole = service(canary, name, spec, role)
+            whole = service(canary, name, spec, role, found)
             if release:
                 whole["metadata"]["ownerReferences"] = []
             await converge(self.objects, whole)
@@ -513,7 +587,7 @@ class KubeWorkloads:
         obj = {"apiVersion": target["apiVersion"], "kind": target["kind"], "metadata": meta, "spec": spec}
         await converge(self.objects, obj, whole=False)
 
-    async def _revert(self, canary: Canary, target: Obj, selector: Obj) -> None:
+    async def _revert(self, canary: Canary, target: Obj, seen: SeenTarget) -> None:
         """revertOnDeletion (Flagger's finalizer): resume the target's scaler, give the target the
         primary's current size, and once its pods are ready point the apex Service at them. A Service
         canaryctl created is released from the Canary so it outlives it; Flagger lets it be collected."""
@@ -524,13 +598,16 @@ class KubeWorkloads:
         ready = await self.readiness(canary, primary=False)
         if not ready.ready:
             raise TargetNotReady(ready.message)
-        await self._apply_service(canary, canary.spec.apex_name, selector, "apex", release=True)
+        apex = canary.spec.apex_name
+        await self._apply_service(canary, apex, seen.canary_selector, "apex", seen.ports, release=True)
 
     async def _apply_service_target(self, canary: Canary, target: Obj, op: WorkloadOp | None) -> None:
         """A Service target; ``op`` None is the per-tick reconcile of the canary and apex Services."""
         spec = target.get("spec") or {}
         selector: Obj = dict(spec.get("selector") or {})
         copied = {"selector": selector, "ports": spec.get("ports") or service_ports(canary)}
+        if spec.get("trafficDistribution"):  # Flagger copies the target Service; spec.service's wins
+            copied["trafficDistribution"] = spec["trafficDistribution"]
         side = canary.spec.side_service
         if op in (None, WorkloadOp.INITIALIZE, WorkloadOp.SCALE_CANARY_UP):
             await converge(self.objects, service(canary, side(primary=False), copied, "canary"))

@@ -28,6 +28,7 @@ __all__ = [
     "UnknownKind",
     "api_client",
     "api_client_for_host",
+    "pool_size",
     "resource_path",
 ]
 
@@ -38,22 +39,35 @@ KUBE_REQUEST_TIMEOUT_SECONDS = 30.0
 KUBE_API_THREADS = 8
 
 
-def api_client(kubeconfig: str | None = None, context: str | None = None) -> client.ApiClient:
-    """In-cluster credentials when running in a pod, else the kubeconfig (as kubectl finds it)."""
+def pool_size(watchers: int = 0, threads: int = KUBE_API_THREADS) -> int:
+    """Connections a client needs kept: one per thread making calls plus one per open watch stream.
+    urllib3's default (5 per CPU) is smaller than that with many watches: it then logs "Connection pool
+    is full", closes the connection and opens a new one for the next call."""
+    return threads + watchers
+
+
+def api_client(
+    kubeconfig: str | None = None, context: str | None = None, *, connections: int | None = None
+) -> client.ApiClient:
+    """In-cluster credentials when running in a pod, else the kubeconfig (as kubectl finds it);
+    ``connections`` sizes the connection pool (see ``pool_size``)."""
+    configuration = client.Configuration()
+    configuration.connection_pool_maxsize = connections or pool_size()
     try:
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
-        return client.ApiClient()
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        return client.ApiClient(configuration)
     except config.ConfigException:
         loaded: client.ApiClient = config.new_client_from_config(  # type: ignore[no-untyped-call]
-            config_file=kubeconfig, context=context
+            config_file=kubeconfig, context=context, client_configuration=configuration
         )
         return loaded
 
 
-def api_client_for_host(host: str) -> client.ApiClient:
+def api_client_for_host(host: str, *, connections: int | None = None) -> client.ApiClient:
     """A client for an API server at ``host`` without credentials (local emulators, kubectl proxy)."""
     configuration = client.Configuration()
     configuration.host = host
+    configuration.connection_pool_maxsize = connections or pool_size()
     return client.ApiClient(configuration)
 
 

@@ -45,7 +45,9 @@ class EnvoyProcess:
     def log_path(self) -> Path:
         return self.workdir / "envoy.log"
 
-    async def start(self, timeout: float = 15.0) -> None:
+    async def start(self, timeout: float = 60.0) -> None:
+        """Waits for the admin address; an Envoy that exits fails at once, so the deadline is only for
+        one that hangs, and is long enough for a start on a starved machine (over 15 s seen)."""
         bootstrap_path = self.workdir / "bootstrap.json"
         bootstrap_path.write_text(json.dumps(self.bootstrap))
         address_path = self.workdir / "admin.address"

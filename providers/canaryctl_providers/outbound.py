@@ -5,12 +5,17 @@ answers 150 MiB or never answers must cost only its own Canary a failed call: ea
 deadline for the whole of it (connect, send, headers and body, not per read), the body is streamed and
 capped, calls are limited per Canary, and no text a server sends reaches status, events or logs
 unshortened.
+
+Calls to one address share a keep-alive client per event loop (``shared_client``): a new connection per
+call cost ~4 ms under load, a quarter of a busy operator's tick. Sharing gives no tenant more: the
+per-Canary limits bound each one's calls, headers go with each request, and no cookie is ever kept.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import http.cookiejar
 import json
 import ssl
 import weakref
@@ -35,6 +40,9 @@ SNIPPET_CHARS = 300
 # Calls in flight at once for one Canary; the rest of that Canary's calls wait for a free slot.
 HOOKS_PER_CANARY = 8
 QUERIES_PER_CANARY = 8
+# Idle connections kept per address; how many are open at once is bounded by the per-Canary limits.
+KEEPALIVE_PER_ADDRESS = 32
+KEEPALIVE_SECONDS = 30.0
 
 
 class OutboundError(Exception):
@@ -87,6 +95,41 @@ class Slots:
 def ssl_context(verify: bool) -> ssl.SSLContext:
     """One TLS context per mode, shared by every client: building one loads the CA bundle (~10 ms)."""
     return httpx.create_ssl_context(verify=verify)
+
+
+Origin = tuple[str, str, int | None, bool]  # scheme, host, port, verify TLS
+_shared: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Origin, httpx.AsyncClient]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _no_cookies() -> http.cookiejar.CookieJar:
+    """A jar that accepts no cookie: one tenant's server must not set what another's request sends."""
+    return http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+
+
+def shared_client(url: str, verify: bool = True) -> httpx.AsyncClient:
+    """The keep-alive client of ``url``'s scheme, host and port in the running event loop (an httpx
+    client belongs to the loop it first ran in)."""
+    parsed = httpx.URL(url)
+    origin = (parsed.scheme, parsed.host, parsed.port, verify)
+    clients = _shared.setdefault(asyncio.get_running_loop(), {})
+    client = clients.get(origin)
+    if client is None or client.is_closed:
+        limits = httpx.Limits(
+            max_connections=None,
+            max_keepalive_connections=KEEPALIVE_PER_ADDRESS,
+            keepalive_expiry=KEEPALIVE_SECONDS,
+        )
+        client = httpx.AsyncClient(verify=ssl_context(verify), limits=limits, cookies=_no_cookies())
+        clients[origin] = client
+    return client
+
+
+async def close_shared_clients() -> None:
+    """Close the running loop's shared clients (before the loop ends: their sockets belong to it)."""
+    for client in _shared.pop(asyncio.get_running_loop(), {}).values():
+        await client.aclose()
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from canaryctl_providers.outbound import (
     describe,
     fetch,
     shorten,
+    ssl_context,
 )
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,15 @@ def _describe(exc: BaseException) -> str:
     return shorten(f"{type(exc).__name__}: {exc}")
 
 
+def _client(verify: bool) -> httpx.AsyncClient:
+    """No connection limit: another Canary's hanging hooks must not use up a shared pool."""
+    return httpx.AsyncClient(
+        headers={"User-Agent": "canaryctl"},
+        limits=httpx.Limits(max_connections=None),
+        verify=ssl_context(verify),
+    )
+
+
 class WebhookClient:
     """The ``Hooks`` port over httpx: a deadline per attempt, bounded exponential backoff between them."""
 
@@ -93,9 +103,10 @@ class WebhookClient:
         concurrency: int = HOOKS_PER_CANARY,
         secrets: SecretLookup | None = None,
     ) -> None:
-        self._client = client or httpx.AsyncClient(
-            headers={"User-Agent": "canaryctl"}, limits=httpx.Limits(max_connections=None)
-        )
+        self._client = client or _client(verify=True)
+        # For hooks with disableTLS only: a client of its own, so no connection it opened without
+        # checking a certificate is ever reused for a hook that checks.
+        self._unverified: httpx.AsyncClient | None = None
         self._slots = Slots(concurrency)
         self._secrets = secrets
         self._backoff_base = backoff_base
@@ -104,6 +115,16 @@ class WebhookClient:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+        if self._unverified is not None:
+            await self._unverified.aclose()
+
+    def _client_for(self, hook: CanaryWebhook) -> httpx.AsyncClient:
+        """Flagger's disableTLS: this hook's server certificate is not checked; every other hook's is."""
+        if not hook.disable_tls:
+            return self._client
+        if self._unverified is None:
+            self._unverified = _client(verify=False)
+        return self._unverified
 
     async def call(
         self, canary: Canary, hook: CanaryWebhook, phase: Phase | None, checksum: str | None
@@ -169,7 +190,7 @@ class WebhookClient:
         """One POST; returns the result and whether a retry could change it."""
         try:
             reply = await fetch(
-                self._client,
+                self._client_for(hook),
                 "POST",
                 hook.url,
                 json=body,

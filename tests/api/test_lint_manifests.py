@@ -220,7 +220,10 @@ def test_alert_provider_type_is_explained() -> None:
     provider["spec"] = {"type": "pagerduty"}
     (error,) = _lint_docs(provider).errors
     assert error.field_path == "spec.type"
-    assert error.message.startswith("unknown value 'pagerduty'; expected 'slack', 'msteams'")
+    assert error.message == (
+        "alert provider type 'pagerduty' is not supported by canaryctl; "
+        "use one of discord, gchat, generic, msteams, rocket, slack"
+    )
 
 
 # --- semantic checks -------------------------------------------------------------------------------

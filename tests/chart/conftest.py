@@ -31,6 +31,11 @@ Manifest = dict[str, Any]
 REQUIRED: dict[str, Any] = {"controller": {"prometheusUrl": "http://prometheus-operated.monitoring:9090"}}
 # The same on a helm command line.
 REQUIRED_FLAGS = ("--set", f"controller.prometheusUrl={REQUIRED['controller']['prometheusUrl']}")
+# Flagger's controller as a NetworkPolicy peer: its chart's pod label, in its usual namespace.
+FLAGGER_PODS: dict[str, Any] = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "flagger-system"}},
+    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "flagger"}},
+}
 # Value sets every test can render by name; each is linted and validated as a whole, and every
 # container's command line in each goes through canaryctl's own parser (test_chart_commands.py).
 VALUE_SETS: dict[str, dict[str, Any]] = {
@@ -40,6 +45,17 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "peering-ha": {"controller": {"replicas": 2, "peeringLifetime": 15, "podLabels": {"team": "rollouts"}}},
     "service-monitor": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
     "no-loadtester": {"loadtester": {"enabled": False}},
+    # The included mesh alone, for another SMI writer (Flagger, Argo Rollouts).
+    "mesh-only": {"controller": {"enabled": False}, "loadtester": {"enabled": False}},
+    # The mesh and the load tester for Flagger, with every monitoring object asked for.
+    "no-controller": {
+        "controller": {"enabled": False},
+        "loadtester": {"networkPolicy": {"from": [FLAGGER_PODS]}},
+        "serviceMonitor": {"enabled": True},
+        "podMonitor": {"enabled": True},
+        "prometheusRule": {"enabled": True},
+        "dashboards": {"enabled": True},
+    },
     "monitoring": {
         "controller": {"metricsCompat": "flagger", "logFormat": "json", "logLevel": "DEBUG"},
         "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
@@ -112,6 +128,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "capabilities": {"drop": ["NET_RAW"]},
         },
         "controller": {
+            "enabled": True,
             "replicas": 2,
             "image": {"repository": "registry.example/controller", "tag": "c1"},
             "peeringName": "delivery",

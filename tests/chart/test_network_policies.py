@@ -140,7 +140,7 @@ def component(manifests: list[Manifest], name: str, namespace: str = NAMESPACE) 
     )
 
 
-@pytest.mark.parametrize("values", ["default", "loadtester-per-namespace", "everything"])
+@pytest.mark.parametrize("values", ["default", "loadtester-per-namespace", "everything", "no-controller"])
 def test_each_policy_selects_exactly_its_component(render: Render, values: str) -> None:
     manifests = render(values)
     deployments = [m for m in manifests if m["kind"] == "Deployment"]
@@ -220,7 +220,7 @@ def test_a_per_namespace_load_tester_serves_its_namespace(render: Render) -> Non
     assert not allowed(manifests, team_a, outside("172.18.0.3"), 6443)
 
 
-@pytest.mark.parametrize("values", ["default", "everything"])
+@pytest.mark.parametrize("values", ["default", "everything", "mesh-only"])
 def test_the_mesh_takes_sidecars_and_the_api_server_only(render: Render, values: str) -> None:
     manifests = render(values)
     fullname = "delivery" if values == "everything" else "canaryctl"

@@ -24,6 +24,7 @@ import kmock
 from aiohttp import web
 
 from canaryctl.operator.workloads import SCALE_TO_ZERO
+from tests.kube.emulator import StampingEmulator
 
 
 def workload_status(obj: dict[str, Any], nodes: int, rolling: bool = False) -> dict[str, Any]:
@@ -53,7 +54,7 @@ def workload_status(obj: dict[str, Any], nodes: int, rolling: bool = False) -> d
 
 @dataclass
 class Kubelet:
-    emulator: kmock.KubernetesEmulator
+    emulator: StampingEmulator
     nodes: int = 2
     period: float = 0.05
     stuck: set[tuple[str, str]] = field(default_factory=set)  # (namespace, name)
@@ -75,7 +76,7 @@ class Kubelet:
                 self.rolled_out[workload] = template
             status = workload_status(obj.raw, self.nodes, rolling)
             if obj.raw.get("status") != status:
-                obj.patch({"status": status})
+                self.emulator.modify(key, {"status": status})
 
     async def run(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -88,6 +89,7 @@ class Kubelet:
 async def running_kubelet(
     emulator: kmock.KubernetesEmulator, seconds: float = 600.0
 ) -> AsyncIterator[Kubelet]:
+    assert isinstance(emulator, StampingEmulator), "the kubelet's writes reach watches through it"
     kubelet = Kubelet(emulator)
     task = asyncio.create_task(kubelet.run(seconds))
     try:

@@ -13,13 +13,14 @@ its ``.objects`` the stored state); ``kube_api`` a real ``kubernetes`` ApiClient
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import jsonpatch
 import kmock
@@ -99,7 +100,9 @@ class StampingEmulator(kmock.KubernetesEmulator):
     ``resourceVersion`` (kopf guards its finalizer JSON patches with a test on it) and ``generation``
     (bumped when a write touches ``spec``, as readiness checks compare it with observedGeneration).
     A JSON patch whose test fails is answered 422 as by a real API server (kmock 0.8 answers 500, which
-    kopf retries with the same stale resourceVersion instead of re-reading).
+    kopf retries with the same stale resourceVersion instead of re-reading), and a write whose body names
+    a ``metadata.resourceVersion`` other than the stored one is answered 409 Conflict, the API server's
+    optimistic concurrency (kmock 0.8 would store the stale version).
 
     Objects are found by name with one dict lookup instead of kmock's scan over all objects, and
     ``keep_requests=False`` keeps only the requests in flight in the request log, which kmock matches
@@ -113,10 +116,12 @@ class StampingEmulator(kmock.KubernetesEmulator):
     _in_flight: set[int] | None = None
     # (method, path) of every request, kept cheaply whatever keep_requests says.
     calls: list[tuple[str, str]]
+    _publishing: ClassVar[set[asyncio.Task[None]]] = set()  # tasks drop out when done
 
     async def _handle(self, request: rendering.Request) -> web.StreamResponse:
         self.calls.append((request.method.value, request.url.path))
         if request.resource is not None and isinstance(request.data, dict | list):
+            self._check_version(request)
             self._stamp(request)
         if not self.keep_requests:  # ``request`` was appended just now, without an await in between
             self._in_flight = self._in_flight if self._in_flight is not None else set()
@@ -159,6 +164,35 @@ class StampingEmulator(kmock.KubernetesEmulator):
         if key not in self.objects or self.objects[key].deleted:
             return None
         return dict(self.objects[key].raw)
+
+    def modify(self, key: Any, changes: dict[str, Any]) -> None:
+        """An in-process write as a controller makes it through the API: a new resourceVersion and a
+        MODIFIED event for every watch (kmock's own ``patch`` notifies no watch)."""
+        obj = self.objects[key]
+        meta = obj.raw.get("metadata") or {}
+        stamp: dict[str, Any] = {"resourceVersion": str(next(self._versions))}
+        if "spec" in changes:
+            stamp["generation"] = int(meta.get("generation") or 1) + 1
+        obj.patch(changes)
+        obj.patch({"metadata": stamp})
+        event = {"type": "MODIFIED", "object": obj.raw}
+        task = asyncio.get_running_loop().create_task(self._buses[key[0]].put(event))
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
+
+    def _check_version(self, request: rendering.Request) -> None:
+        data = request.data
+        if request.action != kmock.action.UPDATE or not isinstance(data, dict):
+            return
+        wanted = (data.get("metadata") or {}).get("resourceVersion")
+        current = self._current(request)
+        stored = (current or {}).get("metadata", {}).get("resourceVersion")
+        if wanted and current is not None and str(wanted) != str(stored):
+            message = (
+                f'Operation cannot be fulfilled on {request.resource} "{request.name}": the object has been '
+                "modified; please apply your changes to the latest version and try again"
+            )
+            raise kmock.KubernetesError(status=409, reason="Conflict", message=message)
 
     def _stamp(self, request: rendering.Request) -> None:
         version = str(next(self._versions))

@@ -7,6 +7,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import kmock
@@ -32,16 +33,34 @@ NODE = "web-1.test"
 REQUESTS = 1000
 
 
-async def create_mesh(objects: KubeObjects, upstreams: UpstreamServers) -> None:
+async def create_mesh(
+    objects: KubeObjects, upstreams: UpstreamServers, split: dict[str, Any] | None = None
+) -> None:
     for obj in (
         service("web", "10.96.0.10"),
         service(PRIMARY, "10.96.0.11"),
         service(CANARY, "10.96.0.12"),
         endpoint_slice(PRIMARY, upstreams[PRIMARY].port),
         endpoint_slice(CANARY, upstreams[CANARY].port),
-        traffic_split("web", 80, 20),
+        split or traffic_split("web", 80, 20),
     ):
         await objects.apply(obj)
+
+
+@asynccontextmanager
+async def serving_envoy(
+    kube_api: client.ApiClient, sidecar: list[EnvoyProcess]
+) -> AsyncIterator[tuple[ControlPlane, int]]:
+    """A control plane watching NS and a real Envoy it configured: (the plane, Envoy's outbound port)."""
+    admin = free_port()
+    ports = config.SidecarPorts(outbound=0, inbound=0, prometheus=0, admin=admin)
+    plane = ControlPlane(kube_api, [NS], "127.0.0.1", 0, ports=ports, bind_host="127.0.0.1")
+    async with plane:
+        envoy = EnvoyProcess(config.ads_bootstrap(NODE, "127.0.0.1", plane.ads.port, admin_port=admin))
+        sidecar.append(envoy)
+        await envoy.start()
+        await plane.ads.wait_acked(NODE)
+        yield plane, await envoy.listener_port("outbound")
 
 
 def assert_share(served: Counter[str], name: str, expected: float) -> None:
@@ -85,15 +104,8 @@ async def test_traffic_split_changes_reach_a_real_envoy(
     sidecar: list[EnvoyProcess],
 ) -> None:
     await create_mesh(objects, upstreams)
-    admin = free_port()
-    ports = config.SidecarPorts(outbound=0, inbound=0, prometheus=0, admin=admin)
-    plane = ControlPlane(kube_api, [NS], "127.0.0.1", 0, ports=ports, bind_host="127.0.0.1")
-    async with plane:
-        envoy = EnvoyProcess(config.ads_bootstrap(NODE, "127.0.0.1", plane.ads.port, admin_port=admin))
-        sidecar.append(envoy)
-        await envoy.start()
-        await plane.ads.wait_acked(NODE)
-        outbound = await envoy.listener_port("outbound")
+    async with serving_envoy(kube_api, sidecar) as (plane, outbound):
+        envoy = sidecar[-1]
         assert_share(await routed(outbound), CANARY, 0.2)
 
         # A split naming a missing service is reported and left out; the rest keeps syncing.
@@ -110,6 +122,50 @@ async def test_traffic_split_changes_reach_a_real_envoy(
         await pushed_after(plane, version)
         clusters = (await envoy.get("/clusters?format=json")).json()["cluster_statuses"]
         assert cluster_name(CANARY, NS) not in {c["name"] for c in clusters}
+
+
+def flagger_traffic_split(version: str, primary: int, canary: int) -> dict[str, Any]:
+    """What Flagger's ``smi:v1alpha2`` / ``smi:v1alpha3`` router writes (pkg/router/smi_v1alpha2.go,
+    smi_v1alpha3.go; types in pkg/apis/smi): named after the apex Service, owned by Flagger's Canary,
+    the canary backend first, every weight written (also 0), no matches."""
+    owner = {
+        "apiVersion": "flagger.app/v1beta1",
+        "kind": "Canary",
+        "name": "web",
+        "uid": "5a1f0c2e-0000-4000-8000-00000000f1a9",
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+    return {
+        "apiVersion": f"split.smi-spec.io/{version}",
+        "kind": "TrafficSplit",
+        "metadata": {"name": "web", "namespace": NS, "ownerReferences": [owner]},
+        "spec": {
+            "service": "web",
+            "backends": [{"service": CANARY, "weight": canary}, {"service": PRIMARY, "weight": primary}],
+        },
+    }
+
+
+@pytest.mark.parametrize("version", ["v1alpha2", "v1alpha3"])
+async def test_flagger_smi_traffic_splits_reach_a_real_envoy(
+    version: str,
+    objects: KubeObjects,
+    kube_api: client.ApiClient,
+    upstreams: UpstreamServers,
+    sidecar: list[EnvoyProcess],
+) -> None:
+    """The included mesh serves Flagger's SMI router: its Reconcile (all traffic on the primary), then
+    a SetRoutes step, as Flagger writes them, route a real Envoy's requests."""
+    await create_mesh(objects, upstreams, flagger_traffic_split(version, 100, 0))
+    async with serving_envoy(kube_api, sidecar) as (plane, outbound):
+        assert (await routed(outbound))[PRIMARY] == REQUESTS
+
+        version_before = plane.version
+        await objects.apply(flagger_traffic_split(version, 40, 60))
+        await pushed_after(plane, version_before)
+        assert_share(await routed(outbound), CANARY, 0.6)
+        assert not plane.refused, plane.refused
 
 
 async def first_clusters(port: int) -> set[str]:
@@ -136,7 +192,10 @@ async def test_control_plane_process_serves_ads_and_stops_on_sigterm(
     started = time.monotonic()
     assert await child.terminate() == 0, child.log.read_text()
     assert time.monotonic() - started < 5
-    assert "pushed snapshot" in child.log.read_text()
+    log = child.log.read_text()
+    assert "pushed snapshot" in log
+    # One connection per reflector: a pool smaller than that discards (and reopens) connections.
+    assert "Connection pool is full" not in log, log
 
 
 async def test_control_plane_pushes_nothing_until_the_api_server_answers() -> None:

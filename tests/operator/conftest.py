@@ -22,7 +22,7 @@ from canaryctl.operator.handlers import CanaryOperator, OperatorConfig
 from canaryctl.telemetry.metrics import ControllerMetrics
 from canaryctl_mesh.kube import api_client_for_host
 from tests.kube.cluster import Kubelet, PrometheusStub, running_kubelet, running_prometheus
-from tests.kube.emulator import emulator, emulator_url, kube_api, objects  # noqa: F401
+from tests.kube.emulator import StampingEmulator, emulator, emulator_url, kube_api, objects  # noqa: F401
 
 MIN_INTERVAL_SECONDS = 0.3
 
@@ -49,7 +49,7 @@ def short_intervals(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest_asyncio.fixture()
-async def kubelet(emulator: kmock.KubernetesEmulator) -> AsyncIterator[Kubelet]:  # noqa: F811
+async def kubelet(emulator: StampingEmulator) -> AsyncIterator[Kubelet]:  # noqa: F811
     async with running_kubelet(emulator) as running:
         yield running
 

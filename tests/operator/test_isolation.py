@@ -15,7 +15,7 @@ import kmock
 import pytest
 import pytest_asyncio
 
-from canaryctl.api.models import API_VERSION, Canary
+from canaryctl.api.models import API_VERSION, MAX_WEBHOOKS, Canary
 from canaryctl.operator.adapters import cross_namespace_reference
 from canaryctl.operator.cli import add_parser
 from canaryctl_mesh.kube import KubeObjects, api_client_for_host
@@ -103,15 +103,16 @@ async def test_a_starved_canary_does_not_delay_another(
     hanging: HostileServer,
     healthy_hook: HostileServer,
 ) -> None:
-    """Canary "starved" queries a Prometheus that drips a byte a second; canary "hooked" has 100 event
-    hooks that never answer (event hooks run concurrently; gates and rollout hooks run one at a time, so
-    they cannot hold more than one connection). Canary "healthy" (with a hook of its own) must still
-    step on its interval and promote."""
+    """Canary "starved" queries a Prometheus that drips a byte a second; canary "hooked" has as many
+    event hooks as a Canary may (32) that never answer (event hooks run concurrently; gates and
+    rollout hooks run one at a time, so they cannot hold more than one connection). Canary "healthy"
+    (with a hook of its own) must still step on its interval and promote."""
     metrics = [{"name": f"m{i}", "query": "up", "thresholdRange": {"min": 0}} for i in range(12)]
     starved = canary("starved", stepWeight=50, metrics=metrics)
     starved["spec"]["metricsServer"] = dripping.url
     hooks = [
-        {"name": f"h{i}", "type": "event", "url": f"{hanging.url}/{i}", "timeout": "10m"} for i in range(100)
+        {"name": f"h{i}", "type": "event", "url": f"{hanging.url}/{i}", "timeout": "10m"}
+        for i in range(MAX_WEBHOOKS)
     ]
     hooked = canary("hooked", stepWeight=50, webhooks=hooks)
     load = {"name": "load", "url": healthy_hook.url, "timeout": "5s"}

@@ -432,7 +432,10 @@ async def serving(app: web.Application) -> AsyncIterator[str]:
 
 
 def new_scheduler(emulator: kmock.KubernetesEmulator, prometheus_url: str) -> Scheduler:
-    config = OperatorConfig(peering=None, prometheus_url=prometheus_url, default_provider="istio")
+    # Ticks run one by one right after in-process writes: every read goes to the emulator.
+    config = OperatorConfig(
+        peering=None, prometheus_url=prometheus_url, default_provider="istio", watch_cache=False
+    )
     operator = CanaryOperator(config, api_client_for_host(emulator_url(emulator)), ControllerMetrics())
     return Scheduler(emulator, operator)
 

@@ -8,11 +8,14 @@ the server saw (connections at once, bytes it could write, requests it got).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from canaryctl.api.models import (
     AlertProviderSpec,
@@ -29,7 +32,12 @@ from canaryctl.ports import Alert
 from canaryctl_providers.metrics import MetricQueryError, MetricsAnalyzer, ProviderConfigError, provider_for
 from canaryctl_providers.metrics.transport import DEFAULT_TIMEOUT
 from canaryctl_providers.notifiers import NotifierError, notifier_for, slack, webhook
-from canaryctl_providers.outbound import HOOKS_PER_CANARY, MAX_ERROR_CHARS, QUERIES_PER_CANARY
+from canaryctl_providers.outbound import (
+    HOOKS_PER_CANARY,
+    MAX_ERROR_CHARS,
+    QUERIES_PER_CANARY,
+    close_shared_clients,
+)
 from canaryctl_providers.webhooks import WebhookClient
 from tests.providers.hostile import MIB, VECTOR, answer, drip, hang, huge, huge_reply_rss, serving
 
@@ -277,3 +285,61 @@ def test_cloudwatch_never_signs_with_the_controllers_own_credentials(monkeypatch
         provider_for(spec, None)
     with pytest.raises(ProviderConfigError, match="not an AWS region"):
         provider_for(spec.model_copy(update={"region": "evil.example/#"}), None)
+
+
+# --- one keep-alive client per address -------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def keepalive_prometheus(set_cookie: str | None = None) -> AsyncIterator[tuple[str, list[Any]]]:
+    """A keep-alive Prometheus answering 1; yields its URL and, per request, (client port, Cookie)."""
+    seen: list[Any] = []
+
+    async def query(request: web.Request) -> web.Response:
+        assert request.transport is not None
+        seen.append((request.transport.get_extra_info("peername")[1], request.headers.get("Cookie")))
+        response = web.json_response({"status": "success", "data": json.loads(VECTOR)["data"]})
+        if set_cookie:
+            response.headers["Set-Cookie"] = set_cookie
+        return response
+
+    app = web.Application()
+    app.router.add_get("/api/v1/query", query)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}", seen
+    finally:
+        await runner.cleanup()
+
+
+def test_queries_to_one_prometheus_reuse_one_connection() -> None:
+    """Each query used to open (and close) a connection of its own: ~4 ms each on a loaded operator."""
+
+    async def main() -> None:
+        async with keepalive_prometheus() as (url, seen):
+            analyzer = MetricsAnalyzer()
+            metric = CanaryMetric.model_validate({"name": "m", "query": "up", "thresholdRange": {"min": 1}})
+            for name in ("a", "b", "c"):
+                for _ in range(5):
+                    observed = await analyzer.measure(canary(name, url), metric, caller_side=False)
+                    assert observed.canary.value == 1.0
+            await close_shared_clients()
+        assert len(seen) == 15
+        assert len({port for port, _ in seen}) == 1, seen
+
+    asyncio.run(main())
+
+
+def test_a_cookie_one_tenants_server_sets_is_never_sent_with_a_later_query() -> None:
+    async def main() -> None:
+        async with keepalive_prometheus(set_cookie="session=tenant-a; Path=/") as (url, seen):
+            for name in ("a", "b"):
+                provider = provider_for(prometheus(url), None)
+                assert await provider.query(f"up{{canary={name!r}}}") == 1.0
+            await close_shared_clients()
+        assert [cookie for _, cookie in seen] == [None, None]
+
+    asyncio.run(main())

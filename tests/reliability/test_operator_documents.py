@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from canaryctl.api import models
 from canaryctl_mesh.kube import KubeObjects
 from tests.kube.cluster import Kubelet, running_kubelet
-from tests.kube.emulator import kube_api, objects, running_emulator  # noqa: F401
+from tests.kube.emulator import StampingEmulator, kube_api, objects, running_emulator  # noqa: F401
 from tests.operator.conftest import prometheus  # noqa: F401
 from tests.operator.helpers import NS, Obj, events, workload
 from tests.reliability.documents import documents, model_rejects
@@ -46,7 +46,7 @@ async def emulator() -> AsyncIterator[kmock.KubernetesEmulator]:
 
 
 @pytest_asyncio.fixture()
-async def kubelet(emulator: kmock.KubernetesEmulator) -> AsyncIterator[Kubelet]:
+async def kubelet(emulator: StampingEmulator) -> AsyncIterator[Kubelet]:
     """Marks workloads available every half second: scanning 2,000 objects every 50 ms costs more."""
     async with running_kubelet(emulator) as running:
         running.period = 0.5

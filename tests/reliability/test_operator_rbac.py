@@ -294,6 +294,13 @@ async def test_chart_rbac_grants_exactly_what_the_operator_uses(
     await objects.apply({**provider, "spec": {"type": "generic", "address": "http://127.0.0.1:9/"}})
     catalog = running.operator.catalog
     await wait_for(lambda: _known(catalog.providers, "team"), what="the AlertProvider to be watched")
+
+    async def reported() -> bool:  # its Ready condition written, and that write's own event seen
+        stored = await objects.get(API_VERSION, "AlertProvider", NS, "team") or {}
+        return bool((stored.get("status") or {}).get("conditions"))
+
+    await wait_for(reported, what="the AlertProvider's Ready condition")
+    await asyncio.sleep(1.0)
     catalog.templates.clear()
     catalog.providers.clear()
     assert (await catalog.template("success", NS)).metadata.name == "success"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -212,13 +212,22 @@ async def test_a_standby_takes_over_from_a_killed_leader(
 
     leader = await operators.start(*peered(100, leader_port))
 
-    async def leader_registered() -> bool:
-        return bool(emulator.objects["kopf.dev/v1/clusterkopfpeerings", None, "canaryctl"].raw.get("status"))
+    def registered(priority: int) -> Callable[[], Awaitable[bool]]:
+        async def in_peering() -> bool:
+            peering = emulator.objects["kopf.dev/v1/clusterkopfpeerings", None, "canaryctl"].raw
+            peers = (peering.get("status") or {}).values()
+            return any(isinstance(peer, dict) and peer.get("priority") == priority for peer in peers)
+
+        return in_peering
 
     # A replica that starts before any peer is known acts until it sees one: start the standby once
     # the leader's record is in the peering object, as a rolling second replica would.
-    await wait_for(leader_registered, timeout=30, what="the leader's peering record")
+    await wait_for(registered(100), timeout=30, what="the leader's peering record")
     await operators.start(*peered(10, standby_port))
+    # On a loaded machine a process takes seconds to import and serve /metrics: the standby's own
+    # record says it is up (its /metrics serves before it peers) and saw the leader, so its zero
+    # ticks below mean it stood by, not that it had not started yet.
+    await wait_for(registered(10), timeout=60, what="the standby's peering record")
     await setup_target(objects, "Deployment", NAME)
     await objects.apply(canary(NAME, interval="1s", stepWeight=10, maxWeight=50))
 

@@ -26,10 +26,11 @@ HOOK_TIMEOUT_SECONDS = 1.0
 # How long past its timeout a hanging call may stay open, as the receiver measures it (the hang-up is
 # seen on a poll). The receiver's clock starts when the request arrives, after the client's: it can
 # bound the timeout from above only; the client's own message ("timed out after 1s") says the rest.
-# Both event loops share a loaded 2-core machine in CI, so the slack is generous; a hang the timeout
-# did not cut would stay open MAX_HANG_SECONDS.
-TIMEOUT_SLACK_SECONDS = 1.0
-MAX_HANG_SECONDS = 15.0
+# Both event loops share one process and a loaded 2-core machine (a hung call measured 2.8 s at load
+# average 14), so the slack is wide; a hang the timeout did not cut stays open MAX_HANG_SECONDS, five
+# times the bound, so the two cases stay far apart.
+TIMEOUT_SLACK_SECONDS = 5.0
+MAX_HANG_SECONDS = 30.0
 POLL_SECONDS = 0.02
 HELD_CALLS = 2  # calls a failing gate answers before the scenario's operator fixes it
 FIX_WITHIN_SECONDS = 30.0

@@ -77,6 +77,9 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/* Fails the render on value combinations that cannot work. */}}
 {{- define "canaryctl.validate" -}}
+{{- if not (or .Values.controller.enabled .Values.mesh.enabled .Values.loadtester.enabled) }}
+{{- fail "controller.enabled, mesh.enabled and loadtester.enabled are all false: nothing to install" }}
+{{- end }}
 {{- if not (has .Values.rbac.scope (list "cluster" "namespace")) }}
 {{- fail (printf "rbac.scope must be \"cluster\" or \"namespace\", not %q" .Values.rbac.scope) }}
 {{- end }}
@@ -95,6 +98,9 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- if and $l.enabled (eq $l.deployment "perNamespace") (not $l.namespaces) }}
 {{- fail "loadtester.deployment=perNamespace needs loadtester.namespaces: the namespaces to run one in" }}
+{{- end }}
+{{- if and $l.enabled (not .Values.controller.enabled) .Values.networkPolicy.enabled (eq $l.deployment "shared") (not $l.networkPolicy.from) }}
+{{- fail "controller.enabled=false: name the load tester's callers in loadtester.networkPolicy.from, e.g. Flagger's pods [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: flagger-system}}, podSelector: {matchLabels: {app.kubernetes.io/name: flagger}}}], or set loadtester.enabled=false" }}
 {{- end }}
 {{- if not (has $l.auth.mode (list "none" "token" "serviceAccount")) }}
 {{- fail (printf "loadtester.auth.mode must be \"none\", \"token\" or \"serviceAccount\", not %q" $l.auth.mode) }}

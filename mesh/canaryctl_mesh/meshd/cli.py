@@ -16,10 +16,10 @@ from canaryctl_mesh import config
 from canaryctl_mesh.ads import AdsServer
 from canaryctl_mesh.identity import TOKEN_AUDIENCE, TokenAuthenticator
 from canaryctl_mesh.injector import SIDECAR_TOKEN_PATH, InjectorSettings
-from canaryctl_mesh.kube import KubeObjects, api_client, api_client_for_host
+from canaryctl_mesh.kube import KubeObjects, api_client, api_client_for_host, pool_size
 from canaryctl_mesh.meshd import injector
 from canaryctl_mesh.meshd.auth import KubeTokenReviewer
-from canaryctl_mesh.meshd.control_plane import ControlPlane
+from canaryctl_mesh.meshd.control_plane import ControlPlane, sources
 from canaryctl_mesh.meshd.pki import CertificateAuthority, load_or_create_ca
 from canaryctl_mesh.meshd.tls import IssuedCertificate, xds_credentials
 from canaryctl_mesh.translate import parse_export_to
@@ -168,7 +168,12 @@ def _ca(parser: argparse.ArgumentParser) -> None:
 
 
 def _api(args: argparse.Namespace) -> client.ApiClient:
-    return api_client_for_host(args.server) if args.server else api_client(args.kubeconfig)
+    """One client for the process, its pool sized for the control plane's watches (one each)."""
+    watchers = len(sources(args.namespaces)) if args.meshd_command == "control-plane" else 0
+    connections = pool_size(watchers)
+    if args.server:
+        return api_client_for_host(args.server, connections=connections)
+    return api_client(args.kubeconfig, connections=connections)
 
 
 def _ports(args: argparse.Namespace) -> config.SidecarPorts:

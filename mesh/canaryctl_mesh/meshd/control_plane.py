@@ -102,6 +102,12 @@ class RefusalEvents:
         }
 
 
+def sources(namespaces: Sequence[str] = ()) -> list[Source]:
+    """One list+watch per watched kind and namespace (all namespaces when none is named)."""
+    scopes: list[str | None] = list(dict.fromkeys(namespaces)) or [None]
+    return [Source(api_version, kind, namespace) for api_version, kind in WATCHED for namespace in scopes]
+
+
 class ControlPlane:
     def __init__(
         self,
@@ -130,11 +136,8 @@ class ControlPlane:
         self._dirty = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.store = ObjectStore(self._changed)
-        scopes: list[str | None] = list(dict.fromkeys(namespaces)) or [None]
         self.reflectors = [
-            Reflector(api, Source(api_version, kind, namespace), self.store, watch_timeout)
-            for api_version, kind in WATCHED
-            for namespace in scopes
+            Reflector(api, source, self.store, watch_timeout) for source in sources(namespaces)
         ]
         self._task: asyncio.Task[None] | None = None
 

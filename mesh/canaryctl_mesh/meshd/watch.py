@@ -86,6 +86,16 @@ def _name(obj: Object) -> tuple[str, str]:
     return str(metadata.get("namespace") or ""), str(metadata.get("name") or "")
 
 
+def older(obj: Object, than: Object | None) -> bool:
+    """Whether ``obj`` is an older version than ``than``. resourceVersions are opaque, but every API
+    server in use hands out increasing integers; anything else is never called older."""
+    if than is None:
+        return False
+    mine = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+    theirs = str((than.get("metadata") or {}).get("resourceVersion") or "")
+    return mine.isdigit() and theirs.isdigit() and int(mine) < int(theirs)
+
+
 class ObjectStore:
     """The watched objects by source and namespace; thread-safe. `on_change` runs in the changing
     thread after changes; `take_dirty` tells which namespaces changed since it was last called."""
@@ -113,9 +123,14 @@ class ObjectStore:
         self.on_change()
 
     def upsert(self, source: Source, obj: Object) -> None:
+        """Store ``obj`` unless a newer version is stored (a write's answer can arrive before the watch
+        event of an earlier write)."""
         namespace, name = _name(obj)
         with self._lock:
-            self._by_source.setdefault(source, {}).setdefault(namespace, {})[name] = self._typed(source, obj)
+            objects = self._by_source.setdefault(source, {}).setdefault(namespace, {})
+            if older(obj, objects.get(name)):
+                return
+            objects[name] = self._typed(source, obj)
             self._dirty.add(namespace)
         self.on_change()
 
@@ -125,6 +140,10 @@ class ObjectStore:
             self._by_source.get(source, {}).get(namespace, {}).pop(name, None)
             self._dirty.add(namespace)
         self.on_change()
+
+    def get(self, source: Source, namespace: str, name: str) -> Object | None:
+        with self._lock:
+            return self._by_source.get(source, {}).get(namespace, {}).get(name)
 
     def take_dirty(self) -> set[str]:
         with self._lock:

@@ -3,13 +3,16 @@
 Provider modules only say what to send and how to read the answer; a failure anywhere here surfaces as
 a MetricQueryError so the analyzer can report it and never mistake it for a value. Every request stays
 on the provider's own address (credentials go nowhere else), completes within DEFAULT_TIMEOUT seconds
-in all, and reads at most MAX_RESPONSE_BYTES of body. Each request has a client of its own, so no
-connection pool is shared between templates or tenants.
+in all, and reads at most MAX_RESPONSE_BYTES of body. Requests to one address reuse its keep-alive
+connections (``outbound.shared_client``); headers and credentials go with each request, never with
+the client. A request with TLS settings of its own (``tls``: the Kubernetes API's, with or without
+the controller's client certificate) gets a client of its own.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import math
 import ssl
@@ -27,8 +30,8 @@ from canaryctl_providers.outbound import (
     Reply,
     describe,
     fetch,
+    shared_client,
     shorten,
-    ssl_context,
 )
 
 # Flagger's query timeout, here a hard deadline for the whole exchange.
@@ -126,7 +129,13 @@ class Endpoint:
         all_headers = httpx.Headers(self.headers)
         all_headers.update(headers or {})
         try:
-            async with httpx.AsyncClient(verify=self.tls or ssl_context(self.verify)) as client:
+            async with contextlib.AsyncExitStack() as stack:
+                # Own TLS settings (the controller's certificate) never share a connection.
+                client = (
+                    shared_client(self.base_url, self.verify)
+                    if self.tls is None
+                    else await stack.enter_async_context(httpx.AsyncClient(verify=self.tls))
+                )
                 reply = await fetch(
                     client,
                     method,

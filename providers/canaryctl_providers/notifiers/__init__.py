@@ -14,7 +14,7 @@ __all__ = ["SECRET_KEYS", "AlertRouter", "NotifierError", "ProviderResolver", "n
 # The keys Flagger reads from an AlertProvider's secretRef; each overrides the spec field of that name.
 SECRET_KEYS = ("address", "token", "username", "channel", "proxy")
 
-RENDERERS: dict[AlertProviderType, Renderer] = {
+RENDERERS: dict[str, Renderer] = {
     AlertProviderType.MSTEAMS: msteams.render,
     AlertProviderType.DISCORD: discord.render,
     AlertProviderType.ROCKET: rocket.render,
@@ -30,7 +30,7 @@ def notifier_for(
     values = {key: getattr(spec, key, None) for key in SECRET_KEYS}
     values.update({key: value for key, value in (secret or {}).items() if key in SECRET_KEYS and value})
     identity = Identity(channel=values["channel"], username=values["username"])
-    if spec.type is AlertProviderType.SLACK:
+    if spec.type == AlertProviderType.SLACK:
         return SlackNotifier(
             url=values["address"],
             token=values["token"],
@@ -40,5 +40,5 @@ def notifier_for(
         )
     if not values["address"]:
         source = f" or key 'address' in secret {spec.secret_ref.name}" if spec.secret_ref else ""
-        raise ValueError(f"{spec.type.value} alert provider needs an address (spec.address{source})")
+        raise ValueError(f"{spec.type} alert provider needs an address (spec.address{source})")
     return WebhookNotifier(values["address"], RENDERERS[spec.type], identity, values["proxy"])

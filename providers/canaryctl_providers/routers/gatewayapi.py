@@ -106,9 +106,17 @@ def _rule(canary: Canary, matches: list[HTTPMatchRequest], canary_weight: int) -
         {"name": canary.spec.side_service(True), "port": port, "weight": 100 - canary_weight},
         {"name": canary.spec.side_service(False), "port": port, "weight": canary_weight},
     ]
-    if canary.spec.service.timeout:
-        rule["timeouts"] = {"request": canary.spec.service.timeout}
+    rule |= _timeouts(canary)
     return rule
+
+
+def _timeouts(canary: Canary) -> Obj:
+    """Flagger's makeHTTPRouteTimeouts: spec.service.timeout for the whole request, backendTimeout for
+    each request to a backend (a retry is a new one)."""
+    service = canary.spec.service
+    timeouts = {"request": service.timeout, "backendRequest": service.backend_timeout}
+    given = {key: value for key, value in timeouts.items() if value}
+    return {"timeouts": given} if given else {}
 
 
 def _set_cookie(cookie: StickyCookie) -> Obj:

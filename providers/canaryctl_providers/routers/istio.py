@@ -45,9 +45,14 @@ def _fault(fault: FaultStatus) -> Obj:
 
 
 def _destination(canary: Canary, primary: bool, weight: int) -> Obj:
+    service = canary.spec.service
     destination: Obj = {"host": canary.spec.side_service(primary)}
-    if not canary.spec.service.port_discovery:
-        destination["port"] = {"number": canary.spec.service.port}
+    # With portDiscovery the Services have several ports: a route from the mesh applies to each, a
+    # gateway's (or a delegate's) must name one (Flagger's makeDestination).
+    gateways = service.gateways or []
+    from_gateway = bool(gateways) and gateways[0] != "mesh"
+    if not service.port_discovery or from_gateway or service.delegation:
+        destination["port"] = {"number": service.port}
     return {"destination": destination, "weight": weight}
 
 
@@ -58,7 +63,10 @@ def _http_route(canary: Canary, match: list[Obj], canary_weight: int) -> Obj:
     if match:
         route["match"] = match
     if service.rewrite is not None:
-        route["rewrite"] = service.rewrite.to_wire()
+        # Flagger's GetIstioRewrite: ``type`` is Gateway API's path modifier, not an Istio field.
+        rewrite = service.rewrite.model_dump(by_alias=True, exclude_none=True, include={"uri", "authority"})
+        if rewrite:
+            route["rewrite"] = rewrite
     if service.timeout:
         route["timeout"] = service.timeout
     if service.retries is not None:

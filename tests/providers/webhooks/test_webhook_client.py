@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -24,6 +25,7 @@ from canaryctl.api.models import (
 from canaryctl.cli.main import main
 from canaryctl.engine.types import HookResult
 from canaryctl_providers.webhooks import WebhookClient
+from tests.tls import self_signed_certificate
 
 REPO = Path(__file__).resolve().parents[3]
 CANARY = Canary.model_validate(
@@ -217,3 +219,38 @@ def test_timeout_and_retries_are_bounded_where_a_manifest_is_checked(
     assert timeout_schema["x-kubernetes-validations"][0]["rule"] == (
         f"duration(self) <= duration('{MAX_WEBHOOK_TIMEOUT}')"
     )
+
+
+def test_disable_tls_skips_verification_for_that_hook_only(tmp_path: Path) -> None:
+    """Flagger's ``disableTLS`` (webhook.go: callWebhook's InsecureSkipVerify): a hook to a server with a
+    certificate no CA signed succeeds with it and fails without it, also right after a call with it to
+    the same server (no unchecked connection is reused for a hook that checks)."""
+    cert, key = self_signed_certificate(tmp_path, "127.0.0.1")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+
+    async def main() -> None:
+        receiver = Receiver()
+        app = web.Application()
+        app.router.add_post("/{code}", receiver.handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+        await site.start()
+        url = f"https://127.0.0.1:{runner.addresses[0][1]}/200"
+        client = WebhookClient()
+        try:
+            trusting = hook(url, name="trusting", disableTLS=True)
+            checking = hook(url, name="checking")
+            results = [
+                await client.call(CANARY, spec, Phase.PROGRESSING, "abc")
+                for spec in (checking, trusting, checking, trusting)
+            ]
+        finally:
+            await client.aclose()
+            await runner.cleanup()
+        assert [r.success for r in results] == [False, True, False, True]
+        assert all("CERTIFICATE_VERIFY_FAILED" in r.message for r in results if not r.success), results
+        assert len(receiver.requests) == 2, "only the hooks with disableTLS reached the server"
+
+    asyncio.run(main())
