@@ -100,6 +100,10 @@ class TypeSnapshot:
 
     version: str
     entries: Mapping[str, Entry]
+    parts: tuple[tuple[str, Mapping[str, Entry]], ...] = ()
+    """Disjoint parts `entries` was merged from, with their versions: a difference between two
+    snapshots with parts looks only at the parts that are not in both (one service's change in a
+    view of thousands costs that service's part, not the view)."""
     _derived: dict[Any, Any] = field(default_factory=dict, repr=False)
     """The response sending every entry and the restrictions to name sets, made on first use."""
 
@@ -121,14 +125,6 @@ class TypeSnapshot:
             }
             found = TypeSnapshot(digest([self.version.encode(), *(n.encode() for n in entries)]), entries)
             self._derived[(names, namespaces)] = found
-        return found
-
-    @property
-    def versions(self) -> dict[str, str]:
-        """Resource versions by name."""
-        found: dict[str, str] | None = self._derived.get("versions")
-        if found is None:
-            found = self._derived["versions"] = {name: entry[0] for name, entry in self.entries.items()}
         return found
 
     def full(self, type_url: str) -> bytes:
@@ -170,12 +166,27 @@ def _difference(type_url: str, held: TypeSnapshot | None, target: TypeSnapshot) 
     """The response taking a sidecar from `held` to `target` (without nonce), None if there is nothing."""
     if held is None:
         return target.full(type_url) if target.entries else None
-    new, old = target.versions, held.versions
-    changed = sorted(name for name, _ in new.items() - old.items())
-    removed = sorted(old.keys() - new.keys())
+    new, old = target.entries, held.entries
+    if held.parts and target.parts:
+        kept = {version for version, _ in held.parts} & {version for version, _ in target.parts}
+        candidates: set[str] = set()
+        for version, part in (*held.parts, *target.parts):
+            if version not in kept:
+                candidates.update(part)
+        names: Iterable[str] = candidates
+        removed = sorted(name for name in candidates if name not in new)
+    else:
+        names = new
+        removed = sorted(old.keys() - new.keys())
+    changed = sorted(
+        (name, entry)
+        for name in names
+        if (entry := new.get(name)) is not None
+        and ((had := old.get(name)) is None or (had is not entry and had[0] != entry[0]))
+    )
     if not changed and not removed:
         return None
-    return _response(type_url, target, [(name, target.entries[name]) for name in changed], removed)
+    return _response(type_url, target, changed, removed)
 
 
 def _response(

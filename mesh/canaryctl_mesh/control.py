@@ -10,7 +10,10 @@ included) and the routes other namespaces export to them (qualified names only).
 is one virtual host, sent over VHDS (`canaryctl_mesh.ads`), so a weight change reaches a sidecar as
 that one virtual host. Hosts and clusters are encoded once per change of their namespace and grouped
 into parts (a namespace's routes as it sees them, and as each set of namespaces it exports to sees
-them); a view is the union of the parts it may see, rebuilt only when one of those parts changed.
+them); a view is the union of the parts it may see, rebuilt only when one of those parts changed,
+from its previous version by swapping the parts that changed. The view keeps its parts, so the
+difference a sidecar is sent is found from the changed parts alone: a weight change costs each view
+the changed namespace's part, not its whole table of every service in the mesh.
 
 Listeners are the same for every view but for their opaque ports (`canaryctl_mesh.protocols`): a
 namespace's Services declare them for its own sidecars only, so no namespace can turn protocol
@@ -39,7 +42,14 @@ from canaryctl_mesh.ads import (
     encode,
     encode_resources,
 )
-from canaryctl_mesh.translate import ALL_NAMESPACES, MeshRoute, Refusal, Translation, translate_namespace
+from canaryctl_mesh.translate import (
+    ALL_NAMESPACES,
+    MeshRoute,
+    ObjectRef,
+    Refusal,
+    Translation,
+    translate_namespace,
+)
 
 Object = Mapping[str, Any]
 VHDS_SOURCE = {"ads": {}, "resource_api_version": "V3"}
@@ -162,6 +172,9 @@ class MeshControlPlane:
         self._parts: dict[str, list[_Part]] = {}
         self._host_conflicts: list[Refusal] = []
         self._excluded: set[tuple[str, str]] = set()
+        self._claims: dict[str, tuple[tuple[str, tuple[str, ...], ObjectRef], ...]] = {}
+        """Each namespace's routed services, by name, with the hosts they claim."""
+        self._namespace_versions: dict[str, bytes] = {}
         self._tasks: set[asyncio.Task[str]] = set()
         static = config.sidecar_resources([], self.ports, bind_host=bind_host)
         for route_config in static.routes:
@@ -169,14 +182,16 @@ class MeshControlPlane:
                 # The services' virtual hosts come over VHDS; unknown hosts keep passing through.
                 route_config["vhds"] = {"config_source": VHDS_SOURCE}
         encoded = encode_resources(static)
-        self._static_clusters = dict(encoded[config.CLUSTER_TYPE].entries)
+        static_clusters = encoded[config.CLUSTER_TYPE]
+        self._static_clusters = (static_clusters.version, static_clusters.entries)
         self._default_listeners = encoded[config.LISTENER_TYPE]
         self._listeners: dict[tuple[int, ...], TypeSnapshot] = {}
         self._opaque_ports: dict[str, tuple[int, ...]] = {}
         """Ports a namespace's Services declare non-HTTP (with the defaults), where they add any."""
         self._routes = encode(config.ROUTE_TYPE, static.routes)
         self._views: dict[str, tuple[tuple[str, ...], Snapshot]] = {}
-        self._shared: dict[str, TypeSnapshot] = {}
+        self._shared: dict[tuple[str, ...], TypeSnapshot] = {}
+        """Merged snapshots by type and the versions of their parts."""
         self._push_lock = asyncio.Lock()
         ads.on_new_view = self._view_requested
 
@@ -184,12 +199,14 @@ class MeshControlPlane:
 
     def update(self, namespaces: Mapping[str, Iterable[Object]]) -> None:
         """Translate these namespaces' objects anew (an empty list forgets the namespace)."""
+        claims_changed = False
         for namespace, objects in namespaces.items():
             items = list(objects)
             if not items:
-                self._translations.pop(namespace, None)
-                self._encoded.pop(namespace, None)
-                self._opaque_ports.pop(namespace, None)
+                claims_changed = claims_changed or namespace in self._claims
+                for index in (self._translations, self._encoded, self._opaque_ports, self._claims):
+                    index.pop(namespace, None)
+                self._namespace_versions.pop(namespace, None)
                 continue
             opaque = protocols.opaque_ports(items)
             if opaque != config.DEFAULT_OPAQUE_PORTS:
@@ -208,8 +225,14 @@ class MeshControlPlane:
             translation.routes = [e.route for e in encoded.values()]
             self._translations[namespace] = translation
             self._encoded[namespace] = encoded
+            claims = tuple(sorted((r.spec.service, tuple(r.spec.hosts), r.split) for r in translation.routes))
+            claims_changed = claims_changed or claims != self._claims.get(namespace)
+            self._claims[namespace] = claims
+            self._namespace_versions[namespace] = self._namespace_version(namespace)
         excluded = self._excluded
-        self._check_hosts()
+        if claims_changed:  # a weight change claims no new host: every claim is checked only then
+            self._check_hosts()
+        self.version = digest(self._namespace_versions[namespace] for namespace in sorted(self._translations))
         changed = set(namespaces) | {namespace for namespace, _ in excluded ^ self._excluded}
         for namespace in changed:
             routes = [
@@ -228,23 +251,22 @@ class MeshControlPlane:
         claimed: dict[str, str] = {}
         self._host_conflicts = []
         self._excluded = set()
-        for namespace in sorted(self._translations):
-            for route in sorted(self._translations[namespace].routes, key=lambda r: r.spec.service):
-                service = route.spec.service
-                clash = next((h for h in route.spec.hosts if claimed.get(h, service) != service), None)
+        for namespace in sorted(self._claims):
+            for service, hosts, split in self._claims[namespace]:
+                clash = next((h for h in hosts if claimed.get(h, service) != service), None)
                 if clash is None:
-                    claimed.update(dict.fromkeys(route.spec.hosts, service))
+                    claimed.update(dict.fromkeys(hosts, service))
                     continue
                 self._excluded.add((namespace, service))
                 message = f"host {clash!r} is already routed to {claimed[clash]}"
-                self._host_conflicts.append(Refusal(route.split, message))
-        parts = []
-        for namespace in sorted(self._translations):
-            translation = self._translations[namespace]
-            parts += [key.encode() for key in sorted(self._encoded[namespace])]
-            parts += [f"{r.ref}: {r.message}".encode() for r in translation.refused]
-            parts.append(f"opaque ports {self._opaque_ports.get(namespace)}".encode())
-        self.version = digest(parts)
+                self._host_conflicts.append(Refusal(split, message))
+
+    def _namespace_version(self, namespace: str) -> bytes:
+        """What of a namespace goes into `version`: its routes, refusals and opaque ports."""
+        parts = [key.encode() for key in sorted(self._encoded[namespace])]
+        parts += [f"{r.ref}: {r.message}".encode() for r in self._translations[namespace].refused]
+        parts.append(f"opaque ports {self._opaque_ports.get(namespace)}".encode())
+        return digest(parts).encode()
 
     # -- views ---------------------------------------------------------------------------------------
 
@@ -252,17 +274,23 @@ class MeshControlPlane:
         """The parts `namespace` may see, merged; the previous view when none of them changed."""
         parts = [p for owner in sorted(self._parts) for p in self._parts[owner] if p.visible_to(namespace)]
         listeners = self._listeners_of(namespace)
-        key = (listeners.version, *(v for p in parts for v in (p.hosts_version, p.clusters_version)))
+        key = (listeners.version, *[v for p in parts for v in (p.hosts_version, p.clusters_version)])
         cached = self._views.get(namespace)
         if cached is not None and cached[0] == key:
             return cached[1]
+        previous = cached[1] if cached is not None else {}
+        clusters = [(p.clusters_version, p.clusters) for p in parts]
         view = {
             config.CLUSTER_TYPE: self._merged(
-                config.CLUSTER_TYPE, [(p.clusters_version, p.clusters) for p in parts], self._static_clusters
+                config.CLUSTER_TYPE, [*clusters, self._static_clusters], previous.get(config.CLUSTER_TYPE)
             ),
             config.LISTENER_TYPE: listeners,
             config.ROUTE_TYPE: self._routes,
-            VIRTUAL_HOST_TYPE: self._merged(VIRTUAL_HOST_TYPE, [(p.hosts_version, p.hosts) for p in parts]),
+            VIRTUAL_HOST_TYPE: self._merged(
+                VIRTUAL_HOST_TYPE,
+                [(p.hosts_version, p.hosts) for p in parts],
+                previous.get(VIRTUAL_HOST_TYPE),
+            ),
         }
         self._views[namespace] = (key, view)
         return view
@@ -280,18 +308,32 @@ class MeshControlPlane:
         return found
 
     def _merged(
-        self, type_url: str, parts: list[tuple[str, dict[str, Entry]]], static: Mapping[str, Entry] = {}
+        self, type_url: str, parts: list[tuple[str, Mapping[str, Entry]]], previous: TypeSnapshot | None
     ) -> TypeSnapshot:
         """The parts' entries as one TypeSnapshot; views seeing the same parts share it (and its
-        serialised responses), and it is merged only the first time."""
-        version = digest([type_url.encode(), *(version.encode() for version, _ in parts)])
-        found = self._shared.get(version)
-        if found is None:
-            entries: dict[str, Entry] = {}
-            for _, part in parts:
-                entries.update(part)
-            entries.update(static)
-            found = self._shared[version] = TypeSnapshot(version, entries)
+        serialised responses), and it is merged only the first time: from the namespace's `previous`
+        snapshot, replacing only the parts that changed."""
+        key = (type_url, *[version for version, _ in parts])
+        found = self._shared.get(key)
+        if found is not None:
+            return found
+        if previous is not None and previous.parts:
+            versions = {version for version, _ in parts}
+            entries = dict(previous.entries)
+            for version, part in previous.parts:
+                if version not in versions:
+                    for name in part:
+                        del entries[name]
+            kept = {version for version, _ in previous.parts}
+            added = [part for version, part in parts if version not in kept]
+        else:
+            entries, added = {}, [part for _, part in parts]
+        for part in added:
+            entries.update(part)
+        # Parts only speed up merges and differences while no name is in two of them.
+        disjoint = len(entries) == sum(len(part) for _, part in parts)
+        found = TypeSnapshot(digest(["\n".join(key).encode()]), entries, tuple(parts) if disjoint else ())
+        self._shared[key] = found
         return found
 
     async def push(self) -> str:
@@ -304,7 +346,7 @@ class MeshControlPlane:
             previous = {namespace: view for namespace, (_, view) in self._views.items()}
             views = {namespace: self._view(namespace) for namespace in sorted(wanted)}
             in_use = {s.version for view in views.values() for s in view.values()}
-            self._shared = {v: s for v, s in self._shared.items() if v in in_use}
+            self._shared = {k: s for k, s in self._shared.items() if s.version in in_use}
             self._listeners = {k: s for k, s in self._listeners.items() if s.version in in_use}
             for namespace, view in views.items():
                 if previous.get(namespace) is not view:

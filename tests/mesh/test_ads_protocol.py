@@ -193,3 +193,73 @@ def test_virtual_hosts_subscribed_by_route_configuration_name() -> None:
                 await client.close()
 
     asyncio.run(run())
+
+
+def _service(namespace: str, name: str, ip: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"clusterIP": ip, "ports": [{"name": "http", "port": 80}]},
+    }
+
+
+def _split_objects(namespace: str, name: str, index: int, canary_weight: int) -> list[dict[str, Any]]:
+    split = {
+        "apiVersion": "split.smi-spec.io/v1alpha4",
+        "kind": "TrafficSplit",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "service": name,
+            "backends": [
+                {"service": f"{name}-primary", "weight": 100 - canary_weight},
+                {"service": f"{name}-canary", "weight": canary_weight},
+            ],
+        },
+    }
+    services = [_service(namespace, name + suffix, f"10.0.{index}.{octet}")
+                for octet, suffix in enumerate(("", "-primary", "-canary"), 1)]  # fmt: skip
+    return [*services, split]
+
+
+def test_a_weight_change_sends_other_namespaces_one_virtual_host() -> None:
+    """Views of other namespaces are merged from shared parts; what each sidecar receives is still
+    exactly what changed in its view: the one virtual host, and a removed service's name."""
+    from canaryctl_mesh.control import MeshControlPlane
+
+    def mesh(web_weight: int, with_pay: bool = True) -> list[dict[str, Any]]:
+        objects = _split_objects("a", "web", 1, web_weight) + _split_objects("b", "api", 3, 0)
+        return objects + (_split_objects("a", "pay", 2, 0) if with_pay else [])
+
+    async def next_virtual_hosts(client: DeltaClient) -> Any:
+        while (response := await client.receive()).type_url != VIRTUAL_HOST_TYPE:
+            client.ack(response)
+        client.ack(response)
+        return response
+
+    async def run() -> None:
+        async with AdsServer() as ads:
+            plane = MeshControlPlane(ads)
+            await plane.sync(mesh(0))
+            client = DeltaClient.insecure(ads.port, "pod.b")
+            client.subscribe(CDS)
+            client.subscribe(LDS)
+            client.subscribe(RDS, [config.OUTBOUND_ROUTE_NAME])
+            client.subscribe(VIRTUAL_HOST_TYPE)
+            first = await next_virtual_hosts(client)
+            assert sorted(_names(first)) == ["outbound/api_b", "outbound/pay_a", "outbound/web_a"]
+
+            await plane.sync(mesh(30))
+            changed = await next_virtual_hosts(client)
+            assert (_names(changed), list(changed.removed_resources)) == (["outbound/web_a"], [])
+            host = unpack(changed, route_components_pb2.VirtualHost)["outbound/web_a"]
+            assert isinstance(host, route_components_pb2.VirtualHost)
+            weights = {c.name: c.weight.value for c in host.routes[-1].route.weighted_clusters.clusters}
+            assert weights == {"web-primary_a": 70, "web-canary_a": 30}
+
+            await plane.sync(mesh(30, with_pay=False))
+            removed = await next_virtual_hosts(client)
+            assert (_names(removed), list(removed.removed_resources)) == ([], ["outbound/pay_a"])
+            await client.close()
+
+    asyncio.run(run())
