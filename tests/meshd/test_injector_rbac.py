@@ -25,7 +25,7 @@ from kubernetes import client
 from canaryctl.local.prometheus import free_port
 from canaryctl_mesh.injector import INJECT_LABEL, PROXY_CONTAINER
 from canaryctl_mesh.kube import KubeObjects
-from tests.chart.conftest import CHART, NAMESPACE, RELEASE, helm, run_helm  # noqa: F401
+from tests.chart.conftest import CHART, NAMESPACE, RELEASE, REQUIRED_FLAGS, helm, run_helm  # noqa: F401
 from tests.kube.emulator import emulator_url
 from tests.meshd.test_injector import review
 
@@ -57,7 +57,7 @@ def record_calls(emulator: kmock.KubernetesEmulator) -> set[Call]:
 
 
 def rendered(helm: str) -> list[dict[str, Any]]:  # noqa: F811
-    result = run_helm(helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE)
+    result = run_helm(helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, *REQUIRED_FLAGS)
     assert result.returncode == 0, result.stderr
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 

@@ -150,10 +150,18 @@ class RawSidecar(DeltaClient):
         super().__init__(channel, node_id, (("authorization", f"Bearer {token}"),) if token else ())
         self.subscribe(VIRTUAL_HOST_TYPE)
 
-    async def outbound_hosts(self) -> dict[str, list[str]]:
-        """Service → domains of the outbound virtual hosts received first."""
-        hosts = unpack(await self.receive(10), route_components_pb2.VirtualHost)
-        return {name.removeprefix("outbound/"): list(host.domains) for name, host in hosts.items()}
+    async def outbound_hosts(self, *expected: str) -> dict[str, list[str]]:
+        """Service → domains of the outbound virtual hosts received, once ``expected`` are all there:
+        the control plane's watches may still be taking in the objects the test just applied."""
+        hosts: dict[str, list[str]] = {}
+        for _ in range(20):
+            response = await self.receive(10)
+            self.ack(response)
+            for name, host in unpack(response, route_components_pb2.VirtualHost).items():
+                hosts[name.removeprefix("outbound/")] = list(host.domains)
+            if set(expected) <= set(hosts):
+                return hosts
+        raise AssertionError(f"{expected} not among the virtual hosts received: {sorted(hosts)}")
 
 
 async def test_xds_refuses_unproven_and_foreign_streams_and_limits_each_identity(
@@ -179,12 +187,16 @@ async def test_xds_refuses_unproven_and_foreign_streams_and_limits_each_identity
         assert await sidecar("token-team-a", "web-1.team-b").refused() == grpc.StatusCode.PERMISSION_DENIED
         assert await sidecar("token-team-a", "web-2.team-a").refused() == grpc.StatusCode.PERMISSION_DENIED
 
-        hosts = await sidecar("token-team-a", "web-1.team-a").outbound_hosts()
+        # team-b's sidecar seeing its private split proves the control plane has taken it in ...
+        team_b = await sidecar("token-team-b", "web-1.team-b").outbound_hosts(
+            "pay-canary_team-b", "pay_team-b"
+        )
+        assert "pay" in team_b["pay_team-b"]
+        # ... so its absence from team-a's view below is the export rule, not a watch still catching up.
+        hosts = await sidecar("token-team-a", "web-1.team-a").outbound_hosts("pay_team-a", "pay_team-b")
         assert {"pay", "pay:80", "pay.team-a.svc.cluster.local"} <= set(hosts["pay_team-a"])
         assert "pay" not in hosts["pay_team-b"] and "pay.team-b.svc.cluster.local" in hosts["pay_team-b"]
         assert "pay-canary_team-b" not in hosts  # exported to team-b only
-        team_b = await sidecar("token-team-b", "web-1.team-b").outbound_hosts()
-        assert "pay-canary_team-b" in team_b and "pay" in team_b["pay_team-b"]
 
         # The third stream of one identity (pod web-1 of team-a) is refused; another pod is not counted.
         assert await sidecar("token-team-a", "web-1.team-a").outbound_hosts()
