@@ -17,25 +17,26 @@ from typing import Any
 
 from kubernetes import client
 
-from canaryctl_mesh.api import TRAFFIC_POLICY_KIND
+from canaryctl_mesh.api import MESH_GROUP, TRAFFIC_POLICY_KIND
 from canaryctl_mesh.meshd.watch import ObjectStore, Reflector, Source
 
 Obj = dict[str, Any]
 
+# (API group, kind): a kind name alone is ambiguous (App Mesh has a VirtualService too).
 CACHED_KINDS = frozenset(
     {
-        "Deployment",
-        "DaemonSet",
-        "Service",
-        "ConfigMap",
-        "HorizontalPodAutoscaler",
-        "ScaledObject",
-        "TrafficSplit",
-        "HTTPRouteGroup",
-        TRAFFIC_POLICY_KIND,
-        "VirtualService",
-        "DestinationRule",
-        "HTTPRoute",
+        ("apps", "Deployment"),
+        ("apps", "DaemonSet"),
+        ("", "Service"),
+        ("", "ConfigMap"),
+        ("autoscaling", "HorizontalPodAutoscaler"),
+        ("keda.sh", "ScaledObject"),
+        ("split.smi-spec.io", "TrafficSplit"),
+        ("specs.smi-spec.io", "HTTPRouteGroup"),
+        (MESH_GROUP, TRAFFIC_POLICY_KIND),
+        ("networking.istio.io", "VirtualService"),
+        ("networking.istio.io", "DestinationRule"),
+        ("gateway.networking.k8s.io", "HTTPRoute"),
     }
 )
 # Each watch request lasts this long; the next resumes from the last resourceVersion seen.
@@ -56,7 +57,7 @@ class WatchCache:
         self.reflectors: dict[Source, Reflector] = {}
 
     def _source(self, api_version: str, kind: str, namespace: str) -> Source | None:
-        if kind not in CACHED_KINDS:
+        if (api_version.rpartition("/")[0], kind) not in CACHED_KINDS:
             return None
         if not self.namespaces:
             return Source(api_version, kind, None)
