@@ -31,7 +31,7 @@ from typing import Any
 from envoy.config.route.v3 import route_components_pb2
 from google.protobuf import any_pb2, json_format
 
-from canaryctl_mesh import config, protocols
+from canaryctl_mesh import access, config, protocols
 from canaryctl_mesh.ads import (
     VIRTUAL_HOST_TYPE,
     AdsServer,
@@ -186,12 +186,18 @@ class MeshControlPlane:
         self._static_clusters = (static_clusters.version, static_clusters.entries)
         self._default_listeners = encoded[config.LISTENER_TYPE]
         self._listeners: dict[tuple[int, ...], TypeSnapshot] = {}
+        self._access: dict[str, list[access.Authorization]] = {}
+        """Each namespace's authorized destinations (SMI TrafficTargets): their sidecars get a view of
+        their own, the namespace's with authorization in the inbound listener."""
+        self._authorized: dict[tuple[tuple[int, ...] | None, access.Authorization], TypeSnapshot] = {}
         self._opaque_ports: dict[str, tuple[int, ...]] = {}
         """Ports a namespace's Services declare non-HTTP (with the defaults), where they add any."""
         self._routes = encode(config.ROUTE_TYPE, static.routes)
         self._views: dict[str, tuple[tuple[str, ...], Snapshot]] = {}
         self._shared: dict[tuple[str, ...], TypeSnapshot] = {}
         """Merged snapshots by type and the versions of their parts."""
+        self._workloads: dict[str, Snapshot] = {}
+        """The workload views last set, by snapshot key (``<namespace>/<service account>``)."""
         self._push_lock = asyncio.Lock()
         ads.on_new_view = self._view_requested
 
@@ -204,7 +210,13 @@ class MeshControlPlane:
             items = list(objects)
             if not items:
                 claims_changed = claims_changed or namespace in self._claims
-                for index in (self._translations, self._encoded, self._opaque_ports, self._claims):
+                for index in (
+                    self._translations,
+                    self._encoded,
+                    self._opaque_ports,
+                    self._claims,
+                    self._access,
+                ):
                     index.pop(namespace, None)
                 self._namespace_versions.pop(namespace, None)
                 continue
@@ -214,6 +226,9 @@ class MeshControlPlane:
             else:
                 self._opaque_ports.pop(namespace, None)
             translation = translate_namespace(items, self.default_export_to)
+            authorized = access.translate_access(items)
+            translation.refused += authorized.refused
+            self._access[namespace] = authorized.authorizations
             previous = self._encoded.get(namespace, {})
             encoded: dict[str, _EncodedRoute] = {}
             for route in translation.routes:
@@ -266,6 +281,7 @@ class MeshControlPlane:
         parts = [key.encode() for key in sorted(self._encoded[namespace])]
         parts += [f"{r.ref}: {r.message}".encode() for r in self._translations[namespace].refused]
         parts.append(f"opaque ports {self._opaque_ports.get(namespace)}".encode())
+        parts += [repr(authorization).encode() for authorization in self._access.get(namespace, ())]
         return digest(parts).encode()
 
     # -- views ---------------------------------------------------------------------------------------
@@ -306,6 +322,42 @@ class MeshControlPlane:
             static = config.sidecar_resources([], self.ports, bind_host=self.bind_host, opaque_ports=opaque)
             found = self._listeners[opaque] = encode(config.LISTENER_TYPE, static.listeners)
         return found
+
+    def _authorized_listeners(self, namespace: str, authorization: access.Authorization) -> TypeSnapshot:
+        """The namespace's listeners with `authorization` in the inbound one; shared by equal policies."""
+        opaque = self._opaque_ports.get(namespace)
+        key = (opaque, authorization)
+        found = self._authorized.get(key)
+        if found is None:
+            static = config.sidecar_resources(
+                [], self.ports, bind_host=self.bind_host, opaque_ports=opaque or config.DEFAULT_OPAQUE_PORTS
+            )
+            listeners = [
+                access.authorized_listener(listener, authorization)
+                if listener["name"] == config.INBOUND_ROUTE_NAME
+                else listener
+                for listener in static.listeners
+            ]
+            found = self._authorized[key] = encode(config.LISTENER_TYPE, listeners)
+        return found
+
+    async def _push_workloads(self, views: Mapping[str, Snapshot]) -> None:
+        """Each authorized destination of a connected namespace gets its namespace's view with its own
+        inbound listener; a destination no TrafficTarget selects any more falls back to the namespace's."""
+        wanted: dict[str, Snapshot] = {}
+        for namespace, view in views.items():
+            for authorization in self._access.get(namespace, ()):
+                listeners = self._authorized_listeners(namespace, authorization)
+                wanted[authorization.key] = {**view, config.LISTENER_TYPE: listeners}
+        for key in set(self._workloads) - set(wanted):
+            self.ads.drop_snapshot(key)
+        for key, view in wanted.items():
+            held = self._workloads.get(key)
+            if held is None or any(held.get(t) is not s for t, s in view.items()):
+                await self.ads.set_snapshot(key, view)
+        self._workloads = wanted
+        in_use = {id(view[config.LISTENER_TYPE]) for view in wanted.values()}
+        self._authorized = {k: s for k, s in self._authorized.items() if id(s) in in_use}
 
     def _merged(
         self, type_url: str, parts: list[tuple[str, Mapping[str, Entry]]], previous: TypeSnapshot | None
@@ -351,6 +403,7 @@ class MeshControlPlane:
             for namespace, view in views.items():
                 if previous.get(namespace) is not view:
                     await self.ads.set_snapshot(namespace, view)
+            await self._push_workloads(views)
             self.refused = [r for t in self._translations.values() for r in t.refused] + self._host_conflicts
             return self.version
 

@@ -1,0 +1,159 @@
+"""TrafficTargets through meshd's control plane: watched from kmock's API, translated, and sent to the
+sidecars of the destination's ServiceAccount only, as their own inbound listener.
+
+Sidecars are raw delta-ADS clients whose bearer tokens stand for proven identities (TokenReview
+itself is tested in test_security.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import grpc
+import kmock
+import pytest
+import pytest_asyncio
+from envoy.config.listener.v3 import listener_pb2
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2
+from google.protobuf import json_format
+from kubernetes import client
+
+from canaryctl_mesh import config
+from canaryctl_mesh.ads import AdsServer
+from canaryctl_mesh.identity import Identity, Unauthenticated
+from canaryctl_mesh.kube import KubeObjects
+from canaryctl_mesh.meshd.control_plane import EVENT_REASON, ControlPlane
+from tests.mesh.delta_client import DeltaClient, unpack
+from tests.meshd.conftest import NS
+
+pytestmark = pytest.mark.asyncio
+
+IDENTITIES = {"token-api": Identity(NS, "api", "api-1"), "token-web": Identity(NS, "web", "web-1")}
+
+
+class Tokens:
+    """Stands in for TokenReview: each known token proves one identity."""
+
+    async def authenticate(self, metadata: Mapping[str, str]) -> Identity:
+        identity = IDENTITIES.get(metadata.get("authorization", "").removeprefix("Bearer "))
+        if identity is None:
+            raise Unauthenticated("unknown token")
+        return identity
+
+
+@pytest_asyncio.fixture
+async def plane(kube_api: client.ApiClient) -> AsyncIterator[ControlPlane]:
+    ads = AdsServer("127.0.0.1", 0, authenticator=Tokens())
+    ports = config.SidecarPorts(outbound=0, inbound=0, prometheus=0, admin=0)
+    async with ControlPlane(kube_api, [NS], ports=ports, bind_host="127.0.0.1", ads=ads) as running:
+        yield running
+
+
+class Sidecar(DeltaClient):
+    def __init__(self, port: int, token: str) -> None:
+        identity = IDENTITIES[token]
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        super().__init__(
+            channel, f"{identity.pod}.{identity.namespace}", (("authorization", f"Bearer {token}"),)
+        )
+        self.subscribe(config.LISTENER_TYPE)
+        self.inbound: listener_pb2.Listener | None = None
+
+    async def inbound_policies(self, wanted: Any, timeout: float = 10.0) -> dict[str, Any] | None:
+        """The inbound HTTP chain's RBAC policies (None without the filter) once `wanted` accepts them:
+        the control plane's watches may still be taking in what the test just applied."""
+        deadline = time.monotonic() + timeout
+        seen: dict[str, Any] | None = None
+        while time.monotonic() < deadline:
+            if self.inbound is not None:
+                seen = _policies(self.inbound)
+                if wanted(seen):
+                    return seen
+            try:
+                response = await self.receive(max(0.1, deadline - time.monotonic()))
+            except TimeoutError:
+                break
+            self.ack(response)
+            self.inbound = unpack(response, listener_pb2.Listener).get("inbound", self.inbound)
+        raise AssertionError(f"inbound RBAC policies {seen} never became what the test wanted")
+
+
+def _policies(listener: listener_pb2.Listener) -> dict[str, Any] | None:
+    for network_filter in listener.filter_chains[0].filters:
+        hcm = http_connection_manager_pb2.HttpConnectionManager()
+        network_filter.typed_config.Unpack(hcm)
+        for http_filter in hcm.http_filters:
+            if http_filter.name == "envoy.filters.http.rbac":
+                rbac = rbac_pb2.RBAC()
+                http_filter.typed_config.Unpack(rbac)
+                return dict(json_format.MessageToDict(rbac)["rules"].get("policies", {}))
+    return None
+
+
+def route_group() -> dict[str, Any]:
+    return {
+        "apiVersion": "specs.smi-spec.io/v1alpha3",
+        "kind": "HTTPRouteGroup",
+        "metadata": {"name": "api-routes", "namespace": NS},
+        "spec": {"matches": [{"name": "metrics", "pathRegex": "/metrics", "methods": ["GET"]}]},
+    }
+
+
+def target(name: str, destination_namespace: str = NS) -> dict[str, Any]:
+    return {
+        "apiVersion": "access.smi-spec.io/v1alpha2",
+        "kind": "TrafficTarget",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "destination": {"kind": "ServiceAccount", "name": "api", "namespace": destination_namespace},
+            "rules": [{"kind": "HTTPRouteGroup", "name": "api-routes"}],
+            "sources": [{"kind": "ServiceAccount", "name": "prometheus", "namespace": "monitoring"}],
+        },
+    }
+
+
+async def test_the_destinations_sidecars_alone_get_its_authorization_and_lose_it_with_the_target(
+    plane: ControlPlane, objects: KubeObjects, emulator: kmock.KubernetesEmulator
+) -> None:
+    api, web = Sidecar(plane.ads.port, "token-api"), Sidecar(plane.ads.port, "token-web")
+    try:
+        assert await api.inbound_policies(lambda p: p is None) is None  # no target: open, as before
+        await objects.apply(route_group())
+        await objects.apply(target("metrics"))
+        policies = await api.inbound_policies(lambda p: p is not None)
+        assert policies is not None
+        assert policies["metrics"]["principals"] == [
+            {
+                "authenticated": {
+                    "principalName": {"exact": "spiffe://cluster.local/ns/monitoring/sa/prometheus"}
+                }
+            }
+        ]
+        assert await web.inbound_policies(lambda p: p is None) is None  # another ServiceAccount: untouched
+
+        # A target reaching into another namespace is refused alone, with an Event; api keeps its policy.
+        await objects.apply(target("foreign", destination_namespace="bank"))
+        deadline = time.monotonic() + 10
+        while not any(r.ref.name == "foreign" for r in plane.refused) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        (refusal,) = [r for r in plane.refused if r.ref.name == "foreign"]
+        assert "own namespace" in refusal.message
+        while time.monotonic() < deadline:
+            events = [o.raw for k, o in emulator.objects.items() if k[0] == "v1/events" and not o.deleted]
+            if any(e["involvedObject"]["name"] == "foreign" and e["reason"] == EVENT_REASON for e in events):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("no Event on the refused TrafficTarget")
+        assert set(await api.inbound_policies(lambda p: p is not None) or {}) == {"metrics"}
+
+        # The last target selecting api gone: its sidecars fall back to the namespace's open listener.
+        await objects.delete("access.smi-spec.io/v1alpha2", "TrafficTarget", NS, "metrics")
+        assert await api.inbound_policies(lambda p: p is None) is None
+    finally:
+        await api.close()
+        await web.close()
