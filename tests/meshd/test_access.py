@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import grpc
 import kmock
 import pytest
 import pytest_asyncio
+import yaml
 from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2
@@ -25,13 +27,13 @@ from kubernetes import client
 from canaryctl_mesh import config
 from canaryctl_mesh.ads import AdsServer
 from canaryctl_mesh.identity import Identity, Unauthenticated
-from canaryctl_mesh.kube import KubeObjects
+from canaryctl_mesh.kube import KINDS, KubeObjects
 from canaryctl_mesh.meshd.control_plane import EVENT_REASON, ControlPlane
+from canaryctl_mesh.meshd.watch import WATCHED
 from tests.mesh.delta_client import DeltaClient, unpack
 from tests.meshd.conftest import NS
 
-pytestmark = pytest.mark.asyncio
-
+RBAC_RULES = yaml.safe_load((Path(__file__).parents[2] / "charts/canaryctl/files/rbac.yaml").read_text())
 IDENTITIES = {"token-api": Identity(NS, "api", "api-1"), "token-web": Identity(NS, "web", "web-1")}
 
 
@@ -116,6 +118,7 @@ def target(name: str, destination_namespace: str = NS) -> dict[str, Any]:
     }
 
 
+@pytest.mark.asyncio
 async def test_the_destinations_sidecars_alone_get_its_authorization_and_lose_it_with_the_target(
     plane: ControlPlane, objects: KubeObjects, emulator: kmock.KubernetesEmulator
 ) -> None:
@@ -157,3 +160,17 @@ async def test_the_destinations_sidecars_alone_get_its_authorization_and_lose_it
     finally:
         await api.close()
         await web.close()
+
+
+def test_the_charts_role_lets_meshd_list_and_watch_every_kind_it_watches() -> None:
+    """Without list and watch a reflector gets 403 for ever, and the control plane never pushes."""
+    granted = {
+        (group, resource)
+        for rule in RBAC_RULES["meshControlPlane"]["namespaced"]
+        if {"list", "watch"} <= set(rule["verbs"])
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+    }
+    watched = {(api.rpartition("/")[0], KINDS[api, kind].plural) for api, kind in WATCHED}
+    assert ("access.smi-spec.io", "traffictargets") in watched
+    assert watched <= granted, watched - granted
