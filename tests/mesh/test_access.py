@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -451,3 +452,20 @@ def test_tcp_connections_are_closed_unless_a_tcproute_grant_allows_the_port(
     assert _tcp_exchange(pki, port, "intruder") == b""
     stats = asyncio.run(envoy.stats("tcp_authz"))
     assert stats, "the network RBAC filter counted nothing"
+
+
+def test_the_documented_example_is_valid_smi_and_grants_what_the_docs_say() -> None:
+    text = (Path(__file__).parents[2] / "docs" / "mesh.md").read_text()
+    section = text.split("## Authorization: SMI TrafficTarget", 1)[1]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    documents = [doc for doc in yaml.safe_load_all(block) if doc]
+    for doc in documents:
+        validate(doc)
+    translation = translate_access(documents)
+    assert translation.refused == []
+    (authorization,) = translation.authorizations
+    grants = {g.target: g for g in authorization.grants}
+    assert grants["api-callers"].sources == (_spiffe("web"), _spiffe("payments"))
+    assert grants["api-callers"].tcp_ports == (5432,)
+    assert [r.path_regex for r in grants["api-callers"].http] == ["/api/.*", "/admin"]
+    assert grants["api-metrics"].sources == (_spiffe("prometheus", "monitoring"),)
