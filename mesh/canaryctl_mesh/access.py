@@ -50,7 +50,8 @@ HCM_FILTER = "envoy.filters.network.http_connection_manager"
 TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
 ROUTER_FILTER = "envoy.filters.http.router"
 MAX_RULES = 1000
-"""Permissions one destination may carry (matches x ports over all its TrafficTargets)."""
+"""Permissions and principals one destination's RBAC may carry, over all its TrafficTargets: every
+user-written list ends up in each of its sidecars' listener."""
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
 
@@ -278,11 +279,11 @@ def translate_access(objects: Iterable[Object]) -> AccessTranslation:
             message = f"{error}; it allows nothing, and {destination.service_account} stays selected"
             result.refused.append(Refusal(ref, message))
     for destination, selected in sorted(grants.items(), key=lambda item: item[0].service_account):
-        count = sum(max(1, len(g.http)) + len(g.tcp_ports or (0,)) for _, g in selected)
+        count = sum(len(g.sources) + len(g.http) + len(g.tcp_ports or ()) for _, g in selected)
         if count > MAX_RULES:
             for ref, _ in selected:
                 message = (
-                    f"the TrafficTargets of {destination.service_account} need {count} rules, "
+                    f"the TrafficTargets of {destination.service_account} name {count} sources and rules, "
                     f"more than {MAX_RULES}; {destination.service_account} is closed"
                 )
                 result.refused.append(Refusal(ref, message))

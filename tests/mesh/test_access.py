@@ -469,3 +469,10 @@ def test_the_documented_example_is_valid_smi_and_grants_what_the_docs_say() -> N
     assert grants["api-callers"].tcp_ports == (5432,)
     assert [r.path_regex for r in grants["api-callers"].http] == ["/api/.*", "/admin"]
     assert grants["api-metrics"].sources == (_spiffe("prometheus", "monitoring"),)
+
+
+def test_a_destination_with_too_many_sources_is_closed_with_a_reason() -> None:
+    crowd = _target("crowd", [{"kind": "TCPRoute", "name": "db-port"}], [f"sa-{i}" for i in range(1000)])
+    translation = translate_access([*_routes(), crowd])
+    assert translation.authorizations == [Authorization(API, ())]
+    assert "more than 1000" in translation.refused[0].message
