@@ -18,6 +18,10 @@ the changed namespace's part, not its whole table of every service in the mesh.
 Listeners are the same for every view but for their opaque ports (`canaryctl_mesh.protocols`): a
 namespace's Services declare them for its own sidecars only, so no namespace can turn protocol
 detection off, and with it routing and metrics, for another namespace's traffic.
+
+With `mtls` (the default mode, `config.PERMISSIVE` or `config.STRICT`) endpoints whose pod runs a
+sidecar are reached over mTLS and inbound listeners terminate it; a namespace picks its own mode with
+the MTLS_LABEL on its Namespace object (watched with the pods).
 """
 
 from __future__ import annotations
@@ -53,6 +57,8 @@ from canaryctl_mesh.translate import (
 
 Object = Mapping[str, Any]
 VHDS_SOURCE = {"ads": {}, "resource_api_version": "V3"}
+MTLS_LABEL = "mesh.canaryctl.dev/mtls"
+"""Namespace label: ``permissive`` (plaintext from unmeshed clients still accepted) or ``strict``."""
 
 
 def _entry(resource: any_pb2.Any) -> Entry:
@@ -106,7 +112,24 @@ def _route_key(route: MeshRoute) -> str:
 
 
 def _namespace_of(obj: Object) -> str:
-    return str((obj.get("metadata") or {}).get("namespace") or "default")
+    """A Namespace object belongs to the namespace it is."""
+    metadata = obj.get("metadata") or {}
+    if obj.get("kind") == "Namespace":
+        return str(metadata.get("name") or "default")
+    return str(metadata.get("namespace") or "default")
+
+
+def mtls_mode(objects: Iterable[Object], default: str) -> tuple[str, Refusal | None]:
+    """The namespace's mode from its Namespace's MTLS_LABEL; an unknown value keeps `default`, refused."""
+    for obj in objects:
+        if obj.get("kind") != "Namespace":
+            continue
+        value = ((obj.get("metadata") or {}).get("labels") or {}).get(MTLS_LABEL)
+        if value is None or value in config.MTLS_MODES:
+            return value or default, None
+        message = f"label {MTLS_LABEL}={value!r}: use one of {', '.join(config.MTLS_MODES)}; kept {default}"
+        return default, Refusal(ObjectRef.of(obj), message)
+    return default, None
 
 
 def _version(entries: Mapping[str, Entry]) -> str:
@@ -158,7 +181,12 @@ class MeshControlPlane:
         ports: config.SidecarPorts | None = None,
         bind_host: str = "0.0.0.0",
         default_export_to: frozenset[str] = frozenset({ALL_NAMESPACES}),
+        mtls: str | None = None,
     ) -> None:
+        """`mtls` None: no mTLS (sidecars without SDS secrets, loopback tests, local runs)."""
+        if mtls is not None and mtls not in config.MTLS_MODES:
+            raise ValueError(f"mTLS mode {mtls!r}: use one of {', '.join(config.MTLS_MODES)}")
+        self.mtls = mtls
         self.ads = ads
         self.ports = ports or config.SidecarPorts()
         self.bind_host = bind_host
@@ -176,7 +204,7 @@ class MeshControlPlane:
         """Each namespace's routed services, by name, with the hosts they claim."""
         self._namespace_versions: dict[str, bytes] = {}
         self._tasks: set[asyncio.Task[str]] = set()
-        static = config.sidecar_resources([], self.ports, bind_host=bind_host)
+        static = config.sidecar_resources([], self.ports, bind_host=bind_host, mtls=mtls)
         for route_config in static.routes:
             if route_config["name"] == config.OUTBOUND_ROUTE_NAME:
                 # The services' virtual hosts come over VHDS; unknown hosts keep passing through.
@@ -185,13 +213,15 @@ class MeshControlPlane:
         static_clusters = encoded[config.CLUSTER_TYPE]
         self._static_clusters = (static_clusters.version, static_clusters.entries)
         self._default_listeners = encoded[config.LISTENER_TYPE]
-        self._listeners: dict[tuple[int, ...], TypeSnapshot] = {}
+        self._listeners: dict[tuple[tuple[int, ...], str | None], TypeSnapshot] = {}
         self._access: dict[str, list[access.Authorization]] = {}
         """Each namespace's authorized destinations (SMI TrafficTargets): their sidecars get a view of
         their own, the namespace's with authorization in the inbound listener."""
-        self._authorized: dict[tuple[tuple[int, ...] | None, access.Authorization], TypeSnapshot] = {}
+        self._authorized: dict[tuple[tuple[int, ...], str | None, access.Authorization], TypeSnapshot] = {}
         self._opaque_ports: dict[str, tuple[int, ...]] = {}
         """Ports a namespace's Services declare non-HTTP (with the defaults), where they add any."""
+        self._mtls_modes: dict[str, str] = {}
+        """Namespaces whose mode is not the default."""
         self._routes = encode(config.ROUTE_TYPE, static.routes)
         self._views: dict[str, tuple[tuple[str, ...], Snapshot]] = {}
         self._shared: dict[tuple[str, ...], TypeSnapshot] = {}
@@ -215,6 +245,7 @@ class MeshControlPlane:
                     self._encoded,
                     self._opaque_ports,
                     self._claims,
+                    self._mtls_modes,
                     self._access,
                 ):
                     index.pop(namespace, None)
@@ -225,7 +256,14 @@ class MeshControlPlane:
                 self._opaque_ports[namespace] = opaque
             else:
                 self._opaque_ports.pop(namespace, None)
-            translation = translate_namespace(items, self.default_export_to)
+            translation = translate_namespace(items, self.default_export_to, self.mtls is not None)
+            if self.mtls is not None:
+                mode, refusal = mtls_mode(items, self.mtls)
+                translation.refused += [refusal] if refusal else []
+                if mode != self.mtls:
+                    self._mtls_modes[namespace] = mode
+                else:
+                    self._mtls_modes.pop(namespace, None)
             authorized = access.translate_access(items)
             translation.refused += authorized.refused
             self._access[namespace] = authorized.authorizations
@@ -281,6 +319,7 @@ class MeshControlPlane:
         parts = [key.encode() for key in sorted(self._encoded[namespace])]
         parts += [f"{r.ref}: {r.message}".encode() for r in self._translations[namespace].refused]
         parts.append(f"opaque ports {self._opaque_ports.get(namespace)}".encode())
+        parts.append(f"mtls {self._mtls_modes.get(namespace)}".encode())
         parts += [repr(authorization).encode() for authorization in self._access.get(namespace, ())]
         return digest(parts).encode()
 
@@ -311,34 +350,43 @@ class MeshControlPlane:
         self._views[namespace] = (key, view)
         return view
 
+    def _listener_key(self, namespace: str) -> tuple[tuple[int, ...], str | None]:
+        """(opaque ports, mTLS mode) of the namespace's capture listeners."""
+        opaque = self._opaque_ports.get(namespace) or config.DEFAULT_OPAQUE_PORTS
+        return opaque, self._mtls_modes.get(namespace) or self.mtls
+
+    def _capture_listeners(
+        self, opaque: tuple[int, ...], mode: str | None, authorization: access.Authorization | None = None
+    ) -> list[dict[str, Any]]:
+        static = config.sidecar_resources(
+            [], self.ports, bind_host=self.bind_host, opaque_ports=opaque, mtls=mode
+        )
+        if authorization is None:
+            return static.listeners
+        return [
+            access.authorized_listener(listener, authorization)
+            if listener["name"] == config.INBOUND_ROUTE_NAME
+            else listener
+            for listener in static.listeners
+        ]
+
     def _listeners_of(self, namespace: str) -> TypeSnapshot:
-        """The capture listeners with the namespace's opaque ports; namespaces declaring the same
-        ports share one snapshot."""
-        opaque = self._opaque_ports.get(namespace)
-        if opaque is None:
+        """The capture listeners with the namespace's opaque ports and mTLS mode; namespaces with the
+        same share one snapshot."""
+        if namespace not in self._opaque_ports and namespace not in self._mtls_modes:
             return self._default_listeners
-        found = self._listeners.get(opaque)
+        key = self._listener_key(namespace)
+        found = self._listeners.get(key)
         if found is None:
-            static = config.sidecar_resources([], self.ports, bind_host=self.bind_host, opaque_ports=opaque)
-            found = self._listeners[opaque] = encode(config.LISTENER_TYPE, static.listeners)
+            found = self._listeners[key] = encode(config.LISTENER_TYPE, self._capture_listeners(*key))
         return found
 
     def _authorized_listeners(self, namespace: str, authorization: access.Authorization) -> TypeSnapshot:
         """The namespace's listeners with `authorization` in the inbound one; shared by equal policies."""
-        opaque = self._opaque_ports.get(namespace)
-        key = (opaque, authorization)
+        key = (*self._listener_key(namespace), authorization)
         found = self._authorized.get(key)
         if found is None:
-            static = config.sidecar_resources(
-                [], self.ports, bind_host=self.bind_host, opaque_ports=opaque or config.DEFAULT_OPAQUE_PORTS
-            )
-            listeners = [
-                access.authorized_listener(listener, authorization)
-                if listener["name"] == config.INBOUND_ROUTE_NAME
-                else listener
-                for listener in static.listeners
-            ]
-            found = self._authorized[key] = encode(config.LISTENER_TYPE, listeners)
+            found = self._authorized[key] = encode(config.LISTENER_TYPE, self._capture_listeners(*key))
         return found
 
     async def _push_workloads(self, views: Mapping[str, Snapshot]) -> None:

@@ -26,7 +26,7 @@ from canaryctl_mesh.ads import AdsServer
 from canaryctl_mesh.control import MeshControlPlane
 from canaryctl_mesh.identity import Authenticator
 from canaryctl_mesh.kube import KubeObjects
-from canaryctl_mesh.meshd.watch import WATCHED, ObjectStore, Reflector, Source
+from canaryctl_mesh.meshd.watch import MTLS_WATCHED, WATCHED, ObjectStore, Reflector, Source
 from canaryctl_mesh.translate import ALL_NAMESPACES, Refusal
 
 log = logging.getLogger(__name__)
@@ -102,10 +102,16 @@ class RefusalEvents:
         }
 
 
-def sources(namespaces: Sequence[str] = ()) -> list[Source]:
-    """One list+watch per watched kind and namespace (all namespaces when none is named)."""
+def sources(namespaces: Sequence[str] = (), mtls: bool = False) -> list[Source]:
+    """One list+watch per watched kind and namespace (all namespaces when none is named); with mTLS
+    the pods too, and the Namespaces (one cluster-wide list+watch)."""
     scopes: list[str | None] = list(dict.fromkeys(namespaces)) or [None]
-    return [Source(api_version, kind, namespace) for api_version, kind in WATCHED for namespace in scopes]
+    kinds = [*WATCHED, *(MTLS_WATCHED if mtls else ())]
+    return [
+        Source(api_version, kind, None if kind == "Namespace" else namespace)
+        for api_version, kind in kinds
+        for namespace in (scopes if kind != "Namespace" else [None])
+    ]
 
 
 class ControlPlane:
@@ -124,11 +130,13 @@ class ControlPlane:
         default_export_to: frozenset[str] = frozenset({ALL_NAMESPACES}),
         watch_timeout: float = 300.0,
         events: bool = True,
+        mtls: str | None = None,
     ) -> None:
         """`ads` replaces the plaintext, unauthenticated server on xds_host:xds_port (meshd passes one
-        with TLS, an authenticator and a stream limit)."""
+        with TLS, an authenticator and a stream limit); `mtls` is the default mode (see
+        `canaryctl_mesh.control`), None for none."""
         self.ads = ads or AdsServer(xds_host, xds_port, authenticator=authenticator)
-        self.plane = MeshControlPlane(self.ads, ports, bind_host, default_export_to)
+        self.plane = MeshControlPlane(self.ads, ports, bind_host, default_export_to, mtls)
         self.debounce = debounce
         self.version = ""
         """Digest of the translated mesh at the last push ("" before the first)."""
@@ -137,7 +145,8 @@ class ControlPlane:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.store = ObjectStore(self._changed)
         self.reflectors = [
-            Reflector(api, source, self.store, watch_timeout) for source in sources(namespaces)
+            Reflector(api, source, self.store, watch_timeout)
+            for source in sources(namespaces, mtls is not None)
         ]
         self._task: asyncio.Task[None] | None = None
 

@@ -51,6 +51,8 @@ WATCHED: tuple[tuple[str, str], ...] = tuple(
     sorted((key for key in KINDS if key[1] in WATCHED_KINDS), reverse=True)
 )
 """(apiVersion, kind) pairs the control plane watches, newest API version of a group first."""
+MTLS_WATCHED: tuple[tuple[str, str], ...] = (("v1", "Pod"), ("v1", "Namespace"))
+"""Watched as well with mTLS: which endpoints run a sidecar (and as whom), and each namespace's mode."""
 
 CONNECT_TIMEOUT = 5.0
 LIST_TIMEOUT = 30.0
@@ -91,9 +93,11 @@ class Backoff:
         self._next = self.initial
 
 
-def _name(obj: Object) -> tuple[str, str]:
+def _name(source: Source, obj: Object) -> tuple[str, str]:
+    """(namespace, name); a Namespace object is kept with the namespace it is."""
     metadata = obj.get("metadata") or {}
-    return str(metadata.get("namespace") or ""), str(metadata.get("name") or "")
+    name = str(metadata.get("name") or "")
+    return (name if source.kind == "Namespace" else str(metadata.get("namespace") or "")), name
 
 
 def older(obj: Object, than: Object | None) -> bool:
@@ -124,7 +128,7 @@ class ObjectStore:
     def replace(self, source: Source, items: list[Object]) -> None:
         fresh: dict[str, dict[str, Object]] = {}
         for obj in items:
-            namespace, name = _name(obj)
+            namespace, name = _name(source, obj)
             fresh.setdefault(namespace, {})[name] = self._typed(source, obj)
         with self._lock:
             old = self._by_source.get(source, {})
@@ -135,7 +139,7 @@ class ObjectStore:
     def upsert(self, source: Source, obj: Object) -> None:
         """Store ``obj`` unless a newer version is stored (a write's answer can arrive before the watch
         event of an earlier write)."""
-        namespace, name = _name(obj)
+        namespace, name = _name(source, obj)
         with self._lock:
             objects = self._by_source.setdefault(source, {}).setdefault(namespace, {})
             if older(obj, objects.get(name)):
@@ -145,7 +149,7 @@ class ObjectStore:
         self.on_change()
 
     def remove(self, source: Source, obj: Object) -> None:
-        namespace, name = _name(obj)
+        namespace, name = _name(source, obj)
         with self._lock:
             self._by_source.get(source, {}).get(namespace, {}).pop(name, None)
             self._dirty.add(namespace)
@@ -163,7 +167,7 @@ class ObjectStore:
     def namespace_objects(self, namespace: str) -> list[Object]:
         """Every object of `namespace` once: a CRD serving several versions shows each object under all
         of them, so the same (group, kind, name) counts once, from the newest version watched."""
-        order = {key: index for index, key in enumerate(WATCHED)}
+        order = {key: index for index, key in enumerate((*WATCHED, *MTLS_WATCHED))}
         with self._lock:
             sources = sorted(
                 self._by_source.items(), key=lambda s: order.get((s[0].api_version, s[0].kind), 0)
