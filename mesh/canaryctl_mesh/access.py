@@ -15,6 +15,10 @@ cannot reach the rest of the API on the same port. The v1alpha1/v1alpha2 ``desti
 every rule of its target to that port. A denied HTTP request is answered 403; a denied TCP connection
 is closed.
 
+HTTP rules ride on the inbound route configuration (``RBACPerRoute`` for the rule-less RBAC filter
+every inbound HTTP chain has), so a change reaches connections already open at their next request;
+TCP rules are a network filter in the listener and apply to connections opened after a change.
+
 A TrafficTarget only governs destinations in its own namespace (a tenant cannot open or close
 another tenant's workloads) and only names routes in its own namespace. An invalid one is refused
 alone (with the reason); if its destination can still be told, that destination stays selected and
@@ -32,7 +36,7 @@ from typing import Any
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2  # noqa: F401  (registers the types for xDS)
 from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2  # noqa: F401
 
-from canaryctl_mesh.config import HeaderMatch, Resource
+from canaryctl_mesh.config import HTTP_RBAC_FILTER, HeaderMatch, Resource
 from canaryctl_mesh.identity import TRUST_DOMAIN, Identity, workload_key
 from canaryctl_mesh.translate import ObjectRef, Refusal, _header_matches, route_group_matches
 
@@ -42,13 +46,10 @@ ACCESS_GROUP = "access.smi-spec.io"
 TRAFFIC_TARGET = "TrafficTarget"
 TCP_ROUTE = "TCPRoute"
 HTTP_ROUTE_GROUP = "HTTPRouteGroup"
-HTTP_RBAC_FILTER = "envoy.filters.http.rbac"
 NETWORK_RBAC_FILTER = "envoy.filters.network.rbac"
-HTTP_RBAC_TYPE = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
+HTTP_RBAC_PER_ROUTE_TYPE = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute"
 NETWORK_RBAC_TYPE = "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC"
-HCM_FILTER = "envoy.filters.network.http_connection_manager"
 TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
-ROUTER_FILTER = "envoy.filters.http.router"
 MAX_RULES = 1000
 """Permissions and principals one destination's RBAC may carry, over all its TrafficTargets: every
 user-written list ends up in each of its sidecars' listener."""
@@ -326,17 +327,20 @@ def _tcp_permissions(grant: Grant) -> list[dict[str, Any]]:
     return [{"destination_port": p} for p in grant.tcp_ports if grant.port in (None, p)]
 
 
-def http_rbac(authorization: Authorization) -> dict[str, Any]:
-    """The inbound HTTP chain's filter: requests no grant allows are answered 403."""
+def _rules(policies: dict[str, Any]) -> dict[str, Any]:
+    """ALLOW with these policies: anything none of them matches is denied (no policies: everything)."""
+    return {"action": "ALLOW", "policies": policies}
+
+
+def http_rbac_per_route(authorization: Authorization) -> dict[str, Any]:
+    """What turns the inbound HTTP chain's rule-less RBAC filter (`config.authorization_filter`) on:
+    requests no grant allows are answered 403."""
     policies = {
         g.target: {"permissions": [_http_permission(r, g.port) for r in g.http], "principals": _principals(g)}
         for g in authorization.grants
         if g.http
     }
-    return {
-        "name": HTTP_RBAC_FILTER,
-        "typed_config": {"@type": HTTP_RBAC_TYPE, "rules": {"action": "ALLOW", "policies": policies}},
-    }
+    return {"@type": HTTP_RBAC_PER_ROUTE_TYPE, "rbac": {"rules": _rules(policies)}}
 
 
 def network_rbac(authorization: Authorization, stat_prefix: str) -> dict[str, Any]:
@@ -348,33 +352,31 @@ def network_rbac(authorization: Authorization, stat_prefix: str) -> dict[str, An
             policies[grant.target] = {"permissions": permissions, "principals": _principals(grant)}
     return {
         "name": NETWORK_RBAC_FILTER,
-        "typed_config": {
-            "@type": NETWORK_RBAC_TYPE,
-            "stat_prefix": stat_prefix,
-            "rules": {"action": "ALLOW", "policies": policies},
-        },
+        "typed_config": {"@type": NETWORK_RBAC_TYPE, "stat_prefix": stat_prefix, "rules": _rules(policies)},
     }
 
 
-def _chains(listener: Resource) -> list[dict[str, Any]]:
-    chains: list[dict[str, Any]] = list(listener.get("filter_chains") or [])
-    if listener.get("default_filter_chain"):
-        chains.append(listener["default_filter_chain"])
-    return chains
+def authorized_routes(route_config: Resource, authorization: Authorization) -> Resource:
+    """A copy of the inbound route configuration enforcing `authorization` on every virtual host."""
+    authorized = copy.deepcopy(route_config)
+    for host in authorized.get("virtual_hosts") or []:
+        host.setdefault("typed_per_filter_config", {})[HTTP_RBAC_FILTER] = http_rbac_per_route(authorization)
+    return authorized
 
 
 def authorized_listener(listener: Resource, authorization: Authorization) -> Resource:
-    """A copy of the inbound listener with authorization in every filter chain: the HTTP RBAC filter
-    before the router of each HTTP connection manager, the network RBAC filter before each TCP proxy."""
+    """A copy of the inbound listener with the network RBAC filter before each TCP proxy. Its HTTP
+    chains are left as they are (their RBAC comes with the routes), so Envoy keeps their connections
+    when the listener changes."""
     authorized = copy.deepcopy(listener)
-    for chain in _chains(authorized):
+    chains = [
+        *(authorized.get("filter_chains") or []),
+        *filter(None, [authorized.get("default_filter_chain")]),
+    ]
+    for chain in chains:
         filters = chain.get("filters") or []
-        for index, network_filter in enumerate(list(filters)):
-            if network_filter.get("name") == HCM_FILTER:
-                http_filters = network_filter["typed_config"]["http_filters"]
-                router = next(i for i, f in enumerate(http_filters) if f.get("name") == ROUTER_FILTER)
-                http_filters.insert(router, http_rbac(authorization))
-            elif network_filter.get("name") == TCP_PROXY_FILTER:
+        for index, network_filter in enumerate(filters):
+            if network_filter.get("name") == TCP_PROXY_FILTER:
                 stat_prefix = f"{chain.get('name') or listener['name']}_authz".replace("-", "_")
                 filters.insert(index, network_rbac(authorization, stat_prefix))
                 break

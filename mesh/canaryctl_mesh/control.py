@@ -217,11 +217,13 @@ class MeshControlPlane:
         self._access: dict[str, list[access.Authorization]] = {}
         """Each namespace's authorized destinations (SMI TrafficTargets): their sidecars get a view of
         their own, the namespace's with authorization in the inbound listener."""
-        self._authorized: dict[tuple[tuple[int, ...], str | None, access.Authorization], TypeSnapshot] = {}
+        self._authorized: dict[object, TypeSnapshot] = {}
+        """Listeners (by ports, mode and authorization) and routes (by authorization) of workload views."""
         self._opaque_ports: dict[str, tuple[int, ...]] = {}
         """Ports a namespace's Services declare non-HTTP (with the defaults), where they add any."""
         self._mtls_modes: dict[str, str] = {}
         """Namespaces whose mode is not the default."""
+        self._static_routes = static.routes
         self._routes = encode(config.ROUTE_TYPE, static.routes)
         self._views: dict[str, tuple[tuple[str, ...], Snapshot]] = {}
         self._shared: dict[tuple[str, ...], TypeSnapshot] = {}
@@ -389,14 +391,31 @@ class MeshControlPlane:
             found = self._authorized[key] = encode(config.LISTENER_TYPE, self._capture_listeners(*key))
         return found
 
+    def _authorized_routes(self, authorization: access.Authorization) -> TypeSnapshot:
+        """The route configurations with `authorization` enforced on the inbound one."""
+        found = self._authorized.get(authorization)
+        if found is None:
+            routes = [
+                access.authorized_routes(route, authorization)
+                if route["name"] == config.INBOUND_ROUTE_NAME
+                else route
+                for route in self._static_routes
+            ]
+            found = self._authorized[authorization] = encode(config.ROUTE_TYPE, routes)
+        return found
+
     async def _push_workloads(self, views: Mapping[str, Snapshot]) -> None:
         """Each authorized destination of a connected namespace gets its namespace's view with its own
-        inbound listener; a destination no TrafficTarget selects any more falls back to the namespace's."""
+        inbound listener (TCP rules) and route configurations (HTTP rules); a destination no
+        TrafficTarget selects any more falls back to the namespace's view."""
         wanted: dict[str, Snapshot] = {}
         for namespace, view in views.items():
             for authorization in self._access.get(namespace, ()):
-                listeners = self._authorized_listeners(namespace, authorization)
-                wanted[authorization.key] = {**view, config.LISTENER_TYPE: listeners}
+                wanted[authorization.key] = {
+                    **view,
+                    config.LISTENER_TYPE: self._authorized_listeners(namespace, authorization),
+                    config.ROUTE_TYPE: self._authorized_routes(authorization),
+                }
         for key in set(self._workloads) - set(wanted):
             self.ads.drop_snapshot(key)
         for key, view in wanted.items():
@@ -404,7 +423,7 @@ class MeshControlPlane:
             if held is None or any(held.get(t) is not s for t, s in view.items()):
                 await self.ads.set_snapshot(key, view)
         self._workloads = wanted
-        in_use = {id(view[config.LISTENER_TYPE]) for view in wanted.values()}
+        in_use = {id(view[t]) for view in wanted.values() for t in (config.LISTENER_TYPE, config.ROUTE_TYPE)}
         self._authorized = {k: s for k, s in self._authorized.items() if id(s) in in_use}
 
     def _merged(

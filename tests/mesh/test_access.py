@@ -1,7 +1,7 @@
 """SMI TrafficTarget (v1alpha1-3) + HTTPRouteGroup + TCPRoute → Envoy RBAC, checked by real Envoys.
 
 The objects fed in validate against SMI's published CRDs (tests/schemas). The generated inbound
-listener passes ``envoy --mode validate``; the RBAC filters, placed by `authorized_listener` into
+listener and route configuration pass ``envoy --mode validate``; the RBAC they carry, placed into
 listeners that terminate mTLS with client certificates carrying SPIFFE IDs, refuse and allow real
 requests and connections.
 """
@@ -28,7 +28,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from canaryctl_mesh import config
-from canaryctl_mesh.access import Authorization, authorized_listener, translate_access
+from canaryctl_mesh.access import (
+    Authorization,
+    authorized_listener,
+    authorized_routes,
+    http_rbac_per_route,
+    translate_access,
+)
 from canaryctl_mesh.identity import Identity
 from canaryctl_mesh.loopback import UpstreamServers
 from canaryctl_mesh.process import EnvoyProcess, envoy_binary
@@ -182,6 +188,7 @@ def test_a_refused_target_still_closes_its_destination() -> None:
     assert translation.authorizations[0].grants == ()
     filters = _filter(authorized_listener(_tcp_listener(), translation.authorizations[0]))
     assert filters["rules"] == {"action": "ALLOW", "policies": {}}  # Envoy denies all
+    assert http_rbac_per_route(translation.authorizations[0])["rbac"]["rules"] == filters["rules"]
 
 
 def test_invalid_regexes_are_refused_before_envoy_sees_them() -> None:
@@ -204,20 +211,33 @@ def _filter(listener: dict[str, Any]) -> dict[str, Any]:
     return typed
 
 
-def test_the_sidecars_authorized_inbound_listener_passes_envoy_validation(tmp_path: Path) -> None:
-    resources = config.sidecar_resources([])
+@pytest.mark.parametrize("mtls", [None, config.PERMISSIVE, config.STRICT])
+def test_the_sidecars_authorized_inbound_listener_passes_envoy_validation(
+    tmp_path: Path, mtls: str | None
+) -> None:
+    resources = config.sidecar_resources([], mtls=mtls)
     authorization = _only([*_routes(), METRICS, WEB, V1ALPHA1])
     listeners = [
         authorized_listener(listener, authorization) if listener["name"] == "inbound" else listener
         for listener in resources.listeners
     ]
     inbound = next(listener for listener in listeners if listener["name"] == "inbound")
-    http_filters = inbound["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
-    assert [f["name"] for f in http_filters][-2:] == ["envoy.filters.http.rbac", "envoy.filters.http.router"]
-    assert [f["name"] for f in inbound["default_filter_chain"]["filters"]] == [
-        "envoy.filters.network.rbac",
-        "envoy.filters.network.tcp_proxy",
-    ]
+    inbound_routes = next(r for r in resources.routes if r["name"] == "inbound")
+    for chain in inbound["filter_chains"]:  # plaintext HTTP, and mTLS when on: rules from the routes
+        hcm = chain["filters"][0]["typed_config"]
+        assert [f["name"] for f in hcm["http_filters"]][-2:] == [
+            "envoy.filters.http.rbac",
+            "envoy.filters.http.router",
+        ]
+        del hcm["rds"]  # validate mode fetches nothing: the authorized routes inline
+        hcm["route_config"] = {
+            k: v for k, v in authorized_routes(inbound_routes, authorization).items() if k != "@type"
+        }
+    if mtls != config.STRICT:
+        assert [f["name"] for f in inbound["default_filter_chain"]["filters"]] == [
+            "envoy.filters.network.rbac",
+            "envoy.filters.network.tcp_proxy",
+        ]
     bootstrap = config.ads_bootstrap("api-0.shop", "127.0.0.1", 15010)
     bootstrap["static_resources"]["listeners"] = [
         {k: v for k, v in x.items() if k != "@type"} for x in listeners
@@ -336,7 +356,8 @@ def _hcm(cluster: str) -> dict[str, Any]:
                 ]
             },
             "http_filters": [
-                {"name": "envoy.filters.http.router", "typed_config": {"@type": config.ROUTER_TYPE}}
+                config.authorization_filter(),
+                {"name": "envoy.filters.http.router", "typed_config": {"@type": config.ROUTER_TYPE}},
             ],
         },
     }
@@ -345,7 +366,7 @@ def _hcm(cluster: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def enforcing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EnvoyProcess, _Pki, int, int]]:
     """An Envoy terminating mTLS for the destination `api`, upstream a loopback HTTP server: an HTTP
-    listener with the RBAC `authorized_listener` adds for METRICS and WEB, and a TCP listener open to
+    listener with the RBAC `authorized_routes` adds for METRICS and WEB, and a TCP listener open to
     `web` on any port."""
     directory = tmp_path_factory.mktemp("access")
     pki = _Pki(directory)
@@ -383,7 +404,11 @@ def enforcing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EnvoyP
             },
         }
         tls = _mtls(pki, server)
-        http = authorized_listener(_listener("http", [_hcm("app")], tls), authorization)
+        hcm = _hcm("app")
+        hcm["typed_config"]["route_config"] = authorized_routes(
+            hcm["typed_config"]["route_config"], authorization
+        )
+        http = _listener("http", [hcm], tls)
         tcp = authorized_listener(_listener("tcp", [config.tcp_proxy("tcp", "app")], tls), tcp_only)
         bootstrap = {
             "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},

@@ -18,9 +18,8 @@ import kmock
 import pytest
 import pytest_asyncio
 import yaml
-from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
-from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2
 from google.protobuf import json_format
 from kubernetes import client
 
@@ -62,12 +61,12 @@ class Sidecar(DeltaClient):
         super().__init__(
             channel, f"{identity.pod}.{identity.namespace}", (("authorization", f"Bearer {token}"),)
         )
-        self.subscribe(config.LISTENER_TYPE)
-        self.inbound: listener_pb2.Listener | None = None
+        self.subscribe(config.ROUTE_TYPE, [config.INBOUND_ROUTE_NAME])
+        self.inbound: route_pb2.RouteConfiguration | None = None
 
     async def inbound_policies(self, wanted: Any, timeout: float = 10.0) -> dict[str, Any] | None:
-        """The inbound HTTP chain's RBAC policies (None without the filter) once `wanted` accepts them:
-        the control plane's watches may still be taking in what the test just applied."""
+        """The RBAC policies of the inbound route configuration (None when it enforces none) once
+        `wanted` accepts them: the control plane's watches may still be taking in what the test applied."""
         deadline = time.monotonic() + timeout
         seen: dict[str, Any] | None = None
         while time.monotonic() < deadline:
@@ -80,20 +79,18 @@ class Sidecar(DeltaClient):
             except TimeoutError:
                 break
             self.ack(response)
-            self.inbound = unpack(response, listener_pb2.Listener).get("inbound", self.inbound)
+            found = unpack(response, route_pb2.RouteConfiguration).get(config.INBOUND_ROUTE_NAME)
+            self.inbound = found or self.inbound
         raise AssertionError(f"inbound RBAC policies {seen} never became what the test wanted")
 
 
-def _policies(listener: listener_pb2.Listener) -> dict[str, Any] | None:
-    for network_filter in listener.filter_chains[0].filters:
-        hcm = http_connection_manager_pb2.HttpConnectionManager()
-        network_filter.typed_config.Unpack(hcm)
-        for http_filter in hcm.http_filters:
-            if http_filter.name == "envoy.filters.http.rbac":
-                rbac = rbac_pb2.RBAC()
-                http_filter.typed_config.Unpack(rbac)
-                return dict(json_format.MessageToDict(rbac)["rules"].get("policies", {}))
-    return None
+def _policies(routes: route_pb2.RouteConfiguration) -> dict[str, Any] | None:
+    (host,) = routes.virtual_hosts
+    if "envoy.filters.http.rbac" not in host.typed_per_filter_config:
+        return None
+    per_route = rbac_pb2.RBACPerRoute()
+    host.typed_per_filter_config["envoy.filters.http.rbac"].Unpack(per_route)
+    return dict(json_format.MessageToDict(per_route)["rbac"]["rules"].get("policies", {}))
 
 
 def route_group() -> dict[str, Any]:
