@@ -33,12 +33,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from envoy.extensions.filters.http.rbac.v3 import rbac_pb2  # noqa: F401  (registers the types for xDS)
-from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2  # noqa: F401
-
 from canaryctl_mesh.config import HTTP_RBAC_FILTER, HeaderMatch, Resource
 from canaryctl_mesh.identity import TRUST_DOMAIN, Identity, workload_key
-from canaryctl_mesh.translate import ObjectRef, Refusal, _header_matches, route_group_matches
+from canaryctl_mesh.translate import (
+    ObjectRef,
+    Refusal,
+    _header_matches,
+    _name,
+    _namespace,
+    route_group_matches,
+)
 
 Object = Mapping[str, Any]
 
@@ -102,14 +106,6 @@ class AccessTranslation:
 
 class _Invalid(ValueError):
     pass
-
-
-def _namespace(obj: Object) -> str:
-    return str((obj.get("metadata") or {}).get("namespace") or "default")
-
-
-def _name(obj: Object) -> str:
-    return str((obj.get("metadata") or {}).get("name") or "")
 
 
 def _body(target: Object) -> Mapping[str, Any]:
