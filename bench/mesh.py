@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -150,7 +151,7 @@ class _Tokens:
     def __init__(self, identities: dict[str, Identity]) -> None:
         self.identities = identities
 
-    async def authenticate(self, metadata: dict[str, str]) -> Identity:
+    async def authenticate(self, metadata: Mapping[str, str]) -> Identity:
         found = self.identities.get((metadata.get("authorization") or "").removeprefix("Bearer "))
         if found is None:
             raise Unauthenticated("unknown token")

@@ -261,7 +261,6 @@ def _tls_context(peers: dict[str, Any]) -> dict[str, Any]:
     """Our certificate and the mesh CA, both over SDS; `peers` matches the peer's URI SAN."""
     return {
         "tls_params": {"tls_minimum_protocol_version": "TLSv1_2", "tls_maximum_protocol_version": "TLSv1_3"},
-        "alpn_protocols": [MTLS_ALPN],
         "tls_certificate_sds_secret_configs": [_sds(WORKLOAD_SECRET)],
         "combined_validation_context": {
             "default_validation_context": {
@@ -273,12 +272,13 @@ def _tls_context(peers: dict[str, Any]) -> dict[str, Any]:
 
 
 def _upstream_mtls(spiffe_id: str) -> dict[str, Any]:
+    """Offers MTLS_ALPN, which the server's listener matches on but does not select: with no ALPN
+    agreed its HTTP connection manager tells HTTP/2 (gRPC) from HTTP/1.1 by the first bytes, as on
+    plaintext."""
+    common = {**_tls_context({"exact": spiffe_id}), "alpn_protocols": [MTLS_ALPN]}
     return {
         "name": "envoy.transport_sockets.tls",
-        "typed_config": {
-            "@type": UPSTREAM_TLS_TYPE,
-            "common_tls_context": _tls_context({"exact": spiffe_id}),
-        },
+        "typed_config": {"@type": UPSTREAM_TLS_TYPE, "common_tls_context": common},
     }
 
 

@@ -38,7 +38,7 @@ from canaryctl_mesh import config, injector
 from canaryctl_mesh.ads import AdsServer
 from canaryctl_mesh.config import SidecarPorts
 from canaryctl_mesh.control import MeshControlPlane
-from canaryctl_mesh.identity import POD_NAME_EXTRA, TokenAuthenticator
+from canaryctl_mesh.identity import POD_NAME_EXTRA, TOKEN_AUDIENCE, TokenAuthenticator
 from canaryctl_mesh.meshd.pki import CertificateAuthority
 from canaryctl_mesh.meshd.tls import IssuedCertificate, xds_credentials
 from canaryctl_mesh.meshd.workload import WorkloadCertificates
@@ -229,7 +229,7 @@ class SecuredControlPlane(InProcessControlPlane):
             "username": f"system:serviceaccount:{namespace}:{service_account}",
             "extra": {POD_NAME_EXTRA: [pod]},
         }
-        self.reviews[token] = {"authenticated": True, "audiences": [injector.TOKEN_AUDIENCE], "user": user}
+        self.reviews[token] = {"authenticated": True, "audiences": [TOKEN_AUDIENCE], "user": user}
         return token
 
     async def start(self) -> int:

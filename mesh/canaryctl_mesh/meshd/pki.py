@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import functools
 import ipaddress
 import logging
 from dataclasses import dataclass, field
@@ -69,8 +70,9 @@ class KeyPair:
     key: bytes = field(repr=False)
     """Never in a repr, so never in a log line or a traceback's locals."""
 
-    @property
+    @functools.cached_property
     def not_after(self) -> datetime.datetime:
+        """Parsed once: renewal checks look at every connected sidecar's certificate."""
         return x509.load_pem_x509_certificate(self.cert).not_valid_after_utc
 
 
