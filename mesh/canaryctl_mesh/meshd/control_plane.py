@@ -137,6 +137,10 @@ class ControlPlane:
         `canaryctl_mesh.control`), None for none."""
         self.ads = ads or AdsServer(xds_host, xds_port, authenticator=authenticator)
         self.plane = MeshControlPlane(self.ads, ports, bind_host, default_export_to, mtls)
+        self._view_requested = self.ads.on_new_view
+        self._translated = False
+        """Whether the first sync has translated what the reflectors listed."""
+        self.ads.on_new_view = self._new_view
         self.debounce = debounce
         self.version = ""
         """Digest of the translated mesh at the last push ("" before the first)."""
@@ -153,6 +157,13 @@ class ControlPlane:
     @property
     def refused(self) -> list[Refusal]:
         return self.plane.refused
+
+    def _new_view(self, namespace: str) -> None:
+        """A sidecar of a namespace without a view connected. Before the first sync has translated what
+        every reflector listed its view would be empty: that sync pushes it instead (it covers every
+        connected namespace)."""
+        if self._view_requested is not None and self._translated:
+            self._view_requested(namespace)
 
     def _changed(self) -> None:
         """Called from reflector threads; a reflector outliving `stop` finds the loop closed."""
@@ -201,6 +212,7 @@ class ControlPlane:
         """Re-translate the namespaces that changed and push the views that changed."""
         dirty = self.store.take_dirty()
         self.plane.update({namespace: self.store.namespace_objects(namespace) for namespace in dirty})
+        self._translated = True
         version = await self.plane.push()
         self.events.report(self.plane.refused)
         if version != self.version:
