@@ -254,6 +254,7 @@ async def test_mtls_follows_pods_and_the_namespace_label_through_the_watches(
     await objects.apply(pod)
     plane = ControlPlane(kube_api, [NS], "127.0.0.1", 0, bind_host="127.0.0.1", mtls=config.PERMISSIVE)
     async with plane:
+        await new_snapshot(plane, "", 10)  # the watches listed everything
         clusters = await first_resources(plane.ads.port, config.CLUSTER_TYPE, cluster_pb2.Cluster)
         (match,) = clusters[cluster_name(PRIMARY, NS)].transport_socket_matches
         assert json_format.MessageToDict(match.match) == {

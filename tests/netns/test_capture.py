@@ -192,6 +192,32 @@ def test_mirror_and_fault_steps(mesh: Mesh) -> None:
     assert seen[-1] == 400 - aborted, (seen, result, mesh.canary.admin("/stats?filter=inbound"))
 
 
+def test_header_route_sends_matching_requests_to_the_canary(mesh: Mesh) -> None:
+    group = {
+        "apiVersion": "specs.smi-spec.io/v1alpha4",
+        "kind": "HTTPRouteGroup",
+        "metadata": {"name": "testers", "namespace": "default"},
+        "spec": {"matches": [{"name": "testers", "headers": {"x-canary": "^yes$"}}]},
+    }
+    split = {
+        "apiVersion": "split.smi-spec.io/v1alpha3",
+        "kind": "TrafficSplit",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {
+            "service": "web",
+            "matches": [{"kind": "HTTPRouteGroup", "name": "testers"}],
+            "backends": [{"service": "web-primary", "weight": 0}, {"service": "web-canary", "weight": 100}],
+        },
+    }
+    mesh.cluster.apply(split, group)
+    tester = mesh.client.python(CLIENT, "http", "web", "80", "--count", "20", "--header", "x-canary:yes")
+    others = mesh.client.python(CLIENT, "http", "web", "80", "--count", "20", "--header", "x-canary:no")
+    assert tester["bodies"] == {"web-canary": 20} and others["bodies"] == {"web-primary": 20}
+    # Both went over mTLS: the client's sidecar shook hands with each backend.
+    for cluster in ("web-canary_default", "web_default"):
+        assert mesh.client.counter(f"cluster.{cluster}.ssl.handshake") > 0
+
+
 def test_unmeshed_callers_and_the_canary_service_are_measured_server_side(mesh: Mesh) -> None:
     """What Flagger-style load tests do: call <service>-canary directly, from a pod outside the mesh.
     No caller-side sidecar sees these requests; the canary pod's sidecar counts every one."""

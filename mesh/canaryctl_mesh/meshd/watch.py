@@ -29,6 +29,7 @@ import urllib3
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from canaryctl_mesh import config
 from canaryctl_mesh.api import TRAFFIC_POLICY_KIND
 from canaryctl_mesh.kube import KINDS, resource_path
 
@@ -100,6 +101,30 @@ def _name(source: Source, obj: Object) -> tuple[str, str]:
     return (name if source.kind == "Namespace" else str(metadata.get("namespace") or "")), name
 
 
+def _kept(source: Source, obj: Object) -> Object:
+    """What the store keeps of an object: a Pod only as far as mTLS reads it (its name, the injector's
+    status annotation, its ServiceAccount). A pod object runs to tens of KB, clusters hold thousands,
+    and its status changes every few seconds without changing anything the mesh routes by."""
+    if source.kind != "Pod":
+        return obj
+    metadata = obj.get("metadata") or {}
+    kept = {key: metadata[key] for key in ("name", "namespace", "resourceVersion") if key in metadata}
+    status = (metadata.get("annotations") or {}).get(config.STATUS_ANNOTATION)
+    if status is not None:
+        kept["annotations"] = {config.STATUS_ANNOTATION: status}
+    return {
+        "metadata": kept,
+        "spec": {"serviceAccountName": (obj.get("spec") or {}).get("serviceAccountName")},
+    }
+
+
+def _unversioned(obj: Object | None) -> Object | None:
+    if obj is None:
+        return None
+    metadata = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "resourceVersion"}
+    return {**obj, "metadata": metadata}
+
+
 def older(obj: Object, than: Object | None) -> bool:
     """Whether ``obj`` is an older version than ``than``. resourceVersions are opaque, but every API
     server in use hands out increasing integers; anything else is never called older."""
@@ -123,7 +148,7 @@ class ObjectStore:
     @staticmethod
     def _typed(source: Source, obj: Object) -> Object:
         """List items of built-in kinds come without apiVersion/kind; translation needs both."""
-        return {**obj, "apiVersion": source.api_version, "kind": source.kind}
+        return {**_kept(source, obj), "apiVersion": source.api_version, "kind": source.kind}
 
     def replace(self, source: Source, items: list[Object]) -> None:
         fresh: dict[str, dict[str, Object]] = {}
@@ -142,9 +167,12 @@ class ObjectStore:
         namespace, name = _name(source, obj)
         with self._lock:
             objects = self._by_source.setdefault(source, {}).setdefault(namespace, {})
-            if older(obj, objects.get(name)):
+            previous = objects.get(name)
+            if older(obj, previous):
                 return
             objects[name] = self._typed(source, obj)
+            if _unversioned(previous) == _unversioned(objects[name]):
+                return  # nothing the store keeps changed (a pod's status, say)
             self._dirty.add(namespace)
         self.on_change()
 
