@@ -6,10 +6,12 @@ import argparse
 import asyncio
 import logging
 import signal
+from collections import Counter
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import prometheus_client
 from kubernetes import client
 
 from canaryctl_mesh import config
@@ -17,7 +19,7 @@ from canaryctl_mesh.ads import AdsServer
 from canaryctl_mesh.identity import TOKEN_AUDIENCE, TokenAuthenticator
 from canaryctl_mesh.injector import SIDECAR_TOKEN_PATH, InjectorSettings
 from canaryctl_mesh.kube import KubeObjects, api_client, api_client_for_host, pool_size
-from canaryctl_mesh.meshd import injector
+from canaryctl_mesh.meshd import injector, metrics
 from canaryctl_mesh.meshd.auth import KubeTokenReviewer
 from canaryctl_mesh.meshd.control_plane import ControlPlane, sources
 from canaryctl_mesh.meshd.pki import CertificateAuthority, load_or_create_ca
@@ -25,6 +27,7 @@ from canaryctl_mesh.meshd.tls import IssuedCertificate, xds_credentials
 from canaryctl_mesh.translate import parse_export_to
 
 DEFAULT_PORTS = config.SidecarPorts()
+DEFAULT_METRICS_PORT = 8080
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
@@ -51,6 +54,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
     ):
         sidecar.add_argument(f"--{name}-port", type=int, default=default, help=f"{what} (default {default})")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=DEFAULT_METRICS_PORT,
+        help=f"Prometheus /metrics over plain HTTP on 0.0.0.0 (default {DEFAULT_METRICS_PORT})",
+    )
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -209,13 +218,13 @@ async def _mesh_ca(args: argparse.Namespace, api: client.ApiClient) -> Certifica
 
 def xds_server(
     api: client.ApiClient,
-    ca: CertificateAuthority,
-    dns_names: list[str],
+    certificate: IssuedCertificate,
     *,
     host: str = "0.0.0.0",
     port: int = 15010,
     audience: str = TOKEN_AUDIENCE,
     max_streams_per_identity: int = 8,
+    token_reviews: prometheus_client.Counter | None = None,
 ) -> AdsServer:
     """ADS as meshd serves it: TLS from the mesh CA, tokens checked by TokenReview. The reviews get an
     API client of their own, so a reconnect storm (thousands of new tokens) reuses its connections
@@ -223,8 +232,10 @@ def xds_server(
     return AdsServer(
         host,
         port,
-        credentials=xds_credentials(IssuedCertificate(ca, dns_names)),
-        authenticator=TokenAuthenticator(KubeTokenReviewer(client.ApiClient(api.configuration)), audience),
+        credentials=xds_credentials(certificate),
+        authenticator=TokenAuthenticator(
+            KubeTokenReviewer(client.ApiClient(api.configuration), token_reviews), audience
+        ),
         max_streams_per_identity=max_streams_per_identity,
     )
 
@@ -234,21 +245,26 @@ async def _control_plane(args: argparse.Namespace, api: client.ApiClient, stop: 
         export_to = parse_export_to(args.default_export_to, "")
     except ValueError as error:
         raise SystemExit(f"--default-export-to: {error}") from error
+    measured = metrics.MeshdMetrics()
     if args.insecure:
         ads = AdsServer("0.0.0.0", args.xds_port)
     else:
         if not args.xds_dns_names:
             raise SystemExit("--xds-dns-name is required unless --insecure")
         ca = await _mesh_ca(args, api)
+        certificate = IssuedCertificate(ca, args.xds_dns_names)
         ads = xds_server(
-            api, ca, args.xds_dns_names, port=args.xds_port, audience=args.token_audience,
-            max_streams_per_identity=args.max_streams_per_identity,
+            api, certificate, port=args.xds_port, audience=args.token_audience,
+            max_streams_per_identity=args.max_streams_per_identity, token_reviews=measured.token_reviews,
         )  # fmt: skip
+        measured.watch_certificates(
+            {"ca": lambda: ca.pair.not_after, "xds": lambda: certificate.pair.not_after}
+        )
     plane = ControlPlane(
         api, args.namespaces, ports=_ports(args), ads=ads, default_export_to=export_to,
-        watch_timeout=args.watch_timeout_seconds,
+        watch_timeout=args.watch_timeout_seconds, metrics=measured,
     )  # fmt: skip
-    async with plane:
+    async with plane, metrics.serving(measured, "0.0.0.0", args.metrics_port):
         await stop.wait()
 
 
@@ -282,7 +298,17 @@ async def _injector(args: argparse.Namespace, api: client.ApiClient, stop: async
             IssuedCertificate(ca, args.tls_dns_names), objects, args.webhook_name
         )
     labels = injector.CachedNamespaceLabels(objects)
-    async with injector.serving(settings, labels, serving, stop, "0.0.0.0", args.port):
+    measured = metrics.MeshdMetrics()
+    outcomes: Counter[str] = Counter()
+    measured.watch_admissions(outcomes)
+    expiries = {"injector": lambda: serving.current().not_after}
+    if ca is not None:
+        expiries["ca"] = lambda: ca.pair.not_after
+    measured.watch_certificates(expiries)
+    async with (
+        injector.serving(settings, labels, serving, stop, "0.0.0.0", args.port, outcomes=outcomes),
+        metrics.serving(measured, "0.0.0.0", args.metrics_port),
+    ):
         await stop.wait()
 
 
