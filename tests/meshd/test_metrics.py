@@ -4,8 +4,8 @@ mesh control plane dashboard.
 
 The sidecar's Envoy rejects (NACKs) a route whose header regex is not RE2 (a lookahead, which Python's
 re would take): the NACK, the sidecar still rejecting, the TrafficSplit refused for a conflict, the
-refused streams and the TokenReviews all have to show, and the MeshConfigRejected alert must fire for
-that namespace only.
+refused streams and the TokenReviews all have to show, the MeshConfigRejected alert must fire for
+that namespace only, and the JSON log must carry Envoy's reason.
 """
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ async def test_meshd_metrics_alert_and_dashboard_on_a_real_envoy_nack(
     ca_flags = ["--ca-secret", f"{RELEASE}-mesh-ca", "--ca-namespace", NAMESPACE]
     plane = await meshd(
         "control-plane", "--xds-port", str(xds), "--xds-dns-name", SERVER_NAME, *ca_flags,
-        "--namespace", TEAM, "--namespace", QUIET, "--server", emulator_url(emulator),
+        "--namespace", TEAM, "--namespace", QUIET, "--server", emulator_url(emulator), "--log-format", "json",
     )  # fmt: skip
     injector = await meshd(
         "injector", "--port", str(webhook), "--tls-dns-name", "127.0.0.1", *ca_flags,
@@ -265,6 +265,11 @@ async def test_meshd_metrics_alert_and_dashboard_on_a_real_envoy_nack(
     finally:
         await envoy.stop()
     assert await plane.terminate() == 0, plane.log.read_text()
+    # A log pipeline gets Envoy's reason as JSON, with the controller's keys.
+    lines = [json.loads(line) for line in plane.log.read_text().splitlines() if line.startswith("{")]
+    (nack,) = [line for line in lines if f"node {NODE} rejected" in line["message"]]
+    assert nack["level"] == "WARNING" and nack["logger"] == "canaryctl_mesh.ads" and "time" in nack
+    assert "invalid perl operator: (?=" in nack["message"], nack  # RE2 refusing the lookahead
 
 
 def check_dashboard(prometheus: Prometheus, start: float, end: float) -> None:

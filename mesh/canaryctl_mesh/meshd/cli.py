@@ -13,6 +13,7 @@ from typing import Any
 
 import prometheus_client
 from kubernetes import client
+from pythonjsonlogger.json import JsonFormatter
 
 from canaryctl_mesh import config
 from canaryctl_mesh.ads import AdsServer
@@ -54,6 +55,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
     ):
         sidecar.add_argument(f"--{name}-port", type=int, default=default, help=f"{what} (default {default})")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="text lines, or one JSON object per line (time, level, logger, message) (default text)",
+    )
     parser.add_argument(
         "--metrics-port",
         type=int,
@@ -312,8 +319,24 @@ async def _injector(args: argparse.Namespace, api: client.ApiClient, stop: async
         await stop.wait()
 
 
+def _log_handler(log_format: str) -> logging.Handler:
+    """The controller's line shapes: the same keys in JSON, so one log pipeline reads both."""
+    handler = logging.StreamHandler()
+    if log_format == "json":
+        handler.setFormatter(
+            JsonFormatter(
+                "%(levelname)s %(name)s %(message)s",
+                rename_fields={"levelname": "level", "name": "logger"},
+                timestamp="time",
+            )
+        )
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    return handler
+
+
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(level=args.log_level, handlers=[_log_handler(args.log_format)])
     serve = _control_plane if args.meshd_command == "control-plane" else _injector
     api = _api(args)
     try:
