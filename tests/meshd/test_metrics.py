@@ -22,7 +22,6 @@ import grpc
 import httpx
 import kmock
 import pytest
-import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from canaryctl.local.prometheus import free_port
@@ -32,11 +31,11 @@ from canaryctl_mesh.kube import KubeObjects
 from canaryctl_mesh.loopback import UpstreamServers
 from canaryctl_mesh.meshd.pki import load_or_create_ca
 from canaryctl_mesh.process import EnvoyProcess
-from tests.chart.conftest import CHART, NAMESPACE, RELEASE, render_values
+from tests.chart.conftest import CHART, NAMESPACE, RELEASE
 from tests.kube.emulator import emulator_url
 from tests.meshd.test_security import SERVER_NAME, RawSidecar, objects_for, split, token_review
 from tests.telemetry.controller import Prometheus, prometheus_scraping
-from tests.telemetry.test_dashboards import GRAFANA, panels, returns_data, substitute
+from tests.telemetry.test_dashboards import GRAFANA, chart_rules, panels, returns_data, substitute
 
 pytestmark = pytest.mark.asyncio
 
@@ -86,7 +85,7 @@ def value(found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str,
     return sum(v for (n, ls), v in found.items() if n == name and set(labels.items()) <= ls)
 
 
-async def scrape_until(url: str, ready: Any, child: Any, timeout: float = 30.0) -> dict[Any, float]:
+async def scrape_until(url: str, ready: Any, child: Any, timeout: float = 60.0) -> dict[Any, float]:
     """Scrape until `ready(samples)` holds."""
     deadline = time.monotonic() + timeout
     found: dict[Any, float] = {}
@@ -102,14 +101,6 @@ async def scrape_until(url: str, ready: Any, child: Any, timeout: float = 30.0) 
                 pass
             await asyncio.sleep(0.2)
     raise AssertionError(f"never ready within {timeout}s: {sorted(k for k in found if 'mesh' in k[0])}")
-
-
-def chart_rules(directory: Path) -> Path:
-    values = {"prometheusRule": {"enabled": True}, "serviceMonitor": {"enabled": True}}
-    (rule,) = [m for m in render_values(values) if m["kind"] == "PrometheusRule"]
-    path = directory / "rules.yaml"
-    path.write_text(yaml.safe_dump(rule["spec"]))
-    return path
 
 
 async def raw_stream(port: int, ca_pem: bytes, token: str | None) -> grpc.StatusCode:
