@@ -11,7 +11,6 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-import prometheus_client
 from kubernetes import client
 from pythonjsonlogger.json import JsonFormatter
 
@@ -225,17 +224,25 @@ async def _mesh_ca(args: argparse.Namespace, api: client.ApiClient) -> Certifica
 
 def xds_server(
     api: client.ApiClient,
-    certificate: IssuedCertificate,
+    ca: CertificateAuthority,
+    dns_names: list[str],
     *,
     host: str = "0.0.0.0",
     port: int = 15010,
     audience: str = TOKEN_AUDIENCE,
     max_streams_per_identity: int = 8,
-    token_reviews: prometheus_client.Counter | None = None,
+    measured: metrics.MeshdMetrics | None = None,
 ) -> AdsServer:
     """ADS as meshd serves it: TLS from the mesh CA, tokens checked by TokenReview. The reviews get an
     API client of their own, so a reconnect storm (thousands of new tokens) reuses its connections
-    instead of opening one per review next to the watches holding the shared pool."""
+    instead of opening one per review next to the watches holding the shared pool. `measured` counts the
+    reviews and shows when the CA and the serving certificate expire."""
+    certificate = IssuedCertificate(ca, dns_names)
+    if measured is not None:
+        measured.watch_certificates(
+            {"ca": lambda: ca.pair.not_after, "xds": lambda: certificate.pair.not_after}
+        )
+    token_reviews = measured.token_reviews if measured is not None else None
     return AdsServer(
         host,
         port,
@@ -259,14 +266,10 @@ async def _control_plane(args: argparse.Namespace, api: client.ApiClient, stop: 
         if not args.xds_dns_names:
             raise SystemExit("--xds-dns-name is required unless --insecure")
         ca = await _mesh_ca(args, api)
-        certificate = IssuedCertificate(ca, args.xds_dns_names)
         ads = xds_server(
-            api, certificate, port=args.xds_port, audience=args.token_audience,
-            max_streams_per_identity=args.max_streams_per_identity, token_reviews=measured.token_reviews,
+            api, ca, args.xds_dns_names, port=args.xds_port, audience=args.token_audience,
+            max_streams_per_identity=args.max_streams_per_identity, measured=measured,
         )  # fmt: skip
-        measured.watch_certificates(
-            {"ca": lambda: ca.pair.not_after, "xds": lambda: certificate.pair.not_after}
-        )
     plane = ControlPlane(
         api, args.namespaces, ports=_ports(args), ads=ads, default_export_to=export_to,
         watch_timeout=args.watch_timeout_seconds, metrics=measured,
