@@ -226,7 +226,15 @@ async def test_meshd_metrics_alert_and_dashboard_on_a_real_envoy_nack(
             assert value(rejected, "canaryctl_mesh_refused_objects", kind="TrafficSplit", namespace=TEAM) == 1
             assert value(rejected, "canaryctl_mesh_xds_refused_streams_total", reason="unauthenticated") == 2
             assert value(rejected, "canaryctl_mesh_token_reviews_total", result="unauthenticated") == 1
-            assert value(rejected, "canaryctl_mesh_xds_push_duration_seconds_count", type="Cluster") >= 1
+            pushes = value(rejected, "canaryctl_mesh_xds_push_duration_seconds_count", type="VirtualHost")
+            buckets = sorted(
+                (float(dict(labels)["le"]), count)
+                for (name, labels), count in rejected.items()
+                if name == "canaryctl_mesh_xds_push_duration_seconds_bucket"
+                and ("type", "VirtualHost") in labels
+            )
+            assert pushes >= 2 and buckets[-1] == (float("inf"), pushes)  # the ACK and the NACK at least
+            assert [count for _, count in buckets] == sorted(count for _, count in buckets)  # cumulative
             assert value(rejected, "canaryctl_mesh_sync_duration_seconds_count") >= 1
             assert value(rejected, "canaryctl_mesh_watch_restarts_total", kind="TrafficSplit") == 0
             expiry = value(rejected, "canaryctl_mesh_certificate_expiry_timestamp_seconds", certificate="ca")
