@@ -1,4 +1,5 @@
-"""Metric names and labels the mesh exposes on Envoy's /stats/prometheus.
+"""Metric names and labels the mesh exposes on Envoy's /stats/prometheus, and the counters behind the
+control plane's own /metrics (meshd; served by `canaryctl_mesh.meshd.metrics`).
 
 The metrics provider writes PromQL against these constants, so they are the contract; docs/mesh.md
 lists the same names. Each backend is its own Envoy cluster named after the backend (for example
