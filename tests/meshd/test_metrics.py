@@ -104,7 +104,7 @@ async def scrape_until(url: str, ready: Any, child: Any, timeout: float = 60.0) 
 
 
 async def raw_stream(port: int, ca_pem: bytes, token: str | None) -> grpc.StatusCode:
-    """A stream without a token (or a forged one) is refused: the code it ends with."""
+    """A stream without a token (or a forged one): the code the server's refusal ends it with."""
     sidecar = RawSidecar(port, ca_pem, token, NODE)
     try:
         return await sidecar.refused()
@@ -212,8 +212,9 @@ async def test_meshd_metrics_alert_and_dashboard_on_a_real_envoy_nack(
             )
             assert not await asyncio.to_thread(prometheus.query, 'ALERTS{alertname="MeshConfigRejected"}')
 
-            assert await raw_stream(xds, ca.cert_pem, None) == grpc.StatusCode.UNAUTHENTICATED
-            assert await raw_stream(xds, ca.cert_pem, "forged") == grpc.StatusCode.UNAUTHENTICATED
+            # Refused (test_security.py checks the status codes; the counts below are the server's).
+            for token in (None, "forged"):
+                await raw_stream(xds, ca.cert_pem, token)
             for obj in bad_route(TEAM):
                 await objects.apply(obj)
             rejected = await scrape_until(
