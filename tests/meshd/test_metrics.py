@@ -213,8 +213,8 @@ async def test_meshd_metrics_alert_and_dashboard_on_a_real_envoy_nack(
             assert not await asyncio.to_thread(prometheus.query, 'ALERTS{alertname="MeshConfigRejected"}')
 
             # Refused (test_security.py checks the status codes; the counts below are the server's).
-            for token in (None, "forged"):
-                await raw_stream(xds, ca.cert_pem, token)
+            for bearer in (None, "forged"):
+                await raw_stream(xds, ca.cert_pem, bearer)
             for obj in bad_route(TEAM):
                 await objects.apply(obj)
             rejected = await scrape_until(
