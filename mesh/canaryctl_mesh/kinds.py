@@ -48,6 +48,8 @@ KINDS: dict[tuple[str, str], Kind] = {
     ("appmesh.k8s.aws/v1beta2", "VirtualNode"): Kind("virtualnodes"),
     ("appmesh.k8s.aws/v1beta2", "VirtualRouter"): Kind("virtualrouters"),
     ("appmesh.k8s.aws/v1beta2", "VirtualService"): Kind("virtualservices"),
+    ("serving.knative.dev/v1", "Service"): Kind("services"),
+    ("serving.knative.dev/v1", "Revision"): Kind("revisions"),
     # Ingress controllers
     ("networking.k8s.io/v1", "Ingress"): Kind("ingresses"),
     ("projectcontour.io/v1", "HTTPProxy"): Kind("httpproxies"),

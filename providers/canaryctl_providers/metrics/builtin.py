@@ -1,6 +1,6 @@
 """The builtin metrics, ``request-success-rate`` (% non-5xx) and ``request-duration`` (p99, ms), per mesh.
 
-Queries are templates rendered like MetricTemplates. For Istio, Linkerd, Kuma, OSM, App Mesh,
+Queries are templates rendered like MetricTemplates. For Istio, Linkerd, Kuma, OSM, App Mesh, Knative,
 Kubernetes/Gateway API, ingress-nginx, Contour, Gloo, Traefik and APISIX they are Flagger's; the included
 mesh reads the Envoy stats named in canaryctl_mesh.telemetry. Each mesh also has a request-count query
 over the interval (for the engine's two-proportion test and fastFail), and a caller-side variant for
@@ -189,6 +189,18 @@ _OSM = _destination_only(
 _APPMESH = _destination_only(_envoy_upstream(_POD))
 
 
+# Knative: the activator's and queue-proxies' Envoy (net-istio, net-kourier), per revision: ``{{ route }}``
+# is the revision measured.
+_KNATIVE = _destination_only(
+    Source(
+        "envoy_cluster_upstream_rq",
+        'envoy_cluster_name=~"{{ namespace }}/{{ route }}"',
+        f"envoy_response_code!~{_FIVE_XX}",
+        "envoy_cluster_upstream_rq_time_bucket",
+    )
+)
+
+
 # Ingress controllers: Flagger's queries, which measure the canary's side only (comparing against the
 # primary finds no primary data). Their routers refuse faults, so there is no caller side either.
 _NGINX_SELECTOR = 'namespace="{{ namespace }}", ingress="{{ ingress }}", canary!=""'
@@ -253,6 +265,8 @@ def mesh_queries(provider: str | None) -> MeshQueries:
         return _OSM
     if name == "appmesh":
         return _APPMESH
+    if name == "knative":
+        return _KNATIVE
     if name in _INGRESS_QUERIES:
         return MeshQueries(_INGRESS_QUERIES[name], _INGRESS_QUERIES[name])
     raise ValueError(f"no builtin metrics for provider {provider!r}")

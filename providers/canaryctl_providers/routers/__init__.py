@@ -28,6 +28,7 @@ from canaryctl_providers.routers.contour import ContourRouter
 from canaryctl_providers.routers.gatewayapi import GatewayApiRouter
 from canaryctl_providers.routers.gloo import GlooRouter
 from canaryctl_providers.routers.istio import IstioRouter
+from canaryctl_providers.routers.knative import KnativeRouter
 from canaryctl_providers.routers.kubernetes import KubernetesRouter
 from canaryctl_providers.routers.kuma import KumaRouter
 from canaryctl_providers.routers.nginx import NginxRouter
@@ -52,6 +53,7 @@ ROUTERS: Final[dict[str, Callable[[Objects], ObjectRouter]]] = {
     "kuma": KumaRouter,
     "osm": lambda objects: SmiRouter(objects, "v1alpha2", "osm"),
     "appmesh:v1beta2": AppMeshRouter,
+    "knative": KnativeRouter,
     # Ingress controllers
     "nginx": NginxRouter,
     "contour": ContourRouter,
@@ -101,6 +103,8 @@ def route_states(canary: Canary) -> Iterator[tuple[str, RouteState]]:
 def spec_problem(canary: Canary, router: Router) -> str | None:
     """What ``router`` cannot work with in the Canary's spec outside the steps (an ingress router
     without spec.ingressRef), with the field path; None for routers that need nothing more."""
+    if canary.spec.target_ref.knative and router.name != "knative":
+        return f"spec.provider: a Knative Service target needs router knative, not {router.name}"
     check: Callable[[Canary], str | None] | None = getattr(router, "spec_problem", None)
     return check(canary) if check is not None else None
 

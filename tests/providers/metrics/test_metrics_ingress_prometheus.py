@@ -1,5 +1,6 @@
 """The builtin queries of the ingress routers (Flagger's nginx, contour, gloo, traefik and apisix
-observers) against a REAL Prometheus scraping the metric names and labels each proxy exports.
+observers) and of Knative (per revision, the activator's and queue-proxies' Envoy) against a REAL
+Prometheus scraping the metric names and labels each proxy exports.
 
 A local exporter serves counters that grow at fixed rates since it started: the canary's series (9 of
 10 requests succeed, 50 ms each) beside series the query must leave out (the primary failing every
@@ -13,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import httpx
 import pytest
@@ -102,11 +104,13 @@ PROVIDERS: dict[str, Callable[[], Series]] = {
     ),
     "traefik": traefik_series,
     "apisix": apisix_series,
+    # The revision under analysis (the Canary's status names it) against the promoted one.
+    "knative": lambda: envoy_series(f"{NS}/podinfo-00002", f"{NS}/podinfo-00001"),
 }
 # The p99 Prometheus interpolates in the canary's (10, 25] ms bucket; nginx's is Flagger's average.
 EXPECTED_DURATION_MS = {
     "nginx": 50.0,
-    **dict.fromkeys(("contour", "gloo", "traefik", "apisix"), 10 + 15 * 0.99),
+    **dict.fromkeys(("contour", "gloo", "traefik", "apisix", "knative"), 10 + 15 * 0.99),
 }
 
 
@@ -171,18 +175,23 @@ def query(prometheus: str, promql: str, deadline: float) -> float:
 @pytest.mark.slow
 def test_ingress_builtin_queries_measure_the_canary_only(scraped: tuple[str, str]) -> None:
     provider, prometheus = scraped
-    canary = Canary.model_validate(
-        {
-            "metadata": {"name": "podinfo", "namespace": NS},
-            "spec": {
-                "provider": provider,
-                "targetRef": {"kind": "Deployment", "name": "podinfo"},
-                "ingressRef": {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": "podinfo"},
-                "routeRef": {"apiVersion": "apisix.apache.org/v2", "kind": "ApisixRoute", "name": "web"},
-                "service": {"port": 9898},
-            },
+    manifest: dict[str, Any] = {
+        "metadata": {"name": "podinfo", "namespace": NS},
+        "spec": {
+            "provider": provider,
+            "targetRef": {"kind": "Deployment", "name": "podinfo"},
+            "ingressRef": {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": "podinfo"},
+            "routeRef": {"apiVersion": "apisix.apache.org/v2", "kind": "ApisixRoute", "name": "web"},
+            "service": {"port": 9898},
+        },
+    }
+    if provider == "knative":  # a Knative Service's revisions, as the operator records them
+        manifest["spec"] = {
+            "provider": provider,
+            "targetRef": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "podinfo"},
         }
-    )
+        manifest["status"] = {"lastAppliedSpec": "podinfo-00002", "lastPromotedSpec": "podinfo-00001"}
+    canary = Canary.model_validate(manifest)
     queries = mesh_queries(provider).upstream
     model = TemplateModel.for_canary(canary, INTERVAL)
     deadline = time.monotonic() + 60
@@ -195,3 +204,6 @@ def test_ingress_builtin_queries_measure_the_canary_only(scraped: tuple[str, str
     # 10 requests a second over 10s, extrapolated at the window's edges (less so when a loaded machine
     # delays scrapes); the series left out add 50 or more a second each.
     assert 10 * 5 <= requests <= 10 * 15, requests
+    if provider == "knative":  # comparative analysis measures the promoted revision, which fails all
+        primary = TemplateModel.for_canary(canary, INTERVAL, primary=True)
+        assert query(prometheus, render(queries.success_rate, primary), deadline) == 0
