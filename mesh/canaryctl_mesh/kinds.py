@@ -45,6 +45,8 @@ KINDS: dict[tuple[str, str], Kind] = {
     ("gateway.networking.k8s.io/v1beta1", "HTTPRoute"): Kind("httproutes"),
     # Meshes
     ("kuma.io/v1alpha1", "MeshHTTPRoute"): Kind("meshhttproutes"),
+    ("appmesh.k8s.aws/v1beta1", "VirtualNode"): Kind("virtualnodes"),
+    ("appmesh.k8s.aws/v1beta1", "VirtualService"): Kind("virtualservices"),
     ("appmesh.k8s.aws/v1beta2", "VirtualNode"): Kind("virtualnodes"),
     ("appmesh.k8s.aws/v1beta2", "VirtualRouter"): Kind("virtualrouters"),
     ("appmesh.k8s.aws/v1beta2", "VirtualService"): Kind("virtualservices"),

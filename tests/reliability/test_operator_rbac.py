@@ -67,6 +67,7 @@ ROUTER_CANARIES: dict[str, dict[str, Any]] = {
     "kuma": {"iterations": 2, "match": [{"headers": {"x-canary": {"exact": "1"}}}]},
     "osm": {},
     "appmesh:v1beta2": {"iterations": 2, "match": [{"headers": {"x-canary": {"exact": "1"}}}]},
+    "appmesh": {"iterations": 2, "match": [{"headers": {"x-canary": {"exact": "1"}}}]},
     "nginx": {},
     "contour": {},
     "gloo": {},
@@ -233,6 +234,8 @@ async def drive_every_router_to_promotion(objects: KubeObjects) -> None:  # noqa
                 "kind": "Ingress",
                 "name": name,
             }
+        if provider == "appmesh":
+            manifest["spec"]["service"]["meshName"] = "global"
         if provider == "apisix":
             await objects.apply(apisix_route(name))
             manifest["spec"]["routeRef"] = {"apiVersion": APISIX_API, "kind": "ApisixRoute", "name": name}

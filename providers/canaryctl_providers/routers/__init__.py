@@ -22,6 +22,7 @@ from canaryctl.ports import Objects, Router
 from canaryctl_providers.routers import smi
 from canaryctl_providers.routers.apisix import ApisixRouter
 from canaryctl_providers.routers.appmesh import AppMeshRouter
+from canaryctl_providers.routers.appmesh_v1beta1 import AppMeshV1beta1Router
 from canaryctl_providers.routers.canaryctl import CanaryctlRouter
 from canaryctl_providers.routers.common import ObjectRouter, UnsupportedRoutes
 from canaryctl_providers.routers.contour import ContourRouter
@@ -52,6 +53,7 @@ ROUTERS: Final[dict[str, Callable[[Objects], ObjectRouter]]] = {
     # Meshes
     "kuma": KumaRouter,
     "osm": lambda objects: SmiRouter(objects, "v1alpha2", "osm"),
+    "appmesh": AppMeshV1beta1Router,
     "appmesh:v1beta2": AppMeshRouter,
     "knative": KnativeRouter,
     # Ingress controllers
