@@ -179,7 +179,7 @@ def test_appmesh_v1beta1_writes_flaggers_nodes_and_services_with_embedded_router
 
 
 def test_appmesh_v1beta1_needs_the_mesh_name_and_its_schema_rejects_a_bad_protocol() -> None:
-    with pytest.raises(UnsupportedRoutes, match="spec.service.meshName: router appmesh needs"):
+    with pytest.raises(UnsupportedRoutes, match=r"spec\.service\.meshName: router appmesh needs"):
         written("appmesh", make_canary(), RouteState())
     [node, *_] = written("appmesh", make_canary(MESH_SERVICE), RouteState())
     node["spec"]["listeners"][0]["portMapping"]["protocol"] = "websocket"
