@@ -44,6 +44,7 @@ KINDS: dict[tuple[str, str], Kind] = {
     ("gateway.networking.k8s.io/v1", "HTTPRoute"): Kind("httproutes"),
     ("gateway.networking.k8s.io/v1beta1", "HTTPRoute"): Kind("httproutes"),
     # Meshes
+    ("policy.linkerd.io/v1beta3", "HTTPRoute"): Kind("httproutes"),
     ("kuma.io/v1alpha1", "MeshHTTPRoute"): Kind("meshhttproutes"),
     ("appmesh.k8s.aws/v1beta1", "VirtualNode"): Kind("virtualnodes"),
     ("appmesh.k8s.aws/v1beta1", "VirtualService"): Kind("virtualservices"),

@@ -32,6 +32,7 @@ from canaryctl_providers.routers.istio import IstioRouter
 from canaryctl_providers.routers.knative import KnativeRouter
 from canaryctl_providers.routers.kubernetes import KubernetesRouter
 from canaryctl_providers.routers.kuma import KumaRouter
+from canaryctl_providers.routers.linkerd import LinkerdRouter
 from canaryctl_providers.routers.nginx import NginxRouter
 from canaryctl_providers.routers.skipper import SkipperRouter
 from canaryctl_providers.routers.smi import SmiRouter
@@ -39,12 +40,13 @@ from canaryctl_providers.routers.traefik import TraefikRouter
 
 __all__ = ["ROUTERS", "UnsupportedRoutes", "create", "router_for", "spec_problem", "unsupported_steps"]
 
-# Bare "smi" is SMI v1alpha1, the version of Flagger's original SMI router and of its linkerd provider.
+# Bare "smi" is SMI v1alpha1, the version of Flagger's original SMI router (and of the TrafficSplit its
+# linkerd provider writes).
 ROUTERS: Final[dict[str, Callable[[Objects], ObjectRouter]]] = {
     INCLUDED_MESH: CanaryctlRouter,
     "kubernetes": KubernetesRouter,
     "istio": IstioRouter,
-    "linkerd": lambda objects: SmiRouter(objects, "v1alpha1", "linkerd"),
+    "linkerd": LinkerdRouter,
     "smi": lambda objects: SmiRouter(objects, "v1alpha1"),
     **{f"smi:{v}": partial(SmiRouter, version=v) for v in smi.VERSIONS},
     "gatewayapi": GatewayApiRouter,
