@@ -30,24 +30,33 @@ BUILTIN_METRICS = (SUCCESS_RATE, DURATION)
 
 @dataclass(frozen=True)
 class Source:
-    """Where one mesh keeps request stats: a counter and a latency histogram with their selectors."""
+    """Where one mesh keeps request stats: a counter and a latency histogram with their selectors.
+
+    ``alternative``: a second selector for the same series under another label scheme; each query then
+    reads the series either selects (PromQL ``or``, so a series both select counts once)."""
 
     counter: str
     selector: str
     successes: str
     buckets: str
     to_ms: str = ""
+    alternative: str = ""
+
+    def _series(self, metric: str, extra: str, fn: str) -> str:
+        selectors = [s for s in (self.selector, self.alternative) if s]
+        return " or ".join(
+            f"{fn}({metric}{{{', '.join(m for m in (selector, extra) if m)}}}[{{{{ interval }}}}])"
+            for selector in selectors
+        )
 
     def queries(self) -> BuiltinQueries:
         def counter(extra: str, fn: str) -> str:
-            matchers = ", ".join(m for m in (self.selector, extra) if m)
-            return f"sum({fn}({self.counter}{{{matchers}}}[{{{{ interval }}}}]))"
+            return f"sum({self._series(self.counter, extra, fn)})"
 
         return BuiltinQueries(
             success_rate=f"({counter(self.successes, 'rate')} or vector(0)) / {counter('', 'rate')} * 100",
             duration=(
-                f"histogram_quantile(0.99, sum(rate({self.buckets}{{{self.selector}}}"
-                f"[{{{{ interval }}}}])) by (le)){self.to_ms}"
+                f"histogram_quantile(0.99, sum({self._series(self.buckets, '', 'rate')}) by (le)){self.to_ms}"
             ),
             requests=counter("", "increase"),
         )
@@ -89,9 +98,11 @@ _FIVE_XX = '"5.*"'
 _ISTIO_DEST = 'destination_workload_namespace="{{ namespace }}", destination_workload=~"{{ target }}"'
 _LINKERD_IN = 'namespace="{{ namespace }}", deployment=~"{{ target }}", direction="inbound"'
 _LINKERD_OUT = 'dst_namespace="{{ namespace }}", dst_deployment=~"{{ target }}", direction="outbound"'
-_POD = (
-    'kubernetes_namespace="{{ namespace }}", kubernetes_pod_name=~"{{ target }}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"'
-)
+_POD_NAME = '"{{ target }}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"'
+# A pod's own stats: Flagger's relabelling (kubernetes_namespace, kubernetes_pod_name) or Prometheus
+# Operator's PodMonitor/ServiceMonitor labels (namespace, pod); the queries read either.
+_POD = f'kubernetes_namespace="{{{{ namespace }}}}", kubernetes_pod_name=~{_POD_NAME}'
+_OPERATOR_POD = f'namespace="{{{{ namespace }}}}", pod=~{_POD_NAME}'
 
 
 _GRPC_ERRORS = "|".join(str(status) for status in telemetry.GRPC_SERVER_ERRORS)
@@ -99,8 +110,10 @@ _HTTP_SUCCESS = f"{telemetry.RESPONSE_CODE_LABEL}!~{_FIVE_XX}"
 _ENVOY_SUCCESS = f'{_HTTP_SUCCESS}, {telemetry.GRPC_STATUS_LABEL}!~"{_GRPC_ERRORS}"'
 
 
-def _envoy(counter: str, buckets: str, selector: str, successes: str = _ENVOY_SUCCESS) -> Source:
-    return Source(counter, selector, successes, buckets)
+def _envoy(
+    counter: str, buckets: str, selector: str, successes: str = _ENVOY_SUCCESS, alternative: str = ""
+) -> Source:
+    return Source(counter, selector, successes, buckets, alternative=alternative)
 
 
 def _backend(label: str) -> str:
@@ -158,9 +171,11 @@ def _destination_only(source: Source) -> MeshQueries:
     return MeshQueries(queries, queries)
 
 
-def _envoy_upstream(selector: str) -> Source:
+def _envoy_upstream(selector: str, alternative: str = "") -> Source:
     """A sidecar Envoy's own cluster stats, as Kuma and App Mesh export them."""
-    return _envoy(telemetry.UPSTREAM_RQ_TOTAL, telemetry.UPSTREAM_RQ_TIME_BUCKET, selector, _HTTP_SUCCESS)
+    return _envoy(
+        telemetry.UPSTREAM_RQ_TOTAL, telemetry.UPSTREAM_RQ_TIME_BUCKET, selector, _HTTP_SUCCESS, alternative
+    )
 
 
 _KUBERNETES = _destination_only(
@@ -170,6 +185,7 @@ _KUBERNETES = _destination_only(
         f"status!~{_FIVE_XX}",
         "http_request_duration_seconds_bucket",
         " * 1000",
+        _OPERATOR_POD,
     )
 )
 # Kuma labels each dataplane's Envoy stats with its kuma.io/service (``<service>_<namespace>_svc_<port>``);
@@ -185,8 +201,8 @@ _OSM = _destination_only(
         "osm_request_duration_ms_bucket",
     )
 )
-# App Mesh: each pod's Envoy sidecar, by Flagger's pod relabelling.
-_APPMESH = _destination_only(_envoy_upstream(_POD))
+# App Mesh: each pod's Envoy sidecar, by its pod's labels.
+_APPMESH = _destination_only(_envoy_upstream(_POD, _OPERATOR_POD))
 
 
 # Knative: the activator's and queue-proxies' Envoy (net-istio, net-kourier), per revision: ``{{ route }}``

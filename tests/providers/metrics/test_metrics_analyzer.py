@@ -324,9 +324,13 @@ def test_builtin_queries_per_provider() -> None:
     assert render(mesh_queries("osm").upstream.duration, model) == (
         f"histogram_quantile(0.99, sum(rate(osm_request_duration_ms_bucket{{{osm_selector}}}[1m])) by (le))"
     )
-    pod = 'kubernetes_namespace="test", kubernetes_pod_name=~"podinfo-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"'
+    # App Mesh: the pod under Flagger's relabelling or Prometheus Operator's labels.
+    flagger = 'kubernetes_namespace="test", kubernetes_pod_name=~"podinfo-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"'
+    operator = 'namespace="test", pod=~"podinfo-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"'
+    buckets = "envoy_cluster_upstream_rq_time_bucket"
     assert render(mesh_queries("appmesh:v1beta2").upstream.duration, model) == (
-        f"histogram_quantile(0.99, sum(rate(envoy_cluster_upstream_rq_time_bucket{{{pod}}}[1m])) by (le))"
+        f"histogram_quantile(0.99, sum(rate({buckets}{{{flagger}}}[1m]) or rate({buckets}{{{operator}}}[1m]))"
+        " by (le))"
     )
     with pytest.raises(ValueError, match="no builtin metrics"):
         mesh_queries("skipper")
