@@ -1,10 +1,10 @@
 """The builtin metrics, ``request-success-rate`` (% non-5xx) and ``request-duration`` (p99, ms), per mesh.
 
 Queries are templates rendered like MetricTemplates. For Istio, Linkerd, Kuma, OSM, App Mesh, Knative,
-Kubernetes/Gateway API, ingress-nginx, Contour, Gloo, Traefik and APISIX they are Flagger's; the included
-mesh reads the Envoy stats named in canaryctl_mesh.telemetry. Each mesh also has a request-count query
-over the interval (for the engine's two-proportion test and fastFail), and a caller-side variant for
-fault steps, where the upstream never sees the requests a fault aborted.
+Kubernetes/Gateway API, ingress-nginx, Contour, Gloo, Skipper, Traefik and APISIX they are Flagger's;
+the included mesh reads the Envoy stats named in canaryctl_mesh.telemetry. Each mesh also has a
+request-count query over the interval (for the engine's two-proportion test and fastFail), and a
+caller-side variant for fault steps, where the upstream never sees the requests a fault aborted.
 
 The included mesh measures where Istio and Linkerd do, on the server side: the destination pod's
 sidecar counts every request it lets in, per workload, whoever sent it (a meshed pod, an unmeshed
@@ -18,10 +18,13 @@ nothing.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from canaryctl.api.models import INCLUDED_MESH
 from canaryctl_mesh import telemetry
+from canaryctl_providers.metrics.template import TemplateModel
 
 SUCCESS_RATE = "request-success-rate"
 DURATION = "request-duration"
@@ -62,11 +65,29 @@ class Source:
         )
 
 
+_NON_WORD = re.compile(r"\W", re.ASCII)
+
+
+def skipper_names(model: TemplateModel) -> TemplateModel:
+    """Flagger's encodeModelForSkipper: Skipper names routes after the Ingress with every non-word
+    character made ``_``, so the names its queries match are encoded alike."""
+    encoded = {
+        key: _NON_WORD.sub("_", getattr(model, key))
+        for key in ("name", "namespace", "target", "service", "ingress")
+    }
+    return replace(model, **encoded)
+
+
 @dataclass(frozen=True)
 class BuiltinQueries:
     success_rate: str
     duration: str
     requests: str
+    # What the model's names become before rendering (Skipper's route names); None: as they are.
+    names: Callable[[TemplateModel], TemplateModel] | None = None
+
+    def model_for(self, model: TemplateModel) -> TemplateModel:
+        return self.names(model) if self.names is not None else model
 
     def value_query(self, metric: str) -> str:
         return self.success_rate if metric == SUCCESS_RATE else self.duration
@@ -255,12 +276,32 @@ _APISIX_QUERIES = replace(
     ),
 )
 
+# Skipper: Flagger's queries over the canary Ingress's routes (``kube_<ns>__<ingress>_canary__...``);
+# requests are the response histogram's +Inf bucket, the duration is an average.
+_SKIPPER_ROUTE = (
+    '{{- $route := printf "kube(ew)?_%s__%s_canary__.*__%s_canary(_[0-9]+)?" namespace ingress service }}'
+)
+_SKIPPER_SERVE = "skipper_serve_route_duration_seconds"
+_SKIPPER_SOURCE = Source(
+    "skipper_response_duration_seconds_bucket", 'route=~"{{ $route }}", le="+Inf"', 'code!~"5.."', ""
+).queries()
+_SKIPPER_QUERIES = BuiltinQueries(
+    success_rate=_SKIPPER_ROUTE + _SKIPPER_SOURCE.success_rate,
+    duration=(
+        f'{_SKIPPER_ROUTE}sum(rate({_SKIPPER_SERVE}_sum{{route=~"{{{{ $route }}}}"}}[{{{{ interval }}}}])) / '
+        f'sum(rate({_SKIPPER_SERVE}_count{{route=~"{{{{ $route }}}}"}}[{{{{ interval }}}}])) * 1000'
+    ),
+    requests=_SKIPPER_ROUTE + _SKIPPER_SOURCE.requests,
+    names=skipper_names,
+)
+
 _INGRESS_QUERIES = {
     "nginx": _NGINX_QUERIES,
     "contour": _envoy_cluster("{{ namespace }}_{{ service }}-canary_[0-9a-zA-Z-]+"),
     "gloo": _envoy_cluster("{{ namespace }}-{{ service }}-canaryupstream-[0-9a-zA-Z-]+_[0-9a-zA-Z-]+"),
     "traefik": _TRAEFIK_QUERIES,
     "apisix": _APISIX_QUERIES,
+    "skipper": _SKIPPER_QUERIES,
 }
 
 

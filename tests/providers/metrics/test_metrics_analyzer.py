@@ -289,6 +289,20 @@ def test_error_sample_and_availability() -> None:
     ]
 
 
+def test_skipper_builtin_queries_name_routes_as_skipper_does() -> None:
+    """Flagger's encodeModelForSkipper: non-word characters of the names become ``_``, as in Skipper's
+    route ids; a MetricTemplate's model is left as it is."""
+    manifest = canary().model_dump(by_alias=True, exclude_none=True, mode="json")
+    manifest["metadata"]["namespace"] = "team-a"
+    manifest["spec"] |= {"provider": "skipper", "ingressRef": {"kind": "Ingress", "name": "web.front"}}
+    subject = Canary.model_validate(manifest)
+    queries = mesh_queries("skipper").upstream
+    model = TemplateModel.for_canary(subject, "1m")
+    rendered = render(queries.success_rate, queries.model_for(model))
+    assert 'route=~"kube(ew)?_team_a__web_front_canary__.*__podinfo_svc_canary(_[0-9]+)?"' in rendered
+    assert model.namespace == "team-a" and mesh_queries("nginx").upstream.model_for(model) is model
+
+
 def test_builtin_queries_per_provider() -> None:
     model = TemplateModel.for_canary(canary(), "1m")
     istio = render(mesh_queries("istio").upstream.success_rate, model)
@@ -333,4 +347,4 @@ def test_builtin_queries_per_provider() -> None:
         " by (le))"
     )
     with pytest.raises(ValueError, match="no builtin metrics"):
-        mesh_queries("skipper")
+        mesh_queries("ambassador")

@@ -1,5 +1,5 @@
-"""The builtin queries of the ingress routers (Flagger's nginx, contour, gloo, traefik and apisix
-observers) and of Knative (per revision, the activator's and queue-proxies' Envoy) against a REAL
+"""The builtin queries of the ingress routers (Flagger's nginx, contour, gloo, skipper, traefik and
+apisix observers) and of Knative (per revision, the activator's and queue-proxies' Envoy) against a REAL
 Prometheus scraping the metric names and labels each proxy exports.
 
 A local exporter serves counters that grow at fixed rates since it started: the canary's series (9 of
@@ -79,6 +79,30 @@ def traefik_series() -> Series:
     return series
 
 
+def skipper_series() -> Series:
+    """Skipper's per-route response histogram (requests: its +Inf bucket) and serve-time summary, by route
+    id ``kube_<namespace>__<ingress>__<host>__<path>__<backend>`` with non-word characters made ``_``:
+    the canary Ingress's route to the canary, its route to the primary, the user's Ingress's route."""
+    canary = "kube_test__podinfo_canary__podinfo_example_com____podinfo_canary"
+    primary = "kube_test__podinfo_canary__podinfo_example_com____podinfo_primary"
+    user = "kube_test__podinfo__podinfo_example_com____podinfo"
+    buckets, serve = "skipper_response_duration_seconds_bucket", "skipper_serve_route_duration_seconds"
+    series: Series = []
+    for route, code, rate in (
+        (canary, "200", 9),
+        (canary, "503", 1),
+        (primary, "500", 50),
+        (user, "500", 50),
+    ):
+        series.append((buckets, {"route": route, "code": code, "le": "+Inf"}, rate))
+    for route, rate, seconds in ((canary, 10, 0.05), (primary, 50, 2.0), (user, 50, 2.0)):
+        series += [
+            (f"{serve}_sum", {"route": route}, rate * seconds),
+            (f"{serve}_count", {"route": route}, rate),
+        ]
+    return series
+
+
 def apisix_series() -> Series:
     """APISIX's status counter and latency histogram, by route (``<namespace>_<ApisixRoute>_<route>``)."""
     canary, primary = "test_web-podinfo-canary_app", "test_web_app"  # the copy, and the user's route
@@ -104,12 +128,15 @@ PROVIDERS: dict[str, Callable[[], Series]] = {
     ),
     "traefik": traefik_series,
     "apisix": apisix_series,
+    "skipper": skipper_series,
     # The revision under analysis (the Canary's status names it) against the promoted one.
     "knative": lambda: envoy_series(f"{NS}/podinfo-00002", f"{NS}/podinfo-00001"),
 }
-# The p99 Prometheus interpolates in the canary's (10, 25] ms bucket; nginx's is Flagger's average.
+# The p99 Prometheus interpolates in the canary's (10, 25] ms bucket; nginx's and skipper's are
+# Flagger's averages.
 EXPECTED_DURATION_MS = {
     "nginx": 50.0,
+    "skipper": 50.0,
     **dict.fromkeys(("contour", "gloo", "traefik", "apisix", "knative"), 10 + 15 * 0.99),
 }
 
@@ -193,7 +220,7 @@ def test_ingress_builtin_queries_measure_the_canary_only(scraped: tuple[str, str
         manifest["status"] = {"lastAppliedSpec": "podinfo-00002", "lastPromotedSpec": "podinfo-00001"}
     canary = Canary.model_validate(manifest)
     queries = mesh_queries(provider).upstream
-    model = TemplateModel.for_canary(canary, INTERVAL)
+    model = queries.model_for(TemplateModel.for_canary(canary, INTERVAL))
     deadline = time.monotonic() + 60
     # Wait for a full interval of samples, so increase() is not extrapolated from a first scrape or two.
     query(prometheus, f"count_over_time(up[{INTERVAL}]) >= 8", deadline)
