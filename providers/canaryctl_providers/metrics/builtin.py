@@ -71,11 +71,18 @@ _NON_WORD = re.compile(r"\W", re.ASCII)
 def skipper_names(model: TemplateModel) -> TemplateModel:
     """Flagger's encodeModelForSkipper: Skipper names routes after the Ingress with every non-word
     character made ``_``, so the names its queries match are encoded alike."""
-    encoded = {
-        key: _NON_WORD.sub("_", getattr(model, key))
-        for key in ("name", "namespace", "target", "service", "ingress")
-    }
-    return replace(model, **encoded)
+
+    def encode(name: str) -> str:
+        return _NON_WORD.sub("_", name)
+
+    return replace(
+        model,
+        name=encode(model.name),
+        namespace=encode(model.namespace),
+        target=encode(model.target),
+        service=encode(model.service),
+        ingress=encode(model.ingress),
+    )
 
 
 @dataclass(frozen=True)
