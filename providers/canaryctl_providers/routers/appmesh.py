@@ -17,6 +17,7 @@ like Flagger's ``<apex>-a`` route. App Mesh has no mirroring or fault injection:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 from canaryctl.api.models import Canary, HTTPMatchRequest, StringMatch
@@ -214,20 +215,26 @@ def _router_and_service(
     return [router, service]
 
 
-def apex_routes(canary: Canary, routes: RouteState) -> list[Obj]:
+# One route of either API version: (canary, name, canary weight, header match or None) → route.
+RouteBuilder = Callable[[Canary, str, int, HTTPMatchRequest | None], Obj]
+
+
+def apex_routes(canary: Canary, routes: RouteState, build: RouteBuilder = _route) -> list[Obj]:
+    """The weighted route, after a route per header match (each everything to the canary), with
+    Flagger's priorities; ``build`` writes one route in the API version's shape."""
     apex = canary.spec.apex_name
     if not header_route_active(routes):
-        return [_route(canary, apex, routes.canary_weight)]
+        return [build(canary, apex, routes.canary_weight, None)]
     header_routes = [
         {
-            **_route(canary, f"{apex}-a" if i == 0 else f"{apex}-a-{i}", 100, match),
+            **build(canary, f"{apex}-a" if i == 0 else f"{apex}-a-{i}", 100, match),
             "priority": HEADER_PRIORITY + i,
         }
         for i, match in enumerate(routes.match)
     ]
     return [
         *header_routes,
-        {**_route(canary, f"{apex}-b", routes.canary_weight), "priority": DEFAULT_PRIORITY},
+        {**build(canary, f"{apex}-b", routes.canary_weight, None), "priority": DEFAULT_PRIORITY},
     ]
 
 

@@ -28,15 +28,14 @@ from canaryctl.api.models import Canary, HTTPMatchRequest
 from canaryctl.engine.types import RouteState
 from canaryctl_providers.routers.appmesh import (
     ACCESS_LOG_ANNOTATION,
-    DEFAULT_PRIORITY,
-    HEADER_PRIORITY,
     AppMeshRouter,
+    apex_routes,
     gateway_annotations,
     header_match,
     retry_policy,
     route_prefix,
 )
-from canaryctl_providers.routers.common import Obj, header_route_active, metadata, namespace
+from canaryctl_providers.routers.common import Obj, metadata, namespace
 
 API_VERSION: Final = "appmesh.k8s.aws/v1beta1"
 
@@ -112,23 +111,6 @@ def _virtual_service(canary: Canary, router: str, routes: list[Obj], annotations
     return {"apiVersion": API_VERSION, "kind": "VirtualService", "metadata": meta, "spec": spec}
 
 
-def apex_routes(canary: Canary, routes: RouteState) -> list[Obj]:
-    apex = canary.spec.apex_name
-    if not header_route_active(routes):
-        return [_route(canary, apex, routes.canary_weight)]
-    header_routes = [
-        {
-            **_route(canary, f"{apex}-a" if i == 0 else f"{apex}-a-{i}", 100, match),
-            "priority": HEADER_PRIORITY + i,
-        }
-        for i, match in enumerate(routes.match)
-    ]
-    return [
-        *header_routes,
-        {**_route(canary, f"{apex}-b", routes.canary_weight), "priority": DEFAULT_PRIORITY},
-    ]
-
-
 def desired(canary: Canary, routes: RouteState) -> list[Obj]:
     apex = canary.spec.apex_name
     primary, side = canary.spec.side_service(True), canary.spec.side_service(False)
@@ -136,7 +118,7 @@ def desired(canary: Canary, routes: RouteState) -> list[Obj]:
         virtual_node(canary, apex, primary),
         virtual_node(canary, primary, primary),
         virtual_node(canary, side, side),
-        _virtual_service(canary, apex, apex_routes(canary, routes), gateway_annotations(canary)),
+        _virtual_service(canary, apex, apex_routes(canary, routes, _route), gateway_annotations(canary)),
         _virtual_service(canary, side, [_route(canary, side, 100)], {}),
     ]
 
