@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from dataclasses import asdict, dataclass
 
 from canaryctl.api.models import (
@@ -37,6 +38,8 @@ ISTIO_API_VERSION = "networking.istio.io/v1beta1"
 LINKERD_API_VERSION = "policy.linkerd.io/v1beta3"
 APPMESH_V1BETA1 = "appmesh.k8s.aws/v1beta1"
 SKIPPER_WEIGHTS = "zalando.org/backend-weights"
+NGINX_CANARY = "nginx.ingress.kubernetes.io/canary"
+NGINX_WEIGHT = "nginx.ingress.kubernetes.io/canary-weight"
 
 
 @dataclass(frozen=True)
@@ -166,14 +169,20 @@ def _router_object(canary: Canary) -> tuple[str, str, str] | None:
         return APPMESH_V1BETA1, "VirtualService", f"{apex}.{canary.metadata.namespace or 'default'}"
     if provider == "knative":
         return KNATIVE_SERVING_API, "Service", canary.spec.target_ref.name
-    if provider == "skipper" and canary.spec.ingress_ref is not None:
+    if provider in ("nginx", "skipper") and canary.spec.ingress_ref is not None:
         return "networking.k8s.io/v1", "Ingress", f"{canary.spec.ingress_ref.name}-canary"
+    if provider == "contour":
+        return "projectcontour.io/v1", "HTTPProxy", apex
+    if provider == "gloo":
+        return "gateway.solo.io/v1", "RouteTable", apex
+    if provider == "traefik":
+        return "traefik.io/v1alpha1", "TraefikService", apex
     if provider == "apisix" and canary.spec.route_ref is not None:
         return "apisix.apache.org/v2", "ApisixRoute", f"{canary.spec.route_ref.name}-{apex}-canary"
     return None
 
 
-def _backends(api_version: str, kind: str, spec: Obj, annotations: Obj) -> list[Obj]:
+def _backends(api_version: str, kind: str, spec: Obj, annotations: Obj, canary_service: str) -> list[Obj]:
     """``{"service", "weight"}`` of the default (last) route's backends."""
     if kind == "TrafficSplit":
         return list(spec.get("backends") or [])
@@ -200,12 +209,27 @@ def _backends(api_version: str, kind: str, spec: Obj, annotations: Obj) -> list[
             {"service": (t.get("virtualNodeRef") or {}).get("name"), "weight": t.get("weight", 0)}
             for t in action.get("weightedTargets") or []
         ]
-    if kind == "Ingress":  # Skipper: the canary Ingress's backend weights
-        try:
-            weights = json.loads(str(annotations.get(SKIPPER_WEIGHTS) or "{}"))
-        except ValueError:
-            return []
-        return [{"service": k, "weight": v} for k, v in weights.items()] if isinstance(weights, dict) else []
+    if kind == "Ingress":  # the canary Ingress: Skipper's backend weights, else ingress-nginx's weight
+        return _ingress_backends(annotations, canary_service)
+    if kind == "HTTPProxy":  # Contour leaves a zero weight out
+        return [
+            {"service": r.get("name"), "weight": r.get("weight", 0)}
+            for r in ((spec.get("routes") or [{}])[-1].get("services") or [])
+        ]
+    if kind == "RouteTable":  # Gloo: upstreams <namespace>-<side service>upstream-<port>
+        multi = (((spec.get("routes") or [{}])[-1].get("routeAction") or {}).get("multi")) or {}
+        backends = []
+        for d in multi.get("destinations") or []:
+            name = str(((d.get("destination") or {}).get("upstream") or {}).get("name", ""))
+            upstream = re.fullmatch(rf".+-{re.escape(canary_service)}upstream-\d+", name)
+            backends.append({"service": canary_service if upstream else name, "weight": d.get("weight", 0)})
+        return backends
+    if kind == "TraefikService":  # a side with weight 0 is left out
+        services = (spec.get("weighted") or {}).get("services") or []
+        listed = [{"service": r.get("name"), "weight": r.get("weight", 0)} for r in services]
+        if services and all(b["service"] != canary_service for b in listed):
+            listed.append({"service": canary_service, "weight": 0})
+        return listed
     if kind == "ApisixRoute":
         return [
             {"service": b.get("serviceName"), "weight": b.get("weight", 0)}
@@ -217,6 +241,21 @@ def _backends(api_version: str, kind: str, spec: Obj, annotations: Obj) -> list[
     ]
 
 
+def _ingress_backends(annotations: Obj, canary_service: str) -> list[Obj]:
+    if SKIPPER_WEIGHTS in annotations:
+        try:
+            weights = json.loads(str(annotations[SKIPPER_WEIGHTS]))
+        except ValueError:
+            return []
+        return [{"service": k, "weight": v} for k, v in weights.items()] if isinstance(weights, dict) else []
+    if annotations.get(NGINX_CANARY) == "true":
+        weight = str(annotations.get(NGINX_WEIGHT) or "0")
+        return [{"service": canary_service, "weight": int(weight) if weight.isdigit() else 0}]
+    if NGINX_CANARY in annotations:  # the canary Ingress switched off
+        return [{"service": canary_service, "weight": 0}]
+    return []
+
+
 def _canary_weight(api_version: str, kind: str, obj: Obj, canary_service: str) -> int | None:
     """The weight of the default (last) route's canary backend (Knative: the latest revision's)."""
     spec = obj.get("spec") or {}
@@ -224,7 +263,7 @@ def _canary_weight(api_version: str, kind: str, obj: Obj, canary_service: str) -
         latest = [t for t in spec.get("traffic") or [] if t.get("latestRevision")]
         return _percent(latest[0].get("percent", 0)) if latest else None
     annotations = (obj.get("metadata") or {}).get("annotations") or {}
-    for backend in _backends(api_version, kind, spec, annotations):
+    for backend in _backends(api_version, kind, spec, annotations, canary_service):
         if backend.get("service") == canary_service:
             return _percent(backend.get("weight", 0))
     return None

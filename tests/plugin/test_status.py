@@ -125,7 +125,7 @@ def router_setup(provider: str, manifest: dict[str, Any]) -> list[dict[str, Any]
     spec = manifest["spec"]
     if provider == "appmesh":
         spec["service"]["meshName"] = "global"
-    if provider == "skipper":
+    if provider in ("nginx", "skipper"):
         spec["ingressRef"] = {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": "podinfo"}
         return [user_ingress()]
     if provider == "apisix":
@@ -157,17 +157,24 @@ def router_setup(provider: str, manifest: dict[str, Any]) -> list[dict[str, Any]
         "appmesh",
         "appmesh:v1beta2",
         "knative",
+        "nginx",
         "skipper",
+        "contour",
+        "gloo",
+        "traefik",
         "apisix",
     ],
 )
+@pytest.mark.parametrize("weight", [30, 0])
 async def test_observed_weight_is_read_from_what_each_router_writes(
     emulator: kmock.KubernetesEmulator,
     objects: KubeObjects,
     capsys: pytest.CaptureFixture[str],
     provider: str,
+    weight: int,
 ) -> None:
-    """The plugin reads the very objects the routers generate (SMI v1alpha1 weights are Quantities)."""
+    """The plugin reads the very objects the routers generate (SMI v1alpha1 weights are Quantities;
+    a zero weight may be written as a missing one, or a switched-off canary Ingress)."""
     objs = scenarios.progressing()
     objs[0]["spec"]["provider"] = provider
     for obj in router_setup(provider, objs[0]):
@@ -177,13 +184,13 @@ async def test_observed_weight_is_read_from_what_each_router_writes(
         service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": f"podinfo-{side}"}}
         service["spec"] = {"selector": {"app": f"podinfo-{side}"}}
         emulator.objects["v1/services", "test", f"podinfo-{side}"] = service
-    written = await ROUTERS[provider](objects).desired(canary, RouteState(canary_weight=30))
+    written = await ROUTERS[provider](objects).desired(canary, RouteState(canary_weight=weight))
     router_obj = next(o for o in written if (o["apiVersion"], o["kind"]) in WEIGHTS_IN)  # the apex's first
     emulator.objects[resource_of(router_obj), "test", router_obj["metadata"]["name"]] = router_obj
     scenarios.seed(emulator, objs[:1])
     assert await kubectl_canary(emulator, "status", "podinfo", "-n", "test", "-o", "json") == 0
     observed = json.loads(capsys.readouterr().out)["observed"]
-    assert observed == {"weight": 30, "source": f"{router_obj['kind']} {router_obj['metadata']['name']}"}
+    assert observed == {"weight": weight, "source": f"{router_obj['kind']} {router_obj['metadata']['name']}"}
 
 
 # The objects holding the weights, among those a router writes (App Mesh v1beta1's VirtualService holds
@@ -199,6 +206,9 @@ WEIGHTS_IN = {
     (KNATIVE_API, "Service"),
     ("networking.k8s.io/v1", "Ingress"),
     ("apisix.apache.org/v2", "ApisixRoute"),
+    ("projectcontour.io/v1", "HTTPProxy"),
+    ("gateway.solo.io/v1", "RouteTable"),
+    ("traefik.io/v1alpha1", "TraefikService"),
 }
 
 
