@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from canaryctl.api.models import Canary, CanaryMetric, MetricTemplate, MetricTemplateProvider
+from canaryctl.api.models import Canary, CanaryMetric, CanaryStatus, MetricTemplate, MetricTemplateProvider
 from canaryctl.engine.types import ErrorSample, MetricSample
 from canaryctl.ports import MetricScope
 from canaryctl_providers.metrics import MetricQueryError, MetricsAnalyzer, TemplateRenderError
@@ -301,6 +301,34 @@ def test_skipper_builtin_queries_name_routes_as_skipper_does() -> None:
     rendered = render(queries.success_rate, queries.model_for(model))
     assert 'route=~"kube(ew)?_team_a__web_front_canary__.*__podinfo_svc_canary(_[0-9]+)?"' in rendered
     assert model.namespace == "team-a" and mesh_queries("nginx").upstream.model_for(model) is model
+
+
+def test_the_analyzer_measures_knative_revisions_and_skipper_routes_by_their_names() -> None:
+    """What reaches Prometheus: Knative's revision under analysis (and the promoted one for a compare),
+    Skipper's route names encoded, in the value and the request-count queries alike."""
+    knative = canary(
+        provider="knative",
+        targetRef={"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "podinfo"},
+    ).model_copy(
+        update={"status": CanaryStatus(lastAppliedSpec="podinfo-00002", lastPromotedSpec="podinfo-00001")}
+    )
+    factory = Factory({"podinfo-00002": 99.0, "podinfo-00001": 98.0})
+    analyzer = MetricsAnalyzer(provider_factory=factory)
+    compared = metric(name="request-success-rate", compare={"maxDelta": 5})
+    observation = asyncio.run(analyzer.measure(knative, compared, caller_side=False))
+    assert observation.error is None and observation.canary.value == 99.0 and observation.primary is not None
+    assert observation.primary.value == 98.0
+    assert all("envoy_cluster_name=~" in q for q in factory.built[0].queries)
+
+    skipper = canary(provider="skipper", ingressRef={"name": "web.front"})
+    factory = Factory({"kube(ew)?_test__web_front_canary__": 97.0})
+    observation = asyncio.run(
+        MetricsAnalyzer(provider_factory=factory).measure(skipper, metric(name="request-success-rate"), False)
+    )
+    assert observation.error is None and observation.canary.value == 97.0
+    assert len(factory.built[0].queries) == 2 and all(
+        "web_front_canary" in q for q in factory.built[0].queries
+    )
 
 
 def test_builtin_queries_per_provider() -> None:
