@@ -317,6 +317,13 @@ def _check_canary(
     doc: _Document, canary: models.Canary, templates: _Names, providers: _Names
 ) -> Iterator[LintError]:
     spec = canary.spec
+    knative_router = spec.provider == "knative"
+    if spec.provider is not None and knative_router != spec.target_ref.knative:
+        yield doc.error(
+            "spec.provider",
+            "knative routes a Knative Service target (apiVersion serving.knative.dev/v1, kind Service) "
+            "and a Knative Service target needs provider knative",
+        )
     if spec.service_spec is None and not spec.target_ref.knative:
         yield doc.error(
             "spec.service",

@@ -114,6 +114,19 @@ def test_flaggers_knative_canary_lints_clean_without_spec_service() -> None:
     assert unsupported_steps(canary(), router_for("knative", InMemoryObjects())) is None
 
 
+def test_lint_pairs_the_knative_router_with_a_knative_target() -> None:
+    for wrong in (
+        FLAGGER_KNATIVE_CANARY.replace("provider: knative", "provider: istio"),
+        FLAGGER_KNATIVE_CANARY.replace("apiVersion: serving.knative.dev/v1", "apiVersion: apps/v1").replace(
+            "kind: Service", "kind: Deployment"
+        ),
+    ):
+        result = lint_sources([("canary.yaml", wrong)])
+        assert [(e.field_path, e.line) for e in result.errors if e.severity == "error"] == [
+            ("spec.provider", 9)
+        ]
+
+
 def test_a_rollout_follows_the_revisions_and_splits_between_them() -> None:
     objects = InMemoryObjects(knative_service("podinfo-00001"), revision("podinfo-00001"))
     workloads, router, subject = KubeWorkloads(objects), router_for("knative", objects), canary()
