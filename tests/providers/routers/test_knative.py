@@ -123,7 +123,7 @@ def test_lint_pairs_the_knative_router_with_a_knative_target() -> None:
     ):
         result = lint_sources([("canary.yaml", wrong)])
         assert [(e.field_path, e.line) for e in result.errors if e.severity == "error"] == [
-            ("spec.provider", 9)
+            ("spec.provider", 8)
         ]
 
 
