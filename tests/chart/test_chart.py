@@ -177,17 +177,12 @@ def test_metric_provider_grants_are_opt_in(render: Render) -> None:
     both = {"rbac": {"metricProviders": {"externalMetrics": True, "keptn": True}}}
     granted = _one(render_values(both), "ClusterRole", "canaryctl-controller")["rules"]
     assert all(rule in granted for rules in opted.values() for rule in rules)
-    keptn_only = {
-        "rbac": {"scope": "namespace", "metricProviders": {"keptn": True}},
-        "watchNamespaces": ["team-a"],
-    }
     role = next(
         r
-        for r in _find(render_values(keptn_only), "Role", "canaryctl-controller")
+        for r in _find(render("metric-providers"), "Role", "canaryctl-controller")
         if r["metadata"]["namespace"] == "team-a"
     )
-    assert {"keptnmetrics", "analyses"} <= _resources(role["rules"])
-    assert "external.metrics.k8s.io" not in {g for rule in role["rules"] for g in rule["apiGroups"]}
+    assert all(rule in role["rules"] for rules in opted.values() for rule in rules)
 
 
 def test_namespaced_rbac_makes_roles_in_each_namespace(render: Render) -> None:
