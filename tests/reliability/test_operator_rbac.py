@@ -292,6 +292,12 @@ async def drive_every_router_to_promotion(objects: KubeObjects) -> None:  # noqa
     for name in [*names, "kn"]:
         done = await wait_phase(objects, name, "Succeeded", "Failed", timeout=60)
         assert done["status"]["phase"] == "Succeeded", (name, done["status"])
+    # The Knative rollout ended with the new revision as the primary, serving everything.
+    service = await objects.get(KNATIVE_API, "Service", NS, "kn")
+    assert service is not None
+    assert service["metadata"]["annotations"]["flagger.app/primary-revision"] == "kn-00002"
+    traffic = {t.get("revisionName", "latest"): t["percent"] for t in service["spec"]["traffic"]}
+    assert traffic == {"latest": 0, "kn-00002": 100}
 
     await objects.delete(API_VERSION, "Canary", NS, "scaled")
 
