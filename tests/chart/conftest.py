@@ -171,6 +171,9 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "mesh": {
             "enabled": True,
             "clusterDomain": "cluster.example",
+            "metricsPort": 9102,
+            "logLevel": "DEBUG",
+            "logFormat": "json",
             "controlPlane": {
                 "replicas": 2,
                 "image": {"repository": "registry.example/mesh", "tag": "m1"},
