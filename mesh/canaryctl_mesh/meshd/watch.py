@@ -30,26 +30,27 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from canaryctl_mesh import config
-from canaryctl_mesh.api import TRAFFIC_POLICY_KIND
+from canaryctl_mesh.api import MESH_GROUP, TRAFFIC_POLICY_KIND
 from canaryctl_mesh.kube import KINDS, resource_path
 
 log = logging.getLogger(__name__)
 
 Object = dict[str, Any]
 
+# (API group, kind): a kind name alone is ambiguous (Knative serves a Service too).
 WATCHED_KINDS = frozenset(
     {
-        "TrafficSplit",
-        "HTTPRouteGroup",
-        TRAFFIC_POLICY_KIND,
-        "Service",
-        "EndpointSlice",
-        "TrafficTarget",
-        "TCPRoute",
+        ("split.smi-spec.io", "TrafficSplit"),
+        ("specs.smi-spec.io", "HTTPRouteGroup"),
+        (MESH_GROUP, TRAFFIC_POLICY_KIND),
+        ("", "Service"),
+        ("discovery.k8s.io", "EndpointSlice"),
+        ("access.smi-spec.io", "TrafficTarget"),
+        ("specs.smi-spec.io", "TCPRoute"),
     }
 )
 WATCHED: tuple[tuple[str, str], ...] = tuple(
-    sorted((key for key in KINDS if key[1] in WATCHED_KINDS), reverse=True)
+    sorted((key for key in KINDS if (key[0].rpartition("/")[0], key[1]) in WATCHED_KINDS), reverse=True)
 )
 """(apiVersion, kind) pairs the control plane watches, newest API version of a group first."""
 MTLS_WATCHED: tuple[tuple[str, str], ...] = (("v1", "Pod"), ("v1", "Namespace"))
