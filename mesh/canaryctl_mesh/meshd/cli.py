@@ -299,7 +299,7 @@ async def _control_plane(args: argparse.Namespace, api: client.ApiClient, stop: 
     mtls = args.mtls if certificates is not None else None
     plane = ControlPlane(
         api, args.namespaces, ports=_ports(args), ads=ads, default_export_to=export_to,
-        watch_timeout=args.watch_timeout_seconds, mtls=mtls, metrics=measured,
+        watch_timeout=args.watch_timeout_seconds, metrics=measured, mtls=mtls,
     )  # fmt: skip
     async with plane, metrics.serving(measured, "0.0.0.0", args.metrics_port):
         if certificates is None:

@@ -131,8 +131,8 @@ class ControlPlane:
         default_export_to: frozenset[str] = frozenset({ALL_NAMESPACES}),
         watch_timeout: float = 300.0,
         events: bool = True,
-        mtls: str | None = None,
         metrics: MeshdMetrics | None = None,
+        mtls: str | None = None,
     ) -> None:
         """`ads` replaces the plaintext, unauthenticated server on xds_host:xds_port (meshd passes one
         with TLS, an authenticator and a stream limit); `mtls` is the default mode (see
