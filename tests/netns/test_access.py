@@ -55,6 +55,21 @@ TARGET: dict[str, Any] = {
 }
 
 
+WARM: list[dict[str, Any]] = [
+    {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "warm", "namespace": "default"},
+        "spec": {"clusterIP": f"{harness.SERVICE_PREFIX}250", "ports": [{"name": "http", "port": 80}]},
+    },
+    {
+        **SPLIT,
+        "metadata": {"name": "warm", "namespace": "default"},
+        "spec": {"service": "warm", "backends": [{"service": "warm", "weight": 100}]},
+    },
+]
+
+
 def _target(*sources: str) -> dict[str, Any]:
     spec = {
         **TARGET["spec"],
@@ -66,6 +81,7 @@ def _target(*sources: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def mesh() -> Iterator[Mesh]:
     with harness.cluster(harness.SecuredControlPlane) as cluster:
+        cluster.apply(*WARM)  # a route to hand out, so sidecars do not wait out VHDS's 15 s initial fetch
         api = cluster.pod("api-1", workload="api", service_account="api")
         api.start_app("--name", "api", "--http", str(HTTP), "--echo", str(ECHO))
         web = cluster.pod("web-1", service_account="web")
