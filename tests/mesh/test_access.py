@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import http.client
 import ipaddress
 import json
 import socket
 import ssl
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -501,3 +503,77 @@ def test_a_destination_with_too_many_sources_is_closed_with_a_reason() -> None:
     translation = translate_access([*_routes(), crowd])
     assert translation.authorizations == [Authorization(API, ())]
     assert "more than 1000" in translation.refused[0].message
+
+
+def _write_xds(directory: Path, name: str, resources: list[dict[str, Any]]) -> None:
+    """Envoy reloads file xDS on a rename into the watched directory."""
+    staged = directory / f".{name}"
+    staged.write_text(json.dumps({"version_info": str(time.monotonic_ns()), "resources": resources}))
+    staged.rename(directory / name)
+
+
+def test_a_route_change_reaches_a_connection_already_open(tmp_path: Path) -> None:
+    """Rules ride on the routes: a caller holding a keep-alive connection meets a new TrafficTarget at
+    its next request (a listener change would reach only new connections)."""
+    inbound = {"@type": config.ROUTE_TYPE, **_hcm("app")["typed_config"]["route_config"], "name": "inbound"}
+    closed = _only([*_routes(), METRICS])  # grants nothing to a caller without a certificate
+    hcm = _hcm("app")
+    del hcm["typed_config"]["route_config"]
+    hcm["typed_config"]["rds"] = {
+        "route_config_name": "inbound",
+        "config_source": config.file_source(str(tmp_path), "rds.json"),
+    }
+    listener = {"@type": config.LISTENER_TYPE, **_listener("http", [hcm], {})}
+    del listener["filter_chains"][0]["transport_socket"]
+    with UpstreamServers(["app"]) as upstreams:
+        app = {
+            "@type": config.CLUSTER_TYPE,
+            "name": "app",
+            "type": "STATIC",
+            "connect_timeout": "1s",
+            "load_assignment": {
+                "cluster_name": "app",
+                "endpoints": [
+                    {
+                        "lb_endpoints": [
+                            {
+                                "endpoint": {
+                                    "address": {
+                                        "socket_address": {
+                                            "address": "127.0.0.1",
+                                            "port_value": upstreams["app"].port,
+                                        }
+                                    }
+                                }
+                            }
+                        ]
+                    }
+                ],
+            },
+        }
+        _write_xds(tmp_path, "cds.json", [app])
+        _write_xds(tmp_path, "rds.json", [inbound])
+        _write_xds(tmp_path, "lds.json", [listener])
+        envoy = EnvoyProcess(config.local_bootstrap("inbound", str(tmp_path)))
+        asyncio.run(envoy.start())
+        try:
+            port = asyncio.run(envoy.listener_port("http"))
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+
+            def status() -> int:
+                connection.request("GET", "/peer")
+                response = connection.getresponse()
+                response.read()
+                return response.status
+
+            assert status() == 200
+            opened = connection.sock
+            _write_xds(tmp_path, "rds.json", [authorized_routes(inbound, closed)])
+            deadline = time.monotonic() + 10
+            while (answer := status()) == 200 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert answer == 403
+            assert connection.sock is opened  # on the connection opened before the change
+            connection.close()
+        finally:
+            asyncio.run(envoy.stop())
