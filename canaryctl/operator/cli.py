@@ -14,7 +14,9 @@ from canaryctl.api.models import INCLUDED_MESH, AlertProviderSpec, AlertProvider
 from canaryctl.operator.adapters import OperatorObjects
 from canaryctl.operator.cache import CACHED_KINDS
 from canaryctl.operator.handlers import (
+    MAX_CONCURRENT_TICKS,
     PEERING_LIFETIME_SECONDS,
+    START_JITTER_SECONDS,
     CanaryOperator,
     OperatorConfig,
     release_finalizers,
@@ -108,6 +110,21 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="metric queries one Canary may have in flight; the rest wait (default: %(default)s)",
     )
     parser.add_argument(
+        "--max-concurrent-ticks",
+        type=_positive_int,
+        default=MAX_CONCURRENT_TICKS,
+        metavar="N",
+        help="Canary ticks in flight at once; the rest wait their turn (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--start-jitter-seconds",
+        type=float,
+        default=START_JITTER_SECONDS,
+        metavar="SECONDS",
+        help="after a start or a failover each Canary's first tick waits a random part of its interval, "
+        "at most this long, so resumed Canaries spread out; 0 disables it (default: %(default)s)",
+    )
+    parser.add_argument(
         "--kube-request-timeout",
         type=float,
         default=KUBE_REQUEST_TIMEOUT_SECONDS,
@@ -199,6 +216,8 @@ def run(args: argparse.Namespace) -> int:
         hook_concurrency=args.hook_concurrency,
         query_concurrency=args.query_concurrency,
         kube_request_timeout=args.kube_request_timeout,
+        max_concurrent_ticks=args.max_concurrent_ticks,
+        start_jitter=max(0.0, args.start_jitter_seconds),
         default_notifier=notifier,
     )
     if args.priority is not None:
