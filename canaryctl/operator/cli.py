@@ -10,7 +10,7 @@ import sys
 from collections.abc import Mapping
 
 from canaryctl import registry
-from canaryctl.api.models import INCLUDED_MESH, AlertProviderSpec, AlertProviderType, CanaryAnalysis
+from canaryctl.api.models import INCLUDED_MESH, AlertProviderSpec, AlertProviderType
 from canaryctl.operator.adapters import OperatorObjects
 from canaryctl.operator.cache import CACHED_KINDS
 from canaryctl.operator.handlers import (
@@ -202,8 +202,6 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"canaryctl operator: default Slack notifier: {exc}", file=sys.stderr)
         return 2
-    if args.min_interval_seconds is not None:
-        CanaryAnalysis.min_interval_seconds = args.min_interval_seconds
     config = OperatorConfig(
         namespaces=tuple(args.namespace),
         peering=None if args.standalone else args.peering,
@@ -217,6 +215,7 @@ def run(args: argparse.Namespace) -> int:
         query_concurrency=args.query_concurrency,
         kube_request_timeout=args.kube_request_timeout,
         max_concurrent_ticks=args.max_concurrent_ticks,
+        min_interval_seconds=args.min_interval_seconds,
         start_jitter=max(0.0, args.start_jitter_seconds),
         default_notifier=notifier,
     )

@@ -39,6 +39,7 @@ from canaryctl.api.control import COMMAND_ANNOTATION, decode_command
 from canaryctl.api.models import (
     GROUP,
     INCLUDED_MESH,
+    MIN_INTERVAL_CONTEXT,
     VERSION,
     AlertProvider,
     Canary,
@@ -113,6 +114,7 @@ class OperatorConfig:
     default_notifier: Notifier | None = None  # for Canaries that list no alerts (Flagger's -slack-url)
     watch_cache: bool = True  # reads of workloads, Services and routes from watches (else GETs)
     max_concurrent_ticks: int = MAX_CONCURRENT_TICKS
+    min_interval_seconds: float | None = None  # floor of analysis intervals; None: Flagger's 10 s
     start_jitter: float = START_JITTER_SECONDS  # seconds; 0: every daemon ticks at once when it starts
 
 
@@ -285,6 +287,8 @@ class CanaryOperator:
         self.events = KubeEvents(self.objects)
         self.workloads = KubeWorkloads(self.objects)
         self.tracer = Tracer()
+        floor = config.min_interval_seconds
+        self._validation = {MIN_INTERVAL_CONTEXT: floor} if floor is not None else None
         self.ticks = 0
         self.steps = 0  # ticks that changed the canary's weight, for the benchmark
         self.tick_lags: deque[float] = deque(maxlen=LAG_SAMPLES)  # seconds late, for the benchmark
@@ -364,7 +368,7 @@ class CanaryOperator:
         """One tick for one Canary object; returns the seconds until the next one is due."""
         await self._converged(body)
         try:
-            canary = Canary.model_validate(body)
+            canary = Canary.model_validate(body, context=self._validation)
         except ValidationError as exc:
             await self._invalid(body, describe(exc))
             return INVALID_RECHECK_SECONDS
@@ -514,7 +518,7 @@ class CanaryOperator:
         (they are keyed by its target)."""
         self.tracer.abandon(_reference({"metadata": {"namespace": namespace, "name": name}}))
         try:
-            self.metrics.forget(Canary.model_validate(body))
+            self.metrics.forget(Canary.model_validate(body, context=self._validation))
         except ValidationError:
             return
 
@@ -561,7 +565,7 @@ class CanaryOperator:
     async def finalize(self, body: Mapping[str, Any]) -> None:
         """revertOnDeletion: give the target its traffic back before the Canary (and what it owns) goes."""
         try:
-            canary = Canary.model_validate(body)
+            canary = Canary.model_validate(body, context=self._validation)
         except ValidationError:
             return  # never initialized from this spec: nothing of ours to revert
         if canary.status is None or canary.status.phase in (None, Phase.INITIALIZING):

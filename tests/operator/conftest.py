@@ -44,7 +44,7 @@ StartOperator = Callable[..., Awaitable[RunningOperator]]
 
 @pytest.fixture(autouse=True)
 def short_intervals(monkeypatch: pytest.MonkeyPatch) -> None:
-    """What the operator's hidden --min-interval-seconds does, for this test only."""
+    """Short intervals for Canaries validated outside an operator (which is given its own setting)."""
     monkeypatch.setattr(CanaryAnalysis, "min_interval_seconds", MIN_INTERVAL_SECONDS)
 
 
@@ -73,6 +73,7 @@ async def start_operator(
         options: dict[str, Any] = {
             "peering": None,
             "prometheus_url": prometheus.url,
+            "min_interval_seconds": MIN_INTERVAL_SECONDS,
         }
         config = OperatorConfig(**(options | overrides))
         operator = CanaryOperator(

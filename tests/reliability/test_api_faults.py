@@ -26,7 +26,6 @@ from tests.operator.conftest import (  # noqa: F401
     StartOperator,
     kubelet,
     prometheus,
-    short_intervals,
     start_operator,
 )
 from tests.operator.helpers import (

@@ -16,7 +16,6 @@ from tests.operator.conftest import (  # noqa: F401
     StartOperator,
     kubelet,
     prometheus,
-    short_intervals,
     start_operator,
 )
 from tests.operator.helpers import METRIC_TEMPLATE, canary, wait_for, workload
