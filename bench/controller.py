@@ -188,18 +188,23 @@ class Window:
     """API calls, ticks, steps and CPU of both processes over one stretch of time."""
 
     def __init__(
-        self, api: CountingApiClient, operator: CanaryOperator, child: subprocess.Popen[str]
+        self,
+        api: CountingApiClient,
+        operator: CanaryOperator,
+        child: subprocess.Popen[str],
+        answered: Counter[str],
     ) -> None:
         self.api, self.operator, self.child = api, operator, child
         self.calls, self.ticks, self.steps = api.calls, operator.ticks, operator.steps
-        self.served = served(child)
+        self.served = answered  # what the API stand-in had answered at the start
         self.cpu, self.child_cpu = cpu_seconds(), cpu_seconds(child.pid)
         self.started = time.monotonic()
 
-    def served_per_step(self) -> dict[str, float]:
-        """Requests the API stand-in answered (kopf's included) per weight step, by kind."""
+    def served_per_step(self, answered: Counter[str]) -> dict[str, float]:
+        """Requests the API stand-in answered (kopf's included) per weight step, by kind, given what it
+        had ``answered`` at the end."""
         steps = max(self.operator.steps - self.steps, 1)
-        calls = served(self.child) - self.served
+        calls = answered - self.served
         return {"all": round(calls.total() / steps, 2)} | {
             kind: round(count / steps, 2) for kind, count in calls.most_common()
         }
@@ -238,7 +243,7 @@ async def measure(
         initialized = await wait_all(observer, "Initialized", args.canaries, startup)
         await asyncio.sleep(parse_duration(args.interval))  # the tick after initialization may write
         operator.tick_lags.clear()
-        idle = Window(api, operator, child)
+        idle = Window(api, operator, child, await asyncio.to_thread(served, child))
         await asyncio.sleep(args.idle)
         quiet = idle.figures()
         lags = list(operator.tick_lags)
@@ -246,10 +251,10 @@ async def measure(
         assert child.stdin is not None
         child.stdin.write("bump\n")
         child.stdin.flush()
-        rollouts = Window(api, operator, child)
+        rollouts = Window(api, operator, child, await asyncio.to_thread(served, child))
         final = await wait_all(observer, "Succeeded", args.canaries, args.duration)
         busy = rollouts.figures()
-        by_request = rollouts.served_per_step()
+        by_request = rollouts.served_per_step(await asyncio.to_thread(served, child))
         lags += list(operator.tick_lags)
         result = {
             "canaries": args.canaries,
