@@ -114,7 +114,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         type=_positive_int,
         default=MAX_CONCURRENT_TICKS,
         metavar="N",
-        help="Canary ticks in flight at once; the rest wait their turn (default: %(default)s)",
+        help="first ticks of Canaries (after a start, a failover or a new Canary) in flight at once; "
+        "the rest wait their turn (default: %(default)s)",
     )
     parser.add_argument(
         "--start-jitter-seconds",

@@ -16,6 +16,7 @@ Canary's daemon; other Canaries keep progressing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import logging
@@ -84,8 +85,8 @@ REVERT_RETRY_SECONDS = 10.0  # at most, between checks that a reverted target's 
 INVALID_RECHECK_SECONDS = 60.0  # an invalid spec is re-read at once when it changes; this is a backstop
 MIN_REQUEUE_SECONDS = 0.01  # the engine asks for 0 s after a step; keep one yield between ticks
 LAG_SAMPLES = 10_000
-# Ticks in flight at once: after a restart or failover every Canary's daemon starts together, and each
-# tick's reads, status write, metric queries and webhook calls then queue here, not at the API server.
+# First ticks in flight at once: after a restart or failover every Canary's daemon starts together, and
+# their reads, status writes, metric queries and webhook calls then queue here, not at the API server.
 MAX_CONCURRENT_TICKS = 50
 # A daemon's first tick waits a random part of min(its interval, this): resumed Canaries spread out.
 START_JITTER_SECONDS = 10.0
@@ -293,7 +294,7 @@ class CanaryOperator:
         self.steps = 0  # ticks that changed the canary's weight, for the benchmark
         self.tick_lags: deque[float] = deque(maxlen=LAG_SAMPLES)  # seconds late, for the benchmark
         self.ticking = 0  # ticks in flight
-        self.peak_ticking = 0  # the most ever in flight at once, for tests and the benchmark
+        self.peak_ticking = 0  # the most ever in flight at once, for tests
         self._tick_slots = asyncio.Semaphore(config.max_concurrent_ticks)
         self._wakes: dict[tuple[str, str], asyncio.Event] = {}
         self._seen: dict[tuple[str, str], tuple[Any, Any]] = {}
@@ -474,7 +475,9 @@ class CanaryOperator:
             if known is not None and self.config.start_jitter > 0:
                 await self._sleep(stopped, wake, start_delay(known, self.config.start_jitter))
             while not stopped:
-                async with self._tick_slots:
+                # Only a daemon's first tick takes a slot: later ones may wait on a Canary's own slow
+                # webhooks, and a slot held that long would hold other Canaries back.
+                async with self._tick_slots if due is None else contextlib.nullcontext():
                     gone, delay, last_error = await self._tick_once(key, due, wake, last_error)
                 if gone:
                     return
@@ -490,7 +493,7 @@ class CanaryOperator:
     async def _tick_once(
         self, key: tuple[str, str], due: float | None, wake: asyncio.Event, last_error: str
     ) -> tuple[bool, float, str]:
-        """One tick in a slot of its own: (whether the Canary is gone, seconds to the next, last error)."""
+        """One tick: (whether the Canary is gone, seconds to the next one, the last error reported)."""
         self.ticking += 1
         self.peak_ticking = max(self.peak_ticking, self.ticking)
         try:
