@@ -11,10 +11,13 @@ one JSON object as its last line:
 - ``ticks_per_s`` against ``due_ticks_per_s`` (canaries / interval), over the idle window;
 - ``api_calls_per_idle_tick``: canaryctl's own API requests per tick while nothing changes;
 - ``api_calls_per_step``: its requests during the rollouts per weight step taken (status included);
+- ``api_requests_per_step_served``: every request the API stand-in answered during the rollouts (kopf's
+  included) per weight step, in all and by request kind (``PATCH canaries/status``, ``POST events``, ...);
 - ``api_requests_per_s``: its request rate during the rollouts; ``cpu_operator_pct`` and
   ``cpu_api_pct``: CPU of the operator and of the API stand-in process, in % of one core.
 
-kopf's watch streams and the operator's own list and watch requests are counted as requests.
+The operator's own list and watch requests are counted in ``api_calls_*``; kopf's requests only in
+``api_requests_per_step_served``.
 Goals: 2,000 canaries, RSS < 400 MB, tick lag p99 < 1 s, ticks_per_s ≥ 95 % of due_ticks_per_s.
 
     python -m bench.controller [--canaries 500] [--interval 10s] [--idle 20] [--duration 120]

@@ -177,8 +177,10 @@ async def test_a_forbidden_namespace_is_reported_on_its_canaries_while_the_other
     alive(running)
 
 
-async def outage(
+@pytest.mark.parametrize("seconds", [8, pytest.param(60, marks=pytest.mark.long, id="a-minute")])
+async def test_after_an_api_outage_every_canary_resumes_within_one_interval(
     objects: KubeObjects,  # noqa: F811
+    kubelet: Kubelet,  # noqa: F811
     emulator: StampingEmulator,  # noqa: F811
     faults: ApiFaults,
     start_operator: StartOperator,  # noqa: F811
@@ -224,24 +226,3 @@ async def outage(
     assert faults.served.get(503)
     for name in names:
         assert_clean_rollout(emulator, name)
-
-
-async def test_after_an_api_outage_every_canary_resumes_within_one_interval(
-    objects: KubeObjects,  # noqa: F811
-    kubelet: Kubelet,  # noqa: F811
-    emulator: StampingEmulator,  # noqa: F811
-    faults: ApiFaults,
-    start_operator: StartOperator,  # noqa: F811
-) -> None:
-    await outage(objects, emulator, faults, start_operator, seconds=8)
-
-
-@pytest.mark.long
-async def test_after_a_minute_long_api_outage_every_canary_resumes_within_one_interval(
-    objects: KubeObjects,  # noqa: F811
-    kubelet: Kubelet,  # noqa: F811
-    emulator: StampingEmulator,  # noqa: F811
-    faults: ApiFaults,
-    start_operator: StartOperator,  # noqa: F811
-) -> None:
-    await outage(objects, emulator, faults, start_operator, seconds=60)

@@ -41,6 +41,22 @@ async def existing_canaries(objects: KubeObjects) -> list[str]:  # noqa: F811
     return names
 
 
+async def first_writes(faults: ApiFaults, names: list[str]) -> dict[str, float]:
+    """When each Canary's status was first written (its first tick), once every one's was."""
+
+    def first() -> dict[str, float]:
+        found: dict[str, float] = {}
+        for at, _, name, _ in faults.status_writes:
+            found.setdefault(name, at)
+        return found
+
+    async def all_ticked() -> bool:
+        return len(first()) == len(names)
+
+    await wait_for(all_ticked, 3 * INTERVAL, "a first tick of every Canary")
+    return first()
+
+
 async def test_canaries_found_at_start_begin_spread_over_their_interval(
     objects: KubeObjects,  # noqa: F811
     kubelet: Kubelet,  # noqa: F811
@@ -49,18 +65,7 @@ async def test_canaries_found_at_start_begin_spread_over_their_interval(
 ) -> None:
     names = await existing_canaries(objects)
     await start_operator(server=faults.url)
-
-    def first_writes() -> dict[str, float]:
-        first: dict[str, float] = {}
-        for at, _, name, _ in faults.status_writes:
-            first.setdefault(name, at)
-        return first
-
-    async def all_ticked() -> bool:
-        return len(first_writes()) == len(names)
-
-    await wait_for(all_ticked, 3 * INTERVAL, "a first tick of every Canary")
-    times = sorted(first_writes().values())
+    times = sorted((await first_writes(faults, names)).values())
     spread = times[-1] - times[0]
     # Uniform over the interval: 16 starts span less than a third of it about once in 10^6 runs.
     assert spread >= INTERVAL / 3, f"first ticks within {spread:.2f}s of each other"
@@ -74,9 +79,5 @@ async def test_no_more_ticks_than_the_bound_run_at_once(
 ) -> None:
     names = await existing_canaries(objects)
     running = await start_operator(server=faults.url, start_jitter=0, max_concurrent_ticks=2)
-
-    async def all_ticked() -> bool:
-        return len({name for _, _, name, _ in faults.status_writes}) == len(names)
-
-    await wait_for(all_ticked, 3 * INTERVAL, "a first tick of every Canary")
+    await first_writes(faults, names)
     assert 1 <= running.operator.peak_ticking <= 2
