@@ -24,7 +24,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -293,8 +293,8 @@ class CanaryOperator:
         self.ticks = 0
         self.steps = 0  # ticks that changed the canary's weight, for the benchmark
         self.tick_lags: deque[float] = deque(maxlen=LAG_SAMPLES)  # seconds late, for the benchmark
-        self.ticking = 0  # ticks in flight
-        self.peak_ticking = 0  # the most ever in flight at once, for tests
+        self.first_ticks = 0  # first ticks in flight (each in a slot)
+        self.peak_first_ticks = 0  # the most ever in flight at once, for tests
         self._tick_slots = asyncio.Semaphore(config.max_concurrent_ticks)
         self._wakes: dict[tuple[str, str], asyncio.Event] = {}
         self._seen: dict[tuple[str, str], tuple[Any, Any]] = {}
@@ -478,7 +478,7 @@ class CanaryOperator:
             while not stopped:
                 # Only a daemon's first tick takes a slot: later ones may wait on a Canary's own slow
                 # webhooks, and a slot held that long would hold other Canaries back.
-                async with self._tick_slots if due is None else contextlib.nullcontext():
+                async with self._first_tick_slot() if due is None else contextlib.nullcontext():
                     gone, delay, last_error = await self._tick_once(key, due, wake, last_error)
                 if gone:
                     return
@@ -495,27 +495,30 @@ class CanaryOperator:
         self, key: tuple[str, str], due: float | None, wake: asyncio.Event, last_error: str
     ) -> tuple[bool, float, str]:
         """One tick: (whether the Canary is gone, seconds to the next one, the last error reported)."""
-        self.ticking += 1
-        self.peak_ticking = max(self.peak_ticking, self.ticking)
+        started = time.monotonic()
+        if due is not None and not wake.is_set():
+            self.tick_lags.append(max(0.0, started - due))
+        wake.clear()
+        namespace, name = key
+        body = self._bodies.get(key) or await self.objects.get(CANARY_API_VERSION, "Canary", namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            self._gone(namespace, name, body)
+            return True, 0.0, last_error
         try:
-            started = time.monotonic()
-            if due is not None and not wake.is_set():
-                self.tick_lags.append(max(0.0, started - due))
-            wake.clear()
-            namespace, name = key
-            body = self._bodies.get(key) or await self.objects.get(
-                CANARY_API_VERSION, "Canary", namespace, name
-            )
-            if body is None or body["metadata"].get("deletionTimestamp"):
-                self._gone(namespace, name, body)
-                return True, 0.0, last_error
+            return False, await self.reconcile(body), ""
+        except Exception as exc:  # one canary's failure must never stop the others
+            delay = retry_delay(exc, self._intervals.get(key, RETRY_SECONDS))
+            return False, delay, await self._report(body, exc, last_error)
+
+    @contextlib.asynccontextmanager
+    async def _first_tick_slot(self) -> AsyncIterator[None]:
+        async with self._tick_slots:
+            self.first_ticks += 1
+            self.peak_first_ticks = max(self.peak_first_ticks, self.first_ticks)
             try:
-                return False, await self.reconcile(body), ""
-            except Exception as exc:  # one canary's failure must never stop the others
-                delay = retry_delay(exc, self._intervals.get(key, RETRY_SECONDS))
-                return False, delay, await self._report(body, exc, last_error)
-        finally:
-            self.ticking -= 1
+                yield
+            finally:
+                self.first_ticks -= 1
 
     def _gone(self, namespace: str, name: str, body: Mapping[str, Any] | None) -> None:
         """A deleted Canary: its open rollout trace ends and, when its spec still reads, its gauges go
