@@ -57,6 +57,7 @@ from canaryctl_mesh.translate import (
 
 Object = Mapping[str, Any]
 VHDS_SOURCE = {"ads": {}, "resource_api_version": "V3"}
+PLACEHOLDER_HOST = "mesh.canaryctl.invalid"
 MTLS_LABEL = "mesh.canaryctl.dev/mtls"
 """Namespace label: ``permissive`` (plaintext from unmeshed clients still accepted) or ``strict``."""
 
@@ -102,6 +103,18 @@ def _encode(route: MeshRoute) -> _EncodedRoute:
         _virtual_host(route.spec, name),
         tuple(clusters),
     )
+
+
+def _placeholder_virtual_host() -> dict[str, Any]:
+    """A virtual host no request names (``.invalid`` is reserved): Envoy passes an empty VHDS answer
+    to wildcard subscriptions only, so without it a sidecar of a namespace with no routed service
+    would wait out its 15 s initial fetch before it starts."""
+    return {
+        "@type": VIRTUAL_HOST_TYPE,
+        "name": f"{config.OUTBOUND_ROUTE_NAME}/{PLACEHOLDER_HOST}",
+        "domains": [PLACEHOLDER_HOST],
+        "routes": [{"match": {"prefix": "/"}, "direct_response": {"status": 404}}],
+    }
 
 
 def _route_key(route: MeshRoute) -> str:
@@ -215,6 +228,8 @@ class MeshControlPlane:
         encoded = encode_resources(static)
         static_clusters = encoded[config.CLUSTER_TYPE]
         self._static_clusters = (static_clusters.version, static_clusters.entries)
+        placeholder = encode(VIRTUAL_HOST_TYPE, [_placeholder_virtual_host()])
+        self._placeholder_hosts = (placeholder.version, placeholder.entries)
         self._default_listeners = encoded[config.LISTENER_TYPE]
         self._listeners: dict[tuple[tuple[int, ...], str | None], TypeSnapshot] = {}
         self._access: dict[str, list[access.Authorization]] = {}
@@ -348,7 +363,7 @@ class MeshControlPlane:
             config.ROUTE_TYPE: self._routes,
             VIRTUAL_HOST_TYPE: self._merged(
                 VIRTUAL_HOST_TYPE,
-                [(p.hosts_version, p.hosts) for p in parts],
+                [*[(p.hosts_version, p.hosts) for p in parts], self._placeholder_hosts],
                 previous.get(VIRTUAL_HOST_TYPE),
             ),
         }

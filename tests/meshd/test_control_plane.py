@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 import kmock
 import pytest
 import pytest_asyncio
@@ -150,6 +151,26 @@ def flagger_traffic_split(version: str, primary: int, canary: int) -> dict[str, 
             "backends": [{"service": CANARY, "weight": canary}, {"service": PRIMARY, "weight": primary}],
         },
     }
+
+
+async def test_sidecar_of_a_namespace_without_routed_services_starts_without_waiting(
+    kube_api: client.ApiClient, sidecar: list[EnvoyProcess]
+) -> None:
+    """Envoy is live (its startup probe passes) once its first config arrived, not after the 15 s
+    initial-fetch timeout of a virtual-host subscription that was answered with nothing."""
+    admin = free_port()
+    ports = config.SidecarPorts(outbound=0, inbound=0, prometheus=0, admin=admin)
+    plane = ControlPlane(kube_api, [NS], "127.0.0.1", 0, ports=ports, bind_host="127.0.0.1")
+    async with plane:
+        await new_snapshot(plane, "", timeout=10.0)
+        envoy = EnvoyProcess(config.ads_bootstrap(NODE, "127.0.0.1", plane.ads.port, admin_port=admin))
+        sidecar.append(envoy)
+        await envoy.start()
+        started = time.monotonic()
+        async with httpx.AsyncClient(timeout=2.0) as http:
+            while (await http.get(f"{envoy.admin_url}/ready")).status_code != 200:
+                assert time.monotonic() - started < 8.0, "the sidecar waited out its initial fetch"
+                await asyncio.sleep(0.05)
 
 
 @pytest.mark.parametrize("version", ["v1alpha2", "v1alpha3"])
