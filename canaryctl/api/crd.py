@@ -210,6 +210,8 @@ SMI_SPLIT_GROUP = "split.smi-spec.io"
 SMI_SPECS_GROUP = "specs.smi-spec.io"
 SMI_VERSIONS = ("v1alpha1", "v1alpha2", "v1alpha3", "v1alpha4")
 SMI_STORAGE_VERSION = "v1alpha4"
+SMI_ACCESS_GROUP = "access.smi-spec.io"
+SMI_ACCESS_VERSIONS = ("v1alpha1", "v1alpha2", "v1alpha3")
 
 
 def _obj(properties: Schema, required: Sequence[str] = ()) -> Schema:
@@ -230,12 +232,12 @@ def _root(properties: Schema) -> Schema:
     return _obj({"apiVersion": _STRING, "kind": _STRING, "metadata": {"type": "object"}, **properties})
 
 
-def _smi_versions(schemas: Mapping[str, Schema]) -> list[Schema]:
+def _smi_versions(schemas: Mapping[str, Schema], storage: str = SMI_STORAGE_VERSION) -> list[Schema]:
     return [
         {
             "name": name,
             "served": True,
-            "storage": name == SMI_STORAGE_VERSION,
+            "storage": name == storage,
             "schema": {"openAPIV3Schema": schema},
         }
         for name, schema in schemas.items()
@@ -272,9 +274,36 @@ def _http_route_group_schema(version: str) -> Schema:
     return _root({"spec": _obj({"matches": matches})})
 
 
+def _tcp_route_schema(version: str) -> Schema:
+    """Only v1alpha4 has a spec: the ports the route matches (none: every port)."""
+    if version != "v1alpha4":
+        return _root({"spec": {"type": "object"}})
+    ports = _array({"type": "integer", "minimum": 1, "maximum": 65535})
+    return _root({"spec": _obj({"matches": _obj({"ports": ports})})})
+
+
+def _traffic_target_schema(version: str) -> Schema:
+    """v1alpha1 keeps destination, specs (the rules) and sources at the top level; v1alpha2+ under spec
+    as rules. v1alpha1/v1alpha2 destinations may name a port."""
+    subject = {"kind": _STRING, "name": _STRING, "namespace": _STRING}
+    destination = _obj(
+        {**subject, "port": {"type": "integer"}} if version != "v1alpha3" else subject, ["kind", "name"]
+    )
+    rules = _array(_obj({"kind": _STRING, "name": _STRING, "matches": _array(_STRING)}, ["kind", "name"]))
+    sources = _array(_obj(subject, ["kind", "name"]))
+    if version == "v1alpha1":
+        return _root({"destination": destination, "specs": rules, "sources": sources})
+    return _root(
+        {"spec": _obj({"destination": destination, "rules": rules, "sources": sources}, ["destination"])}
+    )
+
+
 def smi_crds() -> list[Schema]:
     split_names = {"kind": "TrafficSplit", "listKind": "TrafficSplitList", "plural": "trafficsplits"}
     group_names = {"kind": "HTTPRouteGroup", "listKind": "HTTPRouteGroupList", "plural": "httproutegroups"}
+    tcp_names = {"kind": "TCPRoute", "listKind": "TCPRouteList", "plural": "tcproutes"}
+    target_names = {"kind": "TrafficTarget", "listKind": "TrafficTargetList", "plural": "traffictargets"}
+    access_versions = {v: _traffic_target_schema(v) for v in SMI_ACCESS_VERSIONS}
     return [
         _crd_document(
             SMI_SPLIT_GROUP,
@@ -289,6 +318,20 @@ def smi_crds() -> list[Schema]:
             "Namespaced",
             {**group_names, "singular": "httproutegroup", "shortNames": ["htr"]},
             _smi_versions({v: _http_route_group_schema(v) for v in SMI_VERSIONS}),
+        ),
+        _crd_document(
+            SMI_SPECS_GROUP,
+            "tcproutes",
+            "Namespaced",
+            {**tcp_names, "singular": "tcproute", "shortNames": ["tr"]},
+            _smi_versions({v: _tcp_route_schema(v) for v in SMI_VERSIONS}),
+        ),
+        _crd_document(
+            SMI_ACCESS_GROUP,
+            "traffictargets",
+            "Namespaced",
+            {**target_names, "singular": "traffictarget", "shortNames": ["tt"]},
+            _smi_versions(access_versions, SMI_ACCESS_VERSIONS[-1]),
         ),
     ]
 

@@ -23,7 +23,8 @@ there (a sidecar that never answers holds up only its own stream). A NACK is rec
 changes what the node is considered to hold; new streams of a node that rejected a version get the
 last version it accepted.
 
-Which snapshot a stream gets: with an `Authenticator`, the one of the namespace its credentials
+Which snapshot a stream gets: with an `Authenticator`, the one of the workload (namespace and
+ServiceAccount, where it has one: `canaryctl_mesh.access`) or else of the namespace its credentials
 prove (`canaryctl_mesh.identity`), never what the node id claims; a node id naming another
 namespace (or, for a pod-bound token, another pod) is refused, and each identity (one pod, with
 pod-bound tokens) may hold at most `max_streams_per_identity` streams.
@@ -56,6 +57,7 @@ from envoy.config.route.v3 import route_pb2  # noqa: F401
 from envoy.extensions.access_loggers.file.v3 import file_pb2  # noqa: F401
 from envoy.extensions.access_loggers.stats.v3 import stats_pb2  # noqa: F401
 from envoy.extensions.filters.http.fault.v3 import fault_pb2  # noqa: F401
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2  # noqa: F401
 from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
 from envoy.extensions.filters.listener.http_inspector.v3 import http_inspector_pb2  # noqa: F401
 from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2  # noqa: F401
@@ -63,6 +65,7 @@ from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (  # noqa: F401
     http_connection_manager_pb2,
 )
+from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2  # noqa: F401
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2  # noqa: F401
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2  # noqa: F401
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
@@ -70,7 +73,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2, json_format
 
 from canaryctl_mesh import config
-from canaryctl_mesh.identity import Authenticator, Identity, Unauthenticated
+from canaryctl_mesh.identity import Authenticator, Identity, Unauthenticated, workload_key
 from canaryctl_mesh.telemetry import XdsCounters
 
 log = logging.getLogger(__name__)
@@ -227,6 +230,11 @@ class NodeStatus:
     """What it last ACKed, by type: what its new streams get of a type it rejected."""
 
 
+def key_namespace(key: str) -> str:
+    """The namespace of a namespace's or a workload's snapshot key (``<namespace>/<service account>``)."""
+    return key.partition("/")[0]
+
+
 def node_namespace(node_id: str) -> str:
     """Sidecars are named ``<pod>.<namespace>``; pod names may hold dots, namespaces never do."""
     return node_id.rsplit(".", 1)[1] if "." in node_id else ""
@@ -284,9 +292,11 @@ class _Stream:
         return self.identity.namespace if self.identity else node_namespace(self.node_id)
 
     def snapshot_keys(self) -> tuple[str, ...]:
-        """Snapshot keys to look up, most specific first; proven identities only get their namespace's."""
+        """Snapshot keys to look up, most specific first; proven identities only get their workload's
+        (``<namespace>/<service account>``, set for workloads with their own inbound authorization)
+        or their namespace's."""
         if self.identity is not None:
-            return (self.identity.namespace,)
+            return (workload_key(self.identity), self.identity.namespace)
         return (self.node_id, self.namespace, ANY_NODE)
 
 
@@ -368,13 +378,16 @@ class AdsServer:
         snapshot = resources if isinstance(resources, dict) else encode_resources(resources)
         self._snapshots[key] = snapshot
         candidates = self._streams if key == ANY_NODE else self._by_node.get(key, set())
-        for stream in candidates | self._by_namespace.get(key, set()):
+        for stream in candidates | self._by_namespace.get(key_namespace(key), set()):
             if self._snapshot_key(stream) == key:
                 stream.wake.set()
         return self.snapshot_version(key)
 
     def drop_snapshot(self, key: str) -> None:
-        self._snapshots.pop(key, None)
+        """Forget `key`; streams that used it move to their next key (a workload's to its namespace's)."""
+        if self._snapshots.pop(key, None) is not None:
+            for stream in self._by_namespace.get(key_namespace(key), set()):
+                stream.wake.set()
 
     def identities(self) -> set[Identity]:
         """Proven identities with a connected stream."""

@@ -573,6 +573,18 @@ def http_connection_manager(
     }
 
 
+HTTP_RBAC_FILTER = "envoy.filters.http.rbac"
+HTTP_RBAC_TYPE = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
+
+
+def authorization_filter() -> dict[str, Any]:
+    """Envoy's RBAC filter without rules, which allows everything: every inbound HTTP chain has it, and
+    a workload's inbound route configuration switches it on (RBACPerRoute, `canaryctl_mesh.access`).
+    Routes reach open connections at their next request, listeners only new connections, so a
+    TrafficTarget change applies at once to callers already connected."""
+    return {"name": HTTP_RBAC_FILTER, "typed_config": {"@type": HTTP_RBAC_TYPE}}
+
+
 def build_listener(name: str, host: str, port: int, hcm: dict[str, Any]) -> Resource:
     return {
         "@type": LISTENER_TYPE,
@@ -754,6 +766,7 @@ def sidecar_resources(
     inbound = http_connection_manager(
         "inbound", INBOUND_ROUTE_NAME, source, access_log_path, telemetry.inbound_stats_logger()
     )
+    inbound["typed_config"]["http_filters"].insert(-1, authorization_filter())
     admin = {
         "@type": CLUSTER_TYPE,
         "name": ADMIN_CLUSTER,

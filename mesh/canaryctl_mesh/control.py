@@ -35,7 +35,7 @@ from typing import Any
 from envoy.config.route.v3 import route_components_pb2
 from google.protobuf import any_pb2, json_format
 
-from canaryctl_mesh import config, protocols
+from canaryctl_mesh import access, config, protocols
 from canaryctl_mesh.ads import (
     VIRTUAL_HOST_TYPE,
     AdsServer,
@@ -232,14 +232,22 @@ class MeshControlPlane:
         self._placeholder_hosts = (placeholder.version, placeholder.entries)
         self._default_listeners = encoded[config.LISTENER_TYPE]
         self._listeners: dict[tuple[tuple[int, ...], str | None], TypeSnapshot] = {}
+        self._access: dict[str, list[access.Authorization]] = {}
+        """Each namespace's authorized destinations (SMI TrafficTargets): their sidecars get a view of
+        their own, the namespace's with authorization in the inbound listener."""
+        self._authorized: dict[object, TypeSnapshot] = {}
+        """Listeners (by ports, mode and authorization) and routes (by authorization) of workload views."""
         self._opaque_ports: dict[str, tuple[int, ...]] = {}
         """Ports a namespace's Services declare non-HTTP (with the defaults), where they add any."""
         self._mtls_modes: dict[str, str] = {}
         """Namespaces whose mode is not the default."""
+        self._static_routes = static.routes
         self._routes = encode(config.ROUTE_TYPE, static.routes)
         self._views: dict[str, tuple[tuple[str, ...], Snapshot]] = {}
         self._shared: dict[tuple[str, ...], TypeSnapshot] = {}
         """Merged snapshots by type and the versions of their parts."""
+        self._workloads: dict[str, Snapshot] = {}
+        """The workload views last set, by snapshot key (``<namespace>/<service account>``)."""
         self._push_lock = asyncio.Lock()
         ads.on_new_view = self._view_requested
 
@@ -258,6 +266,7 @@ class MeshControlPlane:
                     self._opaque_ports,
                     self._claims,
                     self._mtls_modes,
+                    self._access,
                 ):
                     index.pop(namespace, None)
                 self._namespace_versions.pop(namespace, None)
@@ -275,6 +284,9 @@ class MeshControlPlane:
                     self._mtls_modes[namespace] = mode
                 else:
                     self._mtls_modes.pop(namespace, None)
+            authorized = access.translate_access(items)
+            translation.refused += authorized.refused
+            self._access[namespace] = authorized.authorizations
             previous = self._encoded.get(namespace, {})
             encoded: dict[str, _EncodedRoute] = {}
             for route in translation.routes:
@@ -328,6 +340,7 @@ class MeshControlPlane:
         parts += [f"{r.ref}: {r.message}".encode() for r in self._translations[namespace].refused]
         parts.append(f"opaque ports {self._opaque_ports.get(namespace)}".encode())
         parts.append(f"mtls {self._mtls_modes.get(namespace)}".encode())
+        parts += [repr(authorization).encode() for authorization in self._access.get(namespace, ())]
         return digest(parts).encode()
 
     # -- views ---------------------------------------------------------------------------------------
@@ -357,21 +370,79 @@ class MeshControlPlane:
         self._views[namespace] = (key, view)
         return view
 
+    def _listener_key(self, namespace: str) -> tuple[tuple[int, ...], str | None]:
+        """(opaque ports, mTLS mode) of the namespace's capture listeners."""
+        opaque = self._opaque_ports.get(namespace) or config.DEFAULT_OPAQUE_PORTS
+        return opaque, self._mtls_modes.get(namespace) or self.mtls
+
+    def _capture_listeners(
+        self, opaque: tuple[int, ...], mode: str | None, authorization: access.Authorization | None = None
+    ) -> list[dict[str, Any]]:
+        static = config.sidecar_resources(
+            [], self.ports, bind_host=self.bind_host, opaque_ports=opaque, mtls=mode
+        )
+        if authorization is None:
+            return static.listeners
+        return [
+            access.authorized_listener(listener, authorization)
+            if listener["name"] == config.INBOUND_ROUTE_NAME
+            else listener
+            for listener in static.listeners
+        ]
+
     def _listeners_of(self, namespace: str) -> TypeSnapshot:
         """The capture listeners with the namespace's opaque ports and mTLS mode; namespaces with the
         same share one snapshot."""
-        opaque = self._opaque_ports.get(namespace)
-        mode = self._mtls_modes.get(namespace)
-        if opaque is None and mode is None:
+        if namespace not in self._opaque_ports and namespace not in self._mtls_modes:
             return self._default_listeners
-        key = (opaque or config.DEFAULT_OPAQUE_PORTS, mode or self.mtls)
+        key = self._listener_key(namespace)
         found = self._listeners.get(key)
         if found is None:
-            static = config.sidecar_resources(
-                [], self.ports, bind_host=self.bind_host, opaque_ports=key[0], mtls=key[1]
-            )
-            found = self._listeners[key] = encode(config.LISTENER_TYPE, static.listeners)
+            found = self._listeners[key] = encode(config.LISTENER_TYPE, self._capture_listeners(*key))
         return found
+
+    def _authorized_listeners(self, namespace: str, authorization: access.Authorization) -> TypeSnapshot:
+        """The namespace's listeners with `authorization` in the inbound one; shared by equal policies."""
+        key = (*self._listener_key(namespace), authorization)
+        found = self._authorized.get(key)
+        if found is None:
+            found = self._authorized[key] = encode(config.LISTENER_TYPE, self._capture_listeners(*key))
+        return found
+
+    def _authorized_routes(self, authorization: access.Authorization) -> TypeSnapshot:
+        """The route configurations with `authorization` enforced on the inbound one."""
+        found = self._authorized.get(authorization)
+        if found is None:
+            routes = [
+                access.authorized_routes(route, authorization)
+                if route["name"] == config.INBOUND_ROUTE_NAME
+                else route
+                for route in self._static_routes
+            ]
+            found = self._authorized[authorization] = encode(config.ROUTE_TYPE, routes)
+        return found
+
+    async def _push_workloads(self, views: Mapping[str, Snapshot]) -> None:
+        """Each authorized destination of a connected namespace gets its namespace's view with its own
+        inbound listener (TCP rules) and route configurations (HTTP rules); a destination no
+        TrafficTarget selects any more falls back to the namespace's view."""
+        wanted: dict[str, Snapshot] = {}
+        for namespace, view in views.items():
+            for authorization in self._access.get(namespace, ()):
+                wanted[authorization.key] = {
+                    **view,
+                    config.LISTENER_TYPE: self._authorized_listeners(namespace, authorization),
+                    config.ROUTE_TYPE: self._authorized_routes(authorization),
+                }
+        for key in set(self._workloads) - set(wanted):
+            self.ads.drop_snapshot(key)
+        for key, view in wanted.items():
+            held = self._workloads.get(key)
+            if held is None or any(held.get(t) is not s for t, s in view.items()):
+                await self.ads.set_snapshot(key, view)
+        self._workloads = wanted
+        in_use = {id(view[t]) for view in wanted.values() for t in (config.LISTENER_TYPE, config.ROUTE_TYPE)}
+        self._authorized = {k: s for k, s in self._authorized.items() if id(s) in in_use}
 
     def _merged(
         self, type_url: str, parts: list[tuple[str, Mapping[str, Entry]]], previous: TypeSnapshot | None
@@ -417,6 +488,7 @@ class MeshControlPlane:
             for namespace, view in views.items():
                 if previous.get(namespace) is not view:
                     await self.ads.set_snapshot(namespace, view)
+            await self._push_workloads(views)
             self.refused = [r for t in self._translations.values() for r in t.refused] + self._host_conflicts
             return self.version
 

@@ -49,6 +49,12 @@ class Identity:
         return self.spiffe_id()
 
 
+def workload_key(identity: Identity) -> str:
+    """``<namespace>/<service account>``: the xDS snapshot key of one workload's sidecars, which no
+    namespace or node id (``pod.namespace``) can equal."""
+    return f"{identity.namespace}/{identity.service_account}"
+
+
 class Unauthenticated(Exception):
     """The caller did not prove an identity; the message says why (it goes back to the caller)."""
 

@@ -68,6 +68,14 @@ KINDS: dict[tuple[str, str], Kind] = {
         (f"specs.smi-spec.io/{v}", "HTTPRouteGroup"): Kind("httproutegroups")
         for v in ("v1alpha1", "v1alpha2", "v1alpha3", "v1alpha4")
     },
+    **{
+        (f"specs.smi-spec.io/{v}", "TCPRoute"): Kind("tcproutes")
+        for v in ("v1alpha1", "v1alpha2", "v1alpha3", "v1alpha4")
+    },
+    **{
+        (f"access.smi-spec.io/{v}", "TrafficTarget"): Kind("traffictargets")
+        for v in ("v1alpha1", "v1alpha2", "v1alpha3")
+    },
 }
 
 

@@ -183,13 +183,27 @@ def test_mesh_traffic_policy_crd() -> None:
 
 def test_smi_crds_serve_every_version_and_store_one() -> None:
     docs = _load_all()
-    for name, group in (("trafficsplits", "split.smi-spec.io"), ("httproutegroups", "specs.smi-spec.io")):
+    kinds = (("trafficsplits", "split.smi-spec.io"), ("httproutegroups", "specs.smi-spec.io"))
+    for name, group in (*kinds, ("tcproutes", "specs.smi-spec.io")):
         doc = docs[f"smi/{name}.yaml"]
         assert doc["spec"]["group"] == group
         versions = doc["spec"]["versions"]
         assert [v["name"] for v in versions] == ["v1alpha1", "v1alpha2", "v1alpha3", "v1alpha4"]
         assert all(v["served"] for v in versions)
         assert [v["name"] for v in versions if v["storage"]] == ["v1alpha4"]
+
+
+def test_smi_traffic_targets_serve_v1alpha1_to_v1alpha3_in_their_shapes() -> None:
+    doc = _load_all()["smi/traffictargets.yaml"]
+    assert doc["spec"]["group"] == "access.smi-spec.io"
+    versions = {v["name"]: v for v in doc["spec"]["versions"]}
+    assert list(versions) == ["v1alpha1", "v1alpha2", "v1alpha3"]
+    assert [name for name, v in versions.items() if v["storage"]] == ["v1alpha3"]
+    assert {"destination", "specs", "sources"} <= set(
+        versions["v1alpha1"]["schema"]["openAPIV3Schema"]["properties"]
+    )
+    spec = versions["v1alpha2"]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    assert {"destination", "rules", "sources"} <= set(spec)
 
 
 def test_smi_shapes_differ_by_version() -> None:

@@ -44,6 +44,8 @@ MESH_OBJECTS = {
     ("NetworkPolicy", "canaryctl-injector"),
     ("CustomResourceDefinition", "trafficsplits.split.smi-spec.io"),
     ("CustomResourceDefinition", "httproutegroups.specs.smi-spec.io"),
+    ("CustomResourceDefinition", "tcproutes.specs.smi-spec.io"),
+    ("CustomResourceDefinition", "traffictargets.access.smi-spec.io"),
     ("CustomResourceDefinition", "trafficpolicies.mesh.canaryctl.dev"),
     # crds/: helm cannot leave these out by value.
     ("CustomResourceDefinition", "canaries.canaryctl.dev"),

@@ -345,13 +345,14 @@ def smi_crds(manifests: list[Manifest]) -> set[str]:
 
 
 def test_smi_crds_are_left_to_a_cluster_that_serves_them(helm: str) -> None:
-    both = {"trafficsplits.split.smi-spec.io", "httproutegroups.specs.smi-spec.io"}
+    specs = {"httproutegroups.specs.smi-spec.io", "tcproutes.specs.smi-spec.io"}
+    access = {"traffictargets.access.smi-spec.io"}
+    both = {"trafficsplits.split.smi-spec.io", *specs, *access}
     assert smi_crds(render_set(helm)) == both  # nothing there: install
     served = ("--api-versions", "split.smi-spec.io/v1alpha2", "--api-versions", "specs.smi-spec.io/v1alpha2")
-    assert smi_crds(render_set(helm, *served)) == set()  # Linkerd SMI or OSM installed them
-    assert smi_crds(render_set(helm, "--api-versions", "split.smi-spec.io/v1alpha2")) == {
-        "httproutegroups.specs.smi-spec.io"
-    }
+    assert smi_crds(render_set(helm, *served)) == access  # Linkerd SMI or OSM installed the others
+    assert smi_crds(render_set(helm, *served, "--api-versions", "access.smi-spec.io/v1alpha3")) == set()
+    assert smi_crds(render_set(helm, "--api-versions", "split.smi-spec.io/v1alpha2")) == {*specs, *access}
     assert smi_crds(render_set(helm, *served, "--set", "smi.installCRDs=true")) == both
     assert smi_crds(render_set(helm, "--set", "smi.installCRDs=false")) == set()
 

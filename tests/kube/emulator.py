@@ -59,6 +59,14 @@ RESOURCES: list[tuple[str, str, str, bool, list[str]]] = [
         (f"specs.smi-spec.io/{v}", "httproutegroups", "HTTPRouteGroup", True, [])
         for v in ("v1alpha1", "v1alpha2", "v1alpha3", "v1alpha4")
     ],
+    *[
+        (f"specs.smi-spec.io/{v}", "tcproutes", "TCPRoute", True, [])
+        for v in ("v1alpha1", "v1alpha2", "v1alpha3", "v1alpha4")
+    ],
+    *[
+        (f"access.smi-spec.io/{v}", "traffictargets", "TrafficTarget", True, [])
+        for v in ("v1alpha1", "v1alpha2", "v1alpha3")
+    ],
     ("mesh.canaryctl.dev/v1alpha1", "trafficpolicies", "TrafficPolicy", True, []),
     ("networking.istio.io/v1beta1", "virtualservices", "VirtualService", True, []),
     ("networking.istio.io/v1beta1", "destinationrules", "DestinationRule", True, []),

@@ -36,7 +36,13 @@ SOURCES: dict[str, tuple[Path, ...]] = {
     "gateway-api-v1.2.1": (HERE / "gateway-api-v1.2.1-standard-httproutes.yaml",),
     "keda": (HERE / "keda-v2.20.2-scaledobjects.yaml",),
     "canaryctl": (CRDS / "trafficpolicies.yaml", *sorted((CRDS / "smi").glob("*.yaml"))),  # generated
-    "smi": (HERE / "smi-sdk-go-a143f8b-trafficsplits.yaml", HERE / "smi-sdk-go-a143f8b-httproutegroups.yaml"),
+    "smi": tuple(
+        HERE / f"smi-sdk-go-a143f8b-{plural}.yaml"
+        for plural in ("trafficsplits", "httproutegroups", "traffictargets", "tcproutes")
+    ),
+    # Upstream served one TrafficTarget version at a time; these are the releases that served the older ones.
+    "smi-access-v1alpha2": (HERE / "smi-sdk-go-9175aaf-traffictargets-v1alpha2.yaml",),
+    "smi-access-v1alpha1": (HERE / "smi-sdk-go-f2ec795-traffictargets-v1alpha1.yaml",),
     "osm": (HERE / "osm-v1.2.4-smi-trafficsplits.yaml", HERE / "osm-v1.2.4-smi-httproutegroups.yaml"),
     "linkerd-smi": (HERE / "linkerd-smi-v0.2.7-trafficsplits.yaml",),
     "linkerd": (HERE / "linkerd-2.20-policy-httproutes.yaml",),

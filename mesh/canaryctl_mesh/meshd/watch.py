@@ -1,7 +1,7 @@
 """List + watch of the objects the mesh control plane translates, over the kubernetes client.
 
 Why watch and not poll: a canary step changes a TrafficSplit's weights and expects the sidecars to
-follow within a second; polling the 11 watched resources per namespace that often would load the API
+follow within a second; polling the 18 watched resources per namespace that often would load the API
 server for nothing, and polling less often would slow every step. So each (resource, namespace) gets a
 reflector, client-go's pattern: list once (which returns a resourceVersion), then watch from there,
 for ever: each watch request lasts `watch_timeout` seconds and the next one resumes from the last
@@ -45,6 +45,8 @@ WATCHED_KINDS = frozenset(
         (MESH_GROUP, TRAFFIC_POLICY_KIND),
         ("", "Service"),
         ("discovery.k8s.io", "EndpointSlice"),
+        ("access.smi-spec.io", "TrafficTarget"),
+        ("specs.smi-spec.io", "TCPRoute"),
     }
 )
 WATCHED: tuple[tuple[str, str], ...] = tuple(
