@@ -17,7 +17,7 @@ from canaryctl_mesh.ads import AdsServer
 from canaryctl_mesh.identity import TOKEN_AUDIENCE, TokenAuthenticator
 from canaryctl_mesh.injector import SIDECAR_TOKEN_PATH, InjectorSettings
 from canaryctl_mesh.kube import KubeObjects, api_client, api_client_for_host, pool_size
-from canaryctl_mesh.meshd import injector
+from canaryctl_mesh.meshd import injector, runtime
 from canaryctl_mesh.meshd.auth import KubeTokenReviewer
 from canaryctl_mesh.meshd.control_plane import ControlPlane, sources
 from canaryctl_mesh.meshd.pki import CertificateAuthority, load_or_create_ca
@@ -291,7 +291,7 @@ def run(args: argparse.Namespace) -> int:
     serve = _control_plane if args.meshd_command == "control-plane" else _injector
     api = _api(args)
     try:
-        asyncio.run(_until_signalled(lambda stop: serve(args, api, stop)))
+        runtime.run(_until_signalled(lambda stop: serve(args, api, stop)))
     finally:
         api.close()  # type: ignore[no-untyped-call]
     return 0
