@@ -281,8 +281,10 @@ async def _injector(args: argparse.Namespace, api: client.ApiClient, stop: async
         serving = injector.MeshCertificate(
             IssuedCertificate(ca, args.tls_dns_names), objects, args.webhook_name
         )
-    labels = injector.CachedNamespaceLabels(objects)
-    async with injector.serving(settings, labels, serving, stop, "0.0.0.0", args.port):
+    async with (
+        injector.WatchedNamespaceLabels(api, objects) as labels,
+        injector.serving(settings, labels, serving, stop, "0.0.0.0", args.port),
+    ):
         await stop.wait()
 
 
