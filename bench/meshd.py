@@ -11,7 +11,9 @@ Three processes, so each one's CPU and memory are its own:
   `--insecure` for plaintext without tokens);
 - this one: `--sidecars` simulated sidecars, each on its own connection with its own token,
   subscribing as Envoy does (clusters, listeners, the three route configurations, virtual hosts)
-  and ACKing every response.
+  and ACKing every response, with Envoy's HTTP/2 flow control (a fixed 256 MiB window, no PINGs
+  probing for one) and meshd's garbage-collector threshold (Envoy has no collector; without it this
+  process spent CPU the control plane shares on collections).
 
 Every route is exported to every namespace (the default, and the worst case: every sidecar is
 affected by every change). Then `--changes` weight changes are made one after the other, each by
@@ -19,7 +21,8 @@ patching ns0/svc0's TrafficSplit through the API, and for each:
 
 - ack_s: from the PATCH request to the control plane receiving each sidecar's ACK of the virtual host
   carrying the new weight; before that, every sidecar must have received the new weight (decoded
-  from the virtual host it got), else the run fails;
+  from the virtual host it got), else the run fails (ack_s_first_p50: the median over the changes
+  of each one's first ACK);
 - cpu_s_per_push: the control plane's CPU time from just before the PATCH until it has every ACK;
   sidecars_cpu_s_per_push: this process's, until every sidecar has the new weight (the simulated
   sidecars share the machine with the control plane).
