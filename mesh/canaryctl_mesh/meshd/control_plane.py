@@ -185,10 +185,14 @@ class ControlPlane:
     async def _sync_loop(self) -> None:
         while True:
             await self._dirty.wait()
+            if not all(r.synced.is_set() for r in self.reflectors):
+                # A reflector notes its first list in the store before it counts as synced: look again
+                # (clearing the flag here would wait for a change that may never come).
+                await asyncio.sleep(self.debounce)
+                continue
             self._dirty.clear()
-            if all(r.synced.is_set() for r in self.reflectors):
-                await self.sync()
-                await asyncio.sleep(self.debounce)  # what changes meanwhile is synced together
+            await self.sync()
+            await asyncio.sleep(self.debounce)  # what changes meanwhile is synced together
 
     async def sync(self) -> None:
         """Re-translate the namespaces that changed and push the views that changed."""
