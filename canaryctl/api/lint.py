@@ -14,7 +14,7 @@ alert providers that do not exist. Decisions worth knowing:
 - Semantic checks run only on documents that pass the schema: they reason about a valid spec.
 - Warnings do not fail lint. There are two: ``iterations`` next to ``stepWeight``/``stepWeights``
   (Flagger ignores the weights), and a Canary without ``spec.service`` (Flagger's schema allows it, but
-  canaryctl's routers need its port).
+  canaryctl's routers need its port; a Knative Service target needs none).
 - Types are checked strictly, as the API server checks them against the CRD: ``port: "9898"`` is an
   error here because it would be one there.
 - Every metric query (inline ``query``, MetricTemplate ``spec.query``) is rendered with a sample model,
@@ -317,7 +317,14 @@ def _check_canary(
     doc: _Document, canary: models.Canary, templates: _Names, providers: _Names
 ) -> Iterator[LintError]:
     spec = canary.spec
-    if spec.service_spec is None:
+    knative_router = spec.provider == "knative"
+    if spec.provider is not None and knative_router != spec.target_ref.knative:
+        yield doc.error(
+            "spec.provider",
+            "knative routes a Knative Service target (apiVersion serving.knative.dev/v1, kind Service) "
+            "and a Knative Service target needs provider knative",
+        )
+    if spec.service_spec is None and not spec.target_ref.knative:
         yield doc.error(
             "spec.service",
             "not set: the routers and generated Services need spec.service.port, so only a run without "

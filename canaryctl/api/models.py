@@ -100,10 +100,24 @@ class TargetKind(StrEnum):
     SERVICE = "Service"
 
 
+KNATIVE_SERVING_GROUP: Final = "serving.knative.dev"
+KNATIVE_SERVING_API: Final = f"{KNATIVE_SERVING_GROUP}/v1"
+# On a Knative Service: the revision the primary side serves. Flagger's name, so a migrated Service
+# keeps its primary.
+KNATIVE_PRIMARY_REVISION: Final = "flagger.app/primary-revision"
+
+
 class TargetRef(ApiModel):
     api_version: str | None = None
     kind: TargetKind
     name: str = Field(min_length=1)
+
+    @property
+    def knative(self) -> bool:
+        """A Knative Service (``serving.knative.dev``): its revisions are the primary and the canary,
+        and Knative's own routing splits between them (Flagger's ``knative`` provider)."""
+        group = (self.api_version or "").split("/")[0]
+        return self.kind is TargetKind.SERVICE and group == KNATIVE_SERVING_GROUP
 
 
 class CrossNamespaceObjectReference(ApiModel):

@@ -7,13 +7,45 @@ from __future__ import annotations
 
 from typing import Any
 
-from canaryctl.api.models import API_VERSION, Canary
+from canaryctl.api.models import API_VERSION, KNATIVE_PRIMARY_REVISION, KNATIVE_SERVING_API, Canary
 
 Obj = dict[str, Any]
 
 
 def namespace(canary: Canary) -> str:
     return canary.metadata.namespace or "default"
+
+
+def knative_primary_revision(service: Obj) -> str | None:
+    """The revision a Knative Service's primary side serves, as its annotation names it."""
+    annotations = (service.get("metadata") or {}).get("annotations") or {}
+    return annotations.get(KNATIVE_PRIMARY_REVISION) or None
+
+
+def knative_routing(canary: Canary, primary_revision: str | None, canary_weight: int = 0) -> Obj:
+    """What canaryctl sets in a Knative Service, always together (one field manager writes them, so a
+    write leaving one out would remove it): the primary-revision annotation and the traffic block, the
+    latest revision taking ``canary_weight`` percent and the primary revision the rest. ``None``: no
+    primary, all traffic to the latest revision (as without canaryctl). ``latestRevision: false`` is
+    what Knative defaults a pinned revision to, written so a re-apply finds no drift."""
+    traffic: list[Obj] = [
+        {"latestRevision": True, "percent": 100 if primary_revision is None else canary_weight}
+    ]
+    if primary_revision is not None:
+        traffic.append(
+            {"revisionName": primary_revision, "latestRevision": False, "percent": 100 - canary_weight}
+        )
+    meta = {
+        "name": canary.spec.target_ref.name,
+        "namespace": namespace(canary),
+        "annotations": {KNATIVE_PRIMARY_REVISION: primary_revision},  # null removes it
+    }
+    return {
+        "apiVersion": KNATIVE_SERVING_API,
+        "kind": "Service",
+        "metadata": meta,
+        "spec": {"traffic": traffic},
+    }
 
 
 def owner_references(canary: Canary) -> list[Obj]:

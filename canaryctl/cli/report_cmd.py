@@ -160,6 +160,7 @@ def gather(canary: Canary, found: tuple[Event, ...], prometheus: Prometheus) -> 
     with httpx.Client(timeout=QUERY_TIMEOUT_SECONDS) as client:
         for side in (PRIMARY, CANARY):
             model = TemplateModel.for_canary(canary, format_duration(seconds), primary=side == PRIMARY)
+            model = queries.model_for(model)
             requests = render(queries.requests, model)
             history.requests[side] = prometheus.one(client, requests, f"{side} requests/s", 1 / seconds)
             success = render(queries.success_rate, model)

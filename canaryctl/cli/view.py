@@ -8,17 +8,21 @@ selectors (an emulator) shows the same thing.
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 from dataclasses import asdict, dataclass
 
 from canaryctl.api.models import (
     API_VERSION,
     INCLUDED_MESH,
+    KNATIVE_SERVING_API,
     PRIMARY_SUFFIX,
     Canary,
     Phase,
     TargetKind,
 )
 from canaryctl.cli.kube import API_ERRORS, Obj, PluginObjects, describe_failure
+from canaryctl.operator.knative import KnativeTargetError
 from canaryctl.operator.workloads import KubeWorkloads, TargetError
 from canaryctl_mesh.kinds import UnknownKind
 
@@ -31,6 +35,11 @@ SMI_SPLIT_GROUP = "split.smi-spec.io"
 INCLUDED_MESH_SMI_VERSION = "v1alpha4"
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 ISTIO_API_VERSION = "networking.istio.io/v1beta1"
+LINKERD_API_VERSION = "policy.linkerd.io/v1beta3"
+APPMESH_V1BETA1 = "appmesh.k8s.aws/v1beta1"
+SKIPPER_WEIGHTS = "zalando.org/backend-weights"
+NGINX_CANARY = "nginx.ingress.kubernetes.io/canary"
+NGINX_WEIGHT = "nginx.ingress.kubernetes.io/canary-weight"
 
 
 @dataclass(frozen=True)
@@ -134,56 +143,127 @@ def _percent(value: object) -> int:
     return round(float(text[:-1]) / 10) if text.endswith("m") else round(float(text) * 100)
 
 
-def _router_object(canary: Canary) -> tuple[str, str] | None:
-    """(apiVersion, kind) of the object holding the weights for ``spec.provider``; None without one."""
+def _router_object(canary: Canary) -> tuple[str, str, str] | None:
+    """(apiVersion, kind, name) of the object holding the weights for ``spec.provider``; None without one."""
     provider = canary.spec.provider or INCLUDED_MESH
+    apex = canary.spec.apex_name
     if provider == INCLUDED_MESH:
-        return f"{SMI_SPLIT_GROUP}/{INCLUDED_MESH_SMI_VERSION}", "TrafficSplit"
-    if provider in ("smi", "linkerd"):
-        return f"{SMI_SPLIT_GROUP}/v1alpha1", "TrafficSplit"
+        return f"{SMI_SPLIT_GROUP}/{INCLUDED_MESH_SMI_VERSION}", "TrafficSplit", apex
+    if provider == "smi":
+        return f"{SMI_SPLIT_GROUP}/v1alpha1", "TrafficSplit", apex
     if provider == "osm":
-        return f"{SMI_SPLIT_GROUP}/v1alpha2", "TrafficSplit"
+        return f"{SMI_SPLIT_GROUP}/v1alpha2", "TrafficSplit", apex
     if provider.startswith("smi:"):
-        return f"{SMI_SPLIT_GROUP}/{provider.partition(':')[2]}", "TrafficSplit"
+        return f"{SMI_SPLIT_GROUP}/{provider.partition(':')[2]}", "TrafficSplit", apex
+    if provider == "linkerd":
+        return LINKERD_API_VERSION, "HTTPRoute", apex
     if provider == "istio":
-        return ISTIO_API_VERSION, "VirtualService"
+        return ISTIO_API_VERSION, "VirtualService", apex
     if provider.startswith("gatewayapi"):
-        return f"{GATEWAY_GROUP}/{provider.partition(':')[2] or 'v1'}", "HTTPRoute"
+        return f"{GATEWAY_GROUP}/{provider.partition(':')[2] or 'v1'}", "HTTPRoute", apex
     if provider == "kuma":
-        return "kuma.io/v1alpha1", "MeshHTTPRoute"
+        return "kuma.io/v1alpha1", "MeshHTTPRoute", apex
     if provider == "appmesh:v1beta2":
-        return "appmesh.k8s.aws/v1beta2", "VirtualRouter"
+        return "appmesh.k8s.aws/v1beta2", "VirtualRouter", apex
+    if provider == "appmesh":
+        return APPMESH_V1BETA1, "VirtualService", f"{apex}.{canary.metadata.namespace or 'default'}"
+    if provider == "knative":
+        return KNATIVE_SERVING_API, "Service", canary.spec.target_ref.name
+    if provider in ("nginx", "skipper") and canary.spec.ingress_ref is not None:
+        return "networking.k8s.io/v1", "Ingress", f"{canary.spec.ingress_ref.name}-canary"
+    if provider == "contour":
+        return "projectcontour.io/v1", "HTTPProxy", apex
+    if provider == "gloo":
+        return "gateway.solo.io/v1", "RouteTable", apex
+    if provider == "traefik":
+        return "traefik.io/v1alpha1", "TraefikService", apex
+    if provider == "apisix" and canary.spec.route_ref is not None:
+        return "apisix.apache.org/v2", "ApisixRoute", f"{canary.spec.route_ref.name}-{apex}-canary"
     return None
 
 
-def _canary_weight(kind: str, obj: Obj, canary_service: str) -> int | None:
-    """The weight of the default (last) route's canary backend."""
-    spec = obj.get("spec") or {}
+def _backends(api_version: str, kind: str, spec: Obj, annotations: Obj, canary_service: str) -> list[Obj]:
+    """``{"service", "weight"}`` of the default (last) route's backends."""
     if kind == "TrafficSplit":
-        backends = spec.get("backends") or []
-    elif kind == "VirtualService":
-        backends = [
+        return list(spec.get("backends") or [])
+    if kind == "VirtualService" and api_version == APPMESH_V1BETA1:  # virtual nodes: the side Services
+        action = ((spec.get("routes") or [{}])[-1].get("http") or {}).get("action") or {}
+        return [
+            {"service": t.get("virtualNodeName"), "weight": t.get("weight", 0)}
+            for t in action.get("weightedTargets") or []
+        ]
+    if kind == "VirtualService":
+        return [
             {"service": r.get("destination", {}).get("host"), "weight": r.get("weight", 0)}
             for r in ((spec.get("http") or [{}])[-1].get("route") or [])
         ]
-    elif kind == "MeshHTTPRoute":  # backends by kuma.io/service: <service>_<namespace>_svc_<port>
+    if kind == "MeshHTTPRoute":  # backends by kuma.io/service: <service>_<namespace>_svc_<port>
         rules = ((spec.get("to") or [{}])[0].get("rules") or [{}])[-1]
-        backends = [
+        return [
             {"service": str(r.get("name", "")).split("_")[0], "weight": r.get("weight", 0)}
             for r in (rules.get("default") or {}).get("backendRefs") or []
         ]
-    elif kind == "VirtualRouter":  # App Mesh: virtual nodes named after the side Services
+    if kind == "VirtualRouter":  # App Mesh: virtual nodes named after the side Services
         action = ((spec.get("routes") or [{}])[-1].get("httpRoute") or {}).get("action") or {}
-        backends = [
+        return [
             {"service": (t.get("virtualNodeRef") or {}).get("name"), "weight": t.get("weight", 0)}
             for t in action.get("weightedTargets") or []
         ]
-    else:
-        backends = [
-            {"service": r.get("name"), "weight": r.get("weight", 1)}
-            for r in ((spec.get("rules") or [{}])[-1].get("backendRefs") or [])
+    if kind == "Ingress":  # the canary Ingress: Skipper's backend weights, else ingress-nginx's weight
+        return _ingress_backends(annotations, canary_service)
+    if kind == "HTTPProxy":  # Contour leaves a zero weight out
+        return [
+            {"service": r.get("name"), "weight": r.get("weight", 0)}
+            for r in ((spec.get("routes") or [{}])[-1].get("services") or [])
         ]
-    for backend in backends:
+    if kind == "RouteTable":  # Gloo: upstreams <namespace>-<side service>upstream-<port>
+        multi = (((spec.get("routes") or [{}])[-1].get("routeAction") or {}).get("multi")) or {}
+        backends = []
+        for d in multi.get("destinations") or []:
+            name = str(((d.get("destination") or {}).get("upstream") or {}).get("name", ""))
+            upstream = re.fullmatch(rf".+-{re.escape(canary_service)}upstream-\d+", name)
+            backends.append({"service": canary_service if upstream else name, "weight": d.get("weight", 0)})
+        return backends
+    if kind == "TraefikService":  # a side with weight 0 is left out
+        services = (spec.get("weighted") or {}).get("services") or []
+        listed = [{"service": r.get("name"), "weight": r.get("weight", 0)} for r in services]
+        if services and all(b["service"] != canary_service for b in listed):
+            listed.append({"service": canary_service, "weight": 0})
+        return listed
+    if kind == "ApisixRoute":
+        return [
+            {"service": b.get("serviceName"), "weight": b.get("weight", 0)}
+            for b in ((spec.get("http") or [{}])[-1].get("backends") or [])
+        ]
+    return [
+        {"service": r.get("name"), "weight": r.get("weight", 1)}
+        for r in ((spec.get("rules") or [{}])[-1].get("backendRefs") or [])
+    ]
+
+
+def _ingress_backends(annotations: Obj, canary_service: str) -> list[Obj]:
+    if SKIPPER_WEIGHTS in annotations:
+        try:
+            weights = json.loads(str(annotations[SKIPPER_WEIGHTS]))
+        except ValueError:
+            return []
+        return [{"service": k, "weight": v} for k, v in weights.items()] if isinstance(weights, dict) else []
+    if annotations.get(NGINX_CANARY) == "true":
+        weight = str(annotations.get(NGINX_WEIGHT) or "0")
+        return [{"service": canary_service, "weight": int(weight) if weight.isdigit() else 0}]
+    if NGINX_CANARY in annotations:  # the canary Ingress switched off
+        return [{"service": canary_service, "weight": 0}]
+    return []
+
+
+def _canary_weight(api_version: str, kind: str, obj: Obj, canary_service: str) -> int | None:
+    """The weight of the default (last) route's canary backend (Knative: the latest revision's)."""
+    spec = obj.get("spec") or {}
+    if kind == "Service":  # Knative: the canary is the latest revision
+        latest = [t for t in spec.get("traffic") or [] if t.get("latestRevision")]
+        return _percent(latest[0].get("percent", 0)) if latest else None
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    for backend in _backends(api_version, kind, spec, annotations, canary_service):
         if backend.get("service") == canary_service:
             return _percent(backend.get("weight", 0))
     return None
@@ -194,8 +274,8 @@ async def observed_weight(objects: PluginObjects, canary: Canary) -> ObservedWei
     provider = canary.spec.provider or INCLUDED_MESH
     if located is None:
         return ObservedWeight(None, f"provider {provider} has no weights to read")
-    api_version, kind = located
-    name, namespace = canary.spec.apex_name, canary.metadata.namespace or "default"
+    api_version, kind, name = located
+    namespace = canary.metadata.namespace or "default"
     try:
         found = await objects.get(api_version, kind, namespace, name)
     except UnknownKind:
@@ -204,7 +284,8 @@ async def observed_weight(objects: PluginObjects, canary: Canary) -> ObservedWei
         return ObservedWeight(None, f"{kind} {name} not found")
     if kind == "TrafficSplit" and (found.get("spec") or {}).get("matches"):
         return ObservedWeight(None, f"{kind} {name} routes matching requests only")
-    return ObservedWeight(_canary_weight(kind, found, canary.spec.side_service(False)), f"{kind} {name}")
+    weight = _canary_weight(api_version, kind, found, canary.spec.side_service(False))
+    return ObservedWeight(weight, f"{kind} {name}")
 
 
 def _event_time(obj: Obj) -> str:
@@ -240,7 +321,7 @@ async def revision_pending(objects: PluginObjects, canary: Canary) -> bool:
         return False
     try:
         revision = await KubeWorkloads(objects).revision(canary)
-    except TargetError:
+    except (TargetError, KnativeTargetError):
         return False
     return revision.hash not in (status.last_applied_spec, status.last_promoted_spec)
 

@@ -295,7 +295,8 @@ class CanaryOperator:
         except ValidationError as exc:
             await self._invalid(body, describe(exc))
             return INVALID_RECHECK_SECONDS
-        if canary.spec.service_spec is None:  # Flagger's schema allows it; no router can do without it
+        if canary.spec.service_spec is None and not canary.spec.target_ref.knative:
+            # Flagger's schema allows it; every router but Knative's generates Services from its port
             await self._invalid(body, "spec.service: not set; the router generates Services from its port")
             return INVALID_RECHECK_SECONDS
         interval = canary.spec.effective_analysis.interval_seconds

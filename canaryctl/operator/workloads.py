@@ -17,6 +17,8 @@ Service ``<target>``: traffic only. There are no workloads to copy; the revision
 selector and ports, ``<apex>-canary`` follows the target Service and ``<apex>-primary`` gets a copy of
 it on INITIALIZE and PROMOTE, so the primary side keeps selecting the promoted pods.
 
+A Knative Service target is canaryctl.operator.knative's: its revisions are the two sides.
+
 Every object canaryctl creates is owned by the Canary, so deleting the Canary garbage-collects it. A
 Service that existed before (the user's apex, typically) is never taken over: canaryctl sets only its
 selector and port, and leaves its owner, labels and annotations alone. Every write is skipped when the
@@ -38,6 +40,7 @@ from canaryctl.api.owned import metadata, namespace
 from canaryctl.drift import converge
 from canaryctl.engine.revision import config_checksum, revision_hash
 from canaryctl.engine.types import Readiness, WorkloadOp
+from canaryctl.operator.knative import KnativeWorkloads
 from canaryctl.ports import Objects, Revision
 
 Obj = dict[str, Any]
@@ -297,6 +300,7 @@ class KubeWorkloads:
 
     def __init__(self, objects: Objects) -> None:
         self.objects = objects
+        self.knative = KnativeWorkloads(objects)
         # Each target's pod selectors (immutable) and discovered ports as read earlier in the tick, so
         # the per-tick reconcile needs no second read of the target.
         self._seen: dict[tuple[str, str], SeenTarget] = {}
@@ -329,6 +333,8 @@ class KubeWorkloads:
         return found
 
     async def revision(self, canary: Canary) -> Revision:
+        if canary.spec.target_ref.knative:
+            return await self.knative.revision(canary)
         target = await self._target(canary)
         spec = target.get("spec") or {}
         if canary.spec.target_ref.kind is TargetKind.SERVICE:
@@ -342,6 +348,8 @@ class KubeWorkloads:
 
     async def readiness(self, canary: Canary, primary: bool) -> Readiness:
         ref = canary.spec.target_ref
+        if ref.knative:
+            return await self.knative.readiness(canary, primary)
         if ref.kind is TargetKind.SERVICE:
             return Readiness(True)
         name = f"{ref.name}{PRIMARY_SUFFIX}" if primary else ref.name
@@ -358,6 +366,9 @@ class KubeWorkloads:
     async def apply(self, canary: Canary, op: WorkloadOp) -> None:
         """Every write is a whole apply configuration of what canaryctl owns in that object: ``apply`` is
         server-side apply, where fields canaryctl stops setting are removed."""
+        if canary.spec.target_ref.knative:
+            await self.knative.apply(canary, op)
+            return
         target = await self._target(canary)
         if canary.spec.target_ref.kind is TargetKind.SERVICE:
             await self._apply_service_target(canary, target, op)
@@ -387,6 +398,8 @@ class KubeWorkloads:
         Flagger does every tick; writes only what drifted. ``apex_selector`` False: the router sets the
         apex selector (blue/green on plain Services), so only its ports and metadata are kept here."""
         ref = canary.spec.target_ref
+        if ref.knative:  # Knative routes to its revisions itself: no Services to generate
+            return
         if ref.kind is TargetKind.SERVICE:
             await self._apply_service_target(canary, await self._target(canary), None)
             return

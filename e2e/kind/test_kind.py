@@ -3,9 +3,11 @@
 Each scenario gets its own namespace with the demo app (``canaryctl demo-app``, from the same image as
 the controller) as a Deployment and a Flagger-style load tester driving traffic through a rollout hook;
 a new pod template starts the rollout, and the Canary's phase is read through the Kubernetes API with
-bounded waits. Mesh scenarios run in namespaces labelled for sidecar injection; blue/green runs with
-the ``kubernetes`` router and no mesh; one run installs the Gateway API CRDs and uses ``gatewayapi:v1``.
-Where Docker is missing the module is skipped with one reason (it runs in CI: .github/workflows/kind.yml).
+bounded waits. Every scenario also checks that its analysis measured data (e2e.kind.measured), so none
+passes on a no-data timeout. Mesh scenarios run in namespaces labelled for sidecar injection; blue/green
+runs with the ``kubernetes`` router and no mesh; one run installs the Gateway API CRDs and uses
+``gatewayapi:v1``. Where Docker is missing the module is skipped with one reason (it runs in CI:
+.github/workflows/kind.yml).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any, cast
 import pytest
 
 from e2e.kind.cluster import APP_PORT, Cluster, unavailable
+from e2e.kind.measured import unmeasured
 
 if (reason := unavailable()) is not None:
     pytest.skip(reason, allow_module_level=True)
@@ -123,7 +126,8 @@ def test_scenario(cluster: Cluster, scenario: KindScenario) -> None:
     namespace = cluster.namespace(f"e2e-{scenario.name}", scenario.meshed)
     cluster.deploy(namespace, APP, app_args("v1"), APP_PORT, scraped=not scenario.meshed)
     loadtester = cluster.deploy_loadtester(namespace)
-    cluster.apply_canary(namespace, scenario.canary(namespace, loadtester))
+    manifest = scenario.canary(namespace, loadtester)
+    cluster.apply_canary(namespace, manifest)
     cluster.wait_phase(namespace, APP, {"Initialized"}, INITIALIZED_TIMEOUT_SECONDS)
     assert _primary_version(cluster, namespace) == "v1"
 
@@ -131,6 +135,7 @@ def test_scenario(cluster: Cluster, scenario: KindScenario) -> None:
     status = cluster.wait_phase(namespace, APP, {"Succeeded", "Failed"}, ROLLOUT_TIMEOUT_SECONDS)
 
     assert status["phase"] == scenario.expected, status
+    assert unmeasured(manifest, status) == [], status  # decided on data, not on a no-data timeout
     promoted = scenario.expected == "Succeeded"
     assert _primary_version(cluster, namespace) == ("v2" if promoted else "v1")
     assert cluster.apps.read_namespaced_deployment(APP, namespace).spec.replicas == 0, "canary scaled down"

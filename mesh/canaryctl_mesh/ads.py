@@ -64,6 +64,7 @@ from google.protobuf import any_pb2, json_format
 
 from canaryctl_mesh import config
 from canaryctl_mesh.identity import Authenticator, Identity, Unauthenticated
+from canaryctl_mesh.telemetry import XdsCounters
 
 log = logging.getLogger(__name__)
 
@@ -246,6 +247,8 @@ class _Sent:
     final: bool
     """False for the first half of a make-before-break cluster change."""
     waiter: asyncio.Future[bool]
+    written: float
+    """time.monotonic() when it was written."""
 
 
 @dataclass(eq=False)
@@ -314,6 +317,8 @@ class AdsServer:
         self._departed: OrderedDict[str, float] = OrderedDict()
         self._nonce = itertools.count(1)
         self._changed = asyncio.Event()
+        self.counters = XdsCounters()
+        """Pushes, ACKs, NACKs and refused streams, for meshd's /metrics."""
 
     async def start(self) -> int:
         self._server = grpc.aio.server(options=SERVER_OPTIONS)
@@ -377,6 +382,16 @@ class AdsServer:
     def namespaces(self) -> set[str]:
         """Namespaces with a connected sidecar."""
         return {namespace for namespace, streams in self._by_namespace.items() if streams}
+
+    def stream_counts(self) -> dict[str, tuple[int, int, int]]:
+        """(streams, sidecars, sidecars whose Envoy rejected their current config) by namespace, of
+        the connected sidecars."""
+        counts = {}
+        for namespace, streams in self._by_namespace.items():
+            nodes = {stream.node_id for stream in streams}
+            rejecting = sum(1 for node in nodes if (status := self._status.get(node)) and status.rejected)
+            counts[namespace] = (len(streams), len(nodes), rejecting)
+        return counts
 
     def status(self, node_id: str) -> NodeStatus:
         found = self._status.get(node_id)
@@ -512,10 +527,11 @@ class AdsServer:
             body = _response(type_url, target, [], [])  # Envoy's initial fetch waits for an answer
         nonce = str(next(self._nonce))
         waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        subscription.sent = _Sent(nonce, target, source, final, waiter)
+        subscription.sent = _Sent(nonce, target, source, final, waiter, time.monotonic())
         # Protobuf concatenation merges messages: the shared body plus this stream's nonce.
         tail = discovery_pb2.DeltaDiscoveryResponse(nonce=nonce).SerializeToString()
         await stream.context.write(body + tail)
+        self.counters.responses[type_url] += 1
         subscription.answered = True
         return await waiter
 
@@ -546,7 +562,9 @@ class AdsServer:
         sent = subscription.sent
         if request.response_nonce and sent is not None and request.response_nonce == sent.nonce:
             subscription.sent = None
+            self.counters.answered(type_url, time.monotonic() - sent.written)
             if request.HasField("error_detail"):
+                self.counters.nacks[type_url, stream.namespace] += 1
                 status = self.status(stream.node_id)
                 status.error = request.error_detail.message[:MAX_ERROR_MESSAGE]
                 status.rejected[type_url] = sent.source.version
@@ -554,6 +572,7 @@ class AdsServer:
                 log.warning("node %s rejected %s %s: %s", stream.node_id, type_url, sent.source.version,
                             status.error)  # fmt: skip
             else:
+                self.counters.acks[type_url] += 1
                 self._acknowledged(stream, type_url, sent.holds, sent.source, sent.final)
             if not sent.waiter.done():
                 sent.waiter.set_result(not request.HasField("error_detail"))
@@ -586,10 +605,12 @@ class AdsServer:
         try:
             identity = await self.authenticator.authenticate(dict(context.invocation_metadata() or ()))
         except Unauthenticated as refused:
+            self.counters.refused_streams["unauthenticated"] += 1
             log.info("xDS stream from %s refused: %s", context.peer(), refused)
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(refused))
         limit = self.max_streams_per_identity
         if limit and self._per_identity[identity] >= limit:
+            self.counters.refused_streams["stream_limit"] += 1
             log.warning(
                 "xDS stream from %s refused: %s already has %d streams", context.peer(), identity, limit
             )
@@ -609,6 +630,7 @@ class AdsServer:
         stream = _Stream(context, identity=identity, node_id=first.node.id)
         if identity is not None and not _node_matches(stream.node_id, identity):
             pod = identity.pod or "<pod>"
+            self.counters.refused_streams["permission_denied"] += 1
             log.info(
                 "xDS stream from %s refused: node id %r for %s", context.peer(), stream.node_id, identity
             )

@@ -167,6 +167,9 @@ class MeshControlPlane:
         """Objects left out at the last push, and why."""
         self.version = ""
         """Digest of everything routed and refused; changes whenever the mesh's config does."""
+        self.holding = False
+        """While set, a sidecar that connects is not sent a view: its mesh has not been read yet, and an
+        empty view would take a reconnecting sidecar's routes away."""
         self._translations: dict[str, Translation] = {}
         self._encoded: dict[str, dict[str, _EncodedRoute]] = {}
         self._parts: dict[str, list[_Part]] = {}
@@ -356,6 +359,8 @@ class MeshControlPlane:
 
     def _view_requested(self, namespace: str) -> None:
         """A sidecar of a namespace without a view connected: build its view now."""
+        if self.holding:
+            return  # the first push after the mesh is read includes it
         task = asyncio.get_running_loop().create_task(self.push())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -21,6 +21,7 @@ import base64
 import json
 import logging
 import socket
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -428,11 +429,16 @@ def admission_review(
     settings: InjectorSettings | None = None,
     namespace_labels: Mapping[str, str] | None = None,
     xds_ip: str | None = None,
+    outcomes: Counter[str] | None = None,
 ) -> dict[str, Any]:
-    """AdmissionReview (admission.k8s.io/v1) in, AdmissionReview with a JSONPatch (or none) out."""
+    """AdmissionReview (admission.k8s.io/v1) in, AdmissionReview with a JSONPatch (or none) out.
+
+    `outcomes` counts the review's outcome: injected, refused (a status annotation and a warning say
+    why it cannot be meshed) or skipped."""
     request = review.get("request") or {}
     response: dict[str, Any] = {"uid": request.get("uid", ""), "allowed": True}
     pod = request.get("object") or {}
+    ops: list[dict[str, Any]] = []
     if request.get("kind", {}).get("kind", "Pod") == "Pod" and request.get("operation", "CREATE") == "CREATE":
         warnings: list[str] = []
         ops = pod_patch(pod, settings or InjectorSettings(), namespace_labels, xds_ip, warnings)
@@ -443,6 +449,9 @@ def admission_review(
             response["warnings"] = warnings
             name = (pod.get("metadata") or {}).get("name") or (pod.get("metadata") or {}).get("generateName")
             log.warning("pod %s/%s %s", request.get("namespace", ""), name, "; ".join(warnings))
+    if outcomes is not None:
+        injected = any(op["path"].startswith("/spec/initContainers") for op in ops)
+        outcomes["injected" if injected else "refused" if ops else "skipped"] += 1
     return {
         "apiVersion": review.get("apiVersion", "admission.k8s.io/v1"),
         "kind": "AdmissionReview",
@@ -459,8 +468,13 @@ MAX_REVIEW_BYTES = 8 * 1024 * 1024
 one too) plus a small envelope, and JSON escaping can grow it."""
 
 
-def make_app(settings: InjectorSettings, namespace_labels: NamespaceLabels | None = None) -> web.Application:
-    """POST /mutate; `namespace_labels` looks up the pod's namespace (the review does not carry it).
+def make_app(
+    settings: InjectorSettings,
+    namespace_labels: NamespaceLabels | None = None,
+    outcomes: Counter[str] | None = None,
+) -> web.Application:
+    """POST /mutate; `namespace_labels` looks up the pod's namespace (the review does not carry it);
+    `outcomes` counts the answers by outcome (see `admission_review`, plus invalid and error).
 
     The control plane's name is resolved here (the injector's own DNS is the cluster's) and cached
     for a minute, for pods with a dnsPolicy that cannot resolve it. A body that is not an
@@ -484,12 +498,18 @@ def make_app(settings: InjectorSettings, namespace_labels: NamespaceLabels | Non
         resolved[settings.xds_host] = (loop.time(), address)
         return address
 
+    def count(outcome: str) -> None:
+        if outcomes is not None:
+            outcomes[outcome] += 1
+
     async def mutate(request: web.Request) -> web.Response:
         try:
             review = await request.json()
         except ValueError:
+            count("invalid")
             return web.json_response({"error": "body is not JSON"}, status=400)
         if not isinstance(review, dict) or not isinstance(review.get("request") or {}, dict):
+            count("invalid")
             return web.json_response({"error": "body is not an AdmissionReview object"}, status=400)
         try:
             pod_request = review.get("request") or {}
@@ -498,9 +518,10 @@ def make_app(settings: InjectorSettings, namespace_labels: NamespaceLabels | Non
             pod_spec = (pod_request.get("object") or {}).get("spec") or {}
             policy = pod_spec.get("dnsPolicy", "ClusterFirst")
             address = None if policy in CLUSTER_DNS_POLICIES else await xds_ip()
-            return web.json_response(admission_review(review, settings, labels, address))
+            return web.json_response(admission_review(review, settings, labels, address, outcomes))
         except Exception as error:  # an injector bug must not block or silently drop the pod
             log.exception("admission review failed")
+            count("error")
             response = {
                 "uid": str((review.get("request") or {}).get("uid", "")),
                 "allowed": True,

@@ -44,10 +44,15 @@ KINDS: dict[tuple[str, str], Kind] = {
     ("gateway.networking.k8s.io/v1", "HTTPRoute"): Kind("httproutes"),
     ("gateway.networking.k8s.io/v1beta1", "HTTPRoute"): Kind("httproutes"),
     # Meshes
+    ("policy.linkerd.io/v1beta3", "HTTPRoute"): Kind("httproutes"),
     ("kuma.io/v1alpha1", "MeshHTTPRoute"): Kind("meshhttproutes"),
+    ("appmesh.k8s.aws/v1beta1", "VirtualNode"): Kind("virtualnodes"),
+    ("appmesh.k8s.aws/v1beta1", "VirtualService"): Kind("virtualservices"),
     ("appmesh.k8s.aws/v1beta2", "VirtualNode"): Kind("virtualnodes"),
     ("appmesh.k8s.aws/v1beta2", "VirtualRouter"): Kind("virtualrouters"),
     ("appmesh.k8s.aws/v1beta2", "VirtualService"): Kind("virtualservices"),
+    ("serving.knative.dev/v1", "Service"): Kind("services"),
+    ("serving.knative.dev/v1", "Revision"): Kind("revisions"),
     # Ingress controllers
     ("networking.k8s.io/v1", "Ingress"): Kind("ingresses"),
     ("projectcontour.io/v1", "HTTPProxy"): Kind("httpproxies"),

@@ -1,4 +1,5 @@
-"""Metric names and labels the mesh exposes on Envoy's /stats/prometheus.
+"""Metric names and labels the mesh exposes on Envoy's /stats/prometheus, and the counters behind the
+control plane's own /metrics (meshd; served by `canaryctl_mesh.meshd.metrics`).
 
 The metrics provider writes PromQL against these constants, so they are the contract; docs/mesh.md
 lists the same names. Each backend is its own Envoy cluster named after the backend (for example
@@ -14,8 +15,10 @@ tagged with the pod's workload, so requests from unmeshed clients or sent straig
 
 from __future__ import annotations
 
+import bisect
 import re
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 # -- upstream (per backend cluster), Envoy built-ins -------------------------------------------------
@@ -155,3 +158,62 @@ def parse_samples(text: str) -> list[Sample]:
 def total(samples: list[Sample], name: str, **labels: str) -> float:
     """Sum of `name` samples whose labels include `labels`."""
     return sum(s.value for s in samples if s.name == name and labels.items() <= s.labels.items())
+
+
+# -- the control plane's own metrics (meshd's /metrics) ------------------------------------------------
+MESHD_PREFIX = "canaryctl_mesh"
+XDS_NACKS_TOTAL = "canaryctl_mesh_xds_nacks_total"
+"""Counter: updates a sidecar's Envoy rejected (its config is then stale), labels type and namespace."""
+XDS_ACKS_TOTAL = "canaryctl_mesh_xds_acks_total"
+XDS_RESPONSES_TOTAL = "canaryctl_mesh_xds_responses_total"
+XDS_PUSH_DURATION = "canaryctl_mesh_xds_push_duration_seconds"
+"""Histogram: from a response written to a sidecar until its ACK or NACK arrived, by type."""
+XDS_STREAMS = "canaryctl_mesh_xds_streams"
+XDS_CONNECTED_SIDECARS = "canaryctl_mesh_xds_connected_sidecars"
+XDS_REJECTING_SIDECARS = "canaryctl_mesh_xds_rejecting_sidecars"
+"""Gauge: connected sidecars whose Envoy rejected the config it was last sent, by namespace."""
+PUSH_SECONDS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Buckets:
+    """A histogram kept on the xDS push path: one bisect and two additions per observation, no lock
+    and no allocation; only the scrape turns it into Prometheus's cumulative buckets."""
+
+    def __init__(self, bounds: tuple[float, ...] = PUSH_SECONDS_BUCKETS) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """(le, count) pairs, +Inf last, as Prometheus exposes them."""
+        running, found = 0, []
+        for bound, count in zip((*map(str, self.bounds), "+Inf"), self.counts, strict=True):
+            running += count
+            found.append((bound, running))
+        return found
+
+
+@dataclass
+class XdsCounters:
+    """What the ADS server counts while it pushes, as plain integers in the event loop's thread (no
+    locks on the push path); meshd's /metrics reads them in the same thread when scraped."""
+
+    responses: Counter[str] = field(default_factory=Counter)
+    """Responses written, by type URL."""
+    acks: Counter[str] = field(default_factory=Counter)
+    nacks: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """By (type URL, the sidecar's namespace)."""
+    refused_streams: Counter[str] = field(default_factory=Counter)
+    """Streams refused, by reason: unauthenticated, permission_denied, stream_limit."""
+    push_seconds: dict[str, Buckets] = field(default_factory=dict)
+    """Round trips (response written → ACK or NACK), by type URL."""
+
+    def answered(self, type_url: str, seconds: float) -> None:
+        buckets = self.push_seconds.get(type_url)
+        if buckets is None:
+            buckets = self.push_seconds[type_url] = Buckets()
+        buckets.observe(seconds)

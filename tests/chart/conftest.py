@@ -41,6 +41,11 @@ FLAGGER_PODS: dict[str, Any] = {
 VALUE_SETS: dict[str, dict[str, Any]] = {
     "default": {},
     "namespaced": {"rbac": {"scope": "namespace"}, "watchNamespaces": ["team-a", "team-b"]},
+    # The opt-in grants of the metric providers that read through the Kubernetes API.
+    "metric-providers": {
+        "rbac": {"scope": "namespace", "metricProviders": {"externalMetrics": True, "keptn": True}},
+        "watchNamespaces": ["team-a"],
+    },
     "cert-manager": {"mesh": {"certificate": {"source": "certManager"}}},
     "peering-ha": {"controller": {"replicas": 2, "peeringLifetime": 15, "podLabels": {"team": "rollouts"}}},
     "service-monitor": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
@@ -166,6 +171,9 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "mesh": {
             "enabled": True,
             "clusterDomain": "cluster.example",
+            "metricsPort": 9102,
+            "logLevel": "DEBUG",
+            "logFormat": "json",
             "controlPlane": {
                 "replicas": 2,
                 "image": {"repository": "registry.example/mesh", "tag": "m1"},

@@ -17,7 +17,15 @@ import pytest
 import yaml
 
 from canaryctl.loadtester.auth import token_hash
-from tests.chart.conftest import CHART, NAMESPACE, REQUIRED_FLAGS, VALUE_SETS, Manifest, run_helm
+from tests.chart.conftest import (
+    CHART,
+    NAMESPACE,
+    REQUIRED_FLAGS,
+    VALUE_SETS,
+    Manifest,
+    render_values,
+    run_helm,
+)
 
 KUBERNETES_VERSION = "1.34.0"
 CUSTOM_RESOURCES = {
@@ -158,6 +166,23 @@ def test_cluster_rbac_grants_the_listed_rules(render: Render) -> None:
     ]
     mesh = _one(manifests, "ClusterRole", "canaryctl-mesh")["rules"]
     assert mesh == RBAC_RULES["meshControlPlane"]["namespaced"] + RBAC_RULES["meshControlPlane"]["cluster"]
+
+
+def test_metric_provider_grants_are_opt_in(render: Render) -> None:
+    """The external metrics API and Keptn are read with the controller's own access only where the
+    values ask for it; the rules are the ones files/rbac.yaml lists, in the cluster and namespaced Roles."""
+    opted = RBAC_RULES["operator"]["metricProviders"]
+    default = _one(render("default"), "ClusterRole", "canaryctl-controller")["rules"]
+    assert not any(rule in default for rules in opted.values() for rule in rules)
+    both = {"rbac": {"metricProviders": {"externalMetrics": True, "keptn": True}}}
+    granted = _one(render_values(both), "ClusterRole", "canaryctl-controller")["rules"]
+    assert all(rule in granted for rules in opted.values() for rule in rules)
+    role = next(
+        r
+        for r in _find(render("metric-providers"), "Role", "canaryctl-controller")
+        if r["metadata"]["namespace"] == "team-a"
+    )
+    assert all(rule in role["rules"] for rules in opted.values() for rule in rules)
 
 
 def test_namespaced_rbac_makes_roles_in_each_namespace(render: Render) -> None:

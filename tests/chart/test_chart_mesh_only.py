@@ -150,11 +150,12 @@ def test_the_mesh_alone_in_listed_namespaces_gets_roles_there(helm: str) -> None
 def test_without_the_controller_only_the_mesh_is_monitored(render: Render) -> None:
     """serviceMonitor, prometheusRule and dashboards asked for: what is left is about the mesh."""
     manifests = render("no-controller")
-    assert not [m for m in manifests if m["kind"] == "ServiceMonitor"]
+    monitors = {m["metadata"]["name"] for m in manifests if m["kind"] == "ServiceMonitor"}
+    assert monitors == {"canaryctl-meshd"}
     rule = _one(manifests, "PrometheusRule", "canaryctl")
     assert [r["alert"] for group in rule["spec"]["groups"] for r in group["rules"]] == ["MeshConfigRejected"]
     dashboards = {m["metadata"]["name"] for m in manifests if m["kind"] == "ConfigMap"}
-    assert dashboards == {"canaryctl-dashboard-mesh"}
+    assert dashboards == {"canaryctl-dashboard-mesh", "canaryctl-dashboard-meshd"}
     assert _one(manifests, "PodMonitor", "canaryctl-sidecars")
     deployments = {m["metadata"]["name"] for m in manifests if m["kind"] == "Deployment"}
     assert deployments == {"canaryctl-mesh", "canaryctl-injector", "canaryctl-loadtester"}

@@ -22,6 +22,7 @@ from canaryctl.cli.main import build_parser
 from canaryctl_mesh.injector import InjectorSettings, proxy_container
 from tests.chart.conftest import CHART, NAMESPACE, RELEASE, Manifest, run_helm
 from tests.chart.test_chart_commands import image_command
+from tests.chart.test_network_policies import selects
 
 Render = Callable[[str], list[Manifest]]
 SCHEMAS = Path(__file__).parent / "schemas" / "prometheus-operator-0.93.0"
@@ -229,6 +230,14 @@ SUMMARIES = {
 }
 
 
+def rejected(namespace: str) -> str:
+    return (
+        f"Sidecars in {namespace} rejected configuration the mesh control plane sent "
+        "(canaryctl_mesh_xds_nacks_total; the control plane logs the error): they keep serving their last "
+        "accepted routes, so weight changes and new routes do not reach them."
+    )
+
+
 def series(name: str, labels: dict[str, str], values: str) -> dict[str, str]:
     selector = ", ".join(f'{key}="{value}"' for key, value in labels.items())
     return {"series": f"{name}{{{selector}}}", "values": values}
@@ -241,6 +250,8 @@ def test_rules_fire_on_what_they_describe(render: Render, tmp_path: Path, promto
     podinfo = {"name": "podinfo", "namespace": "test", **scrape}
     api = {"name": "api", "namespace": "test", **scrape}
     sidecar = {"namespace": "shop", "pod": "web-1", "instance": "10.0.0.7:15090"}
+    # meshd's series carry the sidecars' namespace (its ServiceMonitor honours their labels).
+    meshd = {"job": f"{RELEASE}-mesh", "instance": "10.0.0.9:8080"}
     progress, interval = (
         "canaryctl_canary_last_progress_timestamp_seconds",
         "canaryctl_canary_analysis_interval_seconds",
@@ -259,7 +270,17 @@ def test_rules_fire_on_what_they_describe(render: Render, tmp_path: Path, promto
                     series(progress, api, "0x10"),
                     series(interval, api, "60x10"),
                     series("up", {"job": RELEASE, "namespace": NAMESPACE}, "1 1 1 0 0 0 0 0 0 0"),
-                    series("envoy_cluster_manager_cds_update_rejected", sidecar, "0 0 0 0 0 1 1 1 1 1"),
+                    series("envoy_cluster_manager_cds_update_rejected", sidecar, "0 0 0 0 0 1x10"),
+                    series(
+                        "canaryctl_mesh_xds_rejecting_sidecars",
+                        {"namespace": "pay", **meshd},
+                        "0 0 0 1 1 0x10",
+                    ),
+                    series(
+                        "canaryctl_mesh_xds_nacks_total",
+                        {"namespace": "cart", "type": "VirtualHost", **meshd},
+                        "0x11 1 1 1",
+                    ),
                 ],
                 "alert_rule_test": [
                     expect("CanaryFailed", "2m"),
@@ -285,14 +306,11 @@ def test_rules_fire_on_what_they_describe(render: Render, tmp_path: Path, promto
                         {},
                         "No canaryctl controller has been scraped successfully; rollouts do not progress.",
                     ),
-                    expect("MeshConfigRejected", "4m"),
-                    expect(
-                        "MeshConfigRejected",
-                        "6m",
-                        sidecar,
-                        "Envoy in shop/web-1 (10.0.0.7:15090) rejected a cluster or listener update: "
-                        "it keeps serving its last accepted routes.",
-                    ),
+                    expect("MeshConfigRejected", "2m"),
+                    expect("MeshConfigRejected", "4m", {"namespace": "pay"}, rejected("pay")),
+                    expect("MeshConfigRejected", "6m", {"namespace": "shop"}, rejected("shop")),
+                    expect("MeshConfigRejected", "11m"),
+                    expect("MeshConfigRejected", "13m", {"namespace": "cart"}, rejected("cart")),
                 ],
             }
         ],
@@ -336,3 +354,33 @@ def test_smi_crds_are_left_to_a_cluster_that_serves_them(helm: str) -> None:
     }
     assert smi_crds(render_set(helm, *served, "--set", "smi.installCRDs=true")) == both
     assert smi_crds(render_set(helm, "--set", "smi.installCRDs=false")) == set()
+
+
+def test_meshd_service_monitor_scrapes_the_control_plane_and_the_injector(render: Render) -> None:
+    """It selects both meshd Services; each one's metrics port reaches the port meshd is told to serve."""
+    manifests = render("monitoring")
+    monitor = one(manifests, "ServiceMonitor", f"{RELEASE}-meshd")
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["path"] == "/metrics" and endpoint["honorLabels"] is True
+    selector = monitor["spec"]["selector"]
+    services = [
+        m
+        for m in manifests
+        if m["kind"] == "Service"
+        and selects(selector, m["metadata"]["labels"])
+        and any(p["name"] == endpoint["port"] for p in m["spec"]["ports"])
+    ]
+    assert {s["metadata"]["name"] for s in services} == {f"{RELEASE}-mesh", f"{RELEASE}-injector"}
+    for service in services:
+        (port,) = [p for p in service["spec"]["ports"] if p["name"] == endpoint["port"]]
+        (deployment,) = [
+            m
+            for m in manifests
+            if m["kind"] == "Deployment"
+            and selects(
+                {"matchLabels": service["spec"]["selector"]}, m["spec"]["template"]["metadata"]["labels"]
+            )
+        ]
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        (served,) = [p["containerPort"] for p in container["ports"] if p["name"] == port["targetPort"]]
+        assert container["args"][container["args"].index("--metrics-port") + 1] == str(served)

@@ -246,3 +246,15 @@ def test_the_mesh_takes_sidecars_and_the_api_server_only(render: Render, values:
 
 def test_network_policies_can_be_left_out(render: Render) -> None:
     assert not [m for m in render("loadtester-own-hashes") if m["kind"] == "NetworkPolicy"]
+
+
+def test_only_the_named_peers_scrape_the_mesh(render: Render) -> None:
+    """networkPolicy.metricsFrom names Prometheus: it alone reaches meshd's metrics port; unnamed, nobody."""
+    prometheus = pod("monitoring", {"app.kubernetes.io/name": "prometheus"})
+    named, default = render("loadtester-token"), render("default")
+    for name in ("canaryctl-mesh", "canaryctl-injector"):
+        target = component(named, name)
+        metrics = target.ports["http-metrics"]
+        assert allowed(named, prometheus, target, metrics), name
+        assert not allowed(named, pod("team-a"), target, metrics), name
+        assert not allowed(default, prometheus, component(default, name), metrics), name

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from canaryctl.local.prometheus import free_port
 from canaryctl_mesh.loopback import UpstreamServers
 from tests.kube.emulator import emulator, kube_api, objects  # noqa: F401
 from tests.tls import self_signed_certificate
@@ -33,9 +34,10 @@ _MESHD = (
 class Meshd:
     """`canaryctl meshd ...` as a child process, stopped with SIGTERM (then SIGKILL) by its PID."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, log: Path) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process, log: Path, metrics_port: int) -> None:
         self.proc = proc
         self.log = log
+        self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
 
     async def terminate(self, timeout: float = 10.0) -> int:
         if self.proc.returncode is None:
@@ -54,12 +56,19 @@ async def meshd(tmp_path: Path) -> AsyncIterator[Any]:
     started: list[Meshd] = []
 
     async def start(*args: str) -> Meshd:
+        """Its /metrics on a free port, whatever `args` say (the default, 8080, may be taken here)."""
+        metrics_port = free_port()
+        arguments = list(args)
+        if "--metrics-port" in arguments:
+            arguments[arguments.index("--metrics-port") + 1] = str(metrics_port)
+        else:
+            arguments += ["--metrics-port", str(metrics_port)]
         log = tmp_path / f"meshd-{len(started)}.log"
         with log.open("wb") as out:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-c", _MESHD, "meshd", *args, stdout=out, stderr=subprocess.STDOUT
+                sys.executable, "-c", _MESHD, "meshd", *arguments, stdout=out, stderr=subprocess.STDOUT
             )
-        started.append(Meshd(proc, log))
+        started.append(Meshd(proc, log, metrics_port))
         return started[-1]
 
     yield start

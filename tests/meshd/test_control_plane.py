@@ -30,6 +30,7 @@ from tests.meshd.conftest import CANARY, NS, PRIMARY, endpoint_slice, service, t
 pytestmark = pytest.mark.asyncio
 
 NODE = "web-1.test"
+RESTARTS = "canaryctl_mesh_watch_restarts_total"
 REQUESTS = 1000
 
 
@@ -212,12 +213,22 @@ async def test_control_plane_pushes_nothing_until_the_api_server_answers() -> No
                 emulator.objects[f"{obj['apiVersion']}/{plural}", NS, obj["metadata"]["name"]] = obj
             await plane.start()
             try:
+                # A sidecar reconnecting while nothing is listed yet waits: an empty view would take
+                # its routes away.
+                early = asyncio.create_task(first_clusters(plane.ads.port))
                 await asyncio.sleep(1.0)
-                assert plane.version == ""  # sidecars must not get an empty mesh while nothing was listed
+                assert plane.version == ""
                 async with kmock.Server(emulator, port=port):
                     # After ~1 s of failures the backoff is at 0.8-1.6 s: the next list comes soon.
                     await new_snapshot(plane, "", timeout=5.0)
+                    assert cluster_name(CANARY, NS) in await early
                     assert cluster_name(CANARY, NS) in await first_clusters(plane.ads.port)
+                    # Each refused list counted as a restart after an error, per watched kind.
+                    registry = plane.metrics.registry
+                    for kind in ("TrafficSplit", "Service"):
+                        labels = {"kind": kind, "reason": "error"}
+                        assert (registry.get_sample_value(RESTARTS, labels) or 0) >= 1, kind
+                        assert registry.get_sample_value(RESTARTS, labels | {"reason": "expired"}) == 0
                     await plane.stop()  # while the server runs, so the watch streams end first
             finally:
                 await plane.stop()

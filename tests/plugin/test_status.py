@@ -10,12 +10,14 @@ import kmock
 import pytest
 import yaml
 
-from canaryctl.api.models import Canary
+from canaryctl.api.models import KNATIVE_PRIMARY_REVISION, Canary
 from canaryctl.engine.types import RouteState
+from canaryctl_mesh.kinds import resource_path
 from canaryctl_mesh.kube import KubeObjects
 from canaryctl_providers.routers import ROUTERS
 from tests.plugin import scenarios
 from tests.plugin.helpers import check_golden, kubectl_canary
+from tests.providers.routers.cases import user_apisix_route, user_ingress
 
 pytestmark = pytest.mark.asyncio
 
@@ -114,44 +116,104 @@ async def test_unreachable_server(capsys: pytest.CaptureFixture[str]) -> None:
     assert err.startswith("kubectl canary: error: canary default/x: cannot reach the API server")
 
 
+KNATIVE_API = "serving.knative.dev/v1"
+
+
+def router_setup(provider: str, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """What the router needs in the spec (set in ``manifest``) and in the cluster (returned) before it
+    writes: the user's Ingress or ApisixRoute it copies, the Knative Service it routes."""
+    spec = manifest["spec"]
+    if provider == "appmesh":
+        spec["service"]["meshName"] = "global"
+    if provider in ("nginx", "skipper"):
+        spec["ingressRef"] = {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": "podinfo"}
+        return [user_ingress()]
+    if provider == "apisix":
+        spec["routeRef"] = {"apiVersion": "apisix.apache.org/v2", "kind": "ApisixRoute", "name": "web"}
+        return [user_apisix_route()]
+    if provider == "knative":
+        spec["targetRef"] = {"apiVersion": KNATIVE_API, "kind": "Service", "name": "podinfo"}
+        del spec["service"]
+        meta = {
+            "name": "podinfo",
+            "namespace": "test",
+            "annotations": {KNATIVE_PRIMARY_REVISION: "podinfo-00001"},
+        }
+        return [{"apiVersion": KNATIVE_API, "kind": "Service", "metadata": meta, "spec": {}}]
+    return []
+
+
 @pytest.mark.parametrize(
     "provider",
-    ["canaryctl", "smi", "smi:v1alpha2", "istio", "gatewayapi:v1beta1", "kuma", "osm", "appmesh:v1beta2"],
+    [
+        "canaryctl",
+        "smi",
+        "smi:v1alpha2",
+        "linkerd",
+        "istio",
+        "gatewayapi:v1beta1",
+        "kuma",
+        "osm",
+        "appmesh",
+        "appmesh:v1beta2",
+        "knative",
+        "nginx",
+        "skipper",
+        "contour",
+        "gloo",
+        "traefik",
+        "apisix",
+    ],
 )
+@pytest.mark.parametrize("weight", [30, 0])
 async def test_observed_weight_is_read_from_what_each_router_writes(
     emulator: kmock.KubernetesEmulator,
     objects: KubeObjects,
     capsys: pytest.CaptureFixture[str],
     provider: str,
+    weight: int,
 ) -> None:
-    """The plugin reads the very objects the routers generate (SMI v1alpha1 weights are Quantities)."""
+    """The plugin reads the very objects the routers generate (SMI v1alpha1 weights are Quantities;
+    a zero weight may be written as a missing one, or a switched-off canary Ingress)."""
     objs = scenarios.progressing()
     objs[0]["spec"]["provider"] = provider
+    for obj in router_setup(provider, objs[0]):
+        emulator.objects[resource_of(obj), "test", obj["metadata"]["name"]] = obj
     canary = Canary.model_validate(objs[0])
     for side in ("primary", "canary"):  # App Mesh's virtual nodes select the side Services' pods
         service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": f"podinfo-{side}"}}
         service["spec"] = {"selector": {"app": f"podinfo-{side}"}}
         emulator.objects["v1/services", "test", f"podinfo-{side}"] = service
-    written = await ROUTERS[provider](objects).desired(canary, RouteState(canary_weight=30))
-    router_obj = next(o for o in written if o["kind"] in PLURALS)
+    written = await ROUTERS[provider](objects).desired(canary, RouteState(canary_weight=weight))
+    router_obj = next(o for o in written if (o["apiVersion"], o["kind"]) in WEIGHTS_IN)  # the apex's first
     emulator.objects[resource_of(router_obj), "test", router_obj["metadata"]["name"]] = router_obj
     scenarios.seed(emulator, objs[:1])
     assert await kubectl_canary(emulator, "status", "podinfo", "-n", "test", "-o", "json") == 0
     observed = json.loads(capsys.readouterr().out)["observed"]
-    assert observed == {"weight": 30, "source": f"{router_obj['kind']} podinfo"}
+    assert observed == {"weight": weight, "source": f"{router_obj['kind']} {router_obj['metadata']['name']}"}
 
 
-PLURALS = {
-    "TrafficSplit": "trafficsplits",
-    "VirtualService": "virtualservices",
-    "HTTPRoute": "httproutes",
-    "MeshHTTPRoute": "meshhttproutes",
-    "VirtualRouter": "virtualrouters",
+# The objects holding the weights, among those a router writes (App Mesh v1beta1's VirtualService holds
+# its routes; v1beta2's names its VirtualRouter).
+WEIGHTS_IN = {
+    *((f"split.smi-spec.io/{v}", "TrafficSplit") for v in ("v1alpha1", "v1alpha2", "v1alpha4")),
+    ("networking.istio.io/v1beta1", "VirtualService"),
+    ("gateway.networking.k8s.io/v1beta1", "HTTPRoute"),
+    ("policy.linkerd.io/v1beta3", "HTTPRoute"),
+    ("kuma.io/v1alpha1", "MeshHTTPRoute"),
+    ("appmesh.k8s.aws/v1beta2", "VirtualRouter"),
+    ("appmesh.k8s.aws/v1beta1", "VirtualService"),
+    (KNATIVE_API, "Service"),
+    ("networking.k8s.io/v1", "Ingress"),
+    ("apisix.apache.org/v2", "ApisixRoute"),
+    ("projectcontour.io/v1", "HTTPProxy"),
+    ("gateway.solo.io/v1", "RouteTable"),
+    ("traefik.io/v1alpha1", "TraefikService"),
 }
 
 
 def resource_of(obj: dict[str, Any]) -> str:
-    return f"{obj['apiVersion']}/{PLURALS[obj['kind']]}"
+    return f"{obj['apiVersion']}/{resource_path(obj['apiVersion'], obj['kind'], None).rpartition('/')[2]}"
 
 
 async def test_service_target_has_no_workloads(

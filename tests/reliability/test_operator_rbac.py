@@ -1,7 +1,8 @@
 """The chart's controller RBAC against the API calls the operator makes.
 
 One operator (with kopf peering, as the chart runs it) drives a rollout per router and per target
-kind to promotion, plus an HPA- and a KEDA-scaled target and a Canary deleted with
+kind (a Knative Service too, its revisions made as Knative Serving would) to promotion, plus an HPA-
+and a KEDA-scaled target and a Canary deleted with
 ``revertOnDeletion``, against kmock's emulator. Every request it sends is recorded as (apiGroup,
 resource, verb). The test renders the chart with a real helm and fails on any rule it grants that no
 call used (least privilege) and on any call no rule grants (it would be refused on a real cluster).
@@ -37,7 +38,16 @@ from tests.operator.conftest import (  # noqa: F401
     short_intervals,
     start_operator,
 )
-from tests.operator.helpers import NS, autoscaled, canary, setup_target, wait_for, wait_phase, workload
+from tests.operator.helpers import (
+    METRIC_TEMPLATE,
+    NS,
+    autoscaled,
+    canary,
+    setup_target,
+    wait_for,
+    wait_phase,
+    workload,
+)
 
 pytestmark = pytest.mark.asyncio
 
@@ -57,6 +67,7 @@ ROUTER_CANARIES: dict[str, dict[str, Any]] = {
     "kuma": {"iterations": 2, "match": [{"headers": {"x-canary": {"exact": "1"}}}]},
     "osm": {},
     "appmesh:v1beta2": {"iterations": 2, "match": [{"headers": {"x-canary": {"exact": "1"}}}]},
+    "appmesh": {"iterations": 2, "match": [{"headers": {"x-canary": {"exact": "1"}}}]},
     "nginx": {},
     "contour": {},
     "gloo": {},
@@ -175,8 +186,42 @@ def apisix_route(name: str) -> dict[str, Any]:
     }
 
 
+KNATIVE_API = "serving.knative.dev/v1"
+
+
+def knative_revision(name: str) -> dict[str, Any]:
+    """A Knative Revision as Knative Serving reports it once ready."""
+    return {
+        "apiVersion": KNATIVE_API,
+        "kind": "Revision",
+        "metadata": {"name": name, "namespace": NS},
+        "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+    }
+
+
+async def new_knative_revision(objects: KubeObjects, name: str, revision: str) -> None:  # noqa: F811
+    """What Knative Serving does for a Service's new template: a Revision, named in its status."""
+    await objects.apply(knative_revision(revision))
+    container = {"image": f"app:{revision}"}
+    service = {
+        "apiVersion": KNATIVE_API,
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"template": {"spec": {"containers": [container]}}},
+        "status": {"latestCreatedRevisionName": revision},
+    }
+    await objects.apply(service)
+
+
 async def drive_every_router_to_promotion(objects: KubeObjects) -> None:  # noqa: F811
     names = []
+    await objects.apply(METRIC_TEMPLATE)
+    await new_knative_revision(objects, "kn", "kn-00001")
+    knative = canary("kn", "Service")
+    knative["spec"]["targetRef"]["apiVersion"] = KNATIVE_API
+    knative["spec"]["provider"] = "knative"
+    del knative["spec"]["service"]
+    await objects.apply(knative)
     for index, (provider, analysis) in enumerate(ROUTER_CANARIES.items()):
         name = f"r{index}"
         await setup_target(objects, "Deployment", name)
@@ -189,6 +234,8 @@ async def drive_every_router_to_promotion(objects: KubeObjects) -> None:  # noqa
                 "kind": "Ingress",
                 "name": name,
             }
+        if provider == "appmesh":
+            manifest["spec"]["service"]["meshName"] = "global"
         if provider == "apisix":
             await objects.apply(apisix_route(name))
             manifest["spec"]["routeRef"] = {"apiVersion": APISIX_API, "kind": "ApisixRoute", "name": name}
@@ -233,17 +280,24 @@ async def drive_every_router_to_promotion(objects: KubeObjects) -> None:  # noqa
     await objects.apply(autoscaled(canary("keda"), "ScaledObject"))
     names.append("keda")
 
-    for name in names:
+    for name in [*names, "kn"]:
         await wait_phase(objects, name, "Initialized", timeout=30)
+    await new_knative_revision(objects, "kn", "kn-00002")
     for name in names:
         target = await objects.get("apps/v1", "DaemonSet" if name == "ds" else "Deployment", NS, name)
         assert target is not None
         container = target["spec"]["template"]["spec"]["containers"][0]
         container["image"] = "app:v2"
         await objects.apply({k: target[k] for k in ("apiVersion", "kind", "metadata", "spec")})
-    for name in names:
+    for name in [*names, "kn"]:
         done = await wait_phase(objects, name, "Succeeded", "Failed", timeout=60)
         assert done["status"]["phase"] == "Succeeded", (name, done["status"])
+    # The Knative rollout ended with the new revision as the primary, serving everything.
+    service = await objects.get(KNATIVE_API, "Service", NS, "kn")
+    assert service is not None
+    assert service["metadata"]["annotations"]["flagger.app/primary-revision"] == "kn-00002"
+    traffic = {t.get("revisionName", "latest"): t["percent"] for t in service["spec"]["traffic"]}
+    assert traffic == {"latest": 0, "kn-00002": 100}
 
     await objects.delete(API_VERSION, "Canary", NS, "scaled")
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kubernetes import client
+from prometheus_client import Counter
 
 REVIEW_TIMEOUT = 5.0
 
@@ -14,8 +15,10 @@ REVIEW_TIMEOUT = 5.0
 class KubeTokenReviewer:
     """`canaryctl_mesh.identity.TokenReviewer` against the API server (RBAC: create tokenreviews)."""
 
-    def __init__(self, api: client.ApiClient) -> None:
+    def __init__(self, api: client.ApiClient, results: Counter | None = None) -> None:
+        """`results` counts the answers by ``result``: authenticated, unauthenticated or error."""
         self.api = api
+        self.results = results
 
     def _review(self, token: str, audiences: list[str]) -> dict[str, Any]:
         body = client.V1TokenReview(spec=client.V1TokenReviewSpec(token=token, audiences=audiences))
@@ -34,4 +37,14 @@ class KubeTokenReviewer:
         }
 
     async def review(self, token: str, audiences: list[str]) -> Mapping[str, Any]:
-        return await asyncio.to_thread(self._review, token, audiences)
+        try:
+            status = await asyncio.to_thread(self._review, token, audiences)
+        except Exception:
+            self._count("error")
+            raise
+        self._count("authenticated" if status.get("authenticated") else "unauthenticated")
+        return status
+
+    def _count(self, result: str) -> None:
+        if self.results is not None:
+            self.results.labels(result).inc()

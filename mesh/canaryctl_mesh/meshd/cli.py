@@ -6,18 +6,20 @@ import argparse
 import asyncio
 import logging
 import signal
+from collections import Counter
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 from kubernetes import client
+from pythonjsonlogger.json import JsonFormatter
 
 from canaryctl_mesh import config
 from canaryctl_mesh.ads import AdsServer
 from canaryctl_mesh.identity import TOKEN_AUDIENCE, TokenAuthenticator
 from canaryctl_mesh.injector import SIDECAR_TOKEN_PATH, InjectorSettings
 from canaryctl_mesh.kube import KubeObjects, api_client, api_client_for_host, pool_size
-from canaryctl_mesh.meshd import injector, runtime
+from canaryctl_mesh.meshd import injector, metrics, runtime
 from canaryctl_mesh.meshd.auth import KubeTokenReviewer
 from canaryctl_mesh.meshd.control_plane import ControlPlane, sources
 from canaryctl_mesh.meshd.pki import CertificateAuthority, load_or_create_ca
@@ -25,6 +27,7 @@ from canaryctl_mesh.meshd.tls import IssuedCertificate, xds_credentials
 from canaryctl_mesh.translate import parse_export_to
 
 DEFAULT_PORTS = config.SidecarPorts()
+DEFAULT_METRICS_PORT = 8080
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
@@ -51,6 +54,18 @@ def _common(parser: argparse.ArgumentParser) -> None:
     ):
         sidecar.add_argument(f"--{name}-port", type=int, default=default, help=f"{what} (default {default})")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="text lines, or one JSON object per line (time, level, logger, message) (default text)",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=DEFAULT_METRICS_PORT,
+        help=f"Prometheus /metrics over plain HTTP on 0.0.0.0 (default {DEFAULT_METRICS_PORT})",
+    )
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -216,15 +231,25 @@ def xds_server(
     port: int = 15010,
     audience: str = TOKEN_AUDIENCE,
     max_streams_per_identity: int = 8,
+    measured: metrics.MeshdMetrics | None = None,
 ) -> AdsServer:
     """ADS as meshd serves it: TLS from the mesh CA, tokens checked by TokenReview. The reviews get an
     API client of their own, so a reconnect storm (thousands of new tokens) reuses its connections
-    instead of opening one per review next to the watches holding the shared pool."""
+    instead of opening one per review next to the watches holding the shared pool. `measured` counts the
+    reviews and shows when the CA and the serving certificate expire."""
+    certificate = IssuedCertificate(ca, dns_names)
+    if measured is not None:
+        measured.watch_certificates(
+            {"ca": lambda: ca.pair.not_after, "xds": lambda: certificate.pair.not_after}
+        )
+    token_reviews = measured.token_reviews if measured is not None else None
     return AdsServer(
         host,
         port,
-        credentials=xds_credentials(IssuedCertificate(ca, dns_names)),
-        authenticator=TokenAuthenticator(KubeTokenReviewer(client.ApiClient(api.configuration)), audience),
+        credentials=xds_credentials(certificate),
+        authenticator=TokenAuthenticator(
+            KubeTokenReviewer(client.ApiClient(api.configuration), token_reviews), audience
+        ),
         max_streams_per_identity=max_streams_per_identity,
     )
 
@@ -234,6 +259,7 @@ async def _control_plane(args: argparse.Namespace, api: client.ApiClient, stop: 
         export_to = parse_export_to(args.default_export_to, "")
     except ValueError as error:
         raise SystemExit(f"--default-export-to: {error}") from error
+    measured = metrics.MeshdMetrics()
     if args.insecure:
         ads = AdsServer("0.0.0.0", args.xds_port)
     else:
@@ -242,13 +268,13 @@ async def _control_plane(args: argparse.Namespace, api: client.ApiClient, stop: 
         ca = await _mesh_ca(args, api)
         ads = xds_server(
             api, ca, args.xds_dns_names, port=args.xds_port, audience=args.token_audience,
-            max_streams_per_identity=args.max_streams_per_identity,
+            max_streams_per_identity=args.max_streams_per_identity, measured=measured,
         )  # fmt: skip
     plane = ControlPlane(
         api, args.namespaces, ports=_ports(args), ads=ads, default_export_to=export_to,
-        watch_timeout=args.watch_timeout_seconds,
+        watch_timeout=args.watch_timeout_seconds, metrics=measured,
     )  # fmt: skip
-    async with plane:
+    async with plane, metrics.serving(measured, "0.0.0.0", args.metrics_port):
         await stop.wait()
 
 
@@ -281,15 +307,39 @@ async def _injector(args: argparse.Namespace, api: client.ApiClient, stop: async
         serving = injector.MeshCertificate(
             IssuedCertificate(ca, args.tls_dns_names), objects, args.webhook_name
         )
+    measured = metrics.MeshdMetrics()
+    outcomes: Counter[str] = Counter()
+    measured.watch_admissions(outcomes)
+    expiries = {"injector": lambda: serving.current().not_after}
+    if ca is not None:
+        expiries["ca"] = lambda: ca.pair.not_after
+    measured.watch_certificates(expiries)
     async with (
         injector.WatchedNamespaceLabels(api, objects) as labels,
-        injector.serving(settings, labels, serving, stop, "0.0.0.0", args.port),
+        injector.serving(settings, labels, serving, stop, "0.0.0.0", args.port, outcomes=outcomes),
+        metrics.serving(measured, "0.0.0.0", args.metrics_port),
     ):
         await stop.wait()
 
 
+def _log_handler(log_format: str) -> logging.Handler:
+    """The controller's line shapes: the same keys in JSON, so one log pipeline reads both."""
+    handler = logging.StreamHandler()
+    if log_format == "json":
+        handler.setFormatter(
+            JsonFormatter(
+                "%(levelname)s %(name)s %(message)s",
+                rename_fields={"levelname": "level", "name": "logger"},
+                timestamp="time",
+            )
+        )
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    return handler
+
+
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(level=args.log_level, handlers=[_log_handler(args.log_format)])
     serve = _control_plane if args.meshd_command == "control-plane" else _injector
     api = _api(args)
     try:

@@ -6,9 +6,8 @@ changed namespaces and pushes the views that changed, at once when it was idle (
 weight change is not held back), and then waits a short debounce before the next sync (so a burst,
 such as the first list, becomes two pushes at most, not one per object). Nothing is pushed before
 every reflector has listed once: a restarted control plane must not hand reconnecting sidecars an
-empty mesh. An object that is refused
-(invalid, or conflicting with an older one) gets a Warning Event and a log line, once; the rest of
-the mesh keeps syncing.
+empty mesh. An object that is refused (invalid, or conflicting with an older one) gets a Warning
+Event and a log line, once; the rest of the mesh keeps syncing.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from kubernetes import client
@@ -28,6 +27,7 @@ from canaryctl_mesh.ads import AdsServer
 from canaryctl_mesh.control import MeshControlPlane
 from canaryctl_mesh.identity import Authenticator
 from canaryctl_mesh.kube import KubeObjects
+from canaryctl_mesh.meshd.metrics import WATCH_RESTART_REASONS, MeshdMetrics
 from canaryctl_mesh.meshd.watch import WATCHED, ObjectStore, Reflector, Source
 from canaryctl_mesh.translate import ALL_NAMESPACES, Refusal
 
@@ -126,11 +126,15 @@ class ControlPlane:
         default_export_to: frozenset[str] = frozenset({ALL_NAMESPACES}),
         watch_timeout: float = 300.0,
         events: bool = True,
+        metrics: MeshdMetrics | None = None,
     ) -> None:
         """`ads` replaces the plaintext, unauthenticated server on xds_host:xds_port (meshd passes one
         with TLS, an authenticator and a stream limit)."""
         self.ads = ads or AdsServer(xds_host, xds_port, authenticator=authenticator)
         self.plane = MeshControlPlane(self.ads, ports, bind_host, default_export_to)
+        self.plane.holding = True  # until every watched kind has been listed once
+        self.metrics = metrics or MeshdMetrics()
+        self.metrics.watch_control_plane(self.ads, lambda: self.plane.refused)
         self.debounce = debounce
         self.version = ""
         """Digest of the translated mesh at the last push ("" before the first)."""
@@ -139,9 +143,19 @@ class ControlPlane:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.store = ObjectStore(self._changed)
         self.reflectors = [
-            Reflector(api, source, self.store, watch_timeout) for source in sources(namespaces)
+            Reflector(api, source, self.store, watch_timeout, self._restart_counter(source))
+            for source in sources(namespaces)
         ]
         self._task: asyncio.Task[None] | None = None
+
+    def _restart_counter(self, source: Source) -> Callable[[str], None]:
+        for reason in WATCH_RESTART_REASONS:
+            self.metrics.watch_restarts.labels(source.kind, reason)  # exposed as 0 until one happens
+
+        def restarted(reason: str) -> None:
+            self.metrics.watch_restarts.labels(source.kind, reason).inc()
+
+        return restarted
 
     @property
     def refused(self) -> list[Refusal]:
@@ -196,9 +210,11 @@ class ControlPlane:
 
     async def sync(self) -> None:
         """Re-translate the namespaces that changed and push the views that changed."""
-        dirty = self.store.take_dirty()
-        self.plane.update({namespace: self.store.namespace_objects(namespace) for namespace in dirty})
-        version = await self.plane.push()
+        with self.metrics.sync_seconds.time():
+            dirty = self.store.take_dirty()
+            self.plane.update({namespace: self.store.namespace_objects(namespace) for namespace in dirty})
+            self.plane.holding = False
+            version = await self.plane.push()
         self.events.report(self.plane.refused)
         if version != self.version:
             log.info("pushed snapshot %s (%d namespaces changed)", version, len(dirty))

@@ -21,6 +21,7 @@ import asyncio
 import base64
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Protocol
@@ -144,16 +145,17 @@ async def serving(
     host: str = "0.0.0.0",
     port: int = 9443,
     check_interval: float = CHECK_INTERVAL,
+    outcomes: Counter[str] | None = None,
 ) -> AsyncIterator[int]:
     """The webhook (POST /mutate, GET /healthz) over HTTPS while the block runs; yields the bound port.
 
     Every `check_interval` seconds the certificate is refreshed (and the caBundle checked); a new
-    pair serves the next handshake.
+    pair serves the next handshake. `outcomes` counts the admissions by outcome.
     """
     if isinstance(certificate, MeshCertificate):
         await certificate.ensure_ca_bundle()
     context = server_context(certificate.current())
-    runner = web.AppRunner(make_app(settings, labels), access_log=None)
+    runner = web.AppRunner(make_app(settings, labels, outcomes), access_log=None)
     await runner.setup()
     refresher: asyncio.Task[None] | None = None
     try:

@@ -29,16 +29,25 @@ import urllib3
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from canaryctl_mesh.api import TRAFFIC_POLICY_KIND
+from canaryctl_mesh.api import MESH_GROUP, TRAFFIC_POLICY_KIND
 from canaryctl_mesh.kube import KINDS, resource_path
 
 log = logging.getLogger(__name__)
 
 Object = dict[str, Any]
 
-WATCHED_KINDS = frozenset({"TrafficSplit", "HTTPRouteGroup", TRAFFIC_POLICY_KIND, "Service", "EndpointSlice"})
+# (API group, kind): a kind name alone is ambiguous (Knative serves a Service too).
+WATCHED_KINDS = frozenset(
+    {
+        ("split.smi-spec.io", "TrafficSplit"),
+        ("specs.smi-spec.io", "HTTPRouteGroup"),
+        (MESH_GROUP, TRAFFIC_POLICY_KIND),
+        ("", "Service"),
+        ("discovery.k8s.io", "EndpointSlice"),
+    }
+)
 WATCHED: tuple[tuple[str, str], ...] = tuple(
-    sorted((key for key in KINDS if key[1] in WATCHED_KINDS), reverse=True)
+    sorted((key for key in KINDS if (key[0].rpartition("/")[0], key[1]) in WATCHED_KINDS), reverse=True)
 )
 """(apiVersion, kind) pairs the control plane watches, newest API version of a group first."""
 
@@ -180,9 +189,16 @@ class Reflector:
     """Keeps `store` in step with one `source`; `synced` is set after the first list (or a 404)."""
 
     def __init__(
-        self, api: client.ApiClient, source: Source, store: ObjectStore, watch_timeout: float = 300.0
+        self,
+        api: client.ApiClient,
+        source: Source,
+        store: ObjectStore,
+        watch_timeout: float = 300.0,
+        on_restart: Callable[[str], None] | None = None,
     ) -> None:
+        """`on_restart` is told each time the list+watch starts over: "expired" or "error"."""
         self.api = api
+        self.on_restart = on_restart
         self.source = source
         self.store = store
         self.watch_timeout = watch_timeout
@@ -287,9 +303,11 @@ class Reflector:
                     version = self._watch(version)
                     self.backoff.reset()  # a list and a watch both worked
             except _Expired as expired:
+                self._restarted("expired")
                 log.info("%s: watch expired (%s), listing again", self.source, expired)
             except ApiException as error:
                 if error.status == 410:
+                    self._restarted("expired")
                     log.info("%s: resourceVersion expired, listing again", self.source)
                 elif error.status == 404:
                     # The CRD (this version of it) is not installed; it may be later.
@@ -304,9 +322,14 @@ class Reflector:
             except (urllib3.exceptions.HTTPError, OSError, ValueError) as error:
                 self._failed(error)
 
+    def _restarted(self, reason: str) -> None:
+        if self.on_restart is not None:
+            self.on_restart(reason)
+
     def _failed(self, error: Exception) -> None:
         if self._stopping.is_set():
             return
+        self._restarted("error")
         delay = self.backoff.next()
         log.warning("%s: %s; retrying in %.1fs", self.source, error, delay)
         self._stopping.wait(delay)

@@ -40,6 +40,12 @@ class _Resolved:
     provider_type: str
     query: str
     counts: BuiltinQueries | None = None
+    builtin: BuiltinQueries | None = None  # the builtin queries ``query`` is one of
+
+    def model(self, canary: Canary, metric: CanaryMetric, primary: bool = False) -> TemplateModel:
+        """The model the query renders with (a builtin may encode its names, as Skipper's)."""
+        model = TemplateModel.for_canary(canary, metric.interval, metric.template_variables, primary=primary)
+        return self.builtin.model_for(model) if self.builtin is not None else model
 
 
 @dataclass(frozen=True)
@@ -83,16 +89,14 @@ class MetricsAnalyzer:
             resolved = await self._resolve(canary, metric, caller_side)
         except Exception as exc:  # lookups are injected; whatever they raise is this metric's error
             return MetricObservation(metric.name, MetricSample(None), error=_describe(exc))
-        model = TemplateModel.for_canary(canary, metric.interval, metric.template_variables)
+        model = resolved.model(canary, metric)
         query = None
         try:
             query = render(resolved.query, model)
             if metric.compare is None:
                 sample = await self._sample(resolved, query, model)
                 return MetricObservation(metric.name, sample, provider=resolved.provider_type, query=query)
-            primary = TemplateModel.for_canary(
-                canary, metric.interval, metric.template_variables, primary=True
-            )
+            primary = resolved.model(canary, metric, primary=True)
             primary_query = render(resolved.query, primary)
             canary_sample, primary_sample = await asyncio.gather(
                 self._sample(resolved, query, model), self._sample(resolved, primary_query, primary)
@@ -118,6 +122,7 @@ class MetricsAnalyzer:
         model = TemplateModel.for_canary(canary, f"{max(1, math.ceil(period_seconds))}s")
         try:
             queries = mesh_queries(canary.spec.provider).upstream
+            model = queries.model_for(model)
             provider = self._slotted(canary, self._prometheus(canary))
             success_rate, requests = await asyncio.gather(
                 provider.query(render(queries.success_rate, model)),
@@ -159,7 +164,7 @@ class MetricsAnalyzer:
             queries = mesh_queries(canary.spec.provider).select(caller_side)
             counts = queries if metric.name == SUCCESS_RATE else None
             query = queries.value_query(metric.name)
-            resolved = _Resolved(self._prometheus(canary), "prometheus", query, counts)
+            resolved = _Resolved(self._prometheus(canary), "prometheus", query, counts, queries)
         else:
             raise ValueError(f"metric {metric.name!r} is not builtin and has neither templateRef nor query")
         return replace(resolved, provider=self._slotted(canary, resolved.provider))

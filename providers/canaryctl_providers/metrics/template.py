@@ -51,7 +51,7 @@ class TemplateModel:
             target=spec.target_ref.name + suffix,
             service=apex + suffix,
             ingress=spec.ingress_ref.name if spec.ingress_ref else spec.target_ref.name,
-            route=spec.route_ref.name if spec.route_ref else spec.target_ref.name,
+            route=_route(canary, primary),
             interval=interval or DEFAULT_INTERVAL,
             backend=cluster_name(spec.side_service(primary), namespace),
             variables=dict(variables or {}),
@@ -69,6 +69,17 @@ class TemplateModel:
             "interval": self.interval,
             "backend": self.backend,
         }
+
+
+def _route(canary: Canary, primary: bool) -> str:
+    """``spec.routeRef``'s name, else the target's; for a Knative target the revision measured (Flagger:
+    the latest created one), which the Canary's status names (its revisions are the revision names)."""
+    spec, status = canary.spec, canary.status
+    if spec.target_ref.knative and status is not None:
+        revision = status.last_promoted_spec if primary else status.last_applied_spec
+        if revision:
+            return revision
+    return spec.route_ref.name if spec.route_ref else spec.target_ref.name
 
 
 def render(template: str, model: TemplateModel) -> str:

@@ -22,14 +22,17 @@ from canaryctl.ports import Objects, Router
 from canaryctl_providers.routers import smi
 from canaryctl_providers.routers.apisix import ApisixRouter
 from canaryctl_providers.routers.appmesh import AppMeshRouter
+from canaryctl_providers.routers.appmesh_v1beta1 import AppMeshV1beta1Router
 from canaryctl_providers.routers.canaryctl import CanaryctlRouter
 from canaryctl_providers.routers.common import ObjectRouter, UnsupportedRoutes
 from canaryctl_providers.routers.contour import ContourRouter
 from canaryctl_providers.routers.gatewayapi import GatewayApiRouter
 from canaryctl_providers.routers.gloo import GlooRouter
 from canaryctl_providers.routers.istio import IstioRouter
+from canaryctl_providers.routers.knative import KnativeRouter
 from canaryctl_providers.routers.kubernetes import KubernetesRouter
 from canaryctl_providers.routers.kuma import KumaRouter
+from canaryctl_providers.routers.linkerd import LinkerdRouter
 from canaryctl_providers.routers.nginx import NginxRouter
 from canaryctl_providers.routers.skipper import SkipperRouter
 from canaryctl_providers.routers.smi import SmiRouter
@@ -37,12 +40,13 @@ from canaryctl_providers.routers.traefik import TraefikRouter
 
 __all__ = ["ROUTERS", "UnsupportedRoutes", "create", "router_for", "spec_problem", "unsupported_steps"]
 
-# Bare "smi" is SMI v1alpha1, the version of Flagger's original SMI router and of its linkerd provider.
+# Bare "smi" is SMI v1alpha1, the version of Flagger's original SMI router (and of the TrafficSplit its
+# linkerd provider writes).
 ROUTERS: Final[dict[str, Callable[[Objects], ObjectRouter]]] = {
     INCLUDED_MESH: CanaryctlRouter,
     "kubernetes": KubernetesRouter,
     "istio": IstioRouter,
-    "linkerd": lambda objects: SmiRouter(objects, "v1alpha1", "linkerd"),
+    "linkerd": LinkerdRouter,
     "smi": lambda objects: SmiRouter(objects, "v1alpha1"),
     **{f"smi:{v}": partial(SmiRouter, version=v) for v in smi.VERSIONS},
     "gatewayapi": GatewayApiRouter,
@@ -51,7 +55,9 @@ ROUTERS: Final[dict[str, Callable[[Objects], ObjectRouter]]] = {
     # Meshes
     "kuma": KumaRouter,
     "osm": lambda objects: SmiRouter(objects, "v1alpha2", "osm"),
+    "appmesh": AppMeshV1beta1Router,
     "appmesh:v1beta2": AppMeshRouter,
+    "knative": KnativeRouter,
     # Ingress controllers
     "nginx": NginxRouter,
     "contour": ContourRouter,
@@ -101,6 +107,8 @@ def route_states(canary: Canary) -> Iterator[tuple[str, RouteState]]:
 def spec_problem(canary: Canary, router: Router) -> str | None:
     """What ``router`` cannot work with in the Canary's spec outside the steps (an ingress router
     without spec.ingressRef), with the field path; None for routers that need nothing more."""
+    if canary.spec.target_ref.knative and router.name != "knative":
+        return f"spec.provider: a Knative Service target needs router knative, not {router.name}"
     check: Callable[[Canary], str | None] | None = getattr(router, "spec_problem", None)
     return check(canary) if check is not None else None
 

@@ -17,6 +17,7 @@ like Flagger's ``<apex>-a`` route. App Mesh has no mirroring or fault injection:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 from canaryctl.api.models import Canary, HTTPMatchRequest, StringMatch
@@ -64,7 +65,7 @@ def _container_port(canary: Canary) -> int:
     return target if isinstance(target, int) and target > 0 else canary.spec.service.port
 
 
-def _port_mapping(canary: Canary) -> Obj:
+def port_mapping(canary: Canary) -> Obj:
     protocol = "grpc" if "grpc" in canary.spec.service.port_name else "http"
     return {"port": _container_port(canary), "protocol": protocol}
 
@@ -74,7 +75,7 @@ def _route_timeout(canary: Canary) -> Obj | None:
     return {"perRequest": _ms(timeout)} if timeout else None
 
 
-def _retry_policy(canary: Canary) -> Obj | None:
+def retry_policy(canary: Canary) -> Obj | None:
     """Flagger's defaults (one attempt, 250 ms per try, on gateway errors). retryOn takes Envoy's names,
     as for Istio; each becomes the App Mesh retry event its CRD accepts (Flagger copies them verbatim,
     which the API server rejects for anything but App Mesh's own names)."""
@@ -105,7 +106,7 @@ def _retry_policy(canary: Canary) -> Obj | None:
     return policy
 
 
-def _header_match(match: StringMatch) -> Obj:
+def header_match(match: StringMatch) -> Obj:
     if match.exact is not None:
         return {"exact": match.exact}
     if match.prefix is not None:
@@ -115,7 +116,7 @@ def _header_match(match: StringMatch) -> Obj:
     return {"regex": match.regex}
 
 
-def _prefix(canary: Canary) -> str:
+def route_prefix(canary: Canary) -> str:
     """Flagger routes the first ``spec.service.match`` URI prefix, else everything."""
     service_match = canary.spec.service.match or []
     if service_match and service_match[0].uri is not None and service_match[0].uri.prefix:
@@ -131,12 +132,12 @@ def _targets(canary: Canary, canary_weight: int) -> list[Obj]:
 
 
 def _route(canary: Canary, name: str, canary_weight: int, match: HTTPMatchRequest | None = None) -> Obj:
-    http: Obj = {"match": {"prefix": _prefix(canary)}}
+    http: Obj = {"match": {"prefix": route_prefix(canary)}}
     if match is not None and match.headers:
         http["match"]["headers"] = [
-            {"name": header, "match": _header_match(value)} for header, value in match.headers.items()
+            {"name": header, "match": header_match(value)} for header, value in match.headers.items()
         ]
-    timeout, retries = _route_timeout(canary), _retry_policy(canary)
+    timeout, retries = _route_timeout(canary), retry_policy(canary)
     if timeout is not None:
         http["timeout"] = timeout
     if retries is not None:
@@ -147,7 +148,7 @@ def _route(canary: Canary, name: str, canary_weight: int, match: HTTPMatchReques
 
 def virtual_node(canary: Canary, primary: bool, selector: dict[str, str]) -> Obj:
     name = canary.spec.side_service(primary)
-    listener: Obj = {"portMapping": _port_mapping(canary)}
+    listener: Obj = {"portMapping": port_mapping(canary)}
     timeout = _route_timeout(canary)
     if timeout is not None:
         listener["timeout"] = {"http": timeout}
@@ -177,7 +178,7 @@ def virtual_node(canary: Canary, primary: bool, selector: dict[str, str]) -> Obj
     }
 
 
-def _gateway_annotations(canary: Canary) -> dict[str, str]:
+def gateway_annotations(canary: Canary) -> dict[str, str]:
     """Flagger exposes the apex through an App Mesh gateway when spec.service.hosts is set."""
     service = canary.spec.service
     if not service.hosts:
@@ -200,7 +201,7 @@ def _router_and_service(
         "apiVersion": API_VERSION,
         "kind": "VirtualRouter",
         "metadata": metadata(canary, name),
-        "spec": {"listeners": [{"portMapping": _port_mapping(canary)}], "routes": routes},
+        "spec": {"listeners": [{"portMapping": port_mapping(canary)}], "routes": routes},
     }
     service_meta = metadata(canary, name)
     if annotations:
@@ -214,20 +215,26 @@ def _router_and_service(
     return [router, service]
 
 
-def apex_routes(canary: Canary, routes: RouteState) -> list[Obj]:
+# One route of either API version: (canary, name, canary weight, header match or None) → route.
+RouteBuilder = Callable[[Canary, str, int, HTTPMatchRequest | None], Obj]
+
+
+def apex_routes(canary: Canary, routes: RouteState, build: RouteBuilder = _route) -> list[Obj]:
+    """The weighted route, after a route per header match (each everything to the canary), with
+    Flagger's priorities; ``build`` writes one route in the API version's shape."""
     apex = canary.spec.apex_name
     if not header_route_active(routes):
-        return [_route(canary, apex, routes.canary_weight)]
+        return [build(canary, apex, routes.canary_weight, None)]
     header_routes = [
         {
-            **_route(canary, f"{apex}-a" if i == 0 else f"{apex}-a-{i}", 100, match),
+            **build(canary, f"{apex}-a" if i == 0 else f"{apex}-a-{i}", 100, match),
             "priority": HEADER_PRIORITY + i,
         }
         for i, match in enumerate(routes.match)
     ]
     return [
         *header_routes,
-        {**_route(canary, f"{apex}-b", routes.canary_weight), "priority": DEFAULT_PRIORITY},
+        {**build(canary, f"{apex}-b", routes.canary_weight, None), "priority": DEFAULT_PRIORITY},
     ]
 
 
@@ -239,7 +246,7 @@ def desired(
     return [
         virtual_node(canary, True, selectors[0]),
         virtual_node(canary, False, selectors[1]),
-        *_router_and_service(canary, apex, apex_routes(canary, routes), _gateway_annotations(canary)),
+        *_router_and_service(canary, apex, apex_routes(canary, routes), gateway_annotations(canary)),
         *_router_and_service(canary, canary_name, [_route(canary, canary_name, 100)], {}),
     ]
 

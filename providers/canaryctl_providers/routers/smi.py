@@ -1,4 +1,5 @@
-"""SMI TrafficSplit routers, v1alpha1 to v1alpha4 (also what ``linkerd`` and the included mesh write).
+"""SMI TrafficSplit routers, v1alpha1 to v1alpha4 (also what ``osm``, ``linkerd`` with linkerd-smi and the
+included mesh write).
 
 v1alpha1 weights are Kubernetes Quantities, later versions integers; header routes need
 ``spec.matches`` → HTTPRouteGroup, which exists from v1alpha3. SMI has no mirror and no fault.
@@ -110,7 +111,7 @@ def routing_problem(router: str, routes: RouteState, version: str) -> str | None
 
 
 class SmiRouter(ObjectRouter):
-    """Flagger's ``smi:<version>`` providers; ``linkerd`` is SMI v1alpha1 under its own name."""
+    """Flagger's ``smi:<version>`` providers; ``osm`` is SMI v1alpha2 under its own name."""
 
     def __init__(self, objects: Objects, version: str, name: str | None = None) -> None:
         if version not in VERSIONS:

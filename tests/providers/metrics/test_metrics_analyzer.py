@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from canaryctl.api.models import Canary, CanaryMetric, MetricTemplate, MetricTemplateProvider
+from canaryctl.api.models import Canary, CanaryMetric, CanaryStatus, MetricTemplate, MetricTemplateProvider
 from canaryctl.engine.types import ErrorSample, MetricSample
 from canaryctl.ports import MetricScope
 from canaryctl_providers.metrics import MetricQueryError, MetricsAnalyzer, TemplateRenderError
@@ -289,6 +289,48 @@ def test_error_sample_and_availability() -> None:
     ]
 
 
+def test_skipper_builtin_queries_name_routes_as_skipper_does() -> None:
+    """Flagger's encodeModelForSkipper: non-word characters of the names become ``_``, as in Skipper's
+    route ids; a MetricTemplate's model is left as it is."""
+    manifest = canary().model_dump(by_alias=True, exclude_none=True, mode="json")
+    manifest["metadata"]["namespace"] = "team-a"
+    manifest["spec"] |= {"provider": "skipper", "ingressRef": {"kind": "Ingress", "name": "web.front"}}
+    subject = Canary.model_validate(manifest)
+    queries = mesh_queries("skipper").upstream
+    model = TemplateModel.for_canary(subject, "1m")
+    rendered = render(queries.success_rate, queries.model_for(model))
+    assert 'route=~"kube(ew)?_team_a__web_front_canary__.*__podinfo_svc_canary(_[0-9]+)?"' in rendered
+    assert model.namespace == "team-a" and mesh_queries("nginx").upstream.model_for(model) is model
+
+
+def test_the_analyzer_measures_knative_revisions_and_skipper_routes_by_their_names() -> None:
+    """What reaches Prometheus: Knative's revision under analysis (and the promoted one for a compare),
+    Skipper's route names encoded, in the value and the request-count queries alike."""
+    knative = canary(
+        provider="knative",
+        targetRef={"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "podinfo"},
+    ).model_copy(
+        update={"status": CanaryStatus(lastAppliedSpec="podinfo-00002", lastPromotedSpec="podinfo-00001")}
+    )
+    factory = Factory({"podinfo-00002": 99.0, "podinfo-00001": 98.0})
+    analyzer = MetricsAnalyzer(provider_factory=factory)
+    compared = metric(name="request-success-rate", compare={"maxDelta": 5})
+    observation = asyncio.run(analyzer.measure(knative, compared, caller_side=False))
+    assert observation.error is None and observation.canary.value == 99.0 and observation.primary is not None
+    assert observation.primary.value == 98.0
+    assert all("envoy_cluster_name=~" in q for q in factory.built[0].queries)
+
+    skipper = canary(provider="skipper", ingressRef={"name": "web.front"})
+    factory = Factory({"kube(ew)?_test__web_front_canary__": 97.0})
+    observation = asyncio.run(
+        MetricsAnalyzer(provider_factory=factory).measure(skipper, metric(name="request-success-rate"), False)
+    )
+    assert observation.error is None and observation.canary.value == 97.0
+    assert len(factory.built[0].queries) == 2 and all(
+        "web_front_canary" in q for q in factory.built[0].queries
+    )
+
+
 def test_builtin_queries_per_provider() -> None:
     model = TemplateModel.for_canary(canary(), "1m")
     istio = render(mesh_queries("istio").upstream.success_rate, model)
@@ -324,9 +366,13 @@ def test_builtin_queries_per_provider() -> None:
     assert render(mesh_queries("osm").upstream.duration, model) == (
         f"histogram_quantile(0.99, sum(rate(osm_request_duration_ms_bucket{{{osm_selector}}}[1m])) by (le))"
     )
-    pod = 'kubernetes_namespace="test", kubernetes_pod_name=~"podinfo-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"'
+    # App Mesh: the pod under Flagger's relabelling or Prometheus Operator's labels.
+    flagger = 'kubernetes_namespace="test", kubernetes_pod_name=~"podinfo-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"'
+    operator = 'namespace="test", pod=~"podinfo-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"'
+    buckets = "envoy_cluster_upstream_rq_time_bucket"
     assert render(mesh_queries("appmesh:v1beta2").upstream.duration, model) == (
-        f"histogram_quantile(0.99, sum(rate(envoy_cluster_upstream_rq_time_bucket{{{pod}}}[1m])) by (le))"
+        f"histogram_quantile(0.99, sum(rate({buckets}{{{flagger}}}[1m]) or rate({buckets}{{{operator}}}[1m]))"
+        " by (le))"
     )
     with pytest.raises(ValueError, match="no builtin metrics"):
-        mesh_queries("skipper")
+        mesh_queries("ambassador")

@@ -1,5 +1,6 @@
-"""The builtin queries of the ingress routers (Flagger's nginx, contour, gloo, traefik and apisix
-observers) against a REAL Prometheus scraping the metric names and labels each proxy exports.
+"""The builtin queries of the ingress routers (Flagger's nginx, contour, gloo, skipper, traefik and
+apisix observers) and of Knative (per revision, the activator's and queue-proxies' Envoy) against a REAL
+Prometheus scraping the metric names and labels each proxy exports.
 
 A local exporter serves counters that grow at fixed rates since it started: the canary's series (9 of
 10 requests succeed, 50 ms each) beside series the query must leave out (the primary failing every
@@ -13,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import httpx
 import pytest
@@ -77,6 +79,30 @@ def traefik_series() -> Series:
     return series
 
 
+def skipper_series() -> Series:
+    """Skipper's per-route response histogram (requests: its +Inf bucket) and serve-time summary, by route
+    id ``kube_<namespace>__<ingress>__<host>__<path>__<backend>`` with non-word characters made ``_``:
+    the canary Ingress's route to the canary, its route to the primary, the user's Ingress's route."""
+    canary = "kube_test__podinfo_canary__podinfo_example_com____podinfo_canary"
+    primary = "kube_test__podinfo_canary__podinfo_example_com____podinfo_primary"
+    user = "kube_test__podinfo__podinfo_example_com____podinfo"
+    buckets, serve = "skipper_response_duration_seconds_bucket", "skipper_serve_route_duration_seconds"
+    series: Series = []
+    for route, code, rate in (
+        (canary, "200", 9),
+        (canary, "503", 1),
+        (primary, "500", 50),
+        (user, "500", 50),
+    ):
+        series.append((buckets, {"route": route, "code": code, "le": "+Inf"}, rate))
+    for route, rate, seconds in ((canary, 10, 0.05), (primary, 50, 2.0), (user, 50, 2.0)):
+        series += [
+            (f"{serve}_sum", {"route": route}, rate * seconds),
+            (f"{serve}_count", {"route": route}, rate),
+        ]
+    return series
+
+
 def apisix_series() -> Series:
     """APISIX's status counter and latency histogram, by route (``<namespace>_<ApisixRoute>_<route>``)."""
     canary, primary = "test_web-podinfo-canary_app", "test_web_app"  # the copy, and the user's route
@@ -102,11 +128,16 @@ PROVIDERS: dict[str, Callable[[], Series]] = {
     ),
     "traefik": traefik_series,
     "apisix": apisix_series,
+    "skipper": skipper_series,
+    # The revision under analysis (the Canary's status names it) against the promoted one.
+    "knative": lambda: envoy_series(f"{NS}/podinfo-00002", f"{NS}/podinfo-00001"),
 }
-# The p99 Prometheus interpolates in the canary's (10, 25] ms bucket; nginx's is Flagger's average.
+# The p99 Prometheus interpolates in the canary's (10, 25] ms bucket; nginx's and skipper's are
+# Flagger's averages.
 EXPECTED_DURATION_MS = {
     "nginx": 50.0,
-    **dict.fromkeys(("contour", "gloo", "traefik", "apisix"), 10 + 15 * 0.99),
+    "skipper": 50.0,
+    **dict.fromkeys(("contour", "gloo", "traefik", "apisix", "knative"), 10 + 15 * 0.99),
 }
 
 
@@ -171,20 +202,25 @@ def query(prometheus: str, promql: str, deadline: float) -> float:
 @pytest.mark.slow
 def test_ingress_builtin_queries_measure_the_canary_only(scraped: tuple[str, str]) -> None:
     provider, prometheus = scraped
-    canary = Canary.model_validate(
-        {
-            "metadata": {"name": "podinfo", "namespace": NS},
-            "spec": {
-                "provider": provider,
-                "targetRef": {"kind": "Deployment", "name": "podinfo"},
-                "ingressRef": {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": "podinfo"},
-                "routeRef": {"apiVersion": "apisix.apache.org/v2", "kind": "ApisixRoute", "name": "web"},
-                "service": {"port": 9898},
-            },
+    manifest: dict[str, Any] = {
+        "metadata": {"name": "podinfo", "namespace": NS},
+        "spec": {
+            "provider": provider,
+            "targetRef": {"kind": "Deployment", "name": "podinfo"},
+            "ingressRef": {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": "podinfo"},
+            "routeRef": {"apiVersion": "apisix.apache.org/v2", "kind": "ApisixRoute", "name": "web"},
+            "service": {"port": 9898},
+        },
+    }
+    if provider == "knative":  # a Knative Service's revisions, as the operator records them
+        manifest["spec"] = {
+            "provider": provider,
+            "targetRef": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "podinfo"},
         }
-    )
+        manifest["status"] = {"lastAppliedSpec": "podinfo-00002", "lastPromotedSpec": "podinfo-00001"}
+    canary = Canary.model_validate(manifest)
     queries = mesh_queries(provider).upstream
-    model = TemplateModel.for_canary(canary, INTERVAL)
+    model = queries.model_for(TemplateModel.for_canary(canary, INTERVAL))
     deadline = time.monotonic() + 60
     # Wait for a full interval of samples, so increase() is not extrapolated from a first scrape or two.
     query(prometheus, f"count_over_time(up[{INTERVAL}]) >= 8", deadline)
@@ -195,3 +231,6 @@ def test_ingress_builtin_queries_measure_the_canary_only(scraped: tuple[str, str
     # 10 requests a second over 10s, extrapolated at the window's edges (less so when a loaded machine
     # delays scrapes); the series left out add 50 or more a second each.
     assert 10 * 5 <= requests <= 10 * 15, requests
+    if provider == "knative":  # comparative analysis measures the promoted revision, which fails all
+        primary = TemplateModel.for_canary(canary, INTERVAL, primary=True)
+        assert query(prometheus, render(queries.success_rate, primary), deadline) == 0

@@ -8,7 +8,10 @@ names a Canary ``podinfo``'s sides in namespace ``test`` (canaryctl.local.router
 ``osm_request_total`` / ``osm_request_duration_ms`` (what OSM's Envoy stats extension exports, with its
 labels), and log every status they answer. Prometheus labels the Envoy's stats of each backend's cluster
 as the platforms label a sidecar's stats: with the Kuma service (``<service>_<namespace>_svc_<port>``) and
-with the pod (``kubernetes_pod_name``, for App Mesh), as if each pod's sidecar had counted its requests.
+with the pod (for App Mesh), as if each pod's sidecar had counted its requests. Pods are labelled under
+both schemes the builtin queries read: the canary's as Flagger's relabelling does
+(``kubernetes_namespace``, ``kubernetes_pod_name``), the primary's as Prometheus Operator's PodMonitor
+does (``namespace``, ``pod``), so each side's value proves one scheme.
 
 Split and fault are random, so the expected values are not constants: they come from what the apps logged
 and what the client received. Traffic runs in two rounds of 400. Envoy creates a stat on its first use, so
@@ -235,6 +238,13 @@ def totals(apps: list[App], received: int) -> dict[str, float]:
     }
 
 
+def pod_labels(pod: str) -> dict[str, str]:
+    """The primary's pod as Prometheus Operator labels it, the canary's as Flagger's relabelling does."""
+    if pod == PRIMARY_POD:
+        return {"namespace": NAMESPACE, "pod": pod}
+    return {"kubernetes_namespace": NAMESPACE, "kubernetes_pod_name": pod}
+
+
 @pytest.fixture
 def scenario(start_prometheus: Callable[[list[dict[str, Any]]], LocalPrometheus]) -> Iterator[Scenario]:
     primary, canary = (
@@ -256,10 +266,7 @@ def scenario(start_prometheus: Callable[[list[dict[str, Any]]], LocalPrometheus]
 
         send(mesh.listen_url, ROUND)  # creates every Envoy series before Prometheus first looks
         pods = [
-            {
-                "targets": [f"127.0.0.1:{app.port}"],
-                "labels": {"kubernetes_namespace": NAMESPACE, "kubernetes_pod_name": pod},
-            }
+            {"targets": [f"127.0.0.1:{app.port}"], "labels": pod_labels(pod)}
             for app, pod in ((primary, PRIMARY_POD), (canary, CANARY_POD))
         ]
         envoy_target = mesh.envoy.admin_url.removeprefix("http://")
@@ -285,10 +292,7 @@ def scenario(start_prometheus: Callable[[list[dict[str, Any]]], LocalPrometheus]
                                 "replacement": value,
                             }
                             for backend, pod in ((PRIMARY_BACKEND, PRIMARY_POD), (CANARY_BACKEND, CANARY_POD))
-                            for label, value in (
-                                ("kubernetes_pod_name", pod),
-                                ("kubernetes_namespace", NAMESPACE),
-                            )
+                            for label, value in pod_labels(pod).items()
                         ),
                     ],
                 },
@@ -346,7 +350,8 @@ def test_builtin_queries_measure_real_traffic(scenario: Scenario) -> None:
     assert duration.primary.value < duration.canary.value
     assert duration.query and f'envoy_cluster_name="{CANARY_BACKEND}"' in duration.query
 
-    # Kubernetes (pod-level http_request_duration_seconds, Flagger's query): the canary pod's own view.
+    # Kubernetes (pod-level http_request_duration_seconds, Flagger's query): the canary pod's own view,
+    # the canary under Flagger's labels, the primary under Prometheus Operator's.
     pods = scenario.measure("kubernetes", "request-success-rate")
     assert pods.error is None, pods.error
     assert pods.canary.value == pytest.approx(truth.canary_success_rate(caller_side=False), abs=0.01)

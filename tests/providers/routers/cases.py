@@ -41,6 +41,15 @@ STATES: dict[str, RouteState] = {
 }
 
 
+# spec.service of make_canary with the App Mesh mesh name (v1beta1) set.
+MESH_SERVICE: dict[str, Any] = {
+    "port": 9898,
+    "timeout": "30s",
+    "retries": {"attempts": 3, "perTryTimeout": "5s", "retryOn": "gateway-error,reset"},
+    "meshName": "global",
+}
+
+
 def make_canary(service: dict[str, Any] | None = None, analysis: dict[str, Any] | None = None) -> Canary:
     """podinfo in namespace test, stored (it has a uid), with a timeout and retries to pass through."""
     return Canary.model_validate(
@@ -159,6 +168,8 @@ def canary_for(provider: str) -> Canary:
     """The podinfo Canary, with spec.ingressRef or spec.routeRef for the routers that need it."""
     if provider == "apisix":
         return apisix_canary()
+    if provider == "appmesh":  # the v1beta1 API names the mesh
+        return make_canary(MESH_SERVICE)
     return ingress_canary() if provider in INGRESS_COPIERS else make_canary()
 
 

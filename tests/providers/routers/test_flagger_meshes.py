@@ -12,8 +12,8 @@ import yaml
 from canaryctl.api.lint import lint_sources
 from canaryctl.api.models import Canary
 from canaryctl.engine.types import RouteState
-from canaryctl_providers.routers import router_for, unsupported_steps
-from tests.providers.routers.cases import AB_MATCH, NS, InMemoryObjects, make_canary
+from canaryctl_providers.routers import UnsupportedRoutes, router_for, unsupported_steps
+from tests.providers.routers.cases import AB_MATCH, MESH_SERVICE, NS, InMemoryObjects, make_canary
 from tests.schemas.validation import validate
 
 
@@ -127,6 +127,66 @@ def test_appmesh_header_route_has_priority_over_the_weighted_route() -> None:
     assert targets(apex, 1) == {"podinfo-canary": 0, "podinfo-primary": 100}
 
 
+def v1beta1_targets(service: dict[str, Any], route: int = 0) -> dict[str, int]:
+    action = service["spec"]["routes"][route]["http"]["action"]
+    return {t["virtualNodeName"]: t["weight"] for t in action["weightedTargets"]}
+
+
+def test_appmesh_v1beta1_writes_flaggers_nodes_and_services_with_embedded_routers() -> None:
+    """Flagger's appmesh provider (pkg/router/appmesh.go): three VirtualNodes (the apex resolving to the
+    primary) in the named mesh, and VirtualServices ``<apex>.<ns>`` and ``<apex>-canary.<ns>`` carrying
+    their router and routes; retries in v1beta1's fields."""
+    canary = make_canary(MESH_SERVICE)
+    objects = written("appmesh", canary, RouteState(canary_weight=40))
+    for obj in objects:
+        assert obj["apiVersion"] == "appmesh.k8s.aws/v1beta1"
+        assert validate(obj) == ["appmesh-v1beta1"]
+    found = by_kind_and_name(objects)
+    assert set(found) == {
+        ("VirtualNode", "podinfo"),
+        ("VirtualNode", "podinfo-primary"),
+        ("VirtualNode", "podinfo-canary"),
+        ("VirtualService", f"podinfo.{NS}"),
+        ("VirtualService", f"podinfo-canary.{NS}"),
+    }
+    assert found["VirtualNode", "podinfo"]["spec"] == {
+        "meshName": "global",
+        "listeners": [{"portMapping": {"port": 9898, "protocol": "http"}}],
+        "serviceDiscovery": {"dns": {"hostName": f"podinfo-primary.{NS}"}},
+    }
+    canary_node = found["VirtualNode", "podinfo-canary"]["spec"]
+    assert canary_node["serviceDiscovery"] == {"dns": {"hostName": f"podinfo-canary.{NS}"}}
+    apex = found["VirtualService", f"podinfo.{NS}"]["spec"]
+    assert apex["meshName"] == "global" and apex["virtualRouter"]["name"] == "podinfo"
+    assert v1beta1_targets(found["VirtualService", f"podinfo.{NS}"]) == {
+        "podinfo-canary": 40,
+        "podinfo-primary": 60,
+    }
+    assert apex["routes"][0]["http"]["retryPolicy"] == {
+        "perRetryTimeoutMillis": 5000,
+        "maxRetries": 3,
+        "httpRetryEvents": ["gateway-error"],
+        "tcpRetryEvents": ["connection-error"],
+    }
+    side = found["VirtualService", f"podinfo-canary.{NS}"]
+    assert side["spec"]["virtualRouter"]["name"] == "podinfo-canary"
+    assert v1beta1_targets(side) == {"podinfo-canary": 100, "podinfo-primary": 0}
+
+    ab = by_kind_and_name(written("appmesh", canary, RouteState(match=AB_MATCH[:1])))
+    a, b = ab["VirtualService", f"podinfo.{NS}"]["spec"]["routes"]
+    assert (a["name"], a["priority"], b["name"], b["priority"]) == ("podinfo-a", 10, "podinfo-b", 20)
+    assert a["http"]["match"]["headers"] == [{"name": "x-canary", "match": {"exact": "insider"}}]
+
+
+def test_appmesh_v1beta1_needs_the_mesh_name_and_its_schema_rejects_a_bad_protocol() -> None:
+    with pytest.raises(UnsupportedRoutes, match=r"spec\.service\.meshName: router appmesh needs"):
+        written("appmesh", make_canary(), RouteState())
+    [node, *_] = written("appmesh", make_canary(MESH_SERVICE), RouteState())
+    node["spec"]["listeners"][0]["portMapping"]["protocol"] = "websocket"
+    with pytest.raises(AssertionError, match="appmesh-v1beta1's CRD"):
+        validate(node)
+
+
 def test_appmesh_retry_on_names_become_app_mesh_retry_events() -> None:
     """Flagger copies retryOn verbatim, which App Mesh's CRD rejects for Envoy's names."""
     service = {"port": 9898, "retries": {"attempts": 2, "retryOn": "5xx,reset,gateway-error"}}
@@ -157,6 +217,7 @@ spec:
   targetRef: {apiVersion: apps/v1, kind: Deployment, name: podinfo}
   service:
     port: 9898
+    meshName: global
     apex: {annotations: {9898.service.kuma.io/protocol: http}}
   analysis:
     interval: 15s
@@ -169,7 +230,7 @@ spec:
 """
 
 
-@pytest.mark.parametrize("provider", ["kuma", "osm", "appmesh:v1beta2"])
+@pytest.mark.parametrize("provider", ["kuma", "osm", "appmesh", "appmesh:v1beta2"])
 def test_flagger_canaries_for_the_provider_lint_clean_and_every_step_routes(provider: str) -> None:
     """Flagger's Kuma/OSM tutorial Canary (only the apiVersion changed) is accepted, and the router can
     express every routing state of its rollout."""

@@ -20,6 +20,7 @@ from tests.providers.routers.cases import STATES, InMemoryObjects, make_canary, 
 from tests.schemas.validation import validate
 
 GOLDEN = Path(__file__).parent / "golden"
+SCHEMAS = Path(__file__).parents[2] / "schemas"
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
 
 ISTIO_GATEWAY_SERVICE: dict[str, Any] = {
@@ -60,7 +61,8 @@ CASES: list[tuple[str, str, dict[str, Any] | None, tuple[str, ...]]] = [
     ("smi-v1alpha2", "smi:v1alpha2", None, ("weights-90-10",)),
     ("smi-v1alpha3", "smi:v1alpha3", None, ("weights-90-10", "ab")),
     ("smi-v1alpha4", "smi:v1alpha4", None, ("weights-90-10", "ab")),
-    ("linkerd", "linkerd", None, ("weights-90-10",)),
+    ("linkerd", "linkerd", None, ("weights-90-10", "ab")),
+    ("linkerd-smi", "linkerd", None, ("weights-90-10", "ab")),
     ("istio", "istio", None, ("weights-90-10", "ab", "mirror-30", "fault-weight-100", "fault-ab")),
     ("istio-gateway", "istio", ISTIO_GATEWAY_SERVICE, ("weights-90-10", "ab")),
     ("gatewayapi-v1", "gatewayapi:v1", None, ("weights-90-10", "ab", "mirror-30")),
@@ -80,6 +82,20 @@ PARAMS = [
 ]
 
 
+def installed(name: str, canary: Any) -> InMemoryObjects:
+    """The cluster a case runs against: the side Services, and for ``linkerd-smi`` the linkerd-smi
+    extension's TrafficSplit CRD as published."""
+    objects = list(side_services(canary))
+    if name == "linkerd-smi":
+        [crd] = [
+            doc
+            for doc in yaml.safe_load_all((SCHEMAS / "linkerd-smi-v0.2.7-trafficsplits.yaml").read_text())
+            if doc
+        ]
+        objects.append(crd)
+    return InMemoryObjects(*objects)
+
+
 def render(objects: list[dict[str, Any]]) -> str:
     return yaml.safe_dump_all(objects, sort_keys=False, explicit_start=True)
 
@@ -89,7 +105,7 @@ def test_router_writes_golden_objects(
     name: str, provider: str, service: dict[str, Any] | None, state: str
 ) -> None:
     canary = make_canary(service)
-    router = ROUTERS[provider](InMemoryObjects(*side_services(canary)))
+    router = ROUTERS[provider](installed(name, canary))
     routes = STATES[state]
     assert router.unsupported(routes) is None
     text = render(asyncio.run(router.desired(canary, routes)))
@@ -113,7 +129,7 @@ def test_router_objects_validate_against_their_crds(
     """Every object against the published CRD of each project serving its kind (tests/schemas: SMI's
     TrafficSplit against the SMI spec's, OSM's and Linkerd's), built-in kinds against Kubernetes' OpenAPI."""
     canary = make_canary(service)
-    router = ROUTERS[provider](InMemoryObjects(*side_services(canary)))
+    router = ROUTERS[provider](installed(name, canary))
     objects = asyncio.run(router.desired(canary, STATES[state]))
     assert objects
     for obj in objects:

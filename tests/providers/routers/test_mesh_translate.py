@@ -93,9 +93,7 @@ def test_fault_on_a_header_route() -> None:
     assert set(spec.faults) == {CANARY}
 
 
-@pytest.mark.parametrize(
-    "provider", ["smi:v1alpha1", "smi:v1alpha2", "smi:v1alpha3", "smi:v1alpha4", "linkerd"]
-)
+@pytest.mark.parametrize("provider", ["smi:v1alpha1", "smi:v1alpha2", "smi:v1alpha3", "smi:v1alpha4"])
 def test_every_smi_version_keeps_the_weight_ratio(provider: str) -> None:
     found = weights(route_spec(provider, RouteState(canary_weight=10)))
     assert found[PRIMARY] == 9 * found[CANARY] > 0
