@@ -1,7 +1,12 @@
-"""Mesh benchmark: split accuracy, mirror and fault ratios, ADS propagation and proxy overhead.
+"""Mesh benchmark: split accuracy, mirror and fault ratios, ADS propagation, proxy and mTLS overhead.
 
 Everything runs on loopback: an ADS control plane, one Envoy, two upstreams in a child process (so
 they do not compete with the client for the GIL). Prints progress lines, then one JSON object last.
+
+mTLS overhead: a caller's sidecar and a server's sidecar (two more Envoys, fed by a secured control
+plane with workload certificates over SDS) in front of the primary upstream; requests cross them
+over mesh mTLS and, interleaved at the same rate, over plaintext (the permissive chain); the
+difference is what mTLS adds.
 """
 
 from __future__ import annotations
@@ -13,12 +18,19 @@ import math
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from canaryctl_mesh import config
 from canaryctl_mesh.ads import AdsServer
+from canaryctl_mesh.identity import Identity, Unauthenticated
 from canaryctl_mesh.loopback import HttpConnection, fire
+from canaryctl_mesh.meshd.pki import CertificateAuthority
+from canaryctl_mesh.meshd.tls import IssuedCertificate, xds_credentials
+from canaryctl_mesh.meshd.workload import WorkloadCertificates
 from canaryctl_mesh.process import EnvoyProcess
 
 PRIMARY, CANARY = "primary", "canary"
@@ -133,6 +145,117 @@ class Bench:
         }
 
 
+class _Tokens:
+    """Tokens to identities, standing in for the API server's TokenReview."""
+
+    def __init__(self, identities: dict[str, Identity]) -> None:
+        self.identities = identities
+
+    async def authenticate(self, metadata: Mapping[str, str]) -> Identity:
+        found = self.identities.get((metadata.get("authorization") or "").removeprefix("Bearer "))
+        if found is None:
+            raise Unauthenticated("unknown token")
+        return found
+
+
+class MtlsBench:
+    """A caller's and a server's sidecar on loopback; `mtls` and `plain` are the caller's listeners
+    reaching the server's inbound listener over mesh mTLS and over plaintext. Each is alone in its
+    namespace: an authenticated sidecar gets its namespace's view."""
+
+    XDS_NAME = "meshd.bench"
+
+    def __init__(self, upstream_port: int, workdir: Path) -> None:
+        self.upstream_port = upstream_port
+        self.workdir = workdir
+        self.ca = CertificateAuthority.create("bench mesh CA")
+        self.identities = {f"{name}-token": Identity(name, name, name) for name in ("caller", "server")}
+        self.ads = AdsServer(
+            credentials=xds_credentials(IssuedCertificate(self.ca, [self.XDS_NAME])),
+            authenticator=_Tokens(self.identities),
+        )
+        self.ads.secrets = WorkloadCertificates(self.ca).secrets
+        self.envoys: dict[str, EnvoyProcess] = {}
+
+    def _sidecar(self, name: str, port: int) -> EnvoyProcess:
+        token = self.workdir / f"{name}.token"
+        token.write_text(f"{name}-token")
+        auth = config.XdsAuth(self.ca.trust_pem.decode(), str(token), self.XDS_NAME)
+        node = f"{name}.{name}"
+        return EnvoyProcess(
+            config.ads_bootstrap(node, "127.0.0.1", port, admin_port=0, auth=auth), concurrency=2
+        )
+
+    def _server(self) -> config.Resources:
+        inbound = config.http_connection_manager(
+            "inbound", config.INBOUND_ROUTE_NAME, config.ads_source(), "/dev/null"
+        )
+        app = config.Backend(name="app", address="127.0.0.1", port=self.upstream_port)
+        listener = config.capture_listener("inbound", "127.0.0.1", 0, inbound, "app", (), config.PERMISSIVE)
+        route = config.build_route_config(config.INBOUND_ROUTE_NAME, [], catch_all="app")
+        spec = config.RouteSpec(service="app", backends=(config.WeightedBackend(backend=app, weight=1),))
+        return config.Resources(config.build_clusters([spec]), [listener], [route])
+
+    def _caller(self, server_port: int) -> config.Resources:
+        server = Identity("server", "server").spiffe_id()
+        resources = config.Resources()
+        for name, peers in (("mtls", (("127.0.0.1", server),)), ("plain", ())):
+            backend = config.Backend(name=name, address="127.0.0.1", port=server_port, peers=peers)
+            spec = config.RouteSpec(
+                service=name, backends=(config.WeightedBackend(backend=backend, weight=1),)
+            )
+            local = config.local_resources(spec, "127.0.0.1", 0, config.ads_source(), "/dev/null")
+            listener, route = local.listeners[0], local.routes[0]
+            hcm = config.http_connection_manager(name, name, config.ads_source(), "/dev/null")
+            resources.clusters.extend(local.clusters)
+            resources.listeners.append({**listener, "name": name, "filter_chains": [{"filters": [hcm]}]})
+            resources.routes.append({**route, "name": name})
+        return resources
+
+    async def start(self) -> dict[str, int]:
+        port = await self.ads.start()
+        await self.ads.set_snapshot("server", self._server())
+        self.envoys["server"] = self._sidecar("server", port)
+        await self.envoys["server"].start()
+        server_port = await self.envoys["server"].listener_port("inbound")
+        await self.ads.set_snapshot("caller", self._caller(server_port))
+        self.envoys["caller"] = self._sidecar("caller", port)
+        await self.envoys["caller"].start()
+        await self.ads.wait_acked("caller.caller")
+        return {name: await self.envoys["caller"].listener_port(name) for name in ("mtls", "plain")}
+
+    async def stop(self) -> None:
+        for envoy in self.envoys.values():
+            await envoy.stop()
+        await self.ads.stop()
+
+    async def overhead(self, seconds: float, rate: float) -> dict[str, float]:
+        ports = await self.start()
+        n = int(seconds * rate)
+        await asyncio.gather(*(fire("127.0.0.1", port, 200, 4) for port in ports.values()))  # warm up
+        mtls, plain = await asyncio.gather(
+            fire("127.0.0.1", ports["mtls"], n, 4, rate=rate),
+            fire("127.0.0.1", ports["plain"], n, 4, rate=rate),
+        )
+        if mtls.statuses != {200: n} or plain.statuses != {200: n}:
+            raise RuntimeError(
+                f"failed requests: mtls {dict(mtls.statuses)}, plaintext {dict(plain.statuses)}"
+            )
+        handshakes = await self.envoys["caller"].stats(r"cluster\.(mtls|plain)\.ssl\.handshake")
+        if not handshakes.get("cluster.mtls.ssl.handshake") or handshakes.get("cluster.plain.ssl.handshake"):
+            raise RuntimeError(f"mTLS to the mtls cluster only, plaintext to the other: {handshakes}")
+        m, p = mtls.latencies_ms, plain.latencies_ms
+        return {
+            "mtls_overhead_ms_p50": round(statistics.median(m) - statistics.median(p), 3),
+            "mtls_overhead_ms_p99": round(_percentile(m, 99) - _percentile(p, 99), 3),
+            "mtls_ms_p50": round(statistics.median(m), 3),
+            "mtls_ms_p99": round(_percentile(m, 99), 3),
+            "mtls_plaintext_ms_p50": round(statistics.median(p), 3),
+            "mtls_plaintext_ms_p99": round(_percentile(p, 99), 3),
+            "mtls_rps": round(len(m) / seconds, 1),
+        }
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     child = subprocess.Popen(
         [sys.executable, "-c", _UPSTREAM_CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
@@ -154,6 +277,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         out["propagation_changes"] = len(times)
         print(f"propagation: {out['propagation_ms_p50']} / {out['propagation_ms_p99']} ms", file=sys.stderr)
         out.update(await bench.overhead(primary_port, args.seconds, args.rate))
+        with tempfile.TemporaryDirectory(prefix="canaryctl-bench-") as workdir:
+            secured = MtlsBench(primary_port, Path(workdir))
+            try:
+                out.update(await secured.overhead(args.seconds, args.rate))
+            finally:
+                await secured.stop()
+        print(
+            f"mTLS overhead: {out['mtls_overhead_ms_p50']} / {out['mtls_overhead_ms_p99']} ms",
+            file=sys.stderr,
+        )
     finally:
         if bench:
             await bench.stop()
@@ -162,6 +295,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     out["mirror_ratio"] = round(shadow_requests / (args.requests // 2), 4)
     keys = ["split_target_pct", "split_observed_pct", "split_z", "mirror_ratio", "fault_ratio"]
     keys += ["propagation_ms_p50", "propagation_ms_p99", "overhead_ms_p50", "overhead_ms_p99", "rps"]
+    keys += ["mtls_overhead_ms_p50", "mtls_overhead_ms_p99"]
     return {**{k: out[k] for k in keys}, **{k: v for k, v in out.items() if k not in keys}}
 
 

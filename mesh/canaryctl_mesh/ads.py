@@ -29,6 +29,12 @@ namespace (or, for a pod-bound token, another pod) is refused, and each identity
 pod-bound tokens) may hold at most `max_streams_per_identity` streams.
 Without one (loopback tests, the local runtime) the node id's snapshot, else the snapshot of the
 namespace after its last dot (``pod.namespace``), else ``"*"``.
+
+SDS secrets (the sidecar's SPIFFE certificate and the mesh CA, `config.secrets`) are not part of any
+view: `secrets` hands each authenticated stream those of its own identity, so no sidecar can ever be
+sent another identity's key, and a stream without a proven identity gets none. `secrets_changed`
+pushes a renewed certificate to the streams of that identity; Envoy uses it for new connections and
+keeps the open ones.
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (  # noq
     http_connection_manager_pb2,
 )
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2  # noqa: F401
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2  # noqa: F401
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2, json_format
@@ -72,8 +79,9 @@ ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 ADS_METHOD = "DeltaAggregatedResources"
 ANY_NODE = "*"
 VIRTUAL_HOST_TYPE = "type.googleapis.com/envoy.config.route.v3.VirtualHost"
-TYPE_ORDER = (*config.TYPE_ORDER, VIRTUAL_HOST_TYPE)
-"""Push order: a route must never name a cluster the sidecar does not have yet."""
+TYPE_ORDER = (config.SECRET_TYPE, *config.TYPE_ORDER, VIRTUAL_HOST_TYPE)
+"""Push order: a route must never name a cluster the sidecar does not have yet; a renewed certificate
+goes out before anything else waiting."""
 WILDCARD = "*"
 MAX_ERROR_MESSAGE = 1024
 """Characters of a NACK's error kept and logged (a sidecar's message may be megabytes)."""
@@ -305,6 +313,8 @@ class AdsServer:
         self.max_streams_per_identity = max_streams_per_identity
         self.on_new_view: Callable[[str], None] | None = None
         """Called with a namespace whose sidecar connected while no snapshot serves it."""
+        self.secrets: Callable[[Identity], TypeSnapshot] | None = None
+        """The SDS secrets of a proven identity; None serves no secrets."""
         self._server: grpc.aio.Server | None = None
         self._snapshots: dict[str, Snapshot] = {}
         self._moves: OrderedDict[tuple[str, str, str], bytes | None] = OrderedDict()
@@ -371,6 +381,16 @@ class AdsServer:
     def drop_snapshot(self, key: str) -> None:
         self._snapshots.pop(key, None)
 
+    def identities(self) -> set[Identity]:
+        """Proven identities with a connected stream."""
+        return set(self._per_identity)
+
+    def secrets_changed(self, identity: Identity) -> None:
+        """`secrets` has something new for `identity`: push it to its streams."""
+        for stream in self._streams:
+            if stream.identity == identity:
+                stream.wake.set()
+
     def snapshot_version(self, key: str) -> str:
         snapshot = self._snapshots.get(key, {})
         return "-".join(snapshot[t].version for t in TYPE_ORDER if t in snapshot)
@@ -435,9 +455,10 @@ class AdsServer:
         return self._snapshots.get(key, {}) if key is not None else {}
 
     def _move(self, type_url: str, held: TypeSnapshot | None, target: TypeSnapshot) -> bytes | None:
-        """The serialised difference, shared by every stream making the same move."""
-        if held is None:
-            return _difference(type_url, None, target)
+        """The serialised difference, shared by every stream making the same move (never cached for
+        secrets: each identity's are its own, and keys are kept nowhere they are not needed)."""
+        if held is None or type_url == config.SECRET_TYPE:
+            return _difference(type_url, held, target)
         key = (type_url, held.version, target.version)
         if key in self._moves:
             self._moves.move_to_end(key)
@@ -479,7 +500,7 @@ class AdsServer:
         final_clusters: tuple[_Subscription, TypeSnapshot, TypeSnapshot] | None = None
         for type_url in TYPE_ORDER:
             subscription = stream.subscriptions.get(type_url)
-            source = snapshot.get(type_url)
+            source = self._secrets_of(stream) if type_url == config.SECRET_TYPE else snapshot.get(type_url)
             if subscription is None or source is None:
                 continue
             if status.rejected and status.rejected.get(type_url) == source.version:
@@ -506,6 +527,11 @@ class AdsServer:
         if final_clusters is not None:
             subscription, target, source = final_clusters
             await self._deliver(stream, config.CLUSTER_TYPE, subscription, target, source, True)
+
+    def _secrets_of(self, stream: _Stream) -> TypeSnapshot | None:
+        if self.secrets is None or stream.identity is None:
+            return None
+        return self.secrets(stream.identity)
 
     async def _deliver(
         self,

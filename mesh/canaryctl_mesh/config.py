@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from canaryctl_mesh import telemetry
+from canaryctl_mesh.identity import TRUST_DOMAIN
 
 CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
@@ -32,6 +33,8 @@ TCP_PROXY_TYPE = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy
 HTTP_OPTIONS_TYPE = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 HEALTH_CHECK_TYPE = "type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck"
 UPSTREAM_TLS_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+DOWNSTREAM_TLS_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+SECRET_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 GETADDRINFO_TYPE = (
     "type.googleapis.com/envoy.extensions.network.dns_resolver.getaddrinfo.v3.GetAddrInfoDnsResolverConfig"
 )
@@ -52,13 +55,16 @@ class Backend(_Spec):
     """One upstream service; `endpoints` (address, port) overrides the single address when set.
 
     The name becomes the Envoy cluster name and so the ``envoy_cluster_name`` stats label; a dot
-    would make Envoy's tag extraction cut the name short, so dots are refused.
+    would make Envoy's tag extraction cut the name short, so dots are refused. `peers` names the
+    endpoint addresses that run a sidecar, with the SPIFFE ID their certificate must carry: the
+    sidecar talks mTLS to those and plaintext to the others (pods not meshed yet).
     """
 
     name: str = Field(min_length=1, pattern=r"^[^.]+$")
     address: str = Field(min_length=1)
     port: int = Field(ge=1, le=65535)
     endpoints: tuple[tuple[str, int], ...] = ()
+    peers: tuple[tuple[str, str], ...] = ()
 
 
 class WeightedBackend(_Spec):
@@ -228,9 +234,96 @@ def _same_protocol_upstream() -> dict[str, Any]:
     }
 
 
+# ---------------------------------------------------------------------------------------------------
+# mutual TLS between sidecars
+# ---------------------------------------------------------------------------------------------------
+
+WORKLOAD_SECRET = "workload"
+"""SDS secret: the sidecar's own SPIFFE certificate and key (each sidecar gets only its own)."""
+TRUST_SECRET = "mesh-trust"
+"""SDS secret: the mesh CA certificate peers are verified against."""
+MTLS_ALPN = "canaryctl-mtls"
+"""ALPN a sidecar offers to a peer sidecar: the inbound listener tells mesh mTLS from an app's own TLS."""
+PERMISSIVE, STRICT = "permissive", "strict"
+MTLS_MODES = (PERMISSIVE, STRICT)
+"""Inbound: permissive accepts mTLS from sidecars and plaintext from unmeshed clients; strict only mTLS."""
+STATUS_ANNOTATION = "mesh.canaryctl.dev/status"
+"""Pod annotation the injector sets on the pods it gives the sidecar: their endpoints get mTLS."""
+TRANSPORT_SOCKET_MATCH = "envoy.transport_socket_match"
+PEER_KEY = "spiffe"
+
+
+def _sds(name: str) -> dict[str, Any]:
+    return {"name": name, "sds_config": ads_source()}
+
+
+def _tls_context(peers: dict[str, Any]) -> dict[str, Any]:
+    """Our certificate and the mesh CA, both over SDS; `peers` matches the peer's URI SAN."""
+    return {
+        "tls_params": {"tls_minimum_protocol_version": "TLSv1_2", "tls_maximum_protocol_version": "TLSv1_3"},
+        "tls_certificate_sds_secret_configs": [_sds(WORKLOAD_SECRET)],
+        "combined_validation_context": {
+            "default_validation_context": {
+                "match_typed_subject_alt_names": [{"san_type": "URI", "matcher": peers}]
+            },
+            "validation_context_sds_secret_config": _sds(TRUST_SECRET),
+        },
+    }
+
+
+def _upstream_mtls(spiffe_id: str) -> dict[str, Any]:
+    """Offers MTLS_ALPN, which the server's listener matches on but does not select: with no ALPN
+    agreed its HTTP connection manager tells HTTP/2 (gRPC) from HTTP/1.1 by the first bytes, as on
+    plaintext."""
+    common = {**_tls_context({"exact": spiffe_id}), "alpn_protocols": [MTLS_ALPN]}
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {"@type": UPSTREAM_TLS_TYPE, "common_tls_context": common},
+    }
+
+
+def _downstream_mtls() -> dict[str, Any]:
+    """Client certificates required, from this mesh's trust domain."""
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": DOWNSTREAM_TLS_TYPE,
+            "require_client_certificate": True,
+            "common_tls_context": _tls_context({"prefix": f"spiffe://{TRUST_DOMAIN}/"}),
+        },
+    }
+
+
+def secrets(cert_pem: str, key_pem: str, trust_pem: str) -> list[Resource]:
+    """The two SDS secrets of one sidecar."""
+    return [
+        {
+            "@type": SECRET_TYPE,
+            "name": WORKLOAD_SECRET,
+            "tls_certificate": {
+                "certificate_chain": {"inline_string": cert_pem},
+                "private_key": {"inline_string": key_pem},
+            },
+        },
+        {
+            "@type": SECRET_TYPE,
+            "name": TRUST_SECRET,
+            "validation_context": {"trusted_ca": {"inline_string": trust_pem}},
+        },
+    ]
+
+
+def _endpoint(address: str, port: int, peer: str | None) -> dict[str, Any]:
+    endpoint: dict[str, Any] = {"endpoint": {"address": _socket(address, port)}}
+    if peer is not None:
+        endpoint["metadata"] = {"filter_metadata": {TRANSPORT_SOCKET_MATCH: {PEER_KEY: peer}}}
+    return endpoint
+
+
 def _cluster(backend: Backend, spec: RouteSpec) -> Resource:
     endpoints = backend.endpoints or ((backend.address, backend.port),)
     static = all(_is_ip(address) for address, _ in endpoints)
+    peers = dict(backend.peers)
     cluster: Resource = {
         "@type": CLUSTER_TYPE,
         "name": backend.name,
@@ -238,10 +331,16 @@ def _cluster(backend: Backend, spec: RouteSpec) -> Resource:
         "connect_timeout": "1s",
         "load_assignment": {
             "cluster_name": backend.name,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket(a, p)}} for a, p in endpoints]}],
+            "endpoints": [{"lb_endpoints": [_endpoint(a, p, peers.get(a)) for a, p in endpoints]}],
         },
         **_same_protocol_upstream(),
     }
+    if peers:
+        # Endpoints with a sidecar get mTLS expecting their identity; the rest the cluster's plaintext.
+        cluster["transport_socket_matches"] = [
+            {"name": f"mtls-{index}", "match": {PEER_KEY: peer}, "transport_socket": _upstream_mtls(peer)}
+            for index, peer in enumerate(sorted(set(peers.values())))
+        ]
     if spec.retries:
         cluster["circuit_breakers"] = {
             "thresholds": [
@@ -582,30 +681,60 @@ def tcp_proxy(stat_prefix: str, cluster: str) -> dict[str, Any]:
     }
 
 
+def _peer_identity_forwarded(hcm: dict[str, Any]) -> dict[str, Any]:
+    """`hcm` also telling the app who called: X-Forwarded-Client-Cert with the peer's SPIFFE ID
+    (a plaintext chain's HCM drops any XFCC a client sent, Envoy's default)."""
+    typed = {**hcm["typed_config"], "forward_client_cert_details": "SANITIZE_SET"}
+    typed["set_current_client_cert_details"] = {"uri": True}
+    return {**hcm, "typed_config": typed}
+
+
 def capture_listener(
-    name: str, host: str, port: int, hcm: dict[str, Any], cluster: str, opaque_ports: tuple[int, ...]
+    name: str,
+    host: str,
+    port: int,
+    hcm: dict[str, Any],
+    cluster: str,
+    opaque_ports: tuple[int, ...],
+    mtls: str | None = None,
 ) -> Resource:
     """Where iptables sends captured TCP: cleartext HTTP goes through `hcm`; everything else (TLS,
-    databases, any other protocol, silent clients) reaches its original destination unchanged."""
-    return {
+    databases, any other protocol, silent clients) reaches its original destination unchanged.
+
+    With `mtls` (inbound only) a first chain terminates mesh mTLS (TLS offering MTLS_ALPN, client
+    certificate from the mesh required) into the same `hcm`, so golden metrics are the same; in
+    STRICT mode it is the only chain and every other connection is closed."""
+    plaintext: list[dict[str, Any]] = [
+        {
+            "name": f"{name}-http",
+            "filter_chain_match": {
+                "transport_protocol": "raw_buffer",
+                "application_protocols": list(HTTP_PROTOCOLS),
+            },
+            "filters": [hcm],
+        }
+    ]
+    listener: Resource = {
         "@type": LISTENER_TYPE,
         "name": name,
         "address": _socket(host, port),
         "listener_filters": _listener_filters(opaque_ports),
         "listener_filters_timeout": _duration(PROTOCOL_DETECTION_TIMEOUT),
         "continue_on_listener_filters_timeout": True,
-        "filter_chains": [
-            {
-                "name": f"{name}-http",
-                "filter_chain_match": {
-                    "transport_protocol": "raw_buffer",
-                    "application_protocols": list(HTTP_PROTOCOLS),
-                },
-                "filters": [hcm],
-            }
-        ],
+        "filter_chains": plaintext,
         "default_filter_chain": {"name": f"{name}-tcp", "filters": [tcp_proxy(f"{name}_tcp", cluster)]},
     }
+    if mtls is not None:
+        chain = {
+            "name": f"{name}-mtls",
+            "filter_chain_match": {"transport_protocol": "tls", "application_protocols": [MTLS_ALPN]},
+            "transport_socket": _downstream_mtls(),
+            "filters": [_peer_identity_forwarded(hcm)],
+        }
+        listener["filter_chains"] = [chain] if mtls == STRICT else [chain, *plaintext]
+        if mtls == STRICT:
+            del listener["default_filter_chain"]
+    return listener
 
 
 def sidecar_resources(
@@ -614,9 +743,11 @@ def sidecar_resources(
     access_log_path: str = "/dev/stdout",
     bind_host: str = "0.0.0.0",
     opaque_ports: tuple[int, ...] = DEFAULT_OPAQUE_PORTS,
+    mtls: str | None = None,
 ) -> Resources:
     """Sidecar mode: outbound HTTP to meshed services is routed, inbound HTTP is measured (server-side
-    golden metrics per workload), and everything else passes through to its original destination."""
+    golden metrics per workload), and everything else passes through to its original destination.
+    `mtls` (PERMISSIVE or STRICT) makes the inbound listener terminate mesh mTLS."""
     ports = ports or SidecarPorts()
     source = ads_source()
     outbound = http_connection_manager("outbound", OUTBOUND_ROUTE_NAME, source, access_log_path)
@@ -655,7 +786,9 @@ def sidecar_resources(
             capture_listener(
                 "outbound", bind_host, ports.outbound, outbound, PASSTHROUGH_CLUSTER, opaque_ports
             ),
-            capture_listener("inbound", bind_host, ports.inbound, inbound, INBOUND_CLUSTER, opaque_ports),
+            capture_listener(
+                "inbound", bind_host, ports.inbound, inbound, INBOUND_CLUSTER, opaque_ports, mtls
+            ),
             build_listener("prometheus", bind_host, ports.prometheus, prometheus),
         ],
         routes=[

@@ -18,6 +18,10 @@ the changed namespace's part, not its whole table of every service in the mesh.
 Listeners are the same for every view but for their opaque ports (`canaryctl_mesh.protocols`): a
 namespace's Services declare them for its own sidecars only, so no namespace can turn protocol
 detection off, and with it routing and metrics, for another namespace's traffic.
+
+With `mtls` (the default mode, `config.PERMISSIVE` or `config.STRICT`) endpoints whose pod runs a
+sidecar are reached over mTLS and inbound listeners terminate it; a namespace picks its own mode with
+the MTLS_LABEL on its Namespace object (watched with the pods).
 """
 
 from __future__ import annotations
@@ -53,6 +57,9 @@ from canaryctl_mesh.translate import (
 
 Object = Mapping[str, Any]
 VHDS_SOURCE = {"ads": {}, "resource_api_version": "V3"}
+PLACEHOLDER_HOST = "mesh.canaryctl.invalid"
+MTLS_LABEL = "mesh.canaryctl.dev/mtls"
+"""Namespace label: ``permissive`` (plaintext from unmeshed clients still accepted) or ``strict``."""
 
 
 def _entry(resource: any_pb2.Any) -> Entry:
@@ -98,6 +105,18 @@ def _encode(route: MeshRoute) -> _EncodedRoute:
     )
 
 
+def _placeholder_virtual_host() -> dict[str, Any]:
+    """A virtual host no request names (``.invalid`` is reserved): Envoy passes an empty VHDS answer
+    to wildcard subscriptions only, so without it a sidecar of a namespace with no routed service
+    would wait out its 15 s initial fetch before it starts."""
+    return {
+        "@type": VIRTUAL_HOST_TYPE,
+        "name": f"{config.OUTBOUND_ROUTE_NAME}/{PLACEHOLDER_HOST}",
+        "domains": [PLACEHOLDER_HOST],
+        "routes": [{"match": {"prefix": "/"}, "direct_response": {"status": 404}}],
+    }
+
+
 def _route_key(route: MeshRoute) -> str:
     return json.dumps(
         [route.namespace, sorted(route.export_to), route.short_hosts, route.spec.model_dump(mode="json")],
@@ -106,7 +125,24 @@ def _route_key(route: MeshRoute) -> str:
 
 
 def _namespace_of(obj: Object) -> str:
-    return str((obj.get("metadata") or {}).get("namespace") or "default")
+    """A Namespace object belongs to the namespace it is."""
+    metadata = obj.get("metadata") or {}
+    if obj.get("kind") == "Namespace":
+        return str(metadata.get("name") or "default")
+    return str(metadata.get("namespace") or "default")
+
+
+def mtls_mode(objects: Iterable[Object], default: str) -> tuple[str, Refusal | None]:
+    """The namespace's mode from its Namespace's MTLS_LABEL; an unknown value keeps `default`, refused."""
+    for obj in objects:
+        if obj.get("kind") != "Namespace":
+            continue
+        value = ((obj.get("metadata") or {}).get("labels") or {}).get(MTLS_LABEL)
+        if value is None or value in config.MTLS_MODES:
+            return value or default, None
+        message = f"label {MTLS_LABEL}={value!r}: use one of {', '.join(config.MTLS_MODES)}; kept {default}"
+        return default, Refusal(ObjectRef.of(obj), message)
+    return default, None
 
 
 def _version(entries: Mapping[str, Entry]) -> str:
@@ -158,7 +194,12 @@ class MeshControlPlane:
         ports: config.SidecarPorts | None = None,
         bind_host: str = "0.0.0.0",
         default_export_to: frozenset[str] = frozenset({ALL_NAMESPACES}),
+        mtls: str | None = None,
     ) -> None:
+        """`mtls` None: no mTLS (sidecars without SDS secrets, loopback tests, local runs)."""
+        if mtls is not None and mtls not in config.MTLS_MODES:
+            raise ValueError(f"mTLS mode {mtls!r}: use one of {', '.join(config.MTLS_MODES)}")
+        self.mtls = mtls
         self.ads = ads
         self.ports = ports or config.SidecarPorts()
         self.bind_host = bind_host
@@ -179,7 +220,7 @@ class MeshControlPlane:
         """Each namespace's routed services, by name, with the hosts they claim."""
         self._namespace_versions: dict[str, bytes] = {}
         self._tasks: set[asyncio.Task[str]] = set()
-        static = config.sidecar_resources([], self.ports, bind_host=bind_host)
+        static = config.sidecar_resources([], self.ports, bind_host=bind_host, mtls=mtls)
         for route_config in static.routes:
             if route_config["name"] == config.OUTBOUND_ROUTE_NAME:
                 # The services' virtual hosts come over VHDS; unknown hosts keep passing through.
@@ -187,10 +228,14 @@ class MeshControlPlane:
         encoded = encode_resources(static)
         static_clusters = encoded[config.CLUSTER_TYPE]
         self._static_clusters = (static_clusters.version, static_clusters.entries)
+        placeholder = encode(VIRTUAL_HOST_TYPE, [_placeholder_virtual_host()])
+        self._placeholder_hosts = (placeholder.version, placeholder.entries)
         self._default_listeners = encoded[config.LISTENER_TYPE]
-        self._listeners: dict[tuple[int, ...], TypeSnapshot] = {}
+        self._listeners: dict[tuple[tuple[int, ...], str | None], TypeSnapshot] = {}
         self._opaque_ports: dict[str, tuple[int, ...]] = {}
         """Ports a namespace's Services declare non-HTTP (with the defaults), where they add any."""
+        self._mtls_modes: dict[str, str] = {}
+        """Namespaces whose mode is not the default."""
         self._routes = encode(config.ROUTE_TYPE, static.routes)
         self._views: dict[str, tuple[tuple[str, ...], Snapshot]] = {}
         self._shared: dict[tuple[str, ...], TypeSnapshot] = {}
@@ -207,7 +252,13 @@ class MeshControlPlane:
             items = list(objects)
             if not items:
                 claims_changed = claims_changed or namespace in self._claims
-                for index in (self._translations, self._encoded, self._opaque_ports, self._claims):
+                for index in (
+                    self._translations,
+                    self._encoded,
+                    self._opaque_ports,
+                    self._claims,
+                    self._mtls_modes,
+                ):
                     index.pop(namespace, None)
                 self._namespace_versions.pop(namespace, None)
                 continue
@@ -216,7 +267,14 @@ class MeshControlPlane:
                 self._opaque_ports[namespace] = opaque
             else:
                 self._opaque_ports.pop(namespace, None)
-            translation = translate_namespace(items, self.default_export_to)
+            translation = translate_namespace(items, self.default_export_to, self.mtls is not None)
+            if self.mtls is not None:
+                mode, refusal = mtls_mode(items, self.mtls)
+                translation.refused += [refusal] if refusal else []
+                if mode != self.mtls:
+                    self._mtls_modes[namespace] = mode
+                else:
+                    self._mtls_modes.pop(namespace, None)
             previous = self._encoded.get(namespace, {})
             encoded: dict[str, _EncodedRoute] = {}
             for route in translation.routes:
@@ -269,6 +327,7 @@ class MeshControlPlane:
         parts = [key.encode() for key in sorted(self._encoded[namespace])]
         parts += [f"{r.ref}: {r.message}".encode() for r in self._translations[namespace].refused]
         parts.append(f"opaque ports {self._opaque_ports.get(namespace)}".encode())
+        parts.append(f"mtls {self._mtls_modes.get(namespace)}".encode())
         return digest(parts).encode()
 
     # -- views ---------------------------------------------------------------------------------------
@@ -291,7 +350,7 @@ class MeshControlPlane:
             config.ROUTE_TYPE: self._routes,
             VIRTUAL_HOST_TYPE: self._merged(
                 VIRTUAL_HOST_TYPE,
-                [(p.hosts_version, p.hosts) for p in parts],
+                [*[(p.hosts_version, p.hosts) for p in parts], self._placeholder_hosts],
                 previous.get(VIRTUAL_HOST_TYPE),
             ),
         }
@@ -299,15 +358,19 @@ class MeshControlPlane:
         return view
 
     def _listeners_of(self, namespace: str) -> TypeSnapshot:
-        """The capture listeners with the namespace's opaque ports; namespaces declaring the same
-        ports share one snapshot."""
+        """The capture listeners with the namespace's opaque ports and mTLS mode; namespaces with the
+        same share one snapshot."""
         opaque = self._opaque_ports.get(namespace)
-        if opaque is None:
+        mode = self._mtls_modes.get(namespace)
+        if opaque is None and mode is None:
             return self._default_listeners
-        found = self._listeners.get(opaque)
+        key = (opaque or config.DEFAULT_OPAQUE_PORTS, mode or self.mtls)
+        found = self._listeners.get(key)
         if found is None:
-            static = config.sidecar_resources([], self.ports, bind_host=self.bind_host, opaque_ports=opaque)
-            found = self._listeners[opaque] = encode(config.LISTENER_TYPE, static.listeners)
+            static = config.sidecar_resources(
+                [], self.ports, bind_host=self.bind_host, opaque_ports=key[0], mtls=key[1]
+            )
+            found = self._listeners[key] = encode(config.LISTENER_TYPE, static.listeners)
         return found
 
     def _merged(

@@ -38,7 +38,7 @@ INJECT_LABEL = "mesh.canaryctl.dev/inject"
 pod label is what the webhook's objectSelector sees, so it also works outside labelled namespaces."""
 INJECT_ANNOTATION = "mesh.canaryctl.dev/inject"
 """Pod annotation; "true" meshes the pod, "false" opts it out even in a meshed namespace."""
-STATUS_ANNOTATION = "mesh.canaryctl.dev/status"
+STATUS_ANNOTATION = config.STATUS_ANNOTATION
 EXCLUDE_INBOUND_ANNOTATION = "mesh.canaryctl.dev/exclude-inbound-ports"
 EXCLUDE_OUTBOUND_ANNOTATION = "mesh.canaryctl.dev/exclude-outbound-ports"
 PROXY_CONTAINER = "canaryctl-proxy"

@@ -16,6 +16,7 @@ from typing import Any
 
 from canaryctl_mesh.api import MESH_API_VERSION, TRAFFIC_POLICY_KIND, TrafficPolicy
 from canaryctl_mesh.config import (
+    STATUS_ANNOTATION,
     Backend,
     Cookie,
     Fault,
@@ -30,6 +31,7 @@ from canaryctl_mesh.config import (
     WeightedBackend,
 )
 from canaryctl_mesh.duration import parse_duration
+from canaryctl_mesh.identity import Identity
 
 Object = Mapping[str, Any]
 
@@ -92,11 +94,26 @@ def _service_port(service: Object) -> Mapping[str, Any]:
     return next((p for p in ports if p.get("name") == "http"), ports[0])
 
 
-def backend_for(service: Object, slices: Iterable[Object]) -> Backend:
-    """Ready endpoints from the service's EndpointSlices; the ClusterIP or DNS name when there are none."""
+def meshed_pods(objects: Iterable[Object]) -> dict[str, str]:
+    """The SPIFFE ID of each pod (by name) that runs the injected sidecar."""
+    return {
+        _name(pod): Identity(
+            _namespace(pod), str(pod.get("spec", {}).get("serviceAccountName") or "default")
+        ).spiffe_id()
+        for pod in objects
+        if pod.get("kind") == "Pod"
+        and STATUS_ANNOTATION in ((pod.get("metadata") or {}).get("annotations") or {})
+    }
+
+
+def backend_for(service: Object, slices: Iterable[Object], pods: Mapping[str, str] | None = None) -> Backend:
+    """Ready endpoints from the service's EndpointSlices; the ClusterIP or DNS name when there are none.
+
+    `pods` (`meshed_pods`) makes endpoints whose pod runs a sidecar mTLS peers with that identity."""
     name, namespace = _name(service), _namespace(service)
     port = _service_port(service)
     endpoints: list[tuple[str, int]] = []
+    peers: dict[str, str] = {}
     for eps in slices:
         labels = eps.get("metadata", {}).get("labels", {})
         if labels.get("kubernetes.io/service-name") != name or _namespace(eps) != namespace:
@@ -110,6 +127,10 @@ def backend_for(service: Object, slices: Iterable[Object]) -> Backend:
             if endpoint.get("conditions", {}).get("ready") is False:
                 continue
             endpoints.extend((address, target) for address in endpoint.get("addresses", []))
+            ref = endpoint.get("targetRef") or {}
+            peer = (pods or {}).get(str(ref.get("name"))) if ref.get("kind") == "Pod" else None
+            if peer is not None:
+                peers.update(dict.fromkeys(endpoint.get("addresses", []), peer))
     cluster_ip = service.get("spec", {}).get("clusterIP")
     address = cluster_ip if cluster_ip and cluster_ip != "None" else f"{name}.{namespace}.svc.cluster.local"
     return Backend(
@@ -117,6 +138,7 @@ def backend_for(service: Object, slices: Iterable[Object]) -> Backend:
         address=address,
         port=int(port["port"]),
         endpoints=tuple(sorted(set(endpoints))),
+        peers=tuple(sorted(peers.items())),
     )
 
 
@@ -233,10 +255,12 @@ def translate_split(
     endpoint_slices: Iterable[Object] = (),
     route_groups: Iterable[Object] = (),
     policy: TrafficPolicy | Object | None = None,
+    pods: Mapping[str, str] | None = None,
 ) -> RouteSpec:
     """One TrafficSplit (any SMI version) and what it refers to → the RouteSpec for its apex service.
 
     ``hosts`` are the names a caller in any namespace may use; see `translate_namespace` for short names.
+    `pods` (`meshed_pods`) turns on mTLS to the endpoints with a sidecar.
     """
     if not str(split.get("apiVersion", "")).startswith("split.smi-spec.io/"):
         raise ValueError(f"not an SMI TrafficSplit: apiVersion {split.get('apiVersion')!r}")
@@ -256,7 +280,7 @@ def translate_split(
         raise ValueError(f"TrafficSplit {namespace}/{_name(split)} has no backends")
     weights = integer_weights([parse_weight(b.get("weight", 0)) for b in raw_backends])
     backends = [
-        WeightedBackend(backend=backend_for(service(str(b["service"])), slices), weight=w)
+        WeightedBackend(backend=backend_for(service(str(b["service"])), slices, pods), weight=w)
         for b, w in zip(raw_backends, weights, strict=True)
     ]
 
@@ -275,7 +299,7 @@ def translate_split(
                 _http_match(m, targets[0].backend.name) for m in route_group_matches(groups[ref["name"]])
             ]
         # Unmatched requests go to the apex service itself.
-        apex_backend = backend_for(service(apex), slices)
+        apex_backend = backend_for(service(apex), slices, pods)
         backends = [
             WeightedBackend(backend=wb.backend, weight=0)
             for wb in backends
@@ -291,7 +315,7 @@ def translate_split(
             if cluster_name(name, namespace) not in known:
                 if name not in by_name:
                     raise ValueError(f"service {name!r} not found")
-                backends.append(WeightedBackend(backend=backend_for(by_name[name], slices), weight=0))
+                backends.append(WeightedBackend(backend=backend_for(by_name[name], slices, pods), weight=0))
 
     return RouteSpec(
         service=cluster_name(apex, namespace),
@@ -397,7 +421,9 @@ def _by_service(objects: list[Object], translation: Translation) -> dict[str, Ob
 
 
 def translate_namespace(
-    objects: Iterable[Object], default_export_to: frozenset[str] = frozenset({ALL_NAMESPACES})
+    objects: Iterable[Object],
+    default_export_to: frozenset[str] = frozenset({ALL_NAMESPACES}),
+    mtls: bool = False,
 ) -> Translation:
     """One namespace's objects → its routes, refusing bad or conflicting objects one by one.
 
@@ -413,6 +439,7 @@ def translate_namespace(
 
     translation = Translation()
     services, slices, groups = kind("Service"), kind("EndpointSlice"), kind("HTTPRouteGroup")
+    pods = meshed_pods(items) if mtls else None
     service_by_name = {_name(s): s for s in services}
     policies = _by_service(
         [p for p in kind(TRAFFIC_POLICY_KIND) if p.get("apiVersion") == MESH_API_VERSION], translation
@@ -424,14 +451,14 @@ def translate_namespace(
             export_to = (
                 parse_export_to(annotation, namespace) if annotation is not None else default_export_to
             )
-            spec = translate_split(split, services, slices, groups)
+            spec = translate_split(split, services, slices, groups, pods=pods)
         except ValueError as error:
             translation.refused.append(Refusal(ObjectRef.of(split), str(error)))
             continue
         policy = policies.get(apex)
         if policy is not None:
             try:
-                spec = translate_split(split, services, slices, groups, policy)
+                spec = translate_split(split, services, slices, groups, policy, pods)
             except ValueError as error:
                 message = f"TrafficPolicy {namespace}/{_name(policy)}: {error}"
                 translation.refused.append(Refusal(ObjectRef.of(policy), message))

@@ -13,9 +13,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from canaryctl.api.lint import FLAGGER_HINT, LintError, LintResult, lint_sources
+from tests.schemas.validation import crd_schemas, validate
 
 FLAGGER_DIR = Path(__file__).parent / "manifests" / "flagger"
 FLAGGER_FILES = sorted(FLAGGER_DIR.glob("*.yaml"))
+# Every Canary, MetricTemplate and AlertProvider in Flagger's docs, examples and e2e scripts that
+# Flagger's own CRD accepts (each file names where it comes from).
+FLAGGER_UPSTREAM = sorted((Path(__file__).parent / "manifests" / "flagger-upstream").glob("*.yaml"))
 
 Doc = dict[str, Any]
 
@@ -66,6 +70,63 @@ def test_all_flagger_manifests_together_resolve_template_and_provider_refs() -> 
     result = lint_sources([(p.name, _as_canaryctl(p.read_text())) for p in FLAGGER_FILES])
     assert result.errors == []
     assert (result.documents, result.skipped) == (5, 3)  # Deployment, HPA, Secret skipped
+
+
+@pytest.mark.parametrize("path", FLAGGER_UPSTREAM, ids=lambda p: p.stem)
+def test_document_from_flaggers_repository_lints_clean_after_changing_only_its_api_version(
+    path: Path,
+) -> None:
+    documents = list(yaml.safe_load_all(path.read_text()))
+    for document in documents:
+        assert validate(document) == ["flagger"]
+    result = lint_sources([(path.name, _as_canaryctl(path.read_text()))])
+    assert [(e.field_path, e.message) for e in result.errors] == []
+    assert result.documents == len(documents)
+
+
+def _flagger_enum(kind: str, *path: str) -> list[str]:
+    schema = crd_schemas("flagger")["flagger.app/v1beta1", kind]["properties"]["spec"]
+    for field in path:
+        schema = schema["properties"][field]
+    return list(schema["enum"])
+
+
+def test_every_value_flaggers_crd_allows_for_a_provider_is_accepted() -> None:
+    canaries = []
+    for provider in _flagger_enum("Canary", "provider"):
+        canary = valid_canary()
+        canary["metadata"]["name"] = provider.replace(":", "-")
+        canary["spec"] |= {"provider": provider}
+        if provider == "knative":
+            canary["spec"]["targetRef"] = {
+                "apiVersion": "serving.knative.dev/v1",
+                "kind": "Service",
+                "name": "podinfo",
+            }
+            del canary["spec"]["service"]
+        if provider.startswith("appmesh"):
+            canary["spec"]["service"]["meshName"] = "global"
+        canaries.append(canary)
+    templates = [
+        {
+            "apiVersion": "canaryctl.dev/v1beta1",
+            "kind": "MetricTemplate",
+            "metadata": {"name": kind, "namespace": "test"},
+            "spec": {"provider": {"type": kind, "address": "http://metrics:9090"}, "query": "up"},
+        }
+        for kind in _flagger_enum("MetricTemplate", "provider", "type")
+    ]
+    alerts = [
+        {
+            "apiVersion": "canaryctl.dev/v1beta1",
+            "kind": "AlertProvider",
+            "metadata": {"name": kind, "namespace": "test"},
+            "spec": {"type": kind, "address": "https://hooks.example.com/alerts"},
+        }
+        for kind in _flagger_enum("AlertProvider", "type")
+    ]
+    assert len(canaries) >= 19 and len(templates) >= 11 and len(alerts) >= 5
+    assert _problems(_lint_docs(*canaries, *templates, *alerts)) == []
 
 
 @pytest.mark.parametrize("path", FLAGGER_FILES, ids=lambda p: p.name)

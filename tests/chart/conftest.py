@@ -180,6 +180,8 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
                 "xdsPort": 15012,
                 "maxStreamsPerIdentity": 4,
                 "defaultExportTo": ".",
+                "mtls": "strict",
+                "workloadCertificateMinutes": 60,
                 "extraArgs": ["--watch-timeout-seconds", "120"],
                 "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
                 "nodeSelector": {"kubernetes.io/os": "linux"},

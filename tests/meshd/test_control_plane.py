@@ -10,14 +10,19 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 import kmock
 import pytest
 import pytest_asyncio
 from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.listener.v3 import listener_pb2
+from google.protobuf import json_format
+from google.protobuf.message import Message
 from kubernetes import client
 
 from canaryctl.local.prometheus import free_port
 from canaryctl_mesh import config
+from canaryctl_mesh.control import MTLS_LABEL
 from canaryctl_mesh.kube import KubeObjects, api_client_for_host
 from canaryctl_mesh.loopback import UpstreamServers, fire
 from canaryctl_mesh.meshd.control_plane import ControlPlane
@@ -148,6 +153,26 @@ def flagger_traffic_split(version: str, primary: int, canary: int) -> dict[str, 
     }
 
 
+async def test_sidecar_of_a_namespace_without_routed_services_starts_without_waiting(
+    kube_api: client.ApiClient, sidecar: list[EnvoyProcess]
+) -> None:
+    """Envoy is live (its startup probe passes) once its first config arrived, not after the 15 s
+    initial-fetch timeout of a virtual-host subscription that was answered with nothing."""
+    admin = free_port()
+    ports = config.SidecarPorts(outbound=0, inbound=0, prometheus=0, admin=admin)
+    plane = ControlPlane(kube_api, [NS], "127.0.0.1", 0, ports=ports, bind_host="127.0.0.1")
+    async with plane:
+        await new_snapshot(plane, "", timeout=10.0)
+        envoy = EnvoyProcess(config.ads_bootstrap(NODE, "127.0.0.1", plane.ads.port, admin_port=admin))
+        sidecar.append(envoy)
+        await envoy.start()
+        started = time.monotonic()
+        async with httpx.AsyncClient(timeout=2.0) as http:
+            while (await http.get(f"{envoy.admin_url}/ready")).status_code != 200:
+                assert time.monotonic() - started < 8.0, "the sidecar waited out its initial fetch"
+                await asyncio.sleep(0.05)
+
+
 @pytest.mark.parametrize("version", ["v1alpha2", "v1alpha3"])
 async def test_flagger_smi_traffic_splits_reach_a_real_envoy(
     version: str,
@@ -169,14 +194,18 @@ async def test_flagger_smi_traffic_splits_reach_a_real_envoy(
         assert not plane.refused, plane.refused
 
 
-async def first_clusters(port: int) -> set[str]:
-    """The clusters a raw delta ADS client gets first from the control plane at 127.0.0.1:`port`."""
+async def first_resources(port: int, type_url: str, into: type[Message]) -> dict[str, Message]:
+    """What a raw delta ADS client gets first of a type from the control plane at 127.0.0.1:`port`."""
     client = DeltaClient.insecure(port, "probe.test")
     try:
-        client.subscribe(config.CLUSTER_TYPE)
-        return set(unpack(await client.receive(10), cluster_pb2.Cluster))
+        client.subscribe(type_url)
+        return unpack(await client.receive(10), into)
     finally:
         await client.close()
+
+
+async def first_clusters(port: int) -> set[str]:
+    return set(await first_resources(port, config.CLUSTER_TYPE, cluster_pb2.Cluster))
 
 
 async def test_control_plane_process_serves_ads_and_stops_on_sigterm(
@@ -233,3 +262,49 @@ async def test_control_plane_pushes_nothing_until_the_api_server_answers() -> No
             finally:
                 await plane.stop()
                 api.close()  # type: ignore[no-untyped-call]
+
+
+async def test_mtls_follows_pods_and_the_namespace_label_through_the_watches(
+    objects: KubeObjects, kube_api: client.ApiClient, upstreams: UpstreamServers
+) -> None:
+    """With mTLS the control plane watches Pods (a meshed endpoint's ServiceAccount is its peer
+    identity) and Namespaces (the mode label), and a change to either reaches the sidecars' config."""
+    await create_mesh(objects, upstreams)
+    slice_ = endpoint_slice(PRIMARY, upstreams[PRIMARY].port)
+    slice_["endpoints"][0]["targetRef"] = {"kind": "Pod", "name": "web-primary-1", "namespace": NS}
+    await objects.apply(slice_)
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "web-primary-1",
+            "namespace": NS,
+            "annotations": {config.STATUS_ANNOTATION: "injected"},
+        },
+        "spec": {"serviceAccountName": "web", "containers": [{"name": "app", "image": "app"}]},
+    }
+    await objects.apply(pod)
+    plane = ControlPlane(kube_api, [NS], "127.0.0.1", 0, bind_host="127.0.0.1", mtls=config.PERMISSIVE)
+    async with plane:
+        await new_snapshot(plane, "", 10)  # the watches listed everything
+        clusters = await first_resources(plane.ads.port, config.CLUSTER_TYPE, cluster_pb2.Cluster)
+        (match,) = clusters[cluster_name(PRIMARY, NS)].transport_socket_matches
+        assert json_format.MessageToDict(match.match) == {
+            config.PEER_KEY: "spiffe://cluster.local/ns/test/sa/web"
+        }
+        assert not clusters[cluster_name(CANARY, NS)].transport_socket_matches
+        inbound = (await first_resources(plane.ads.port, config.LISTENER_TYPE, listener_pb2.Listener))[
+            "inbound"
+        ]
+        assert [c.name for c in inbound.filter_chains] == ["inbound-mtls", "inbound-http"]
+
+        version = plane.version
+        namespace = await objects.get("v1", "Namespace", "", NS)
+        assert namespace is not None
+        namespace["metadata"].setdefault("labels", {})[MTLS_LABEL] = "strict"
+        await objects.apply(namespace)
+        await new_snapshot(plane, version, 10)
+        inbound = (await first_resources(plane.ads.port, config.LISTENER_TYPE, listener_pb2.Listener))[
+            "inbound"
+        ]
+        assert [c.name for c in inbound.filter_chains] == ["inbound-mtls"]

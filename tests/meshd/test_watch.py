@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from canaryctl_mesh import config
 from canaryctl_mesh.meshd.watch import Backoff, ObjectStore, Source
 from tests.meshd.conftest import NS
 
@@ -45,3 +46,52 @@ def test_store_reports_only_the_namespaces_that_changed() -> None:
     store.upsert(services, svc("c", 80))
     store.remove(services, svc("a", 80))
     assert store.take_dirty() == {"a", "c"} and store.namespaces() == {"b", "c"}
+
+
+def test_store_keeps_what_mtls_reads_of_a_pod_and_ignores_its_status() -> None:
+    store = ObjectStore(lambda: None)
+    pods = Source("v1", "Pod", NS)
+    pod: dict[str, Any] = {
+        "metadata": {
+            "name": "web-1",
+            "namespace": NS,
+            "resourceVersion": "7",
+            "annotations": {
+                config.STATUS_ANNOTATION: "injected",
+                "kubectl.kubernetes.io/last-applied": "x" * 9000,
+            },
+            "managedFields": [{"manager": "kubelet"}],
+        },
+        "spec": {"serviceAccountName": "web", "containers": [{"name": "app", "image": "app"}]},
+        "status": {"phase": "Pending"},
+    }
+    store.upsert(pods, pod)
+    assert store.take_dirty() == {NS}
+    (kept,) = store.namespace_objects(NS)
+    assert kept == {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "web-1", "namespace": NS, "resourceVersion": "7",
+                     "annotations": {config.STATUS_ANNOTATION: "injected"}},
+        "spec": {"serviceAccountName": "web"},
+    }  # fmt: skip
+    store.upsert(
+        pods, {**pod, "metadata": {**pod["metadata"], "resourceVersion": "8"}, "status": {"phase": "Running"}}
+    )
+    assert store.take_dirty() == set(), "a status change is nothing the mesh routes by"
+    store.upsert(
+        pods,
+        {
+            **pod,
+            "metadata": {**pod["metadata"], "resourceVersion": "9"},
+            "spec": {"serviceAccountName": "pay"},
+        },
+    )
+    assert store.take_dirty() == {NS}
+
+
+def test_store_keeps_a_namespace_with_itself() -> None:
+    store = ObjectStore(lambda: None)
+    store.replace(Source("v1", "Namespace", None), [{"metadata": {"name": "team-a", "labels": {"x": "y"}}}])
+    assert store.take_dirty() == {"team-a"}
+    assert [o["kind"] for o in store.namespace_objects("team-a")] == ["Namespace"]

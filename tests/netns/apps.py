@@ -3,9 +3,10 @@
 ``python -m tests.netns.apps --name NAME [--http PORT] [--echo PORT]... [--banner PORT]...
 [--tls PORT --cert FILE --key FILE] [--grpc PORT]`` prints "listening" once every port is bound.
 
-- http: ``/`` answers NAME; ``/status/<code>`` answers that status; ``/slow/<seconds>`` answers after
-  that long; ``/ws`` is a WebSocket answering ``NAME:<message>``; ``/_stats`` counts requests and the
-  mirrored copies (their Host ends in ``-shadow``).
+- http: ``/`` answers NAME; ``/peer`` answers NAME and the X-Forwarded-Client-Cert header the sidecar
+  set (the caller's certificate), "NAME none" without one; ``/status/<code>`` answers that status;
+  ``/slow/<seconds>`` answers after that long; ``/ws`` is a WebSocket answering ``NAME:<message>``;
+  ``/_stats`` counts requests and the mirrored copies (their Host ends in ``-shadow``).
 - echo: raw TCP, every byte sent back unchanged (what a database protocol needs from the mesh).
 - banner: server-first, like SMTP: ``220 NAME`` on connect, then echo.
 - tls: TLS with the given certificate, then echo.
@@ -31,6 +32,9 @@ def http_app(name: str, counts: Counter[str]) -> web.Application:
         counts["shadow" if request.host.split(":")[0].endswith("-shadow") else "requests"] += 1
         return web.Response(text=name)
 
+    async def peer(request: web.Request) -> web.Response:
+        return web.Response(text=f"{name} {request.headers.get('x-forwarded-client-cert', 'none')}")
+
     async def status(request: web.Request) -> web.Response:
         counts["requests"] += 1
         return web.Response(status=int(request.match_info["code"]), text=name)
@@ -52,6 +56,7 @@ def http_app(name: str, counts: Counter[str]) -> web.Application:
 
     app = web.Application()
     app.router.add_get("/", root)
+    app.router.add_get("/peer", peer)
     app.router.add_get("/status/{code}", status)
     app.router.add_get("/slow/{seconds}", slow)
     app.router.add_get("/ws", websocket)

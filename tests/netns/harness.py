@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import datetime
 import http.client
 import json
 import os
@@ -33,10 +34,14 @@ from typing import Any, Protocol, TypeVar
 
 import jsonpatch
 
-from canaryctl_mesh import injector
+from canaryctl_mesh import config, injector
 from canaryctl_mesh.ads import AdsServer
 from canaryctl_mesh.config import SidecarPorts
 from canaryctl_mesh.control import MeshControlPlane
+from canaryctl_mesh.identity import POD_NAME_EXTRA, TOKEN_AUDIENCE, TokenAuthenticator
+from canaryctl_mesh.meshd.pki import CertificateAuthority
+from canaryctl_mesh.meshd.tls import IssuedCertificate, xds_credentials
+from canaryctl_mesh.meshd.workload import WorkloadCertificates
 from canaryctl_mesh.process import envoy_binary
 from tests.netns.apps import pipe
 
@@ -53,7 +58,9 @@ CONTROL_PLANE_IP = "198.19.255.1"
 CONTROL_PLANE_FQDN = "canaryctl-mesh.canaryctl-system.svc.cluster.local"
 XDS_PORT = 15010
 COMMAND_TIMEOUT = 20.0
-STARTUP_TIMEOUT = 20.0
+STARTUP_TIMEOUT = 30.0
+"""A sidecar started while its namespace has no routed service waits Envoy's 15 s initial fetch
+timeout for virtual hosts (an empty VHDS answer does not end it); the rest is margin for a busy box."""
 
 
 def _pod_ip(index: int) -> str:
@@ -158,6 +165,14 @@ class ControlPlane(Protocol):
 
     async def stop(self) -> None: ...
 
+    def xds_auth(self, token_path: str) -> config.XdsAuth | None:
+        """How sidecars authenticate (their token read from `token_path`), None for plaintext xDS."""
+        ...
+
+    def token(self, pod: str, namespace: str, service_account: str) -> str:
+        """A token proving the pod's ServiceAccount (what the kubelet projects)."""
+        ...
+
 
 class InProcessControlPlane:
     """The mesh's own control plane (translate → sidecar config → ADS), fed objects by the test."""
@@ -165,6 +180,12 @@ class InProcessControlPlane:
     def __init__(self) -> None:
         self.ads = AdsServer("127.0.0.1", 0)
         self.plane = MeshControlPlane(self.ads, SidecarPorts())
+
+    def xds_auth(self, token_path: str) -> config.XdsAuth | None:
+        return None
+
+    def token(self, pod: str, namespace: str, service_account: str) -> str:
+        return ""
 
     async def start(self) -> int:
         return await self.ads.start()
@@ -179,6 +200,51 @@ class InProcessControlPlane:
 
     async def stop(self) -> None:
         await self.ads.stop()
+
+
+class SecuredControlPlane(InProcessControlPlane):
+    """As meshd runs it: ADS over TLS from the mesh CA, each sidecar's token checked (by the TokenReview
+    answers an API server would give), workload certificates over SDS and automatic mTLS in `mode`.
+    `lifetime` is short so certificates rotate while the tests run."""
+
+    def __init__(
+        self, mode: str = config.PERMISSIVE, lifetime: datetime.timedelta = datetime.timedelta(seconds=9)
+    ) -> None:
+        self.ca = CertificateAuthority.create("canaryctl mesh test CA")
+        self.reviews: dict[str, Object] = {}
+        credentials = xds_credentials(IssuedCertificate(self.ca, [CONTROL_PLANE_FQDN]))
+        self.ads = AdsServer("127.0.0.1", 0, credentials=credentials, authenticator=TokenAuthenticator(self))
+        self.plane = MeshControlPlane(self.ads, SidecarPorts(), mtls=mode)
+        self.certificates = WorkloadCertificates(self.ca, lifetime)
+        self._stopping: asyncio.Event | None = None
+        self._renewals: asyncio.Task[None] | None = None
+
+    async def review(self, token: str, audiences: list[str]) -> Object:
+        return self.reviews.get(token, {"authenticated": False, "error": "unknown token"})
+
+    def xds_auth(self, token_path: str) -> config.XdsAuth | None:
+        return config.XdsAuth(self.ca.trust_pem.decode(), token_path, CONTROL_PLANE_FQDN)
+
+    def token(self, pod: str, namespace: str, service_account: str) -> str:
+        token = secrets.token_urlsafe(24)
+        user = {
+            "username": f"system:serviceaccount:{namespace}:{service_account}",
+            "extra": {POD_NAME_EXTRA: [pod]},
+        }
+        self.reviews[token] = {"authenticated": True, "audiences": [TOKEN_AUDIENCE], "user": user}
+        return token
+
+    async def start(self) -> int:
+        port = await super().start()
+        self._stopping = asyncio.Event()
+        self._renewals = asyncio.create_task(self.certificates.keep_current(self.ads, self._stopping))
+        return port
+
+    async def stop(self) -> None:
+        if self._stopping is not None and self._renewals is not None:
+            self._stopping.set()
+            await self._renewals
+        await super().stop()
 
 
 @dataclass(frozen=True)
@@ -230,7 +296,14 @@ class Service:
             },
             "addressType": "IPv4",
             "ports": [{"name": p.name, "port": p.target_port, "protocol": "TCP"} for p in self.ports],
-            "endpoints": [{"addresses": [pod.ip], "conditions": {"ready": True}} for pod in self.pods],
+            "endpoints": [
+                {
+                    "addresses": [pod.ip],
+                    "conditions": {"ready": True},
+                    "targetRef": {"kind": "Pod", "name": pod.name, "namespace": pod.namespace},
+                }
+                for pod in self.pods
+            ],
         }
         return [service, slice_]
 
@@ -265,6 +338,11 @@ class Pod:
     @property
     def netns(self) -> str:
         return f"canaryctl-{self.cluster.run_id}-{self.name}"
+
+    @property
+    def interface(self) -> str:
+        """The pod's end of its link to the node (its eth0)."""
+        return f"p{self.cluster.run_id}{self.index}"
 
     def exec_argv(self, argv: list[str]) -> list[str]:
         return ["ip", "netns", "exec", self.netns, *argv]
@@ -350,12 +428,17 @@ class Cluster:
     ) -> None:
         self.run_id = secrets.token_hex(3)
         self.control_plane = control_plane
-        self.settings = settings or injector.InjectorSettings(xds_host=CONTROL_PLANE_FQDN, xds_port=XDS_PORT)
         self.router = f"canaryctl-{self.run_id}-node"
         self.pods: dict[str, Pod] = {}
         self.services: dict[str, Service] = {}
         self.workdir = Path(tempfile.mkdtemp(prefix=f"canaryctl-netns-{self.run_id}-"))
         self.workdir.chmod(0o755)
+        # The kubelet mounts each pod's token at one path; here pods share a file system, so the
+        # path names the pod ($(VAR) is expanded in the proxy's args, as Kubernetes does).
+        auth = control_plane.xds_auth(str(self.workdir / "$(POD_NAME).$(POD_NAMESPACE).token"))
+        self.settings = settings or injector.InjectorSettings(
+            xds_host=CONTROL_PLANE_FQDN, xds_port=XDS_PORT, xds_auth=auth
+        )
         self._dnat: list[list[str]] = []
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="cluster", daemon=True)
@@ -480,6 +563,7 @@ class Cluster:
         annotations: Mapping[str, str] | None = None,
         workload: str | None = None,
         app: Mapping[str, Any] | None = None,
+        service_account: str = "default",
     ) -> Pod:
         """A pod in its own namespace, linked to the node; meshed pods start their sidecar here."""
         index = len(self.pods) + 1
@@ -498,7 +582,10 @@ class Cluster:
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": metadata,
-            "spec": {"containers": [{"name": "app", "image": "app:1", **(app or {})}]},
+            "spec": {
+                "serviceAccountName": service_account,
+                "containers": [{"name": "app", "image": "app:1", **(app or {})}],
+            },
         }
         pod = Pod(self, name, namespace, index, manifest)
         self.pods[name] = pod
@@ -511,7 +598,7 @@ class Cluster:
         return pod
 
     def _link(self, pod: Pod) -> None:
-        host_side, pod_side = f"r{self.run_id}{pod.index}", f"p{self.run_id}{pod.index}"
+        host_side, pod_side = f"r{self.run_id}{pod.index}", pod.interface
         run(["ip", "netns", "add", pod.netns])
         self._in_router(
             "ip", "link", "add", host_side, "type", "veth", "peer", "name", pod_side, "netns", pod.netns
@@ -560,6 +647,11 @@ class Cluster:
                 env[variable["name"]] = field_values[variable["valueFrom"]["fieldRef"]["fieldPath"]]
         command = [_expand(part, env) for part in [*proxy["command"], *proxy.get("args", [])]]
         assert command[0] == "envoy", command
+        if self.settings.xds_auth is not None:
+            token = self.workdir / _expand(Path(self.settings.xds_auth.token_path).name, env)
+            account = spec.get("serviceAccountName", "default")
+            token.write_text(self.control_plane.token(pod.name, pod.namespace, account))
+            token.chmod(0o644)
         command[0] = self._envoy
         uid = str(proxy["securityContext"]["runAsUser"])
         gid = str(proxy["securityContext"].get("runAsGroup", uid))
@@ -606,7 +698,9 @@ class Cluster:
         return service
 
     def objects(self) -> list[Object]:
-        return [obj for service in self.services.values() for obj in service.objects()]
+        """Services, EndpointSlices and Pods, as the control plane watches them."""
+        services = [obj for service in self.services.values() for obj in service.objects()]
+        return services + [pod.manifest for pod in self.pods.values()]
 
     def apply(self, *extra: Object) -> None:
         """Push the cluster's Services and EndpointSlices plus `extra` objects (TrafficSplits, ...) to

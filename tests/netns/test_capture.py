@@ -4,17 +4,26 @@ One cluster for the module: a meshed client, the primary and canary pods of ``we
 ``web-primary`` and ``web`` as Flagger names them; they also serve the gRPC service ``greeter``),
 and an unmeshed pod. Every assertion is about what a client or the app
 sees, or what the sidecars counted.
+
+The control plane is secured as meshd runs it, with automatic mTLS (permissive) and workload
+certificates that live a few seconds: every test here runs over mTLS between the meshed pods while
+certificates rotate underneath.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import http.client
 import json
 import math
+import shutil
 import ssl
+import subprocess
+import threading
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +33,7 @@ import pytest
 from canaryctl.api.models import Canary, CanaryMetric
 from canaryctl.local.prometheus import LocalPrometheus, PrometheusError, prometheus_binary
 from canaryctl_mesh import config, injector, telemetry
+from canaryctl_mesh.control import MTLS_LABEL
 from canaryctl_providers.metrics import MetricsAnalyzer
 from tests.netns import harness
 from tests.netns.harness import Cluster, Pod, ServicePort
@@ -36,6 +46,8 @@ HTTP, ECHO, SMTP, TLS, GRPC, EXCLUDED_OUT, EXCLUDED_IN = 8080, 9000, 2525, 8443,
 UNDECLARED_SERVER_FIRST = 2626
 CLIENT = "tests.netns.client"
 POSTGRES_SSL_REQUEST = "0000000804d2162f"
+TLS_HANDSHAKE, TLS_APPLICATION_DATA = b"\x16\x03\x01", b"\x17\x03\x03"
+"""TLS record headers: a ClientHello's, and application data (TLS 1.2 and 1.3 alike)."""
 REDIS_PING = b"*1\r\n$4\r\nPING\r\n".hex()
 
 
@@ -92,14 +104,19 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     directory = tmp_path_factory.mktemp("tls")
     cert, key = self_signed_certificate(directory, "web")
     fingerprint = hashlib.sha256(ssl.PEM_cert_to_DER_cert(Path(cert).read_text())).hexdigest()
-    with harness.cluster() as cluster:
-        client = cluster.pod("client", annotations={injector.EXCLUDE_OUTBOUND_ANNOTATION: str(EXCLUDED_OUT)})
+    with harness.cluster(harness.SecuredControlPlane) as cluster:
+        client = cluster.pod(
+            "client",
+            annotations={injector.EXCLUDE_OUTBOUND_ANNOTATION: str(EXCLUDED_OUT)},
+            service_account="client",
+        )
         backends = []
         for side in ("primary", "canary"):
             pod = cluster.pod(
                 f"web-{side}-1",
                 workload="web" if side == "canary" else "web-primary",  # Flagger's names
                 annotations={injector.EXCLUDE_INBOUND_ANNOTATION: str(EXCLUDED_IN)},
+                service_account="web",
             )
             pod.start_app(
                 "--name", f"web-{side}", "--http", str(HTTP), "--grpc", str(GRPC),
@@ -173,6 +190,32 @@ def test_mirror_and_fault_steps(mesh: Mesh) -> None:
         time.sleep(0.2)
         seen.append(_inbound(mesh.canary) - served_before)
     assert seen[-1] == 400 - aborted, (seen, result, mesh.canary.admin("/stats?filter=inbound"))
+
+
+def test_header_route_sends_matching_requests_to_the_canary(mesh: Mesh) -> None:
+    group = {
+        "apiVersion": "specs.smi-spec.io/v1alpha4",
+        "kind": "HTTPRouteGroup",
+        "metadata": {"name": "testers", "namespace": "default"},
+        "spec": {"matches": [{"name": "testers", "headers": {"x-canary": "^yes$"}}]},
+    }
+    split = {
+        "apiVersion": "split.smi-spec.io/v1alpha3",
+        "kind": "TrafficSplit",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {
+            "service": "web",
+            "matches": [{"kind": "HTTPRouteGroup", "name": "testers"}],
+            "backends": [{"service": "web-primary", "weight": 0}, {"service": "web-canary", "weight": 100}],
+        },
+    }
+    mesh.cluster.apply(split, group)
+    tester = mesh.client.python(CLIENT, "http", "web", "80", "--count", "20", "--header", "x-canary:yes")
+    others = mesh.client.python(CLIENT, "http", "web", "80", "--count", "20", "--header", "x-canary:no")
+    assert tester["bodies"] == {"web-canary": 20} and others["bodies"] == {"web-primary": 20}
+    # Both went over mTLS: the client's sidecar shook hands with each backend.
+    for cluster in ("web-canary_default", "web_default"):
+        assert mesh.client.counter(f"cluster.{cluster}.ssl.handshake") > 0
 
 
 def test_unmeshed_callers_and_the_canary_service_are_measured_server_side(mesh: Mesh) -> None:
@@ -350,3 +393,163 @@ def test_builtin_queries_measure_the_canary_on_the_server_side(mesh: Mesh) -> No
     assert measured.canary.value == pytest.approx(80.0, abs=1.0), "40 answered, 10 failed"
     assert measured.primary is not None and measured.primary.value == pytest.approx(100.0)
     assert measured.query and telemetry.INBOUND_RQ_TOTAL in measured.query
+
+
+def _sniff(pod: Pod, port: int, send: Callable[[], object]) -> bytes:
+    """The TCP payload bytes that crossed the pod's interface to or from `port` while `send` ran."""
+    pcap = pod.cluster.workdir / f"{pod.name}-{port}-{time.monotonic_ns()}.pcap"
+    argv = [
+        "tcpdump",
+        "-i",
+        pod.interface,
+        "--immediate-mode",
+        "-U",
+        "-n",
+        "-s",
+        "0",
+        "-w",
+        str(pcap),
+        f"tcp port {port}",
+    ]
+    sniffer = subprocess.Popen(pod.exec_argv(argv), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    try:
+        assert sniffer.stderr is not None
+        assert b"listening on" in sniffer.stderr.readline()
+        send()
+        time.sleep(0.3)
+    finally:
+        sniffer.terminate()
+        sniffer.wait(10)
+    return pcap.read_bytes()
+
+
+def _peer(pod: Pod, host: str, port: int = 80) -> str:
+    return str(pod.python(CLIENT, "get", f"http://{host}:{port}/peer")["body"])
+
+
+def test_meshed_pods_talk_mutual_tls_on_the_wire_as_their_service_accounts(mesh: Mesh) -> None:
+    if shutil.which("tcpdump") is None:
+        pytest.skip("tcpdump is not installed (scripts/install-system-deps.sh installs it)")
+    mesh.split("web", 100, 0)
+    answers: list[str] = []
+    meshed = _sniff(mesh.primary, HTTP, lambda: answers.append(_peer(mesh.client, "web")))
+    plaintext = _sniff(
+        mesh.primary, HTTP, lambda: answers.append(_peer(mesh.outsider, mesh.primary.ip, HTTP))
+    )
+    # The client's request crossed the wire as TLS 1.2+ application data records, never as HTTP; the
+    # unmeshed caller's did (permissive mode), so the capture would have shown it.
+    assert TLS_APPLICATION_DATA in meshed
+    assert b"GET /peer" not in meshed and b"HTTP/1.1" not in meshed
+    assert b"GET /peer HTTP/1.1" in plaintext
+    # The app learns who called from the certificate the caller's sidecar presented.
+    trust_domain = "spiffe://cluster.local/ns/default/sa"
+    via_mesh, direct = answers
+    assert via_mesh.startswith("web-primary By=" + f"{trust_domain}/web;"), via_mesh
+    assert f";URI={trust_domain}/client" in via_mesh
+    assert direct == "web-primary none", "no certificate, no identity"
+    certificates = json.loads(mesh.client.admin("/certs"))["certificates"]
+    sans = {san["uri"] for c in certificates for cert in c["cert_chain"] for san in cert["subject_alt_names"]}
+    assert sans == {f"{trust_domain}/client"}, "the client's sidecar holds its own identity only"
+
+
+def test_a_forged_client_certificate_header_is_dropped(mesh: Mesh) -> None:
+    forged = "By=spiffe://cluster.local/ns/default/sa/web;URI=spiffe://cluster.local/ns/kube-system/sa/admin"
+    status, body = harness.http_get(mesh.outsider.netns, mesh.primary.ip, HTTP, "/peer")
+    assert (status, body) == (200, "web-primary none")
+    sock = harness.socket_in(mesh.outsider.netns)
+    with sock:
+        sock.settimeout(5)
+        sock.connect((mesh.primary.ip, HTTP))
+        sock.sendall(f"GET /peer HTTP/1.1\r\nHost: x\r\nX-Forwarded-Client-Cert: {forged}\r\n\r\n".encode())
+        reply = sock.recv(4096)
+    assert reply.endswith(b"web-primary none") and b"kube-system" not in reply
+
+
+def test_strict_namespace_refuses_plaintext_but_serves_its_meshed_callers(mesh: Mesh) -> None:
+    cluster = mesh.cluster
+    vault = cluster.pod("vault-1", namespace="locked", workload="vault", service_account="vault")
+    vault.start_app("--name", "vault", "--http", str(HTTP))
+    cluster.service("vault", [vault], ServicePort(80, HTTP, "http"), namespace="locked")
+    split = {
+        "apiVersion": "split.smi-spec.io/v1alpha2",
+        "kind": "TrafficSplit",
+        "metadata": {"name": "vault", "namespace": "locked"},
+        "spec": {"service": "vault", "backends": [{"service": "vault", "weight": 100}]},
+    }
+    locked = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": "locked", "labels": {MTLS_LABEL: "strict"}},
+    }
+    cluster.apply(split, locked)
+    answers: list[str] = []
+    first = _sniff(vault, HTTP, lambda: answers.append(_peer(mesh.client, "vault.locked")))
+    assert answers[0].startswith("vault By=spiffe://cluster.local/ns/locked/sa/vault;")
+    assert answers[0].endswith(";URI=spiffe://cluster.local/ns/default/sa/client")
+    # A first connection: the handshake (record type 22) offering the mesh's ALPN, then only TLS.
+    assert TLS_HANDSHAKE in first and config.MTLS_ALPN.encode() in first and b"GET /" not in first
+    assert harness.http_get(mesh.outsider.netns, vault.ip, HTTP, "/peer")[0] == 0, "plaintext is refused"
+    assert harness.http_get(mesh.outsider.netns, mesh.primary.ip, HTTP, "/peer")[0] == 200, (
+        "default stays permissive"
+    )
+    cluster.apply(split)  # the label gone: permissive again
+    assert harness.http_get(mesh.outsider.netns, vault.ip, HTTP, "/peer") == (200, "vault none")
+
+
+class _Load(threading.Thread):
+    """GETs over keep-alive connections from a pod, one after another, until stopped."""
+
+    def __init__(self, pod: Pod, host: str, port: int) -> None:
+        super().__init__(name="load")
+        self.pod, self.host, self.port = pod, host, port
+        self.statuses: Counter[int] = Counter()
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        deadline = time.monotonic() + 60
+        while not self.stopping.is_set() and time.monotonic() < deadline:
+            sock = harness.socket_in(self.pod.netns)
+            sock.settimeout(5)
+            try:
+                sock.connect((self.host, self.port))
+                connection = http.client.HTTPConnection(self.host, self.port, timeout=5)
+                connection.sock = sock
+                for _ in range(50):
+                    connection.request("GET", "/")
+                    response = connection.getresponse()
+                    response.read()
+                    self.statuses[response.status] += 1
+            except OSError:
+                self.statuses[0] += 1
+            finally:
+                sock.close()
+
+
+def _serials(pod: Pod) -> set[str]:
+    certificates = json.loads(pod.admin("/certs"))["certificates"]
+    return {cert["serial_number"] for c in certificates for cert in c["cert_chain"]}
+
+
+def test_certificates_rotate_under_load_without_a_failed_request(mesh: Mesh) -> None:
+    mesh.split("web", 50, 50)
+    first = {pod.name: _serials(pod) for pod in (mesh.client, mesh.primary, mesh.canary)}
+    handshakes = mesh.client.counter("cluster.web-primary_default.ssl.handshake")
+    load = _Load(mesh.client, harness.SERVICE_PREFIX + "1", 80)
+    load.start()
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(
+            _serials(pod) == first[pod.name] for pod in (mesh.client, mesh.primary, mesh.canary)
+        ):
+            time.sleep(0.2)
+        rotated = {
+            pod.name: _serials(pod) != first[pod.name] for pod in (mesh.client, mesh.primary, mesh.canary)
+        }
+        time.sleep(1)
+    finally:
+        load.stopping.set()
+        load.join(30)
+    assert all(rotated.values()), rotated
+    assert sum(load.statuses.values()) > 100 and set(load.statuses) == {200}, load.statuses
+    assert mesh.client.counter("cluster.web-primary_default.ssl.handshake") >= handshakes
+    assert mesh.client.counter("cluster.web-primary_default.ssl.connection_error") == 0

@@ -52,6 +52,7 @@ SOURCES: dict[str, tuple[Path, ...]] = {
     "gloo": (HERE / "gloo-v1.20.22-routetables-upstreams.yaml",),
     "traefik": (HERE / "traefik-v3.7.9-traefikservices.yaml",),
     "apisix": (HERE / "apisix-ingress-controller-2.2.0-apisixroutes.yaml",),
+    "flagger": (HERE / "flagger-v1.44.0-crd.yaml",),
 }
 ALTERNATES = frozenset({"gateway-api-v1.2.1"})
 KUBERNETES_VERSION = kubernetes_validate.latest_version()

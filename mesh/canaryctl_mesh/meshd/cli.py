@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import logging
 import signal
 from collections import Counter
@@ -22,8 +23,9 @@ from canaryctl_mesh.kube import KubeObjects, api_client, api_client_for_host, po
 from canaryctl_mesh.meshd import injector, metrics, runtime
 from canaryctl_mesh.meshd.auth import KubeTokenReviewer
 from canaryctl_mesh.meshd.control_plane import ControlPlane, sources
-from canaryctl_mesh.meshd.pki import CertificateAuthority, load_or_create_ca
+from canaryctl_mesh.meshd.pki import WORKLOAD_VALIDITY, CertificateAuthority, load_or_create_ca
 from canaryctl_mesh.meshd.tls import IssuedCertificate, xds_credentials
+from canaryctl_mesh.meshd.workload import WorkloadCertificates
 from canaryctl_mesh.translate import parse_export_to
 
 DEFAULT_PORTS = config.SidecarPorts()
@@ -120,6 +122,21 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="xDS streams one identity (one pod, for pod-bound tokens) may hold (default 8; 0 = no limit)",
     )
     security.add_argument(
+        "--mtls",
+        choices=[*config.MTLS_MODES, "off"],
+        default=config.PERMISSIVE,
+        help="automatic mTLS between sidecars; the default inbound mode, a namespace's "
+        "mesh.canaryctl.dev/mtls label overrides it: permissive (default) also accepts plaintext from "
+        "unmeshed clients, strict refuses it; off: no workload certificates",
+    )
+    security.add_argument(
+        "--workload-certificate-minutes",
+        type=float,
+        default=WORKLOAD_VALIDITY.total_seconds() / 60,
+        help=f"lifetime of a sidecar's SPIFFE certificate, renewed with a third left (default "
+        f"{WORKLOAD_VALIDITY.total_seconds() / 60:.0f})",
+    )
+    security.add_argument(
         "--insecure",
         action="store_true",
         help="plaintext xDS, no authentication, every sidecar may stream any namespace's view: loopback "
@@ -184,7 +201,10 @@ def _ca(parser: argparse.ArgumentParser) -> None:
 
 def _api(args: argparse.Namespace) -> client.ApiClient:
     """One client for the process, its pool sized for the control plane's watches (one each)."""
-    watchers = len(sources(args.namespaces)) if args.meshd_command == "control-plane" else 0
+    if args.meshd_command == "control-plane":
+        watchers = len(sources(args.namespaces, not args.insecure and args.mtls != "off"))
+    else:
+        watchers = 0
     connections = pool_size(watchers)
     if args.server:
         return api_client_for_host(args.server, connections=connections)
@@ -259,23 +279,33 @@ async def _control_plane(args: argparse.Namespace, api: client.ApiClient, stop: 
         export_to = parse_export_to(args.default_export_to, "")
     except ValueError as error:
         raise SystemExit(f"--default-export-to: {error}") from error
+    certificates = None
     measured = metrics.MeshdMetrics()
     if args.insecure:
         ads = AdsServer("0.0.0.0", args.xds_port)
     else:
         if not args.xds_dns_names:
             raise SystemExit("--xds-dns-name is required unless --insecure")
+        if not 1 <= args.workload_certificate_minutes <= 60 * 24 * 90:
+            raise SystemExit("--workload-certificate-minutes: between 1 and 129600 (90 days)")
         ca = await _mesh_ca(args, api)
         ads = xds_server(
             api, ca, args.xds_dns_names, port=args.xds_port, audience=args.token_audience,
             max_streams_per_identity=args.max_streams_per_identity, measured=measured,
         )  # fmt: skip
+        if args.mtls != "off":
+            lifetime = datetime.timedelta(minutes=args.workload_certificate_minutes)
+            certificates = WorkloadCertificates(ca, lifetime)
+    mtls = args.mtls if certificates is not None else None
     plane = ControlPlane(
         api, args.namespaces, ports=_ports(args), ads=ads, default_export_to=export_to,
-        watch_timeout=args.watch_timeout_seconds, metrics=measured,
+        watch_timeout=args.watch_timeout_seconds, metrics=measured, mtls=mtls,
     )  # fmt: skip
     async with plane, metrics.serving(measured, "0.0.0.0", args.metrics_port):
-        await stop.wait()
+        if certificates is None:
+            await stop.wait()
+        else:
+            await certificates.keep_current(ads, stop)
 
 
 async def _injector(args: argparse.Namespace, api: client.ApiClient, stop: asyncio.Event) -> None:
@@ -285,7 +315,7 @@ async def _injector(args: argparse.Namespace, api: client.ApiClient, stop: async
     ca = await _mesh_ca(args, api) if needs_ca else None
     auth = None
     if ca is not None and not args.insecure_xds:
-        auth = config.XdsAuth(ca.cert_pem.decode(), SIDECAR_TOKEN_PATH, args.xds_host)
+        auth = config.XdsAuth(ca.trust_pem.decode(), SIDECAR_TOKEN_PATH, args.xds_host)
     settings = InjectorSettings(
         proxy_image=args.sidecar_image,
         init_image=args.init_image,

@@ -28,7 +28,7 @@ from canaryctl_mesh.control import MeshControlPlane
 from canaryctl_mesh.identity import Authenticator
 from canaryctl_mesh.kube import KubeObjects
 from canaryctl_mesh.meshd.metrics import WATCH_RESTART_REASONS, MeshdMetrics
-from canaryctl_mesh.meshd.watch import WATCHED, ObjectStore, Reflector, Source
+from canaryctl_mesh.meshd.watch import MTLS_WATCHED, WATCHED, ObjectStore, Reflector, Source
 from canaryctl_mesh.translate import ALL_NAMESPACES, Refusal
 
 log = logging.getLogger(__name__)
@@ -104,10 +104,16 @@ class RefusalEvents:
         }
 
 
-def sources(namespaces: Sequence[str] = ()) -> list[Source]:
-    """One list+watch per watched kind and namespace (all namespaces when none is named)."""
+def sources(namespaces: Sequence[str] = (), mtls: bool = False) -> list[Source]:
+    """One list+watch per watched kind and namespace (all namespaces when none is named); with mTLS
+    the pods too, and the Namespaces (one cluster-wide list+watch)."""
     scopes: list[str | None] = list(dict.fromkeys(namespaces)) or [None]
-    return [Source(api_version, kind, namespace) for api_version, kind in WATCHED for namespace in scopes]
+    kinds = [*WATCHED, *(MTLS_WATCHED if mtls else ())]
+    return [
+        Source(api_version, kind, None if kind == "Namespace" else namespace)
+        for api_version, kind in kinds
+        for namespace in (scopes if kind != "Namespace" else [None])
+    ]
 
 
 class ControlPlane:
@@ -127,11 +133,13 @@ class ControlPlane:
         watch_timeout: float = 300.0,
         events: bool = True,
         metrics: MeshdMetrics | None = None,
+        mtls: str | None = None,
     ) -> None:
         """`ads` replaces the plaintext, unauthenticated server on xds_host:xds_port (meshd passes one
-        with TLS, an authenticator and a stream limit)."""
+        with TLS, an authenticator and a stream limit); `mtls` is the default mode (see
+        `canaryctl_mesh.control`), None for none."""
         self.ads = ads or AdsServer(xds_host, xds_port, authenticator=authenticator)
-        self.plane = MeshControlPlane(self.ads, ports, bind_host, default_export_to)
+        self.plane = MeshControlPlane(self.ads, ports, bind_host, default_export_to, mtls)
         self.plane.holding = True  # until every watched kind has been listed once
         self.metrics = metrics or MeshdMetrics()
         self.metrics.watch_control_plane(self.ads, lambda: self.plane.refused)
@@ -144,7 +152,7 @@ class ControlPlane:
         self.store = ObjectStore(self._changed)
         self.reflectors = [
             Reflector(api, source, self.store, watch_timeout, self._restart_counter(source))
-            for source in sources(namespaces)
+            for source in sources(namespaces, mtls is not None)
         ]
         self._task: asyncio.Task[None] | None = None
 

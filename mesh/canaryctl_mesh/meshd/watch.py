@@ -29,6 +29,7 @@ import urllib3
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from canaryctl_mesh import config
 from canaryctl_mesh.api import MESH_GROUP, TRAFFIC_POLICY_KIND
 from canaryctl_mesh.kube import KINDS, resource_path
 
@@ -50,6 +51,8 @@ WATCHED: tuple[tuple[str, str], ...] = tuple(
     sorted((key for key in KINDS if (key[0].rpartition("/")[0], key[1]) in WATCHED_KINDS), reverse=True)
 )
 """(apiVersion, kind) pairs the control plane watches, newest API version of a group first."""
+MTLS_WATCHED: tuple[tuple[str, str], ...] = (("v1", "Pod"), ("v1", "Namespace"))
+"""Watched as well with mTLS: which endpoints run a sidecar (and as whom), and each namespace's mode."""
 
 CONNECT_TIMEOUT = 5.0
 LIST_TIMEOUT = 30.0
@@ -90,9 +93,35 @@ class Backoff:
         self._next = self.initial
 
 
-def _name(obj: Object) -> tuple[str, str]:
+def _name(source: Source, obj: Object) -> tuple[str, str]:
+    """(namespace, name); a Namespace object is kept with the namespace it is."""
     metadata = obj.get("metadata") or {}
-    return str(metadata.get("namespace") or ""), str(metadata.get("name") or "")
+    name = str(metadata.get("name") or "")
+    return (name if source.kind == "Namespace" else str(metadata.get("namespace") or "")), name
+
+
+def _kept(source: Source, obj: Object) -> Object:
+    """What the store keeps of an object: a Pod only as far as mTLS reads it (its name, the injector's
+    status annotation, its ServiceAccount). A pod object runs to tens of KB, clusters hold thousands,
+    and its status changes every few seconds without changing anything the mesh routes by."""
+    if source.kind != "Pod":
+        return obj
+    metadata = obj.get("metadata") or {}
+    kept = {key: metadata[key] for key in ("name", "namespace", "resourceVersion") if key in metadata}
+    status = (metadata.get("annotations") or {}).get(config.STATUS_ANNOTATION)
+    if status is not None:
+        kept["annotations"] = {config.STATUS_ANNOTATION: status}
+    return {
+        "metadata": kept,
+        "spec": {"serviceAccountName": (obj.get("spec") or {}).get("serviceAccountName")},
+    }
+
+
+def _unversioned(obj: Object | None) -> Object | None:
+    if obj is None:
+        return None
+    metadata = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "resourceVersion"}
+    return {**obj, "metadata": metadata}
 
 
 def older(obj: Object, than: Object | None) -> bool:
@@ -118,12 +147,12 @@ class ObjectStore:
     @staticmethod
     def _typed(source: Source, obj: Object) -> Object:
         """List items of built-in kinds come without apiVersion/kind; translation needs both."""
-        return {**obj, "apiVersion": source.api_version, "kind": source.kind}
+        return {**_kept(source, obj), "apiVersion": source.api_version, "kind": source.kind}
 
     def replace(self, source: Source, items: list[Object]) -> None:
         fresh: dict[str, dict[str, Object]] = {}
         for obj in items:
-            namespace, name = _name(obj)
+            namespace, name = _name(source, obj)
             fresh.setdefault(namespace, {})[name] = self._typed(source, obj)
         with self._lock:
             old = self._by_source.get(source, {})
@@ -134,17 +163,20 @@ class ObjectStore:
     def upsert(self, source: Source, obj: Object) -> None:
         """Store ``obj`` unless a newer version is stored (a write's answer can arrive before the watch
         event of an earlier write)."""
-        namespace, name = _name(obj)
+        namespace, name = _name(source, obj)
         with self._lock:
             objects = self._by_source.setdefault(source, {}).setdefault(namespace, {})
-            if older(obj, objects.get(name)):
+            previous = objects.get(name)
+            if older(obj, previous):
                 return
             objects[name] = self._typed(source, obj)
+            if _unversioned(previous) == _unversioned(objects[name]):
+                return  # nothing the store keeps changed (a pod's status, say)
             self._dirty.add(namespace)
         self.on_change()
 
     def remove(self, source: Source, obj: Object) -> None:
-        namespace, name = _name(obj)
+        namespace, name = _name(source, obj)
         with self._lock:
             self._by_source.get(source, {}).get(namespace, {}).pop(name, None)
             self._dirty.add(namespace)
@@ -162,7 +194,7 @@ class ObjectStore:
     def namespace_objects(self, namespace: str) -> list[Object]:
         """Every object of `namespace` once: a CRD serving several versions shows each object under all
         of them, so the same (group, kind, name) counts once, from the newest version watched."""
-        order = {key: index for index, key in enumerate(WATCHED)}
+        order = {key: index for index, key in enumerate((*WATCHED, *MTLS_WATCHED))}
         with self._lock:
             sources = sorted(
                 self._by_source.items(), key=lambda s: order.get((s[0].api_version, s[0].kind), 0)
