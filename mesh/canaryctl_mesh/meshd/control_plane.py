@@ -1,13 +1,12 @@
 """`canaryctl meshd control-plane`: watched Kubernetes objects → MeshControlPlane → sidecars over ADS.
 
 Reflectors (canaryctl_mesh.meshd.watch) keep a store of TrafficSplits, HTTPRouteGroups, TrafficPolicies,
-Services and EndpointSlices and note which namespaces changed. The sync loop re-translates only the
-changed namespaces and pushes the views that changed, at once when it was idle (a canary step's
-weight change is not held back), and then waits a short debounce before the next sync (so a burst,
-such as the first list, becomes two pushes at most, not one per object). Nothing is pushed before
-every reflector has listed once: a restarted control plane must not hand reconnecting sidecars an
-empty mesh. An object that is refused (invalid, or conflicting with an older one) gets a Warning
-Event and a log line, once; the rest of the mesh keeps syncing.
+Services and EndpointSlices and note which namespaces changed. The sync loop waits a short debounce
+(so a burst, such as the first list, becomes one push), re-translates only the changed namespaces
+and pushes the views that changed. Nothing is pushed before every reflector has listed once: a
+restarted control plane must not hand reconnecting sidecars an empty mesh. An object that is refused
+(invalid, or conflicting with an older one) gets a Warning Event and a log line, once; the rest of
+the mesh keeps syncing.
 """
 
 from __future__ import annotations
@@ -207,14 +206,13 @@ class ControlPlane:
     async def _sync_loop(self) -> None:
         while True:
             await self._dirty.wait()
+            await asyncio.sleep(self.debounce)
             if not all(r.synced.is_set() for r in self.reflectors):
                 # A reflector notes its first list in the store before it counts as synced: look again
                 # (clearing the flag here would wait for a change that may never come).
-                await asyncio.sleep(self.debounce)
                 continue
             self._dirty.clear()
             await self.sync()
-            await asyncio.sleep(self.debounce)  # what changes meanwhile is synced together
 
     async def sync(self) -> None:
         """Re-translate the namespaces that changed and push the views that changed."""
