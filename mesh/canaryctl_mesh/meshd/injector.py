@@ -64,7 +64,7 @@ class WatchedNamespaceLabels:
     async def __call__(self, name: str) -> Mapping[str, str]:
         namespace: Object | None = None
         if self.reflector.synced.is_set():
-            namespace = self.store.get(NAMESPACES, "", name)
+            namespace = self.store.get(NAMESPACES, name, name)  # kept under the namespace it is
         if namespace is None:
             try:
                 namespace = await self.objects.get("v1", "Namespace", "", name)
