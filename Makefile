@@ -42,8 +42,9 @@ lowest:
 plugin-install: venv
 	bash scripts/check-plugin-install.sh $(BIN)/python
 
+# Tests marked `long` (a minute or more each) are `make reliability`'s; CI runs both targets.
 test: venv deps tools lint lowest plugin-install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not long"
 
 # A whole canary on this machine with real traffic: a healthy v2 is promoted, a faulty one rolled back.
 demo: demo-plan venv deps
@@ -56,7 +57,7 @@ demo-plan:
 	@echo "  3. two scenarios: demo app v1 and v2, Envoy, Prometheus, load tester, Slack receiver (about 35 s)"
 	@echo "  reports: demo-reports/demo-healthy.html, demo-reports/demo-faulty.html"
 
-# The failure tests alone (they also run in `make test`).
+# The failure tests alone, the `long` ones included (the others also run in `make test`).
 reliability: venv deps tools
 	$(BIN)/pytest -q tests/reliability
 

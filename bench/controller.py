@@ -11,10 +11,13 @@ one JSON object as its last line:
 - ``ticks_per_s`` against ``due_ticks_per_s`` (canaries / interval), over the idle window;
 - ``api_calls_per_idle_tick``: canaryctl's own API requests per tick while nothing changes;
 - ``api_calls_per_step``: its requests during the rollouts per weight step taken (status included);
+- ``api_requests_per_step_served``: every request the API stand-in answered during the rollouts (kopf's
+  included) per weight step, in all and by request kind (``PATCH canaries/status``, ``POST events``, ...);
 - ``api_requests_per_s``: its request rate during the rollouts; ``cpu_operator_pct`` and
   ``cpu_api_pct``: CPU of the operator and of the API stand-in process, in % of one core.
 
-kopf's watch streams and the operator's own list and watch requests are counted as requests.
+The operator's own list and watch requests are counted in ``api_calls_*``; kopf's requests only in
+``api_requests_per_step_served``.
 Goals: 2,000 canaries, RSS < 400 MB, tick lag p99 < 1 s, ticks_per_s ≥ 95 % of due_ticks_per_s.
 
     python -m bench.controller [--canaries 500] [--interval 10s] [--idle 20] [--duration 120]
@@ -49,8 +52,18 @@ STARTUP_SECONDS_PER_CANARY = 0.6  # at most, to initialize (at least 300 s)
 STOP_TIMEOUT_SECONDS = 120.0
 
 
+def request_kind(method: str, path: str) -> str:
+    """``METHOD resource[/subresource]`` of a request, e.g. ``PATCH canaries/status``, ``GET services``."""
+    parts = path.strip("/").split("/")
+    if "namespaces" in parts[:-1]:
+        parts = parts[parts.index("namespaces") + 2 :]
+    else:
+        parts = parts[2:] if parts[:1] == ["api"] else parts[3:]
+    return f"{method} {'/'.join([parts[0], *parts[2:]]) if parts else '?'}"
+
+
 class CountingApiClient(client.ApiClient):
-    """Counts every request the operator's client makes (from its worker threads)."""
+    """Counts the requests canaryctl's own client makes (from its worker threads); kopf's are not."""
 
     def __init__(self, configuration: client.Configuration) -> None:
         super().__init__(configuration)
@@ -61,10 +74,6 @@ class CountingApiClient(client.ApiClient):
         with self._lock:
             self.calls += 1
         return super().call_api(*args, **kwargs)
-
-    def reset(self) -> None:
-        with self._lock:
-            self.calls = 0
 
 
 def manifests(index: int, interval: str) -> list[dict[str, Any]]:
@@ -134,6 +143,9 @@ async def serve(count: int, interval: str) -> None:
                     containers = emulator.objects[key].raw["spec"]["template"]["spec"]["containers"]
                     bumped = [dict(containers[0], image="app:v2")]
                     emulator.modify(key, {"spec": {"template": {"spec": {"containers": bumped}}}})
+            elif line == "calls":  # every request the API stand-in answered so far, kopf's included
+                calls = Counter(request_kind(method, path) for method, path in emulator.calls)
+                print(json.dumps(calls), flush=True)
         kubelet_task.cancel()
 
 
@@ -167,14 +179,38 @@ def cpu_seconds(pid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def served(child: subprocess.Popen[str]) -> Counter[str]:
+    """What the API stand-in has answered so far, by request kind."""
+    assert child.stdin is not None and child.stdout is not None
+    child.stdin.write("calls\n")
+    child.stdin.flush()
+    return Counter(json.loads(child.stdout.readline()))
+
+
 class Window:
     """API calls, ticks, steps and CPU of both processes over one stretch of time."""
 
-    def __init__(self, api: CountingApiClient, operator: CanaryOperator, child: int) -> None:
+    def __init__(
+        self,
+        api: CountingApiClient,
+        operator: CanaryOperator,
+        child: subprocess.Popen[str],
+        answered: Counter[str],
+    ) -> None:
         self.api, self.operator, self.child = api, operator, child
         self.calls, self.ticks, self.steps = api.calls, operator.ticks, operator.steps
-        self.cpu, self.child_cpu = cpu_seconds(), cpu_seconds(child)
+        self.served = answered  # what the API stand-in had answered at the start
+        self.cpu, self.child_cpu = cpu_seconds(), cpu_seconds(child.pid)
         self.started = time.monotonic()
+
+    def served_per_step(self, answered: Counter[str]) -> dict[str, float]:
+        """Requests the API stand-in answered (kopf's included) per weight step, by kind, given what it
+        had ``answered`` at the end."""
+        steps = max(self.operator.steps - self.steps, 1)
+        calls = answered - self.served
+        return {"all": round(calls.total() / steps, 2)} | {
+            kind: round(count / steps, 2) for kind, count in calls.most_common()
+        }
 
     def figures(self) -> dict[str, float]:
         seconds = time.monotonic() - self.started
@@ -184,7 +220,7 @@ class Window:
             "ticks": self.operator.ticks - self.ticks,
             "steps": self.operator.steps - self.steps,
             "cpu_operator_pct": 100 * (cpu_seconds() - self.cpu) / seconds,
-            "cpu_api_pct": 100 * (cpu_seconds(self.child) - self.child_cpu) / seconds,
+            "cpu_api_pct": 100 * (cpu_seconds(self.child.pid) - self.child_cpu) / seconds,
         }
 
 
@@ -210,7 +246,7 @@ async def measure(
         initialized = await wait_all(observer, "Initialized", args.canaries, startup)
         await asyncio.sleep(parse_duration(args.interval))  # the tick after initialization may write
         operator.tick_lags.clear()
-        idle = Window(api, operator, child.pid)
+        idle = Window(api, operator, child, await asyncio.to_thread(served, child))
         await asyncio.sleep(args.idle)
         quiet = idle.figures()
         lags = list(operator.tick_lags)
@@ -218,9 +254,10 @@ async def measure(
         assert child.stdin is not None
         child.stdin.write("bump\n")
         child.stdin.flush()
-        rollouts = Window(api, operator, child.pid)
+        rollouts = Window(api, operator, child, await asyncio.to_thread(served, child))
         final = await wait_all(observer, "Succeeded", args.canaries, args.duration)
         busy = rollouts.figures()
+        by_request = rollouts.served_per_step(await asyncio.to_thread(served, child))
         lags += list(operator.tick_lags)
         result = {
             "canaries": args.canaries,
@@ -231,6 +268,7 @@ async def measure(
             "due_ticks_per_s": round(args.canaries / parse_duration(args.interval), 1),
             "api_calls_per_idle_tick": round(quiet["calls"] / max(quiet["ticks"], 1), 3),
             "api_calls_per_step": round(busy["calls"] / max(busy["steps"], 1), 2),
+            "api_requests_per_step_served": by_request,
             "api_requests_per_s": round(busy["calls"] / busy["seconds"], 1),
             "cpu_operator_pct": round(busy["cpu_operator_pct"], 1),
             "cpu_api_pct": round(busy["cpu_api_pct"], 1),

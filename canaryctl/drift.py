@@ -7,7 +7,6 @@ idle tick free of writes.
 from __future__ import annotations
 
 import asyncio
-import copy
 import hashlib
 import json
 from typing import TYPE_CHECKING, Any
@@ -32,11 +31,11 @@ def _digest(obj: Obj) -> str:
 
 
 def stamped(obj: Obj) -> Obj:
-    """``obj`` carrying the digest of itself in APPLIED_ANNOTATION."""
-    result = copy.deepcopy(obj)
-    meta = result["metadata"]
-    meta["annotations"] = {**(meta.get("annotations") or {}), APPLIED_ANNOTATION: _digest(obj)}
-    return result
+    """``obj`` carrying the digest of itself in APPLIED_ANNOTATION. Only the metadata is copied (the
+    rest is shared with ``obj``): it runs for every generated object on every tick."""
+    meta = obj["metadata"]
+    annotations = {**(meta.get("annotations") or {}), APPLIED_ANNOTATION: _digest(obj)}
+    return {**obj, "metadata": {**meta, "annotations": annotations}}
 
 
 def covers(actual: Any, wanted: Any) -> bool:

@@ -17,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -60,6 +61,11 @@ class OpenModel(ApiModel):
 # Validation context that accepts provider names this machine has not installed: `kubectl canary status`
 # shows a Canary whose router only the cluster has.
 UNCHECKED_PLUGINS: Final = {"plugins": "unchecked"}
+
+
+# Validation context key: the floor of analysis intervals for the Canaries validated with it (the
+# operator's setting; Flagger's 10 s when absent).
+MIN_INTERVAL_CONTEXT: Final = "min_interval_seconds"
 
 
 def plugins_checked(info: ValidationInfo) -> bool:
@@ -746,14 +752,24 @@ class CanaryAnalysis(ApiModel):
     steps: list[CanaryStep] | None = Field(default=None, max_length=MAX_STEPS)
     fast_fail: FastFail | None = None
 
-    # Flagger's floor for analysis intervals. Only the operator's hidden ``--min-interval-seconds`` (for
-    # tests and benchmarks against an emulator) lowers it.
+    # Flagger's floor for analysis intervals. The operator's hidden ``--min-interval-seconds`` (for tests
+    # and benchmarks against an emulator) lowers it for the Canaries it validates, through the
+    # validation context (``MIN_INTERVAL_CONTEXT``), never here.
     min_interval_seconds: ClassVar[float] = 10.0
+    _interval_floor: float | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _floor_from_context(self, info: ValidationInfo) -> CanaryAnalysis:
+        floor = info.context.get(MIN_INTERVAL_CONTEXT) if isinstance(info.context, dict) else None
+        if floor is not None:
+            self._interval_floor = float(floor)
+        return self
 
     @property
     def interval_seconds(self) -> float:
         """Flagger clamps intervals below 10s up to 10s."""
-        return max(parse_duration(self.interval), self.min_interval_seconds)
+        floor = self.min_interval_seconds if self._interval_floor is None else self._interval_floor
+        return max(parse_duration(self.interval), floor)
 
     @property
     def failure_threshold(self) -> int:

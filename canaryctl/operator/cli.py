@@ -10,11 +10,13 @@ import sys
 from collections.abc import Mapping
 
 from canaryctl import registry
-from canaryctl.api.models import INCLUDED_MESH, AlertProviderSpec, AlertProviderType, CanaryAnalysis
+from canaryctl.api.models import INCLUDED_MESH, AlertProviderSpec, AlertProviderType
 from canaryctl.operator.adapters import OperatorObjects
 from canaryctl.operator.cache import CACHED_KINDS
 from canaryctl.operator.handlers import (
+    MAX_CONCURRENT_TICKS,
     PEERING_LIFETIME_SECONDS,
+    START_JITTER_SECONDS,
     CanaryOperator,
     OperatorConfig,
     release_finalizers,
@@ -108,6 +110,22 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="metric queries one Canary may have in flight; the rest wait (default: %(default)s)",
     )
     parser.add_argument(
+        "--max-concurrent-ticks",
+        type=_positive_int,
+        default=MAX_CONCURRENT_TICKS,
+        metavar="N",
+        help="first ticks of Canaries (after a start, a failover or a new Canary) in flight at once; "
+        "the rest wait their turn (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--start-jitter-seconds",
+        type=float,
+        default=START_JITTER_SECONDS,
+        metavar="SECONDS",
+        help="after a start or a failover each Canary's first tick waits a random part of its interval, "
+        "at most this long, so resumed Canaries spread out; 0 disables it (default: %(default)s)",
+    )
+    parser.add_argument(
         "--kube-request-timeout",
         type=float,
         default=KUBE_REQUEST_TIMEOUT_SECONDS,
@@ -185,8 +203,6 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"canaryctl operator: default Slack notifier: {exc}", file=sys.stderr)
         return 2
-    if args.min_interval_seconds is not None:
-        CanaryAnalysis.min_interval_seconds = args.min_interval_seconds
     config = OperatorConfig(
         namespaces=tuple(args.namespace),
         peering=None if args.standalone else args.peering,
@@ -199,6 +215,9 @@ def run(args: argparse.Namespace) -> int:
         hook_concurrency=args.hook_concurrency,
         query_concurrency=args.query_concurrency,
         kube_request_timeout=args.kube_request_timeout,
+        max_concurrent_ticks=args.max_concurrent_ticks,
+        min_interval_seconds=args.min_interval_seconds,
+        start_jitter=max(0.0, args.start_jitter_seconds),
         default_notifier=notifier,
     )
     if args.priority is not None:

@@ -16,13 +16,15 @@ Canary's daemon; other Canaries keep progressing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
+import json
 import logging
 import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,6 +40,7 @@ from canaryctl.api.control import COMMAND_ANNOTATION, decode_command
 from canaryctl.api.models import (
     GROUP,
     INCLUDED_MESH,
+    MIN_INTERVAL_CONTEXT,
     VERSION,
     AlertProvider,
     Canary,
@@ -58,6 +61,7 @@ from canaryctl.ports import Notifier
 from canaryctl.runner import ActionFailed, Ports, tick
 from canaryctl.telemetry.metrics import ControllerMetrics
 from canaryctl.telemetry.tracing import Tracer
+from canaryctl_mesh.duration import parse_duration
 from canaryctl_mesh.kube import FIELD_MANAGER, KUBE_API_THREADS, KUBE_REQUEST_TIMEOUT_SECONDS
 from canaryctl_mesh.meshd.watch import older
 from canaryctl_providers.metrics.analyzer import DEFAULT_PROMETHEUS, MetricsAnalyzer
@@ -71,13 +75,22 @@ log = logging.getLogger(__name__)
 
 FINALIZER = "canaryctl.dev/finalizer"
 INVALID_SPEC = "InvalidSpec"
+# True while the Canary's ticks fail (e.g. Forbidden in its namespace); its next good tick drops it.
+RECONCILE_ERROR = "ReconcileError"
 # Seconds a replica's peering record lives unless renewed: how soon a standby replaces a dead one.
 PEERING_LIFETIME_SECONDS = 60
-RETRY_SECONDS = 5.0  # after an error: the status was not stored, try the same tick again
+RETRY_SECONDS = 5.0  # at most, after an error: the status was not stored, try the same tick again
+MAX_RETRY_AFTER_SECONDS = 60.0  # a throttling API server's Retry-After is obeyed up to this
 REVERT_RETRY_SECONDS = 10.0  # at most, between checks that a reverted target's pods are ready
 INVALID_RECHECK_SECONDS = 60.0  # an invalid spec is re-read at once when it changes; this is a backstop
 MIN_REQUEUE_SECONDS = 0.01  # the engine asks for 0 s after a step; keep one yield between ticks
 LAG_SAMPLES = 10_000
+# First ticks in flight at once: after a restart or failover every Canary's daemon starts together, and
+# their reads, status writes, metric queries and webhook calls then queue here, not at the API server.
+MAX_CONCURRENT_TICKS = 50
+# A daemon's first tick waits a random part of min(its interval, this): resumed Canaries spread out.
+START_JITTER_SECONDS = 10.0
+DEFAULT_INTERVAL_SECONDS = 60.0  # Flagger's default analysis interval
 ROUTER_FIELD_MANAGER = "canaryctl-router"  # routers own only their own fields (e.g. the apex selector)
 CONFLICT_ATTEMPTS = 3  # status writes answered 409 while only metadata or spec changed meanwhile
 CANARY_API_VERSION = f"{GROUP}/{VERSION}"
@@ -101,6 +114,9 @@ class OperatorConfig:
     kube_request_timeout: float = KUBE_REQUEST_TIMEOUT_SECONDS  # client timeout of every API call
     default_notifier: Notifier | None = None  # for Canaries that list no alerts (Flagger's -slack-url)
     watch_cache: bool = True  # reads of workloads, Services and routes from watches (else GETs)
+    max_concurrent_ticks: int = MAX_CONCURRENT_TICKS
+    min_interval_seconds: float | None = None  # floor of analysis intervals; None: Flagger's 10 s
+    start_jitter: float = START_JITTER_SECONDS  # seconds; 0: every daemon ticks at once when it starts
 
 
 def invalid_status(
@@ -168,6 +184,62 @@ def describe(error: ValidationError) -> str:
     )
 
 
+def api_error(exc: BaseException) -> ApiException | None:
+    """The API server's answer behind a failure, when one is (an action wraps it)."""
+    while exc is not None and not isinstance(exc, ApiException):
+        exc = exc.__cause__  # type: ignore[assignment]
+    return exc
+
+
+def failure_message(exc: BaseException) -> str:
+    """One line that stays the same while the failure does (an API answer's headers carry a date)."""
+    text = f"{exc}" if isinstance(exc, ActionFailed) else f"{type(exc).__name__}: {exc}"
+    answer = api_error(exc)
+    if answer is None:
+        return text
+    try:
+        said = str(json.loads(answer.body or "{}").get("message") or "")
+    except (ValueError, AttributeError):
+        said = ""
+    return f"{text.splitlines()[0] if text else ''} {answer.reason}: {said}".strip()
+
+
+def start_delay(body: Mapping[str, Any], most: float) -> float:
+    """How long a starting daemon waits before its first tick: uniform in [0, min(interval, most)), so
+    Canaries resumed together spread over their interval and none is late by more than one interval."""
+    analysis = (body.get("spec") or {}).get("analysis") or {}
+    try:
+        interval = parse_duration(str(analysis.get("interval") or ""))
+    except ValueError:
+        interval = DEFAULT_INTERVAL_SECONDS
+    return random.uniform(0.0, max(0.0, min(interval, most)))
+
+
+def retry_delay(exc: BaseException, interval: float) -> float:
+    """When to try a failed tick again: after the API server's Retry-After when it throttled, else
+    within half an analysis interval (a Canary resumes within one interval of an outage's end)."""
+    answer = api_error(exc)
+    if answer is not None and answer.status == 429:
+        try:
+            return min(float((answer.headers or {}).get("Retry-After", "")), MAX_RETRY_AFTER_SECONDS)
+        except ValueError:
+            pass
+    return min(RETRY_SECONDS, interval / 2)
+
+
+def error_status(status: Mapping[str, Any], reason: str, message: str, now: str) -> dict[str, Any]:
+    """The stored status with a ReconcileError condition; phase, steps and traffic untouched."""
+    kept = [c for c in status.get("conditions") or [] if c.get("type") != RECONCILE_ERROR]
+    condition = Condition(
+        type=RECONCILE_ERROR,
+        status=ConditionStatus.TRUE,
+        reason=reason,
+        message=message,
+        last_transition_time=now,
+    )
+    return {**status, "conditions": [*kept, condition.to_wire()]}
+
+
 class StatusConflict(Exception):
     """Someone else changed a Canary's status between this tick's read and its write."""
 
@@ -216,14 +288,20 @@ class CanaryOperator:
         self.events = KubeEvents(self.objects)
         self.workloads = KubeWorkloads(self.objects)
         self.tracer = Tracer()
+        floor = config.min_interval_seconds
+        self._validation = {MIN_INTERVAL_CONTEXT: floor} if floor is not None else None
         self.ticks = 0
         self.steps = 0  # ticks that changed the canary's weight, for the benchmark
         self.tick_lags: deque[float] = deque(maxlen=LAG_SAMPLES)  # seconds late, for the benchmark
+        self.first_ticks = 0  # first ticks in flight (each in a slot)
+        self.peak_first_ticks = 0  # the most ever in flight at once, for tests
+        self._tick_slots = asyncio.Semaphore(config.max_concurrent_ticks)
         self._wakes: dict[tuple[str, str], asyncio.Event] = {}
         self._seen: dict[tuple[str, str], tuple[Any, Any]] = {}
         # Each Canary as last seen: from kopf's watch events or the answer to a status write.
         self._bodies: dict[tuple[str, str], dict[str, Any]] = {}
         self._names: dict[str, set[str]] = {}  # namespace -> Canary names, for canary_total
+        self._intervals: dict[tuple[str, str], float] = {}  # each Canary's analysis interval
         # Each Canary's reconcile of Services and routes, running while its daemon sleeps.
         self._converging: dict[tuple[str, str], asyncio.Task[None]] = {}
 
@@ -291,7 +369,7 @@ class CanaryOperator:
         """One tick for one Canary object; returns the seconds until the next one is due."""
         await self._converged(body)
         try:
-            canary = Canary.model_validate(body)
+            canary = Canary.model_validate(body, context=self._validation)
         except ValidationError as exc:
             await self._invalid(body, describe(exc))
             return INVALID_RECHECK_SECONDS
@@ -300,6 +378,7 @@ class CanaryOperator:
             await self._invalid(body, "spec.service: not set; the router generates Services from its port")
             return INVALID_RECHECK_SECONDS
         interval = canary.spec.effective_analysis.interval_seconds
+        self._intervals[_key(body)] = interval
         crossing = cross_namespace_reference(canary) if self.config.no_cross_namespace_refs else None
         if crossing is not None:
             await self._invalid(body, crossing)
@@ -393,23 +472,16 @@ class CanaryOperator:
         due: float | None = None
         last_error = ""
         try:
+            known = self._bodies.get(key)
+            if known is not None and self.config.start_jitter > 0:
+                await self._sleep(stopped, wake, start_delay(known, self.config.start_jitter))
             while not stopped:
-                started = time.monotonic()
-                if due is not None and not wake.is_set():
-                    self.tick_lags.append(max(0.0, started - due))
-                wake.clear()
-                body = self._bodies.get(key) or await self.objects.get(
-                    CANARY_API_VERSION, "Canary", namespace, name
-                )
-                if body is None or body["metadata"].get("deletionTimestamp"):
-                    self._gone(namespace, name, body)
+                # Only a daemon's first tick takes a slot: later ones may wait on a Canary's own slow
+                # webhooks, and a slot held that long would hold other Canaries back.
+                async with self._first_tick_slot() if due is None else contextlib.nullcontext():
+                    gone, delay, last_error = await self._tick_once(key, due, wake, last_error)
+                if gone:
                     return
-                try:
-                    delay = await self.reconcile(body)
-                    last_error = ""
-                except Exception as exc:  # one canary's failure must never stop the others
-                    delay = RETRY_SECONDS
-                    last_error = await self._report(body, exc, last_error)
                 due = time.monotonic() + delay
                 await self._sleep(stopped, wake, delay)
         finally:
@@ -417,30 +489,74 @@ class CanaryOperator:
             await self._converged({"metadata": {"namespace": namespace, "name": name}}, cancel=True)
             self._seen.pop(key, None)
             self._bodies.pop(key, None)
+            self._intervals.pop(key, None)
+
+    async def _tick_once(
+        self, key: tuple[str, str], due: float | None, wake: asyncio.Event, last_error: str
+    ) -> tuple[bool, float, str]:
+        """One tick: (whether the Canary is gone, seconds to the next one, the last error reported)."""
+        started = time.monotonic()
+        if due is not None and not wake.is_set():
+            self.tick_lags.append(max(0.0, started - due))
+        wake.clear()
+        namespace, name = key
+        body = self._bodies.get(key) or await self.objects.get(CANARY_API_VERSION, "Canary", namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            self._gone(namespace, name, body)
+            return True, 0.0, last_error
+        try:
+            return False, await self.reconcile(body), ""
+        except Exception as exc:  # one canary's failure must never stop the others
+            delay = retry_delay(exc, self._intervals.get(key, RETRY_SECONDS))
+            return False, delay, await self._report(body, exc, last_error)
+
+    @contextlib.asynccontextmanager
+    async def _first_tick_slot(self) -> AsyncIterator[None]:
+        async with self._tick_slots:
+            self.first_ticks += 1
+            self.peak_first_ticks = max(self.peak_first_ticks, self.first_ticks)
+            try:
+                yield
+            finally:
+                self.first_ticks -= 1
 
     def _gone(self, namespace: str, name: str, body: Mapping[str, Any] | None) -> None:
         """A deleted Canary: its open rollout trace ends and, when its spec still reads, its gauges go
         (they are keyed by its target)."""
         self.tracer.abandon(_reference({"metadata": {"namespace": namespace, "name": name}}))
         try:
-            self.metrics.forget(Canary.model_validate(body))
+            self.metrics.forget(Canary.model_validate(body, context=self._validation))
         except ValidationError:
             return
 
     async def _report(self, body: Mapping[str, Any], exc: Exception, last: str) -> str:
-        """Log every failure; post a Warning event only when the message changes (no event storms)."""
+        """Log every failure; when the message changes (no write or event storms), say so in the
+        Canary's status (a ReconcileError condition, where its author looks: its namespace's Events may
+        be what is refused) and in a Warning event. A lost race on the status itself is no error."""
         meta = body["metadata"]
-        message = f"{exc}" if isinstance(exc, ActionFailed) else f"{type(exc).__name__}: {exc}"
+        message = failure_message(exc)
         log.warning("canary %s/%s: tick failed: %s", meta["namespace"], meta["name"], message)
         target = ((body.get("spec") or {}).get("targetRef") or {}).get("name") or meta["name"]
         self.metrics.reconcile_error(str(target), meta["namespace"])
-        if message != last:
-            reason = "ActionFailed" if isinstance(exc, ActionFailed) else "ReconcileError"
-            try:
-                await self.events.record(_reference(body), reason, message, warning=True)
-            except Exception as event_error:  # the API server itself may be what failed
-                log.warning("event not recorded: %s", event_error)
-        return message
+        if message == last or isinstance(exc, StatusConflict):
+            return message
+        answer = api_error(exc)
+        if answer is not None and answer.status == 403:
+            reason = "Forbidden"
+        else:
+            reason = "ActionFailed" if isinstance(exc, ActionFailed) else RECONCILE_ERROR
+        reported = message
+        now = to_rfc3339(datetime.now(UTC))
+        try:
+            await self._store(body, error_status(body.get("status") or {}, reason, message, now))
+        except Exception as status_error:  # the API server itself may be what failed
+            log.warning("condition not stored: %s", status_error)
+            reported = ""  # try again after the next failure
+        try:
+            await self.events.record(_reference(body), reason, message, warning=True)
+        except Exception as event_error:
+            log.warning("event not recorded: %s", event_error)
+        return reported
 
     @staticmethod
     async def _sleep(stopped: kopf.DaemonStopped, wake: asyncio.Event, seconds: float) -> None:
@@ -456,7 +572,7 @@ class CanaryOperator:
     async def finalize(self, body: Mapping[str, Any]) -> None:
         """revertOnDeletion: give the target its traffic back before the Canary (and what it owns) goes."""
         try:
-            canary = Canary.model_validate(body)
+            canary = Canary.model_validate(body, context=self._validation)
         except ValidationError:
             return  # never initialized from this spec: nothing of ours to revert
         if canary.status is None or canary.status.phase in (None, Phase.INITIALIZING):

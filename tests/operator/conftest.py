@@ -44,7 +44,7 @@ StartOperator = Callable[..., Awaitable[RunningOperator]]
 
 @pytest.fixture(autouse=True)
 def short_intervals(monkeypatch: pytest.MonkeyPatch) -> None:
-    """What the operator's hidden --min-interval-seconds does, for this test only."""
+    """Short intervals for Canaries validated outside an operator (which is given its own setting)."""
     monkeypatch.setattr(CanaryAnalysis, "min_interval_seconds", MIN_INTERVAL_SECONDS)
 
 
@@ -65,16 +65,20 @@ async def start_operator(
     emulator: kmock.KubernetesEmulator,  # noqa: F811
     prometheus: PrometheusStub,
 ) -> AsyncIterator[StartOperator]:
-    """Starts an operator (standalone unless ``peering=`` is given) and waits until kopf is ready."""
+    """Starts an operator (standalone unless ``peering=`` is given) and waits until kopf is ready;
+    ``server=`` points it at another URL than the emulator's (a proxy in front of it)."""
     running: list[RunningOperator] = []
 
-    async def start(**overrides: Any) -> RunningOperator:
+    async def start(server: str | None = None, **overrides: Any) -> RunningOperator:
         options: dict[str, Any] = {
             "peering": None,
             "prometheus_url": prometheus.url,
+            "min_interval_seconds": MIN_INTERVAL_SECONDS,
         }
         config = OperatorConfig(**(options | overrides))
-        operator = CanaryOperator(config, api_client_for_host(emulator_url(emulator)), ControllerMetrics())
+        operator = CanaryOperator(
+            config, api_client_for_host(server or emulator_url(emulator)), ControllerMetrics()
+        )
         stop_flag, ready_flag = threading.Event(), threading.Event()
         thread = threading.Thread(
             target=asyncio.run, args=(operator.run(stop_flag=stop_flag, ready_flag=ready_flag),), daemon=True

@@ -21,7 +21,7 @@ import yaml
 from kubernetes import client
 
 from canaryctl.api.models import API_VERSION
-from canaryctl_mesh.kube import KubeObjects
+from canaryctl_mesh.kube import KubeObjects, resource_path
 from tests.chart.conftest import (
     CHART,
     NAMESPACE,
@@ -338,6 +338,15 @@ async def test_chart_rbac_grants_exactly_what_the_operator_uses(
     running = await start_operator(peering="canaryctl", namespaces=namespaces)
     await drive_every_router_to_promotion(objects)
     await asyncio.sleep(0.5)  # the last ticks' writes
+
+    # A status write that meets another writer's change reads the Canary again (the API server's 409):
+    # a race in a run this short, so made to happen here.
+    stale = await objects.get(API_VERSION, "Canary", NS, "ds")
+    assert stale is not None
+    labels = {"metadata": {"labels": {"team": "a"}}}
+    path = resource_path(API_VERSION, "Canary", NS, "ds")
+    await objects.request("PATCH", path, labels, "application/merge-patch+json")
+    await running.operator._store(stale, {**stale["status"], "message": "written after a conflict"})
 
     # The catalog reads a MetricTemplate or AlertProvider itself when its watch has not delivered it yet.
     provider = {
