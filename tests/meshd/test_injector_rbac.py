@@ -48,7 +48,9 @@ def record_calls(emulator: kmock.KubernetesEmulator) -> set[Call]:
         if resource is not None and resource.plural and request.headers.get("User-Agent") != TESTS_USER_AGENT:
             method = str(getattr(request.method, "value", request.method)).upper()
             verb = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(method)
-            verb = verb or ("get" if request.name else "list")
+            verb = verb or (
+                "get" if request.name else "watch" if request.action == kmock.action.WATCH else "list"
+            )
             calls.add((resource.group or "", resource.plural, verb, request.name or ""))
         return await handle(request)
 
@@ -141,6 +143,9 @@ async def test_chart_rbac_grants_exactly_what_the_injector_uses(
                 await asyncio.sleep(0.1)
         patch = answer.json()["response"]["patch"]
         assert PROXY_CONTAINER in base64.b64decode(patch).decode()
+        # A namespace the watch has not shown (here: none such) is looked up with a GET.
+        unseen = await http.post(url, json=review("unseen"), extensions=extensions)
+        assert unseen.json()["response"] == {"uid": "uid-unseen", "allowed": True}
     assert await child.terminate() == 0, child.log.read_text()
 
     rules = granted_to_injector(manifests)

@@ -20,7 +20,7 @@ from canaryctl_mesh.ads import AdsServer
 from canaryctl_mesh.identity import TOKEN_AUDIENCE, TokenAuthenticator
 from canaryctl_mesh.injector import SIDECAR_TOKEN_PATH, InjectorSettings
 from canaryctl_mesh.kube import KubeObjects, api_client, api_client_for_host, pool_size
-from canaryctl_mesh.meshd import injector, metrics
+from canaryctl_mesh.meshd import injector, metrics, runtime
 from canaryctl_mesh.meshd.auth import KubeTokenReviewer
 from canaryctl_mesh.meshd.control_plane import ControlPlane, sources
 from canaryctl_mesh.meshd.pki import WORKLOAD_VALIDITY, CertificateAuthority, load_or_create_ca
@@ -337,7 +337,6 @@ async def _injector(args: argparse.Namespace, api: client.ApiClient, stop: async
         serving = injector.MeshCertificate(
             IssuedCertificate(ca, args.tls_dns_names), objects, args.webhook_name
         )
-    labels = injector.CachedNamespaceLabels(objects)
     measured = metrics.MeshdMetrics()
     outcomes: Counter[str] = Counter()
     measured.watch_admissions(outcomes)
@@ -346,6 +345,7 @@ async def _injector(args: argparse.Namespace, api: client.ApiClient, stop: async
         expiries["ca"] = lambda: ca.pair.not_after
     measured.watch_certificates(expiries)
     async with (
+        injector.WatchedNamespaceLabels(api, objects) as labels,
         injector.serving(settings, labels, serving, stop, "0.0.0.0", args.port, outcomes=outcomes),
         metrics.serving(measured, "0.0.0.0", args.metrics_port),
     ):
@@ -373,7 +373,7 @@ def run(args: argparse.Namespace) -> int:
     serve = _control_plane if args.meshd_command == "control-plane" else _injector
     api = _api(args)
     try:
-        asyncio.run(_until_signalled(lambda stop: serve(args, api, stop)))
+        runtime.run(_until_signalled(lambda stop: serve(args, api, stop)))
     finally:
         api.close()  # type: ignore[no-untyped-call]
     return 0

@@ -207,9 +207,12 @@ class ControlPlane:
         while True:
             await self._dirty.wait()
             await asyncio.sleep(self.debounce)
+            if not all(r.synced.is_set() for r in self.reflectors):
+                # A reflector notes its first list in the store before it counts as synced: look again
+                # (clearing the flag here would wait for a change that may never come).
+                continue
             self._dirty.clear()
-            if all(r.synced.is_set() for r in self.reflectors):
-                await self.sync()
+            await self.sync()
 
     async def sync(self) -> None:
         """Re-translate the namespaces that changed and push the views that changed."""

@@ -6,10 +6,13 @@ before it expires, and the MutatingWebhookConfiguration's ``caBundle`` kept equa
 cert-manager Secret volume keeps current (`FileCertificate`). Either way a new certificate is loaded
 into the live TLS context: no restart, no window in which pods start without a sidecar.
 
-An AdmissionReview does not carry the namespace's labels, so each review looks the namespace up
-through the kubernetes client, cached for `LABEL_TTL` seconds. When that lookup fails the pod is
-judged on its own annotation only (a namespace-label opt-in is missed, logged as a warning), which
-matches the webhook's `failurePolicy: Ignore`: admission never blocks on the mesh.
+An AdmissionReview does not carry the namespace's labels, so the injector watches Namespaces (a
+reflector, as the control plane watches its objects) and a review reads the labels from memory: a
+rollout of thousands of pods costs the API server no request. Before the first list, and for a
+namespace the watch has not shown yet (created moments before its first pod), the review looks the
+namespace up with one GET. When that lookup fails the pod is judged on its own annotation only (a
+namespace-label opt-in is missed, logged as a warning), which matches the webhook's
+`failurePolicy: Ignore`: admission never blocks on the mesh.
 """
 
 from __future__ import annotations
@@ -18,52 +21,59 @@ import asyncio
 import base64
 import contextlib
 import logging
-import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Protocol
 
 import urllib3
 from aiohttp import web
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from canaryctl_mesh.injector import InjectorSettings, NamespaceLabels, make_app
 from canaryctl_mesh.kube import KubeObjects
 from canaryctl_mesh.meshd.pki import KeyPair
 from canaryctl_mesh.meshd.tls import IssuedCertificate, file_watcher, keep_current, read_pair, server_context
+from canaryctl_mesh.meshd.watch import Object, ObjectStore, Reflector, Source
 
 log = logging.getLogger(__name__)
 
-LABEL_TTL = 30.0
-MAX_CACHED_NAMESPACES = 10_000
+NAMESPACES = Source("v1", "Namespace", None)
+STOP_TIMEOUT = 5.0
 CHECK_INTERVAL = 60.0
 WEBHOOK_API = ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration")
 
 
-class CachedNamespaceLabels:
-    """`NamespaceLabels` with a TTL cache: a burst of pods (a rollout) costs one lookup per namespace."""
+class WatchedNamespaceLabels:
+    """`NamespaceLabels` from a watch of Namespaces (a GET only for one the watch has not shown)."""
 
-    def __init__(self, objects: KubeObjects, ttl: float = LABEL_TTL) -> None:
+    def __init__(self, api: client.ApiClient, objects: KubeObjects) -> None:
         self.objects = objects
-        self.ttl = ttl
-        self._cache: OrderedDict[str, tuple[float, Mapping[str, str]]] = OrderedDict()
+        self.store = ObjectStore(lambda: None)
+        self.reflector = Reflector(api, NAMESPACES, self.store)
+
+    async def __aenter__(self) -> WatchedNamespaceLabels:
+        self.reflector.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        self.reflector.stop()
+        await asyncio.to_thread(self.reflector.join, STOP_TIMEOUT)
 
     async def __call__(self, name: str) -> Mapping[str, str]:
-        cached = self._cache.get(name)
-        if cached is not None and cached[0] > time.monotonic():
-            return cached[1]
-        try:
-            namespace = await self.objects.get("v1", "Namespace", "", name)
-        except (ApiException, urllib3.exceptions.HTTPError, OSError) as error:
-            log.warning("namespace %s: label lookup failed (%s); judging the pod by annotation", name, error)
-            return {}
-        labels = dict(((namespace or {}).get("metadata") or {}).get("labels") or {})
-        self._cache[name] = (time.monotonic() + self.ttl, labels)
-        self._cache.move_to_end(name)
-        while len(self._cache) > MAX_CACHED_NAMESPACES:
-            self._cache.popitem(last=False)
-        return labels
+        namespace: Object | None = None
+        if self.reflector.synced.is_set():
+            namespace = self.store.get(NAMESPACES, name, name)  # kept under the namespace it is
+        if namespace is None:
+            try:
+                namespace = await self.objects.get("v1", "Namespace", "", name)
+            except (ApiException, urllib3.exceptions.HTTPError, OSError) as error:
+                log.warning(
+                    "namespace %s: label lookup failed (%s); judging the pod by annotation", name, error
+                )
+                return {}
+        return dict(((namespace or {}).get("metadata") or {}).get("labels") or {})
 
 
 class ServingCertificate(Protocol):
