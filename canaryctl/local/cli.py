@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from canaryctl import registry
 from canaryctl.api.models import AlertProviderSpec, AlertProviderType
@@ -71,13 +74,39 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     run.set_defaults(func=run_command)
 
 
+async def _interruptible(rollout: Coroutine[Any, Any, LocalRun]) -> LocalRun:
+    """Ctrl-C cancels the rollout, and cancels it again every half second until it ends: a
+    cancellation that lands just as an awaited call completes can be lost (``asyncio.wait_for``
+    before Python 3.12), and the rollout would then go on."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(rollout)
+    interrupted = False
+
+    def interrupt() -> None:
+        nonlocal interrupted
+        interrupted = True
+        task.cancel()
+
+    loop.add_signal_handler(signal.SIGINT, interrupt)
+    try:
+        while not (await asyncio.wait({task}, timeout=0.5))[0]:
+            if interrupted:
+                task.cancel()
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+    if interrupted:
+        raise KeyboardInterrupt
+    return task.result()
+
+
 async def _run(runtime: LocalRuntime, report: Path | None) -> LocalRun:
     """The rollout, recorded for its report when one is asked for."""
     if report is None:
+        return await _interruptible(runtime.run())
         return await runtime.run()
     recorder = Recorder(runtime.bundle.canary)
     recorder.attach(runtime)
-    outcome = await runtime.run()
+    outcome = await _interruptible(runtime.run())
     from canaryctl.report.html import write_report  # plotly: only when a report is asked for
 
     write_report(report, await recorder.finish(outcome.canary, []))
