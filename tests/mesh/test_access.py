@@ -106,6 +106,20 @@ def _only(objects: list[dict[str, Any]]) -> Authorization:
     return authorization
 
 
+def _app_cluster(port: int) -> dict[str, Any]:
+    """The destination app on loopback, as the inbound side's cluster."""
+    address = {"socket_address": {"address": "127.0.0.1", "port_value": port}}
+    return {
+        "name": "app",
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": "app",
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}],
+        },
+    }
+
+
 def test_the_fed_objects_validate_against_smis_published_crds() -> None:
     for obj in [*_routes(), METRICS, WEB, V1ALPHA1, V1ALPHA2]:
         assert validate(obj), obj["kind"]
@@ -381,30 +395,7 @@ def enforcing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EnvoyP
     }
     tcp_only = _only([any_port, _target("tcp", [{"kind": "TCPRoute", "name": "any"}], ["web"])])
     with UpstreamServers(["app"]) as upstreams:
-        app = {
-            "name": "app",
-            "type": "STATIC",
-            "connect_timeout": "1s",
-            "load_assignment": {
-                "cluster_name": "app",
-                "endpoints": [
-                    {
-                        "lb_endpoints": [
-                            {
-                                "endpoint": {
-                                    "address": {
-                                        "socket_address": {
-                                            "address": "127.0.0.1",
-                                            "port_value": upstreams["app"].port,
-                                        }
-                                    }
-                                }
-                            }
-                        ]
-                    }
-                ],
-            },
-        }
+        app = _app_cluster(upstreams["app"].port)
         tls = _mtls(pki, server)
         hcm = _hcm("app")
         hcm["typed_config"]["route_config"] = authorized_routes(
@@ -526,31 +517,7 @@ def test_a_route_change_reaches_a_connection_already_open(tmp_path: Path) -> Non
     listener = {"@type": config.LISTENER_TYPE, **_listener("http", [hcm], {})}
     del listener["filter_chains"][0]["transport_socket"]
     with UpstreamServers(["app"]) as upstreams:
-        app = {
-            "@type": config.CLUSTER_TYPE,
-            "name": "app",
-            "type": "STATIC",
-            "connect_timeout": "1s",
-            "load_assignment": {
-                "cluster_name": "app",
-                "endpoints": [
-                    {
-                        "lb_endpoints": [
-                            {
-                                "endpoint": {
-                                    "address": {
-                                        "socket_address": {
-                                            "address": "127.0.0.1",
-                                            "port_value": upstreams["app"].port,
-                                        }
-                                    }
-                                }
-                            }
-                        ]
-                    }
-                ],
-            },
-        }
+        app = {"@type": config.CLUSTER_TYPE, **_app_cluster(upstreams["app"].port)}
         _write_xds(tmp_path, "cds.json", [app])
         _write_xds(tmp_path, "rds.json", [inbound])
         _write_xds(tmp_path, "lds.json", [listener])
