@@ -390,14 +390,32 @@ class _Tick:
                 )
                 return
             self.status.pre_rollout_done = True
-        index = self.status.current_step
-        if index >= len(self.steps):
-            if any(step.kind is StepKind.CONFIRM_PROMOTION for step in self.steps):
-                self.start_promotion("analysis passed")  # the gate was passed before the switch
-            else:
-                self.confirm_promotion(lambda: self.start_promotion("analysis passed"))
-            return
-        self.run_step(self.steps[index])
+        self.run_steps()
+
+    def run_steps(self) -> None:
+        """Run the current step and, when it completes, the next ones in the same tick, as Flagger
+        runs a check and the weight increase it allows in one interval: one status write for both. A
+        tick changes the routing at most once, so every weight serves for a while and none is skipped:
+        a second change waits for the next tick (at once)."""
+        routes = route_of(self.status, self.header_match)
+        requeue = self.requeue
+        first = self.status.current_step
+        while True:
+            index = self.status.current_step
+            if index != first:
+                if index < len(self.steps) and self.steps[index].instant:
+                    if route_of(self.status, self.header_match) != routes:
+                        return
+                self.requeue = requeue
+            if index >= len(self.steps):
+                if any(step.kind is StepKind.CONFIRM_PROMOTION for step in self.steps):
+                    self.start_promotion("analysis passed")  # the gate was passed before the switch
+                else:
+                    self.confirm_promotion(lambda: self.start_promotion("analysis passed"))
+                return
+            self.run_step(self.steps[index])
+            if self.status.current_step == index or self.status.phase not in ANALYSIS_PHASES:
+                return
 
     def data_held(self) -> bool:
         """The last check found no data (or an inconclusive comparison) and no check has run since."""

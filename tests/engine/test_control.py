@@ -37,7 +37,8 @@ def test_promote_skips_the_current_analysis_wait() -> None:
     driver.run(until=lambda s: s.canary_weight == 50)
     driver.send(CommandKind.PROMOTE)
     driver.tick()
-    assert driver.status.current_step == 2
+    assert driver.status.canary_weight == 100  # the next weight step follows in the same tick
+    assert driver.status.current_step == 3
     assert driver.calls.count("metric:request-success-rate") == 0
 
 

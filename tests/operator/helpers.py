@@ -137,6 +137,12 @@ def steps_visited(emulator: kmock.KubernetesEmulator, name: str, since: int = 0)
     return collapsed([int(s.get("currentStep", 0)) for s in history if s.get("phase") == "Progressing"])
 
 
+def steps_in_order(visited: list[int]) -> bool:
+    """Each stored step past the one before it, none repeated: a passing check and the weight step it
+    allows are stored in one write, so a stored step is one or two past the previous one, never more."""
+    return all(0 < after - before <= 2 for before, after in itertools.pairwise(visited))
+
+
 def events(emulator: kmock.KubernetesEmulator) -> list[Obj]:
     """Every Event stored in the test namespace."""
     found = []
