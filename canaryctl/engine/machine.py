@@ -396,24 +396,28 @@ class _Tick:
         """Run the current step and, when it completes, the next ones in the same tick, as Flagger
         runs a check and the weight increase it allows in one interval: one status write for both. A
         tick changes the routing at most once, so every weight serves for a while and none is skipped:
-        a second change waits for the next tick (at once)."""
+        a second change waits for the next tick (at once). A tick runs at most one check: the check of a
+        step entered in this tick is due an interval later."""
         routes = route_of(self.status, self.header_match)
         requeue = self.requeue
         first = self.status.current_step
         while True:
             index = self.status.current_step
+            step = self.steps[index] if index < len(self.steps) else None
             if index != first:
-                if index < len(self.steps) and self.steps[index].instant:
-                    if route_of(self.status, self.header_match) != routes:
-                        return
+                if step is not None and step.instant and route_of(self.status, self.header_match) != routes:
+                    return
                 self.requeue = requeue
-            if index >= len(self.steps):
+                if step is not None and step.kind is StepKind.ANALYSIS:
+                    self.requeue = min(self.requeue, self.interval)
+                    return
+            if step is None:
                 if any(step.kind is StepKind.CONFIRM_PROMOTION for step in self.steps):
                     self.start_promotion("analysis passed")  # the gate was passed before the switch
                 else:
                     self.confirm_promotion(lambda: self.start_promotion("analysis passed"))
                 return
-            self.run_step(self.steps[index])
+            self.run_step(step)
             if self.status.current_step == index or self.status.phase not in ANALYSIS_PHASES:
                 return
 

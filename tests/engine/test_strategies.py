@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import pytest
 
-from canaryctl.api.models import Phase
+from canaryctl.api.models import MIN_INTERVAL_CONTEXT, Canary, CanaryStatus, Phase
 from canaryctl.engine.clock import from_rfc3339
-from canaryctl.engine.steps import Strategy, compile_steps, strategy
+from canaryctl.engine.steps import StepKind, Strategy, compile_steps, strategy
 from canaryctl.engine.types import CallHooks, Workload, WorkloadOp
 from tests.engine.driver import Driver, make_canary, metric_value
 
@@ -175,3 +176,50 @@ def test_a_timed_mirror_or_fault_step_first_switches_on_with_the_rollout() -> No
         (40, 0),
         (0, 0),
     ]
+
+
+def stored(driver: Driver, since: int) -> list[CanaryStatus]:
+    """The statuses a runner would store from decision ``since`` on: those that changed the status."""
+    statuses = [d.status for d in driver.decisions[since - 1 :]]
+    return [after for before, after in itertools.pairwise(statuses) if after != before]
+
+
+def test_a_passing_check_and_the_weight_step_it_allows_are_one_status_write() -> None:
+    driver = promoted(Driver(make_canary({"stepWeight": 20, "maxWeight": 100, "metrics": [SUCCESS]})))
+    since = len(driver.decisions)
+    driver.run()
+    writes = stored(driver, since)
+    assert [(s.phase, s.canary_weight) for s in writes] == [
+        (Phase.PROGRESSING, 0),  # the new revision: the target scales up
+        *((Phase.PROGRESSING, weight) for weight in (20, 40, 60, 80, 100)),
+        (Phase.PROMOTING, 100),  # with the check at 100
+        (Phase.FINALISING, 0),
+        (Phase.SUCCEEDED, 0),
+    ]
+    assert driver.weights() == [0, 20, 40, 60, 80, 100, 0]
+    checks = [n for n in driver.calls if n.startswith("metric:")]
+    assert len(checks) == 5  # one per weight, none repeated
+
+
+def test_the_check_of_a_weight_is_never_in_the_tick_that_set_it() -> None:
+    """Even with an interval shorter than the status's one-second timestamps: a tick that starts at a
+    weight step sets the weight and makes no check; the check at that weight comes in a later tick."""
+    document = make_canary({"interval": "500ms", "stepWeight": 25, "metrics": [SUCCESS]}).model_dump(
+        by_alias=True, exclude_none=True
+    )
+    canary = Canary.model_validate(document, context={MIN_INTERVAL_CONTEXT: 0.1})
+    steps = compile_steps(canary.spec)
+    driver = promoted(Driver(canary))
+    checks_after_setting_a_weight = 0
+    for _ in range(100):  # ticks 0.7 s apart, as late as a busy runner's: some start past x.5 s
+        at = driver.status.current_step
+        setting = driver.status.phase is Phase.PROGRESSING and steps[at].kind is StepKind.SET_WEIGHT
+        calls = len(driver.calls)
+        if driver.tick().status.phase is Phase.SUCCEEDED:
+            break
+        if setting:
+            checks_after_setting_a_weight += len(driver.calls) - calls
+        driver.advance(0.7)
+    assert driver.status.phase is Phase.SUCCEEDED
+    assert driver.weights() == [0, 25, 50, 75, 100, 0]
+    assert checks_after_setting_a_weight == 0
