@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+
 import pytest
 
 from canaryctl.api.models import MIN_INTERVAL_CONTEXT, Canary, CanaryStatus, Phase

@@ -1,7 +1,8 @@
 """The operator against a misbehaving API server: conflicts, lost answers, throttling, errors, cut and
 expired watches, an outage and a forbidden namespace (see ``tests.kube.faults``).
 
-Each rollout must still visit every step once and in order, end Succeeded, and never lose a status;
+Each rollout must still store its steps in order with none repeated, raise the weight one step at a
+time with none skipped, end Succeeded, and never lose a status;
 a Canary the operator may not act on says so in its own status while the others progress.
 """
 
@@ -94,7 +95,8 @@ async def wait_all(
 
 
 def assert_clean_rollout(emulator: kmock.KubernetesEmulator, name: str, namespace: str = NS) -> None:  # noqa: F811
-    """Every phase and step once, in order; the weights rose by one step at a time."""
+    """Every phase once and the stored steps in order, none repeated; the weights rose by one step at a
+    time, none skipped."""
     versions = emulator.objects[f"{API_VERSION}/canaries", namespace, name].history
     history = [dict(v.get("status") or {}) for v in versions if v is not None]
     phases = collapsed([s["phase"] for s in history if s.get("phase")])

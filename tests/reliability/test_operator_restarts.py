@@ -5,8 +5,9 @@ the Canary's stored status shows the phase, checks nothing moved while it was de
 one. Gates (confirm-rollout, confirm-promotion) are a loopback HTTP server the test opens, so the
 Waiting phases last as long as the test wants; ``stepWeightPromotion`` makes Promoting span ticks.
 
-What must hold: the phases follow the lifecycle in order with none repeated, the analysis steps are
-visited once each in order, failed checks survive a restart, and the promotion and the rollback land.
+What must hold: the phases follow the lifecycle in order with none repeated, the stored steps follow
+each other in order with none repeated (a check and the weight step it allows are one write),
+failed checks survive a restart, and the promotion and the rollback land.
 """
 
 from __future__ import annotations
