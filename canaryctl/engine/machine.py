@@ -395,9 +395,10 @@ class _Tick:
     def run_steps(self) -> None:
         """Run the current step and, when it completes, the next ones in the same tick, as Flagger
         runs a check and the weight increase it allows in one interval: one status write for both. A
-        tick changes the routing at most once, so every weight serves for a while and none is skipped:
-        a second change waits for the next tick (at once). A tick runs at most one check: the check of a
-        step entered in this tick is due an interval later."""
+        tick runs no routing step (weight, header route, mirror) once its routing changed, so every
+        weight is stored and serves before the next and none is skipped: that step waits for the next
+        tick (at once). A tick runs at most one check: a step entered in this tick is checked an
+        interval later."""
         routes = route_of(self.status, self.header_match)
         requeue = self.requeue
         first = self.status.current_step
