@@ -19,6 +19,7 @@ from aiohttp.test_utils import TestServer
 from canaryctl.loadtester import LoadTester, Policy, cli
 from canaryctl.loadtester.auth import TokenHashes, token_hash
 from tests.loadtester.helpers import idle, metric, payload, pids_running, standalone, until, with_loadtester
+from tests.processes import exited
 
 SLEEP = frozenset({"sleep"})
 
@@ -222,6 +223,24 @@ def test_standalone_service_stops_its_children_on_sigterm() -> None:
         service.send_signal(signal.SIGTERM)
         assert service.wait(timeout=10) == 0
         assert pids_running(marker) == []
+
+
+@pytest.mark.slow
+def test_a_killed_standalone_service_leaves_no_command_running() -> None:
+    """SIGKILL runs no cleanup: the kernel stops the commands."""
+    with standalone("--timeout", "1m", "--allow-commands", "sleep") as (base, service):
+        marker = f"sleep 28.{base.rsplit(':', 1)[1]}"
+        assert httpx.post(base, json=payload(marker), timeout=5).status_code == 200
+        deadline = time.monotonic() + 10
+        while len(pids := pids_running(marker)) != 1:
+            assert time.monotonic() < deadline, "the command did not start"
+            time.sleep(0.05)
+        service.kill()
+        service.wait(timeout=10)
+        survivors = [pid for pid in pids if not exited(pid, timeout=10)]
+        for pid in survivors:
+            os.kill(pid, signal.SIGKILL)
+        assert not survivors, "the command outlived the load tester"
 
 
 def test_standalone_service_refuses_to_start_with_plain_tokens(
