@@ -195,8 +195,12 @@ class MeshControlPlane:
         bind_host: str = "0.0.0.0",
         default_export_to: frozenset[str] = frozenset({ALL_NAMESPACES}),
         mtls: str | None = None,
+        *,
+        hold_until_update: bool = False,
     ) -> None:
-        """`mtls` None: no mTLS (sidecars without SDS secrets, loopback tests, local runs)."""
+        """`mtls` None: no mTLS (sidecars without SDS secrets, loopback tests, local runs).
+        `hold_until_update`: a sidecar that connects before the first `update` is sent no view (meshd,
+        until it has read the mesh: an empty view would take a reconnecting sidecar's routes away)."""
         if mtls is not None and mtls not in config.MTLS_MODES:
             raise ValueError(f"mTLS mode {mtls!r}: use one of {', '.join(config.MTLS_MODES)}")
         self.mtls = mtls
@@ -208,9 +212,7 @@ class MeshControlPlane:
         """Objects left out at the last push, and why."""
         self.version = ""
         """Digest of everything routed and refused; changes whenever the mesh's config does."""
-        self.holding = False
-        """While set, a sidecar that connects is not sent a view: its mesh has not been read yet, and an
-        empty view would take a reconnecting sidecar's routes away."""
+        self._holding = hold_until_update
         self._translations: dict[str, Translation] = {}
         self._encoded: dict[str, dict[str, _EncodedRoute]] = {}
         self._parts: dict[str, list[_Part]] = {}
@@ -254,7 +256,8 @@ class MeshControlPlane:
     # -- translation ---------------------------------------------------------------------------------
 
     def update(self, namespaces: Mapping[str, Iterable[Object]]) -> None:
-        """Translate these namespaces' objects anew (an empty list forgets the namespace)."""
+        """Translate these namespaces' objects anew (an empty list forgets the namespace); ends the hold."""
+        self._holding = False
         claims_changed = False
         for namespace, objects in namespaces.items():
             items = list(objects)
@@ -494,8 +497,8 @@ class MeshControlPlane:
 
     def _view_requested(self, namespace: str) -> None:
         """A sidecar of a namespace without a view connected: build its view now."""
-        if self.holding:
-            return  # the first push after the mesh is read includes it
+        if self._holding:
+            return  # the first push after the first update includes it
         task = asyncio.get_running_loop().create_task(self.push())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -246,3 +246,27 @@ def test_a_weight_change_sends_other_namespaces_one_virtual_host() -> None:
             await client.close()
 
     asyncio.run(run())
+
+
+def test_a_plane_that_holds_sends_no_view_before_its_first_update() -> None:
+    """meshd holds views until it has read the mesh: an empty view would take a reconnecting sidecar's
+    routes away. A plane that does not hold answers a new sidecar at once."""
+    from canaryctl_mesh.control import MeshControlPlane
+
+    async def run() -> None:
+        async with AdsServer() as ads:
+            plane = MeshControlPlane(ads, hold_until_update=True)
+            held = DeltaClient.insecure(ads.port, "pod.a")
+            held.subscribe(CDS)
+            assert await held.nothing_within(1.0), "a view went out before the mesh was read"
+            await plane.sync(_split_objects("a", "web", 1, 0))
+            assert "web-primary_a" in _names(await held.receive(10))
+            await held.close()
+        async with AdsServer() as ads:
+            MeshControlPlane(ads)
+            prompt = DeltaClient.insecure(ads.port, "pod.a")
+            prompt.subscribe(CDS)
+            assert (await prompt.receive(10)).type_url == CDS
+            await prompt.close()
+
+    asyncio.run(run())

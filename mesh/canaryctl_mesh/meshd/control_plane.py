@@ -138,8 +138,10 @@ class ControlPlane:
         with TLS, an authenticator and a stream limit); `mtls` is the default mode (see
         `canaryctl_mesh.control`), None for none."""
         self.ads = ads or AdsServer(xds_host, xds_port, authenticator=authenticator)
-        self.plane = MeshControlPlane(self.ads, ports, bind_host, default_export_to, mtls)
-        self.plane.holding = True  # until every watched kind has been listed once
+        # Held until the first sync, which waits for every watched kind to be listed once.
+        self.plane = MeshControlPlane(
+            self.ads, ports, bind_host, default_export_to, mtls, hold_until_update=True
+        )
         self.metrics = metrics or MeshdMetrics()
         self.metrics.watch_control_plane(self.ads, lambda: self.plane.refused)
         self.debounce = debounce
@@ -219,7 +221,6 @@ class ControlPlane:
         with self.metrics.sync_seconds.time():
             dirty = self.store.take_dirty()
             self.plane.update({namespace: self.store.namespace_objects(namespace) for namespace in dirty})
-            self.plane.holding = False
             version = await self.plane.push()
         self.events.report(self.plane.refused)
         if version != self.version:
