@@ -59,15 +59,22 @@ class Unauthenticated(Exception):
     """The caller did not prove an identity; the message says why (it goes back to the caller)."""
 
 
+class ReviewUnavailable(Exception):
+    """No answer about a token could be had (the API server failed, timed out or is unreachable): not a
+    refusal, so nothing is cached and the caller may retry. The message says why."""
+
+
 class Authenticator(Protocol):
     async def authenticate(self, metadata: Mapping[str, str]) -> Identity:
-        """The identity behind a stream's request metadata; raises Unauthenticated."""
+        """The identity behind a stream's request metadata; raises Unauthenticated, or ReviewUnavailable
+        when that cannot be told now."""
         ...
 
 
 class TokenReviewer(Protocol):
     async def review(self, token: str, audiences: list[str]) -> Mapping[str, Any]:
-        """The TokenReview ``status`` the API server answers for `token`."""
+        """The TokenReview ``status`` the API server answers for `token`; raises ReviewUnavailable when
+        it gives none."""
         ...
 
 
