@@ -46,6 +46,7 @@ from canaryctl_mesh.ads import (
     encode,
     encode_resources,
 )
+from canaryctl_mesh.identity import DEFAULT_TRUST_DOMAIN
 from canaryctl_mesh.translate import (
     ALL_NAMESPACES,
     MeshRoute,
@@ -197,13 +198,16 @@ class MeshControlPlane:
         mtls: str | None = None,
         *,
         hold_until_update: bool = False,
+        trust_domain: str = DEFAULT_TRUST_DOMAIN,
     ) -> None:
         """`mtls` None: no mTLS (sidecars without SDS secrets, loopback tests, local runs).
         `hold_until_update`: a sidecar that connects before the first `update` is sent no view (meshd,
-        until it has read the mesh: an empty view would take a reconnecting sidecar's routes away)."""
+        until it has read the mesh: an empty view would take a reconnecting sidecar's routes away).
+        `trust_domain`: that of the SPIFFE IDs sidecars expect of their peers and authorize."""
         if mtls is not None and mtls not in config.MTLS_MODES:
             raise ValueError(f"mTLS mode {mtls!r}: use one of {', '.join(config.MTLS_MODES)}")
         self.mtls = mtls
+        self.trust_domain = trust_domain
         self.ads = ads
         self.ports = ports or config.SidecarPorts()
         self.bind_host = bind_host
@@ -222,7 +226,9 @@ class MeshControlPlane:
         """Each namespace's routed services, by name, with the hosts they claim."""
         self._namespace_versions: dict[str, bytes] = {}
         self._tasks: set[asyncio.Task[str]] = set()
-        static = config.sidecar_resources([], self.ports, bind_host=bind_host, mtls=mtls)
+        static = config.sidecar_resources(
+            [], self.ports, bind_host=bind_host, mtls=mtls, trust_domain=trust_domain
+        )
         for route_config in static.routes:
             if route_config["name"] == config.OUTBOUND_ROUTE_NAME:
                 # The services' virtual hosts come over VHDS; unknown hosts keep passing through.
@@ -279,7 +285,9 @@ class MeshControlPlane:
                 self._opaque_ports[namespace] = opaque
             else:
                 self._opaque_ports.pop(namespace, None)
-            translation = translate_namespace(items, self.default_export_to, self.mtls is not None)
+            translation = translate_namespace(
+                items, self.default_export_to, self.mtls is not None, self.trust_domain
+            )
             if self.mtls is not None:
                 mode, refusal = mtls_mode(items, self.mtls)
                 translation.refused += [refusal] if refusal else []
@@ -287,7 +295,7 @@ class MeshControlPlane:
                     self._mtls_modes[namespace] = mode
                 else:
                     self._mtls_modes.pop(namespace, None)
-            authorized = access.translate_access(items)
+            authorized = access.translate_access(items, self.trust_domain)
             translation.refused += authorized.refused
             self._access[namespace] = authorized.authorizations
             previous = self._encoded.get(namespace, {})
@@ -382,8 +390,9 @@ class MeshControlPlane:
         self, opaque: tuple[int, ...], mode: str | None, authorization: access.Authorization | None = None
     ) -> list[dict[str, Any]]:
         static = config.sidecar_resources(
-            [], self.ports, bind_host=self.bind_host, opaque_ports=opaque, mtls=mode
-        )
+            [], self.ports, bind_host=self.bind_host, opaque_ports=opaque, mtls=mode,
+            trust_domain=self.trust_domain,
+        )  # fmt: skip
         if authorization is None:
             return static.listeners
         return [
