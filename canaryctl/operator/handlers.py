@@ -402,9 +402,12 @@ class CanaryOperator:
         command = Command(*decoded) if decoded is not None else None
         weight_before = canary.status.canary_weight if canary.status else None
         started = time.monotonic()
-        decision = await tick(canary, ports, command=command)
-        decision.status.observed_generation = body["metadata"].get("generation")
-        await self._store(body, decision.status.to_wire())
+
+        async def store(decision: Decision) -> None:
+            decision.status.observed_generation = body["metadata"].get("generation")
+            await self._store(body, decision.status.to_wire())
+
+        decision = await tick(canary, ports, command=command, commit=store)
         self.ticks += 1
         self.steps += decision.status.canary_weight != weight_before
         updated = canary.model_copy(update={"status": decision.status})
