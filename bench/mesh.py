@@ -26,7 +26,7 @@ from typing import Any
 
 from canaryctl_mesh import config
 from canaryctl_mesh.ads import AdsServer
-from canaryctl_mesh.identity import Identity, Unauthenticated
+from canaryctl_mesh.identity import DEFAULT_TRUST_DOMAIN, Identity, Unauthenticated
 from canaryctl_mesh.loopback import HttpConnection, fire
 from canaryctl_mesh.meshd.pki import CertificateAuthority
 from canaryctl_mesh.meshd.tls import IssuedCertificate, xds_credentials
@@ -197,7 +197,7 @@ class MtlsBench:
         return config.Resources(config.build_clusters([spec]), [listener], [route])
 
     def _caller(self, server_port: int) -> config.Resources:
-        server = Identity("server", "server").spiffe_id()
+        server = Identity("server", "server").spiffe_id(DEFAULT_TRUST_DOMAIN)
         resources = config.Resources()
         for name, peers in (("mtls", (("127.0.0.1", server),)), ("plain", ())):
             backend = config.Backend(name=name, address="127.0.0.1", port=server_port, peers=peers)

@@ -65,6 +65,7 @@ from canaryctl_mesh.meshd.cli import xds_server
 from canaryctl_mesh.meshd.control_plane import ControlPlane
 from canaryctl_mesh.meshd.pki import CertificateAuthority
 from canaryctl_mesh.meshd.watch import Backoff
+from tests.mesh.objects import meshed_service, traffic_split
 
 SERVER_NAME = "canaryctl-mesh.canaryctl-system.svc"
 CONNECT_TIMEOUT = 600.0
@@ -80,38 +81,11 @@ SUBSCRIPTIONS = (
 )
 
 
-def split(namespace: str, name: str, canary_weight: int) -> dict[str, Any]:
-    return {
-        "apiVersion": "split.smi-spec.io/v1alpha4",
-        "kind": "TrafficSplit",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "service": name,
-            "backends": [
-                {"service": f"{name}-primary", "weight": 100 - canary_weight},
-                {"service": f"{name}-canary", "weight": canary_weight},
-            ],
-        },
-    }
-
-
 def namespace_objects(namespace: str, index: int, count: int) -> list[dict[str, Any]]:
     objects: list[dict[str, Any]] = []
     for i in range(count):
-        name = f"svc{i}"
-        for suffix, octet in (("", 1), ("-primary", 2), ("-canary", 3)):
-            objects.append(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Service",
-                    "metadata": {"name": name + suffix, "namespace": namespace},
-                    "spec": {
-                        "clusterIP": f"10.{index % 250}.{i % 250}.{octet + 3 * (i // 250)}",
-                        "ports": [{"name": "http", "port": 80}],
-                    },
-                }
-            )
-        objects.append(split(namespace, name, 0))
+        a, b, c = (f"10.{index % 250}.{i % 250}.{octet + 3 * (i // 250)}" for octet in (1, 2, 3))
+        objects += meshed_service(namespace, f"svc{i}", (a, b, c), 0)
     return objects
 
 
@@ -362,7 +336,7 @@ async def change_weight(
     """One weight change through the API, until every sidecar received it and its ACK arrived."""
     await plane.ask("mark")
     began, cpu = time.monotonic(), cpu_seconds()
-    await objects.apply(split("ns0", CHANGED, weight))
+    await objects.apply(traffic_split("ns0", CHANGED, (100 - weight, weight)))
     deadline = began + CHANGE_TIMEOUT
     while arrivals[weight] < len(sidecars):
         if time.monotonic() > deadline:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 # A tick passes a few gates (fastFail, analysis metrics, ...) plus one round per webhook it calls: the
 # engine asks for webhooks one at a time, in order.
 BASE_GATHER_ROUNDS = 8
+# A tick cancelled once it has begun to act may finish this long (inside a pod's default 30 s grace).
+COMMIT_GRACE_SECONDS = 20.0
 
 
 class ActionFailed(Exception):
@@ -201,10 +204,30 @@ async def act(canary: Canary, decision: Decision, ports: Ports) -> None:
             await _post_rollout(canary, action.hooks, decision, ports)
 
 
+async def finish_started(work: Awaitable[None], grace: float) -> None:
+    """Runs ``work`` to its end even when the caller is cancelled meanwhile (for up to ``grace`` seconds
+    more), then passes the cancellation on: a step acted on but not stored would be done twice."""
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        done, _ = await asyncio.wait([task], timeout=grace)
+        if not done:
+            task.cancel()
+        raise
+
+
 async def tick(
-    canary: Canary, ports: Ports, now: datetime | None = None, command: Command | None = None
+    canary: Canary,
+    ports: Ports,
+    now: datetime | None = None,
+    command: Command | None = None,
+    commit: Callable[[Decision], Awaitable[None]] | None = None,
 ) -> Decision:
-    """Observe, decide and act once. Returns the decision whose status the caller must store.
+    """Observe, decide and act once. Returns the decision whose status the caller must store, or has
+    stored with ``commit``: then a cancellation (the operator stopping) once the tick has begun to act
+    waits, up to ``COMMIT_GRACE_SECONDS``, for its actions and ``commit`` to end. Observing (metric
+    queries, webhooks) is cancelled at once: nothing was done yet.
 
     The tick is traced under the rollout of the revision it works on, known once the target is observed;
     a tick with nothing to do records no span."""
@@ -213,12 +236,18 @@ async def tick(
     with ports.tracer.tick(canary, rollout_revision(canary, obs.revision, command)) as traced:
         decision = await decide(canary, obs, ports)
         status = decision.status
-        if status.current_step == before:
+
+        async def act_and_commit() -> None:
             await act(canary, decision, ports)
+            if commit is not None:
+                await commit(decision)
+
+        if status.current_step == before:
+            await finish_started(act_and_commit(), COMMIT_GRACE_SECONDS)
         else:
             phase = status.phase.value if status.phase else None
             step = status.current_step
             with ports.tracer.span("step", step=step, weight=status.canary_weight, phase=phase):
-                await act(canary, decision, ports)
+                await finish_started(act_and_commit(), COMMIT_GRACE_SECONDS)
         traced.end(status)
     return decision

@@ -25,6 +25,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
 from canaryctl.loadtester.auth import Authenticator, Denied, Identity, identify
+from canaryctl_mesh.children import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -312,6 +313,9 @@ class LoadTester:
                 stdout=out,
                 stderr=asyncio.subprocess.STDOUT if capture else asyncio.subprocess.DEVNULL,
                 start_new_session=True,  # its own process group: killpg stops its children too
+                # Killed if the load tester is: forked on the event loop's thread, which runs as long
+                # as the server does.
+                preexec_fn=die_with_parent(),
             )
         except OSError as exc:
             self._release(namespace)

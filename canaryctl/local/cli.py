@@ -103,7 +103,6 @@ async def _run(runtime: LocalRuntime, report: Path | None) -> LocalRun:
     """The rollout, recorded for its report when one is asked for."""
     if report is None:
         return await _interruptible(runtime.run())
-        return await runtime.run()
     recorder = Recorder(runtime.bundle.canary)
     recorder.attach(runtime)
     outcome = await _interruptible(runtime.run())

@@ -13,6 +13,8 @@ from typing import Any
 
 import httpx
 
+from canaryctl_mesh.children import spawn
+
 SCRAPE_INTERVAL = "1s"
 
 
@@ -35,7 +37,8 @@ def prometheus_binary() -> str:
 
 
 class LocalPrometheus:
-    """Started with a generated config in a temp dir; stopped by its PID, its data removed."""
+    """Started with a generated config in a temp dir; stopped by its PID, its data removed; it dies with
+    the process that started it."""
 
     def __init__(self, scrape_configs: list[dict[str, Any]], rule_files: list[str] | None = None) -> None:
         self.scrape_configs = scrape_configs
@@ -64,7 +67,7 @@ class LocalPrometheus:
         config_path = self.workdir / "prometheus.yml"
         config_path.write_text(json.dumps(config))  # JSON is YAML
         log = (self.workdir / "prometheus.log").open("wb")
-        self.proc = subprocess.Popen(
+        self.proc = spawn(
             [
                 prometheus_binary(),
                 f"--config.file={config_path}",

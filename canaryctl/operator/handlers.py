@@ -400,9 +400,12 @@ class CanaryOperator:
         command = Command(*decoded) if decoded is not None else None
         weight_before = canary.status.canary_weight if canary.status else None
         started = time.monotonic()
-        decision = await tick(canary, ports, command=command)
-        decision.status.observed_generation = body["metadata"].get("generation")
-        await self._store(body, decision.status.to_wire())
+
+        async def store(decision: Decision) -> None:
+            decision.status.observed_generation = body["metadata"].get("generation")
+            await self._store(body, decision.status.to_wire())
+
+        decision = await tick(canary, ports, command=command, commit=store)
         self.ticks += 1
         self.steps += decision.status.canary_weight != weight_before
         updated = canary.model_copy(update={"status": decision.status})
@@ -479,6 +482,8 @@ class CanaryOperator:
                 # Only a daemon's first tick takes a slot: later ones may wait on a Canary's own slow
                 # webhooks, and a slot held that long would hold other Canaries back.
                 async with self._first_tick_slot() if due is None else contextlib.nullcontext():
+                    if stopped:  # stopped while waiting for a slot
+                        return
                     gone, delay, last_error = await self._tick_once(key, due, wake, last_error)
                 if gone:
                     return

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from canaryctl_mesh.config import HTTP_RBAC_FILTER, HeaderMatch, Resource
-from canaryctl_mesh.identity import TRUST_DOMAIN, Identity, workload_key
+from canaryctl_mesh.identity import DEFAULT_TRUST_DOMAIN, Identity, workload_key
 from canaryctl_mesh.translate import (
     ObjectRef,
     Refusal,
@@ -203,7 +203,9 @@ def _tcp_ports(route: Object, where: str) -> tuple[int, ...]:
     return tuple(sorted({_port(p, f"TCPRoute {_name(route)} spec.matches.ports") for p in ports}))
 
 
-def _grant(target: Object, groups: Mapping[str, Object], tcp_routes: Mapping[str, Object]) -> Grant:
+def _grant(
+    target: Object, groups: Mapping[str, Object], tcp_routes: Mapping[str, Object], trust_domain: str
+) -> Grant:
     namespace, body = _namespace(target), _body(target)
     destination = body.get("destination") or {}
     port = _port(destination["port"], "destination.port") if destination.get("port") is not None else None
@@ -212,7 +214,7 @@ def _grant(target: Object, groups: Mapping[str, Object], tcp_routes: Mapping[str
         raise _Invalid("sources: at least one source is required")
     sources = tuple(
         dict.fromkeys(
-            _service_account(s, f"sources[{i}]", namespace).spiffe_id(TRUST_DOMAIN)
+            _service_account(s, f"sources[{i}]", namespace).spiffe_id(trust_domain)
             for i, s in enumerate(raw_sources)
         )
     )
@@ -249,8 +251,11 @@ def _grant(target: Object, groups: Mapping[str, Object], tcp_routes: Mapping[str
     )
 
 
-def translate_access(objects: Iterable[Object]) -> AccessTranslation:
-    """One namespace's TrafficTargets (and the routes they name) → one Authorization per destination."""
+def translate_access(
+    objects: Iterable[Object], trust_domain: str = DEFAULT_TRUST_DOMAIN
+) -> AccessTranslation:
+    """One namespace's TrafficTargets (and the routes they name) → one Authorization per destination,
+    its sources named by their SPIFFE IDs in `trust_domain`."""
     items = list(objects)
     by_kind: dict[str, dict[str, Object]] = {HTTP_ROUTE_GROUP: {}, TCP_ROUTE: {}}
     targets = []
@@ -271,7 +276,9 @@ def translate_access(objects: Iterable[Object]) -> AccessTranslation:
             continue
         selected = grants.setdefault(destination, [])
         try:
-            selected.append((ref, _grant(target, by_kind[HTTP_ROUTE_GROUP], by_kind[TCP_ROUTE])))
+            selected.append(
+                (ref, _grant(target, by_kind[HTTP_ROUTE_GROUP], by_kind[TCP_ROUTE], trust_domain))
+            )
         except (_Invalid, TypeError) as error:
             message = f"{error}; it allows nothing, and {destination.service_account} stays selected"
             result.refused.append(Refusal(ref, message))

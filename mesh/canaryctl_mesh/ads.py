@@ -73,7 +73,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2, json_format
 
 from canaryctl_mesh import config
-from canaryctl_mesh.identity import Authenticator, Identity, Unauthenticated, workload_key
+from canaryctl_mesh.identity import Authenticator, Identity, ReviewUnavailable, Unauthenticated, workload_key
 from canaryctl_mesh.telemetry import XdsCounters
 
 log = logging.getLogger(__name__)
@@ -647,6 +647,11 @@ class AdsServer:
             self.counters.refused_streams["unauthenticated"] += 1
             log.info("xDS stream from %s refused: %s", context.peer(), refused)
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(refused))
+        except ReviewUnavailable as failed:
+            # Retryable (Envoy reconnects with backoff); why stays in the log: the caller is unproven.
+            self.counters.refused_streams["review_unavailable"] += 1
+            log.warning("xDS stream from %s refused, its token cannot be checked: %s", context.peer(), failed)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the token cannot be checked now; retry")
         limit = self.max_streams_per_identity
         if limit and self._per_identity[identity] >= limit:
             self.counters.refused_streams["stream_limit"] += 1

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from canaryctl_mesh import telemetry
-from canaryctl_mesh.identity import TRUST_DOMAIN
+from canaryctl_mesh.identity import DEFAULT_TRUST_DOMAIN
 
 CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
@@ -282,14 +282,14 @@ def _upstream_mtls(spiffe_id: str) -> dict[str, Any]:
     }
 
 
-def _downstream_mtls() -> dict[str, Any]:
+def _downstream_mtls(trust_domain: str) -> dict[str, Any]:
     """Client certificates required, from this mesh's trust domain."""
     return {
         "name": "envoy.transport_sockets.tls",
         "typed_config": {
             "@type": DOWNSTREAM_TLS_TYPE,
             "require_client_certificate": True,
-            "common_tls_context": _tls_context({"prefix": f"spiffe://{TRUST_DOMAIN}/"}),
+            "common_tls_context": _tls_context({"prefix": f"spiffe://{trust_domain}/"}),
         },
     }
 
@@ -709,13 +709,14 @@ def capture_listener(
     cluster: str,
     opaque_ports: tuple[int, ...],
     mtls: str | None = None,
+    trust_domain: str = DEFAULT_TRUST_DOMAIN,
 ) -> Resource:
     """Where iptables sends captured TCP: cleartext HTTP goes through `hcm`; everything else (TLS,
     databases, any other protocol, silent clients) reaches its original destination unchanged.
 
     With `mtls` (inbound only) a first chain terminates mesh mTLS (TLS offering MTLS_ALPN, client
-    certificate from the mesh required) into the same `hcm`, so golden metrics are the same; in
-    STRICT mode it is the only chain and every other connection is closed."""
+    certificate of the mesh's `trust_domain` required) into the same `hcm`, so golden metrics are the
+    same; in STRICT mode it is the only chain and every other connection is closed."""
     plaintext: list[dict[str, Any]] = [
         {
             "name": f"{name}-http",
@@ -740,7 +741,7 @@ def capture_listener(
         chain = {
             "name": f"{name}-mtls",
             "filter_chain_match": {"transport_protocol": "tls", "application_protocols": [MTLS_ALPN]},
-            "transport_socket": _downstream_mtls(),
+            "transport_socket": _downstream_mtls(trust_domain),
             "filters": [_peer_identity_forwarded(hcm)],
         }
         listener["filter_chains"] = [chain] if mtls == STRICT else [chain, *plaintext]
@@ -756,10 +757,12 @@ def sidecar_resources(
     bind_host: str = "0.0.0.0",
     opaque_ports: tuple[int, ...] = DEFAULT_OPAQUE_PORTS,
     mtls: str | None = None,
+    trust_domain: str = DEFAULT_TRUST_DOMAIN,
 ) -> Resources:
     """Sidecar mode: outbound HTTP to meshed services is routed, inbound HTTP is measured (server-side
     golden metrics per workload), and everything else passes through to its original destination.
-    `mtls` (PERMISSIVE or STRICT) makes the inbound listener terminate mesh mTLS."""
+    `mtls` (PERMISSIVE or STRICT) makes the inbound listener terminate mesh mTLS from callers of
+    `trust_domain`."""
     ports = ports or SidecarPorts()
     source = ads_source()
     outbound = http_connection_manager("outbound", OUTBOUND_ROUTE_NAME, source, access_log_path)
@@ -800,7 +803,14 @@ def sidecar_resources(
                 "outbound", bind_host, ports.outbound, outbound, PASSTHROUGH_CLUSTER, opaque_ports
             ),
             capture_listener(
-                "inbound", bind_host, ports.inbound, inbound, INBOUND_CLUSTER, opaque_ports, mtls
+                "inbound",
+                bind_host,
+                ports.inbound,
+                inbound,
+                INBOUND_CLUSTER,
+                opaque_ports,
+                mtls,
+                trust_domain,
             ),
             build_listener("prometheus", bind_host, ports.prometheus, prometheus),
         ],

@@ -46,6 +46,7 @@ from canaryctl_mesh.ads import (
     encode,
     encode_resources,
 )
+from canaryctl_mesh.identity import DEFAULT_TRUST_DOMAIN
 from canaryctl_mesh.translate import (
     ALL_NAMESPACES,
     MeshRoute,
@@ -195,11 +196,18 @@ class MeshControlPlane:
         bind_host: str = "0.0.0.0",
         default_export_to: frozenset[str] = frozenset({ALL_NAMESPACES}),
         mtls: str | None = None,
+        *,
+        hold_until_update: bool = False,
+        trust_domain: str = DEFAULT_TRUST_DOMAIN,
     ) -> None:
-        """`mtls` None: no mTLS (sidecars without SDS secrets, loopback tests, local runs)."""
+        """`mtls` None: no mTLS (sidecars without SDS secrets, loopback tests, local runs).
+        `hold_until_update`: a sidecar that connects before the first `update` is sent no view (meshd,
+        until it has read the mesh: an empty view would take a reconnecting sidecar's routes away).
+        `trust_domain`: that of the SPIFFE IDs sidecars expect of their peers and authorize."""
         if mtls is not None and mtls not in config.MTLS_MODES:
             raise ValueError(f"mTLS mode {mtls!r}: use one of {', '.join(config.MTLS_MODES)}")
         self.mtls = mtls
+        self.trust_domain = trust_domain
         self.ads = ads
         self.ports = ports or config.SidecarPorts()
         self.bind_host = bind_host
@@ -208,9 +216,7 @@ class MeshControlPlane:
         """Objects left out at the last push, and why."""
         self.version = ""
         """Digest of everything routed and refused; changes whenever the mesh's config does."""
-        self.holding = False
-        """While set, a sidecar that connects is not sent a view: its mesh has not been read yet, and an
-        empty view would take a reconnecting sidecar's routes away."""
+        self._holding = hold_until_update
         self._translations: dict[str, Translation] = {}
         self._encoded: dict[str, dict[str, _EncodedRoute]] = {}
         self._parts: dict[str, list[_Part]] = {}
@@ -220,7 +226,9 @@ class MeshControlPlane:
         """Each namespace's routed services, by name, with the hosts they claim."""
         self._namespace_versions: dict[str, bytes] = {}
         self._tasks: set[asyncio.Task[str]] = set()
-        static = config.sidecar_resources([], self.ports, bind_host=bind_host, mtls=mtls)
+        static = config.sidecar_resources(
+            [], self.ports, bind_host=bind_host, mtls=mtls, trust_domain=trust_domain
+        )
         for route_config in static.routes:
             if route_config["name"] == config.OUTBOUND_ROUTE_NAME:
                 # The services' virtual hosts come over VHDS; unknown hosts keep passing through.
@@ -254,7 +262,8 @@ class MeshControlPlane:
     # -- translation ---------------------------------------------------------------------------------
 
     def update(self, namespaces: Mapping[str, Iterable[Object]]) -> None:
-        """Translate these namespaces' objects anew (an empty list forgets the namespace)."""
+        """Translate these namespaces' objects anew (an empty list forgets the namespace); ends the hold."""
+        self._holding = False
         claims_changed = False
         for namespace, objects in namespaces.items():
             items = list(objects)
@@ -276,7 +285,9 @@ class MeshControlPlane:
                 self._opaque_ports[namespace] = opaque
             else:
                 self._opaque_ports.pop(namespace, None)
-            translation = translate_namespace(items, self.default_export_to, self.mtls is not None)
+            translation = translate_namespace(
+                items, self.default_export_to, self.mtls is not None, self.trust_domain
+            )
             if self.mtls is not None:
                 mode, refusal = mtls_mode(items, self.mtls)
                 translation.refused += [refusal] if refusal else []
@@ -284,7 +295,7 @@ class MeshControlPlane:
                     self._mtls_modes[namespace] = mode
                 else:
                     self._mtls_modes.pop(namespace, None)
-            authorized = access.translate_access(items)
+            authorized = access.translate_access(items, self.trust_domain)
             translation.refused += authorized.refused
             self._access[namespace] = authorized.authorizations
             previous = self._encoded.get(namespace, {})
@@ -379,8 +390,9 @@ class MeshControlPlane:
         self, opaque: tuple[int, ...], mode: str | None, authorization: access.Authorization | None = None
     ) -> list[dict[str, Any]]:
         static = config.sidecar_resources(
-            [], self.ports, bind_host=self.bind_host, opaque_ports=opaque, mtls=mode
-        )
+            [], self.ports, bind_host=self.bind_host, opaque_ports=opaque, mtls=mode,
+            trust_domain=self.trust_domain,
+        )  # fmt: skip
         if authorization is None:
             return static.listeners
         return [
@@ -494,8 +506,8 @@ class MeshControlPlane:
 
     def _view_requested(self, namespace: str) -> None:
         """A sidecar of a namespace without a view connected: build its view now."""
-        if self.holding:
-            return  # the first push after the mesh is read includes it
+        if self._holding:
+            return  # the first push after the first update includes it
         task = asyncio.get_running_loop().create_task(self.push())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

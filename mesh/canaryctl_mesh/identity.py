@@ -11,6 +11,7 @@ service can issue certificates for exactly this identity.
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -19,7 +20,9 @@ from typing import Any, Protocol
 
 TOKEN_AUDIENCE = "canaryctl-mesh"
 """Audience of the projected token; a token made for anything else (the API server) is refused."""
-TRUST_DOMAIN = "cluster.local"
+DEFAULT_TRUST_DOMAIN = "cluster.local"
+"""The SPIFFE trust domain of the mesh's identities unless meshd is given another (`trust_domain`)."""
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _USER_PREFIX = "system:serviceaccount:"
 POD_NAME_EXTRA = "authentication.kubernetes.io/pod-name"
 """TokenReview ``user.extra`` key naming the pod a projected token is bound to."""
@@ -42,11 +45,22 @@ class Identity:
         pods = (user.get("extra") or {}).get(POD_NAME_EXTRA) or [""]
         return cls(namespace, name, str(pods[0]))
 
-    def spiffe_id(self, trust_domain: str = TRUST_DOMAIN) -> str:
+    def spiffe_id(self, trust_domain: str) -> str:
         return f"spiffe://{trust_domain}/ns/{self.namespace}/sa/{self.service_account}"
 
     def __str__(self) -> str:
-        return self.spiffe_id()
+        return f"{_USER_PREFIX}{self.namespace}:{self.service_account}"
+
+
+def trust_domain(value: str) -> str:
+    """`value` if it is a lowercase DNS name (as SPIFFE IDs and certificate URI SANs need), else
+    ValueError saying why."""
+    if len(value) > 253 or not all(_DNS_LABEL.fullmatch(label) for label in value.split(".")):
+        raise ValueError(
+            f"trust domain {value!r} is not a DNS name: lowercase letters, digits and '-' in dot-separated "
+            "labels of at most 63 characters, 253 in all"
+        )
+    return value
 
 
 def workload_key(identity: Identity) -> str:
@@ -59,15 +73,22 @@ class Unauthenticated(Exception):
     """The caller did not prove an identity; the message says why (it goes back to the caller)."""
 
 
+class ReviewUnavailable(Exception):
+    """No answer about a token could be had (the API server failed, timed out or is unreachable): not a
+    refusal, so nothing is cached and the caller may retry. The message says why."""
+
+
 class Authenticator(Protocol):
     async def authenticate(self, metadata: Mapping[str, str]) -> Identity:
-        """The identity behind a stream's request metadata; raises Unauthenticated."""
+        """The identity behind a stream's request metadata; raises Unauthenticated, or ReviewUnavailable
+        when that cannot be told now."""
         ...
 
 
 class TokenReviewer(Protocol):
     async def review(self, token: str, audiences: list[str]) -> Mapping[str, Any]:
-        """The TokenReview ``status`` the API server answers for `token`."""
+        """The TokenReview ``status`` the API server answers for `token`; raises ReviewUnavailable when
+        it gives none."""
         ...
 
 

@@ -1,7 +1,7 @@
 """Running one Envoy process on loopback and reading its admin API.
 
 Every instance runs with --disable-hot-restart (no /dev/shm files) and an ephemeral admin port that
-Envoy writes to a file, and is stopped by its own PID.
+Envoy writes to a file, and is stopped by its own PID; it dies with the process that started it.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from canaryctl_mesh.children import spawn
 
 
 class EnvoyError(RuntimeError):
@@ -67,7 +69,7 @@ class EnvoyProcess:
             "1000",
         ]
         with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self.proc = spawn(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -31,7 +31,7 @@ from canaryctl_mesh.config import (
     WeightedBackend,
 )
 from canaryctl_mesh.duration import parse_duration
-from canaryctl_mesh.identity import Identity
+from canaryctl_mesh.identity import DEFAULT_TRUST_DOMAIN, Identity
 
 Object = Mapping[str, Any]
 
@@ -94,12 +94,12 @@ def _service_port(service: Object) -> Mapping[str, Any]:
     return next((p for p in ports if p.get("name") == "http"), ports[0])
 
 
-def meshed_pods(objects: Iterable[Object]) -> dict[str, str]:
-    """The SPIFFE ID of each pod (by name) that runs the injected sidecar."""
+def meshed_pods(objects: Iterable[Object], trust_domain: str = DEFAULT_TRUST_DOMAIN) -> dict[str, str]:
+    """The SPIFFE ID (in `trust_domain`) of each pod (by name) that runs the injected sidecar."""
     return {
         _name(pod): Identity(
             _namespace(pod), str(pod.get("spec", {}).get("serviceAccountName") or "default")
-        ).spiffe_id()
+        ).spiffe_id(trust_domain)
         for pod in objects
         if pod.get("kind") == "Pod"
         and STATUS_ANNOTATION in ((pod.get("metadata") or {}).get("annotations") or {})
@@ -424,6 +424,7 @@ def translate_namespace(
     objects: Iterable[Object],
     default_export_to: frozenset[str] = frozenset({ALL_NAMESPACES}),
     mtls: bool = False,
+    trust_domain: str = DEFAULT_TRUST_DOMAIN,
 ) -> Translation:
     """One namespace's objects → its routes, refusing bad or conflicting objects one by one.
 
@@ -439,7 +440,7 @@ def translate_namespace(
 
     translation = Translation()
     services, slices, groups = kind("Service"), kind("EndpointSlice"), kind("HTTPRouteGroup")
-    pods = meshed_pods(items) if mtls else None
+    pods = meshed_pods(items, trust_domain) if mtls else None
     service_by_name = {_name(s): s for s in services}
     policies = _by_service(
         [p for p in kind(TRAFFIC_POLICY_KIND) if p.get("apiVersion") == MESH_API_VERSION], translation

@@ -182,6 +182,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
                 "defaultExportTo": ".",
                 "mtls": "strict",
                 "workloadCertificateMinutes": 60,
+                "trustDomain": "mesh.example.org",
                 "extraArgs": ["--watch-timeout-seconds", "120"],
                 "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
                 "nodeSelector": {"kubernetes.io/os": "linux"},

@@ -371,6 +371,20 @@ def test_loadtester_values_are_checked(helm: str) -> None:
         assert result.returncode != 0 and message in result.stderr, (flags, result.stderr)
 
 
+def test_the_mesh_trust_domain_reaches_meshd_and_must_be_a_dns_name(render: Render, helm: str) -> None:
+    args = _args(_one(render("everything"), "Deployment", "delivery-mesh"))
+    assert args[args.index("--trust-domain") + 1] == "mesh.example.org"
+    args = _args(_one(render("mesh-only"), "Deployment", "canaryctl-mesh"))
+    assert args[args.index("--trust-domain") + 1] == "cluster.local"
+    for bad in ("Cluster.Local", "mesh_example", "-mesh.example", "mesh..example", "a" * 64 + ".org", ""):
+        flags = ("--set-string", f"mesh.controlPlane.trustDomain={bad}")
+        result = run_helm(helm, "template", "canaryctl", str(CHART), *REQUIRED_FLAGS, *flags)
+        assert result.returncode != 0 and "at '/mesh/controlPlane/trustDomain'" in result.stderr, (
+            bad,
+            result,
+        )
+
+
 def test_service_monitor_scrapes_the_controller(render: Render) -> None:
     manifests = render("service-monitor")
     monitor = _one(manifests, "ServiceMonitor", "canaryctl")

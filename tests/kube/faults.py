@@ -10,6 +10,8 @@ load balancer in front of it) misbehaves, modelled as the real one does them.
 - ``errors``: the next N requests that are not watches are answered 500.
 - ``down``: every request is answered 503 and open watch streams are cut (an outage behind a balancer).
 - ``forbidden``: in these namespaces everything but Canaries is answered 403 (a RoleBinding missing).
+- ``slow_events``: Event creations are held this many seconds before they are forwarded (a slow API
+  server): a test can stop the operator while a tick waits on one, between its actions and its status.
 - ``cut_watches()``: open watch streams end mid-stream; ``expire_watches()`` also answers every later
   watch that resumes from a resourceVersion older than now with the ERROR event 410 Gone ("too old
   resource version") that a real API server sends after its etcd compaction; a fresh list works.
@@ -20,6 +22,7 @@ that reached the proxy, for tests that time when each Canary was written again.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
@@ -74,6 +77,8 @@ class ApiFaults:
     retry_after: int = 1
     errors: int = 0
     down: bool = False
+    slow_events: float = 0.0
+    events_in_flight: int = 0
     forbidden: set[str] = field(default_factory=set)
     url: str = ""
     served: dict[int, int] = field(default_factory=dict)  # injected answers by HTTP status
@@ -150,6 +155,12 @@ class ApiFaults:
         if target is not None and self.conflicts > 0:
             self.conflicts -= 1
             await self._conflict(*target)
+        if self.slow_events and request.method == "POST" and request.path.endswith("/events"):
+            self.events_in_flight += 1
+            try:
+                await asyncio.sleep(self.slow_events)
+            finally:
+                self.events_in_flight -= 1
         lose = target is not None and self.lost_answers > 0
         if lose:
             self.lost_answers -= 1

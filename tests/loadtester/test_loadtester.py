@@ -19,6 +19,7 @@ from aiohttp.test_utils import TestServer
 from canaryctl.loadtester import LoadTester, Policy, cli
 from canaryctl.loadtester.auth import TokenHashes, token_hash
 from tests.loadtester.helpers import idle, metric, payload, pids_running, standalone, until, with_loadtester
+from tests.processes import exited
 
 SLEEP = frozenset({"sleep"})
 
@@ -211,17 +212,22 @@ def test_gates_flow() -> None:
 
 
 @pytest.mark.slow
-def test_standalone_service_stops_its_children_on_sigterm() -> None:
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_a_stopped_or_killed_standalone_service_leaves_no_command_running(stop: signal.Signals) -> None:
+    """SIGTERM: the service stops its commands before it exits. SIGKILL runs no cleanup: the kernel
+    stops them."""
     with standalone("--timeout", "1m", "--allow-commands", "sleep") as (base, service):
         marker = f"sleep 29.{base.rsplit(':', 1)[1]}"
         assert httpx.post(base, json=payload(marker), timeout=5).status_code == 200
         deadline = time.monotonic() + 10
-        while len(pids_running(marker)) != 1:  # forked at once; its cmdline is sleep's after the exec
+        while len(pids := pids_running(marker)) != 1:  # forked at once; its cmdline is sleep's after exec
             assert time.monotonic() < deadline, "the command did not start"
             time.sleep(0.05)
-        service.send_signal(signal.SIGTERM)
-        assert service.wait(timeout=10) == 0
-        assert pids_running(marker) == []
+        service.send_signal(stop)
+        assert service.wait(timeout=10) == (0 if stop == signal.SIGTERM else -stop)
+        if not exited(pids[0], timeout=0 if stop == signal.SIGTERM else 10):
+            os.kill(pids[0], signal.SIGKILL)
+            raise AssertionError("the command outlived the load tester")
 
 
 def test_standalone_service_refuses_to_start_with_plain_tokens(

@@ -18,6 +18,7 @@ import pytest
 
 from canaryctl.local.envoy_stats import quantile
 from canaryctl.local.prometheus import free_port
+from tests.processes import children, command_name, exited
 
 CANARY = """
 apiVersion: canaryctl.dev/v1beta1
@@ -91,13 +92,6 @@ def traffic(url: str, stop: threading.Event) -> None:
             with contextlib.suppress(httpx.HTTPError):
                 client.get(url)
             time.sleep(0.05)
-
-
-def children(pid: int) -> set[int]:
-    found: set[int] = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found |= {int(c) for c in (task / "children").read_text().split()}
-    return found
 
 
 def test_local_run_promotes_writes_its_status_and_a_report(apps: tuple[str, str], tmp_path: Path) -> None:
@@ -177,7 +171,36 @@ def test_ctrl_c_stops_envoy_and_leaves_nothing_running(apps: tuple[str, str], tm
             proc.kill()
     assert proc.returncode == 130, err[-2000:]
     for pid in started:
-        assert not os.path.exists(f"/proc/{pid}") or "zombie" in Path(f"/proc/{pid}/status").read_text()
+        assert exited(pid)
+
+
+@pytest.mark.slow
+def test_a_killed_local_run_leaves_neither_envoy_nor_prometheus_running(
+    apps: tuple[str, str], tmp_path: Path
+) -> None:
+    """SIGKILL runs no cleanup: the kernel has to stop the children, including Prometheus, which is
+    started from a worker thread."""
+    command = local_run(
+        tmp_path, CANARY, apps, "--listen", f"127.0.0.1:{free_port()}", "--prometheus", "auto"
+    )
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    started: dict[str, int] = {}
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(started) < 2 and proc.poll() is None:
+            started = {command_name(pid): pid for pid in children(proc.pid)}
+            started = {name: pid for name, pid in started.items() if name in ("envoy", "prometheus")}
+            time.sleep(0.2)
+        assert set(started) == {"envoy", "prometheus"}, f"children: {started}"
+        time.sleep(1)  # past the worker thread that started Prometheus
+        assert not exited(started["prometheus"]), "Prometheus died with the thread that started it"
+    finally:
+        proc.kill()
+        _, err = proc.communicate(timeout=30)
+    survivors = {name: pid for name, pid in started.items() if not exited(pid, timeout=10)}
+    for pid in survivors.values():
+        os.kill(pid, signal.SIGKILL)
+    assert not survivors, f"outlived canaryctl local run: {survivors} {err[-2000:]}"
 
 
 def test_quantile_interpolates_like_prometheus() -> None:

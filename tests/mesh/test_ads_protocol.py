@@ -16,6 +16,7 @@ from canaryctl_mesh import ads as ads_module
 from canaryctl_mesh import config
 from canaryctl_mesh.ads import MAX_ERROR_MESSAGE, VIRTUAL_HOST_TYPE, AdsServer, TypeSnapshot
 from tests.mesh.delta_client import DeltaClient, unpack
+from tests.mesh.objects import meshed_service
 
 CDS, LDS, RDS = config.CLUSTER_TYPE, config.LISTENER_TYPE, config.ROUTE_TYPE
 
@@ -195,31 +196,10 @@ def test_virtual_hosts_subscribed_by_route_configuration_name() -> None:
     asyncio.run(run())
 
 
-def _service(namespace: str, name: str, ip: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"clusterIP": ip, "ports": [{"name": "http", "port": 80}]},
-    }
-
-
 def _split_objects(namespace: str, name: str, index: int, canary_weight: int) -> list[dict[str, Any]]:
-    split = {
-        "apiVersion": "split.smi-spec.io/v1alpha4",
-        "kind": "TrafficSplit",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "service": name,
-            "backends": [
-                {"service": f"{name}-primary", "weight": 100 - canary_weight},
-                {"service": f"{name}-canary", "weight": canary_weight},
-            ],
-        },
-    }
-    services = [_service(namespace, name + suffix, f"10.0.{index}.{octet}")
-                for octet, suffix in enumerate(("", "-primary", "-canary"), 1)]  # fmt: skip
-    return [*services, split]
+    return meshed_service(
+        namespace, name, (f"10.0.{index}.1", f"10.0.{index}.2", f"10.0.{index}.3"), canary_weight
+    )
 
 
 def test_a_weight_change_sends_other_namespaces_one_virtual_host() -> None:
@@ -264,5 +244,29 @@ def test_a_weight_change_sends_other_namespaces_one_virtual_host() -> None:
             removed = await next_virtual_hosts(client)
             assert (_names(removed), list(removed.removed_resources)) == ([], ["outbound/pay_a"])
             await client.close()
+
+    asyncio.run(run())
+
+
+def test_a_plane_that_holds_sends_no_view_before_its_first_update() -> None:
+    """meshd holds views until it has read the mesh: an empty view would take a reconnecting sidecar's
+    routes away. A plane that does not hold answers a new sidecar at once."""
+    from canaryctl_mesh.control import MeshControlPlane
+
+    async def run() -> None:
+        async with AdsServer() as ads:
+            plane = MeshControlPlane(ads, hold_until_update=True)
+            held = DeltaClient.insecure(ads.port, "pod.a")
+            held.subscribe(CDS)
+            assert await held.nothing_within(1.0), "a view went out before the mesh was read"
+            await plane.sync(_split_objects("a", "web", 1, 0))
+            assert "web-primary_a" in _names(await held.receive(10))
+            await held.close()
+        async with AdsServer() as ads:
+            MeshControlPlane(ads)
+            prompt = DeltaClient.insecure(ads.port, "pod.a")
+            prompt.subscribe(CDS)
+            assert (await prompt.receive(10)).type_url == CDS
+            await prompt.close()
 
     asyncio.run(run())

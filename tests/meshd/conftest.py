@@ -15,6 +15,7 @@ import pytest_asyncio
 from canaryctl.local.prometheus import free_port
 from canaryctl_mesh.loopback import UpstreamServers
 from tests.kube.emulator import emulator, kube_api, objects  # noqa: F401
+from tests.mesh.objects import traffic_split as split_between
 from tests.tls import self_signed_certificate
 
 NS = "test"
@@ -107,18 +108,7 @@ def endpoint_slice(name: str, port: int) -> dict[str, Any]:
 
 
 def traffic_split(name: str, primary: int, canary: int, canary_service: str = CANARY) -> dict[str, Any]:
-    return {
-        "apiVersion": "split.smi-spec.io/v1alpha4",
-        "kind": "TrafficSplit",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": {
-            "service": name,
-            "backends": [
-                {"service": PRIMARY, "weight": primary},
-                {"service": canary_service, "weight": canary},
-            ],
-        },
-    }
+    return split_between(NS, name, (primary, canary), (PRIMARY, canary_service))
 
 
 @pytest.fixture

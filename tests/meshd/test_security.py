@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from kubernetes import client
 from canaryctl_mesh import config
 from canaryctl_mesh.ads import VIRTUAL_HOST_TYPE, AdsServer
 from canaryctl_mesh.identity import POD_NAME_EXTRA, TOKEN_AUDIENCE, TokenAuthenticator
-from canaryctl_mesh.kube import KubeObjects
+from canaryctl_mesh.kube import KubeObjects, api_client_for_host
 from canaryctl_mesh.loopback import HttpConnection, UpstreamServers
 from canaryctl_mesh.meshd.auth import KubeTokenReviewer
 from canaryctl_mesh.meshd.control_plane import EVENT_REASON, ControlPlane
@@ -54,6 +54,20 @@ def token_review(request: Any) -> dict[str, Any]:
         user = {"username": f"system:serviceaccount:{namespace}:{account}", "extra": {POD_NAME_EXTRA: [pod]}}
         status = {"authenticated": True, "user": user, "audiences": [TOKEN_AUDIENCE]}
     return {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": spec, "status": status}
+
+
+def answer_token_reviews(emulator: kmock.KubernetesEmulator, failing: Callable[[], bool] = bool) -> None:
+    """TokenReviews answered by `token_review`, or with HTTP 500 while `failing()` says so."""
+
+    def answer(request: Any) -> dict[str, Any]:
+        # kmock 0.8 stores every created object; kube-apiserver never stores TokenReviews.
+        for key in [k for k in emulator.objects if "tokenreviews" in str(k[0])]:
+            del emulator.objects[key]
+        if failing():
+            raise RuntimeError("the API server is failing")  # the emulator's server answers 500
+        return token_review(request)
+
+    emulator["post /apis/authentication.k8s.io/v1/tokenreviews"] << answer
 
 
 def objects_for(team: str, upstreams: UpstreamServers, octet: int, weights: tuple[int, int]) -> list[Any]:
@@ -116,13 +130,7 @@ async def secured(
 ) -> AsyncIterator[tuple[ControlPlane, bytes]]:
     """meshd's control plane as `meshd control-plane` runs it: TLS from the mesh CA, TokenReview, limit 2."""
 
-    def answer(request: Any) -> dict[str, Any]:
-        # kmock 0.8 stores every created object; kube-apiserver never stores TokenReviews.
-        for key in [k for k in emulator.objects if "tokenreviews" in str(k[0])]:
-            del emulator.objects[key]
-        return token_review(request)
-
-    emulator["post /apis/authentication.k8s.io/v1/tokenreviews"] << answer
+    answer_token_reviews(emulator)
     ca = await load_or_create_ca(objects, "canaryctl-system", "canaryctl-mesh-ca")
     # A second component starting later reads the same CA instead of making its own.
     assert (await load_or_create_ca(objects, "canaryctl-system", "canaryctl-mesh-ca")).cert_pem == ca.cert_pem
@@ -270,3 +278,41 @@ async def test_each_namespace_gets_its_own_pay_and_a_conflict_is_refused_alone(
             await conn.close()
         for envoy in envoys.values():
             await envoy.stop()
+
+
+async def test_a_token_review_that_fails_ends_the_stream_unavailable_and_is_retried(
+    emulator: kmock.KubernetesEmulator, kube_api: client.ApiClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An API error or an unreachable API server is no verdict on the token: UNAVAILABLE, which Envoy
+    retries, and nothing cached, while a token the API server rejects stays UNAUTHENTICATED."""
+    api_down = True
+    answer_token_reviews(emulator, lambda: api_down)
+    unreachable = api_client_for_host("http://127.0.0.1:9")
+    async with (
+        AdsServer("127.0.0.1", 0, authenticator=TokenAuthenticator(KubeTokenReviewer(kube_api))) as ads,
+        AdsServer("127.0.0.1", 0, authenticator=TokenAuthenticator(KubeTokenReviewer(unreachable))) as lost,
+    ):
+
+        async def stream(server: AdsServer, token: str) -> DeltaClient:
+            channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+            sidecar = DeltaClient(channel, "web-1.team-a", (("authorization", f"Bearer {token}"),))
+            sidecar.subscribe(VIRTUAL_HOST_TYPE)
+            return sidecar
+
+        sidecars = [await stream(ads, "token-team-a"), await stream(lost, "token-team-a")]
+        try:
+            assert await sidecars[0].refused() == grpc.StatusCode.UNAVAILABLE
+            assert "TokenReview failed: the API server answered 500" in caplog.text
+            assert await sidecars[1].refused() == grpc.StatusCode.UNAVAILABLE
+            assert "TokenReview failed: MaxRetryError" in caplog.text
+            assert ads.counters.refused_streams == {"review_unavailable": 1}
+
+            api_down = False
+            sidecars.append(await stream(ads, "forged"))
+            assert await sidecars[-1].refused() == grpc.StatusCode.UNAUTHENTICATED
+            sidecars.append(await stream(ads, "token-team-a"))  # the failure was not cached as a refusal
+            assert await sidecars[-1].nothing_within(1.0), "the stream should stay open"
+        finally:
+            for sidecar in sidecars:
+                await sidecar.close()
+            unreachable.close()  # type: ignore[no-untyped-call]

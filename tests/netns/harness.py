@@ -38,7 +38,7 @@ from canaryctl_mesh import config, injector
 from canaryctl_mesh.ads import AdsServer
 from canaryctl_mesh.config import SidecarPorts
 from canaryctl_mesh.control import MeshControlPlane
-from canaryctl_mesh.identity import POD_NAME_EXTRA, TOKEN_AUDIENCE, TokenAuthenticator
+from canaryctl_mesh.identity import DEFAULT_TRUST_DOMAIN, POD_NAME_EXTRA, TOKEN_AUDIENCE, TokenAuthenticator
 from canaryctl_mesh.meshd.pki import CertificateAuthority
 from canaryctl_mesh.meshd.tls import IssuedCertificate, xds_credentials
 from canaryctl_mesh.meshd.workload import WorkloadCertificates
@@ -204,18 +204,21 @@ class InProcessControlPlane:
 
 class SecuredControlPlane(InProcessControlPlane):
     """As meshd runs it: ADS over TLS from the mesh CA, each sidecar's token checked (by the TokenReview
-    answers an API server would give), workload certificates over SDS and automatic mTLS in `mode`.
-    `lifetime` is short so certificates rotate while the tests run."""
+    answers an API server would give), workload certificates over SDS and automatic mTLS in `mode`,
+    identities in `trust_domain`. `lifetime` is short so certificates rotate while the tests run."""
 
     def __init__(
-        self, mode: str = config.PERMISSIVE, lifetime: datetime.timedelta = datetime.timedelta(seconds=9)
+        self,
+        mode: str = config.PERMISSIVE,
+        lifetime: datetime.timedelta = datetime.timedelta(seconds=9),
+        trust_domain: str = DEFAULT_TRUST_DOMAIN,
     ) -> None:
         self.ca = CertificateAuthority.create("canaryctl mesh test CA")
         self.reviews: dict[str, Object] = {}
         credentials = xds_credentials(IssuedCertificate(self.ca, [CONTROL_PLANE_FQDN]))
         self.ads = AdsServer("127.0.0.1", 0, credentials=credentials, authenticator=TokenAuthenticator(self))
-        self.plane = MeshControlPlane(self.ads, SidecarPorts(), mtls=mode)
-        self.certificates = WorkloadCertificates(self.ca, lifetime)
+        self.plane = MeshControlPlane(self.ads, SidecarPorts(), mtls=mode, trust_domain=trust_domain)
+        self.certificates = WorkloadCertificates(self.ca, lifetime, trust_domain)
         self._stopping: asyncio.Event | None = None
         self._renewals: asyncio.Task[None] | None = None
 

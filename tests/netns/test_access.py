@@ -2,11 +2,14 @@
 certificates, automatic mTLS), the destination's sidecar enforcing the RBAC meshd sends it alone.
 
 One cluster for the module: `api` (ServiceAccount api, behind a TrafficSplit so its callers reach it
-over mTLS), a meshed caller running as `web`, and an unmeshed pod.
+over mTLS), a meshed caller running as `web`, and an unmeshed pod. Its identities are in a trust domain
+other than the default, so the certificates issued, the peers expected and the sources authorized must
+all follow the setting for anything to pass (tests/netns/test_capture.py runs in the default one).
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +23,7 @@ from tests.netns.harness import Cluster, Pod, ServicePort
 pytestmark = pytest.mark.slow
 
 HTTP, ECHO = 8080, 9000
+TRUST_DOMAIN = "mesh.example.org"
 CLIENT = "tests.netns.client"
 
 
@@ -80,7 +84,9 @@ def _target(*sources: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def mesh() -> Iterator[Mesh]:
-    with harness.cluster(harness.SecuredControlPlane) as cluster:
+    with harness.cluster(
+        functools.partial(harness.SecuredControlPlane, trust_domain=TRUST_DOMAIN)
+    ) as cluster:
         cluster.apply(*WARM)  # a route to hand out, so sidecars do not wait out VHDS's 15 s initial fetch
         api = cluster.pod("api-1", workload="api", service_account="api")
         api.start_app("--name", "api", "--http", str(HTTP), "--echo", str(ECHO))
@@ -125,7 +131,7 @@ def test_a_traffictarget_admits_its_sources_routes_and_refuses_everyone_else(mes
     mesh.cluster.apply(SPLIT, ROUTES, _target("web"))
     # web's certificate on a granted route passes (the app sees who called) ...
     status, body = _get(mesh.web, "/peer")
-    assert status == 200 and body.endswith(";URI=spiffe://cluster.local/ns/default/sa/web"), body
+    assert status == 200 and body.endswith(f";URI=spiffe://{TRUST_DOMAIN}/ns/default/sa/web"), body
     assert _get(mesh.web, "/status/200") == DENIED  # ... a route no rule grants does not
     direct = harness.http_get(mesh.outsider.netns, mesh.api.ip, HTTP, "/peer", timeout=COMMAND_TIMEOUT)
     assert direct == DENIED, "plaintext carries no identity"

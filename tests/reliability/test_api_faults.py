@@ -35,6 +35,7 @@ from tests.operator.helpers import (
     canary,
     collapsed,
     config_map,
+    event_messages,
     steps_visited,
     wait_for,
     workload,
@@ -226,3 +227,36 @@ async def test_after_an_api_outage_every_canary_resumes_within_one_interval(
     assert faults.served.get(503)
     for name in names:
         assert_clean_rollout(emulator, name)
+
+
+async def test_an_operator_stopped_while_a_step_waits_on_the_api_finishes_it_and_the_next_one_goes_on(
+    objects: KubeObjects,  # noqa: F811
+    kubelet: Kubelet,  # noqa: F811
+    emulator: StampingEmulator,  # noqa: F811
+    faults: ApiFaults,
+    start_operator: StartOperator,  # noqa: F811
+) -> None:
+    """A restart or a failover while a tick has acted but not yet stored its status: the tick ends
+    before the operator does, so its successor neither repeats the step nor posts its Event twice."""
+    await deploy(objects, "halt")
+    first = await start_operator(server=faults.url)
+    await wait_all(objects, ("halt",), "Initialized", 30)
+    await release(objects, "halt")
+
+    async def stepped() -> bool:
+        return int((await status(objects, "halt")).get("canaryWeight", 0)) >= STEP
+
+    await wait_for(stepped, 30, "the first step", poll=0.1)
+    faults.slow_events = 1.5
+
+    async def event_in_flight() -> bool:
+        return faults.events_in_flight > 0
+
+    await wait_for(event_in_flight, 30, "an Event write under way", poll=0.02)
+    await first.stop()
+    faults.slow_events = 0.0
+    await start_operator(server=faults.url)
+    await wait_all(objects, ("halt",), "Succeeded", 60)
+    assert_clean_rollout(emulator, "halt")
+    advances = [m for m in event_messages(emulator, "halt") if m.startswith("Advance")]
+    assert len(advances) == len(set(advances)) == TOP // STEP, advances

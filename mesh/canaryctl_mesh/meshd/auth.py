@@ -7,7 +7,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 from prometheus_client import Counter
+
+from canaryctl_mesh.identity import ReviewUnavailable
 
 REVIEW_TIMEOUT = 5.0
 
@@ -39,12 +42,18 @@ class KubeTokenReviewer:
     async def review(self, token: str, audiences: list[str]) -> Mapping[str, Any]:
         try:
             status = await asyncio.to_thread(self._review, token, audiences)
-        except Exception:
+        except Exception as exc:
             self._count("error")
-            raise
+            raise ReviewUnavailable(f"TokenReview failed: {_reason(exc)}") from exc
         self._count("authenticated" if status.get("authenticated") else "unauthenticated")
         return status
 
     def _count(self, result: str) -> None:
         if self.results is not None:
             self.results.labels(result).inc()
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, ApiException):
+        return f"the API server answered {exc.status} {exc.reason}"
+    return f"{type(exc).__name__}: {exc}"[:300]

@@ -17,7 +17,7 @@ from pythonjsonlogger.json import JsonFormatter
 
 from canaryctl_mesh import config
 from canaryctl_mesh.ads import AdsServer
-from canaryctl_mesh.identity import TOKEN_AUDIENCE, TokenAuthenticator
+from canaryctl_mesh.identity import DEFAULT_TRUST_DOMAIN, TOKEN_AUDIENCE, TokenAuthenticator, trust_domain
 from canaryctl_mesh.injector import SIDECAR_TOKEN_PATH, InjectorSettings
 from canaryctl_mesh.kube import KubeObjects, api_client, api_client_for_host, pool_size
 from canaryctl_mesh.meshd import injector, metrics, runtime
@@ -130,6 +130,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "unmeshed clients, strict refuses it; off: no workload certificates",
     )
     security.add_argument(
+        "--trust-domain",
+        type=_trust_domain,
+        default=DEFAULT_TRUST_DOMAIN,
+        help="SPIFFE trust domain of the workload certificates and of the identities sidecars expect and "
+        f"authorize (spiffe://<trust domain>/ns/<ns>/sa/<sa>; default {DEFAULT_TRUST_DOMAIN})",
+    )
+    security.add_argument(
         "--workload-certificate-minutes",
         type=float,
         default=WORKLOAD_VALIDITY.total_seconds() / 60,
@@ -189,6 +196,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     _ca(webhook)
     _common(webhook)
     webhook.set_defaults(func=run)
+
+
+def _trust_domain(value: str) -> str:
+    try:
+        return trust_domain(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
 
 
 def _ca(parser: argparse.ArgumentParser) -> None:
@@ -295,11 +309,12 @@ async def _control_plane(args: argparse.Namespace, api: client.ApiClient, stop: 
         )  # fmt: skip
         if args.mtls != "off":
             lifetime = datetime.timedelta(minutes=args.workload_certificate_minutes)
-            certificates = WorkloadCertificates(ca, lifetime)
+            certificates = WorkloadCertificates(ca, lifetime, args.trust_domain)
     mtls = args.mtls if certificates is not None else None
     plane = ControlPlane(
         api, args.namespaces, ports=_ports(args), ads=ads, default_export_to=export_to,
         watch_timeout=args.watch_timeout_seconds, metrics=measured, mtls=mtls,
+        trust_domain=args.trust_domain,
     )  # fmt: skip
     async with plane, metrics.serving(measured, "0.0.0.0", args.metrics_port):
         if certificates is None:

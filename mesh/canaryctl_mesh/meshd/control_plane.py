@@ -24,7 +24,7 @@ from kubernetes.client.exceptions import ApiException
 from canaryctl_mesh import config
 from canaryctl_mesh.ads import AdsServer
 from canaryctl_mesh.control import MeshControlPlane
-from canaryctl_mesh.identity import Authenticator
+from canaryctl_mesh.identity import DEFAULT_TRUST_DOMAIN, Authenticator
 from canaryctl_mesh.kube import KubeObjects
 from canaryctl_mesh.meshd.metrics import WATCH_RESTART_REASONS, MeshdMetrics
 from canaryctl_mesh.meshd.watch import MTLS_WATCHED, WATCHED, ObjectStore, Reflector, Source
@@ -133,13 +133,23 @@ class ControlPlane:
         events: bool = True,
         metrics: MeshdMetrics | None = None,
         mtls: str | None = None,
+        trust_domain: str = DEFAULT_TRUST_DOMAIN,
     ) -> None:
         """`ads` replaces the plaintext, unauthenticated server on xds_host:xds_port (meshd passes one
         with TLS, an authenticator and a stream limit); `mtls` is the default mode (see
-        `canaryctl_mesh.control`), None for none."""
+        `canaryctl_mesh.control`), None for none; `trust_domain` that of the identities sidecars expect
+        and authorize."""
         self.ads = ads or AdsServer(xds_host, xds_port, authenticator=authenticator)
-        self.plane = MeshControlPlane(self.ads, ports, bind_host, default_export_to, mtls)
-        self.plane.holding = True  # until every watched kind has been listed once
+        # Held until the first sync, which waits for every watched kind to be listed once.
+        self.plane = MeshControlPlane(
+            self.ads,
+            ports,
+            bind_host,
+            default_export_to,
+            mtls,
+            hold_until_update=True,
+            trust_domain=trust_domain,
+        )
         self.metrics = metrics or MeshdMetrics()
         self.metrics.watch_control_plane(self.ads, lambda: self.plane.refused)
         self.debounce = debounce
@@ -219,7 +229,6 @@ class ControlPlane:
         with self.metrics.sync_seconds.time():
             dirty = self.store.take_dirty()
             self.plane.update({namespace: self.store.namespace_objects(namespace) for namespace in dirty})
-            self.plane.holding = False
             version = await self.plane.push()
         self.events.report(self.plane.refused)
         if version != self.version:

@@ -90,8 +90,8 @@ class _ControlPlaneCollector(Collector):
         yield nacks
         refused = CounterMetricFamily(
             f"{PREFIX}_xds_refused_streams",
-            "xDS streams refused: unauthenticated, permission_denied (node id of another pod or "
-            "namespace), stream_limit.",
+            "xDS streams refused: unauthenticated, review_unavailable (the token could not be checked: "
+            "TokenReview failed), permission_denied (node id of another pod or namespace), stream_limit.",
             labels=["reason"],
         )
         for reason, count in sorted(counters.refused_streams.items()):

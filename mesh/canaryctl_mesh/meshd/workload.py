@@ -18,7 +18,7 @@ import logging
 
 from canaryctl_mesh import config
 from canaryctl_mesh.ads import AdsServer, TypeSnapshot, encode
-from canaryctl_mesh.identity import TRUST_DOMAIN, Identity
+from canaryctl_mesh.identity import DEFAULT_TRUST_DOMAIN, Identity
 from canaryctl_mesh.meshd.pki import WORKLOAD_VALIDITY, CertificateAuthority, KeyPair, due_for_renewal
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ class WorkloadCertificates:
         self,
         ca: CertificateAuthority,
         validity: datetime.timedelta = WORKLOAD_VALIDITY,
-        trust_domain: str = TRUST_DOMAIN,
+        trust_domain: str = DEFAULT_TRUST_DOMAIN,
     ) -> None:
         self.ca = ca
         self.validity = validity
