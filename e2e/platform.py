@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import yaml
+from aiohttp import web
 
 from canaryctl.api.models import Canary, Phase
 from canaryctl.demo.app import SERVED, VERSION_HEADER, build_app
@@ -34,6 +35,8 @@ from canaryctl.telemetry.tracing import Tracer
 
 NAMESPACE = "e2e"
 SCENARIO_TIMEOUT_SECONDS = 120.0
+USER_REQUEST_HEADER = "x-e2e-user-request"
+"""Numbers each user request; Envoy copies it onto a mirrored request, so shadows name their original."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ class Seen:
     status: int
     version: str | None
     header: bool
+    number: int  # the request's USER_REQUEST_HEADER
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,6 @@ class Tick:
     mirror: int
     step: int
     message: str
-    canary_served: int  # requests the canary app had answered by then (mirrored ones included)
 
 
 @dataclass
@@ -70,6 +73,7 @@ class Run:
     ticks: list[Tick] = field(default_factory=list)
     served: dict[str, Counter[int]] = field(default_factory=dict)
     slack: list[str] = field(default_factory=list)  # each message as Slack received it (JSON)
+    mirrored: set[int] = field(default_factory=set)  # user requests the canary got a shadow copy of
     errors: list[str] = field(default_factory=list)
     stats_url: str = ""  # the mesh Envoy's /stats/prometheus, once it runs
 
@@ -124,7 +128,8 @@ class Scenario:
     analysis: Callable[[str, str], dict[str, Any]]  # (loadtester URL, listen URL) -> spec.analysis
     canary: Version = Version()
     header_share: float = 0.0  # fraction of users sending x-canary: insider
-    rps: float = 10.0  # user requests per second, one client
+    rps: float = 10.0  # user requests per second, per client
+    clients: int = 1  # users' clients, each sending one request at a time
     act: Action = _nothing
     prometheus: str | None = None
     tracer: Tracer | None = None
@@ -154,26 +159,46 @@ def _manifests(scenario: Scenario, loadtester: str, listen: str, slack: str) -> 
     return yaml.safe_dump_all([canary, provider], sort_keys=False)
 
 
-async def _users(scenario: Scenario, url: str, run: Run, started: float, stop: asyncio.Event) -> None:
-    """A client sending requests until stopped; every ``1/header_share``-th one carries the header."""
+async def _users(
+    scenario: Scenario, url: str, run: Run, started: float, stop: asyncio.Event, first: int
+) -> None:
+    """A client sending requests until stopped, numbered from `first` in steps of the number of clients;
+    every ``1/header_share``-th one carries the header."""
     every = round(1 / scenario.header_share) if scenario.header_share else 0
     async with httpx.AsyncClient(timeout=5) as client:
-        for n in range(100_000):
+        for n in range(first, 100_000, scenario.clients):
             if stop.is_set():
                 return
             header = bool(every) and n % every == 0
+            headers = {USER_REQUEST_HEADER: str(n)} | ({"x-canary": "insider"} if header else {})
             try:
-                response = await client.get(url, headers={"x-canary": "insider"} if header else {})
+                response = await client.get(url, headers=headers)
                 seen = Seen(
                     time.monotonic() - started,
                     response.status_code,
                     response.headers.get(VERSION_HEADER),
                     header,
+                    n,
                 )
                 run.seen.append(seen)
             except httpx.HTTPError:
-                run.seen.append(Seen(time.monotonic() - started, 0, None, header))
+                run.seen.append(Seen(time.monotonic() - started, 0, None, header, n))
             await asyncio.sleep(1 / scenario.rps)
+
+
+def _record_shadows(app: web.Application, mirrored: set[int]) -> None:
+    """Note which user request each shadow copy the app receives is of (Envoy suffixes a mirrored
+    request's host name with ``-shadow``: ``127.0.0.1-shadow:8080``)."""
+
+    @web.middleware
+    async def record(request: web.Request, handler: Any) -> web.StreamResponse:
+        number = request.headers.get(USER_REQUEST_HEADER)
+        if (request.url.host or "").endswith("-shadow") and number is not None:
+            mirrored.add(int(number))
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    app.middlewares.append(record)
 
 
 async def run_scenario(scenario: Scenario) -> Run:
@@ -181,6 +206,7 @@ async def run_scenario(scenario: Scenario) -> Run:
     slack = SlackReceiver()
     primary_app = build_app("v1", 0.0, 2.0, seed=1)
     canary_app = build_app("v2", scenario.canary.error_rate, scenario.canary.latency_ms, seed=2)
+    _record_shadows(canary_app, run.mirrored)
     servers = [
         LocalServer(primary_app),
         LocalServer(canary_app),
@@ -222,13 +248,13 @@ async def run_scenario(scenario: Scenario) -> Run:
                     status.mirror_weight,
                     status.current_step,
                     status.message,
-                    sum(canary_app[SERVED].values()),
                 )
             )
 
         def begin(url: str) -> None:
             run.stats_url = runtime.mesh.stats_url
-            tasks.append(asyncio.create_task(_users(scenario, url, run, started, stop)))
+            for first in range(scenario.clients):
+                tasks.append(asyncio.create_task(_users(scenario, url, run, started, stop, first)))
 
         runtime.on_tick = record
         runtime.on_started = begin

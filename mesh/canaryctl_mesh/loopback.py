@@ -122,6 +122,8 @@ class LoadResult:
     bodies: Counter[str] = field(default_factory=Counter)
     latencies_ms: list[float] = field(default_factory=list)
     errors: int = 0
+    latency_ms_by_path: dict[str, float] = field(default_factory=dict)
+    """Each request's latency by its path, when `fire` numbered the paths."""
 
 
 class HttpConnection:
@@ -163,8 +165,12 @@ async def fire(
     headers: dict[str, str] | None = None,
     rate: float | None = None,
     timeout: float = 60.0,
+    numbered: bool = False,
 ) -> LoadResult:
-    """Send `requests` GETs over `concurrency` keep-alive connections, optionally paced to `rate`/s."""
+    """Send `requests` GETs over `concurrency` keep-alive connections, optionally paced to `rate`/s.
+
+    `numbered` sends request i to ``/i`` and keeps its latency by that path, so what the client saw
+    of one request can be joined with Envoy's access-log line for it."""
     result = LoadResult()
     next_index = iter(range(requests))
     start = time.perf_counter()
@@ -175,14 +181,18 @@ async def fire(
             for i in next_index:
                 if rate:
                     await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
+                path = f"/{i}" if numbered else "/"
                 began = time.perf_counter()
                 try:
-                    status, body = await conn.request("/", headers)
+                    status, body = await conn.request(path, headers)
                 except (OSError, asyncio.IncompleteReadError, ValueError):
                     result.errors += 1
                     await conn.close()
                     continue
-                result.latencies_ms.append((time.perf_counter() - began) * 1000)
+                latency_ms = (time.perf_counter() - began) * 1000
+                result.latencies_ms.append(latency_ms)
+                if numbered:
+                    result.latency_ms_by_path[path] = latency_ms
                 result.statuses[status] += 1
                 result.bodies[body.decode(errors="replace")] += 1
         finally:

@@ -25,8 +25,11 @@ async def _load(
     concurrency: int = 16,
     headers: dict[str, str] | None = None,
     rate: float | None = None,
+    numbered: bool = False,
 ) -> LoadResult:
-    return await fire("127.0.0.1", mesh.listen_port, requests, concurrency, headers=headers, rate=rate)
+    return await fire(
+        "127.0.0.1", mesh.listen_port, requests, concurrency, headers=headers, rate=rate, numbered=numbered
+    )
 
 
 def _samples(mesh: LocalMesh) -> list[telemetry.Sample]:
@@ -127,7 +130,7 @@ def test_canary_only_abort_and_delay(local_mesh: LocalMesh, fresh_upstreams: Ups
         assert result.bodies[PRIMARY] == fresh_upstreams[PRIMARY].requests  # primary never faulted
         canary_total = aborted + result.bodies[CANARY]
         sigma = math.sqrt(canary_total * 0.2 * 0.8)
-        assert abs(aborted - 0.2 * canary_total) < 3 * sigma
+        assert abs(aborted - 0.2 * canary_total) <= 4 * sigma, result.statuses  # binomial, 4σ
 
         # Caller-side stats carry the injected aborts per backend; upstream stats cannot see them.
         after = _samples(local_mesh)
@@ -146,18 +149,24 @@ def test_canary_only_abort_and_delay(local_mesh: LocalMesh, fresh_upstreams: Ups
         delay = config.Fault(delay=config.FaultDelay(seconds=0.15, percentage=50))
         await local_mesh.apply(split(fresh_upstreams, 50, 50, faults={CANARY: delay}))
 
-        # The JSON access log attributes each request: DI (delay injected) only on canary traffic,
-        # and Envoy's own duration shows the delay (client-side timing is too noisy on a busy box).
+        # The JSON access log attributes each request: DI (delay injected) only on canary traffic, and
+        # every request it marks took the delay as its caller saw it. The caller's clock starts before
+        # Envoy reads the request, so load can only lengthen what it sees; Envoy's own %DURATION% is no
+        # lower bound on a busy box (its timer counts from the coarse time cached when its event loop
+        # woke, which runs behind by however long the worker was kept from the CPU since: 141 ms seen).
         offset = local_mesh.access_log_path.stat().st_size
         since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-        assert (await _load(local_mesh, 400, concurrency=50)).statuses == {200: 400}
+        delayed_load = await _load(local_mesh, 400, concurrency=50, numbered=True)
+        assert delayed_load.statuses == {200: 400}
         entries = await _access_log(local_mesh, offset, since, 400)
         assert len(entries) == 400
         delayed = [e for e in entries if "DI" in e["response_flags"]]
         canary_count = sum(1 for e in entries if e["backend"] == CANARY)
-        # Envoy's timers may fire a couple of ms early (148-149 ms seen for 150 ms).
-        assert all(e["backend"] == CANARY and int(e["duration_ms"]) >= 140 for e in delayed)
-        assert abs(len(delayed) - canary_count / 2) < 3 * math.sqrt(canary_count / 4)
+        assert all(e["backend"] == CANARY for e in delayed)
+        # Envoy's timer clock is coarse: it may fire up to one kernel tick (≤ 10 ms) short of 150 ms.
+        seen_ms = {e["path"]: delayed_load.latency_ms_by_path[e["path"]] for e in delayed}
+        assert all(latency >= 140 for latency in seen_ms.values()), seen_ms
+        assert abs(len(delayed) - canary_count / 2) <= 4 * math.sqrt(canary_count / 4)  # binomial, 4σ
 
     asyncio.run(run())
 
