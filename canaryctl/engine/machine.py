@@ -408,7 +408,9 @@ class _Tick:
             if index != first:
                 if step is not None and step.instant and route_of(self.status, self.header_match) != routes:
                     return
-                self.requeue = requeue
+                # A canary this tick exposed to traffic is judged by fastFail from its next period on.
+                period = self.fast_fail_period()
+                self.requeue = requeue if period is None else min(requeue, period)
                 if step is not None and step.kind is StepKind.ANALYSIS:
                     self.requeue = min(self.requeue, self.interval)
                     return
@@ -462,13 +464,20 @@ class _Tick:
             f"with step {index + 1}/{len(self.steps)} ({where})",
         )
 
+    def fast_fail_period(self) -> float | None:
+        """fastFail's period while the canary gets traffic (weight, mirror or header route), else None."""
+        fast_fail = self.spec.effective_analysis.fast_fail
+        status = self.status
+        exposed = status.canary_weight > 0 or status.mirror_weight > 0 or status.header_route
+        if fast_fail is None or not exposed:
+            return None
+        return max(1.0, parse_duration(fast_fail.period))
+
     def fast_fail_tripped(self) -> bool:
         fast_fail = self.spec.effective_analysis.fast_fail
-        routes = route_of(self.status, ())
-        exposed = routes.canary_weight > 0 or routes.mirror_weight > 0 or self.status.header_route
-        if fast_fail is None or not exposed:
+        period = self.fast_fail_period()
+        if fast_fail is None or period is None:
             return False
-        period = max(1.0, parse_duration(fast_fail.period))
         self.requeue = min(self.requeue, period)
         sample = self.error_sample(period)
         if sample is None or sample.requests < fast_fail.min_requests:

@@ -9,7 +9,7 @@ import pytest
 from canaryctl.api.models import MIN_INTERVAL_CONTEXT, Canary, CanaryStatus, Phase
 from canaryctl.engine.clock import from_rfc3339
 from canaryctl.engine.steps import StepKind, Strategy, compile_steps, strategy
-from canaryctl.engine.types import CallHooks, Workload, WorkloadOp
+from canaryctl.engine.types import CallHooks, ErrorSample, Workload, WorkloadOp
 from tests.engine.driver import Driver, make_canary, metric_value
 
 SUCCESS = {"name": "request-success-rate", "thresholdRange": {"min": 99}, "interval": "1m"}
@@ -224,3 +224,15 @@ def test_the_check_of_a_weight_is_never_in_the_tick_that_set_it() -> None:
     assert driver.status.phase is Phase.SUCCEEDED
     assert driver.weights() == [0, 25, 50, 75, 100, 0]
     assert checks_after_setting_a_weight == 0
+
+
+def test_fast_fail_samples_within_its_period_of_the_tick_that_first_routed_to_the_canary() -> None:
+    fast_fail = {"period": "10s", "maxErrorRate": 20, "minRequests": 5}
+    analysis = {"interval": "1m", "stepWeight": 50, "metrics": [SUCCESS], "fastFail": fast_fail}
+    driver = promoted(Driver(make_canary(analysis)))
+    driver.run(until=lambda s: s.canary_weight == 50)
+    assert driver.decisions[-1].requeue_after <= 10, "the next fastFail sample waits a whole interval"
+    driver.error_sample = ErrorSample(requests=100, errors=50)
+    driver.advance(driver.decisions[-1].requeue_after)
+    assert driver.tick().status.phase is Phase.FAILED
+    assert driver.status.message.startswith("fastFail")
