@@ -81,8 +81,6 @@ RECONCILE_ERROR = "ReconcileError"
 PEERING_LIFETIME_SECONDS = 60
 RETRY_SECONDS = 5.0  # at most, after an error: the status was not stored, try the same tick again
 MAX_RETRY_AFTER_SECONDS = 60.0  # a throttling API server's Retry-After is obeyed up to this
-# A tick in flight when the operator stops may finish this long (inside a pod's default 30 s grace).
-TICK_SHUTDOWN_GRACE_SECONDS = 20.0
 REVERT_RETRY_SECONDS = 10.0  # at most, between checks that a reverted target's pods are ready
 INVALID_RECHECK_SECONDS = 60.0  # an invalid spec is re-read at once when it changes; this is a backstop
 MIN_REQUEUE_SECONDS = 0.01  # the engine asks for 0 s after a step; keep one yield between ticks
@@ -630,17 +628,7 @@ class CanaryOperator:
         def login(**_: Any) -> kopf.ConnectionInfo:
             return connection_info(configuration)
 
-        # On exit or a peer's pause a daemon is signalled first and cancelled only after the grace: a
-        # tick cut between its actions and its status write would redo its step (events, notifications)
-        # under the next owner.
-        @kopf.daemon(
-            GROUP,
-            VERSION,
-            "canaries",
-            registry=registry,
-            cancellation_backoff=TICK_SHUTDOWN_GRACE_SECONDS,
-            cancellation_timeout=5.0,
-        )
+        @kopf.daemon(GROUP, VERSION, "canaries", registry=registry, cancellation_timeout=30.0)
         async def canary_daemon(
             namespace: str | None, name: str, stopped: kopf.DaemonStopped, **_: Any
         ) -> None:
