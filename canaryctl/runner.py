@@ -211,9 +211,11 @@ async def finish_started(work: Awaitable[None], grace: float) -> None:
     try:
         await asyncio.shield(task)
     except asyncio.CancelledError:
-        done, _ = await asyncio.wait([task], timeout=grace)
-        if not done:
-            task.cancel()
+        try:
+            await asyncio.wait([task], timeout=grace)
+        finally:  # past the grace, or cancelled again meanwhile: the work is not left running alone
+            if not task.done():
+                task.cancel()
         raise
 
 
