@@ -308,14 +308,13 @@ class LoadTester:
         out = asyncio.subprocess.PIPE if capture else asyncio.subprocess.DEVNULL
         try:
             process = await asyncio.create_subprocess_exec(
-                *argv,
+                # Killed if the load tester is: started on the event loop's thread, which runs as long
+                # as the server does.
+                *die_with_parent(argv),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=out,
                 stderr=asyncio.subprocess.STDOUT if capture else asyncio.subprocess.DEVNULL,
                 start_new_session=True,  # its own process group: killpg stops its children too
-                # Killed if the load tester is: forked on the event loop's thread, which runs as long
-                # as the server does.
-                preexec_fn=die_with_parent(),
             )
         except OSError as exc:
             self._release(namespace)

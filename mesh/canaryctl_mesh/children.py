@@ -1,60 +1,48 @@
 """Child processes that die with the process that started them.
 
 A parent killed with SIGKILL runs no cleanup, so on Linux each long-lived child (Envoy, Prometheus, a
-load tester's command) asks the kernel with prctl(PR_SET_PDEATHSIG) for SIGKILL when its parent goes.
-The kernel sends that signal when the *thread* that forked the child ends, not the process, so `spawn`
-forks from one daemon thread that lives as long as the process: a child started from a worker thread
-(asyncio.to_thread) outlives that thread. Where prctl does not exist (macOS), children are ordinary
-ones and a parent killed with SIGKILL can leave them running.
+load tester's command) starts under util-linux's `setpriv --pdeathsig KILL`, which asks the kernel
+(prctl PR_SET_PDEATHSIG) for SIGKILL when its parent goes and then execs the command.
+
+Not a preexec_fn doing the same prctl: a preexec_fn makes Python fork() instead of vfork(), and fork()
+runs every library's at-fork handlers; gRPC's (the xDS server, OTLP exporters) abort children forked
+while other threads are inside gRPC, so Envoy or Prometheus would sometimes never start.
+
+The kernel sends the signal when the *thread* that started the child ends, not the process, so `spawn`
+starts children from one daemon thread that lives as long as the process: a child started from a worker
+thread (asyncio.to_thread) outlives that thread. Where setpriv does not exist (macOS, images without
+util-linux), children are ordinary ones and a parent killed with SIGKILL can leave them running.
 """
 
 from __future__ import annotations
 
-import ctypes
+import errno
 import os
 import queue
-import signal
+import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from typing import Any
 
-PR_SET_PDEATHSIG = 1
+_SETPRIV = shutil.which("setpriv") if sys.platform.startswith("linux") else None
 
 
-def _prctl() -> Any | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-
-_PRCTL = _prctl()
-
-
-def die_with_parent() -> Callable[[], None] | None:
-    """A preexec_fn that has the child killed when the calling thread of this process ends; None
-    where that cannot be done."""
-    prctl = _PRCTL
-    if prctl is None:
-        return None
-    parent = os.getpid()
-
-    def preexec() -> None:
-        if prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-        if os.getppid() != parent:  # the parent died before the request took effect
-            os._exit(1)
-
-    return preexec
+def die_with_parent(args: list[str], env: Mapping[str, str] | None = None) -> list[str]:
+    """`args` as a command that is killed when the calling thread of this process ends (unchanged
+    where that cannot be done). A missing program raises FileNotFoundError here, as Popen would."""
+    if _SETPRIV is None:
+        return args
+    program = shutil.which(args[0], path=os.pathsep.join(os.get_exec_path(env)))
+    if program is None:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), args[0])
+    return [_SETPRIV, "--pdeathsig", "KILL", "--", program, *args[1:]]
 
 
 class _Spawner:
-    """The one thread every child is forked from."""
+    """The one thread every child is started from."""
 
     def __init__(self) -> None:
         self._requests: queue.SimpleQueue[tuple[Callable[[], subprocess.Popen[bytes]], Future[Any]]] = (
@@ -86,7 +74,7 @@ _SPAWNER = _Spawner()
 
 def spawn(args: list[str], **options: Any) -> subprocess.Popen[bytes]:
     """subprocess.Popen for a child that must not outlive this process."""
-    preexec = die_with_parent()
-    if preexec is None:
+    command = die_with_parent(args, options.get("env"))
+    if command is args:
         return subprocess.Popen(args, **options)
-    return _SPAWNER.run(lambda: subprocess.Popen(args, preexec_fn=preexec, **options))
+    return _SPAWNER.run(lambda: subprocess.Popen(command, **options))
