@@ -7,7 +7,6 @@ traceback, an out-of-memory or a hang.
 
 from __future__ import annotations
 
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -69,17 +68,14 @@ COMMANDS = {
 }
 
 
-def _limit_memory() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CEILING, MEMORY_CEILING))
-
-
 def run_bounded(args: list[str]) -> subprocess.CompletedProcess[str]:
+    # prlimit (util-linux) rather than a preexec_fn: that would fork() this process, whose gRPC threads
+    # (from earlier tests) can abort the child in their at-fork handler.
     return subprocess.run(
-        [*CANARYCTL, *args],
+        ["prlimit", f"--as={MEMORY_CEILING}", "--", *CANARYCTL, *args],
         capture_output=True,
         text=True,
         timeout=DEADLINE_SECONDS,
-        preexec_fn=_limit_memory,
     )
 
 
