@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from pydantic import ValidationError
+
 from canaryctl_mesh.api import MESH_API_VERSION, TRAFFIC_POLICY_KIND, TrafficPolicy
 from canaryctl_mesh.config import (
     STATUS_ANNOTATION,
@@ -175,7 +177,13 @@ def _header_matches(headers: Any) -> tuple[HeaderMatch, ...]:
             items.extend(entry.items())
     else:
         raise ValueError(f"invalid HTTPRouteGroup headers {headers!r}")
-    return tuple(HeaderMatch(name=str(k).lower(), regex=str(v)) for k, v in items)
+    matches = []
+    for name, value in items:
+        try:
+            matches.append(HeaderMatch(name=str(name).lower(), regex=str(value)))
+        except ValidationError as error:
+            raise ValueError(f"headers.{name}.{_problems(error)}") from error
+    return tuple(matches)
 
 
 def route_group_matches(group: Object) -> list[Mapping[str, Any]]:
@@ -185,12 +193,24 @@ def route_group_matches(group: Object) -> list[Mapping[str, Any]]:
 
 
 def _http_match(raw: Mapping[str, Any], backend: str) -> HttpMatch:
+    """One HTTPRouteGroup match; ValueError naming the field (as SMI spells it) Envoy would refuse."""
     methods = tuple(m for m in raw.get("methods") or () if m != "*")
-    return HttpMatch(
-        backend=backend,
-        headers=_header_matches(raw.get("headers")),
-        path_regex=raw.get("pathRegex"),
-        methods=methods,
+    headers = _header_matches(raw.get("headers"))
+    try:
+        return HttpMatch(backend=backend, headers=headers, path_regex=raw.get("pathRegex"), methods=methods)
+    except ValidationError as error:
+        raise ValueError(_problems(error)) from error
+
+
+_SMI_FIELDS = {"path_regex": "pathRegex"}
+
+
+def _problems(error: ValidationError) -> str:
+    """A validation error in one line: each field's path (as SMI spells it) and why."""
+    return "; ".join(
+        f"{'.'.join(_SMI_FIELDS.get(str(part), str(part)) for part in detail['loc'])}: "
+        + (str(detail["ctx"]["error"]) if detail["type"] == "value_error" else detail["msg"])
+        for detail in error.errors()
     )
 
 
@@ -295,9 +315,14 @@ def translate_split(
         for ref in spec["matches"]:
             if ref.get("kind", "HTTPRouteGroup") != "HTTPRouteGroup" or ref.get("name") not in groups:
                 raise ValueError(f"TrafficSplit {namespace}/{_name(split)}: unknown match {ref!r}")
-            matches += [
-                _http_match(m, targets[0].backend.name) for m in route_group_matches(groups[ref["name"]])
-            ]
+            for index, raw in enumerate(route_group_matches(groups[ref["name"]])):
+                try:
+                    matches.append(_http_match(raw, targets[0].backend.name))
+                except ValueError as error:
+                    raise ValueError(
+                        f"TrafficSplit {namespace}/{_name(split)}: HTTPRouteGroup {ref['name']} "
+                        f"matches[{index}]: {error}"
+                    ) from error
         # Unmatched requests go to the apex service itself.
         apex_backend = backend_for(service(apex), slices, pods)
         backends = [

@@ -302,3 +302,31 @@ def test_overlapping_hosts_are_refused_before_envoy_sees_them() -> None:
     other = spec.model_copy(update={"service": "c", "hosts": ("y",)})
     with pytest.raises(ValueError, match="'y' is claimed by both 'a' and 'c'"):
         config.build_route_config("r", [spec, other])
+
+
+@pytest.mark.parametrize(
+    ("match", "field", "why"),
+    [
+        ({"headers": [{"x-user": "(a)\\1"}]}, "headers.x-user.regex", "invalid escape sequence"),
+        ({"headers": {"x-user": ""}}, "headers.x-user.regex", "empty regex"),
+        ({"pathRegex": "a{1000}"}, "pathRegex", "program size 1004 > 100"),
+        ({"methods": ["GET", "PO(ST"]}, "methods.1", "should match pattern"),
+    ],
+)
+def test_a_route_group_envoy_would_refuse_refuses_its_split_alone(
+    match: dict[str, Any], field: str, why: str
+) -> None:
+    group = {
+        "apiVersion": "specs.smi-spec.io/v1alpha4",
+        "kind": "HTTPRouteGroup",
+        "metadata": {"name": "testers", "namespace": NS},
+        "spec": {"matches": [{"name": "ok", "headers": {"x-user": "^alice$"}}, {"name": "bad", **match}]},
+    }
+    header_route = _split("v1alpha4", (0, 100), matches=[{"kind": "HTTPRouteGroup", "name": "testers"}])
+    other = _named(_split("v1alpha4", (70, 30)), "api", service="shop-api")
+    api = _service("shop-api", "10.0.0.5")
+    translation = translate_namespace([header_route, group, other, *SERVICES, api, *SLICES])
+    assert [r.split.name for r in translation.routes] == ["api"]
+    ((ref, message),) = [(r.ref, r.message) for r in translation.refused]
+    assert (ref.kind, ref.name) == ("TrafficSplit", "web")
+    assert "HTTPRouteGroup testers matches[1]" in message and field in message and why in message
