@@ -192,7 +192,7 @@ def route_group_matches(group: Object) -> list[Mapping[str, Any]]:
     return list(spec_matches if spec_matches is not None else group.get("matches") or [])
 
 
-def _http_match(raw: Mapping[str, Any], backend: str) -> HttpMatch:
+def http_match(raw: Mapping[str, Any], backend: str) -> HttpMatch:
     """One HTTPRouteGroup match; ValueError naming the field (as SMI spells it) Envoy would refuse."""
     methods = tuple(m for m in raw.get("methods") or () if m != "*")
     headers = _header_matches(raw.get("headers"))
@@ -317,7 +317,7 @@ def translate_split(
                 raise ValueError(f"TrafficSplit {namespace}/{_name(split)}: unknown match {ref!r}")
             for index, raw in enumerate(route_group_matches(groups[ref["name"]])):
                 try:
-                    matches.append(_http_match(raw, targets[0].backend.name))
+                    matches.append(http_match(raw, targets[0].backend.name))
                 except ValueError as error:
                     raise ValueError(
                         f"TrafficSplit {namespace}/{_name(split)}: HTTPRouteGroup {ref['name']} "

@@ -34,10 +34,8 @@ PATTERNS = [
 
 def _bootstrap(pattern: str) -> dict[str, Any]:
     """A listener whose one route matches a header against `pattern`."""
-    route = {
-        "match": {"prefix": "/", "headers": [{"name": "x", "string_match": {"safe_regex": {"regex": pattern}}}]},
-        "direct_response": {"status": 200},
-    }
+    header = {"name": "x", "string_match": {"safe_regex": {"regex": pattern}}}
+    route = {"match": {"prefix": "/", "headers": [header]}, "direct_response": {"status": 200}}
     hcm = {
         "@type": config.HCM_TYPE,
         "stat_prefix": "l",
@@ -72,7 +70,7 @@ def test_route_specs_refuse_what_envoy_would_refuse() -> None:
         config.HeaderMatch(name="x-user", regex="(?=a)")
     with pytest.raises(ValueError, match="program size 1004 > 100"):
         config.HttpMatch(backend="b", path_regex="a{1000}")
-    with pytest.raises(ValueError, match="string_pattern_mismatch|should match pattern"):
+    with pytest.raises(ValueError, match="should match pattern"):
         config.HttpMatch(backend="b", methods=("GET|(POST",))
     with pytest.raises(ValueError, match="should match pattern"):
         config.HeaderMatch(name="x-user\n", exact="a")
