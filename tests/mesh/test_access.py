@@ -207,10 +207,22 @@ def test_a_refused_target_still_closes_its_destination() -> None:
     assert http_rbac_per_route(translation.authorizations[0])["rbac"]["rules"] == filters["rules"]
 
 
-def test_invalid_regexes_are_refused_before_envoy_sees_them() -> None:
+@pytest.mark.parametrize(
+    ("field", "value", "why"),
+    [
+        ("pathRegex", "/api/(unclosed", "missing ): /api/(unclosed"),
+        ("pathRegex", "/(?!admin)", "invalid perl operator"),  # Python's re would take it, RE2 not
+        ("pathRegex", "/a{1000}", "program size"),
+        ("headers", {"x-user": "(a)\\1"}, "invalid escape sequence"),
+    ],
+)
+def test_regexes_envoy_would_refuse_are_refused_before_envoy_sees_them(
+    field: str, value: Any, why: str
+) -> None:
     routes = _routes()
-    routes[0]["spec"]["matches"][0]["pathRegex"] = "/api/(unclosed"
-    assert "invalid regex" in _refusals([*routes, WEB])[0]
+    routes[0]["spec"]["matches"][0][field] = value
+    (refusal,) = _refusals([*routes, WEB])
+    assert why in refusal
 
 
 # ---------------------------------------------------------------------------------------------------
