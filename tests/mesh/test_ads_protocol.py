@@ -16,6 +16,7 @@ from pytest import MonkeyPatch
 from canaryctl_mesh import ads as ads_module
 from canaryctl_mesh import config
 from canaryctl_mesh.ads import (
+    MAX_CACHED_RESTRICTIONS,
     MAX_ERROR_MESSAGE,
     MAX_RESOURCE_NAME,
     MAX_SUBSCRIBED_NAMES,
@@ -222,6 +223,17 @@ def test_a_stream_asking_beyond_what_meshd_serves_is_ended_and_the_others_go_on(
             await client.close()
 
     asyncio.run(run())
+
+
+def test_a_shared_snapshot_keeps_few_restrictions_to_name_sets() -> None:
+    """Streams of one view share its snapshot; one stream changing its names with every request
+    must not grow what that snapshot caches."""
+    resource = any_pb2.Any()
+    snapshot = TypeSnapshot.of([(f"outbound/s{n}", resource) for n in range(10)])
+    for n in range(MAX_CACHED_RESTRICTIONS * 4):
+        held = snapshot.restricted(frozenset({f"outbound/s{n % 10}", f"unknown-{n}"}))
+        assert list(held.entries) == [f"outbound/s{n % 10}"]
+    assert len(snapshot._derived) == MAX_CACHED_RESTRICTIONS
 
 
 def test_virtual_hosts_subscribed_by_route_configuration_name() -> None:
