@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import re2  # type: ignore[import-untyped]
+import re2
 from pydantic import AfterValidator
 
 MAX_PROGRAM_SIZE = 100

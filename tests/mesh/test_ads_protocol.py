@@ -210,7 +210,10 @@ def test_a_stream_asking_beyond_what_meshd_serves_is_ended_and_the_others_go_on(
             assert await refused([(CDS, []), (RDS, ["x" * (MAX_RESOURCE_NAME + 1)])]) == (
                 grpc.StatusCode.INVALID_ARGUMENT
             )
-            unserved = [(CDS, []), *((f"type.googleapis.com/made.Up{i}", []) for i in range(3))]
+            unserved: list[tuple[str, list[str]]] = [
+                (CDS, []),
+                *((f"type.googleapis.com/made.Up{i}", []) for i in range(3)),
+            ]
             assert await refused(unserved) == grpc.StatusCode.INVALID_ARGUMENT
             assert ads.counters.refused_streams == {"subscription_limit": 3, "unknown_type": 1}
 
