@@ -15,7 +15,6 @@ import ipaddress
 import json
 import socket
 import ssl
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,7 +38,8 @@ from canaryctl_mesh.access import (
 )
 from canaryctl_mesh.identity import Identity
 from canaryctl_mesh.loopback import UpstreamServers
-from canaryctl_mesh.process import EnvoyProcess, envoy_binary
+from canaryctl_mesh.process import EnvoyProcess
+from tests.mesh.conftest import envoy_validate
 from tests.schemas.validation import validate
 
 NS = "shop"
@@ -273,15 +273,7 @@ def test_the_sidecars_authorized_inbound_listener_passes_envoy_validation(
     bootstrap["static_resources"]["clusters"] += [
         {k: v for k, v in c.items() if k != "@type"} for c in resources.clusters
     ]
-    path = tmp_path / "bootstrap.json"
-    path.write_text(json.dumps(bootstrap))
-    done = subprocess.run(
-        [envoy_binary(), "--mode", "validate", "-c", str(path), "-l", "error"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = envoy_validate(bootstrap, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
 
 

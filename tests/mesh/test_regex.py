@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from canaryctl_mesh import config
-from canaryctl_mesh.process import envoy_binary
 from canaryctl_mesh.regex import envoy_regex_problem
+from tests.mesh.conftest import envoy_validate
 
 # RE2 syntax Envoy refuses, sizes on both sides of its program size limit (100), and patterns in use.
 PATTERNS = [
@@ -52,15 +50,7 @@ def _bootstrap(pattern: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("pattern", PATTERNS)
 def test_the_check_refuses_exactly_what_envoy_refuses(pattern: str, tmp_path: Path) -> None:
-    path = tmp_path / "bootstrap.json"
-    path.write_text(json.dumps(_bootstrap(pattern)))
-    done = subprocess.run(
-        [envoy_binary(), "--mode", "validate", "-c", str(path), "-l", "critical"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = envoy_validate(_bootstrap(pattern), tmp_path)
     problem = envoy_regex_problem(pattern)
     assert (done.returncode == 0) == (problem is None), (problem, done.stdout + done.stderr)
 
