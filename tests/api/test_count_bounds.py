@@ -11,7 +11,14 @@ from typing import Any
 import pytest
 import yaml
 
-from canaryctl.api.models import MAX_ALERTS, MAX_MATCHES, MAX_METRICS, MAX_STEPS, MAX_WEBHOOKS
+from canaryctl.api.models import (
+    MAX_ALERTS,
+    MAX_MATCHES,
+    MAX_METRICS,
+    MAX_QUERY_CHARS,
+    MAX_STEPS,
+    MAX_WEBHOOKS,
+)
 from tests.api.test_flagger_fields import line_of, lint
 
 REPO = Path(__file__).resolve().parents[2]
@@ -101,3 +108,29 @@ def test_service_match_over_its_cap_is_refused_at_its_line() -> None:
     crd: dict[str, Any] = yaml.safe_load((REPO / "crds" / "canaries.yaml").read_text())
     schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
     assert schema["service"]["properties"]["match"]["maxItems"] == MAX_MATCHES
+
+
+TEMPLATE = (
+    "apiVersion: canaryctl.dev/v1beta1\nkind: MetricTemplate\nmetadata: {name: errors}\nspec:\n"
+    "  provider: {type: prometheus, address: 'http://prometheus:9090'}\n  query: "
+)
+
+
+@pytest.mark.parametrize(
+    ("head", "path"),
+    [
+        (
+            f"{HEAD}    stepWeight: 10\n    metrics:\n    - name: errors\n"
+            "      thresholdRange: {max: 1}\n      query: ",
+            "spec.analysis.metrics[0].query",
+        ),
+        (TEMPLATE, "spec.query"),
+    ],
+)
+def test_a_query_over_its_cap_is_refused_at_its_line(head: str, path: str) -> None:
+    """A query is parsed each tick: its length bounds that work."""
+    assert lint(head + "x" * MAX_QUERY_CHARS + "\n") == []
+    text = head + "x" * (MAX_QUERY_CHARS + 1) + "\n"
+    errors = lint(text)
+    assert [(line, field) for line, field, _, _ in errors] == [(text.count("\n"), path)]
+    assert f"at most {MAX_QUERY_CHARS} characters" in errors[0][2]
