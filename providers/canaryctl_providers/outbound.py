@@ -247,8 +247,11 @@ def new_client(
         cookies=no_cookies(),
         event_hooks={"request": [_refuse_by_name]},
     )
-    # httpx takes no network backend; its pools (direct, and to each proxy) connect through ours.
+    # httpx takes no network backend; its pools (direct, and to each proxy, the environment's included)
+    # connect through ours. A mount of None is a NO_PROXY host: it uses the direct pool.
     for transport in (client._transport, *client._mounts.values()):
+        if transport is None:
+            continue
         if not isinstance(transport, httpx.AsyncHTTPTransport):
             raise TypeError(f"cannot guard the connections of {type(transport).__name__}")
         transport._pool._network_backend = GuardedBackend()

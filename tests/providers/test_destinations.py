@@ -238,6 +238,25 @@ def test_a_proxy_is_asked_for_no_metadata_name(monkeypatch: pytest.MonkeyPatch) 
     asyncio.run(main())
 
 
+def test_the_environments_proxies_are_guarded_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``HTTP_PROXY`` gives httpx a pool per proxy and NO_PROXY hosts none: every pool is guarded."""
+    monkeypatch.setenv("HTTP_PROXY", "http://169.254.169.254:3128")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+
+    async def main() -> None:
+        async with recording_server({"value": 3}) as (port, seen):
+            address = f"http://127.0.0.1:{port}"
+            direct = provider_for(MetricTemplateProvider(type="web", address=address), None)
+            assert await direct.query("$.value") == 3.0  # NO_PROXY: straight to the server
+            proxied = provider_for(MetricTemplateProvider(type="web", address="http://10.0.0.7:9"), None)
+            with pytest.raises(MetricQueryError, match=r"169\.254\.169\.254 is a link-local address"):
+                await proxied.query("$.value")
+            await close_shared_clients()
+        assert len(seen) == 1
+
+    asyncio.run(main())
+
+
 NETNS_PROBE = """
 import asyncio, json, sys
 from aiohttp import web
