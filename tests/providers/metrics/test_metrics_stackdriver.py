@@ -205,7 +205,13 @@ def test_a_4096_bit_key_is_loaded_once_and_never_stalls_the_event_loop(
         return max(stalls)
 
     longest_stall = asyncio.run(main())
-    assert longest_stall < 0.25, longest_stall
+    started = time.monotonic()  # what each query used to cost the event loop, on this machine now
+    pem = big_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    serialization.load_pem_private_key(pem, None)
+    checked_load = time.monotonic() - started
+    assert longest_stall < checked_load / 2, (longest_stall, checked_load)
     tokens = {request.headers["authorization"] for request in fake_api.requests}
     assert len(tokens) == 1  # one signed token for all eight queries
     verified_claims(tokens.pop(), big_key)
