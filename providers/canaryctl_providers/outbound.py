@@ -323,10 +323,12 @@ def shared_clients() -> int:
 
 async def close_shared_clients() -> None:
     """Close the running loop's shared clients (before the loop ends: their sockets belong to it)."""
-    for shared in _shared.pop(asyncio.get_running_loop(), {}).values():
+    loop = asyncio.get_running_loop()
+    for shared in _shared.pop(loop, {}).values():
         await shared.client.aclose()
-    if _closing:
-        await asyncio.wait(set(_closing))
+    closing = {task for task in _closing if task.get_loop() is loop}
+    if closing:
+        await asyncio.wait(closing)
 
 
 @dataclass(frozen=True)

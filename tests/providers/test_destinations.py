@@ -224,6 +224,30 @@ def test_webhooks_and_notifiers_are_refused_too(monkeypatch: pytest.MonkeyPatch)
     asyncio.run(main())
 
 
+def test_slack_refuses_an_address_literal_and_a_redirect_to_one() -> None:
+    """aiohttp asks no resolver about an address literal; slack-sdk's session follows redirects."""
+
+    async def main() -> None:
+        async def moved(request: web.Request) -> web.Response:
+            raise web.HTTPFound("http://[fe80::1]:9/services/T0/B0/x")
+
+        app = web.Application()
+        app.router.add_post("/hook", moved)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        alert = Alert("app", "team-a", "kubernetes", Phase.SUCCEEDED, Severity.INFO, "promoted", 0, 0, 2)
+        try:
+            with pytest.raises(NotifierError, match="fe80::1 is a link-local address"):
+                await slack.SlackNotifier(url=f"http://127.0.0.1:{runner.addresses[0][1]}/hook").post(alert)
+            with pytest.raises(NotifierError, match="fe80::1 is a link-local address"):
+                await slack.SlackNotifier(url="http://[fe80::1]:9/hook").post(alert)
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(main())
+
+
 def test_a_proxy_is_asked_for_no_metadata_name(monkeypatch: pytest.MonkeyPatch) -> None:
     """Through a proxy the proxy resolves the name; the name itself is refused before anything is sent."""
 

@@ -93,7 +93,7 @@ class CappedResponse(aiohttp.ClientResponse):
 class GuardedResolver(AbstractResolver):
     """Resolves as ``outbound.allowed_addresses`` does: a name with a link-local or metadata address is
     refused. aiohttp connects to what this returns and resolves no name again (an address literal it
-    does not ask about: ``SlackNotifier`` checks those before it posts)."""
+    does not ask about: the session's trace checks those, redirects included)."""
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
@@ -112,12 +112,28 @@ class GuardedResolver(AbstractResolver):
         return None
 
 
+async def _refuse_target(_session: Any, _context: Any, params: Any) -> None:
+    """An address literal never reaches the resolver: the first URL and each redirect's are checked."""
+    url = str(params.url)
+    if isinstance(params, aiohttp.TraceRequestRedirectParams):
+        url = urllib.parse.urljoin(url, params.response.headers.get("Location", ""))
+    refuse(urllib.parse.urlsplit(url).hostname or "")
+
+
+def _guard_trace() -> aiohttp.TraceConfig:
+    trace = aiohttp.TraceConfig()
+    trace.on_request_start.append(_refuse_target)
+    trace.on_request_redirect.append(_refuse_target)
+    return trace
+
+
 @asynccontextmanager
 async def bounded_session() -> AsyncIterator[aiohttp.ClientSession]:
     """A session for one post: capped bodies, no content coding (nothing to inflate), a total timeout,
     no cookie jar and no link-local or metadata address."""
     async with aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(resolver=GuardedResolver()),
+        trace_configs=[_guard_trace()],
         cookie_jar=aiohttp.DummyCookieJar(),
         response_class=CappedResponse,
         auto_decompress=False,
@@ -152,9 +168,8 @@ class SlackNotifier:
     async def post(self, alert: Alert) -> None:
         body = render(build_message(alert), self._identity)
         try:
-            for url in (self._url if not self._token else self._api_url, self._proxy):
-                if url:
-                    refuse(urllib.parse.urlsplit(url).hostname or "")
+            if self._proxy:  # an address literal the resolver would not see
+                refuse(urllib.parse.urlsplit(self._proxy).hostname or "")
             async with asyncio.timeout(TIMEOUT_SECONDS), bounded_session() as session:
                 await self._send(session, body)
         except TimeoutError as exc:
