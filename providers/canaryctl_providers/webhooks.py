@@ -89,7 +89,6 @@ class WebhookClient:
 
     def __init__(
         self,
-        client: httpx.AsyncClient | None = None,
         *,
         backoff_base: float = 0.5,
         backoff_max: float = 8.0,
@@ -97,7 +96,7 @@ class WebhookClient:
         concurrency: int = HOOKS_PER_CANARY,
         secrets: SecretLookup | None = None,
     ) -> None:
-        self._client = client or new_client(headers=USER_AGENT)
+        self._client = new_client(headers=USER_AGENT)
         # For hooks with disableTLS only: a client of its own, so no connection it opened without
         # checking a certificate is ever reused for a hook that checks.
         self._unverified: httpx.AsyncClient | None = None
