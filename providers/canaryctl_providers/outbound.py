@@ -220,7 +220,7 @@ def ssl_context(verify: bool) -> ssl.SSLContext:
     return httpx.create_ssl_context(verify=verify)
 
 
-def no_cookies() -> http.cookiejar.CookieJar:
+def _no_cookies() -> http.cookiejar.CookieJar:
     """A jar that accepts no cookie: one tenant's server must not set what another's request sends."""
     return http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
 
@@ -244,7 +244,7 @@ def new_client(
         limits=limits,
         proxy=proxy,
         headers=headers,
-        cookies=no_cookies(),
+        cookies=_no_cookies(),
         event_hooks={"request": [_refuse_by_name]},
     )
     # httpx takes no network backend; its pools (direct, and to each proxy, the environment's included)
