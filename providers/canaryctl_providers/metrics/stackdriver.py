@@ -52,7 +52,8 @@ class _ServiceAccountKey:
     The key is a tenant's: it is read without the check of its numbers, which costs 0.07 s for a 2048-bit
     key, 0.45 s for a 4096-bit one and tens of seconds for bigger ones, holding the interpreter lock (so
     no worker thread would spare the event loop). An inconsistent key only signs tokens Google refuses.
-    Signing (a few ms with a 4096-bit key) runs in a worker thread once per token lifetime.
+    Signing (a few ms with a 4096-bit key, also under that lock) runs in a worker thread, once per token
+    lifetime.
     """
 
     def __init__(self, info: dict[str, Any]) -> None:
