@@ -24,7 +24,8 @@ from typing import Any
 
 import jsonschema
 import kubernetes_validate
-import yaml
+
+from tests.yaml_documents import documents
 
 HERE = Path(__file__).parent
 CRDS = HERE.parent.parent / "crds"
@@ -68,9 +69,6 @@ _TEMPLATE_LINE = re.compile(r"^\s*\{\{.*\}\}\s*$")
 _TEMPLATE_VALUE = re.compile(r"\{\{.*?\}\}")
 
 Obj = dict[str, Any]
-# libyaml's safe loader where PyYAML was built with it: the vendored CRDs are megabytes, which the pure
-# Python loader takes seconds to read.
-SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _strict(schema: Any) -> Any:
@@ -90,8 +88,7 @@ def _documents(path: Path) -> list[Obj]:
     """The CRDs in ``path``; a Helm template's directives are dropped, other kinds skipped."""
     lines = [line for line in path.read_text().splitlines() if not _TEMPLATE_LINE.match(line)]
     text = _TEMPLATE_VALUE.sub("template", "\n".join(lines))
-    documents = yaml.load_all(text, Loader=SAFE_LOADER)
-    return [doc for doc in documents if doc and doc.get("kind") == "CustomResourceDefinition"]
+    return [doc for doc in documents(text) if doc.get("kind") == "CustomResourceDefinition"]
 
 
 def _served(crd: Obj) -> list[tuple[str, Obj, bool]]:
