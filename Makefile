@@ -35,8 +35,8 @@ lint: venv
 	$(BIN)/actionlint .github/workflows/*.yml
 
 # The unit tests against the oldest dependency versions pyproject.toml declares (in .venv-lowest).
-lowest:
-	bash scripts/lowest-versions.sh $(PYTHON)
+lowest: venv
+	bash scripts/lowest-versions.sh $(BIN)/python
 
 # `pip install canaryctl` in a fresh venv: light, a working plugin, and resolvable on macOS and Windows.
 plugin-install: venv
