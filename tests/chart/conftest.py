@@ -145,6 +145,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "healthPort": 9101,
             "prometheusUrl": "http://prometheus.monitoring:9090",
             "noCrossNamespaceRefs": True,
+            "sharedNamespaces": ["monitoring"],
             "slack": {
                 "url": "https://hooks.slack.com/services/T/B/X",
                 "existingSecret": "slack-webhook",
