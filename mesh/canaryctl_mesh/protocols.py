@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from canaryctl_mesh.config import DEFAULT_OPAQUE_PORTS
+from canaryctl_mesh.config import DEFAULT_OPAQUE_PORTS, DEFAULT_SERVER_FIRST_PORTS
 
 OPAQUE_PROTOCOLS = frozenset(
     {
@@ -23,6 +23,12 @@ OPAQUE_PROTOCOLS = frozenset(
 )  # fmt: skip
 """Declared protocols passed through without detection. Anything else (``http``, ``grpc``, ``tls``,
 or a name that declares nothing, such as ``api``) is detected from its bytes."""
+
+
+SERVER_FIRST_PROTOCOLS = frozenset({"mysql", "smtp", "ftp", "ssh"})
+"""Declared protocols whose server speaks first. A meshed destination does not look for the mesh's
+mTLS on their ports (it would wait for a client that waits for it): callers pass them through as the
+app sent them."""
 
 
 def declared_protocol(port: Mapping[str, Any]) -> str | None:
@@ -48,5 +54,17 @@ def opaque_ports(objects: Iterable[Mapping[str, Any]]) -> tuple[int, ...]:
             continue
         for port in (obj.get("spec") or {}).get("ports") or []:
             if is_opaque(port):
+                ports.update(p for p in (port.get("port"), port.get("targetPort")) if isinstance(p, int))
+    return tuple(sorted(ports))
+
+
+def server_first_ports(objects: Iterable[Mapping[str, Any]]) -> tuple[int, ...]:
+    """DEFAULT_SERVER_FIRST_PORTS plus every port a Service among `objects` declares server-first."""
+    ports = set(DEFAULT_SERVER_FIRST_PORTS)
+    for obj in objects:
+        if obj.get("kind") != "Service":
+            continue
+        for port in (obj.get("spec") or {}).get("ports") or []:
+            if is_opaque(port) and declared_protocol(port) in SERVER_FIRST_PROTOCOLS:
                 ports.update(p for p in (port.get("port"), port.get("targetPort")) if isinstance(p, int))
     return tuple(sorted(ports))

@@ -140,13 +140,17 @@ async def test_each_namespace_picks_its_mode_with_a_label() -> None:
     }
     plane.update({name: [namespace] for name, namespace in namespaces.items()})
     strict = inbound(plane, "vault")
-    assert [c["name"] for c in strict["filter_chains"]] == ["inbound-mtls"]
+    assert [c["name"] for c in strict["filter_chains"]] == ["inbound-mtls", "inbound-mtls-tcp"]
     assert "default_filter_chain" not in strict, "strict: no plaintext, no passthrough"
-    tls = strict["filter_chains"][0]["transport_socket"]["typed_config"]
-    assert tls["require_client_certificate"] is True
+    for chain in strict["filter_chains"]:
+        assert chain["transport_socket"]["typed_config"]["require_client_certificate"] is True
     for name in ("legacy", "typo"):
         permissive = inbound(plane, name)
-        assert [c["name"] for c in permissive["filter_chains"]] == ["inbound-mtls", "inbound-http"]
+        assert [c["name"] for c in permissive["filter_chains"]] == [
+            "inbound-mtls",
+            "inbound-mtls-tcp",
+            "inbound-http",
+        ]
         assert permissive["default_filter_chain"]["name"] == "inbound-tcp"
     await plane.push()
     assert [(r.ref.kind, r.ref.name) for r in plane.refused] == [("Namespace", "typo")]
