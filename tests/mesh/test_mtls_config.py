@@ -12,23 +12,30 @@ import pytest
 from envoy.config.listener.v3 import listener_pb2
 from google.protobuf import json_format
 
-from canaryctl_mesh import config
+from canaryctl_mesh import config, injector
 from canaryctl_mesh.ads import AdsServer
 from canaryctl_mesh.control import MTLS_LABEL, MeshControlPlane
-from canaryctl_mesh.translate import translate_namespace
+from canaryctl_mesh.translate import mesh_peers, translate_namespace
 
 NS = "shop"
 
 
-def pod(name: str, ip: str, account: str | None, meshed: bool) -> dict[str, Any]:
-    annotations = {config.STATUS_ANNOTATION: "injected"} if meshed else {}
+UNCAPTURED = ",".join(str(p) for p in injector.uncaptured_inbound_ports(injector.InjectorSettings(), {}))
+
+
+def pod(name: str, ip: str, account: str | None, meshed: bool, namespace: str = NS) -> dict[str, Any]:
+    annotations = (
+        {config.STATUS_ANNOTATION: "injected", config.UNCAPTURED_INBOUND_ANNOTATION: UNCAPTURED}
+        if meshed
+        else {}
+    )
     spec = {"serviceAccountName": account} if account else {}
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": name, "namespace": NS, "annotations": annotations},
+        "metadata": {"name": name, "namespace": namespace, "annotations": annotations},
         "spec": spec,
-        "status": {"podIP": ip},
+        "status": {"podIP": ip, "phase": "Running"},
     }
 
 
@@ -157,3 +164,111 @@ async def test_each_namespace_picks_its_mode_with_a_label() -> None:
     assert "strickt" in plane.refused[0].message and "kept permissive" in plane.refused[0].message
     with pytest.raises(ValueError, match="mTLS mode"):
         MeshControlPlane(AdsServer(), mtls="on")
+
+
+CART, DEFAULT = "spiffe://cluster.local/ns/shop/sa/cart", "spiffe://cluster.local/ns/shop/sa/default"
+
+
+def test_pass_through_peers_are_running_meshed_pods_and_services_of_them_only() -> None:
+    own_and_server_first = tuple(sorted({*config.SidecarPorts().own(), *config.DEFAULT_SERVER_FIRST_PORTS}))
+    unmeshed_by_policy = pod("locked", "10.1.0.4", "cart", meshed=True)
+    unmeshed_by_policy["metadata"]["annotations"][config.STATUS_ANNOTATION] = "not meshed: Pod Security"
+    finished = pod("job", "10.1.0.5", "cart", meshed=True)
+    finished["status"]["phase"] = "Succeeded"  # its IP may belong to another pod by now
+    older = pod("older", "10.1.0.6", "cart", meshed=True)
+    del older["metadata"]["annotations"][config.UNCAPTURED_INBOUND_ANNOTATION]  # meshed before it was told
+    excluding = pod("excluding", "10.1.0.7", "cart", meshed=True)
+    excluding["metadata"]["annotations"][config.UNCAPTURED_INBOUND_ANNOTATION] = UNCAPTURED + ",9200"
+    peers = mesh_peers([*objects(), unmeshed_by_policy, finished, older, excluding], routed=["10.0.0.3"])
+    assert peers == (
+        # cart-canary's ClusterIP: its one endpoint is meshed (cart-primary has an unmeshed one; the
+        # apex cart no endpoints); its HTTP goes through the routing table when it is routed.
+        config.Peer("10.0.0.3", (DEFAULT,), (), routed=True),
+        config.Peer("10.1.0.1", (CART,), own_and_server_first),
+        config.Peer("10.1.0.3", (DEFAULT,), own_and_server_first),
+        config.Peer("10.1.0.7", (CART,), tuple(sorted({*own_and_server_first, 9200}))),
+    )
+    # A pod the injector left unmeshed (it says why in the annotation) gets plaintext when routed too.
+    routed_objects = objects()
+    left_out = next(o for o in routed_objects if o["metadata"]["name"] == "cart-primary-b")
+    left_out["metadata"]["annotations"] = {config.STATUS_ANNOTATION: "not meshed: Pod Security"}
+    (route,) = translate_namespace(routed_objects, mtls=True).routes
+    assert route.spec.backends[0].backend.peers == (("10.1.0.1", CART),)
+
+
+def test_a_service_port_stays_plaintext_where_its_target_port_is_not_captured() -> None:
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "db", "namespace": NS},
+        "spec": {
+            "clusterIP": "10.0.0.9",
+            "ports": [
+                {"name": "tcp-db", "port": 5432, "targetPort": 5432},
+                {"name": "metrics", "port": 9090, "targetPort": 15090},  # the sidecar's own port
+                {"name": "mysql", "port": 3307, "targetPort": 3306},  # server-first
+            ],
+        },
+    }
+    slice_ = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": "db-x", "namespace": NS, "labels": {"kubernetes.io/service-name": "db"}},
+        "ports": [
+            {"name": "tcp-db", "port": 5432},
+            {"name": "metrics", "port": 15090},
+            {"name": "mysql", "port": 3306},
+        ],
+        "endpoints": [
+            {"addresses": [ip], "conditions": {"ready": True}, "targetRef": {"kind": "Pod", "name": name}}
+            for ip, name in (("10.1.0.8", "db-0"), ("10.1.0.9", "db-1"))
+        ],
+    }
+    pods = [pod("db-0", "10.1.0.8", "db", meshed=True), pod("db-1", "10.1.0.9", "db-admin", meshed=True)]
+    (cluster_ip,) = [p for p in mesh_peers([service, slice_, *pods]) if p.address == "10.0.0.9"]
+    assert cluster_ip.identities == (
+        "spiffe://cluster.local/ns/shop/sa/db",
+        "spiffe://cluster.local/ns/shop/sa/db-admin",
+    )
+    assert cluster_ip.plaintext_ports == (3307, 9090)
+
+
+def listener(plane: MeshControlPlane, namespace: str, name: str) -> dict[str, Any]:
+    packed = plane._listeners_of(namespace).entries[name][1]
+    assert packed is not None
+    parsed = listener_pb2.Listener()
+    packed.Unpack(parsed)
+    return dict(json_format.MessageToDict(parsed, preserving_proto_field_name=True))
+
+
+def peer_addresses(plane: MeshControlPlane, namespace: str) -> set[str]:
+    outbound = listener(plane, namespace, "outbound")
+    return {
+        r["address_prefix"]
+        for chain in outbound["filter_chains"]
+        for r in chain.get("filter_chain_match", {}).get("prefix_ranges", [])
+    }
+
+
+def test_peers_reach_the_views_their_namespace_exports_to() -> None:
+    other = [pod("api-0", "10.2.0.1", "api", meshed=True, namespace="team-b")]
+    everywhere = MeshControlPlane(AdsServer(), mtls=config.PERMISSIVE)
+    everywhere.update(
+        {NS: objects(), "team-b": other, "team-c": [pod("x", "10.3.0.1", None, False, "team-c")]}
+    )
+    assert peer_addresses(everywhere, "team-c") == {"10.1.0.1", "10.1.0.3", "10.0.0.3", "10.2.0.1"}
+    (cart_tcp,) = [
+        c for c in everywhere._view("team-c")[config.CLUSTER_TYPE].entries if c == "mtls-tcp:shop/sa/cart"
+    ]
+    assert cart_tcp
+    # Exported to their own namespace only: another tenant's sidecars learn nothing of them.
+    own = MeshControlPlane(AdsServer(), mtls=config.PERMISSIVE, default_export_to=frozenset({""}))
+    own.update({NS: objects(), "team-b": other, "team-c": [pod("x", "10.3.0.1", None, False, "team-c")]})
+    assert peer_addresses(own, "team-b") == {"10.2.0.1"}
+    assert peer_addresses(own, NS) == {"10.1.0.1", "10.1.0.3", "10.0.0.3"}
+    assert own._listeners_of("team-c") is own._default_listeners
+    assert not [c for c in own._view("team-c")[config.CLUSTER_TYPE].entries if c.startswith("mtls-")]
+    # Without mTLS nothing is wrapped.
+    plain = MeshControlPlane(AdsServer())
+    plain.update({NS: objects()})
+    assert peer_addresses(plain, NS) == set()
