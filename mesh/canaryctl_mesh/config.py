@@ -791,13 +791,22 @@ class Peer:
     in mesh mTLS, expecting one of `identities` (SPIFFE IDs).
 
     `plaintext_ports`: ports there that the destination does not capture (the sidecar's own, ports
-    excluded from the inbound redirect), which get what the app sent. `routed`: the ClusterIP of a
-    service under a TrafficSplit, whose HTTP keeps going through the routing table."""
+    excluded from the inbound redirect), which get what the app sent. `service_ports`: a ClusterIP's
+    ports (a pod's IP answers on any). `routed`: the ClusterIP of a service under a TrafficSplit,
+    whose HTTP keeps going through the routing table."""
 
     address: str
     identities: tuple[str, ...]
     plaintext_ports: tuple[int, ...] = ()
     routed: bool = False
+    service_ports: tuple[int, ...] = ()
+
+    def wrapped_on(self, port: int | None) -> bool:
+        """Whether connections to `port` (None: any port without chains of its own) are wrapped; a
+        ClusterIP is left out of ports it does not serve, which keeps those chains small."""
+        if port is None:
+            return True
+        return port not in self.plaintext_ports and (not self.service_ports or port in self.service_ports)
 
 
 def _peer_cluster_name(identities: tuple[str, ...], tcp: bool) -> str:
@@ -838,7 +847,7 @@ def peer_filter_chains(peers: tuple[Peer, ...], hcm: dict[str, Any]) -> list[dic
     for port in (None, *sorted({p for peer in peers for p in peer.plaintext_ports})):
         groups: dict[tuple[tuple[str, ...], bool], list[str]] = {}
         for peer in peers:
-            if port not in peer.plaintext_ports:
+            if peer.wrapped_on(port):
                 groups.setdefault((peer.identities, peer.routed), []).append(peer.address)
         on_port: dict[str, Any] = {} if port is None else {"destination_port": port}
         suffix = "" if port is None else f"-{port}"

@@ -35,6 +35,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2
 from google.protobuf import any_pb2, json_format
 
@@ -260,6 +261,10 @@ class MeshControlPlane:
         self._peer_sets: dict[tuple[tuple[str, str], ...], tuple[config.Peer, ...]] = {}
         """The peers a view sees, by the namespaces (and versions) they come from."""
         self._peer_clusters: dict[tuple[tuple[str, str], ...], tuple[str, dict[str, Entry]]] = {}
+        self._parsed: dict[str, Entry] = {}
+        """Peer clusters by name, encoded."""
+        self._chains: dict[str, listener_components_pb2.FilterChain] = {}
+        """Filter chains by their JSON, parsed."""
         self._static_routes = static.routes
         self._routes = encode(config.ROUTE_TYPE, static.routes)
         self._views: dict[str, tuple[tuple[str, ...], Snapshot]] = {}
@@ -378,10 +383,42 @@ class MeshControlPlane:
     def _peer_clusters_of(self, key: tuple[tuple[str, str], ...]) -> tuple[str, dict[str, Entry]]:
         found = self._peer_clusters.get(key)
         if found is None:
-            clusters = config.peer_clusters(self._peer_sets[key])
-            entries = {str(c["name"]): _entry(json_format.ParseDict(c, any_pb2.Any())) for c in clusters}
+            entries = {}
+            for cluster in config.peer_clusters(self._peer_sets[key]):
+                name = str(cluster["name"])
+                entry = self._parsed.get(name)  # a peer cluster's name says all it holds
+                if entry is None:
+                    entry = self._parsed[name] = _entry(json_format.ParseDict(cluster, any_pb2.Any()))
+                entries[name] = entry
             found = self._peer_clusters[key] = (_version(entries), entries)
         return found
+
+    def _encode_listeners(self, listeners: list[dict[str, Any]]) -> TypeSnapshot:
+        """`encode` with each filter chain parsed once: the peers' chains are most of a listener, and a
+        change of one set of peers makes only its chains new."""
+        encoded = []
+        used: set[str] = set()
+        for listener in listeners:
+            rest = {k: v for k, v in listener.items() if k not in ("@type", "filter_chains")}
+            try:
+                parsed = json_format.ParseDict(rest, listener_pb2.Listener())
+                for chain in listener.get("filter_chains") or []:
+                    text = json.dumps(chain, sort_keys=True)
+                    used.add(text)
+                    found = self._chains.get(text)
+                    if found is None:
+                        found = self._chains[text] = json_format.ParseDict(
+                            chain, listener_components_pb2.FilterChain()
+                        )
+                    parsed.filter_chains.append(found)
+            except json_format.ParseError as error:
+                raise ValueError(f"invalid listener {listener.get('name')!r}: {error}") from error
+            packed = any_pb2.Any()
+            packed.Pack(parsed)
+            encoded.append((str(listener["name"]), packed))
+        if len(self._chains) > 2 * len(used) + 1000:
+            self._chains = {text: chain for text, chain in self._chains.items() if text in used}
+        return TypeSnapshot.of(encoded)
 
     def _check_hosts(self) -> None:
         """A qualified name or ClusterIP claimed twice (only possible with hand-made ClusterIPs) keeps its
@@ -488,7 +525,7 @@ class MeshControlPlane:
         key = self._listener_key(namespace)
         found = self._listeners.get(key)
         if found is None:
-            found = self._listeners[key] = encode(config.LISTENER_TYPE, self._capture_listeners(*key))
+            found = self._listeners[key] = self._encode_listeners(self._capture_listeners(*key))
         return found
 
     def _authorized_listeners(self, namespace: str, authorization: access.Authorization) -> TypeSnapshot:
@@ -496,7 +533,7 @@ class MeshControlPlane:
         key = (*self._listener_key(namespace), authorization)
         found = self._authorized.get(key)
         if found is None:
-            found = self._authorized[key] = encode(config.LISTENER_TYPE, self._capture_listeners(*key))
+            found = self._authorized[key] = self._encode_listeners(self._capture_listeners(*key))
         return found
 
     def _authorized_routes(self, authorization: access.Authorization) -> TypeSnapshot:
@@ -579,6 +616,8 @@ class MeshControlPlane:
             seen |= {key[3] for key in self._listeners}
             self._peer_sets = {k: s for k, s in self._peer_sets.items() if k in seen}
             self._peer_clusters = {k: s for k, s in self._peer_clusters.items() if k in seen}
+            wanted_clusters = {name for _, entries in self._peer_clusters.values() for name in entries}
+            self._parsed = {name: e for name, e in self._parsed.items() if name in wanted_clusters}
             for namespace, view in views.items():
                 if previous.get(namespace) is not view:
                     await self.ads.set_snapshot(namespace, view)

@@ -8,6 +8,7 @@ semantics), given as a map or as a list of one-entry maps.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping
@@ -116,8 +117,14 @@ def _annotations(obj: Object) -> Mapping[str, Any]:
 
 
 def _ipv4(value: Any) -> str | None:
+    return _parsed_ipv4(value) if isinstance(value, str) else None
+
+
+@functools.lru_cache(maxsize=65536)
+def _parsed_ipv4(value: str) -> str | None:
+    """Cached: every pod's address is looked at again whenever its namespace changes."""
     try:
-        return str(value) if ipaddress.ip_address(str(value)).version == 4 else None
+        return value if ipaddress.ip_address(value).version == 4 else None
     except ValueError:
         return None
 
@@ -125,8 +132,11 @@ def _ipv4(value: Any) -> str | None:
 def _uncaptured_ports(pod: Object) -> tuple[int, ...] | None:
     """The pod's UNCAPTURED_INBOUND_ANNOTATION; None when it lacks it or it does not parse."""
     value = _annotations(pod).get(UNCAPTURED_INBOUND_ANNOTATION)
-    if not isinstance(value, str):
-        return None
+    return _parsed_ports(value) if isinstance(value, str) else None
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed_ports(value: str) -> tuple[int, ...] | None:
     try:
         ports = tuple(sorted({int(p) for p in value.split(",") if p.strip()}))
     except ValueError:
@@ -160,49 +170,42 @@ def mesh_peers(
         pods[_name(pod)] = (address, Identity(_namespace(pod), account).spiffe_id(trust_domain), plaintext)
         owners[address] = owners.get(address, 0) + 1
     # Two live pods claiming one address (a reused IP seen before the old pod's end): neither is sure.
-    peers = {
-        address: Peer(address, (identity,), plaintext)
-        for address, identity, plaintext in pods.values()
-        if owners[address] == 1
-    }
+    pods = {name: pod for name, pod in pods.items() if owners[pod[0]] == 1}
+    peers = {address: Peer(address, (identity,), plaintext) for address, identity, plaintext in pods.values()}
+    slices: dict[str, list[Object]] = {}
+    for eps in items:
+        if eps.get("kind") == "EndpointSlice":
+            labels = (eps.get("metadata") or {}).get("labels") or {}
+            slices.setdefault(str(labels.get("kubernetes.io/service-name")), []).append(eps)
     routed_addresses = set(routed)
     for service in items:
-        address = (
-            _ipv4((service.get("spec") or {}).get("clusterIP")) if service.get("kind") == "Service" else None
-        )
+        if service.get("kind") != "Service":
+            continue
+        address = _ipv4((service.get("spec") or {}).get("clusterIP"))
         if address is None or address in peers:
             continue
-        members = _service_members(service, items, pods)
-        if not members:
+        members = _service_members(slices.get(_name(service), []), pods)
+        if members is None:
             continue
         targets, identities = members
-        plaintext = tuple(
-            sorted(
-                {
-                    int(port.get("port") or 0)
-                    for port in (service.get("spec") or {}).get("ports") or []
-                    if targets.get(str(port.get("name") or "")) is None
-                    or targets[str(port.get("name") or "")]
-                }
-            )
-        )
-        peers[address] = Peer(address, identities, plaintext, address in routed_addresses)
+        ports = (service.get("spec") or {}).get("ports") or []
+        names = [
+            (port["port"], str(port.get("name") or "")) for port in ports if isinstance(port.get("port"), int)
+        ]
+        plaintext = tuple(sorted({number for number, name in names if targets.get(name, True)}))
+        served = tuple(sorted({number for number, _ in names}))
+        peers[address] = Peer(address, identities, plaintext, address in routed_addresses, served)
     return tuple(sorted(peers.values()))
 
 
 def _service_members(
-    service: Object, items: list[Object], pods: Mapping[str, tuple[str, str, tuple[int, ...]]]
+    slices: list[Object], pods: Mapping[str, tuple[str, str, tuple[int, ...]]]
 ) -> tuple[dict[str, bool], tuple[str, ...]] | None:
     """(per port name whether its target port is plaintext on an endpoint, the endpoints'
-    identities), or None unless the service has ready endpoints and every one is a meshed pod."""
-    name, namespace = _name(service), _namespace(service)
+    identities), or None unless the service's `slices` have ready endpoints, every one a meshed pod."""
     identities: set[str] = set()
     targets: dict[str, bool] = {}
-    for eps in items:
-        if eps.get("kind") != "EndpointSlice" or _namespace(eps) != namespace:
-            continue
-        if ((eps.get("metadata") or {}).get("labels") or {}).get("kubernetes.io/service-name") != name:
-            continue
+    for eps in slices:
         ready = [
             e for e in eps.get("endpoints") or [] if (e.get("conditions") or {}).get("ready") is not False
         ]
