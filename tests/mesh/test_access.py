@@ -232,7 +232,7 @@ WEB_ID, API_ID = "spiffe://cluster.local/ns/shop/sa/web", "spiffe://cluster.loca
 PEERS = (
     config.Peer("10.1.0.1", (WEB_ID,), (15021, 15090)),
     config.Peer("10.1.0.2", (WEB_ID,), (9200, 15021, 15090)),  # a pod excluding 9200 from capture
-    config.Peer("10.0.0.1", (API_ID, WEB_ID), (), routed=True),  # a TrafficSplit's apex ClusterIP
+    config.Peer("10.0.0.1", (API_ID, WEB_ID), (), True, (80, 9200)),  # a TrafficSplit's apex ClusterIP
 )
 """Pass-through mTLS destinations: the outbound listener's chains for them go through validation too."""
 SDS_OVER_ADS = ', "sds_config": ' + json.dumps(config.ads_source())

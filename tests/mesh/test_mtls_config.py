@@ -183,7 +183,7 @@ def test_pass_through_peers_are_running_meshed_pods_and_services_of_them_only() 
     assert peers == (
         # cart-canary's ClusterIP: its one endpoint is meshed (cart-primary has an unmeshed one; the
         # apex cart no endpoints); its HTTP goes through the routing table when it is routed.
-        config.Peer("10.0.0.3", (DEFAULT,), (), routed=True),
+        config.Peer("10.0.0.3", (DEFAULT,), (), routed=True, service_ports=(80,)),
         config.Peer("10.1.0.1", (CART,), own_and_server_first),
         config.Peer("10.1.0.3", (DEFAULT,), own_and_server_first),
         config.Peer("10.1.0.7", (CART,), tuple(sorted({*own_and_server_first, 9200}))),
@@ -231,6 +231,9 @@ def test_a_service_port_stays_plaintext_where_its_target_port_is_not_captured() 
         "spiffe://cluster.local/ns/shop/sa/db-admin",
     )
     assert cluster_ip.plaintext_ports == (3307, 9090)
+    assert cluster_ip.service_ports == (3307, 5432, 9090)
+    assert not cluster_ip.wrapped_on(15090), "a port it does not serve: no chains for it there"
+    assert cluster_ip.wrapped_on(5432) and not cluster_ip.wrapped_on(3307)
 
 
 def listener(plane: MeshControlPlane, namespace: str, name: str) -> dict[str, Any]:

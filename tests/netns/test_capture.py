@@ -532,6 +532,8 @@ def test_strict_namespace_refuses_plaintext_but_serves_its_meshed_callers(mesh: 
     # A first connection: the handshake (record type 22) offering the mesh's ALPN, then only TLS.
     assert TLS_HANDSHAKE in first and config.MTLS_ALPN.encode() in first and b"GET /" not in first
     assert harness.http_get(mesh.outsider.netns, vault.ip, HTTP, "/peer")[0] == 0, "plaintext is refused"
+    # A meshed caller reaching the strict pod by its IP (no route) passes: its sidecar wraps it too.
+    assert _peer(mesh.client, vault.ip, HTTP).endswith(";URI=spiffe://cluster.local/ns/default/sa/client")
     assert harness.http_get(mesh.outsider.netns, mesh.primary.ip, HTTP, "/peer")[0] == 200, (
         "default stays permissive"
     )
