@@ -742,7 +742,8 @@ def capture_listener(
     `trust_domain` required): offering MTLS_ALPN into the same `hcm`, so golden metrics are the same,
     offering MTLS_TCP_ALPN into a TCP proxy to `cluster`; in STRICT mode they are the only chains and
     every other connection is closed. With `mtls` TLS is looked for on opaque ports too, as callers
-    wrap them in mTLS, except on `server_first_ports` (a ClientHello would never come first there)."""
+    wrap them in mTLS, except (when permissive) on `server_first_ports`, where a plaintext client
+    would wait for a server waiting for it."""
     plaintext: list[dict[str, Any]] = [
         {
             "name": f"{name}-http",
@@ -757,7 +758,11 @@ def capture_listener(
         "@type": LISTENER_TYPE,
         "name": name,
         "address": _socket(host, port),
-        "listener_filters": _listener_filters(opaque_ports, server_first_ports if mtls else None),
+        # Strict serves nothing but mTLS: no plaintext client to keep waiting, so TLS is looked for on
+        # every port, server-first ones too (callers wrap those for strict destinations).
+        "listener_filters": _listener_filters(
+            opaque_ports, None if mtls is None else () if mtls == STRICT else server_first_ports
+        ),
         "listener_filters_timeout": _duration(PROTOCOL_DETECTION_TIMEOUT),
         "continue_on_listener_filters_timeout": True,
         "filter_chains": plaintext,

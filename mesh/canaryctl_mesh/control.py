@@ -357,6 +357,8 @@ class MeshControlPlane:
             return
         routed = [host for route in translation.routes for host in route.spec.hosts]
         server_first = self._server_first.get(namespace, config.DEFAULT_SERVER_FIRST_PORTS)
+        if (self._mtls_modes.get(namespace) or self.mtls) == config.STRICT:
+            server_first = ()  # strict sidecars look for mTLS on server-first ports too
         peers = mesh_peers(items, routed, server_first, self.trust_domain)
         if peers:
             self._peers[namespace] = (digest([repr(peers).encode()]), peers)

@@ -275,3 +275,23 @@ def test_peers_reach_the_views_their_namespace_exports_to() -> None:
     plain = MeshControlPlane(AdsServer())
     plain.update({NS: objects()})
     assert peer_addresses(plain, NS) == set()
+
+
+def test_strict_destinations_get_mtls_on_server_first_ports_too() -> None:
+    """A permissive destination does not look for a ClientHello on server-first ports (a plaintext
+    client would wait there for a server waiting for it), so callers leave those ports alone; a strict
+    one serves no plaintext client and looks on every port, so callers wrap them too."""
+    strict = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": NS, "labels": {MTLS_LABEL: "strict"}},
+    }
+    for namespace_objects, wrapped in (([], False), ([strict], True)):
+        plane = MeshControlPlane(AdsServer(), mtls=config.PERMISSIVE)
+        plane.update({NS: [*objects(), *namespace_objects]})
+        (pod_peer,) = [p for p in plane._peer_sets[plane._visible_peers(NS)] if p.address == "10.1.0.1"]
+        assert pod_peer.wrapped_on(3306) is wrapped and pod_peer.wrapped_on(5432)
+        inspector = listener(plane, NS, "inbound")["listener_filters"][1]
+        assert inspector["name"] == "envoy.filters.listener.tls_inspector"
+        skipped = str(inspector.get("filter_disabled"))
+        assert ("3306" not in skipped) is wrapped and "5432" not in skipped
