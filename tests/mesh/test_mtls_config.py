@@ -39,6 +39,24 @@ def pod(name: str, ip: str, account: str | None, meshed: bool, namespace: str = 
     }
 
 
+def endpoint_slice(service: str, members: list[tuple[str, str]], ports: dict[str, int]) -> dict[str, Any]:
+    """`service`'s EndpointSlice: ready endpoints (address, pod name) on the named target ports."""
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": f"{service}-x",
+            "namespace": NS,
+            "labels": {"kubernetes.io/service-name": service},
+        },
+        "ports": [{"name": name, "port": port} for name, port in ports.items()],
+        "endpoints": [
+            {"addresses": [ip], "conditions": {"ready": True}, "targetRef": {"kind": "Pod", "name": name}}
+            for ip, name in members
+        ],
+    }
+
+
 def objects() -> list[dict[str, Any]]:
     services = [
         {
@@ -56,23 +74,7 @@ def objects() -> list[dict[str, Any]]:
         ("cart-primary", [("10.1.0.1", "cart-primary-a"), ("10.1.0.2", "cart-primary-b")]),
         ("cart-canary", [("10.1.0.3", "cart-b")]),
     ]
-    slices = [
-        {
-            "apiVersion": "discovery.k8s.io/v1",
-            "kind": "EndpointSlice",
-            "metadata": {
-                "name": f"{service}-x",
-                "namespace": NS,
-                "labels": {"kubernetes.io/service-name": service},
-            },
-            "ports": [{"name": "http", "port": 8080}],
-            "endpoints": [
-                {"addresses": [ip], "conditions": {"ready": True}, "targetRef": {"kind": "Pod", "name": name}}
-                for ip, name in members
-            ],
-        }
-        for service, members in endpoints
-    ]
+    slices = [endpoint_slice(service, members, {"http": 8080}) for service, members in endpoints]
     split = {
         "apiVersion": "split.smi-spec.io/v1alpha4",
         "kind": "TrafficSplit",
@@ -210,20 +212,8 @@ def test_a_service_port_stays_plaintext_where_its_target_port_is_not_captured() 
             ],
         },
     }
-    slice_ = {
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": {"name": "db-x", "namespace": NS, "labels": {"kubernetes.io/service-name": "db"}},
-        "ports": [
-            {"name": "tcp-db", "port": 5432},
-            {"name": "metrics", "port": 15090},
-            {"name": "mysql", "port": 3306},
-        ],
-        "endpoints": [
-            {"addresses": [ip], "conditions": {"ready": True}, "targetRef": {"kind": "Pod", "name": name}}
-            for ip, name in (("10.1.0.8", "db-0"), ("10.1.0.9", "db-1"))
-        ],
-    }
+    members = [("10.1.0.8", "db-0"), ("10.1.0.9", "db-1")]
+    slice_ = endpoint_slice("db", members, {"tcp-db": 5432, "metrics": 15090, "mysql": 3306})
     pods = [pod("db-0", "10.1.0.8", "db", meshed=True), pod("db-1", "10.1.0.9", "db-admin", meshed=True)]
     (cluster_ip,) = [p for p in mesh_peers([service, slice_, *pods]) if p.address == "10.0.0.9"]
     assert cluster_ip.identities == (
