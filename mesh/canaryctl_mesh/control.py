@@ -68,6 +68,12 @@ MTLS_LABEL = "mesh.canaryctl.dev/mtls"
 """Namespace label: ``permissive`` (plaintext from unmeshed clients still accepted) or ``strict``."""
 
 
+_PeersKey = tuple[tuple[str, str], ...]
+"""The namespaces (and their peers' versions) whose peers a view sees."""
+_ListenerKey = tuple[tuple[int, ...], tuple[int, ...], str | None, _PeersKey]
+"""(opaque ports, server-first ports, mTLS mode, peers) of a view's capture listeners."""
+
+
 def _entry(resource: any_pb2.Any) -> Entry:
     return digest([resource.value]), resource
 
@@ -244,7 +250,7 @@ class MeshControlPlane:
         placeholder = encode(VIRTUAL_HOST_TYPE, [_placeholder_virtual_host()])
         self._placeholder_hosts = (placeholder.version, placeholder.entries)
         self._default_listeners = encoded[config.LISTENER_TYPE]
-        self._listeners: dict[tuple[tuple[int, ...], str | None], TypeSnapshot] = {}
+        self._listeners: dict[_ListenerKey, TypeSnapshot] = {}
         self._access: dict[str, list[access.Authorization]] = {}
         """Each namespace's authorized destinations (SMI TrafficTargets): their sidecars get a view of
         their own, the namespace's with authorization in the inbound listener."""
@@ -258,9 +264,9 @@ class MeshControlPlane:
         """Namespaces whose mode is not the default."""
         self._peers: dict[str, tuple[str, tuple[config.Peer, ...]]] = {}
         """Each namespace's meshed addresses (with mTLS), and their version."""
-        self._peer_sets: dict[tuple[tuple[str, str], ...], tuple[config.Peer, ...]] = {}
+        self._peer_sets: dict[_PeersKey, tuple[config.Peer, ...]] = {}
         """The peers a view sees, by the namespaces (and versions) they come from."""
-        self._peer_clusters: dict[tuple[tuple[str, str], ...], tuple[str, dict[str, Entry]]] = {}
+        self._peer_clusters: dict[_PeersKey, tuple[str, dict[str, Entry]]] = {}
         self._parsed: dict[str, Entry] = {}
         """Peer clusters by name, encoded."""
         self._chains: dict[str, listener_components_pb2.FilterChain] = {}
@@ -365,7 +371,7 @@ class MeshControlPlane:
         else:
             self._peers.pop(namespace, None)
 
-    def _visible_peers(self, namespace: str) -> tuple[tuple[str, str], ...]:
+    def _visible_peers(self, namespace: str) -> _PeersKey:
         """The key of the peers `namespace` may see: its own and those of namespaces exporting to it
         (each address once, the first namespace's by name)."""
         everywhere = bool({namespace, ALL_NAMESPACES} & self.default_export_to)
@@ -382,7 +388,7 @@ class MeshControlPlane:
             self._peer_sets[key] = tuple(sorted(merged.values()))
         return key
 
-    def _peer_clusters_of(self, key: tuple[tuple[str, str], ...]) -> tuple[str, dict[str, Entry]]:
+    def _peer_clusters_of(self, key: _PeersKey) -> tuple[str, dict[str, Entry]]:
         found = self._peer_clusters.get(key)
         if found is None:
             entries = {}
@@ -483,9 +489,7 @@ class MeshControlPlane:
         self._views[namespace] = (key, view)
         return view
 
-    def _listener_key(
-        self, namespace: str
-    ) -> tuple[tuple[int, ...], tuple[int, ...], str | None, tuple[tuple[str, str], ...]]:
+    def _listener_key(self, namespace: str) -> _ListenerKey:
         """(opaque ports, server-first ports, mTLS mode, visible peers) of the namespace's capture
         listeners."""
         opaque = self._opaque_ports.get(namespace) or config.DEFAULT_OPAQUE_PORTS
@@ -498,7 +502,7 @@ class MeshControlPlane:
         opaque: tuple[int, ...],
         server_first: tuple[int, ...],
         mode: str | None,
-        peers: tuple[tuple[str, str], ...],
+        peers: _PeersKey,
         authorization: access.Authorization | None = None,
     ) -> list[dict[str, Any]]:
         static = config.sidecar_resources(
