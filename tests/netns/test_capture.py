@@ -488,6 +488,11 @@ def test_traffic_no_traffic_split_routes_is_mutual_tls_between_meshed_pods(mesh:
     assert echoed == [{"received": REDIS_PING}]
     assert config.MTLS_TCP_ALPN.encode() in tcp and TLS_APPLICATION_DATA in tcp
     assert bytes.fromhex(REDIS_PING) not in tcp
+    # A pod calling its own IP: its sidecar's connection to it is not captured again on the way in
+    # (it never leaves the pod), so it stays as the app sent it instead of reaching the app wrapped.
+    assert _peer(mesh.primary, mesh.primary.ip, HTTP) == "web-primary none"
+    selfcall = mesh.primary.python(CLIENT, "tcp", mesh.primary.ip, str(ECHO), "--send", REDIS_PING)
+    assert selfcall == {"received": REDIS_PING}
     # The app's own TLS to the same pod is passed through as it is, never wrapped twice.
     app_tls: list[object] = []
     own = _sniff(mesh.primary, TLS, lambda: app_tls.append(mesh.client.python(CLIENT, "tls", "plain", "443")))
