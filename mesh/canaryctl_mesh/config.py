@@ -846,10 +846,10 @@ def peer_filter_chains(peers: tuple[Peer, ...], hcm: dict[str, Any]) -> list[dic
     address, then transport and application protocol. Per set of identities (and routed or not)
     three chains share the peers' addresses: cleartext HTTP (to the routing `hcm` for a routed
     ClusterIP, else to the HTTP mTLS cluster), the app's own TLS (passed through as it is: never
-    wrapped twice), and anything else (the TCP mTLS cluster); pods' addresses also get chains for
-    calls a pod makes to itself, which stay as the app sent them. Chain names follow their
-    identities, so a change of one set's addresses leaves the other chains, and their connections,
-    alone. A port
+    wrapped twice), and anything else (the TCP mTLS cluster). Chain names follow their identities,
+    so a change of one set's addresses leaves the other chains, and their connections, alone. Two
+    more chains hold every pod's address, for calls a pod makes to itself, which stay as the app sent
+    them (Envoy drains those when any pod comes or goes). A port
     some peers do not capture gets its own copy of the chains without those peers, and of the plain
     HTTP chain, so everything else on that port keeps its usual chain."""
     if not peers:
@@ -858,18 +858,17 @@ def peer_filter_chains(peers: tuple[Peer, ...], hcm: dict[str, Any]) -> list[dic
     as_sent = tcp_proxy("outbound_tcp", PASSTHROUGH_CLUSTER)
     http_protocols = {"application_protocols": list(HTTP_PROTOCOLS)}
     for port in (None, *sorted({p for peer in peers for p in peer.plaintext_ports})):
-        groups: dict[tuple[tuple[str, ...], bool, bool], list[str]] = {}
+        groups: dict[tuple[tuple[str, ...], bool], list[str]] = {}
         for peer in peers:
             if peer.wrapped_on(port):
-                key = (peer.identities, peer.routed, not peer.service_ports)
-                groups.setdefault(key, []).append(peer.address)
+                groups.setdefault((peer.identities, peer.routed), []).append(peer.address)
         on_port: dict[str, Any] = {} if port is None else {"destination_port": port}
         suffix = "" if port is None else f"-{port}"
         if port is not None:
             plain_http = {**on_port, "transport_protocol": "raw_buffer", **http_protocols}
             chains.append(_chain(f"outbound-http{suffix}", plain_http, hcm))
-        for (identities, routed, pods), addresses in sorted(groups.items()):
-            key = hashlib.sha256(repr((identities, routed, pods)).encode()).hexdigest()[:12]
+        for (identities, routed), addresses in sorted(groups.items()):
+            key = hashlib.sha256(repr((identities, routed)).encode()).hexdigest()[:12]
             name = f"outbound-mtls-{key}{suffix}"
             match = {**on_port, "prefix_ranges": _prefixes(addresses)}
             http = hcm if routed else tcp_proxy("outbound_mtls", _peer_cluster_name(identities, False))
@@ -880,14 +879,15 @@ def peer_filter_chains(peers: tuple[Peer, ...], hcm: dict[str, Any]) -> list[dic
                     f"{name}-tcp", match, tcp_proxy("outbound_mtls", _peer_cluster_name(identities, True))
                 ),
             ]
-            if pods:
-                # A pod calling its own IP: the sidecar's connection stays inside the pod, where the
-                # inbound capture never sees it, so the app would get the mesh's TLS. As the app sent it.
-                self_call = {**match, "source_type": "SAME_IP_OR_LOOPBACK"}
-                chains += [
-                    _chain(f"{name}-self-http", {**self_call, **http_protocols}, hcm),
-                    _chain(f"{name}-self-tcp", self_call, as_sent),
-                ]
+        pods = sorted(peer.address for peer in peers if not peer.service_ports and peer.wrapped_on(port))
+        if pods:
+            # A pod calling its own IP: the sidecar's connection stays inside the pod, where the inbound
+            # capture never sees it, so the app would get the mesh's TLS. As the app sent it.
+            self_call = {**on_port, "prefix_ranges": _prefixes(pods), "source_type": "SAME_IP_OR_LOOPBACK"}
+            chains += [
+                _chain(f"outbound-self{suffix}-http", {**self_call, **http_protocols}, hcm),
+                _chain(f"outbound-self{suffix}-tcp", self_call, as_sent),
+            ]
     return chains
 
 

@@ -117,6 +117,23 @@ def _encode(route: MeshRoute) -> _EncodedRoute:
     )
 
 
+def _filter_chain(chain: Mapping[str, Any]) -> listener_components_pb2.FilterChain:
+    """`chain` parsed, its address ranges (thousands, for the peers' chains) set directly: json_format
+    took most of a pod change's CPU with them."""
+    if "filter_chain_match" not in chain:
+        return json_format.ParseDict(chain, listener_components_pb2.FilterChain())
+    match = dict(chain["filter_chain_match"])
+    ranges = match.pop("prefix_ranges", [])
+    parsed = json_format.ParseDict(
+        {**chain, "filter_chain_match": match}, listener_components_pb2.FilterChain()
+    )
+    for cidr in ranges:
+        added = parsed.filter_chain_match.prefix_ranges.add()
+        added.address_prefix = cidr["address_prefix"]
+        added.prefix_len.value = cidr["prefix_len"]
+    return parsed
+
+
 def _placeholder_virtual_host() -> dict[str, Any]:
     """A virtual host no request names (``.invalid`` is reserved): Envoy passes an empty VHDS answer
     to wildcard subscriptions only, so without it a sidecar of a namespace with no routed service
@@ -415,9 +432,7 @@ class MeshControlPlane:
                     used.add(text)
                     found = self._chains.get(text)
                     if found is None:
-                        found = self._chains[text] = json_format.ParseDict(
-                            chain, listener_components_pb2.FilterChain()
-                        )
+                        found = self._chains[text] = _filter_chain(chain)
                     parsed.filter_chains.append(found)
             except json_format.ParseError as error:
                 raise ValueError(f"invalid listener {listener.get('name')!r}: {error}") from error

@@ -13,7 +13,7 @@ from envoy.config.listener.v3 import listener_pb2
 from google.protobuf import json_format
 
 from canaryctl_mesh import config, injector
-from canaryctl_mesh.ads import AdsServer
+from canaryctl_mesh.ads import AdsServer, encode
 from canaryctl_mesh.control import MTLS_LABEL, MeshControlPlane
 from canaryctl_mesh.translate import mesh_peers, translate_namespace
 
@@ -285,3 +285,16 @@ def test_strict_destinations_get_mtls_on_server_first_ports_too() -> None:
         assert inspector["name"] == "envoy.filters.listener.tls_inspector"
         skipped = str(inspector.get("filter_disabled"))
         assert ("3306" not in skipped) is wrapped and "5432" not in skipped
+
+
+def test_listeners_with_peers_encode_exactly_as_json_format_does() -> None:
+    """The control plane parses filter chains once and sets their address ranges directly; what it
+    sends must be the very bytes (and version) a plain parse of the listeners gives."""
+    plane = MeshControlPlane(AdsServer(), mtls=config.PERMISSIVE)
+    plane.update({NS: objects()})
+    fast = plane._listeners_of(NS)
+    plain = encode(config.LISTENER_TYPE, plane._capture_listeners(*plane._listener_key(NS)))
+    assert peer_addresses(plane, NS)
+    assert fast.version == plain.version
+    for name, (_, packed) in plain.entries.items():
+        assert packed is not None and fast.entries[name][1] == packed, name
