@@ -795,8 +795,9 @@ class Peer:
     Service whose endpoints all run one. A caller's sidecar wraps what it would pass through to it
     in mesh mTLS, expecting one of `identities` (SPIFFE IDs).
 
-    `plaintext_ports`: ports there that the destination does not capture (the sidecar's own, ports
-    excluded from the inbound redirect), which get what the app sent. `service_ports`: a ClusterIP's
+    `plaintext_ports`: ports there that get what the app sent: those the destination does not capture
+    (the sidecar's own, ports excluded from the inbound redirect) and, when it is permissive, its
+    server-first ones, where it does not look for mTLS. `service_ports`: a ClusterIP's
     ports (a pod's IP answers on any). `routed`: the ClusterIP of a service under a TrafficSplit,
     whose HTTP keeps going through the routing table."""
 
@@ -849,9 +850,9 @@ def peer_filter_chains(peers: tuple[Peer, ...], hcm: dict[str, Any]) -> list[dic
     wrapped twice), and anything else (the TCP mTLS cluster). Chain names follow their identities,
     so a change of one set's addresses leaves the other chains, and their connections, alone. Two
     more chains hold every pod's address, for calls a pod makes to itself, which stay as the app sent
-    them (Envoy drains those when any pod comes or goes). A port
-    some peers do not capture gets its own copy of the chains without those peers, and of the plain
-    HTTP chain, so everything else on that port keeps its usual chain."""
+    them (Envoy drains those when any pod comes or goes). A port some peers do not wrap gets its own
+    copy of the chains without those peers, and of the plain HTTP chain, so everything else on that
+    port keeps its usual chain."""
     if not peers:
         return []
     chains: list[dict[str, Any]] = []
