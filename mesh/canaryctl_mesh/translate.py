@@ -226,6 +226,14 @@ def _service_members(
     return (targets, tuple(sorted(identities))) if identities else None
 
 
+def _is_ip(address: object) -> bool:
+    try:
+        ipaddress.ip_address(str(address))
+    except ValueError:
+        return False
+    return True
+
+
 def backend_for(service: Object, slices: Iterable[Object], pods: Mapping[str, str] | None = None) -> Backend:
     """Ready endpoints from the service's EndpointSlices; the ClusterIP or DNS name when there are none.
 
@@ -241,16 +249,18 @@ def backend_for(service: Object, slices: Iterable[Object], pods: Mapping[str, st
         slice_ports = eps.get("ports") or []
         match = next((p for p in slice_ports if p.get("name", "") == port.get("name", "")), None)
         target = match.get("port") if match else port.get("targetPort", port["port"])
-        if not isinstance(target, int):
+        if not isinstance(target, int) or not 0 < target < 65536:
             continue
         for endpoint in eps.get("endpoints") or []:
             if endpoint.get("conditions", {}).get("ready") is False:
                 continue
-            endpoints.extend((address, target) for address in endpoint.get("addresses", []))
+            # IP literals only: an FQDN slice's names would make Envoy refuse the whole cluster update
+            addresses = [a for a in endpoint.get("addresses") or [] if _is_ip(a)]
+            endpoints.extend((address, target) for address in addresses)
             ref = endpoint.get("targetRef") or {}
             peer = (pods or {}).get(str(ref.get("name"))) if ref.get("kind") == "Pod" else None
             if peer is not None:
-                peers.update(dict.fromkeys(endpoint.get("addresses", []), peer))
+                peers.update(dict.fromkeys(addresses, peer))
     cluster_ip = service.get("spec", {}).get("clusterIP")
     address = cluster_ip if cluster_ip and cluster_ip != "None" else f"{name}.{namespace}.svc.cluster.local"
     return Backend(

@@ -101,6 +101,18 @@ def test_split_versions(version: str, weights: tuple[Any, Any], expected: tuple[
     assert "web" not in spec.hosts and "web:80" not in spec.hosts  # short names: the own namespace only
 
 
+def test_only_ip_endpoints_become_envoy_endpoints() -> None:
+    """A hand-made FQDN EndpointSlice labelled for a service must not reach Envoy, which would refuse the
+    cluster update of every sidecar that sees it (and every other cluster in that update)."""
+    fqdn = _slice("web-primary", ["evil.example.com", "10.1.0.1"]) | {"addressType": "FQDN"}
+    spec = translate_split(
+        _split("v1alpha2", (50, 50)), SERVICES, [fqdn, _slice("web-canary", ["not an ip"])]
+    )
+    assert spec.backends[0].backend.endpoints == (("10.1.0.1", 8080),)
+    canary = spec.backends[1].backend
+    assert canary.endpoints == () and (canary.address, canary.port) == ("10.0.0.3", 80)
+
+
 def test_unready_endpoints_are_skipped_and_clusterip_is_the_fallback() -> None:
     slices = [_slice("web-primary", ["10.1.0.1"], ready=False), _slice("web-canary", ["10.1.0.9"])]
     spec = translate_split(_split("v1alpha2", (50, 50)), SERVICES, slices)
