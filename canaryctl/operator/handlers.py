@@ -320,11 +320,12 @@ class CanaryOperator:
             tracer=self.tracer,
         )
 
-    def _remember(self, body: Mapping[str, Any]) -> None:
-        """Keep the newest version of a Canary seen (watch events may lag behind a write's answer)."""
+    def _remember(self, body: Mapping[str, Any], owned: bool = False) -> None:
+        """Keep the newest version of a Canary seen (watch events may lag behind a write's answer).
+        kopf's bodies are copied; an ``owned`` one (an API answer only this operator holds) is kept as is."""
         key = _key(body)
         if not older(dict(body), self._bodies.get(key)):
-            self._bodies[key] = copy.deepcopy(dict(body))
+            self._bodies[key] = dict(body) if owned else copy.deepcopy(dict(body))
 
     async def _store(self, body: Mapping[str, Any], status: dict[str, Any]) -> Mapping[str, Any]:
         """Write the status if it changed, guarded by the resourceVersion read; returns the Canary as
@@ -351,7 +352,7 @@ class CanaryOperator:
                     ) from exc
                 current = fresh
                 continue
-            self._remember(stored)
+            self._remember(stored, owned=True)
             return stored
         raise StatusConflict(f"status of Canary {namespace}/{name}: 409 after {CONFLICT_ATTEMPTS} tries")
 
