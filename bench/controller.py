@@ -43,7 +43,7 @@ from typing import Any
 from kubernetes import client
 
 from canaryctl.api.models import API_VERSION
-from canaryctl.operator.handlers import CanaryOperator, OperatorConfig
+from canaryctl.operator.handlers import CanaryOperator, OperatorConfig, tune_process
 from canaryctl.telemetry.metrics import ControllerMetrics
 from canaryctl_mesh.duration import parse_duration
 from canaryctl_mesh.kube import pool_size
@@ -315,6 +315,7 @@ def main() -> int:
     with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as child:
         assert child.stdout is not None
         endpoints = json.loads(child.stdout.readline())
+        tune_process()  # as `canaryctl operator` runs
         try:
             result = asyncio.run(measure(args, endpoints["url"], endpoints["prometheus"], child))
         finally:
