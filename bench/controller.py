@@ -3,8 +3,10 @@
 The emulator (with the Deployment-controller and Prometheus stand-ins from ``tests.kube.cluster``) runs
 in a child process, so the figures are the operator's own: one kopf operator, standalone, real client.
 All Canaries are initialized and left idle for ``--idle`` seconds, then every target gets a new
-revision at once and the rollouts run for ``--duration`` seconds (or until all are promoted). Prints
-one JSON object as its last line:
+revision at once and the rollouts run for ``--duration`` seconds (or until all are promoted). The
+Canaries' phases are counted by the child from the emulator's store, so nothing in the operator's
+process (its RSS, its CPU, its event loop) is the benchmark's own. Prints one JSON object as its last
+line:
 
 - ``canaries``; ``rss_mb``: the operator process's peak RSS;
 - ``tick_lag_s_p99``: how late ticks start against the due time their previous tick set;
@@ -41,10 +43,10 @@ from typing import Any
 from kubernetes import client
 
 from canaryctl.api.models import API_VERSION
-from canaryctl.operator.handlers import CanaryOperator, OperatorConfig
+from canaryctl.operator.handlers import CanaryOperator, OperatorConfig, tune_process
 from canaryctl.telemetry.metrics import ControllerMetrics
 from canaryctl_mesh.duration import parse_duration
-from canaryctl_mesh.kube import KubeObjects, api_client_for_host, pool_size
+from canaryctl_mesh.kube import pool_size
 
 NS = "default"
 KUBELET_PERIOD_SECONDS = 0.5
@@ -146,22 +148,25 @@ async def serve(count: int, interval: str) -> None:
             elif line == "calls":  # every request the API stand-in answered so far, kopf's included
                 calls = Counter(request_kind(method, path) for method, path in emulator.calls)
                 print(json.dumps(calls), flush=True)
+            elif line == "phases":  # the Canaries' phases, read here so the operator's figures are its own
+                stored = (obj.raw for obj in emulator.objects.values())
+                canaries = Counter(phase_of(raw) for raw in stored if raw.get("kind") == "Canary")
+                print(json.dumps(canaries), flush=True)
         kubelet_task.cancel()
 
 
 # --- the operator process --------------------------------------------------------------------------------
 
 
-async def phases(objects: KubeObjects) -> Counter[str]:
-    canaries = await objects.list_objects(API_VERSION, "Canary", NS)
-    return Counter((c.get("status") or {}).get("phase") or "Pending" for c in canaries)
+def phase_of(canary: dict[str, Any]) -> str:
+    return str((canary.get("status") or {}).get("phase") or "Pending")
 
 
-async def wait_all(objects: KubeObjects, phase: str, count: int, timeout: float) -> Counter[str]:
+async def wait_all(child: subprocess.Popen[str], phase: str, count: int, timeout: float) -> Counter[str]:
     deadline = time.monotonic() + timeout
     seen: Counter[str] = Counter()
     while time.monotonic() < deadline:
-        seen = await phases(objects)
+        seen = await asyncio.to_thread(ask, child, "phases")
         print(f"waiting for {count} {phase}: {dict(seen)}", file=sys.stderr)  # progress, not the result
         if seen[phase] >= count:
             break
@@ -179,12 +184,17 @@ def cpu_seconds(pid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def served(child: subprocess.Popen[str]) -> Counter[str]:
-    """What the API stand-in has answered so far, by request kind."""
+def ask(child: subprocess.Popen[str], question: str) -> Counter[str]:
+    """The API stand-in's count of ``calls`` answered so far (by request kind) or of Canary ``phases``."""
     assert child.stdin is not None and child.stdout is not None
-    child.stdin.write("calls\n")
+    child.stdin.write(f"{question}\n")
     child.stdin.flush()
     return Counter(json.loads(child.stdout.readline()))
+
+
+def served(child: subprocess.Popen[str]) -> Counter[str]:
+    """What the API stand-in has answered so far, by request kind."""
+    return ask(child, "calls")
 
 
 class Window:
@@ -238,12 +248,11 @@ async def measure(
     operator = CanaryOperator(
         OperatorConfig(peering=None, prometheus_url=prometheus), api, ControllerMetrics()
     )
-    observer = KubeObjects(api_client_for_host(url))  # the bench's own reads are not counted
     stop = asyncio.Event()
     task = asyncio.create_task(operator.run(stop_flag=stop))
     try:
         startup = max(300.0, args.canaries * STARTUP_SECONDS_PER_CANARY)
-        initialized = await wait_all(observer, "Initialized", args.canaries, startup)
+        initialized = await wait_all(child, "Initialized", args.canaries, startup)
         await asyncio.sleep(parse_duration(args.interval))  # the tick after initialization may write
         operator.tick_lags.clear()
         idle = Window(api, operator, child, await asyncio.to_thread(served, child))
@@ -255,7 +264,7 @@ async def measure(
         child.stdin.write("bump\n")
         child.stdin.flush()
         rollouts = Window(api, operator, child, await asyncio.to_thread(served, child))
-        final = await wait_all(observer, "Succeeded", args.canaries, args.duration)
+        final = await wait_all(child, "Succeeded", args.canaries, args.duration)
         busy = rollouts.figures()
         by_request = rollouts.served_per_step(await asyncio.to_thread(served, child))
         lags += list(operator.tick_lags)
@@ -306,6 +315,7 @@ def main() -> int:
     with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as child:
         assert child.stdout is not None
         endpoints = json.loads(child.stdout.readline())
+        tune_process()  # as `canaryctl operator` runs
         try:
             result = asyncio.run(measure(args, endpoints["url"], endpoints["prometheus"], child))
         finally:

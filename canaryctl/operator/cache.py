@@ -39,6 +39,20 @@ CACHED_KINDS = frozenset(
         ("gateway.networking.k8s.io", "HTTPRoute"),
     }
 )
+
+
+class LeanStore(ObjectStore):
+    """The store without ``metadata.managedFields``: the API server keeps a record per field manager
+    on every object, often more than its spec, and nothing the operator reads looks at it."""
+
+    @staticmethod
+    def _typed(source: Source, obj: Obj) -> Obj:
+        metadata = obj.get("metadata") or {}
+        if "managedFields" in metadata:
+            obj = {**obj, "metadata": {k: v for k, v in metadata.items() if k != "managedFields"}}
+        return ObjectStore._typed(source, obj)
+
+
 # Each watch request lasts this long; the next resumes from the last resourceVersion seen.
 WATCH_SECONDS = 300.0
 STOP_SECONDS = 5.0
@@ -53,7 +67,7 @@ class WatchCache:
         self.api = api
         self.namespaces = frozenset(namespaces)
         self.watch_timeout = watch_timeout
-        self.store = ObjectStore(lambda: None)
+        self.store = LeanStore(lambda: None)
         self.reflectors: dict[Source, Reflector] = {}
 
     def _source(self, api_version: str, kind: str, namespace: str) -> Source | None:

@@ -20,6 +20,7 @@ from canaryctl.operator.handlers import (
     CanaryOperator,
     OperatorConfig,
     release_finalizers,
+    tune_process,
 )
 from canaryctl.ports import Notifier
 from canaryctl.telemetry.logs import LEVELS, LogFormat, configure_logging
@@ -254,8 +255,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     metrics = ControllerMetrics(args.metrics_compat, mesh_provider=args.default_provider)
     server = serve_metrics(metrics, args.metrics_port) if args.metrics_port else None
+    operator = CanaryOperator(config, api, metrics)
+    tune_process()
     try:
-        asyncio.run(CanaryOperator(config, api, metrics).run())
+        asyncio.run(operator.run())
     finally:
         if server is not None:
             server.stop()

@@ -156,7 +156,12 @@ class ControllerMetrics:
             [*canary, "canary", "provider", "strategy"],
             own=True,
         )
-        self.phase = gauge("canary_phase", "1 for the Canary's current phase", [*canary, "phase"], own=True)
+        self.phase = gauge(
+            "canary_phase",
+            "1 for the Canary's current phase (no series for other phases)",
+            [*canary, "phase"],
+            own=True,
+        )
         self.steps = gauge("canary_steps", "Steps in the rollout's compiled step list", canary, own=True)
         self.steps_completed = gauge("canary_steps_completed", "Steps completed so far", canary, own=True)
         self.mirror_weight = gauge("canary_mirror_weight", "Percent of traffic mirrored", canary, own=True)
@@ -194,6 +199,7 @@ class ControllerMetrics:
         )
         self._series: dict[tuple[str, str], set[tuple[Gauge | Counter, tuple[str, ...]]]] = {}
         self._progress: dict[tuple[str, str], _Progress] = {}
+        self._phases: dict[tuple[str, str], tuple[str, ...]] = {}  # the phase series each Canary has
 
     # --- per tick -----------------------------------------------------------------------------------
 
@@ -219,8 +225,7 @@ class ControllerMetrics:
         self._set(canary, self.weight, (name, namespace), weight)
         info = (canary.metadata.name or "", canary.spec.provider or "", deployment_strategy(canary))
         self._set(canary, self.canary_info, (*ids, *info), 1)
-        for each in Phase:
-            self._set(canary, self.phase, (*ids, each.value), 1 if each is phase else 0)
+        self._set_phase(canary, phase)
         analysis = canary.spec.effective_analysis
         steps = compile_steps(canary.spec)
         completed = status.current_step if status else 0
@@ -243,6 +248,20 @@ class ControllerMetrics:
         )
         position = (status.last_applied_spec, phase, completed, status.iterations, weight) if status else ()
         self._moved(canary, position, still=phase not in MOVING_PHASES or paused)
+
+    def _set_phase(self, canary: Canary, phase: Phase | None) -> None:
+        """Only the current phase has a series: one per phase at 0 or 1 was eleven per Canary, held and
+        exposed for every Canary; the previous phase's series goes when the phase changes."""
+        ids = _ids(canary)
+        labels = (*ids, phase.value) if phase is not None else None
+        previous = self._phases.get(ids)
+        if previous is not None and previous != labels:
+            self.phase.remove(*previous)
+            self._series.get(ids, set()).discard((self.phase, previous))
+            del self._phases[ids]
+        if labels is not None:
+            self._set(canary, self.phase, labels, 1)
+            self._phases[ids] = labels
 
     def _moved(self, canary: Canary, position: tuple[object, ...], still: bool) -> None:
         """A rollout moves when its position changes; while nothing is due (idle, paused) it never lags."""
@@ -296,6 +315,7 @@ class ControllerMetrics:
     def forget(self, canary: Canary) -> None:
         """Drops a deleted canary's gauges so dashboards stop showing its last values."""
         self._progress.pop(_ids(canary), None)
+        self._phases.pop(_ids(canary), None)
         for gauge, labels in self._series.pop(_ids(canary), set()):
             try:
                 gauge.remove(*labels)

@@ -7,6 +7,7 @@ Graphite docs write it and its CRD (``^[0-9]+(m|s)``) lets through.
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 
 _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -14,8 +15,10 @@ _PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _WHOLE = re.compile(r"^(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+$")
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_duration(text: str) -> float:
-    """Seconds in a Go duration string; a bare number counts as seconds."""
+    """Seconds in a Go duration string; a bare number counts as seconds. Cached: each tick reads its
+    Canary's intervals several times."""
     value = text.strip()
     if re.fullmatch(r"\d+(?:\.\d+)?", value):
         return float(value)

@@ -170,7 +170,7 @@ def test_extras_follow_the_status() -> None:
     progressing.status.mirror_weight = 5
     metrics.record_status(progressing)
     assert value(metrics, "canaryctl_canary_phase", phase="Progressing", **IDS) == 1
-    assert value(metrics, "canaryctl_canary_phase", phase="Failed", **IDS) == 0
+    assert value(metrics, "canaryctl_canary_phase", phase="Failed", **IDS) is None
     assert value(metrics, "canaryctl_canary_steps", **IDS) == 20  # setWeight + analysis per 10 % step
     assert value(metrics, "canaryctl_canary_steps_completed", **IDS) == 3
     assert value(metrics, "canaryctl_canary_failed_checks", **IDS) == 1
@@ -190,6 +190,9 @@ def test_extras_follow_the_status() -> None:
     now[0] = 1500.0
     metrics.record_status(canary("Succeeded", 0))  # at rest nothing is due: never lagging
     assert value(metrics, progress, **IDS) == 1500
+    # One phase series per Canary: the previous phase's goes, so `== 1` and `by (phase)` count it once.
+    phases = {labels: v for (name, labels), v in samples(metrics).items() if name == "canaryctl_canary_phase"}
+    assert phases == {tuple(sorted({"phase": "Succeeded", **IDS}.items())): 1}
 
 
 def test_webhooks_and_reconcile_errors() -> None:

@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from canaryctl.api.control import CommandKind
 from canaryctl.api.models import Canary, CanaryStatus
@@ -293,3 +295,20 @@ def test_otlp_export_never_needs_opentelemetry_proto() -> None:
     assert attributes["canaryctl.router"] == {"stringValue": "canaryctl"}
     resource = OtlpReceiver.received[0]["resourceSpans"][0]["resource"]
     assert {"key": "service.name", "value": {"stringValue": "canaryctl"}} in resource["attributes"]
+
+
+def test_without_an_exporter_spans_are_not_recorded_but_the_rollouts_trace_id_is_carried() -> None:
+    """Nothing to export to: no span is recorded, yet what a tick logs or sends (traceparent) still
+    names the rollout's trace."""
+    tracer = Tracer(processors=[])
+    trace_id, root_id = rollout_ids(canary(), "rev-1")
+    with tracer.tick(canary(), "rev-1"), tracer.span("metric", metric="success"):
+        current = trace.get_current_span()
+        assert not current.is_recording()
+        assert (current.get_span_context().trace_id, current.get_span_context().span_id) == (
+            trace_id,
+            root_id,
+        )
+        headers: dict[str, str] = {}
+        TraceContextTextMapPropagator().inject(headers)
+    assert headers["traceparent"] == f"00-{trace_id:032x}-{root_id:016x}-01"

@@ -1,0 +1,66 @@
+"""What the operator's watch cache holds of each object."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from kubernetes import client
+
+from canaryctl.operator.cache import WatchCache
+from canaryctl_mesh.meshd.watch import Source
+
+# The shape a real API server gives every object (metadata.managedFields, one entry per manager).
+MANAGED_FIELDS = [
+    {
+        "manager": "kubectl-client-side-apply",
+        "operation": "Update",
+        "apiVersion": "apps/v1",
+        "time": "2026-11-30T10:00:00Z",
+        "fieldsType": "FieldsV1",
+        "fieldsV1": {"f:spec": {"f:replicas": {}, "f:template": {"f:spec": {"f:containers": {}}}}},
+    },
+    {
+        "manager": "kube-controller-manager",
+        "operation": "Update",
+        "apiVersion": "apps/v1",
+        "time": "2026-11-30T10:00:05Z",
+        "fieldsType": "FieldsV1",
+        "fieldsV1": {"f:status": {"f:replicas": {}, "f:readyReplicas": {}}},
+        "subresource": "status",
+    },
+]
+
+
+def deployment(version: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": "app",
+            "namespace": "team",
+            "resourceVersion": version,
+            "annotations": {"team": "a"},
+            "managedFields": copy.deepcopy(MANAGED_FIELDS),
+        },
+        "spec": {"replicas": 2},
+    }
+
+
+def test_cached_objects_keep_everything_but_managed_fields() -> None:
+    """Listed, watched and written objects alike: the records of field managers are not held in memory
+    for every cached object; the object itself, its annotations and its version are."""
+    cache = WatchCache(client.ApiClient(client.Configuration()))  # no watch starts before a lookup
+    source = Source("apps/v1", "Deployment", None)
+    listed = deployment("1")
+    cache.store.replace(source, [listed])
+    assert cache.store.get(source, "team", "app") == {
+        **listed,
+        "metadata": {k: v for k, v in listed["metadata"].items() if k != "managedFields"},
+    }
+    assert listed["metadata"]["managedFields"] == MANAGED_FIELDS  # the list's own item is untouched
+    cache.store.upsert(source, deployment("2"))
+    stored = cache.store.get(source, "team", "app")
+    assert stored is not None
+    assert "managedFields" not in stored["metadata"]
+    assert stored["metadata"]["resourceVersion"] == "2" and stored["metadata"]["annotations"] == {"team": "a"}
