@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
@@ -32,6 +32,7 @@ from canaryctl_mesh.meshd.pki import CertificateAuthority, load_or_create_ca
 from canaryctl_mesh.meshd.tls import IssuedCertificate, xds_credentials
 from canaryctl_mesh.meshd.workload import WorkloadCertificates
 from tests.mesh.delta_client import DeltaClient, unpack
+from tests.meshd.authorities import signed
 from tests.meshd.test_security import SERVER_NAME, RawSidecar
 
 pytestmark = pytest.mark.asyncio
@@ -161,25 +162,6 @@ async def test_a_sidecar_without_a_proven_identity_gets_no_secret(tmp_path: Path
         await ads.stop()
 
 
-def _signed(subject: str, key: Any, issuer: x509.Name, signer: Any, path_length: int) -> bytes:
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-        .issuer_name(issuer)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
-        .add_extension(
-            x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True
-        )
-        .sign(signer, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
 async def test_a_root_brought_through_cert_manager_signs_workload_certificates(
     objects: KubeObjects, tmp_path: Path
 ) -> None:
@@ -187,9 +169,9 @@ async def test_a_root_brought_through_cert_manager_signs_workload_certificates(
     tls.crt/tls.key the intermediate meshd signs with, ca.crt the root every sidecar trusts."""
     root_key = ec.generate_private_key(ec.SECP256R1())
     root_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "company root")])
-    root = _signed("company root", root_key, root_name, root_key, 1)
+    root = signed("company root", root_key, root_name, root_key, 1)
     intermediate_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    intermediate = _signed("mesh intermediate", intermediate_key, root_name, root_key, 0)
+    intermediate = signed("mesh intermediate", intermediate_key, root_name, root_key, 0)
     key_pem = intermediate_key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
