@@ -64,6 +64,7 @@ from canaryctl_mesh.meshd import runtime
 from canaryctl_mesh.meshd.cli import xds_server
 from canaryctl_mesh.meshd.control_plane import ControlPlane
 from canaryctl_mesh.meshd.pki import CertificateAuthority
+from canaryctl_mesh.meshd.tls import IssuedCertificate
 from canaryctl_mesh.meshd.watch import Backoff
 from tests.mesh.objects import meshed_service, traffic_split
 
@@ -168,7 +169,7 @@ async def serve_control_plane(url: str, insecure: bool) -> None:
     ads = (
         AdsServer("127.0.0.1", 0)
         if insecure
-        else xds_server(api, ca, [SERVER_NAME], host="127.0.0.1", port=0)
+        else xds_server(api, IssuedCertificate(ca, [SERVER_NAME]), host="127.0.0.1", port=0)
     )
     plane = ControlPlane(api, (), ads=ads, bind_host="127.0.0.1", events=False)
     async with plane:
