@@ -298,8 +298,8 @@ def percentile(values: list[float], share: float) -> float:
 class Child:
     """A child process speaking JSON lines."""
 
-    def __init__(self, *args: str) -> None:
-        command = [sys.executable, "-m", "bench.meshd", *args]
+    def __init__(self, *args: str, module: str = "bench.meshd") -> None:
+        command = [sys.executable, "-m", module, *args]
         self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
     async def ask(self, line: str | None = None) -> dict[str, Any]:

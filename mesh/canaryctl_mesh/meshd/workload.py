@@ -16,7 +16,7 @@ import contextlib
 import datetime
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from canaryctl_mesh import config
@@ -39,13 +39,15 @@ class WorkloadCertificates:
         ca: CertificateAuthority,
         validity: datetime.timedelta = WORKLOAD_VALIDITY,
         trust_domain: str = DEFAULT_TRUST_DOMAIN,
+        signer: Executor | None = None,
     ) -> None:
+        """`signer` runs the signing (a thread of its own unless given)."""
         self.ca = ca
         self.validity = validity
         self.trust_domain = trust_domain
         self._issued: dict[Identity, _Issued] = {}
         self._issuing: dict[Identity, asyncio.Future[_Issued]] = {}
-        self._signer = ThreadPoolExecutor(1, thread_name_prefix="workload-certificates")
+        self._signer = signer or ThreadPoolExecutor(1, thread_name_prefix="workload-certificates")
         self._changed = asyncio.Event()
 
     async def secrets(self, identity: Identity) -> TypeSnapshot:
