@@ -574,15 +574,34 @@ def _chain(pod: Pod) -> list[x509.Certificate]:
     return []
 
 
+def test_a_sidecar_holding_another_trust_domains_certificate_is_refused(mesh: Mesh, tmp_path: Path) -> None:
+    """After meshd's trust domain changes (a restart), a sidecar that has not reconnected yet still holds
+    a certificate of the old domain, from the same CA: the sidecars that did reconnect refuse it."""
+    control_plane = mesh.cluster.control_plane
+    assert isinstance(control_plane, harness.SecuredControlPlane)
+    ca, caller, server = control_plane.certificates.ca, mesh.outsider, mesh.primary
+    assert _as_a_sidecar_holding(ca, caller, server, tmp_path).startswith(
+        "web-primary By=spiffe://cluster.local/"
+    )
+    other_domain = "spiffe://old.example.org/ns/default/sa/client"
+    assert _as_a_sidecar_holding(ca, caller, server, tmp_path, other_domain) == ""
+
+
 async def _sign_with(control_plane: harness.SecuredControlPlane, ca: CertificateAuthority) -> None:
     control_plane.certificates.use(ca)
 
 
-def _as_a_sidecar_holding(ca: CertificateAuthority, caller: Pod, server: Pod, workdir: Path) -> str:
+def _as_a_sidecar_holding(
+    ca: CertificateAuthority,
+    caller: Pod,
+    server: Pod,
+    workdir: Path,
+    identity: str = "spiffe://cluster.local/ns/default/sa/client",
+) -> str:
     """What `server`'s sidecar answers a new mTLS connection from a sidecar that holds `ca`'s trust and a
-    certificate from it (the client's identity), "" if the handshake fails: a sidecar whose SDS push
-    has not arrived yet, meeting one that has moved on."""
-    pair = ca.issue_workload("spiffe://cluster.local/ns/default/sa/client")
+    certificate from it for `identity`, "" if the handshake fails: a sidecar whose SDS push has not
+    arrived yet, meeting one that has moved on."""
+    pair = ca.issue_workload(identity)
     (workdir / "chain.pem").write_bytes(pair.cert)
     (workdir / "key.pem").write_bytes(pair.key)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
