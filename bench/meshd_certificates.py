@@ -6,11 +6,15 @@ Three processes, so none measures another's CPU as its own delay:
 - the control plane: `AdsServer` with `WorkloadCertificates` as meshd serves them (each stream's
   identity proven by a token, every pod its own certificate; plaintext gRPC, the TLS of the xDS port
   is not what this measures), signing on its thread (`--on-loop`: on the event loop, as before);
-- the storm: `--certificates` sidecars (streams over 20 connections) each subscribing to its two
-  SDS secrets at once and waiting for them; storm_s is from the first request to the last answer;
+- the storm: `--certificates` sidecars, each on its own connection as in `bench.meshd`, each
+  subscribing to its two SDS secrets at once and waiting for them (a failed stream is opened again
+  after Envoy's backoff: stream_retries); storm_s is from the first request to the last answer;
 - this one, the probe: one more sidecar which, before and during the storm, unsubscribes from and
   subscribes again to its listener, one after the other; each subscription is answered with the
   listener, probe_ms_* is that round trip (idle: before the storm, storm: while it lasts).
+
+loop_cpu_s_storm and signing_cpu_s_storm: the control plane's CPU seconds during the storm on its
+event loop's thread and on the signing thread.
 
     python -m bench.meshd_certificates [--certificates 2000] [--on-loop]
 """
@@ -23,6 +27,7 @@ import json
 import logging
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
@@ -30,20 +35,21 @@ from typing import Any, ParamSpec, TypeVar
 
 import grpc
 
-from bench.meshd import Child
+from bench.meshd import Child, channel
 from canaryctl_mesh import config
 from canaryctl_mesh.ads import AdsServer
 from canaryctl_mesh.identity import POD_NAME_EXTRA, TOKEN_AUDIENCE, TokenAuthenticator
 from canaryctl_mesh.meshd import runtime
 from canaryctl_mesh.meshd.pki import CertificateAuthority
+from canaryctl_mesh.meshd.watch import Backoff
 from canaryctl_mesh.meshd.workload import WorkloadCertificates
 from tests.mesh.delta_client import DeltaClient
 
 MODULE = "bench.meshd_certificates"
 NAMESPACE = "bench"
-CONNECTIONS = 20
 IDLE_PROBES = 200
 STORM_TIMEOUT = 600.0
+MAX_RETRIES = 20
 SECRETS = (config.WORKLOAD_SECRET, config.TRUST_SECRET)
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -70,8 +76,18 @@ def say(message: dict[str, Any]) -> None:
     print(json.dumps(message), flush=True)
 
 
-def sidecar(channel: grpc.aio.Channel, name: str) -> DeltaClient:
-    return DeltaClient(channel, f"{name}.{NAMESPACE}", (("authorization", f"Bearer {name}"),))
+def sidecar(connection: grpc.aio.Channel, name: str) -> DeltaClient:
+    return DeltaClient(connection, f"{name}.{NAMESPACE}", (("authorization", f"Bearer {name}"),))
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU time of the event loop's thread (the caller) and of the signing thread, so far."""
+    signing = [
+        time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+        for thread in threading.enumerate()
+        if thread.name.startswith("workload-certificates") and thread.ident is not None
+    ]
+    return {"loop_cpu_s": time.thread_time(), "signing_cpu_s": sum(signing)}
 
 
 # --- the control plane ---------------------------------------------------------------------------------
@@ -88,7 +104,8 @@ async def serve(on_loop: bool) -> None:
         await ads.set_snapshot(NAMESPACE, config.sidecar_resources([], config.SidecarPorts()))
         renewals = asyncio.create_task(certificates.keep_current(ads, stop))
         say({"port": ads.port})
-        await asyncio.to_thread(sys.stdin.read)  # until the benchmark closes it
+        while await asyncio.to_thread(sys.stdin.readline):  # until the benchmark closes it
+            say(cpu_seconds())
         stop.set()
         await renewals
 
@@ -97,24 +114,38 @@ async def serve(on_loop: bool) -> None:
 
 
 async def storm(port: int, count: int) -> None:
-    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for _ in range(CONNECTIONS)]
-    sidecars = [sidecar(channels[index % CONNECTIONS], f"pod-{index}") for index in range(count)]
+    names = [f"pod-{index}" for index in range(count)]
+    sidecars = [sidecar(channel(port, None), name) for name in names]
+    retries = 0
     await asyncio.to_thread(sys.stdin.readline)  # go
     started = time.monotonic()
     for client in sidecars:
         client.subscribe(config.SECRET_TYPE, SECRETS)
 
-    async def served(client: DeltaClient) -> None:
-        response = await client.receive(STORM_TIMEOUT)
-        assert response.type_url == config.SECRET_TYPE and len(response.resources) == len(SECRETS)
-        client.ack(response)
+    async def served(index: int) -> None:
+        """Its secrets; a stream that fails is opened again after a backoff, as Envoy does."""
+        nonlocal retries
+        backoff = Backoff(0.5, 5.0)  # Envoy's first delay, jittered
+        for _ in range(MAX_RETRIES):
+            client = sidecars[index]
+            try:
+                response = await client.receive(STORM_TIMEOUT)
+            except grpc.aio.AioRpcError:
+                retries += 1
+                await client.close()
+                await asyncio.sleep(backoff.next())
+                sidecars[index] = sidecar(channel(port, None), names[index])
+                sidecars[index].subscribe(config.SECRET_TYPE, SECRETS)
+                continue
+            assert response.type_url == config.SECRET_TYPE and len(response.resources) == len(SECRETS)
+            client.ack(response)
+            return
+        raise RuntimeError(f"{names[index]} got no secrets in {MAX_RETRIES} streams")
 
-    await asyncio.gather(*(served(client) for client in sidecars))
-    say({"storm_s": round(time.monotonic() - started, 3)})
+    await asyncio.gather(*(served(index) for index in range(count)))
+    say({"storm_s": round(time.monotonic() - started, 3), "stream_retries": retries})
     for client in sidecars:
-        client.call.cancel()
-    for channel in channels:
-        await channel.close()
+        await client.close()
 
 
 # --- the probe -----------------------------------------------------------------------------------------
@@ -144,10 +175,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     storm_child: Child | None = None
     try:
         port = (await server.ask())["port"]
-        probe = sidecar(grpc.aio.insecure_channel(f"127.0.0.1:{port}"), "probe")
+        probe = sidecar(channel(port, None), "probe")
         probe.subscribe(config.LISTENER_TYPE, ["outbound"])
         probe.ack(await probe.receive(30))
         idle = [await probe_once(probe) for _ in range(IDLE_PROBES)]
+        before = await server.ask("cpu")
         storm_child = Child("--storm", str(port), str(args.certificates), module=MODULE)
         await asyncio.sleep(2)  # its streams set up, before the storm starts
         finished = asyncio.ensure_future(storm_child.ask("go"))
@@ -155,7 +187,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         deadline = time.monotonic() + STORM_TIMEOUT
         while not finished.done() and time.monotonic() < deadline:
             during.append(await probe_once(probe))
-        storm_s = (await finished)["storm_s"]
+        stormed = await finished
+        after = await server.ask("cpu")
         await probe.close()
     finally:
         for child in (storm_child, server):
@@ -164,9 +197,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "certificates": args.certificates,
         "signing": "event loop" if args.on_loop else "thread",
-        "storm_s": storm_s,
-        "certificates_per_s": round(args.certificates / storm_s, 1),
+        "storm_s": stormed["storm_s"],
+        "stream_retries": stormed["stream_retries"],
+        "certificates_per_s": round(args.certificates / stormed["storm_s"], 1),
         "probes_during_storm": len(during),
+        **{f"{name}_storm": round(after[name] - before[name], 3) for name in after},
         **summary("idle", idle),
         **summary("storm", during),
     }

@@ -31,11 +31,11 @@ pod-bound tokens) may hold at most `max_streams_per_identity` streams.
 Without one (loopback tests, the local runtime) the node id's snapshot, else the snapshot of the
 namespace after its last dot (``pod.namespace``), else ``"*"``.
 
-SDS secrets (the sidecar's SPIFFE certificate and the mesh CA, `config.secrets`) are not part of any
-view: `secrets` hands each authenticated stream those of its own identity, so no sidecar can ever be
-sent another identity's key, and a stream without a proven identity gets none. `secrets_changed`
-pushes a renewed certificate to the streams of that identity; Envoy uses it for new connections and
-keeps the open ones.
+SDS secrets (the sidecar's SPIFFE certificate and the mesh trust, `config.WORKLOAD_SECRET` and
+`config.TRUST_SECRET`) are not part of any view: `secrets` hands each authenticated stream those of
+its own identity, so no sidecar can ever be sent another identity's key, and a stream without a
+proven identity gets none. `secrets_changed` pushes a renewed certificate to the streams of that
+identity; Envoy uses it for new connections and keeps the open ones.
 """
 
 from __future__ import annotations

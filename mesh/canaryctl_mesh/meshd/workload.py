@@ -19,8 +19,12 @@ from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 
+from envoy.config.core.v3 import base_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2
+from google.protobuf import any_pb2
+
 from canaryctl_mesh import config
-from canaryctl_mesh.ads import AdsServer, TypeSnapshot, encode
+from canaryctl_mesh.ads import AdsServer, TypeSnapshot
 from canaryctl_mesh.identity import DEFAULT_TRUST_DOMAIN, Identity
 from canaryctl_mesh.meshd.pki import WORKLOAD_VALIDITY, CertificateAuthority, KeyPair, due_for_renewal
 
@@ -68,9 +72,8 @@ class WorkloadCertificates:
     async def _sign(self, identity: Identity) -> _Issued:
         ca, spiffe_id = self.ca, identity.spiffe_id(self.trust_domain)
         loop = asyncio.get_running_loop()
-        pair = await loop.run_in_executor(self._signer, ca.issue_workload, spiffe_id, self.validity)
-        resources = config.secrets(pair.cert.decode(), pair.key.decode(), ca.trust_pem.decode())
-        issued = self._issued[identity] = _Issued(pair, encode(config.SECRET_TYPE, resources), ca)
+        pair, secrets = await loop.run_in_executor(self._signer, _secrets, ca, spiffe_id, self.validity)
+        issued = self._issued[identity] = _Issued(pair, secrets, ca)
         log.info("issued %s a workload certificate until %s", spiffe_id, pair.not_after)
         return issued
 
@@ -113,6 +116,34 @@ class WorkloadCertificates:
                 await self.renew(ads.identities(), ads.secrets_changed)
         finally:
             self._signer.shutdown(wait=False, cancel_futures=True)
+
+
+def _secrets(
+    ca: CertificateAuthority, spiffe_id: str, validity: datetime.timedelta
+) -> tuple[KeyPair, TypeSnapshot]:
+    """A certificate for `spiffe_id` and the two SDS secrets carrying it and the trust bundle, built
+    as protobuf directly: parsing them from JSON, as other resources are, cost more CPU than the
+    signing itself (0.4 ms against 0.07)."""
+    pair = ca.issue_workload(spiffe_id, validity)
+    workload = secret_pb2.Secret(
+        name=config.WORKLOAD_SECRET,
+        tls_certificate=common_pb2.TlsCertificate(
+            certificate_chain=base_pb2.DataSource(inline_string=pair.cert.decode()),
+            private_key=base_pb2.DataSource(inline_string=pair.key.decode()),
+        ),
+    )
+    trust = secret_pb2.Secret(
+        name=config.TRUST_SECRET,
+        validation_context=common_pb2.CertificateValidationContext(
+            trusted_ca=base_pb2.DataSource(inline_string=ca.trust_pem.decode())
+        ),
+    )
+    packed = []
+    for secret in (workload, trust):
+        resource = any_pb2.Any()
+        resource.Pack(secret)
+        packed.append((secret.name, resource))
+    return pair, TypeSnapshot.of(packed)
 
 
 @dataclass(frozen=True)
