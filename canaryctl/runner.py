@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -244,12 +245,10 @@ async def tick(
             if commit is not None:
                 await commit(decision)
 
-        if status.current_step == before:
+        phase = status.phase.value if status.phase else None
+        step = status.current_step
+        span = ports.tracer.span("step", step=step, weight=status.canary_weight, phase=phase)
+        with span if step != before else nullcontext():
             await finish_started(act_and_commit(), COMMIT_GRACE_SECONDS)
-        else:
-            phase = status.phase.value if status.phase else None
-            step = status.current_step
-            with ports.tracer.span("step", step=step, weight=status.canary_weight, phase=phase):
-                await finish_started(act_and_commit(), COMMIT_GRACE_SECONDS)
         traced.end(status)
     return decision

@@ -15,9 +15,9 @@ literals; field chains on a function's result (``variables.x``, ``(variables).x`
 println urlquery html js eq ne lt le gt ge``. Not supported (an error naming them): ``range``,
 ``define``, ``template``, ``block``, ``break``, ``continue`` and assignment (``$name = ...``).
 
-Bounds: a rendered query (and every intermediate string) is at most ``MAX_OUTPUT`` characters, printf
-widths and precisions at most ``MAX_WIDTH``, and parentheses and blocks nest at most ``MAX_NESTING``
-deep, so rendering is linear in the template's size.
+Bounds: a template and its rendered query (and every intermediate string) are at most ``MAX_OUTPUT``
+characters, printf widths and precisions at most ``MAX_WIDTH``, and parentheses and blocks nest at most
+``MAX_NESTING`` deep, so parsing and rendering are linear in the template's size.
 """
 
 from __future__ import annotations
@@ -96,9 +96,17 @@ class _Lexer:
     def __init__(self, text: str) -> None:
         self.text = text
         self.pos = 0
+        self._counted_to = 0  # newlines before here are counted in _newlines
+        self._newlines = 0
 
     def line(self, pos: int | None = None) -> int:
-        return self.text.count("\n", 0, self.pos if pos is None else pos) + 1
+        """Counted on from the last position asked for (they rise), so lexing stays linear."""
+        pos = self.pos if pos is None else pos
+        if pos < self._counted_to:
+            return self.text.count("\n", 0, pos) + 1
+        self._newlines += self.text.count("\n", self._counted_to, pos)
+        self._counted_to = pos
+        return self._newlines + 1
 
     def tokens(self) -> Iterator[_Token]:
         text = self.text
@@ -538,6 +546,8 @@ def _number(text: str, line: int) -> int | float:
 
 def parse(text: str, names: Sequence[str]) -> Template:
     """Parse ``text``, whose functions may be the model's ``names`` and the builtins."""
+    if len(text) > MAX_OUTPUT:
+        raise TemplateError(f"template is longer than {MAX_OUTPUT} characters")
     return _Parser(text, frozenset(names)).parse()
 
 

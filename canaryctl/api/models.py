@@ -501,12 +501,16 @@ class MetricComparison(ApiModel):
         return self
 
 
+MAX_QUERY_CHARS: Final = 65_536
+"""A query's template text (a query renders to at most as many characters)."""
+
+
 class CanaryMetric(ApiModel):
     name: str = Field(min_length=1)
     interval: MetricInterval | None = None
     threshold: float | None = None
     threshold_range: ThresholdRange | None = None
-    query: str | None = None
+    query: str | None = Field(default=None, max_length=MAX_QUERY_CHARS)
     template_ref: CrossNamespaceObjectReference | None = None
     template_variables: dict[str, str] | None = None
     on_no_data: NoDataPolicy = NoDataPolicy.HOLD
@@ -993,7 +997,7 @@ class MetricTemplateProvider(ApiModel):
 
 class MetricTemplateSpec(ApiModel):
     provider: MetricTemplateProvider = Field(default_factory=MetricTemplateProvider)
-    query: str = Field(min_length=1)
+    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
 
 
 class MetricTemplate(ApiModel):

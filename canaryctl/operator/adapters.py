@@ -12,8 +12,9 @@ from __future__ import annotations
 import base64
 import logging
 import uuid
+from collections.abc import Collection
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from canaryctl import registry
 from canaryctl.api.models import (
@@ -106,9 +107,18 @@ def _references(
     return found
 
 
-def cross_namespace_reference(canary: Canary) -> str | None:
-    """Flagger's ``-no-cross-namespace-refs`` check: the first templateRef, providerRef or upstreamRef
-    naming another namespace than the Canary's (an empty namespace is the Canary's), or None."""
+ANY_NAMESPACE: Final = "*"
+"""As a shared namespace: every namespace, Flagger's default (for clusters of one team)."""
+
+
+def cross_namespace_reference(canary: Canary, shared: Collection[str]) -> str | None:
+    """The first templateRef, providerRef or upstreamRef naming a namespace that is neither the Canary's
+    (an empty namespace is the Canary's) nor one of the ``shared`` ones, or None.
+
+    A MetricTemplate or AlertProvider is used with the Secrets of its own namespace, so a tenant may
+    refer only to namespaces no tenant writes to: the controller's, and those the installer shares."""
+    if ANY_NAMESPACE in shared:
+        return None
     namespace = canary.metadata.namespace or "default"
     spec = canary.spec
     found: list[tuple[str, str, CrossNamespaceObjectReference | None]] = [
@@ -118,11 +128,14 @@ def cross_namespace_reference(canary: Canary) -> str | None:
         if analysis is not None:
             found += _references(base, analysis)
     for path, kind, ref in found:
-        if ref is not None and (ref.namespace or namespace) != namespace:
-            return (
-                f"{path}: {kind} {ref.namespace}/{ref.name} is in another namespace; "
-                "cross-namespace references are blocked (--no-cross-namespace-refs)"
+        if ref is not None and (ref.namespace or namespace) not in {namespace, *shared}:
+            allowed = (
+                f"only the shared namespaces ({', '.join(sorted(shared))}) may be referred to"
+                " (--shared-namespace, chart controller.sharedNamespaces)"
+                if shared
+                else "cross-namespace references are blocked (--no-cross-namespace-refs)"
             )
+            return f"{path}: {kind} {ref.namespace}/{ref.name} is in another namespace; {allowed}"
     return None
 
 

@@ -90,10 +90,20 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="Prometheus for builtin metrics without spec.metricsServer (default: %(default)s)",
     )
     parser.add_argument(
+        "--shared-namespace",
+        action="append",
+        default=[],
+        metavar="NS",
+        help="a namespace whose MetricTemplates and AlertProviders every Canary may refer to "
+        "(repeatable; the controller's own, $POD_NAMESPACE, always is; '*': any namespace, Flagger's "
+        "default, for clusters whose namespaces trust each other); a reference elsewhere gets an "
+        "InvalidSpec condition",
+    )
+    parser.add_argument(
         "--no-cross-namespace-refs",
         action="store_true",
-        help="a Canary may only refer to MetricTemplates and AlertProviders in its own namespace; "
-        "one that refers elsewhere gets an InvalidSpec condition (Flagger's -no-cross-namespace-refs)",
+        help="a Canary may only refer to MetricTemplates and AlertProviders in its own namespace, "
+        "whatever --shared-namespace says (Flagger's -no-cross-namespace-refs)",
     )
     parser.add_argument(
         "--hook-concurrency",
@@ -181,6 +191,14 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def shared_namespaces(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[str, ...]:
+    """Where Canaries may refer besides their own namespace: the shared ones and the controller's."""
+    if args.no_cross_namespace_refs:
+        return ()
+    own = [environ["POD_NAMESPACE"]] if environ.get("POD_NAMESPACE") else []
+    return tuple(dict.fromkeys([*args.shared_namespace, *own]))
+
+
 def default_notifier(
     environ: Mapping[str, str], channel: str | None = None, username: str | None = None
 ) -> Notifier | None:
@@ -211,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
         cluster_name=args.cluster_name,
         liveness=args.liveness,
         peering_lifetime=args.peering_lifetime,
-        no_cross_namespace_refs=args.no_cross_namespace_refs,
+        shared_namespaces=shared_namespaces(args, os.environ),
         hook_concurrency=args.hook_concurrency,
         query_concurrency=args.query_concurrency,
         kube_request_timeout=args.kube_request_timeout,

@@ -108,7 +108,8 @@ class OperatorConfig:
     prometheus_url: str = DEFAULT_PROMETHEUS
     cluster_name: str = "kubernetes"
     liveness: str | None = None  # kopf's liveness endpoint, e.g. http://0.0.0.0:8081/healthz
-    no_cross_namespace_refs: bool = False  # templateRef/providerRef only within the Canary's namespace
+    # templateRef/providerRef/upstreamRef may name these besides the Canary's own; "*": any
+    shared_namespaces: tuple[str, ...] = ()
     hook_concurrency: int = HOOKS_PER_CANARY  # webhook calls in flight per Canary
     query_concurrency: int = QUERIES_PER_CANARY  # metric queries in flight per Canary
     kube_request_timeout: float = KUBE_REQUEST_TIMEOUT_SECONDS  # client timeout of every API call
@@ -379,7 +380,7 @@ class CanaryOperator:
             return INVALID_RECHECK_SECONDS
         interval = canary.spec.effective_analysis.interval_seconds
         self._intervals[_key(body)] = interval
-        crossing = cross_namespace_reference(canary) if self.config.no_cross_namespace_refs else None
+        crossing = cross_namespace_reference(canary, self.config.shared_namespaces)
         if crossing is not None:
             await self._invalid(body, crossing)
             return interval

@@ -2,17 +2,20 @@
 
 Both speak just enough HTTP/1.1 to be fast in pure asyncio: each upstream answers with its own name
 as the body, so a client can tell which backend served it; upstreams count the shadow copies Envoy
-sends when mirroring (their Host carries a ``-shadow`` suffix).
+sends when mirroring (Envoy appends ``-shadow`` to their Host's name, before any port).
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
+
+_SHADOW_HOST = re.compile(rb"-shadow(:\d+)?\s*$")
 
 
 @dataclass
@@ -56,7 +59,7 @@ class _Handler(asyncio.Protocol):
             for line in head.split(b"\r\n")[1:]:
                 if line.startswith(b"content-length:"):
                     length = int(line.split(b":", 1)[1])
-                elif line.startswith(b"host:") and line.rstrip().endswith(b"-shadow"):
+                elif line.startswith(b"host:") and _SHADOW_HOST.search(line):
                     self.upstream.shadow_requests += 1
             if len(self.buffer) < end + 4 + length:
                 return

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from canaryctl.api.models import MAX_ALERTS, MAX_METRICS, MAX_STEPS, MAX_WEBHOOKS
+from canaryctl.api.models import MAX_ALERTS, MAX_METRICS, MAX_QUERY_CHARS, MAX_STEPS, MAX_WEBHOOKS
 from tests.api.test_flagger_fields import line_of, lint
 
 REPO = Path(__file__).resolve().parents[2]
@@ -71,3 +71,29 @@ def test_the_crd_caps_each_list() -> None:
     assert {field: analysis[field]["maxItems"] for field in CAPS} == CAPS
     step = analysis["steps"]["items"]["properties"]["analysis"]["properties"]
     assert (step["metrics"]["maxItems"], step["webhooks"]["maxItems"]) == (MAX_METRICS, MAX_WEBHOOKS)
+
+
+TEMPLATE = (
+    "apiVersion: canaryctl.dev/v1beta1\nkind: MetricTemplate\nmetadata: {name: errors}\nspec:\n"
+    "  provider: {type: prometheus, address: 'http://prometheus:9090'}\n  query: "
+)
+
+
+@pytest.mark.parametrize(
+    ("head", "path"),
+    [
+        (
+            f"{HEAD}    stepWeight: 10\n    metrics:\n    - name: errors\n"
+            "      thresholdRange: {max: 1}\n      query: ",
+            "spec.analysis.metrics[0].query",
+        ),
+        (TEMPLATE, "spec.query"),
+    ],
+)
+def test_a_query_over_its_cap_is_refused_at_its_line(head: str, path: str) -> None:
+    """A query is parsed each tick: its length bounds that work."""
+    assert lint(head + "x" * MAX_QUERY_CHARS + "\n") == []
+    text = head + "x" * (MAX_QUERY_CHARS + 1) + "\n"
+    errors = lint(text)
+    assert [(line, field) for line, field, _, _ in errors] == [(text.count("\n"), path)]
+    assert f"at most {MAX_QUERY_CHARS} characters" in errors[0][2]

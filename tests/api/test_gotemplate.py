@@ -281,6 +281,16 @@ def test_output_is_bounded() -> None:
         run('{{ printf "%1000000000s" "x" }}')
 
 
+def test_template_text_is_bounded_and_its_lines_counted_to_the_end() -> None:
+    """Comments render nothing, so only a cap on the text bounds the work of parsing them."""
+    comments = "{{/**/}}\n" * (MAX_OUTPUT // 9)
+    assert run(comments) == "\n" * (MAX_OUTPUT // 9)
+    with pytest.raises(TemplateError, match=f"line {MAX_OUTPUT // 9}: unclosed action"):
+        run(comments[: -9 * 2] + "{{/**/}}\n{{ target ")
+    with pytest.raises(TemplateError, match=f"template is longer than {MAX_OUTPUT} characters"):
+        run(comments + "{{/**/}}")
+
+
 def test_nesting_is_bounded() -> None:
     inside = "(" * MAX_NESTING + "1" + ")" * MAX_NESTING
     assert run("{{ " + inside + " }}") == "1"

@@ -1,4 +1,5 @@
-"""The chart's noCrossNamespaceRefs value reaches the controller as a flag its real parser accepts."""
+"""The chart's noCrossNamespaceRefs and sharedNamespaces values reach the controller as flags its real parser
+accepts."""
 
 from __future__ import annotations
 
@@ -28,3 +29,20 @@ def test_no_cross_namespace_refs_value_turns_the_flag_on(helm: str) -> None:
     assert "--no-cross-namespace-refs" in args
     parsed = build_parser("canaryctl", "operator").parse_args(["operator", *args])  # the image's entry point
     assert parsed.no_cross_namespace_refs is True
+
+
+def test_shared_namespaces_reach_the_controller(helm: str) -> None:
+    assert "--shared-namespace" not in _controller_args(helm)
+    args = _controller_args(helm, "--set", "controller.sharedNamespaces={istio-system,monitoring}")
+    parsed = build_parser("canaryctl", "operator").parse_args(["operator", *args])
+    assert parsed.shared_namespace == ["istio-system", "monitoring"]
+    refused = run_helm(
+        helm,
+        "template",
+        RELEASE,
+        str(CHART),
+        *REQUIRED_FLAGS,
+        "--set",
+        "controller.sharedNamespaces={Not_A_Name}",
+    )
+    assert refused.returncode != 0 and "sharedNamespaces" in refused.stderr

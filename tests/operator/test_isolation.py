@@ -17,7 +17,7 @@ import pytest_asyncio
 
 from canaryctl.api.models import API_VERSION, MAX_WEBHOOKS, Canary
 from canaryctl.operator.adapters import cross_namespace_reference
-from canaryctl.operator.cli import add_parser
+from canaryctl.operator.cli import add_parser, shared_namespaces
 from canaryctl_mesh.kube import KubeObjects, api_client_for_host
 from canaryctl_providers.outbound import HOOKS_PER_CANARY, MAX_ERROR_CHARS, QUERIES_PER_CANARY
 from tests.kube.cluster import Kubelet
@@ -198,9 +198,11 @@ async def test_megabyte_error_bodies_are_cut_before_status_and_events(
 
 
 @pytest.mark.asyncio
-async def test_no_cross_namespace_refs_makes_a_foreign_reference_an_invalid_spec(
+async def test_a_reference_into_a_namespace_that_is_not_shared_is_an_invalid_spec(
     objects: KubeObjects, kubelet: Kubelet, start_operator: StartOperator
 ) -> None:
+    """A MetricTemplate or AlertProvider is used with its own namespace's Secrets: another team's must
+    not be borrowed, a platform namespace's may."""
     foreign_template = canary("borrower")
     foreign_template["spec"]["analysis"]["metrics"][0]["templateRef"]["namespace"] = "default"
     foreign_provider = canary("notifier")
@@ -209,38 +211,49 @@ async def test_no_cross_namespace_refs_makes_a_foreign_reference_an_invalid_spec
     ]
     own = canary("own")
     own["spec"]["analysis"]["metrics"][0]["templateRef"]["namespace"] = NS  # explicit, still its own
-    for name in ("borrower", "notifier", "own"):
+    platform = canary("platform-user")
+    platform["spec"]["analysis"]["metrics"][0]["templateRef"]["namespace"] = "platform"
+    for name in ("borrower", "notifier", "own", "platform-user"):
         await setup_target(objects, "Deployment", name)
-    await objects.apply({**METRIC_TEMPLATE, "metadata": {"name": "success", "namespace": "default"}})
-    for manifest in (foreign_template, foreign_provider, own):
+    for namespace in ("default", "platform"):
+        await objects.apply({**METRIC_TEMPLATE, "metadata": {"name": "success", "namespace": namespace}})
+    for manifest in (foreign_template, foreign_provider, own, platform):
         await objects.apply(manifest)
-    await start_operator(no_cross_namespace_refs=True)
+    await start_operator(shared_namespaces=("platform",))
 
     async def invalid(name: str) -> str:
         return str((await invalid_conditions(objects, name))["InvalidSpec"]["message"])
 
-    assert (await invalid("borrower")).startswith(
-        "spec.analysis.metrics[0].templateRef: MetricTemplate default/success is in another namespace"
+    assert await invalid("borrower") == (
+        "spec.analysis.metrics[0].templateRef: MetricTemplate default/success is in another namespace; "
+        "only the shared namespaces (platform) may be referred to "
+        "(--shared-namespace, chart controller.sharedNamespaces)"
     )
     assert (await invalid("notifier")).startswith(
         "spec.analysis.alerts[0].providerRef: AlertProvider default/slack is in another namespace"
     )
     await wait_phase(objects, "own", "Initialized")
+    await wait_phase(objects, "platform-user", "Initialized")
     assert await objects.get("apps/v1", "Deployment", NS, "borrower-primary") is None
 
 
-def test_cross_namespace_reference_follows_flaggers_rule() -> None:
+def test_cross_namespace_reference_follows_flaggers_rule_within_the_shared_namespaces() -> None:
     """An empty namespace is the Canary's own; steps, canaryAnalysis and upstreamRef are checked too."""
 
-    def check(spec: Obj) -> str | None:
+    def check(spec: Obj, shared: tuple[str, ...] = ()) -> str | None:
         body = canary("c") | {"spec": canary("c")["spec"] | spec}
-        return cross_namespace_reference(Canary.model_validate(body))
+        return cross_namespace_reference(Canary.model_validate(body), shared)
 
     assert check({}) is None
     step = {"analysis": {"metrics": [{"name": "m", "templateRef": {"name": "t", "namespace": "x"}}]}}
-    assert str(check({"analysis": {"steps": [{"setWeight": 10}, step]}})).startswith(
-        "spec.analysis.steps[1].analysis.metrics[0].templateRef: MetricTemplate x/t"
+    stepped = {"analysis": {"steps": [{"setWeight": 10}, step]}}
+    assert str(check(stepped)) == (
+        "spec.analysis.steps[1].analysis.metrics[0].templateRef: MetricTemplate x/t is in another "
+        "namespace; cross-namespace references are blocked (--no-cross-namespace-refs)"
     )
+    assert check(stepped, ("x",)) is None
+    assert str(check(stepped, ("y",))).startswith("spec.analysis.steps[1]")
+    assert check(stepped, ("*",)) is None, "'*' is Flagger's default: any namespace"
     assert str(check({"upstreamRef": {"name": "u", "namespace": "gloo"}})).startswith("spec.upstreamRef")
     assert check({"upstreamRef": {"name": "u"}}) is None
 
@@ -258,6 +271,11 @@ def test_the_operator_flags() -> None:
     )
     with pytest.raises(SystemExit):
         parser.parse_args(["operator", "--query-concurrency", "0"])
+    pod = {"POD_NAMESPACE": "canaryctl-system"}
+    assert shared_namespaces(args, pod) == (), "Flagger's flag: own namespace only"
+    shared = parser.parse_args(["operator", "--shared-namespace", "monitoring", "--shared-namespace", "*"])
+    assert shared_namespaces(shared, pod) == ("monitoring", "*", "canaryctl-system")
+    assert shared_namespaces(parser.parse_args(["operator"]), {}) == ()
 
 
 # --- the Kubernetes API ----------------------------------------------------------------------------------

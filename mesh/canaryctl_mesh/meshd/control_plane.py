@@ -27,7 +27,7 @@ from canaryctl_mesh.control import MeshControlPlane
 from canaryctl_mesh.identity import DEFAULT_TRUST_DOMAIN, Authenticator
 from canaryctl_mesh.kube import KubeObjects
 from canaryctl_mesh.meshd.metrics import WATCH_RESTART_REASONS, MeshdMetrics
-from canaryctl_mesh.meshd.watch import MTLS_WATCHED, WATCHED, ObjectStore, Reflector, Source
+from canaryctl_mesh.meshd.watch import MTLS_WATCHED, WATCHED, Object, ObjectStore, Reflector, Source
 from canaryctl_mesh.translate import ALL_NAMESPACES, Refusal
 
 log = logging.getLogger(__name__)
@@ -224,11 +224,36 @@ class ControlPlane:
             self._dirty.clear()
             await self.sync()
 
+    def _translate(self, namespaces: dict[str, list[Object]]) -> None:
+        """All at once; after an error meshd did not foresee, one by one, so that only the namespace
+        that caused it keeps its last configuration and the mesh goes on for every other one."""
+        try:
+            self.plane.update(namespaces)
+            return
+        except Exception:  # a fault of meshd: invalid objects are refused one by one, not raised
+            if len(namespaces) > 1:
+                log.warning("translating %d namespaces failed; translating them one by one", len(namespaces))
+            else:
+                self._translation_failed(next(iter(namespaces), "?"))
+                return
+        for namespace, objects in namespaces.items():
+            try:
+                self.plane.update({namespace: objects})
+            except Exception:
+                self._translation_failed(namespace)
+
+    def _translation_failed(self, namespace: str) -> None:
+        log.exception(
+            "namespace %s: could not translate its objects; its sidecars keep the last configuration",
+            namespace,
+        )
+        self.metrics.translation_failures.inc()
+
     async def sync(self) -> None:
         """Re-translate the namespaces that changed and push the views that changed."""
         with self.metrics.sync_seconds.time():
             dirty = self.store.take_dirty()
-            self.plane.update({namespace: self.store.namespace_objects(namespace) for namespace in dirty})
+            self._translate({namespace: self.store.namespace_objects(namespace) for namespace in dirty})
             version = await self.plane.push()
         self.events.report(self.plane.refused)
         if version != self.version:

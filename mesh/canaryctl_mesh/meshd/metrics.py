@@ -173,6 +173,12 @@ class MeshdMetrics:
         )
         for result in TOKEN_REVIEW_RESULTS:
             self.token_reviews.labels(result)
+        self.translation_failures = PromCounter(
+            f"{PREFIX}_translation_failures",
+            "Namespaces whose objects could not be translated by a fault of meshd (an error it did not "
+            "foresee; the log has its traceback): their sidecars keep the last configuration.",
+            registry=self.registry,
+        )
         self.sync_seconds = PromHistogram(
             f"{PREFIX}_sync_duration_seconds",
             "Seconds one sync takes: translating the namespaces that changed and handing the changed "
