@@ -10,6 +10,7 @@ Envoys take these changes under load in tests/netns/test_capture.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,12 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import kmock
 import pytest
 import pytest_asyncio
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from canaryctl.local.prometheus import free_port
 from canaryctl_mesh import config
 from canaryctl_mesh.ads import AdsServer
 from canaryctl_mesh.identity import TokenAuthenticator
@@ -31,8 +34,9 @@ from canaryctl_mesh.meshd.ca_secret import REFUSED_REASON, CaSecret
 from canaryctl_mesh.meshd.pki import CertificateAuthority, ca_from_secret, load_or_create_ca
 from canaryctl_mesh.meshd.tls import IssuedCertificate, xds_credentials
 from canaryctl_mesh.meshd.workload import WorkloadCertificates
+from tests.kube.emulator import emulator_url
 from tests.meshd.authorities import Authority, encoded, pem_key, root, secret
-from tests.meshd.test_security import SERVER_NAME, RawSidecar
+from tests.meshd.test_security import SERVER_NAME, RawSidecar, answer_token_reviews
 from tests.meshd.test_workload_identity import SECRETS, Reviews, received_secrets, workload
 
 pytestmark = pytest.mark.asyncio
@@ -245,3 +249,56 @@ async def test_the_signing_ca_of_a_bundle_is_the_one_of_the_key() -> None:
     leaf = x509.load_pem_x509_certificates(ca.issue_workload("spiffe://cluster.local/ns/a/sa/b").cert)
     assert [cert.issuer for cert in leaf] == [new.subject], "a root in the bundle is not sent in chains"
     assert ca_from_secret(encoded({"unrelated": b"x"})) is None
+
+
+async def next_secrets(sidecar: RawSidecar, timeout: float = 30.0) -> dict[str, tuple[str, str] | str]:
+    """The secrets of the next SDS response, the other types' responses ACKed on the way."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        response = await sidecar.receive(max(0.1, deadline - asyncio.get_running_loop().time()))
+        if response.type_url == config.SECRET_TYPE:
+            sidecar.responses.put_nowait(response)
+            return await received_secrets(sidecar)
+        sidecar.ack(response)
+
+
+@pytest.mark.slow
+async def test_meshd_follows_its_ca_secret(
+    emulator: kmock.KubernetesEmulator, objects: KubeObjects, meshd: Any, tmp_path: Path
+) -> None:
+    """`meshd control-plane` as the chart runs it, its CA Secret renewed and then broken under it."""
+    answer_token_reviews(emulator)
+    company = root("company root")
+    first, renewed = company.issue("mesh intermediate"), company.issue("mesh intermediate")
+    await put(objects, first.cert_manager_data(company.cert))
+    xds = free_port()
+    child = await meshd(
+        "control-plane", "--xds-port", str(xds), "--xds-dns-name", SERVER_NAME, "--namespace", "team-a",
+        "--ca-secret", NAME, "--ca-namespace", NS, "--ca-recheck-seconds", "0.2",
+        "--server", emulator_url(emulator),
+    )  # fmt: skip
+    sidecar = RawSidecar(xds, company.cert, "token-team-a", "web-1.team-a")
+    sidecar.subscribe(config.SECRET_TYPE, SECRETS)
+    try:
+        assert chain(await next_secrets(sidecar))[1].serial_number == first.serial
+        await put(objects, renewed.cert_manager_data(company.cert))
+        after = await next_secrets(sidecar)
+        workload(after, company.cert.decode(), tmp_path)
+        assert chain(after)[1].serial_number == renewed.serial
+
+        await put(objects, company.issue("a leaf", ca=False).cert_manager_data(company.cert))
+        for _ in range(150):
+            events = await objects.list_objects("v1", "Event", NS)
+            if any(event.get("reason") == REFUSED_REASON for event in events):
+                break
+            await asyncio.sleep(0.2)
+        else:
+            raise AssertionError(f"no {REFUSED_REASON} Event: {child.log.read_text()}")
+        assert "is not a CA" in child.log.read_text()
+        with contextlib.suppress(TimeoutError):  # the certificate from the renewed intermediate stays
+            while True:
+                response = await sidecar.receive(1.0)
+                assert response.type_url != config.SECRET_TYPE, "a certificate from a refused CA"
+                sidecar.ack(response)
+    finally:
+        await sidecar.close()

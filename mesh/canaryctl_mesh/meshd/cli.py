@@ -22,7 +22,7 @@ from canaryctl_mesh.injector import SIDECAR_TOKEN_PATH, InjectorSettings
 from canaryctl_mesh.kube import KubeObjects, api_client, api_client_for_host, pool_size
 from canaryctl_mesh.meshd import injector, metrics, runtime
 from canaryctl_mesh.meshd.auth import KubeTokenReviewer
-from canaryctl_mesh.meshd.ca_secret import CaSecret
+from canaryctl_mesh.meshd.ca_secret import CA_RECHECK, CaSecret
 from canaryctl_mesh.meshd.control_plane import ControlPlane, sources
 from canaryctl_mesh.meshd.pki import WORKLOAD_VALIDITY, CertificateAuthority, load_or_create_ca
 from canaryctl_mesh.meshd.tls import IssuedCertificate, xds_credentials
@@ -151,6 +151,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "tests and local runs only",
     )
     _ca(plane)
+    plane.add_argument(
+        "--ca-recheck-seconds",
+        type=_recheck_seconds,
+        default=CA_RECHECK,
+        help=f"how often the CA Secret is read again, to sign with a renewed or rotated CA (default "
+        f"{CA_RECHECK:.0f}; 0.1 to 3600)",
+    )
     _common(plane)
     plane.set_defaults(func=run)
 
@@ -206,6 +213,16 @@ def _trust_domain(value: str) -> str:
         raise argparse.ArgumentTypeError(str(error)) from error
 
 
+def _recheck_seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0.1 <= seconds <= 3600:
+        raise argparse.ArgumentTypeError(f"expected seconds between 0.1 and 3600, got {value!r}")
+    return seconds
+
+
 def _ca(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("the mesh CA (one Secret the control plane and injector share)")
     group.add_argument("--ca-secret", default="canaryctl-mesh-ca", help="Secret holding ca.crt and ca.key")
@@ -255,7 +272,7 @@ async def _mesh_ca(args: argparse.Namespace, api: client.ApiClient) -> CaSecret:
     """The mesh CA Secret, created first if missing, with the CA it holds in use."""
     objects, namespace = KubeObjects(api, field_manager="canaryctl-mesh"), _own_namespace(args)
     ca = await load_or_create_ca(objects, namespace, args.ca_secret)
-    return CaSecret(objects, namespace, args.ca_secret, ca)
+    return CaSecret(objects, namespace, args.ca_secret, ca, getattr(args, "ca_recheck_seconds", CA_RECHECK))
 
 
 def xds_server(
