@@ -10,7 +10,9 @@ Envoys take these changes under load in tests/netns/test_capture.py).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import json
 import logging
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import kmock
 import pytest
 import pytest_asyncio
@@ -29,13 +32,16 @@ from canaryctl.local.prometheus import free_port
 from canaryctl_mesh import config
 from canaryctl_mesh.ads import AdsServer
 from canaryctl_mesh.identity import TokenAuthenticator
+from canaryctl_mesh.injector import PROXY_CONTAINER
 from canaryctl_mesh.kube import KubeObjects
 from canaryctl_mesh.meshd.ca_secret import REFUSED_REASON, CaSecret
+from canaryctl_mesh.meshd.injector import WEBHOOK_API
 from canaryctl_mesh.meshd.pki import CertificateAuthority, ca_from_secret, load_or_create_ca
 from canaryctl_mesh.meshd.tls import IssuedCertificate, xds_credentials
 from canaryctl_mesh.meshd.workload import WorkloadCertificates
 from tests.kube.emulator import emulator_url
 from tests.meshd.authorities import Authority, encoded, pem_key, root, secret
+from tests.meshd.test_injector import review, wait_healthy
 from tests.meshd.test_security import SERVER_NAME, RawSidecar, answer_token_reviews
 from tests.meshd.test_workload_identity import SECRETS, Reviews, received_secrets, workload
 
@@ -302,3 +308,85 @@ async def test_meshd_follows_its_ca_secret(
                 sidecar.ack(response)
     finally:
         await sidecar.close()
+
+
+def bootstrap_trust(answer: dict[str, Any]) -> str:
+    """The CA the injected proxy's bootstrap trusts for its xDS connection."""
+    patch = json.loads(base64.b64decode(answer["response"]["patch"]))
+    containers = next(op["value"] for op in patch if op["path"] == "/spec/initContainers")
+    proxy = next(c for c in containers if c["name"] == PROXY_CONTAINER)
+    bootstrap = json.loads(proxy["args"][proxy["args"].index("--config-yaml") + 1])
+    (xds,) = bootstrap["dynamic_resources"]["ads_config"]["grpc_services"]
+    return str(xds["google_grpc"]["channel_credentials"]["ssl_credentials"]["root_certs"]["inline_string"])
+
+
+@pytest.mark.slow
+async def test_the_injector_follows_its_ca_secret(
+    emulator: kmock.KubernetesEmulator, objects: KubeObjects, meshd: Any
+) -> None:
+    """New pods' bootstraps trust the bundle the Secret holds now, the webhook's caBundle is that
+    bundle, and its serving certificate comes from a renewed intermediate."""
+    emulator.resources["admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"] = kmock.ResourceInfo(
+        kind="MutatingWebhookConfiguration", namespaced=False, verbs=["get", "list", "create", "patch"]
+    )
+    await objects.create(
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": "canaryctl-injector"},
+            "webhooks": [{"name": "sidecar-injector.mesh.canaryctl.dev", "clientConfig": {}}],
+        }
+    )
+    old, new = root("root 2026"), root("root 2027")
+    first, renewed = old.issue("mesh intermediate"), old.issue("mesh intermediate")
+    await put(objects, first.cert_manager_data(old.cert))
+    port = free_port()
+    child = await meshd(
+        "injector", "--port", str(port), "--tls-dns-name", "127.0.0.1",
+        "--webhook-name", "canaryctl-injector", "--ca-secret", NAME, "--ca-namespace", NS,
+        "--ca-recheck-seconds", "0.2",
+        "--sidecar-image", "envoy:test", "--init-image", "init:test", "--server", emulator_url(emulator),
+    )  # fmt: skip
+    pod = review("default")
+    pod["request"]["object"]["metadata"]["annotations"] = {"mesh.canaryctl.dev/inject": "true"}
+    url = f"https://127.0.0.1:{port}"
+    both = old.cert + new.cert
+
+    async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
+        for _ in range(150):
+            if await check():
+                return
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"{what}: {child.log.read_text()}")
+
+    async def ca_bundle() -> bytes:
+        found = await objects.get(*WEBHOOK_API, "", "canaryctl-injector")
+        return base64.b64decode((found or {})["webhooks"][0]["clientConfig"].get("caBundle", ""))
+
+    async with httpx.AsyncClient(verify=ssl.create_default_context(cadata=both.decode()), timeout=10) as http:
+        await wait_healthy(http, url, child)
+
+        async def admitted_trust() -> str:
+            return bootstrap_trust((await http.post(f"{url}/mutate", json=pod)).json())
+
+        assert await admitted_trust() == old.cert.decode()
+        await until(lambda: _equal(ca_bundle(), old.cert), "the caBundle is the root")
+
+        await put(objects, first.cert_manager_data(both))  # a new root added to the bundle
+        await until(lambda: _equal(admitted_trust(), both.decode()), "new pods trust both roots")
+        await until(lambda: _equal(ca_bundle(), both), "the caBundle is both roots")
+
+        await put(objects, renewed.cert_manager_data(both))  # cert-manager renews the intermediate
+        await until(
+            lambda: _is(served_certificate(port, both), renewed), "the webhook serves a certificate from it"
+        )
+        assert await ca_bundle() == both
+    assert await child.terminate() == 0, child.log.read_text()
+
+
+async def _equal(value: Awaitable[object], expected: object) -> bool:
+    return await value == expected
+
+
+async def _is(certificate: Awaitable[x509.Certificate], authority: Authority) -> bool:
+    return issued_by(await certificate, authority)

@@ -44,12 +44,15 @@ class CaSecret:
         name: str,
         current: CertificateAuthority,
         interval: float = CA_RECHECK,
+        events: bool = True,
     ) -> None:
+        """`events`: post the refusal Event (the control plane does; the injector, which may not, logs)."""
         self.objects = objects
         self.namespace = namespace
         self.name = name
         self.current = current
         self.interval = interval
+        self.events = events
         self._seen = ""
         """Digest of the Secret data last looked at, so one content is judged (and refused) once."""
 
@@ -73,7 +76,8 @@ class CaSecret:
         except ValueError as error:
             message = f"mesh CA Secret {where} refused, the current CA stays in use: {error}"
             log.error("%s", message)
-            await self._report(found, message)
+            if self.events:
+                await self._report(found, message)
             return None
         if ca.pair == self.current.pair and ca.trust_pem == self.current.trust_pem:
             return None

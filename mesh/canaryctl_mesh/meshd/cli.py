@@ -151,13 +151,6 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "tests and local runs only",
     )
     _ca(plane)
-    plane.add_argument(
-        "--ca-recheck-seconds",
-        type=_recheck_seconds,
-        default=CA_RECHECK,
-        help=f"how often the CA Secret is read again, to sign with a renewed or rotated CA (default "
-        f"{CA_RECHECK:.0f}; 0.1 to 3600)",
-    )
     _common(plane)
     plane.set_defaults(func=run)
 
@@ -229,6 +222,13 @@ def _ca(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--ca-namespace", default=None, help="its namespace (default: this pod's namespace, else 'default')"
     )
+    group.add_argument(
+        "--ca-recheck-seconds",
+        type=_recheck_seconds,
+        default=CA_RECHECK,
+        help=f"how often the Secret is read again, to take up a renewed or rotated CA (default "
+        f"{CA_RECHECK:.0f}; 0.1 to 3600)",
+    )
 
 
 def _api(args: argparse.Namespace) -> client.ApiClient:
@@ -272,7 +272,8 @@ async def _mesh_ca(args: argparse.Namespace, api: client.ApiClient) -> CaSecret:
     """The mesh CA Secret, created first if missing, with the CA it holds in use."""
     objects, namespace = KubeObjects(api, field_manager="canaryctl-mesh"), _own_namespace(args)
     ca = await load_or_create_ca(objects, namespace, args.ca_secret)
-    return CaSecret(objects, namespace, args.ca_secret, ca, getattr(args, "ca_recheck_seconds", CA_RECHECK))
+    events = args.meshd_command == "control-plane"
+    return CaSecret(objects, namespace, args.ca_secret, ca, args.ca_recheck_seconds, events)
 
 
 def xds_server(
@@ -359,44 +360,64 @@ async def _injector(args: argparse.Namespace, api: client.ApiClient, stop: async
     objects = KubeObjects(api, field_manager="canaryctl-mesh")
     # The mesh CA signs the webhook's certificate (unless cert-manager does) and is what sidecars trust.
     needs_ca = not args.insecure_xds or not args.tls_cert
-    ca = (await _mesh_ca(args, api)).current if needs_ca else None
-    auth = None
-    if ca is not None and not args.insecure_xds:
-        auth = config.XdsAuth(ca.trust_pem.decode(), SIDECAR_TOKEN_PATH, args.xds_host)
+    ca_secret = await _mesh_ca(args, api) if needs_ca else None
     settings = InjectorSettings(
         proxy_image=args.sidecar_image,
         init_image=args.init_image,
         xds_host=args.xds_host,
         xds_port=args.xds_port,
-        xds_auth=auth,
         token_audience=args.token_audience,
         ports=_ports(args),
         exclude_inbound_ports=args.excluded_ports,
         exclude_outbound_ports=args.excluded_ports,
     )
+
+    def trusting(ca: CertificateAuthority) -> InjectorSettings:
+        """The settings whose bootstraps trust `ca`'s bundle for xDS."""
+        auth = config.XdsAuth(ca.trust_pem.decode(), SIDECAR_TOKEN_PATH, args.xds_host)
+        return settings.model_copy(update={"xds_auth": auth})
+
+    if ca_secret is not None and not args.insecure_xds:
+        settings = trusting(ca_secret.current)
+    current = settings
     if args.tls_cert or args.tls_key:
         if not (args.tls_cert and args.tls_key):
             raise SystemExit("--tls-cert and --tls-key go together")
         serving: injector.ServingCertificate = injector.FileCertificate(args.tls_cert, args.tls_key)
     else:
-        if not args.tls_dns_names or ca is None:
+        if not args.tls_dns_names or ca_secret is None:
             raise SystemExit("--tls-dns-name is required without --tls-cert/--tls-key")
         serving = injector.MeshCertificate(
-            IssuedCertificate(ca, args.tls_dns_names), objects, args.webhook_name
+            IssuedCertificate(ca_secret.current, args.tls_dns_names), objects, args.webhook_name
         )
+
+    def use(ca: CertificateAuthority) -> None:
+        """Pods admitted from now on trust `ca`'s bundle; the webhook's next certificate is from it."""
+        nonlocal current
+        if current.xds_auth is not None:
+            current = trusting(ca)
+        if isinstance(serving, injector.MeshCertificate):
+            serving.issued.use(ca)
+
     measured = metrics.MeshdMetrics()
     outcomes: Counter[str] = Counter()
     measured.watch_admissions(outcomes)
     expiries = {"injector": lambda: serving.current().not_after}
-    if ca is not None:
-        expiries["ca"] = lambda: ca.pair.not_after
+    if ca_secret is not None:
+        expiries["ca"] = lambda: ca_secret.current.pair.not_after
     measured.watch_certificates(expiries)
+    check_interval = min(injector.CHECK_INTERVAL, args.ca_recheck_seconds)
     async with (
         injector.WatchedNamespaceLabels(api, objects) as labels,
-        injector.serving(settings, labels, serving, stop, "0.0.0.0", args.port, outcomes=outcomes),
+        injector.serving(
+            lambda: current, labels, serving, stop, "0.0.0.0", args.port, check_interval, outcomes
+        ),
         metrics.serving(measured, "0.0.0.0", args.metrics_port),
     ):
-        await stop.wait()
+        if ca_secret is None:
+            await stop.wait()
+        else:
+            await ca_secret.follow(use, stop)
 
 
 def _log_handler(log_format: str) -> logging.Handler:
