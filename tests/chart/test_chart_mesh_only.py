@@ -17,6 +17,7 @@ from canaryctl_mesh.kube import KINDS
 from canaryctl_mesh.meshd.watch import WATCHED
 from tests.chart.conftest import CHART, NAMESPACE, RELEASE, REPO, Manifest, render_values, run_helm
 from tests.chart.test_network_policies import allowed, component, pod
+from tests.yaml_documents import documents
 
 Render = Callable[[str], list[Manifest]]
 MESH_ONLY = ("--set", "controller.enabled=false", "--set", "loadtester.enabled=false")
@@ -70,7 +71,7 @@ def test_the_mesh_alone_renders_only_the_mesh_and_needs_no_prometheus(helm: str)
         helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--include-crds", *MESH_ONLY
     )
     assert result.returncode == 0, result.stderr
-    manifests = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    manifests = documents(result.stdout)
     assert _objects(manifests) == MESH_OBJECTS
     components = {(m["metadata"].get("labels") or {}).get("app.kubernetes.io/component") for m in manifests}
     assert components <= {"mesh", "injector", None}, components  # None: the CRDs
@@ -95,7 +96,7 @@ def test_the_documented_command_installs_the_mesh_alone(helm: str, page: str) ->
     flags = [word for word in _documented_command(page) if word != "--create-namespace"]
     result = run_helm(helm, "template", RELEASE, str(CHART), "--include-crds", *flags)
     assert result.returncode == 0, result.stderr
-    assert _objects([doc for doc in yaml.safe_load_all(result.stdout) if doc]) == MESH_OBJECTS
+    assert _objects(documents(result.stdout)) == MESH_OBJECTS
 
 
 def test_the_mesh_rbac_covers_what_meshd_watches(render: Render) -> None:

@@ -23,6 +23,7 @@ from canaryctl_mesh.injector import InjectorSettings, proxy_container
 from tests.chart.conftest import CHART, NAMESPACE, RELEASE, Manifest, run_helm
 from tests.chart.test_chart_commands import image_command
 from tests.chart.test_network_policies import selects
+from tests.yaml_documents import documents
 
 Render = Callable[[str], list[Manifest]]
 SCHEMAS = Path(__file__).parent / "schemas" / "prometheus-operator-0.93.0"
@@ -46,7 +47,7 @@ def template(helm: str, *args: str) -> subprocess.CompletedProcess[str]:
 def render_set(helm: str, *args: str) -> list[Manifest]:
     result = template(helm, "--set", PROMETHEUS_URL, *args)
     assert result.returncode == 0, result.stderr
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    return documents(result.stdout)
 
 
 # --- values ---------------------------------------------------------------------------------------

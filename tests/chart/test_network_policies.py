@@ -160,11 +160,7 @@ def test_each_policy_selects_exactly_its_component(render: Render, values: str) 
             for port in rule.get("ports") or []:
                 assert port["port"] in target.ports, f"{selected[0]} has no port {port['port']}"
     covered = {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in policies}
-    expected = {
-        (d["metadata"]["namespace"], d["metadata"]["name"])
-        for d in deployments
-        if d["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] != "controller"
-    }
+    expected = {(d["metadata"]["namespace"], d["metadata"]["name"]) for d in deployments}
     assert covered == expected
 
 
@@ -194,6 +190,26 @@ def test_the_shared_load_tester_takes_calls_from_the_controller_only(render: Ren
         (outside("fd00:ec2::254"), 80),
     ):
         assert not allowed(manifests, tester, target, port), target
+
+
+def test_the_controller_reaches_anything_but_link_local_and_metadata_addresses(render: Render) -> None:
+    """A tenant's metric, webhook or alert address must not reach the node's cloud credentials: the
+    controller refuses them after DNS, and its NetworkPolicy does too for anything else in its pod."""
+    manifests = render("default")
+    controller = component(manifests, "canaryctl")
+    tester = component(manifests, "canaryctl-loadtester")
+    assert allowed(manifests, controller, tester, tester.ports["http"])
+    for target, port in (
+        (pod("team-a"), 9090),
+        (outside("203.0.113.7"), 443),
+        (outside("2001:db8::7"), 443),
+        (outside(API_SERVER), 6443),
+        (outside("10.96.0.10"), 53),
+        (outside("169.254.20.10"), 53),  # NodeLocal DNSCache listens on a link-local address
+    ):
+        assert allowed(manifests, controller, target, port), target
+    for address in (METADATA, "169.254.170.23", "100.100.100.200", "fd00:ec2::254", "fe80::1"):
+        assert not allowed(manifests, controller, outside(address), 80), address
 
 
 def test_peers_the_installer_names_may_call_the_load_tester(render: Render) -> None:

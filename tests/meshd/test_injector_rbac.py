@@ -19,7 +19,6 @@ from typing import Any
 import httpx
 import kmock
 import pytest
-import yaml
 from kubernetes import client
 
 from canaryctl.local.prometheus import free_port
@@ -28,6 +27,7 @@ from canaryctl_mesh.kube import KubeObjects
 from tests.chart.conftest import CHART, NAMESPACE, RELEASE, REQUIRED_FLAGS, helm, run_helm  # noqa: F401
 from tests.kube.emulator import emulator_url
 from tests.meshd.test_injector import review
+from tests.yaml_documents import documents
 
 pytestmark = pytest.mark.asyncio
 
@@ -61,7 +61,7 @@ def record_calls(emulator: kmock.KubernetesEmulator) -> set[Call]:
 def rendered(helm: str) -> list[dict[str, Any]]:  # noqa: F811
     result = run_helm(helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, *REQUIRED_FLAGS)
     assert result.returncode == 0, result.stderr
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    return documents(result.stdout)
 
 
 def granted_to_injector(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:

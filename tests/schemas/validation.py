@@ -24,7 +24,8 @@ from typing import Any
 
 import jsonschema
 import kubernetes_validate
-import yaml
+
+from tests.yaml_documents import documents
 
 HERE = Path(__file__).parent
 CRDS = HERE.parent.parent / "crds"
@@ -87,7 +88,7 @@ def _documents(path: Path) -> list[Obj]:
     """The CRDs in ``path``; a Helm template's directives are dropped, other kinds skipped."""
     lines = [line for line in path.read_text().splitlines() if not _TEMPLATE_LINE.match(line)]
     text = _TEMPLATE_VALUE.sub("template", "\n".join(lines))
-    return [doc for doc in yaml.safe_load_all(text) if doc and doc.get("kind") == "CustomResourceDefinition"]
+    return [doc for doc in documents(text) if doc.get("kind") == "CustomResourceDefinition"]
 
 
 def _served(crd: Obj) -> list[tuple[str, Obj, bool]]:

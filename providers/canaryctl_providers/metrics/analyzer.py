@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
@@ -30,6 +31,8 @@ SecretLookup = Callable[[str, str], Awaitable[dict[str, str]]]
 ProviderFactory = Callable[..., MetricsProvider]
 
 DEFAULT_PROMETHEUS = "http://prometheus:9090"
+# Addresses whose Prometheus provider is kept between calls.
+MAX_PROMETHEUS_PROVIDERS = 256
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,7 @@ class MetricsAnalyzer:
         self._secrets = secrets
         self._default_address = default_address
         self._factory = provider_factory
-        self._prometheus_by_address: dict[str, MetricsProvider] = {}
+        self._prometheus_by_address: OrderedDict[str, MetricsProvider] = OrderedDict()
         self._slots = Slots(query_concurrency)
 
     async def measure(self, canary: Canary, metric: CanaryMetric, caller_side: bool) -> MetricObservation:
@@ -205,12 +208,18 @@ class MetricsAnalyzer:
         return canary.spec.metrics_server or self._default_address
 
     def _prometheus(self, canary: Canary) -> MetricsProvider:
-        """The Prometheus for builtin and inline queries, one provider per address."""
+        """The Prometheus for builtin and inline queries, one provider per address; only the
+        MAX_PROMETHEUS_PROVIDERS most recently used addresses keep theirs (a Canary's author can name
+        new addresses without end)."""
         address = self._address(canary)
-        if address not in self._prometheus_by_address:
+        provider = self._prometheus_by_address.get(address)
+        if provider is None:
             spec = MetricTemplateProvider(type="prometheus", address=address)
-            self._prometheus_by_address[address] = self._factory(spec, None)
-        return self._prometheus_by_address[address]
+            provider = self._prometheus_by_address[address] = self._factory(spec, None)
+            if len(self._prometheus_by_address) > MAX_PROMETHEUS_PROVIDERS:
+                self._prometheus_by_address.popitem(last=False)
+        self._prometheus_by_address.move_to_end(address)
+        return provider
 
 
 def _errors(requests: float | None, success_rate: float | None) -> float | None:

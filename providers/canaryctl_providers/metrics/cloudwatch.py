@@ -19,6 +19,7 @@ from canaryctl_mesh.duration import metric_interval_seconds
 from canaryctl_providers.metrics.errors import MetricQueryError, ProviderConfigError
 from canaryctl_providers.metrics.sigv4 import Credentials, sign
 from canaryctl_providers.metrics.transport import Endpoint, parse_json, require, to_float
+from canaryctl_providers.outbound import excerpt
 
 TARGET = "GraniteServiceVersion20100801.GetMetricData"
 CONTENT_TYPE = "application/x-amz-json-1.0"
@@ -73,7 +74,7 @@ class CloudWatchProvider:
         )
         results = body.get("MetricDataResults") if isinstance(body, dict) else None
         if not isinstance(results, list):
-            raise MetricQueryError(f"unexpected CloudWatch response: {body!r}"[:300])
+            raise MetricQueryError(f"unexpected CloudWatch response: {excerpt(repr(body))}")
         values = (results or [{}])[0].get("Values") or []
         return to_float(values[0]) if values else None
 

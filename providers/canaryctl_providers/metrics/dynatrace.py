@@ -9,6 +9,7 @@ from canaryctl.api.models import MetricTemplateProvider
 from canaryctl_mesh.duration import metric_interval_seconds
 from canaryctl_providers.metrics.errors import MetricQueryError, ProviderConfigError
 from canaryctl_providers.metrics.transport import Endpoint, parse_json, require, to_float
+from canaryctl_providers.outbound import excerpt
 
 QUERY_PATH = "/api/v2/metrics/query"
 # Flagger's window: ten metric intervals back from now, one value over all of it (resolution Inf).
@@ -48,7 +49,7 @@ def _value(body: Any) -> float | None:
     """``{"result": [{"metricId", "data": [{"dimensions", "timestamps", "values"}]}]}``."""
     results = body.get("result") if isinstance(body, dict) else None
     if not isinstance(results, list):
-        raise MetricQueryError(f"unexpected Dynatrace response: {body!r}"[:300])
+        raise MetricQueryError(f"unexpected Dynatrace response: {excerpt(repr(body))}")
     data = results[0].get("data") if results and isinstance(results[0], dict) else None
     if not data or not isinstance(data[-1], dict):
         return None

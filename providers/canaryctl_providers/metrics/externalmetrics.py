@@ -17,41 +17,56 @@ Who is asked, with whose credentials:
 
 from __future__ import annotations
 
+import math
 import re
 import urllib.parse
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_UP, Context, Decimal
 from typing import Any
 
 from canaryctl.api.models import MetricTemplateProvider
 from canaryctl.ports import KubeApi, MetricScope
 from canaryctl_providers.metrics.errors import MetricQueryError, ProviderConfigError
 from canaryctl_providers.metrics.transport import Endpoint, parse_json
+from canaryctl_providers.outbound import kind_of
 
 API_PATH = "/apis/external.metrics.k8s.io/v1beta1"
 DEFAULT_NAMESPACE = "default"
 _NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
-# Kubernetes Quantity: a signed decimal, then a binary-SI, decimal-SI or exponent suffix.
-_QUANTITY = re.compile(r"([+-]?(?:\d+\.?\d*|\.\d+))(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?\d+)?")
-_BINARY_SI = ("Ki", "Mi", "Gi", "Ti", "Pi", "Ei")
+# Kubernetes Quantity: a signed decimal, then a binary-SI, decimal-SI or exponent suffix. Each digit can
+# belong to one place only, so a long run of digits that fails to match fails in linear time.
+_QUANTITY = re.compile(r"([+-]?(?:\d+(?:\.\d*)?|\.\d+))(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?\d+)?")
+# Longer text is no quantity a metrics adapter sends; it is refused before any matching.
+MAX_QUANTITY_CHARS = 64
+_BINARY_SI = {"Ki": 10, "Mi": 20, "Gi": 30, "Ti": 40, "Pi": 50, "Ei": 60}
 _DECIMAL_SI = {"n": -9, "u": -6, "m": -3, "": 0, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
-_SUFFIXES: dict[str, Decimal] = {
-    **{suffix: Decimal(1024) ** power for power, suffix in enumerate(_BINARY_SI, 1)},
-    **{suffix: Decimal(10) ** power for suffix, power in _DECIMAL_SI.items()},
-}
+# Kubernetes keeps a quantity to the nano, rounding finer non-zero values away from zero, and caps a
+# binary-SI quantity at 2^63-1.
+_NANO = Decimal("1e-9")
+_MAX_BINARY = Decimal(2**63 - 1)
+# A decimal exponent beyond this makes any quantity of MAX_QUANTITY_CHARS out of range or finer than nano.
+_EXPONENT_BOUND = 400
+_CONTEXT = Context(prec=MAX_QUANTITY_CHARS + 2 * _EXPONENT_BOUND)
 
 
 def parse_quantity(text: str) -> float:
-    """A Kubernetes Quantity (``250m``, ``1.5Ki``, ``2e3``) as a float."""
-    found = _QUANTITY.fullmatch(text.strip())
+    """A Kubernetes Quantity (``250m``, ``1.5Ki``, ``2e3``) as a float, read as Kubernetes reads it."""
+    text = text.strip()
+    found = _QUANTITY.fullmatch(text) if len(text) <= MAX_QUANTITY_CHARS else None
     if found is None:
-        raise MetricQueryError(f"external metric value {text[:50]!r} is not a Kubernetes quantity")
-    number, suffix = found.group(1), found.group(2) or ""
-    try:
-        if suffix in _SUFFIXES:
-            return float(Decimal(number) * _SUFFIXES[suffix])
-        return float(Decimal(number) * Decimal(10) ** int(suffix[1:]))
-    except (InvalidOperation, OverflowError) as exc:
-        raise MetricQueryError(f"external metric value {text[:50]!r} is out of range") from exc
+        raise MetricQueryError(f"external metric value is not a Kubernetes quantity but {kind_of(text)}")
+    number, suffix = Decimal(found.group(1)), found.group(2) or ""
+    if suffix in _BINARY_SI:
+        amount = _CONTEXT.multiply(number, Decimal(2) ** _BINARY_SI[suffix])
+        amount = min(amount.copy_abs(), _MAX_BINARY).copy_sign(number)
+    else:
+        exponent = _DECIMAL_SI[suffix] if suffix in _DECIMAL_SI else int(suffix[1:])
+        amount = number.scaleb(max(-_EXPONENT_BOUND, min(_EXPONENT_BOUND, exponent)), _CONTEXT)
+    if amount:
+        amount = amount.quantize(_NANO, ROUND_UP, _CONTEXT)
+    value = float(amount)
+    if not math.isfinite(value):
+        raise MetricQueryError(f"external metric value {text!r} is out of range")
+    return value
 
 
 def parse_query(query: str) -> tuple[str, str, str | None]:
@@ -118,12 +133,12 @@ class ExternalMetricsProvider:
         body = await self._list(namespace, metric, selector)
         items = body.get("items") if isinstance(body, dict) else None
         if not isinstance(items, list):
-            raise MetricQueryError(f"unexpected external metrics response: {body!r}"[:300])
+            raise MetricQueryError(f"unexpected external metrics response: {kind_of(body)}, no 'items' list")
         if not items:
             return None
         value = items[0].get("value") if isinstance(items[0], dict) else None
         if not isinstance(value, str | int | float) or isinstance(value, bool):
-            raise MetricQueryError(f"external metric item has no value: {items[0]!r}"[:300])
+            raise MetricQueryError(f"external metric item has no value: {kind_of(items[0])}")
         return parse_quantity(str(value))
 
     async def is_online(self) -> bool:

@@ -9,6 +9,7 @@ from urllib.parse import parse_qsl
 from canaryctl.api.models import MetricTemplateProvider
 from canaryctl_providers.metrics.errors import MetricQueryError
 from canaryctl_providers.metrics.transport import Endpoint, basic_auth, parse_json, to_float
+from canaryctl_providers.outbound import excerpt
 
 ONLINE_QUERY = "target=test"
 _SPACE = re.compile(r"\s+")
@@ -39,7 +40,7 @@ class GraphiteProvider:
 def _last_value(body: Any) -> float | None:
     """Datapoints are ``[value, timestamp]`` pairs; a null value is a gap, not data."""
     if not isinstance(body, list):
-        raise MetricQueryError(f"unexpected Graphite response: {body!r}"[:300])
+        raise MetricQueryError(f"unexpected Graphite response: {excerpt(repr(body))}")
     value: float | None = None
     for target in body:
         points = target.get("datapoints") if isinstance(target, dict) else None

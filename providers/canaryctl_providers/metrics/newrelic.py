@@ -8,6 +8,7 @@ from canaryctl.api.models import MetricTemplateProvider
 from canaryctl_mesh.duration import metric_interval_seconds
 from canaryctl_providers.metrics.errors import MetricQueryError
 from canaryctl_providers.metrics.transport import Endpoint, parse_json, require, to_float
+from canaryctl_providers.outbound import excerpt
 
 DEFAULT_ADDRESS = "https://insights-api.newrelic.com"
 ONLINE_QUERY = "SELECT count(*) FROM Metric"
@@ -43,12 +44,14 @@ def _result(body: Any) -> float | None:
     """``{"results": [{"result": v}]}``; any single-valued function name (``average``...) is accepted."""
     results = body.get("results") if isinstance(body, dict) else None
     if not isinstance(results, list):
-        raise MetricQueryError(f"unexpected New Relic response: {body!r}"[:300])
+        raise MetricQueryError(f"unexpected New Relic response: {excerpt(repr(body))}")
     if len(results) != 1 or not isinstance(results[0], dict) or not results[0]:
         return None
     first = results[0]
     if "result" in first:
         return to_float(first["result"])
     if len(first) != 1:
-        raise MetricQueryError(f"New Relic result has several values, name one 'result': {first!r}")
+        raise MetricQueryError(
+            f"New Relic result has several values, name one 'result': {excerpt(repr(first))}"
+        )
     return to_float(next(iter(first.values())))

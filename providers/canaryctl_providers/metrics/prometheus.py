@@ -15,6 +15,7 @@ from typing import Any
 from canaryctl.api.models import MetricTemplateProvider
 from canaryctl_providers.metrics.errors import MetricQueryError
 from canaryctl_providers.metrics.transport import Endpoint, credential_headers, parse_json, to_float
+from canaryctl_providers.outbound import excerpt
 
 ONLINE_QUERY = "vector(1)"
 _SPACE = re.compile(r"\s+")
@@ -36,7 +37,9 @@ class PrometheusProvider:
         body = parse_json(reply)
         data = body.get("data") if isinstance(body, dict) else None
         if not isinstance(data, dict) or body.get("status") != "success":
-            raise MetricQueryError(f"Prometheus {self.address} query {promql!r} failed: {body!r}")
+            raise MetricQueryError(
+                f"Prometheus {self.address} query {promql!r} failed: {excerpt(repr(body))}"
+            )
         return _value(data.get("result"), promql)
 
     async def is_online(self) -> bool:
@@ -51,11 +54,13 @@ def _value(result: Any, promql: str) -> float | None:
     if isinstance(result, list) and len(result) == 2 and not isinstance(result[0], dict):
         return to_float(result[1])
     if not isinstance(result, list):
-        raise MetricQueryError(f"unexpected Prometheus result for {promql!r}: {result!r}")
+        raise MetricQueryError(f"unexpected Prometheus result for {promql!r}: {excerpt(repr(result))}")
     value: float | None = None
     for sample in result:
         if not isinstance(sample, dict) or not _is_pair(sample.get("value")):
-            raise MetricQueryError(f"query {promql!r} did not return an instant vector: {sample!r}")
+            raise MetricQueryError(
+                f"query {promql!r} did not return an instant vector: {excerpt(repr(sample))}"
+            )
         value = to_float(sample["value"][1])
     return value
 

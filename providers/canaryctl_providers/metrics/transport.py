@@ -30,6 +30,8 @@ from canaryctl_providers.outbound import (
     Reply,
     describe,
     fetch,
+    kind_of,
+    new_client,
     shared_client,
     shorten,
 )
@@ -131,10 +133,8 @@ class Endpoint:
         try:
             async with contextlib.AsyncExitStack() as stack:
                 # Own TLS settings (the controller's certificate) never share a connection.
-                client = (
-                    shared_client(self.base_url, self.verify)
-                    if self.tls is None
-                    else await stack.enter_async_context(httpx.AsyncClient(verify=self.tls))
+                client = await stack.enter_async_context(
+                    shared_client(self.base_url, self.verify) if self.tls is None else new_client(self.tls)
                 )
                 reply = await fetch(
                     client,
@@ -165,13 +165,15 @@ def parse_json(reply: Reply) -> Any:
 
 
 def to_float(value: Any) -> float | None:
-    """A number from a JSON value (numbers or numeric strings); null and NaN mean no data."""
+    """A number from a JSON value (numbers or numeric strings); null and NaN mean no data. Any other
+    value is an error that says what kind of value it is, not what it says (a credential, perhaps)."""
     if value is None:
         return None
     if isinstance(value, bool):
-        raise MetricQueryError(f"value {value!r} is not a number")
+        raise MetricQueryError(f"value is not a number but {kind_of(value)}")
     try:
         number = float(value)
-    except (TypeError, ValueError) as exc:
-        raise MetricQueryError(f"value {value!r} is not a number") from exc
+    except (TypeError, ValueError):
+        # What the value says stays out: an address can answer with a credential.
+        raise MetricQueryError(f"value is not a number but {kind_of(value)}") from None
     return None if math.isnan(number) else number

@@ -1,18 +1,24 @@
 """Slack through slack-sdk: an incoming-webhook URL, or a bot token posting to a channel.
 
 slack-sdk reads every reply whole, and the URL and proxy are an AlertProvider author's. So it gets an
-aiohttp session whose responses stop reading at MAX_RESPONSE_BYTES, and a post has a hard deadline.
+aiohttp session whose responses stop reading at MAX_RESPONSE_BYTES, that keeps no cookie and connects
+to no link-local or metadata address (the checks of ``outbound.new_client``), and a post has a hard
+deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
+import socket
+import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
@@ -20,7 +26,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from canaryctl.ports import Alert
 from canaryctl_providers.notifiers.format import Message, build_message
 from canaryctl_providers.notifiers.webhook import TIMEOUT_SECONDS, Identity, NotifierError
-from canaryctl_providers.outbound import MAX_RESPONSE_BYTES, shorten
+from canaryctl_providers.outbound import MAX_RESPONSE_BYTES, OutboundError, allowed_addresses, refuse, shorten
 
 SLACK_API_URL = "https://slack.com/api/"
 
@@ -84,10 +90,51 @@ class CappedResponse(aiohttp.ClientResponse):
         return loads(await self.text(encoding))
 
 
+class GuardedResolver(AbstractResolver):
+    """Resolves as ``outbound.allowed_addresses`` does: a name with a link-local or metadata address is
+    refused. aiohttp connects to what this returns and resolves no name again (an address literal it
+    does not ask about: the session's trace checks those, redirects included)."""
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results: list[ResolveResult] = []
+        for address in await allowed_addresses(host, port):
+            version = ipaddress.ip_address(address.partition("%")[0]).version
+            found = socket.AF_INET if version == 4 else socket.AF_INET6
+            if family in (socket.AF_UNSPEC, found):
+                results.append(
+                    {"hostname": host, "host": address, "port": port, "family": found, "proto": 0, "flags": 0}
+                )
+        return results
+
+    async def close(self) -> None:
+        return None
+
+
+async def _refuse_target(_session: Any, _context: Any, params: Any) -> None:
+    """An address literal never reaches the resolver: the first URL and each redirect's are checked."""
+    url = str(params.url)
+    if isinstance(params, aiohttp.TraceRequestRedirectParams):
+        url = urllib.parse.urljoin(url, params.response.headers.get("Location", ""))
+    refuse(urllib.parse.urlsplit(url).hostname or "")
+
+
+def _guard_trace() -> aiohttp.TraceConfig:
+    trace = aiohttp.TraceConfig()
+    trace.on_request_start.append(_refuse_target)
+    trace.on_request_redirect.append(_refuse_target)
+    return trace
+
+
 @asynccontextmanager
 async def bounded_session() -> AsyncIterator[aiohttp.ClientSession]:
-    """A session for one post: capped bodies, no content coding (nothing to inflate), a total timeout."""
+    """A session for one post: capped bodies, no content coding (nothing to inflate), a total timeout,
+    no cookie jar and no link-local or metadata address."""
     async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(resolver=GuardedResolver()),
+        trace_configs=[_guard_trace()],
+        cookie_jar=aiohttp.DummyCookieJar(),
         response_class=CappedResponse,
         auto_decompress=False,
         headers={"Accept-Encoding": "identity"},
@@ -121,10 +168,14 @@ class SlackNotifier:
     async def post(self, alert: Alert) -> None:
         body = render(build_message(alert), self._identity)
         try:
+            if self._proxy:  # an address literal the resolver would not see
+                refuse(urllib.parse.urlsplit(self._proxy).hostname or "")
             async with asyncio.timeout(TIMEOUT_SECONDS), bounded_session() as session:
                 await self._send(session, body)
         except TimeoutError as exc:
             raise NotifierError(f"Slack did not answer within {TIMEOUT_SECONDS:g}s") from exc
+        except OutboundError as exc:
+            raise NotifierError(f"Slack post refused: {exc}") from exc
 
     async def _send(self, session: aiohttp.ClientSession, body: dict[str, Any]) -> None:
         if self._token:

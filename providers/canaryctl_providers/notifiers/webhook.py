@@ -14,7 +14,7 @@ import httpx
 
 from canaryctl.ports import Alert
 from canaryctl_providers.notifiers.format import Message, build_message
-from canaryctl_providers.outbound import MESSAGE_BODY_BYTES, OutboundError, describe, fetch, ssl_context
+from canaryctl_providers.outbound import MESSAGE_BODY_BYTES, OutboundError, describe, fetch, new_client
 
 # Deadline of one post, connect to last byte.
 TIMEOUT_SECONDS = 10.0
@@ -39,7 +39,7 @@ async def post_json(url: str, body: dict[str, Any], proxy: str | None) -> None:
     """POSTs ``body``; any non-2xx answer, transport error or exceeded bound becomes a NotifierError."""
     host = httpx.URL(url).host
     try:
-        async with httpx.AsyncClient(proxy=proxy, verify=ssl_context(True)) as client:
+        async with new_client(proxy=proxy) as client:
             reply = await fetch(
                 client,
                 "POST",

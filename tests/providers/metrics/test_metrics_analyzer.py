@@ -4,6 +4,8 @@ factory seam (the vendors and a real Prometheus are tested in their own modules)
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from canaryctl.api.models import Canary, CanaryMetric, CanaryStatus, MetricTempl
 from canaryctl.engine.types import ErrorSample, MetricSample
 from canaryctl.ports import MetricScope
 from canaryctl_providers.metrics import MetricQueryError, MetricsAnalyzer, TemplateRenderError
+from canaryctl_providers.metrics.analyzer import MAX_PROMETHEUS_PROVIDERS
 from canaryctl_providers.metrics.builtin import mesh_queries
 from canaryctl_providers.metrics.template import TemplateModel, render
 
@@ -376,3 +379,32 @@ def test_builtin_queries_per_provider() -> None:
     )
     with pytest.raises(ValueError, match="no builtin metrics"):
         mesh_queries("ambassador")
+
+
+def test_the_prometheus_kept_per_metrics_server_is_bounded() -> None:
+    """A Canary author changing spec.metricsServer on every edit used to leave one provider behind per
+    address, forever; the most recently used addresses keep theirs."""
+    live: list[weakref.ref[FakeProvider]] = []
+    built: list[str] = []
+
+    def factory(spec: MetricTemplateProvider, secret: dict[str, str] | None, **_: Any) -> FakeProvider:
+        built.append(spec.address or "")
+        provider = FakeProvider({"up": 1.0}, spec, secret)
+        live.append(weakref.ref(provider))
+        return provider
+
+    analyzer = MetricsAnalyzer(provider_factory=factory)
+
+    async def main() -> None:
+        for index in range(MAX_PROMETHEUS_PROVIDERS + 100):
+            server = canary(metricsServer=f"http://prometheus-{index}:9090")
+            assert (await analyzer.measure(server, metric(query="up"), False)).canary.value == 1.0
+        newest = canary(metricsServer=f"http://prometheus-{MAX_PROMETHEUS_PROVIDERS + 99}:9090")
+        await analyzer.measure(newest, metric(query="up"), False)
+        assert len(built) == MAX_PROMETHEUS_PROVIDERS + 100  # the newest address kept its provider
+        await analyzer.measure(canary(metricsServer="http://prometheus-0:9090"), metric(query="up"), False)
+        assert built[-1] == "http://prometheus-0:9090"  # the oldest was dropped, so it is built again
+
+    asyncio.run(main())
+    gc.collect()
+    assert sum(ref() is not None for ref in live) == MAX_PROMETHEUS_PROVIDERS

@@ -5,6 +5,7 @@ and whose credentials each request carries."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from kubernetes import client
 from canaryctl.api.models import LocalObjectReference, MetricTemplateProvider
 from canaryctl.ports import MetricScope
 from canaryctl_providers.metrics import MetricQueryError, ProviderConfigError, provider_for
-from canaryctl_providers.metrics.externalmetrics import parse_quantity, parse_query
+from canaryctl_providers.metrics.externalmetrics import _QUANTITY, parse_quantity, parse_query
 from canaryctl_providers.metrics.kubeapi import ClusterApi
 from tests.providers.metrics.conftest import KubeServer
 
@@ -155,3 +156,43 @@ def test_query_form_and_quantities_as_flagger_reads_them() -> None:
     ]
     with pytest.raises(MetricQueryError, match="not a Kubernetes quantity"):
         parse_quantity("12 apples")
+
+
+def test_quantities_are_read_as_kubernetes_reads_them() -> None:
+    """Kubernetes' Quantity grammar (apimachinery resource/quantity.go): ``<digits>.``, ``.<digits>``, a
+    signed exponent; values kept to the nano, a finer non-zero value rounded away from zero ("0.9n" is
+    1n); a binary-SI value capped at 2^63-1."""
+    cases = {
+        "1.G": 1e9,
+        ".5Ki": 512.0,
+        "+2E": 2e18,
+        "2E3": 2000.0,
+        "5e-3": 0.005,
+        "0.9n": 1e-9,
+        "-0.1n": -1e-9,
+        "1e-400": 1e-9,
+        "0e999999": 0.0,
+        "8Ei": float(2**63 - 1),
+        "1e308": 1e308,
+    }
+    assert {text: parse_quantity(text) for text in cases} == cases
+    for bad in ("1e", "1.2.3", ".", "1Kb", "1 k", "e3", "1e+"):
+        with pytest.raises(MetricQueryError, match="not a Kubernetes quantity"):
+            parse_quantity(bad)
+    with pytest.raises(MetricQueryError, match="out of range"):
+        parse_quantity("1e309")
+
+
+def test_a_long_run_of_digits_from_an_adapter_is_refused_at_once(fake_api: Any) -> None:
+    """The old pattern (``\\d+\\.?\\d*``) could split a run of digits in many ways and tried them all:
+    8,000 digits and a letter held the event loop for 4.9 s, and twice as many took four times longer."""
+    value = "1" * 8000 + "x"
+    fake_api.reply("GET", f"{GROUP}/namespaces/shop/{METRIC}", value_list(value))
+    provider = provider_for(external(address=fake_api.url), None, scope=MetricScope("shop", None))
+    started = time.monotonic()
+    with pytest.raises(MetricQueryError, match="not a Kubernetes quantity but a string of 8001 characters"):
+        asyncio.run(provider.query(f"shop/{METRIC}"))
+    assert time.monotonic() - started < 1.0
+    started = time.monotonic()  # the pattern itself, without the length cap, is linear
+    assert _QUANTITY.fullmatch(value) is None
+    assert time.monotonic() - started < 0.5

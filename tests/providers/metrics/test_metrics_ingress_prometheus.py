@@ -10,6 +10,7 @@ same sample times for all and the ratios come out exact.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -173,19 +174,26 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
+@pytest.fixture(scope="module")
+def prometheus_urls() -> Iterator[dict[str, str]]:
+    """Every provider's exporter with a Prometheus of its own scraping it alone, all started at once: the
+    scrapes a test waits for accumulate for every provider at the same time."""
+    with contextlib.ExitStack() as stack:
+        urls = {}
+        for provider, series in PROVIDERS.items():
+            exporter = Exporter(series())
+            threading.Thread(target=exporter.serve_forever, daemon=True).start()
+            stack.callback(exporter.server_close)
+            stack.callback(exporter.shutdown)
+            target = f"http://127.0.0.1:{exporter.server_address[1]}/metrics"
+            urls[provider] = stack.enter_context(LocalPrometheus.scraping(provider, target)).url
+        yield urls
+
+
 @pytest.fixture(params=sorted(PROVIDERS))
-def scraped(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
-    """(provider, Prometheus URL) with Prometheus scraping that provider's exporter."""
-    exporter = Exporter(PROVIDERS[request.param]())
-    thread = threading.Thread(target=exporter.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{exporter.server_address[1]}/metrics"
-        with LocalPrometheus.scraping(request.param, url) as prometheus:
-            yield request.param, prometheus.url
-    finally:
-        exporter.shutdown()
-        exporter.server_close()
+def scraped(request: pytest.FixtureRequest, prometheus_urls: dict[str, str]) -> tuple[str, str]:
+    """(provider, URL of the Prometheus scraping that provider's exporter and nothing else)."""
+    return request.param, prometheus_urls[request.param]
 
 
 def query(prometheus: str, promql: str, deadline: float) -> float:

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from canaryctl.api.models import LocalObjectReference, MetricTemplateProvider
 from canaryctl_providers.metrics import MetricQueryError, ProviderConfigError, provider_for
+from canaryctl_providers.metrics import stackdriver as stackdriver_module
 
 PROJECT = "canary-project-1"
 QUERY_PATH = f"/v3/projects/{PROJECT}/timeSeries:query"
@@ -145,3 +146,80 @@ def test_only_the_templates_own_key_is_used(fake_api: Any, key: rsa.RSAPrivateKe
     with pytest.raises(ProviderConfigError, match="not a project"):
         provider_for(stackdriver(fake_api.url), {**secret_for(key), "project": "../../evil"})
     assert fake_api.requests == []
+
+
+def oversized_key_secret(bits: int) -> dict[str, str]:
+    """A key file whose RSA key has a ``bits``-bit modulus, made without generating primes (that takes
+    minutes at 16,384 bits): its numbers are not a valid key, which only a full check would find."""
+    p = (3 << (bits // 2 - 2)) | 1  # 1.5 · 2^(bits/2 - 1): p·q has exactly ``bits`` bits
+    q = p + 2
+    public = rsa.RSAPublicNumbers(65537, p * q)
+    numbers = rsa.RSAPrivateNumbers(p, q, 3, 1, 1, pow(q, -1, p), public)
+    key = numbers.private_key(unsafe_skip_rsa_key_validation=True)
+    assert key.key_size == bits
+    return secret_for(key)
+
+
+def test_a_key_above_4096_bits_is_refused_without_the_slow_check(fake_api: Any) -> None:
+    """Checking a tenant's key took 0.45 s at 4,096 bits and tens of seconds at 16,384, on the event
+    loop, for each query of each tick."""
+    fake_api.reply("POST", QUERY_PATH, answer({"doubleValue": 1.0}))
+    provider = provider_for(stackdriver(fake_api.url), oversized_key_secret(8192))
+    started = time.monotonic()
+    with pytest.raises(ProviderConfigError, match="8192-bit key; at most 4096 bits"):
+        asyncio.run(provider.query(MQL))
+    assert time.monotonic() - started < 1.0
+    assert fake_api.requests == []
+
+
+@pytest.fixture(scope="module")
+def big_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=4096)
+
+
+def test_a_4096_bit_key_is_loaded_once_and_never_stalls_the_event_loop(
+    fake_api: Any, big_key: rsa.RSAPrivateKey
+) -> None:
+    """The analyzer builds a provider for each query; each used to load and check the key on the event
+    loop (0.45 s at 4,096 bits, every Canary waiting). The key is now read once per Secret content and
+    a token signed once per lifetime, off the loop."""
+    fake_api.reply("POST", QUERY_PATH, answer({"doubleValue": 2.0}))
+    secret = secret_for(big_key)
+
+    async def main() -> float:
+        stalls = [0.0]
+
+        async def heartbeat() -> None:
+            last = time.monotonic()
+            while True:
+                await asyncio.sleep(0.005)
+                now = time.monotonic()
+                stalls.append(now - last)
+                last = now
+
+        beating = asyncio.create_task(heartbeat())
+        await asyncio.sleep(0.02)
+        for _ in range(8):
+            assert await provider_for(stackdriver(fake_api.url), secret).query(MQL) == 2.0
+        beating.cancel()
+        return max(stalls)
+
+    longest_stall = asyncio.run(main())
+    started = time.monotonic()  # what each query used to cost the event loop, on this machine now
+    pem = big_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    serialization.load_pem_private_key(pem, None)
+    checked_load = time.monotonic() - started
+    assert longest_stall < checked_load / 2, (longest_stall, checked_load)
+    tokens = {request.headers["authorization"] for request in fake_api.requests}
+    assert len(tokens) == 1  # one signed token for all eight queries
+    verified_claims(tokens.pop(), big_key)
+
+
+def test_loaded_keys_are_bounded(key: rsa.RSAPrivateKey) -> None:
+    for index in range(stackdriver_module.MAX_CACHED_KEYS + 20):
+        secret = secret_for(key)
+        secret["serviceAccountKey"] = secret["serviceAccountKey"].replace(EMAIL, f"sa-{index}@{PROJECT}.iam")
+        provider_for(stackdriver("http://127.0.0.1:9"), secret)
+    assert len(stackdriver_module._keys) == stackdriver_module.MAX_CACHED_KEYS
