@@ -6,6 +6,7 @@ files for file-based xDS or parsed into protobufs for ADS. No I/O, no clock.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -243,12 +244,24 @@ WORKLOAD_SECRET = "workload"
 TRUST_SECRET = "mesh-trust"
 """SDS secret: the mesh CA certificate peers are verified against."""
 MTLS_ALPN = "canaryctl-mtls"
-"""ALPN a sidecar offers to a peer sidecar: the inbound listener tells mesh mTLS from an app's own TLS."""
+"""ALPN a sidecar offers to a peer sidecar for HTTP: the inbound listener tells mesh mTLS from an app's
+own TLS, and hands what it decrypts to its HTTP connection manager."""
+MTLS_TCP_ALPN = "canaryctl-mtls-tcp"
+"""ALPN of any other TCP a sidecar wraps in mesh mTLS: the destination hands it to its TCP chain (the
+TCPRoute rules), as it cannot look into the encrypted bytes to tell."""
 PERMISSIVE, STRICT = "permissive", "strict"
 MTLS_MODES = (PERMISSIVE, STRICT)
 """Inbound: permissive accepts mTLS from sidecars and plaintext from unmeshed clients; strict only mTLS."""
 STATUS_ANNOTATION = "mesh.canaryctl.dev/status"
 """Pod annotation the injector sets on the pods it gives the sidecar: their endpoints get mTLS."""
+INJECTED = "injected"
+"""STATUS_ANNOTATION of a pod that got the sidecar (a pod left unmeshed says why instead)."""
+TERMINATED_PHASES = ("Succeeded", "Failed")
+"""A pod in these phases keeps its IP in its status while another pod may already have it."""
+UNCAPTURED_INBOUND_ANNOTATION = "mesh.canaryctl.dev/uncaptured-inbound-ports"
+"""Pod annotation the injector sets: the ports its inbound redirect leaves alone (comma-separated).
+Callers wrap pass-through traffic to the pod in mTLS except on these; a pod without it is not
+wrapped at all (it was meshed before callers could tell)."""
 TRANSPORT_SOCKET_MATCH = "envoy.transport_socket_match"
 PEER_KEY = "spiffe"
 
@@ -257,25 +270,25 @@ def _sds(name: str) -> dict[str, Any]:
     return {"name": name, "sds_config": ads_source()}
 
 
-def _tls_context(peers: dict[str, Any]) -> dict[str, Any]:
-    """Our certificate and the mesh CA, both over SDS; `peers` matches the peer's URI SAN."""
+def _tls_context(peers: list[dict[str, Any]]) -> dict[str, Any]:
+    """Our certificate and the mesh CA, both over SDS; the peer's URI SAN must match one of `peers`."""
     return {
         "tls_params": {"tls_minimum_protocol_version": "TLSv1_2", "tls_maximum_protocol_version": "TLSv1_3"},
         "tls_certificate_sds_secret_configs": [_sds(WORKLOAD_SECRET)],
         "combined_validation_context": {
             "default_validation_context": {
-                "match_typed_subject_alt_names": [{"san_type": "URI", "matcher": peers}]
+                "match_typed_subject_alt_names": [{"san_type": "URI", "matcher": m} for m in peers]
             },
             "validation_context_sds_secret_config": _sds(TRUST_SECRET),
         },
     }
 
 
-def _upstream_mtls(spiffe_id: str) -> dict[str, Any]:
-    """Offers MTLS_ALPN, which the server's listener matches on but does not select: with no ALPN
-    agreed its HTTP connection manager tells HTTP/2 (gRPC) from HTTP/1.1 by the first bytes, as on
-    plaintext."""
-    common = {**_tls_context({"exact": spiffe_id}), "alpn_protocols": [MTLS_ALPN]}
+def _upstream_mtls(spiffe_ids: tuple[str, ...], alpn: str = MTLS_ALPN) -> dict[str, Any]:
+    """The server's certificate must carry one of `spiffe_ids`. Offers `alpn`, which the server's
+    listener matches on but does not select: with no ALPN agreed its HTTP connection manager tells
+    HTTP/2 (gRPC) from HTTP/1.1 by the first bytes, as on plaintext."""
+    common = {**_tls_context([{"exact": i} for i in spiffe_ids]), "alpn_protocols": [alpn]}
     return {
         "name": "envoy.transport_sockets.tls",
         "typed_config": {"@type": UPSTREAM_TLS_TYPE, "common_tls_context": common},
@@ -289,7 +302,7 @@ def _downstream_mtls(trust_domain: str) -> dict[str, Any]:
         "typed_config": {
             "@type": DOWNSTREAM_TLS_TYPE,
             "require_client_certificate": True,
-            "common_tls_context": _tls_context({"prefix": f"spiffe://{trust_domain}/"}),
+            "common_tls_context": _tls_context([{"prefix": f"spiffe://{trust_domain}/"}]),
         },
     }
 
@@ -319,7 +332,7 @@ def _cluster(backend: Backend, spec: RouteSpec) -> Resource:
     if peers:
         # Endpoints with a sidecar get mTLS expecting their identity; the rest the cluster's plaintext.
         cluster["transport_socket_matches"] = [
-            {"name": f"mtls-{index}", "match": {PEER_KEY: peer}, "transport_socket": _upstream_mtls(peer)}
+            {"name": f"mtls-{index}", "match": {PEER_KEY: peer}, "transport_socket": _upstream_mtls((peer,))}
             for index, peer in enumerate(sorted(set(peers.values())))
         ]
     if spec.retries:
@@ -631,6 +644,9 @@ protocols (the server speaks first: MySQL, SMTP) wait this long unless their por
 DEFAULT_OPAQUE_PORTS = (21, 22, 25, 110, 143, 587, 3306, 4444, 5432, 6379, 9300, 11211, 33060)
 """Ports passed through as TCP without protocol detection: server-first or binary protocols
 (FTP, SSH, SMTP, POP3, IMAP, MySQL, Galera, PostgreSQL, Redis, Elasticsearch transport, memcached)."""
+DEFAULT_SERVER_FIRST_PORTS = (21, 22, 25, 110, 143, 587, 3306)
+"""Those of DEFAULT_OPAQUE_PORTS whose server speaks first (FTP, SSH, SMTP, POP3, IMAP, MySQL): an
+inbound listener with mTLS looks for a TLS ClientHello on every other port, even opaque ones."""
 
 
 def _original_dst_cluster(name: str) -> Resource:
@@ -649,15 +665,22 @@ def _ports_predicate(ports: tuple[int, ...]) -> dict[str, Any]:
     return rules[0] if len(rules) == 1 else {"or_match": {"rules": rules}}
 
 
-def _listener_filters(opaque_ports: tuple[int, ...]) -> list[dict[str, Any]]:
-    """Restore the original destination, then detect TLS and HTTP except on opaque ports."""
+def _listener_filters(
+    opaque_ports: tuple[int, ...], tls_skipped: tuple[int, ...] | None = None
+) -> list[dict[str, Any]]:
+    """Restore the original destination, then detect TLS and HTTP except on opaque ports (TLS except
+    on `tls_skipped` when given)."""
     skip = {"filter_disabled": _ports_predicate(opaque_ports)} if opaque_ports else {}
+    if tls_skipped is not None:
+        tls_skip = {"filter_disabled": _ports_predicate(tls_skipped)} if tls_skipped else {}
+    else:
+        tls_skip = skip
     return [
         {"name": "envoy.filters.listener.original_dst", "typed_config": {"@type": ORIGINAL_DST_TYPE}},
         {
             "name": "envoy.filters.listener.tls_inspector",
             "typed_config": {"@type": TLS_INSPECTOR_TYPE},
-            **skip,
+            **tls_skip,
         },
         {
             "name": "envoy.filters.listener.http_inspector",
@@ -691,13 +714,17 @@ def capture_listener(
     opaque_ports: tuple[int, ...],
     mtls: str | None = None,
     trust_domain: str = DEFAULT_TRUST_DOMAIN,
+    server_first_ports: tuple[int, ...] = DEFAULT_SERVER_FIRST_PORTS,
 ) -> Resource:
     """Where iptables sends captured TCP: cleartext HTTP goes through `hcm`; everything else (TLS,
     databases, any other protocol, silent clients) reaches its original destination unchanged.
 
-    With `mtls` (inbound only) a first chain terminates mesh mTLS (TLS offering MTLS_ALPN, client
-    certificate of the mesh's `trust_domain` required) into the same `hcm`, so golden metrics are the
-    same; in STRICT mode it is the only chain and every other connection is closed."""
+    With `mtls` (inbound only) the first chains terminate mesh mTLS (client certificate of the mesh's
+    `trust_domain` required): offering MTLS_ALPN into the same `hcm`, so golden metrics are the same,
+    offering MTLS_TCP_ALPN into a TCP proxy to `cluster`; in STRICT mode they are the only chains and
+    every other connection is closed. With `mtls` TLS is looked for on opaque ports too, as callers
+    wrap them in mTLS, except (when permissive) on `server_first_ports`, where a plaintext client
+    would wait for a server waiting for it."""
     plaintext: list[dict[str, Any]] = [
         {
             "name": f"{name}-http",
@@ -712,23 +739,138 @@ def capture_listener(
         "@type": LISTENER_TYPE,
         "name": name,
         "address": _socket(host, port),
-        "listener_filters": _listener_filters(opaque_ports),
+        # Strict serves nothing but mTLS: no plaintext client to keep waiting, so TLS is looked for on
+        # every port, server-first ones too (callers wrap those for strict destinations).
+        "listener_filters": _listener_filters(
+            opaque_ports, None if mtls is None else () if mtls == STRICT else server_first_ports
+        ),
         "listener_filters_timeout": _duration(PROTOCOL_DETECTION_TIMEOUT),
         "continue_on_listener_filters_timeout": True,
         "filter_chains": plaintext,
         "default_filter_chain": {"name": f"{name}-tcp", "filters": [tcp_proxy(f"{name}_tcp", cluster)]},
     }
     if mtls is not None:
-        chain = {
-            "name": f"{name}-mtls",
-            "filter_chain_match": {"transport_protocol": "tls", "application_protocols": [MTLS_ALPN]},
-            "transport_socket": _downstream_mtls(trust_domain),
-            "filters": [_peer_identity_forwarded(hcm)],
-        }
-        listener["filter_chains"] = [chain] if mtls == STRICT else [chain, *plaintext]
+        chains = [
+            {
+                "name": f"{name}-mtls",
+                "filter_chain_match": {"transport_protocol": "tls", "application_protocols": [MTLS_ALPN]},
+                "transport_socket": _downstream_mtls(trust_domain),
+                "filters": [_peer_identity_forwarded(hcm)],
+            },
+            {
+                "name": f"{name}-mtls-tcp",
+                "filter_chain_match": {"transport_protocol": "tls", "application_protocols": [MTLS_TCP_ALPN]},
+                "transport_socket": _downstream_mtls(trust_domain),
+                "filters": [tcp_proxy(f"{name}_mtls_tcp", cluster)],
+            },
+        ]
+        listener["filter_chains"] = chains if mtls == STRICT else [*chains, *plaintext]
         if mtls == STRICT:
             del listener["default_filter_chain"]
     return listener
+
+
+@dataclass(frozen=True, order=True)
+class Peer:
+    """An address whose connections reach sidecars only: a meshed pod's IP, or the ClusterIP of a
+    Service whose endpoints all run one. A caller's sidecar wraps what it would pass through to it
+    in mesh mTLS, expecting one of `identities` (SPIFFE IDs).
+
+    `plaintext_ports`: ports there that get what the app sent: those the destination does not capture
+    (the sidecar's own, ports excluded from the inbound redirect) and, when it is permissive, its
+    server-first ones, where it does not look for mTLS. `service_ports`: a ClusterIP's
+    ports (a pod's IP answers on any). `routed`: the ClusterIP of a service under a TrafficSplit,
+    whose HTTP keeps going through the routing table."""
+
+    address: str
+    identities: tuple[str, ...]
+    plaintext_ports: tuple[int, ...] = ()
+    routed: bool = False
+    service_ports: tuple[int, ...] = ()
+
+    def wrapped_on(self, port: int | None) -> bool:
+        """Whether connections to `port` (None: any port without chains of its own) are wrapped; a
+        ClusterIP is left out of ports it does not serve, which keeps those chains small."""
+        if port is None:
+            return True
+        return port not in self.plaintext_ports and (not self.service_ports or port in self.service_ports)
+
+
+def _peer_cluster_name(identities: tuple[str, ...], tcp: bool) -> str:
+    names = "+".join(i.split("/ns/", 1)[-1] for i in identities)
+    return f"mtls-{'tcp' if tcp else 'http'}:{names}"
+
+
+def peer_clusters(peers: tuple[Peer, ...]) -> list[Resource]:
+    """Per set of identities, an ORIGINAL_DST cluster for HTTP and one for other TCP: the original
+    destination, over mTLS requiring one of them, with the ALPN that tells the destination which."""
+    clusters = []
+    for identities in sorted({peer.identities for peer in peers}):
+        for tcp in (False, True):
+            cluster = _original_dst_cluster(_peer_cluster_name(identities, tcp))
+            cluster["transport_socket"] = _upstream_mtls(identities, MTLS_TCP_ALPN if tcp else MTLS_ALPN)
+            clusters.append(cluster)
+    return clusters
+
+
+def _prefixes(addresses: list[str]) -> list[dict[str, Any]]:
+    return [{"address_prefix": a, "prefix_len": 32} for a in sorted(addresses)]
+
+
+def _chain(name: str, match: dict[str, Any], network_filter: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "filter_chain_match": match, "filters": [network_filter]}
+
+
+def peer_filter_chains(peers: tuple[Peer, ...], hcm: dict[str, Any]) -> list[dict[str, Any]]:
+    """Outbound filter chains wrapping pass-through traffic to `peers` in mesh mTLS.
+
+    Envoy picks a filter chain by destination port first, then by the most specific destination
+    address, then transport and application protocol. Per set of identities (and routed or not)
+    three chains share the peers' addresses: cleartext HTTP (to the routing `hcm` for a routed
+    ClusterIP, else to the HTTP mTLS cluster), the app's own TLS (passed through as it is: never
+    wrapped twice), and anything else (the TCP mTLS cluster). Chain names follow their identities,
+    so a change of one set's addresses leaves the other chains, and their connections, alone. Two
+    more chains hold every pod's address, for calls a pod makes to itself, which stay as the app sent
+    them (Envoy drains those when any pod comes or goes). A port some peers do not wrap gets its own
+    copy of the chains without those peers, and of the plain HTTP chain, so everything else on that
+    port keeps its usual chain."""
+    if not peers:
+        return []
+    chains: list[dict[str, Any]] = []
+    as_sent = tcp_proxy("outbound_tcp", PASSTHROUGH_CLUSTER)
+    http_protocols = {"application_protocols": list(HTTP_PROTOCOLS)}
+    for port in (None, *sorted({p for peer in peers for p in peer.plaintext_ports})):
+        groups: dict[tuple[tuple[str, ...], bool], list[str]] = {}
+        for peer in peers:
+            if peer.wrapped_on(port):
+                groups.setdefault((peer.identities, peer.routed), []).append(peer.address)
+        on_port: dict[str, Any] = {} if port is None else {"destination_port": port}
+        suffix = "" if port is None else f"-{port}"
+        if port is not None:
+            plain_http = {**on_port, "transport_protocol": "raw_buffer", **http_protocols}
+            chains.append(_chain(f"outbound-http{suffix}", plain_http, hcm))
+        for (identities, routed), addresses in sorted(groups.items()):
+            key = hashlib.sha256(repr((identities, routed)).encode()).hexdigest()[:12]
+            name = f"outbound-mtls-{key}{suffix}"
+            match = {**on_port, "prefix_ranges": _prefixes(addresses)}
+            http = hcm if routed else tcp_proxy("outbound_mtls", _peer_cluster_name(identities, False))
+            chains += [
+                _chain(f"{name}-http", {**match, **http_protocols}, http),
+                _chain(f"{name}-tls", {**match, "transport_protocol": "tls"}, as_sent),
+                _chain(
+                    f"{name}-tcp", match, tcp_proxy("outbound_mtls", _peer_cluster_name(identities, True))
+                ),
+            ]
+        pods = sorted(peer.address for peer in peers if not peer.service_ports and peer.wrapped_on(port))
+        if pods:
+            # A pod calling its own IP: the sidecar's connection stays inside the pod, where the inbound
+            # capture never sees it, so the app would get the mesh's TLS. As the app sent it.
+            self_call = {**on_port, "prefix_ranges": _prefixes(pods), "source_type": "SAME_IP_OR_LOOPBACK"}
+            chains += [
+                _chain(f"outbound-self{suffix}-http", {**self_call, **http_protocols}, hcm),
+                _chain(f"outbound-self{suffix}-tcp", self_call, as_sent),
+            ]
+    return chains
 
 
 def sidecar_resources(
@@ -739,11 +881,14 @@ def sidecar_resources(
     opaque_ports: tuple[int, ...] = DEFAULT_OPAQUE_PORTS,
     mtls: str | None = None,
     trust_domain: str = DEFAULT_TRUST_DOMAIN,
+    peers: tuple[Peer, ...] = (),
+    server_first_ports: tuple[int, ...] = DEFAULT_SERVER_FIRST_PORTS,
 ) -> Resources:
     """Sidecar mode: outbound HTTP to meshed services is routed, inbound HTTP is measured (server-side
     golden metrics per workload), and everything else passes through to its original destination.
     `mtls` (PERMISSIVE or STRICT) makes the inbound listener terminate mesh mTLS from callers of
-    `trust_domain`."""
+    `trust_domain` (looking for it on all but `server_first_ports`); what passes through to `peers`
+    goes over mesh mTLS."""
     ports = ports or SidecarPorts()
     source = ads_source()
     outbound = http_connection_manager("outbound", OUTBOUND_ROUTE_NAME, source, access_log_path)
@@ -772,17 +917,20 @@ def sidecar_resources(
         ],
     }
     prometheus = http_connection_manager("prometheus", "prometheus", source, "/dev/null")
+    outbound_listener = capture_listener(
+        "outbound", bind_host, ports.outbound, outbound, PASSTHROUGH_CLUSTER, opaque_ports
+    )
+    outbound_listener["filter_chains"] += peer_filter_chains(peers, outbound)
     return Resources(
         clusters=[
             *build_clusters(specs),
+            *peer_clusters(peers),
             _original_dst_cluster(PASSTHROUGH_CLUSTER),
             _original_dst_cluster(INBOUND_CLUSTER),
             admin,
         ],
         listeners=[
-            capture_listener(
-                "outbound", bind_host, ports.outbound, outbound, PASSTHROUGH_CLUSTER, opaque_ports
-            ),
+            outbound_listener,
             capture_listener(
                 "inbound",
                 bind_host,
@@ -792,6 +940,7 @@ def sidecar_resources(
                 opaque_ports,
                 mtls,
                 trust_domain,
+                server_first_ports,
             ),
             build_listener("prometheus", bind_host, ports.prometheus, prometheus),
         ],

@@ -21,7 +21,10 @@ detection off, and with it routing and metrics, for another namespace's traffic.
 
 With `mtls` (the default mode, `config.PERMISSIVE` or `config.STRICT`) endpoints whose pod runs a
 sidecar are reached over mTLS and inbound listeners terminate it; a namespace picks its own mode with
-the MTLS_LABEL on its Namespace object (watched with the pods).
+the MTLS_LABEL on its Namespace object (watched with the pods). What a sidecar passes through to its
+original destination goes over mTLS too when that destination is a meshed pod (or a Service of
+meshed pods) of a namespace its view may see: the peers (`config.Peer`) are outbound filter chains
+and clusters, exported like a TrafficSplit without annotation (`default_export_to`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2
 from google.protobuf import any_pb2, json_format
 
@@ -53,6 +57,7 @@ from canaryctl_mesh.translate import (
     ObjectRef,
     Refusal,
     Translation,
+    mesh_peers,
     translate_namespace,
 )
 
@@ -61,6 +66,12 @@ VHDS_SOURCE = {"ads": {}, "resource_api_version": "V3"}
 PLACEHOLDER_HOST = "mesh.canaryctl.invalid"
 MTLS_LABEL = "mesh.canaryctl.dev/mtls"
 """Namespace label: ``permissive`` (plaintext from unmeshed clients still accepted) or ``strict``."""
+
+
+_PeersKey = tuple[tuple[str, str], ...]
+"""The namespaces (and their peers' versions) whose peers a view sees."""
+_ListenerKey = tuple[tuple[int, ...], tuple[int, ...], str | None, _PeersKey]
+"""(opaque ports, server-first ports, mTLS mode, peers) of a view's capture listeners."""
 
 
 def _entry(resource: any_pb2.Any) -> Entry:
@@ -104,6 +115,23 @@ def _encode(route: MeshRoute) -> _EncodedRoute:
         _virtual_host(route.spec, name),
         tuple(clusters),
     )
+
+
+def _filter_chain(chain: Mapping[str, Any]) -> listener_components_pb2.FilterChain:
+    """`chain` parsed, its address ranges (thousands, for the peers' chains) set directly: json_format
+    took most of a pod change's CPU with them."""
+    if "filter_chain_match" not in chain:
+        return json_format.ParseDict(chain, listener_components_pb2.FilterChain())
+    match = dict(chain["filter_chain_match"])
+    ranges = match.pop("prefix_ranges", [])
+    parsed = json_format.ParseDict(
+        {**chain, "filter_chain_match": match}, listener_components_pb2.FilterChain()
+    )
+    for cidr in ranges:
+        added = parsed.filter_chain_match.prefix_ranges.add()
+        added.address_prefix = cidr["address_prefix"]
+        added.prefix_len.value = cidr["prefix_len"]
+    return parsed
 
 
 def _placeholder_virtual_host() -> dict[str, Any]:
@@ -239,7 +267,7 @@ class MeshControlPlane:
         placeholder = encode(VIRTUAL_HOST_TYPE, [_placeholder_virtual_host()])
         self._placeholder_hosts = (placeholder.version, placeholder.entries)
         self._default_listeners = encoded[config.LISTENER_TYPE]
-        self._listeners: dict[tuple[tuple[int, ...], str | None], TypeSnapshot] = {}
+        self._listeners: dict[_ListenerKey, TypeSnapshot] = {}
         self._access: dict[str, list[access.Authorization]] = {}
         """Each namespace's authorized destinations (SMI TrafficTargets): their sidecars get a view of
         their own, the namespace's with authorization in the inbound listener."""
@@ -247,8 +275,19 @@ class MeshControlPlane:
         """Listeners (by ports, mode and authorization) and routes (by authorization) of workload views."""
         self._opaque_ports: dict[str, tuple[int, ...]] = {}
         """Ports a namespace's Services declare non-HTTP (with the defaults), where they add any."""
+        self._server_first: dict[str, tuple[int, ...]] = {}
+        """Ports a namespace's Services declare server-first (with the defaults), where they add any."""
         self._mtls_modes: dict[str, str] = {}
         """Namespaces whose mode is not the default."""
+        self._peers: dict[str, tuple[str, tuple[config.Peer, ...]]] = {}
+        """Each namespace's meshed addresses (with mTLS), and their version."""
+        self._peer_sets: dict[_PeersKey, tuple[config.Peer, ...]] = {}
+        """The peers a view sees, by the namespaces (and versions) they come from."""
+        self._peer_clusters: dict[_PeersKey, tuple[str, dict[str, Entry]]] = {}
+        self._parsed: dict[str, Entry] = {}
+        """Peer clusters by name, encoded."""
+        self._chains: dict[str, listener_components_pb2.FilterChain] = {}
+        """Filter chains by their JSON, parsed."""
         self._static_routes = static.routes
         self._routes = encode(config.ROUTE_TYPE, static.routes)
         self._views: dict[str, tuple[tuple[str, ...], Snapshot]] = {}
@@ -273,9 +312,11 @@ class MeshControlPlane:
                     self._translations,
                     self._encoded,
                     self._opaque_ports,
+                    self._server_first,
                     self._claims,
                     self._mtls_modes,
                     self._access,
+                    self._peers,
                 ):
                     index.pop(namespace, None)
                 self._namespace_versions.pop(namespace, None)
@@ -285,6 +326,11 @@ class MeshControlPlane:
                 self._opaque_ports[namespace] = opaque
             else:
                 self._opaque_ports.pop(namespace, None)
+            server_first = protocols.server_first_ports(items)
+            if server_first != config.DEFAULT_SERVER_FIRST_PORTS:
+                self._server_first[namespace] = server_first
+            else:
+                self._server_first.pop(namespace, None)
             translation = translate_namespace(
                 items, self.default_export_to, self.mtls is not None, self.trust_domain
             )
@@ -295,6 +341,7 @@ class MeshControlPlane:
                     self._mtls_modes[namespace] = mode
                 else:
                     self._mtls_modes.pop(namespace, None)
+            self._update_peers(namespace, items, translation)
             authorized = access.translate_access(items, self.trust_domain)
             translation.refused += authorized.refused
             self._access[namespace] = authorized.authorizations
@@ -328,6 +375,74 @@ class MeshControlPlane:
             if not self._parts[namespace]:
                 del self._parts[namespace]
 
+    def _update_peers(self, namespace: str, items: list[Object], translation: Translation) -> None:
+        if self.mtls is None:
+            return
+        routed = [host for route in translation.routes for host in route.spec.hosts]
+        server_first = self._server_first.get(namespace, config.DEFAULT_SERVER_FIRST_PORTS)
+        if (self._mtls_modes.get(namespace) or self.mtls) == config.STRICT:
+            server_first = ()  # strict sidecars look for mTLS on server-first ports too
+        peers = mesh_peers(items, routed, server_first, self.trust_domain)
+        if peers:
+            self._peers[namespace] = (digest([repr(peers).encode()]), peers)
+        else:
+            self._peers.pop(namespace, None)
+
+    def _visible_peers(self, namespace: str) -> _PeersKey:
+        """The key of the peers `namespace` may see: its own and those of namespaces exporting to it
+        (each address once, the first namespace's by name)."""
+        everywhere = bool({namespace, ALL_NAMESPACES} & self.default_export_to)
+        key = tuple(
+            (owner, version)
+            for owner, (version, _) in sorted(self._peers.items())
+            if owner == namespace or everywhere
+        )
+        if key not in self._peer_sets:
+            merged: dict[str, config.Peer] = {}
+            for owner, _ in key:
+                for peer in self._peers[owner][1]:
+                    merged.setdefault(peer.address, peer)
+            self._peer_sets[key] = tuple(sorted(merged.values()))
+        return key
+
+    def _peer_clusters_of(self, key: _PeersKey) -> tuple[str, dict[str, Entry]]:
+        found = self._peer_clusters.get(key)
+        if found is None:
+            entries = {}
+            for cluster in config.peer_clusters(self._peer_sets[key]):
+                name = str(cluster["name"])
+                entry = self._parsed.get(name)  # a peer cluster's name says all it holds
+                if entry is None:
+                    entry = self._parsed[name] = _entry(json_format.ParseDict(cluster, any_pb2.Any()))
+                entries[name] = entry
+            found = self._peer_clusters[key] = (_version(entries), entries)
+        return found
+
+    def _encode_listeners(self, listeners: list[dict[str, Any]]) -> TypeSnapshot:
+        """`encode` with each filter chain parsed once: the peers' chains are most of a listener, and a
+        change of one set of peers makes only its chains new."""
+        encoded = []
+        used: set[str] = set()
+        for listener in listeners:
+            rest = {k: v for k, v in listener.items() if k not in ("@type", "filter_chains")}
+            try:
+                parsed = json_format.ParseDict(rest, listener_pb2.Listener())
+                for chain in listener.get("filter_chains") or []:
+                    text = json.dumps(chain, sort_keys=True)
+                    used.add(text)
+                    found = self._chains.get(text)
+                    if found is None:
+                        found = self._chains[text] = _filter_chain(chain)
+                    parsed.filter_chains.append(found)
+            except json_format.ParseError as error:
+                raise ValueError(f"invalid listener {listener.get('name')!r}: {error}") from error
+            packed = any_pb2.Any()
+            packed.Pack(parsed)
+            encoded.append((str(listener["name"]), packed))
+        if len(self._chains) > 2 * len(used) + 1000:
+            self._chains = {text: chain for text, chain in self._chains.items() if text in used}
+        return TypeSnapshot.of(encoded)
+
     def _check_hosts(self) -> None:
         """A qualified name or ClusterIP claimed twice (only possible with hand-made ClusterIPs) keeps its
         first claimer, by namespace and service, and refuses the other: Envoy would refuse the whole
@@ -350,7 +465,9 @@ class MeshControlPlane:
         parts = [key.encode() for key in sorted(self._encoded[namespace])]
         parts += [f"{r.ref}: {r.message}".encode() for r in self._translations[namespace].refused]
         parts.append(f"opaque ports {self._opaque_ports.get(namespace)}".encode())
+        parts.append(f"server-first ports {self._server_first.get(namespace)}".encode())
         parts.append(f"mtls {self._mtls_modes.get(namespace)}".encode())
+        parts.append(f"peers {self._peers.get(namespace, ('',))[0]}".encode())
         parts += [repr(authorization).encode() for authorization in self._access.get(namespace, ())]
         return digest(parts).encode()
 
@@ -360,12 +477,18 @@ class MeshControlPlane:
         """The parts `namespace` may see, merged; the previous view when none of them changed."""
         parts = [p for owner in sorted(self._parts) for p in self._parts[owner] if p.visible_to(namespace)]
         listeners = self._listeners_of(namespace)
-        key = (listeners.version, *[v for p in parts for v in (p.hosts_version, p.clusters_version)])
+        peer_clusters = self._peer_clusters_of(self._visible_peers(namespace))
+        key = (
+            listeners.version,
+            peer_clusters[0],
+            *[v for p in parts for v in (p.hosts_version, p.clusters_version)],
+        )
         cached = self._views.get(namespace)
         if cached is not None and cached[0] == key:
             return cached[1]
         previous = cached[1] if cached is not None else {}
         clusters = [(p.clusters_version, p.clusters) for p in parts]
+        clusters += [peer_clusters] if peer_clusters[1] else []
         view = {
             config.CLUSTER_TYPE: self._merged(
                 config.CLUSTER_TYPE, [*clusters, self._static_clusters], previous.get(config.CLUSTER_TYPE)
@@ -381,17 +504,25 @@ class MeshControlPlane:
         self._views[namespace] = (key, view)
         return view
 
-    def _listener_key(self, namespace: str) -> tuple[tuple[int, ...], str | None]:
-        """(opaque ports, mTLS mode) of the namespace's capture listeners."""
+    def _listener_key(self, namespace: str) -> _ListenerKey:
+        """(opaque ports, server-first ports, mTLS mode, visible peers) of the namespace's capture
+        listeners."""
         opaque = self._opaque_ports.get(namespace) or config.DEFAULT_OPAQUE_PORTS
-        return opaque, self._mtls_modes.get(namespace) or self.mtls
+        server_first = self._server_first.get(namespace) or config.DEFAULT_SERVER_FIRST_PORTS
+        mode = self._mtls_modes.get(namespace) or self.mtls
+        return opaque, server_first, mode, self._visible_peers(namespace)
 
     def _capture_listeners(
-        self, opaque: tuple[int, ...], mode: str | None, authorization: access.Authorization | None = None
+        self,
+        opaque: tuple[int, ...],
+        server_first: tuple[int, ...],
+        mode: str | None,
+        peers: _PeersKey,
+        authorization: access.Authorization | None = None,
     ) -> list[dict[str, Any]]:
         static = config.sidecar_resources(
             [], self.ports, bind_host=self.bind_host, opaque_ports=opaque, mtls=mode,
-            trust_domain=self.trust_domain,
+            trust_domain=self.trust_domain, peers=self._peer_sets[peers], server_first_ports=server_first,
         )  # fmt: skip
         if authorization is None:
             return static.listeners
@@ -405,12 +536,17 @@ class MeshControlPlane:
     def _listeners_of(self, namespace: str) -> TypeSnapshot:
         """The capture listeners with the namespace's opaque ports and mTLS mode; namespaces with the
         same share one snapshot."""
-        if namespace not in self._opaque_ports and namespace not in self._mtls_modes:
+        if (
+            namespace not in self._opaque_ports
+            and namespace not in self._server_first
+            and namespace not in self._mtls_modes
+            and not self._visible_peers(namespace)
+        ):
             return self._default_listeners
         key = self._listener_key(namespace)
         found = self._listeners.get(key)
         if found is None:
-            found = self._listeners[key] = encode(config.LISTENER_TYPE, self._capture_listeners(*key))
+            found = self._listeners[key] = self._encode_listeners(self._capture_listeners(*key))
         return found
 
     def _authorized_listeners(self, namespace: str, authorization: access.Authorization) -> TypeSnapshot:
@@ -418,7 +554,7 @@ class MeshControlPlane:
         key = (*self._listener_key(namespace), authorization)
         found = self._authorized.get(key)
         if found is None:
-            found = self._authorized[key] = encode(config.LISTENER_TYPE, self._capture_listeners(*key))
+            found = self._authorized[key] = self._encode_listeners(self._capture_listeners(*key))
         return found
 
     def _authorized_routes(self, authorization: access.Authorization) -> TypeSnapshot:
@@ -497,6 +633,12 @@ class MeshControlPlane:
             in_use = {s.version for view in views.values() for s in view.values()}
             self._shared = {k: s for k, s in self._shared.items() if s.version in in_use}
             self._listeners = {k: s for k, s in self._listeners.items() if s.version in in_use}
+            seen = {self._visible_peers(namespace) for namespace in views}
+            seen |= {key[3] for key in self._listeners}
+            self._peer_sets = {k: s for k, s in self._peer_sets.items() if k in seen}
+            self._peer_clusters = {k: s for k, s in self._peer_clusters.items() if k in seen}
+            wanted_clusters = {name for _, entries in self._peer_clusters.values() for name in entries}
+            self._parsed = {name: e for name, e in self._parsed.items() if name in wanted_clusters}
             for namespace, view in views.items():
                 if previous.get(namespace) is not view:
                     await self.ads.set_snapshot(namespace, view)

@@ -110,17 +110,24 @@ def _valid_port_annotations(annotations: Mapping[str, str], warnings: list[str])
     return valid
 
 
+def uncaptured_inbound_ports(settings: InjectorSettings, annotations: Mapping[str, str]) -> list[int]:
+    """Ports the inbound redirect leaves alone: the sidecar's own and the excluded ones."""
+    ports = settings.ports
+    skipped = [
+        *ports.own(),
+        *settings.exclude_inbound_ports,
+        *_ports(annotations.get(EXCLUDE_INBOUND_ANNOTATION)),
+    ]
+    return sorted(set(skipped))
+
+
 def iptables_script(settings: InjectorSettings, annotations: Mapping[str, str]) -> str:
     """Redirect inbound TCP to the inbound listener and outbound TCP (not the proxy's own) to outbound.
 
     IPv4 only: IPv6 traffic is not captured (it bypasses the proxy).
     """
     ports = settings.ports
-    inbound_skip = [
-        *ports.own(),
-        *settings.exclude_inbound_ports,
-        *_ports(annotations.get(EXCLUDE_INBOUND_ANNOTATION)),
-    ]
+    inbound_skip = uncaptured_inbound_ports(settings, annotations)
     outbound_skip = [*settings.exclude_outbound_ports, *_ports(annotations.get(EXCLUDE_OUTBOUND_ANNOTATION))]
     nat = "iptables -t nat"
     lines = [
@@ -131,7 +138,7 @@ def iptables_script(settings: InjectorSettings, annotations: Mapping[str, str]) 
             f"{nat} -C {chain} -p tcp -j {target} 2>/dev/null || {nat} -A {chain} -p tcp -j {target}"
             for chain, target in (("PREROUTING", "CANARYCTL_INBOUND"), ("OUTPUT", "CANARYCTL_OUTPUT"))
         ),
-        *(f"{nat} -A CANARYCTL_INBOUND -p tcp --dport {p} -j RETURN" for p in sorted(set(inbound_skip))),
+        *(f"{nat} -A CANARYCTL_INBOUND -p tcp --dport {p} -j RETURN" for p in inbound_skip),
         f"{nat} -A CANARYCTL_INBOUND -p tcp -j REDIRECT --to-ports {ports.inbound}",
         f"{nat} -A CANARYCTL_OUTPUT -m owner --uid-owner {settings.proxy_uid} -j RETURN",
         f"{nat} -A CANARYCTL_OUTPUT -d 127.0.0.1/32 -j RETURN",
@@ -416,7 +423,10 @@ def pod_patch(
             else {"op": "add", "path": "/spec/volumes", "value": [volume]}
         )
     added = {
-        STATUS_ANNOTATION: "injected",
+        STATUS_ANNOTATION: config.INJECTED,
+        config.UNCAPTURED_INBOUND_ANNOTATION: ",".join(
+            str(p) for p in uncaptured_inbound_ports(settings, annotations)
+        ),
         "prometheus.io/scrape": "true",
         "prometheus.io/port": str(settings.ports.prometheus),
         "prometheus.io/path": "/stats/prometheus",

@@ -10,10 +10,10 @@ clients reach a pod directly too (headless Services, EndpointSlices).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from canaryctl_mesh.config import DEFAULT_OPAQUE_PORTS
+from canaryctl_mesh.config import DEFAULT_OPAQUE_PORTS, DEFAULT_SERVER_FIRST_PORTS
 
 OPAQUE_PROTOCOLS = frozenset(
     {
@@ -23,6 +23,12 @@ OPAQUE_PROTOCOLS = frozenset(
 )  # fmt: skip
 """Declared protocols passed through without detection. Anything else (``http``, ``grpc``, ``tls``,
 or a name that declares nothing, such as ``api``) is detected from its bytes."""
+
+
+SERVER_FIRST_PROTOCOLS = frozenset({"mysql", "smtp", "ftp", "ssh"})
+"""Declared protocols whose server speaks first. A meshed destination does not look for the mesh's
+mTLS on their ports (it would wait for a client that waits for it): callers pass them through as the
+app sent them."""
 
 
 def declared_protocol(port: Mapping[str, Any]) -> str | None:
@@ -42,11 +48,29 @@ def is_opaque(port: Mapping[str, Any]) -> bool:
 
 def opaque_ports(objects: Iterable[Mapping[str, Any]]) -> tuple[int, ...]:
     """DEFAULT_OPAQUE_PORTS plus every port a Service among `objects` declares non-HTTP."""
-    ports = set(DEFAULT_OPAQUE_PORTS)
+    return _declared_ports(objects, DEFAULT_OPAQUE_PORTS, is_opaque)
+
+
+def is_server_first(port: Mapping[str, Any]) -> bool:
+    return is_opaque(port) and declared_protocol(port) in SERVER_FIRST_PROTOCOLS
+
+
+def server_first_ports(objects: Iterable[Mapping[str, Any]]) -> tuple[int, ...]:
+    """DEFAULT_SERVER_FIRST_PORTS plus every port a Service among `objects` declares server-first."""
+    return _declared_ports(objects, DEFAULT_SERVER_FIRST_PORTS, is_server_first)
+
+
+def _declared_ports(
+    objects: Iterable[Mapping[str, Any]],
+    defaults: tuple[int, ...],
+    declares: Callable[[Mapping[str, Any]], bool],
+) -> tuple[int, ...]:
+    """`defaults` plus the port and target port of every Service port that `declares`."""
+    ports = set(defaults)
     for obj in objects:
         if obj.get("kind") != "Service":
             continue
         for port in (obj.get("spec") or {}).get("ports") or []:
-            if is_opaque(port):
+            if declares(port):
                 ports.update(p for p in (port.get("port"), port.get("targetPort")) if isinstance(p, int))
     return tuple(sorted(ports))

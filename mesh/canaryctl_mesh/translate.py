@@ -8,6 +8,8 @@ semantics), given as a map or as a list of one-entry maps.
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -16,7 +18,11 @@ from typing import Any
 
 from canaryctl_mesh.api import MESH_API_VERSION, TRAFFIC_POLICY_KIND, TrafficPolicy
 from canaryctl_mesh.config import (
+    DEFAULT_SERVER_FIRST_PORTS,
+    INJECTED,
     STATUS_ANNOTATION,
+    TERMINATED_PHASES,
+    UNCAPTURED_INBOUND_ANNOTATION,
     Backend,
     Cookie,
     Fault,
@@ -26,6 +32,7 @@ from canaryctl_mesh.config import (
     HttpMatch,
     Mirror,
     OutlierDetection,
+    Peer,
     Retries,
     RouteSpec,
     WeightedBackend,
@@ -101,9 +108,120 @@ def meshed_pods(objects: Iterable[Object], trust_domain: str = DEFAULT_TRUST_DOM
             _namespace(pod), str(pod.get("spec", {}).get("serviceAccountName") or "default")
         ).spiffe_id(trust_domain)
         for pod in objects
-        if pod.get("kind") == "Pod"
-        and STATUS_ANNOTATION in ((pod.get("metadata") or {}).get("annotations") or {})
+        if pod.get("kind") == "Pod" and _annotations(pod).get(STATUS_ANNOTATION) == INJECTED
     }
+
+
+def _annotations(obj: Object) -> Mapping[str, Any]:
+    return (obj.get("metadata") or {}).get("annotations") or {}
+
+
+def _ipv4(value: Any) -> str | None:
+    return _parsed_ipv4(value) if isinstance(value, str) else None
+
+
+@functools.lru_cache(maxsize=65536)
+def _parsed_ipv4(value: str) -> str | None:
+    """Cached: every pod's address is looked at again whenever its namespace changes."""
+    try:
+        return value if ipaddress.ip_address(value).version == 4 else None
+    except ValueError:
+        return None
+
+
+def _uncaptured_ports(pod: Object) -> tuple[int, ...] | None:
+    """The pod's UNCAPTURED_INBOUND_ANNOTATION; None when it lacks it or it does not parse."""
+    value = _annotations(pod).get(UNCAPTURED_INBOUND_ANNOTATION)
+    return _parsed_ports(value) if isinstance(value, str) else None
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed_ports(value: str) -> tuple[int, ...] | None:
+    try:
+        ports = tuple(sorted({int(p) for p in value.split(",") if p.strip()}))
+    except ValueError:
+        return None
+    return ports if all(1 <= p <= 65535 for p in ports) else None
+
+
+def mesh_peers(
+    objects: Iterable[Object],
+    routed: Iterable[str] = (),
+    server_first: tuple[int, ...] = DEFAULT_SERVER_FIRST_PORTS,
+    trust_domain: str = DEFAULT_TRUST_DOMAIN,
+) -> tuple[Peer, ...]:
+    """Addresses of one namespace that reach sidecars only, for pass-through mTLS: the IPv4 address of
+    each running meshed pod, and the ClusterIP of each Service whose ready endpoints are all such
+    pods (of any ServiceAccounts). Ports a pod does not capture and the namespace's `server_first`
+    ports (where its sidecars do not look for mTLS) stay plaintext, and so does a Service port whose
+    target port is one of those. `routed`: ClusterIPs of services under a TrafficSplit."""
+    items = list(objects)
+    pods: dict[str, tuple[str, str, tuple[int, ...]]] = {}
+    owners: dict[str, int] = {}
+    for pod in items:
+        if pod.get("kind") != "Pod" or _annotations(pod).get(STATUS_ANNOTATION) != INJECTED:
+            continue
+        status = pod.get("status") or {}
+        address, uncaptured = _ipv4(status.get("podIP")), _uncaptured_ports(pod)
+        if address is None or uncaptured is None or status.get("phase") in TERMINATED_PHASES:
+            continue
+        account = str((pod.get("spec") or {}).get("serviceAccountName") or "default")
+        plaintext = tuple(sorted({*uncaptured, *server_first}))
+        pods[_name(pod)] = (address, Identity(_namespace(pod), account).spiffe_id(trust_domain), plaintext)
+        owners[address] = owners.get(address, 0) + 1
+    # Two live pods claiming one address (a reused IP seen before the old pod's end): neither is sure.
+    pods = {name: pod for name, pod in pods.items() if owners[pod[0]] == 1}
+    peers = {address: Peer(address, (identity,), plaintext) for address, identity, plaintext in pods.values()}
+    slices: dict[str, list[Object]] = {}
+    for eps in items:
+        if eps.get("kind") == "EndpointSlice":
+            labels = (eps.get("metadata") or {}).get("labels") or {}
+            slices.setdefault(str(labels.get("kubernetes.io/service-name")), []).append(eps)
+    routed_addresses = set(routed)
+    for service in items:
+        if service.get("kind") != "Service":
+            continue
+        address = _ipv4((service.get("spec") or {}).get("clusterIP"))
+        if address is None or address in peers:
+            continue
+        members = _service_members(slices.get(_name(service), []), pods)
+        if members is None:
+            continue
+        targets, identities = members
+        ports = (service.get("spec") or {}).get("ports") or []
+        names = [
+            (port["port"], str(port.get("name") or "")) for port in ports if isinstance(port.get("port"), int)
+        ]
+        plaintext = tuple(sorted({number for number, name in names if targets.get(name, True)}))
+        served = tuple(sorted({number for number, _ in names}))
+        peers[address] = Peer(address, identities, plaintext, address in routed_addresses, served)
+    return tuple(sorted(peers.values()))
+
+
+def _service_members(
+    slices: list[Object], pods: Mapping[str, tuple[str, str, tuple[int, ...]]]
+) -> tuple[dict[str, bool], tuple[str, ...]] | None:
+    """(per port name whether its target port is plaintext on an endpoint, the endpoints'
+    identities), or None unless the service's `slices` have ready endpoints, every one a meshed pod."""
+    identities: set[str] = set()
+    targets: dict[str, bool] = {}
+    for eps in slices:
+        ready = [
+            e for e in eps.get("endpoints") or [] if (e.get("conditions") or {}).get("ready") is not False
+        ]
+        members = []
+        for endpoint in ready:
+            ref = endpoint.get("targetRef") or {}
+            member = pods.get(str(ref.get("name"))) if ref.get("kind") == "Pod" else None
+            if member is None or any(a != member[0] for a in endpoint.get("addresses") or []):
+                return None
+            members.append(member)
+        for port in eps.get("ports") or []:
+            key = str(port.get("name") or "")
+            plaintext = any(port.get("port") in member[2] for member in members)
+            targets[key] = targets.get(key, False) or plaintext
+        identities.update(member[1] for member in members)
+    return (targets, tuple(sorted(identities))) if identities else None
 
 
 def backend_for(service: Object, slices: Iterable[Object], pods: Mapping[str, str] | None = None) -> Backend:

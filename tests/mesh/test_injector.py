@@ -221,6 +221,19 @@ def test_pod_annotations_exclude_ports() -> None:
     assert "CANARYCTL_OUTPUT -p tcp --dport 6379 -j RETURN" in script
 
 
+def test_the_pod_tells_callers_which_inbound_ports_it_does_not_capture() -> None:
+    """Callers' sidecars wrap pass-through traffic in mTLS except on these ports, which reach the app
+    unproxied: the sidecar's own, the cluster-wide exclusions and the pod's."""
+    settings = SETTINGS.model_copy(update={"exclude_inbound_ports": (22,)})
+    pod = _pod({"mesh.canaryctl.dev/inject": "true", injector.EXCLUDE_INBOUND_ANNOTATION: "9200"})
+    injected = _apply(pod, _patch(admission_review(_review(pod), settings)))
+    annotation = injected["metadata"]["annotations"][config.UNCAPTURED_INBOUND_ANNOTATION]
+    assert annotation == "22,9200,15000,15001,15006,15021,15090"
+    script = injected["spec"]["initContainers"][0]["command"][2]
+    for port in annotation.split(","):
+        assert f"CANARYCTL_INBOUND -p tcp --dport {port} -j RETURN" in script
+
+
 def test_bad_port_annotations_and_probes_are_warnings_not_errors() -> None:
     pod = _pod({"mesh.canaryctl.dev/inject": "true", injector.EXCLUDE_OUTBOUND_ANNOTATION: "5432,pg,70000"})
     pod["spec"]["containers"][0]["livenessProbe"] = {"tcpSocket": {"port": 8080}, "timeoutSeconds": -1}

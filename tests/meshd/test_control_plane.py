@@ -284,9 +284,13 @@ async def test_mtls_follows_pods_and_the_namespace_label_through_the_watches(
         "metadata": {
             "name": "web-primary-1",
             "namespace": NS,
-            "annotations": {config.STATUS_ANNOTATION: "injected"},
+            "annotations": {
+                config.STATUS_ANNOTATION: "injected",
+                config.UNCAPTURED_INBOUND_ANNOTATION: "15000,15001,15006,15021,15090",
+            },
         },
         "spec": {"serviceAccountName": "web", "containers": [{"name": "app", "image": "app"}]},
+        "status": {"podIP": "10.1.0.7", "phase": "Running"},
     }
     await objects.apply(pod)
     plane = ControlPlane(kube_api, [NS], "127.0.0.1", 0, bind_host="127.0.0.1", mtls=config.PERMISSIVE)
@@ -301,7 +305,15 @@ async def test_mtls_follows_pods_and_the_namespace_label_through_the_watches(
         inbound = (await first_resources(plane.ads.port, config.LISTENER_TYPE, listener_pb2.Listener))[
             "inbound"
         ]
-        assert [c.name for c in inbound.filter_chains] == ["inbound-mtls", "inbound-http"]
+        assert [c.name for c in inbound.filter_chains] == ["inbound-mtls", "inbound-mtls-tcp", "inbound-http"]
+        # The pod's IP, read through the watch, is a pass-through mTLS peer in the outbound listener.
+        outbound = (await first_resources(plane.ads.port, config.LISTENER_TYPE, listener_pb2.Listener))[
+            "outbound"
+        ]
+        prefixes = {
+            r.address_prefix for c in outbound.filter_chains for r in c.filter_chain_match.prefix_ranges
+        }
+        assert prefixes == {"10.1.0.7"}
 
         version = plane.version
         namespace = await objects.get("v1", "Namespace", "", NS)
@@ -312,4 +324,4 @@ async def test_mtls_follows_pods_and_the_namespace_label_through_the_watches(
         inbound = (await first_resources(plane.ads.port, config.LISTENER_TYPE, listener_pb2.Listener))[
             "inbound"
         ]
-        assert [c.name for c in inbound.filter_chains] == ["inbound-mtls"]
+        assert [c.name for c in inbound.filter_chains] == ["inbound-mtls", "inbound-mtls-tcp"]

@@ -74,16 +74,24 @@ def test_store_keeps_what_mtls_reads_of_a_pod_and_ignores_its_status() -> None:
         "metadata": {"name": "web-1", "namespace": NS, "resourceVersion": "7",
                      "annotations": {config.STATUS_ANNOTATION: "injected"}},
         "spec": {"serviceAccountName": "web"},
+        "status": {},
     }  # fmt: skip
-    store.upsert(
-        pods, {**pod, "metadata": {**pod["metadata"], "resourceVersion": "8"}, "status": {"phase": "Running"}}
-    )
+    running = {"phase": "Running", "podIP": "10.1.0.7", "conditions": [{"type": "Ready"}]}
+    store.upsert(pods, {**pod, "metadata": {**pod["metadata"], "resourceVersion": "8"}, "status": running})
+    assert store.take_dirty() == {NS}, "its IP is what pass-through mTLS looks for"
+    (kept,) = store.namespace_objects(NS)
+    assert kept["status"] == {"podIP": "10.1.0.7"}
+    ready = {**running, "conditions": [{"type": "Ready", "status": "True"}]}
+    store.upsert(pods, {**pod, "metadata": {**pod["metadata"], "resourceVersion": "9"}, "status": ready})
     assert store.take_dirty() == set(), "a status change is nothing the mesh routes by"
+    done = {**ready, "phase": "Succeeded"}
+    store.upsert(pods, {**pod, "metadata": {**pod["metadata"], "resourceVersion": "10"}, "status": done})
+    assert store.take_dirty() == {NS}, "its IP may go to another pod now"
     store.upsert(
         pods,
         {
             **pod,
-            "metadata": {**pod["metadata"], "resourceVersion": "9"},
+            "metadata": {**pod["metadata"], "resourceVersion": "11"},
             "spec": {"serviceAccountName": "pay"},
         },
     )

@@ -703,7 +703,10 @@ class Cluster:
     def objects(self) -> list[Object]:
         """Services, EndpointSlices and Pods, as the control plane watches them."""
         services = [obj for service in self.services.values() for obj in service.objects()]
-        return services + [pod.manifest for pod in self.pods.values()]
+        pods = [
+            {**pod.manifest, "status": {"podIP": pod.ip, "phase": "Running"}} for pod in self.pods.values()
+        ]
+        return services + pods
 
     def apply(self, *extra: Object) -> None:
         """Push the cluster's Services and EndpointSlices plus `extra` objects (TrafficSplits, ...) to

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +47,12 @@ ROUTES = {
     "metadata": {"name": "api-routes", "namespace": "default"},
     "spec": {"matches": [{"name": "peer", "pathRegex": "/peer", "methods": ["GET"]}]},
 }
+TCP_ROUTE = {
+    "apiVersion": "specs.smi-spec.io/v1alpha4",
+    "kind": "TCPRoute",
+    "metadata": {"name": "echo", "namespace": "default"},
+    "spec": {"matches": {"ports": [ECHO]}},
+}
 TARGET: dict[str, Any] = {
     "apiVersion": "access.smi-spec.io/v1alpha3",
     "kind": "TrafficTarget",
@@ -74,9 +80,11 @@ WARM: list[dict[str, Any]] = [
 ]
 
 
-def _target(*sources: str) -> dict[str, Any]:
+def _target(*sources: str, tcp: bool = False) -> dict[str, Any]:
+    rules = TARGET["spec"]["rules"] + ([{"kind": "TCPRoute", "name": "echo"}] if tcp else [])
     spec = {
         **TARGET["spec"],
+        "rules": rules,
         "sources": [{"kind": "ServiceAccount", "name": s, "namespace": "default"} for s in sources],
     }
     return {**TARGET, "spec": spec}
@@ -102,9 +110,12 @@ def _get(pod: Pod, path: str) -> tuple[int, str]:
     return int(answer["status"]), str(answer["body"])
 
 
-def _echo(pod: Pod) -> str:
+PING = "70696e67"
+
+
+def _echo(pod: Pod, host: str = "api") -> str:
     try:
-        return str(pod.python(CLIENT, "tcp", "api", str(ECHO), "--send", "70696e67")["received"])
+        return str(pod.python(CLIENT, "tcp", host, str(ECHO), "--send", PING)["received"])
     except RuntimeError:
         return "reset"
 
@@ -113,12 +124,20 @@ DENIED = (403, "RBAC: access denied")
 COMMAND_TIMEOUT = 10.0
 
 
-def _closed(pod: Pod) -> bool:
+def _closed(pod: Pod, host: str = "api") -> bool:
     """Whether a TCP exchange with api is cut. The listener change is ACKed once Envoy took it in; new
     connections meet it once the listener is warm, which is soon after on a loaded machine."""
+    return _eventually(lambda: _echo(pod, host) in ("", "reset"))
+
+
+def _echoed(pod: Pod, host: str = "api") -> bool:
+    return _eventually(lambda: _echo(pod, host) == PING)
+
+
+def _eventually(check: Callable[[], bool]) -> bool:
     deadline = time.monotonic() + COMMAND_TIMEOUT
     while time.monotonic() < deadline:
-        if _echo(pod) in ("", "reset"):
+        if check():
             return True
         time.sleep(0.2)
     return False
@@ -127,7 +146,7 @@ def _closed(pod: Pod) -> bool:
 def test_a_traffictarget_admits_its_sources_routes_and_refuses_everyone_else(mesh: Mesh) -> None:
     # No TrafficTarget selects api yet: everybody passes, as without authorization.
     assert _get(mesh.web, "/status/200")[0] == 200
-    assert _echo(mesh.web) == "70696e67"
+    assert _echo(mesh.web) == PING
     mesh.cluster.apply(SPLIT, ROUTES, _target("web"))
     # web's certificate on a granted route passes (the app sees who called) ...
     status, body = _get(mesh.web, "/peer")
@@ -136,9 +155,16 @@ def test_a_traffictarget_admits_its_sources_routes_and_refuses_everyone_else(mes
     direct = harness.http_get(mesh.outsider.netns, mesh.api.ip, HTTP, "/peer", timeout=COMMAND_TIMEOUT)
     assert direct == DENIED, "plaintext carries no identity"
     assert _closed(mesh.web)  # no TCPRoute grant: the connection is closed
+    # A TCPRoute grant naming web: its sidecar wraps the raw TCP in mesh mTLS (through the Service and
+    # to the pod's IP alike), and the destination lets its identity through; nobody else's.
+    mesh.cluster.apply(SPLIT, ROUTES, TCP_ROUTE, _target("web", tcp=True))
+    assert _echoed(mesh.web) and _echoed(mesh.web, mesh.api.ip)
+    assert _echo(mesh.outsider) in ("", "reset"), "plaintext TCP carries no identity"
+    mesh.cluster.apply(SPLIT, ROUTES, TCP_ROUTE, _target("payments", tcp=True))
+    assert _closed(mesh.web) and _closed(mesh.web, mesh.api.ip)
+    assert mesh.api.counter("inbound_mtls_tcp_authz.rbac.denied") >= 2
     # Another source instead of web: web is refused (connections it holds included: see
     # tests/mesh/test_access.py).
-    mesh.cluster.apply(SPLIT, ROUTES, _target("payments"))
     assert _get(mesh.web, "/peer") == DENIED
     assert mesh.api.counter("http.inbound.rbac.denied") >= 3
     # The target gone, api is open again.

@@ -239,6 +239,7 @@ def test_unmeshed_callers_and_the_canary_service_are_measured_server_side(mesh: 
 
 def test_tcp_tls_and_server_first_protocols_pass_untouched(mesh: Mesh) -> None:
     captured_before = mesh.client.counter("tcp.outbound_tcp.downstream_cx_total")
+    wrapped_before = mesh.client.counter("tcp.outbound_mtls.downstream_cx_total")
     for payload in (POSTGRES_SSL_REQUEST, REDIS_PING):
         reply = mesh.client.python(CLIENT, "tcp", "web", str(ECHO), "--send", payload)
         assert reply == {"received": payload}, "the bytes arrive and return unchanged, no HTTP 400"
@@ -246,18 +247,22 @@ def test_tcp_tls_and_server_first_protocols_pass_untouched(mesh: Mesh) -> None:
     assert tls == {"sha256": mesh.certificate_sha256, "echoed": True}, "the app's own certificate"
     banner = mesh.client.python(CLIENT, "banner", "web", str(SMTP))
     assert banner["banner"] == "220 web-primary" and banner["seconds"] < 1.0, banner
-    # All four went through the client's sidecar, as TCP passed through to the original destination.
-    assert mesh.client.counter("tcp.outbound_tcp.downstream_cx_total") - captured_before == 4
+    # All four went through the client's sidecar as TCP to the original destination: the two echoes
+    # wrapped in mesh mTLS (web's endpoints are all meshed), the app's TLS and the server-first SMTP
+    # as the app sent them.
+    assert mesh.client.counter("tcp.outbound_tcp.downstream_cx_total") - captured_before == 2
+    assert mesh.client.counter("tcp.outbound_mtls.downstream_cx_total") - wrapped_before == 2
 
 
 @pytest.mark.slow
 def test_an_undeclared_server_first_protocol_passes_after_the_detection_timeout(mesh: Mesh) -> None:
     """The sidecar waits for the client's first bytes, the server for the client: after the
     detection timeout the connection goes through as TCP (not closed, as Envoy's default would).
-    Between two meshed pods both sidecars wait, the caller's and the server's. The two callers wait at
-    the same time (each measures its own wait), so the test takes the longer wait, not the sum."""
+    Between two meshed pods only the caller's sidecar waits: it wraps the connection in mesh mTLS,
+    whose handshake the server's sidecar recognizes at once. The two callers wait at the same time
+    (each measures its own wait), so the test takes the longer wait, not the sum."""
     timeout = config.PROTOCOL_DETECTION_TIMEOUT
-    callers = ((mesh.outsider, 1), (mesh.client, 2))
+    callers = ((mesh.outsider, 1), (mesh.client, 1))
     with ThreadPoolExecutor(len(callers)) as pool:
         banners = list(
             pool.map(
@@ -464,6 +469,49 @@ def test_meshed_pods_talk_mutual_tls_on_the_wire_as_their_service_accounts(mesh:
     assert sans == {f"{trust_domain}/client"}, "the client's sidecar holds its own identity only"
 
 
+def test_traffic_no_traffic_split_routes_is_mutual_tls_between_meshed_pods(mesh: Mesh) -> None:
+    """Through a Service no TrafficSplit routes and to the pod's IP, HTTP and raw TCP alike: the
+    caller's sidecar wraps what it passes through in mesh mTLS, as the destination is a meshed pod."""
+    if shutil.which("tcpdump") is None:
+        pytest.skip("tcpdump is not installed (scripts/install-system-deps.sh installs it)")
+    mesh.cluster.service(
+        "plain", [mesh.primary], ServicePort(80, HTTP, "http"), ServicePort(443, TLS, "https")
+    )
+    mesh.cluster.apply()
+    answers: list[str] = []
+    through_service = _sniff(mesh.primary, HTTP, lambda: answers.append(_peer(mesh.client, "plain")))
+    by_ip = _sniff(mesh.primary, HTTP, lambda: answers.append(_peer(mesh.client, mesh.primary.ip, HTTP)))
+    for captured in (through_service, by_ip):
+        assert TLS_HANDSHAKE in captured and TLS_APPLICATION_DATA in captured
+        assert config.MTLS_ALPN.encode() in captured and config.MTLS_TCP_ALPN.encode() not in captured
+        assert b"GET /peer" not in captured and b"HTTP/1.1" not in captured
+    # The destination's sidecar terminated it into its HTTP chain: the app learns who called.
+    for answer in answers:
+        assert answer.startswith("web-primary By=spiffe://cluster.local/ns/default/sa/web;"), answer
+        assert answer.endswith(";URI=spiffe://cluster.local/ns/default/sa/client"), answer
+    echoed: list[object] = []
+    tcp = _sniff(
+        mesh.primary,
+        ECHO,
+        lambda: echoed.append(
+            mesh.client.python(CLIENT, "tcp", mesh.primary.ip, str(ECHO), "--send", REDIS_PING)
+        ),
+    )
+    assert echoed == [{"received": REDIS_PING}]
+    assert config.MTLS_TCP_ALPN.encode() in tcp and TLS_APPLICATION_DATA in tcp
+    assert bytes.fromhex(REDIS_PING) not in tcp
+    # A pod calling its own IP: its sidecar's connection to it is not captured again on the way in
+    # (it never leaves the pod), so it stays as the app sent it instead of reaching the app wrapped.
+    assert _peer(mesh.primary, mesh.primary.ip, HTTP) == "web-primary none"
+    selfcall = mesh.primary.python(CLIENT, "tcp", mesh.primary.ip, str(ECHO), "--send", REDIS_PING)
+    assert selfcall == {"received": REDIS_PING}
+    # The app's own TLS to the same pod is passed through as it is, never wrapped twice.
+    app_tls: list[object] = []
+    own = _sniff(mesh.primary, TLS, lambda: app_tls.append(mesh.client.python(CLIENT, "tls", "plain", "443")))
+    assert app_tls == [{"sha256": mesh.certificate_sha256, "echoed": True}]
+    assert config.MTLS_ALPN.encode() not in own, "the app's ClientHello, not the mesh's"
+
+
 def test_a_forged_client_certificate_header_is_dropped(mesh: Mesh) -> None:
     forged = "By=spiffe://cluster.local/ns/default/sa/web;URI=spiffe://cluster.local/ns/kube-system/sa/admin"
     status, body = harness.http_get(mesh.outsider.netns, mesh.primary.ip, HTTP, "/peer")
@@ -501,6 +549,8 @@ def test_strict_namespace_refuses_plaintext_but_serves_its_meshed_callers(mesh: 
     # A first connection: the handshake (record type 22) offering the mesh's ALPN, then only TLS.
     assert TLS_HANDSHAKE in first and config.MTLS_ALPN.encode() in first and b"GET /" not in first
     assert harness.http_get(mesh.outsider.netns, vault.ip, HTTP, "/peer")[0] == 0, "plaintext is refused"
+    # A meshed caller reaching the strict pod by its IP (no route) passes: its sidecar wraps it too.
+    assert _peer(mesh.client, vault.ip, HTTP).endswith(";URI=spiffe://cluster.local/ns/default/sa/client")
     assert harness.http_get(mesh.outsider.netns, mesh.primary.ip, HTTP, "/peer")[0] == 200, (
         "default stays permissive"
     )

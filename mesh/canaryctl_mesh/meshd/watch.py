@@ -102,20 +102,30 @@ def _name(source: Source, obj: Object) -> tuple[str, str]:
     return (name if source.kind == "Namespace" else str(metadata.get("namespace") or "")), name
 
 
+POD_ANNOTATIONS = (config.STATUS_ANNOTATION, config.UNCAPTURED_INBOUND_ANNOTATION)
+
+
 def _kept(source: Source, obj: Object) -> Object:
     """What the store keeps of an object: a Pod only as far as mTLS reads it (its name, the injector's
-    status annotation, its ServiceAccount). A pod object runs to tens of KB, clusters hold thousands,
-    and its status changes every few seconds without changing anything the mesh routes by."""
+    annotations, its ServiceAccount, its IP and phase). A pod object runs to tens of KB, clusters hold
+    thousands, and its status changes every few seconds without changing anything the mesh routes by
+    (the IP is set once; of the phase only its end, when the IP may go to another pod)."""
     if source.kind != "Pod":
         return obj
     metadata = obj.get("metadata") or {}
     kept = {key: metadata[key] for key in ("name", "namespace", "resourceVersion") if key in metadata}
-    status = (metadata.get("annotations") or {}).get(config.STATUS_ANNOTATION)
-    if status is not None:
-        kept["annotations"] = {config.STATUS_ANNOTATION: status}
+    annotations = metadata.get("annotations") or {}
+    if any(key in annotations for key in POD_ANNOTATIONS):
+        kept["annotations"] = {key: annotations[key] for key in POD_ANNOTATIONS if key in annotations}
+    status = obj.get("status") or {}
     return {
         "metadata": kept,
         "spec": {"serviceAccountName": (obj.get("spec") or {}).get("serviceAccountName")},
+        "status": {
+            key: status[key]
+            for key in ("podIP", "phase")
+            if key in status and (key != "phase" or status[key] in config.TERMINATED_PHASES)
+        },
     }
 
 
