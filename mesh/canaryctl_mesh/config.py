@@ -307,6 +307,25 @@ def _downstream_mtls(trust_domain: str) -> dict[str, Any]:
     }
 
 
+def secrets(cert_pem: str, key_pem: str, trust_pem: str) -> list[Resource]:
+    """The two SDS secrets of one sidecar."""
+    return [
+        {
+            "@type": SECRET_TYPE,
+            "name": WORKLOAD_SECRET,
+            "tls_certificate": {
+                "certificate_chain": {"inline_string": cert_pem},
+                "private_key": {"inline_string": key_pem},
+            },
+        },
+        {
+            "@type": SECRET_TYPE,
+            "name": TRUST_SECRET,
+            "validation_context": {"trusted_ca": {"inline_string": trust_pem}},
+        },
+    ]
+
+
 def _endpoint(address: str, port: int, peer: str | None) -> dict[str, Any]:
     endpoint: dict[str, Any] = {"endpoint": {"address": _socket(address, port)}}
     if peer is not None:

@@ -25,12 +25,12 @@ from cryptography.x509.oid import NameOID
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 
 from canaryctl_mesh import config
-from canaryctl_mesh.ads import AdsServer
+from canaryctl_mesh.ads import AdsServer, encode
 from canaryctl_mesh.identity import POD_NAME_EXTRA, TOKEN_AUDIENCE, TokenAuthenticator
 from canaryctl_mesh.kube import KubeObjects
 from canaryctl_mesh.meshd.pki import CertificateAuthority, load_or_create_ca
 from canaryctl_mesh.meshd.tls import IssuedCertificate, xds_credentials
-from canaryctl_mesh.meshd.workload import WorkloadCertificates
+from canaryctl_mesh.meshd.workload import WorkloadCertificates, workload_secrets
 from tests.mesh.delta_client import DeltaClient, unpack
 from tests.meshd.authorities import signed
 from tests.meshd.test_security import SERVER_NAME, RawSidecar
@@ -191,3 +191,17 @@ async def test_a_root_brought_through_cert_manager_signs_workload_certificates(
     # The chain carries the intermediate, so a peer trusting the root alone verifies it.
     cert = checked(pair.cert.decode(), pair.key.decode(), root.decode(), tmp_path)
     assert uris(cert) == ["spiffe://cluster.local/ns/team-a/sa/pay"]
+
+
+async def test_the_secrets_built_as_protobuf_are_the_sds_secrets_config_describes() -> None:
+    """meshd builds each sidecar's two secrets as protobuf (parsing JSON cost more than signing);
+    they must stay byte for byte the resources `config.secrets` describes (the static form tests use)."""
+    ca = CertificateAuthority.create("test mesh CA")
+    pair, built = workload_secrets(ca, "spiffe://cluster.local/ns/team-a/sa/pay", datetime.timedelta(hours=1))
+    described = encode(
+        config.SECRET_TYPE, config.secrets(pair.cert.decode(), pair.key.decode(), ca.trust_pem.decode())
+    )
+    assert built.version == described.version
+    assert {
+        name: resource.SerializeToString() for name, (_, resource) in built.entries.items() if resource
+    } == {name: resource.SerializeToString() for name, (_, resource) in described.entries.items() if resource}
