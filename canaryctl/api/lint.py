@@ -43,6 +43,7 @@ from canaryctl.api.crd import Schema, structural_schema
 from canaryctl.api.query_template import check_query
 from canaryctl.api.yaml_loader import FieldPath, YamlDocument, YamlError, load_documents
 from canaryctl_mesh.duration import parse_duration
+from canaryctl_mesh.regex import envoy_regex_problem
 
 Severity = Literal["error", "warning"]
 
@@ -337,6 +338,8 @@ def _check_canary(
     if analysis is None:
         return
     yield from _check_strategy(doc, base, analysis)
+    if spec.provider in (None, models.INCLUDED_MESH):
+        yield from _check_mesh_regexes(doc, base, analysis.match or [])
     metric_lists = [(base, analysis.metrics)] + [
         (f"{base}.steps[{i}].analysis", step.analysis.metrics)
         for i, step in enumerate(analysis.steps or [])
@@ -352,6 +355,20 @@ def _check_canary(
                 f"{base}.alerts[{i}].providerRef",
                 f"AlertProvider {ref.name!r} is not defined in the linted files",
             )
+
+
+def _check_mesh_regexes(
+    doc: _Document, base: str, matches: list[models.HTTPMatchRequest]
+) -> Iterator[LintError]:
+    """The included mesh (the default router) hands A/B regexes to its sidecars' Envoy, which refuses
+    programs above its size limit (the router also checks exact, prefix and suffix values, which it
+    turns into regexes)."""
+    for i, match in enumerate(matches):
+        fields = [("uri", match.uri), *((f"headers.{k}", v) for k, v in (match.headers or {}).items())]
+        for name, value in fields:
+            problem = envoy_regex_problem(value.regex) if value is not None and value.regex else None
+            if problem is not None:
+                yield doc.error(f"{base}.match[{i}].{name}.regex", f"{problem}; the included mesh refuses it")
 
 
 def _check_strategy(doc: _Document, base: str, analysis: models.CanaryAnalysis) -> Iterator[LintError]:

@@ -27,6 +27,7 @@ from pydantic.alias_generators import to_camel
 from canaryctl import registry
 from canaryctl_mesh.api import COOKIE_NAME
 from canaryctl_mesh.duration import METRIC_INTERVAL_PATTERN, metric_interval_seconds, parse_duration
+from canaryctl_mesh.regex import re2_problem
 
 GROUP: Final = "canaryctl.dev"
 VERSION: Final = "v1beta1"
@@ -150,6 +151,14 @@ class AutoscalerRef(ApiModel):
     primary_scaler_queries: dict[str, str] | None = None
 
 
+def _re2(pattern: str) -> str:
+    """Regexes are RE2's, as Istio, Envoy-based gateways and the included mesh read them."""
+    problem = re2_problem(pattern)
+    if problem is not None:
+        raise ValueError(problem)
+    return pattern
+
+
 class StringMatch(ApiModel):
     """Istio StringMatch: exactly one of exact, prefix, regex (suffix for Gateway API paths)."""
 
@@ -157,7 +166,7 @@ class StringMatch(ApiModel):
 
     exact: str | None = None
     prefix: str | None = None
-    regex: str | None = None
+    regex: Annotated[str, Field(min_length=1), AfterValidator(_re2)] | None = None
     suffix: str | None = None
 
     @model_validator(mode="after")
@@ -184,6 +193,11 @@ class HTTPMatchRequest(ApiModel):
     gateways: list[str] | None = None
     port: int | None = Field(default=None, ge=0, le=65535)
     ignore_uri_case: bool | None = None
+
+
+MAX_MATCHES: Final = 16
+"""Entries of spec.service.match and of analysis.match (Flagger's examples use 1 to 3): routers that AND
+them build one route match per pair, so 16 x 16 at most."""
 
 
 class CustomMetadata(ApiModel):
@@ -435,7 +449,7 @@ class CanaryService(ApiModel):
     hosts: list[str] | None = None
     delegation: bool | None = None
     traffic_policy: TrafficPolicy | None = None
-    match: list[HTTPMatchRequest] | None = None
+    match: list[HTTPMatchRequest] | None = Field(default=None, max_length=MAX_MATCHES)
     rewrite: HTTPRewrite | None = None
     retries: HTTPRetry | None = None
     headers: Headers | None = None
@@ -751,7 +765,7 @@ class CanaryAnalysis(ApiModel):
     alerts: list[CanaryAlert] | None = Field(default=None, max_length=MAX_ALERTS)
     metrics: MetricList | None = None
     webhooks: WebhookList | None = None
-    match: list[HTTPMatchRequest] | None = None
+    match: list[HTTPMatchRequest] | None = Field(default=None, max_length=MAX_MATCHES)
     session_affinity: SessionAffinity | None = None
     steps: list[CanaryStep] | None = Field(default=None, max_length=MAX_STEPS)
     fast_fail: FastFail | None = None

@@ -35,6 +35,7 @@ from typing import Any
 
 from canaryctl_mesh.config import HTTP_RBAC_FILTER, HeaderMatch, Resource
 from canaryctl_mesh.identity import DEFAULT_TRUST_DOMAIN, Identity, workload_key
+from canaryctl_mesh.regex import envoy_regex_problem
 from canaryctl_mesh.translate import (
     ObjectRef,
     Refusal,
@@ -153,12 +154,15 @@ def _port(value: Any, where: str) -> int:
 
 
 def _check_regex(value: str, where: str) -> str:
-    """Python's re is not RE2, but what it cannot compile Envoy would refuse too, for the whole listener."""
-    try:
-        re.compile(value)
-    except re.error as error:
-        raise _Invalid(f"{where}: invalid regex {value!r}: {error}") from error
+    """What Envoy would refuse, for the whole listener, is refused here: RE2 syntax and size."""
+    problem = envoy_regex_problem(value)
+    if problem is not None:
+        raise _Invalid(f"{where}: {problem}: {value[:100]!r}")
     return value
+
+
+def _methods_regex(methods: Iterable[str]) -> str:
+    return "|".join(re.escape(m) for m in methods)
 
 
 def _http_rules(group: Object, wanted: list[str] | None, where: str) -> tuple[HttpRule, ...]:
@@ -180,15 +184,14 @@ def _http_rules(group: Object, wanted: list[str] | None, where: str) -> tuple[Ht
             headers = _header_matches(match.get("headers"))
         except ValueError as error:
             raise _Invalid(f"{at}: {error}") from error
-        for header in headers:
-            _check_regex(str(header.regex), f"{at} header {header.name!r}")
-        rules.append(
-            HttpRule(
-                path_regex=_check_regex(str(path), f"{at} pathRegex") if path not in (None, "") else None,
-                methods=() if "*" in methods else tuple(sorted(set(methods))),
-                headers=headers,
-            )
+        rule = HttpRule(
+            path_regex=_check_regex(str(path), f"{at} pathRegex") if path not in (None, "") else None,
+            methods=() if "*" in methods else tuple(sorted(set(methods))),
+            headers=headers,
         )
+        if rule.methods:
+            _check_regex(_methods_regex(rule.methods), f"{at} methods")
+        rules.append(rule)
     return tuple(rules)
 
 
@@ -316,8 +319,9 @@ def _http_permission(rule: HttpRule, port: int | None) -> dict[str, Any]:
     if rule.path_regex is not None:
         conditions.append({"url_path": {"path": _regex(rule.path_regex)}})
     if rule.methods:
-        methods = "|".join(re.escape(m) for m in rule.methods)
-        conditions.append({"header": {"name": ":method", "string_match": _regex(methods)}})
+        conditions.append(
+            {"header": {"name": ":method", "string_match": _regex(_methods_regex(rule.methods))}}
+        )
     conditions += [{"header": {"name": h.name, "string_match": _regex(str(h.regex))}} for h in rule.headers]
     return {"and_rules": {"rules": conditions}} if conditions else {"any": True}
 

@@ -92,6 +92,19 @@ DEPARTED_RETENTION = 600.0
 """Seconds a node's status outlives its last stream (a restarting Envoy comes back within them)."""
 MAX_CACHED_MOVES = 256
 """Serialised differences kept (most are a few hundred bytes; a first full send can be ~250 KB)."""
+WRITE_GRACE = 5.0
+"""Seconds an ending stream waits for a response write in progress (a sidecar that reads nothing)."""
+SERVED_TYPES = frozenset(TYPE_ORDER)
+"""Type URLs a stream may subscribe to; a request for any other ends the stream."""
+MAX_SUBSCRIBED_NAMES = 1024
+"""Resource names one stream may subscribe to per type. A sidecar names what its view can hold: Envoy,
+as meshd configures it, names its route configurations, its two secrets and one name for all virtual
+hosts (a handful); an Envoy naming each virtual host of a view one by one stays within this bound for a
+view of 1,000 routed services. More ends the stream, so no sidecar grows meshd's memory without bound."""
+MAX_RESOURCE_NAME = 512
+"""Characters of one subscribed name (virtual host names are ``outbound/`` and a DNS name of at most 253)."""
+MAX_CACHED_RESTRICTIONS = 64
+"""Name sets whose restriction a shared snapshot keeps (sidecars of one view subscribe to the same few)."""
 
 SERVER_OPTIONS = (("grpc.http2.bdp_probe", 0),)
 """No bandwidth-delay probing: gRPC answers received data with PINGs to size its receive window, and a
@@ -141,7 +154,8 @@ class TypeSnapshot:
                 if name in names or (namespaces and name.rpartition("/")[0] in names)
             }
             found = TypeSnapshot(digest([self.version.encode(), *(n.encode() for n in entries)]), entries)
-            self._derived[(names, namespaces)] = found
+            if len(self._derived) < MAX_CACHED_RESTRICTIONS:  # a stream changing its names keeps none
+                self._derived[(names, namespaces)] = found
         return found
 
     def full(self, type_url: str) -> bytes:
@@ -279,6 +293,42 @@ class _Subscription:
     sent: _Sent | None = None
 
 
+def _retrieved(write: asyncio.Future[None]) -> None:
+    """A failed write ends its stream through the pusher; one no task awaits any more is not an error."""
+    if not write.cancelled():
+        write.exception()
+
+
+class StreamRefused(Exception):
+    """A request the server will not serve: the stream ends with `code` and the message."""
+
+    def __init__(self, code: grpc.StatusCode, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+        """The ``refused_streams`` counter's label."""
+
+
+def _checked_names(type_url: str, names: Iterable[str]) -> frozenset[str]:
+    """`names` (of one request or one subscription) within the bounds of a served type."""
+    if type_url not in SERVED_TYPES:
+        raise StreamRefused(
+            grpc.StatusCode.INVALID_ARGUMENT, "unknown_type", f"no {type_url[:200]!r} is served"
+        )
+    found = frozenset(names)
+    if len(found) > MAX_SUBSCRIBED_NAMES:
+        raise StreamRefused(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "subscription_limit",
+            f"{len(found)} names of {type_url}; at most {MAX_SUBSCRIBED_NAMES} per stream",
+        )
+    if any(len(name) > MAX_RESOURCE_NAME for name in found):
+        raise StreamRefused(
+            grpc.StatusCode.INVALID_ARGUMENT, "subscription_limit", f"a name longer than {MAX_RESOURCE_NAME}"
+        )
+    return found
+
+
 @dataclass(eq=False)
 class _Stream:
     context: Any
@@ -286,6 +336,10 @@ class _Stream:
     node_id: str = ""
     subscriptions: dict[str, _Subscription] = field(default_factory=dict)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    refused: StreamRefused | None = None
+    """Why the server ends the stream, once a request went beyond what it serves."""
+    writing: asyncio.Future[None] | None = None
+    """The last response write."""
     ended: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
     def end(self) -> None:
@@ -571,7 +625,11 @@ class AdsServer:
         subscription.sent = _Sent(nonce, target, source, final, waiter, time.monotonic())
         # Protobuf concatenation merges messages: the shared body plus this stream's nonce.
         tail = discovery_pb2.DeltaDiscoveryResponse(nonce=nonce).SerializeToString()
-        await stream.context.write(body + tail)
+        # Shielded: cancelling a write gRPC has started leaves its operation pending, and the call's
+        # status could then not be sent; the handler waits for it instead (`_Stream.writing`).
+        stream.writing = asyncio.ensure_future(stream.context.write(body + tail))
+        stream.writing.add_done_callback(_retrieved)
+        await asyncio.shield(stream.writing)
         self.counters.responses[type_url] += 1
         subscription.answered = True
         return await waiter
@@ -618,10 +676,10 @@ class AdsServer:
             if not sent.waiter.done():
                 sent.waiter.set_result(not request.HasField("error_detail"))
         if request.resource_names_subscribe or request.resource_names_unsubscribe:
-            added = set(request.resource_names_subscribe)
+            added = _checked_names(type_url, request.resource_names_subscribe)
             dropped = set(request.resource_names_unsubscribe)
             subscription.wildcard = (subscription.wildcard or WILDCARD in added) and WILDCARD not in dropped
-            subscription.names = frozenset((subscription.names | added) - dropped - {WILDCARD})
+            subscription.names = _checked_names(type_url, (subscription.names | added) - dropped - {WILDCARD})
             if subscription.held is not None and not subscription.wildcard:
                 # Envoy forgets what it unsubscribed from.
                 subscription.held = subscription.held.restricted(
@@ -632,9 +690,10 @@ class AdsServer:
 
     def _subscribe(self, stream: _Stream, request: discovery_pb2.DeltaDiscoveryRequest) -> None:
         """The first request for a type: no names (or "*") is a wildcard subscription."""
-        names = set(request.resource_names_subscribe)
-        subscription = _Subscription(not names or WILDCARD in names, frozenset(names - {WILDCARD}))
+        names = _checked_names(request.type_url, request.resource_names_subscribe)
+        subscription = _Subscription(not names or WILDCARD in names, names - {WILDCARD})
         if request.initial_resource_versions:
+            _checked_names(request.type_url, request.initial_resource_versions)
             subscription.held = _reported(request.initial_resource_versions)
         stream.subscriptions[request.type_url] = subscription
         stream.wake.set()
@@ -684,8 +743,12 @@ class AdsServer:
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"node id {stream.node_id!r} is not {pod}.{identity.namespace}: the token is for {identity}",
             )
+        try:
+            self._on_request(stream, first)
+        except StreamRefused as refused:
+            self._refuse(stream, refused)
+            return
         self._register(stream)
-        self._on_request(stream, first)
         if self._snapshot_key(stream) is None and self.on_new_view is not None:
             self.on_new_view(stream.namespace)
         reader = asyncio.create_task(self._read(stream, requests))
@@ -706,12 +769,28 @@ class AdsServer:
             for subscription in stream.subscriptions.values():
                 if subscription.sent is not None and not subscription.sent.waiter.done():
                     subscription.sent.waiter.cancel()
+        if stream.writing is not None:
+            await asyncio.wait([stream.writing], timeout=WRITE_GRACE)
+        if stream.refused is not None:
+            self._refuse(stream, stream.refused)
 
     async def _read(
         self, stream: _Stream, requests: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest]
     ) -> None:
         async for request in requests:
-            self._on_request(stream, request)
+            try:
+                self._on_request(stream, request)
+            except StreamRefused as refused:
+                stream.refused = refused
+                return
+
+    def _refuse(self, stream: _Stream, refused: StreamRefused) -> None:
+        """The refusal's status for the call, which the handler then ends (not an abort: a response
+        still being written when the stream ended would make a second status operation fail)."""
+        self.counters.refused_streams[refused.reason] += 1
+        log.warning("xDS stream of %s ended: %s", stream.node_id, refused)
+        stream.context.set_code(refused.code)
+        stream.context.set_details(str(refused))
 
     def _register(self, stream: _Stream) -> None:
         self._departed.pop(stream.node_id, None)

@@ -9,13 +9,15 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from canaryctl_mesh import telemetry
 from canaryctl_mesh.identity import DEFAULT_TRUST_DOMAIN
+from canaryctl_mesh.regex import EnvoyRegex, envoy_regex
 
 CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
@@ -94,12 +96,12 @@ class Fault(_Spec):
 
 
 class HeaderMatch(_Spec):
-    """Exactly one of exact, prefix, regex (RE2, full match)."""
+    """Exactly one of exact, prefix, regex (RE2, full match, within Envoy's program size limit)."""
 
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, pattern=r"^[^\x00\r\n]+$")  # Envoy refuses NUL, CR, LF in names
     exact: str | None = None
-    prefix: str | None = None
-    regex: str | None = None
+    prefix: str | None = Field(default=None, min_length=1)
+    regex: EnvoyRegex | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> HeaderMatch:
@@ -108,14 +110,29 @@ class HeaderMatch(_Spec):
         return self
 
 
+HTTP_METHOD = r"^[A-Za-z][A-Za-z0-9_-]*$"
+"""Method names as HTTPRouteGroups give them: tokens without RE2 metacharacters, so they need no escape."""
+
+
+def methods_regex(methods: Iterable[str]) -> str:
+    """The ``:method`` header regex matching any of `methods`."""
+    return "|".join(sorted({m.upper() for m in methods}))
+
+
 class HttpMatch(_Spec):
     """Requests matching all given conditions go to `backend` instead of the weighted split."""
 
     backend: str
     headers: tuple[HeaderMatch, ...] = ()
-    path_regex: str | None = None
+    path_regex: EnvoyRegex | None = None
     path_prefix: str | None = None
-    methods: tuple[str, ...] = ()
+    methods: tuple[Annotated[str, Field(pattern=HTTP_METHOD)], ...] = ()
+
+    @model_validator(mode="after")
+    def _methods_fit(self) -> HttpMatch:
+        if self.methods:
+            envoy_regex(methods_regex(self.methods))
+        return self
 
 
 class Retries(_Spec):
@@ -442,8 +459,8 @@ def _match(m: HttpMatch) -> dict[str, Any]:
             string_match = {"safe_regex": {"regex": h.regex}}
         headers.append({"name": h.name, "string_match": string_match})
     if m.methods:
-        methods = "|".join(sorted({x.upper() for x in m.methods}))
-        headers.append({"name": ":method", "string_match": {"safe_regex": {"regex": methods}}})
+        regex = methods_regex(m.methods)
+        headers.append({"name": ":method", "string_match": {"safe_regex": {"regex": regex}}})
     if headers:
         match["headers"] = headers
     return match

@@ -208,7 +208,8 @@ class XdsCounters:
     nacks: Counter[tuple[str, str]] = field(default_factory=Counter)
     """By (type URL, the sidecar's namespace)."""
     refused_streams: Counter[str] = field(default_factory=Counter)
-    """Streams refused, by reason: unauthenticated, permission_denied, stream_limit."""
+    """Streams refused or ended, by reason: unauthenticated, review_unavailable, permission_denied,
+    stream_limit, unknown_type, subscription_limit."""
     push_seconds: dict[str, Buckets] = field(default_factory=dict)
     """Round trips (response written → ACK or NACK), by type URL."""
 

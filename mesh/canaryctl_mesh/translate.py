@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from pydantic import ValidationError
+
 from canaryctl_mesh.api import MESH_API_VERSION, TRAFFIC_POLICY_KIND, TrafficPolicy
 from canaryctl_mesh.config import (
     DEFAULT_SERVER_FIRST_PORTS,
@@ -224,6 +226,14 @@ def _service_members(
     return (targets, tuple(sorted(identities))) if identities else None
 
 
+def _is_ip(address: object) -> bool:
+    try:
+        ipaddress.ip_address(str(address))
+    except ValueError:
+        return False
+    return True
+
+
 def backend_for(service: Object, slices: Iterable[Object], pods: Mapping[str, str] | None = None) -> Backend:
     """Ready endpoints from the service's EndpointSlices; the ClusterIP or DNS name when there are none.
 
@@ -239,16 +249,18 @@ def backend_for(service: Object, slices: Iterable[Object], pods: Mapping[str, st
         slice_ports = eps.get("ports") or []
         match = next((p for p in slice_ports if p.get("name", "") == port.get("name", "")), None)
         target = match.get("port") if match else port.get("targetPort", port["port"])
-        if not isinstance(target, int):
+        if not isinstance(target, int) or not 0 < target < 65536:
             continue
         for endpoint in eps.get("endpoints") or []:
             if endpoint.get("conditions", {}).get("ready") is False:
                 continue
-            endpoints.extend((address, target) for address in endpoint.get("addresses", []))
+            # IP literals only: an FQDN slice's names would make Envoy refuse the whole cluster update
+            addresses = [a for a in endpoint.get("addresses") or [] if _is_ip(a)]
+            endpoints.extend((address, target) for address in addresses)
             ref = endpoint.get("targetRef") or {}
             peer = (pods or {}).get(str(ref.get("name"))) if ref.get("kind") == "Pod" else None
             if peer is not None:
-                peers.update(dict.fromkeys(endpoint.get("addresses", []), peer))
+                peers.update(dict.fromkeys(addresses, peer))
     cluster_ip = service.get("spec", {}).get("clusterIP")
     address = cluster_ip if cluster_ip and cluster_ip != "None" else f"{name}.{namespace}.svc.cluster.local"
     return Backend(
@@ -293,7 +305,13 @@ def _header_matches(headers: Any) -> tuple[HeaderMatch, ...]:
             items.extend(entry.items())
     else:
         raise ValueError(f"invalid HTTPRouteGroup headers {headers!r}")
-    return tuple(HeaderMatch(name=str(k).lower(), regex=str(v)) for k, v in items)
+    matches = []
+    for name, value in items:
+        try:
+            matches.append(HeaderMatch(name=str(name).lower(), regex=str(value)))
+        except ValidationError as error:
+            raise ValueError(f"headers.{name}.{_problems(error)}") from error
+    return tuple(matches)
 
 
 def route_group_matches(group: Object) -> list[Mapping[str, Any]]:
@@ -302,13 +320,25 @@ def route_group_matches(group: Object) -> list[Mapping[str, Any]]:
     return list(spec_matches if spec_matches is not None else group.get("matches") or [])
 
 
-def _http_match(raw: Mapping[str, Any], backend: str) -> HttpMatch:
+def http_match(raw: Mapping[str, Any], backend: str) -> HttpMatch:
+    """One HTTPRouteGroup match; ValueError naming the field (as SMI spells it) Envoy would refuse."""
     methods = tuple(m for m in raw.get("methods") or () if m != "*")
-    return HttpMatch(
-        backend=backend,
-        headers=_header_matches(raw.get("headers")),
-        path_regex=raw.get("pathRegex"),
-        methods=methods,
+    headers = _header_matches(raw.get("headers"))
+    try:
+        return HttpMatch(backend=backend, headers=headers, path_regex=raw.get("pathRegex"), methods=methods)
+    except ValidationError as error:
+        raise ValueError(_problems(error)) from error
+
+
+_SMI_FIELDS = {"path_regex": "pathRegex"}
+
+
+def _problems(error: ValidationError) -> str:
+    """A validation error in one line: each field's path (as SMI spells it) and why."""
+    return "; ".join(
+        f"{'.'.join(_SMI_FIELDS.get(str(part), str(part)) for part in detail['loc'])}: "
+        + (str(detail["ctx"]["error"]) if detail["type"] == "value_error" else detail["msg"])
+        for detail in error.errors()
     )
 
 
@@ -413,9 +443,14 @@ def translate_split(
         for ref in spec["matches"]:
             if ref.get("kind", "HTTPRouteGroup") != "HTTPRouteGroup" or ref.get("name") not in groups:
                 raise ValueError(f"TrafficSplit {namespace}/{_name(split)}: unknown match {ref!r}")
-            matches += [
-                _http_match(m, targets[0].backend.name) for m in route_group_matches(groups[ref["name"]])
-            ]
+            for index, raw in enumerate(route_group_matches(groups[ref["name"]])):
+                try:
+                    matches.append(http_match(raw, targets[0].backend.name))
+                except ValueError as error:
+                    raise ValueError(
+                        f"TrafficSplit {namespace}/{_name(split)}: HTTPRouteGroup {ref['name']} "
+                        f"matches[{index}]: {error}"
+                    ) from error
         # Unmatched requests go to the apex service itself.
         apex_backend = backend_for(service(apex), slices, pods)
         backends = [

@@ -1,6 +1,7 @@
-"""A Canary's counts of metrics, webhooks, alerts and steps are bounded where the Canary is written: an
-untrusted author must not make one tick query a shared metrics server thousands of times at once, call
-thousands of hooks, or grow the stored status past what the API server keeps."""
+"""A Canary's counts of metrics, webhooks, alerts, steps and matches are bounded where the Canary is
+written: an untrusted author must not make one tick query a shared metrics server thousands of times at
+once, call thousands of hooks, grow the stored status past what the API server keeps, or make a router
+build analysis.match x service.match route matches on the controller's event loop."""
 
 from __future__ import annotations
 
@@ -10,7 +11,14 @@ from typing import Any
 import pytest
 import yaml
 
-from canaryctl.api.models import MAX_ALERTS, MAX_METRICS, MAX_QUERY_CHARS, MAX_STEPS, MAX_WEBHOOKS
+from canaryctl.api.models import (
+    MAX_ALERTS,
+    MAX_MATCHES,
+    MAX_METRICS,
+    MAX_QUERY_CHARS,
+    MAX_STEPS,
+    MAX_WEBHOOKS,
+)
 from tests.api.test_flagger_fields import line_of, lint
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,13 +34,21 @@ ITEMS = {
     "webhooks": lambda i: f"{{name: hook-{i}, url: 'http://loadtester.test/'}}",
     "alerts": lambda i: f"{{name: alert-{i}, providerRef: {{name: slack}}}}",
     "steps": lambda i: f"{{setWeight: {i % 100}}}",
+    "match": lambda i: f"{{headers: {{x-user: {{exact: user-{i}}}}}}}",
 }
-CAPS = {"metrics": MAX_METRICS, "webhooks": MAX_WEBHOOKS, "alerts": MAX_ALERTS, "steps": MAX_STEPS}
+CAPS = {
+    "metrics": MAX_METRICS,
+    "webhooks": MAX_WEBHOOKS,
+    "alerts": MAX_ALERTS,
+    "steps": MAX_STEPS,
+    "match": MAX_MATCHES,
+}
+STRATEGY = {"steps": "", "match": "    iterations: 10\n"}
 
 
 def manifest(field: str, count: int) -> str:
     items = "".join(f"    - {ITEMS[field](i)}\n" for i in range(count))
-    strategy = "" if field == "steps" else "    stepWeight: 10\n"
+    strategy = STRATEGY.get(field, "    stepWeight: 10\n")
     return f"{HEAD}{strategy}    {field}:\n{items}"
 
 
@@ -71,6 +87,27 @@ def test_the_crd_caps_each_list() -> None:
     assert {field: analysis[field]["maxItems"] for field in CAPS} == CAPS
     step = analysis["steps"]["items"]["properties"]["analysis"]["properties"]
     assert (step["metrics"]["maxItems"], step["webhooks"]["maxItems"]) == (MAX_METRICS, MAX_WEBHOOKS)
+
+
+def test_service_match_over_its_cap_is_refused_at_its_line() -> None:
+    """Routers AND each A/B match with each spec.service.match entry: both lists are capped."""
+
+    def canary(count: int) -> str:
+        items = "".join(f"    - {ITEMS['match'](i)}\n" for i in range(count))
+        return manifest("match", 1).replace(
+            "  service: {port: 9898}\n", f"  service:\n    port: 9898\n    match:\n{items}"
+        )
+
+    assert lint(canary(MAX_MATCHES)) == []
+    text = canary(MAX_MATCHES + 1)
+    errors = lint(text)
+    assert [(line, path) for line, path, _, _ in errors] == [
+        (line_of(text, "    match:"), "spec.service.match")
+    ]
+    assert f"at most {MAX_MATCHES} items" in errors[0][2]
+    crd: dict[str, Any] = yaml.safe_load((REPO / "crds" / "canaries.yaml").read_text())
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    assert schema["service"]["properties"]["match"]["maxItems"] == MAX_MATCHES
 
 
 TEMPLATE = (

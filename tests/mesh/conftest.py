@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -12,7 +16,7 @@ import pytest
 from canaryctl_mesh import config
 from canaryctl_mesh.local import LocalMesh
 from canaryctl_mesh.loopback import UpstreamServers
-from canaryctl_mesh.process import EnvoyProcess
+from canaryctl_mesh.process import EnvoyProcess, envoy_binary
 
 PRIMARY = "web-primary"
 CANARY = "web-canary"
@@ -89,3 +93,16 @@ async def wait_ready(envoy: EnvoyProcess, timeout: float = 10.0) -> None:
             return
         await asyncio.sleep(0.02)
     raise TimeoutError(f"the sidecar was not ready within {timeout}s: {envoy.log_tail(5)}")
+
+
+def envoy_validate(bootstrap: dict[str, Any], directory: Path) -> subprocess.CompletedProcess[str]:
+    """``envoy --mode validate`` on `bootstrap` (written into `directory`): whether Envoy would start."""
+    path = directory / "bootstrap.json"
+    path.write_text(json.dumps(bootstrap))
+    return subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(path), "-l", "error"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )

@@ -15,7 +15,6 @@ import ipaddress
 import json
 import socket
 import ssl
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,7 +38,8 @@ from canaryctl_mesh.access import (
 )
 from canaryctl_mesh.identity import Identity
 from canaryctl_mesh.loopback import UpstreamServers
-from canaryctl_mesh.process import EnvoyProcess, envoy_binary
+from canaryctl_mesh.process import EnvoyProcess
+from tests.mesh.conftest import envoy_validate
 from tests.schemas.validation import validate
 from tests.tls import self_signed_certificate
 
@@ -208,10 +208,22 @@ def test_a_refused_target_still_closes_its_destination() -> None:
     assert http_rbac_per_route(translation.authorizations[0])["rbac"]["rules"] == filters["rules"]
 
 
-def test_invalid_regexes_are_refused_before_envoy_sees_them() -> None:
+@pytest.mark.parametrize(
+    ("field", "value", "why"),
+    [
+        ("pathRegex", "/api/(unclosed", "missing ): /api/(unclosed"),
+        ("pathRegex", "/(?!admin)", "invalid perl operator"),  # Python's re would take it, RE2 not
+        ("pathRegex", "/a{1000}", "program size"),
+        ("headers", {"x-user": "(a)\\1"}, "invalid escape sequence"),
+    ],
+)
+def test_regexes_envoy_would_refuse_are_refused_before_envoy_sees_them(
+    field: str, value: Any, why: str
+) -> None:
     routes = _routes()
-    routes[0]["spec"]["matches"][0]["pathRegex"] = "/api/(unclosed"
-    assert "invalid regex" in _refusals([*routes, WEB])[0]
+    routes[0]["spec"]["matches"][0][field] = value
+    (refusal,) = _refusals([*routes, WEB])
+    assert why in refusal
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -288,15 +300,7 @@ def test_the_sidecars_authorized_inbound_listener_passes_envoy_validation(
         for c in resources.clusters
     ]
     assert sum("mtls-" in c["name"] for c in resources.clusters) == (4 if mtls else 0)
-    path = tmp_path / "bootstrap.json"
-    path.write_text(json.dumps(bootstrap))
-    done = subprocess.run(
-        [envoy_binary(), "--mode", "validate", "-c", str(path), "-l", "error"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = envoy_validate(bootstrap, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
 
 

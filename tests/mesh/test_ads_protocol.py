@@ -7,6 +7,7 @@ import asyncio
 import time
 from typing import Any
 
+import grpc
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.route.v3 import route_components_pb2
 from google.protobuf import any_pb2
@@ -14,7 +15,15 @@ from pytest import MonkeyPatch
 
 from canaryctl_mesh import ads as ads_module
 from canaryctl_mesh import config
-from canaryctl_mesh.ads import MAX_ERROR_MESSAGE, VIRTUAL_HOST_TYPE, AdsServer, TypeSnapshot
+from canaryctl_mesh.ads import (
+    MAX_CACHED_RESTRICTIONS,
+    MAX_ERROR_MESSAGE,
+    MAX_RESOURCE_NAME,
+    MAX_SUBSCRIBED_NAMES,
+    VIRTUAL_HOST_TYPE,
+    AdsServer,
+    TypeSnapshot,
+)
 from tests.mesh.delta_client import DeltaClient, unpack
 from tests.mesh.objects import meshed_service
 
@@ -171,6 +180,63 @@ def test_what_a_sidecar_sends_is_bounded_and_departed_nodes_are_forgotten(monkey
             await other.close()
 
     asyncio.run(run())
+
+
+def test_a_stream_asking_beyond_what_meshd_serves_is_ended_and_the_others_go_on() -> None:
+    """Any pod with a mesh token can open a stream: names piling up over requests, too many or too long
+    names in one request, or a type meshd does not serve end that stream, and only that one."""
+
+    async def refused(names_by_request: list[tuple[str, list[str]]]) -> grpc.StatusCode:
+        client = DeltaClient.insecure(ads.port, "greedy.team-x")
+        for type_url, names in names_by_request:
+            client.subscribe(type_url, names)
+        try:
+            return await client.refused()
+        finally:
+            await client.close()
+
+    batch = MAX_SUBSCRIBED_NAMES // 4
+    piling = [(RDS, [f"r{i}-{n}" for n in range(batch)]) for i in range(5)]
+    ads: AdsServer
+
+    async def run() -> None:
+        nonlocal ads
+        async with AdsServer() as ads:
+            await ads.set_snapshot("*", _resources(1000))
+            client = await _subscribed(ads)
+            assert await refused(piling) == grpc.StatusCode.RESOURCE_EXHAUSTED
+            flood = [(VIRTUAL_HOST_TYPE, [str(n) for n in range(MAX_SUBSCRIBED_NAMES + 1)])]
+            assert await refused(flood) == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert await refused([(CDS, []), (RDS, ["x" * (MAX_RESOURCE_NAME + 1)])]) == (
+                grpc.StatusCode.INVALID_ARGUMENT
+            )
+            unserved: list[tuple[str, list[str]]] = [
+                (CDS, []),
+                *((f"type.googleapis.com/made.Up{i}", []) for i in range(3)),
+            ]
+            assert await refused(unserved) == grpc.StatusCode.INVALID_ARGUMENT
+            assert ads.counters.refused_streams == {"subscription_limit": 3, "unknown_type": 1}
+
+            # Within the bound, names come and go; the well-behaved stream still gets every change.
+            client.subscribe(RDS, [f"extra-{n}" for n in range(MAX_SUBSCRIBED_NAMES - 1)])
+            await ads.set_snapshot("*", _resources(1000, "7s"))
+            response = await client.receive()
+            assert (response.type_url, _names(response)) == (RDS, ["local"])
+            client.ack(response)
+            await client.close()
+
+    asyncio.run(run())
+
+
+def test_a_shared_snapshot_keeps_few_restrictions_to_name_sets() -> None:
+    """Streams of one view share its snapshot; one stream changing its names with every request
+    must not grow what that snapshot caches."""
+    resource = any_pb2.Any()
+    snapshot = TypeSnapshot.of([(f"outbound/s{n}", resource) for n in range(10)])
+    for n in range(MAX_CACHED_RESTRICTIONS * 4):
+        held = snapshot.restricted(frozenset({f"outbound/s{n % 10}", f"unknown-{n}"}))
+        assert list(held.entries) == [f"outbound/s{n % 10}"]
+    assert len(snapshot._derived) == MAX_CACHED_RESTRICTIONS
 
 
 def test_virtual_hosts_subscribed_by_route_configuration_name() -> None:

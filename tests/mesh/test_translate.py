@@ -101,6 +101,18 @@ def test_split_versions(version: str, weights: tuple[Any, Any], expected: tuple[
     assert "web" not in spec.hosts and "web:80" not in spec.hosts  # short names: the own namespace only
 
 
+def test_only_ip_endpoints_become_envoy_endpoints() -> None:
+    """A hand-made FQDN EndpointSlice labelled for a service must not reach Envoy, which would refuse the
+    cluster update of every sidecar that sees it (and every other cluster in that update)."""
+    fqdn = _slice("web-primary", ["evil.example.com", "10.1.0.1"]) | {"addressType": "FQDN"}
+    spec = translate_split(
+        _split("v1alpha2", (50, 50)), SERVICES, [fqdn, _slice("web-canary", ["not an ip"])]
+    )
+    assert spec.backends[0].backend.endpoints == (("10.1.0.1", 8080),)
+    canary = spec.backends[1].backend
+    assert canary.endpoints == () and (canary.address, canary.port) == ("10.0.0.3", 80)
+
+
 def test_unready_endpoints_are_skipped_and_clusterip_is_the_fallback() -> None:
     slices = [_slice("web-primary", ["10.1.0.1"], ready=False), _slice("web-canary", ["10.1.0.9"])]
     spec = translate_split(_split("v1alpha2", (50, 50)), SERVICES, slices)
@@ -302,3 +314,31 @@ def test_overlapping_hosts_are_refused_before_envoy_sees_them() -> None:
     other = spec.model_copy(update={"service": "c", "hosts": ("y",)})
     with pytest.raises(ValueError, match="'y' is claimed by both 'a' and 'c'"):
         config.build_route_config("r", [spec, other])
+
+
+@pytest.mark.parametrize(
+    ("match", "field", "why"),
+    [
+        ({"headers": [{"x-user": "(a)\\1"}]}, "headers.x-user.regex", "invalid escape sequence"),
+        ({"headers": {"x-user": ""}}, "headers.x-user.regex", "empty regex"),
+        ({"pathRegex": "a{1000}"}, "pathRegex", "program size 1004 > 100"),
+        ({"methods": ["GET", "PO(ST"]}, "methods.1", "should match pattern"),
+    ],
+)
+def test_a_route_group_envoy_would_refuse_refuses_its_split_alone(
+    match: dict[str, Any], field: str, why: str
+) -> None:
+    group = {
+        "apiVersion": "specs.smi-spec.io/v1alpha4",
+        "kind": "HTTPRouteGroup",
+        "metadata": {"name": "testers", "namespace": NS},
+        "spec": {"matches": [{"name": "ok", "headers": {"x-user": "^alice$"}}, {"name": "bad", **match}]},
+    }
+    header_route = _split("v1alpha4", (0, 100), matches=[{"kind": "HTTPRouteGroup", "name": "testers"}])
+    other = _named(_split("v1alpha4", (70, 30)), "api", service="shop-api")
+    api = _service("shop-api", "10.0.0.5")
+    translation = translate_namespace([header_route, group, other, *SERVICES, api, *SLICES])
+    assert [r.split.name for r in translation.routes] == ["api"]
+    ((ref, message),) = [(r.ref, r.message) for r in translation.refused]
+    assert (ref.kind, ref.name) == ("TrafficSplit", "web")
+    assert "HTTPRouteGroup testers matches[1]" in message and field in message and why in message

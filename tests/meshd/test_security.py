@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -230,16 +231,11 @@ async def served_by(conn: HttpConnection, expected: str, timeout: float = 10.0) 
     raise AssertionError(f"http://pay/ answered {body!r}, expected {expected!r}")
 
 
-async def test_each_namespace_gets_its_own_pay_and_a_conflict_is_refused_alone(
-    secured: tuple[ControlPlane, bytes],
-    objects: KubeObjects,
-    emulator: kmock.KubernetesEmulator,
-    upstreams: UpstreamServers,
-    tmp_path: Path,
-) -> None:
-    plane, ca_pem = secured
-    for obj in objects_for("team-a", upstreams, 1, (100, 0)) + objects_for("team-b", upstreams, 2, (100, 0)):
-        await objects.apply(obj)
+@asynccontextmanager
+async def team_sidecars(
+    plane: ControlPlane, ca_pem: bytes, tmp_path: Path
+) -> AsyncIterator[dict[str, HttpConnection]]:
+    """A real Envoy per team, bootstrapped as the injector does: a connection to each one's outbound."""
     envoys: dict[str, EnvoyProcess] = {}
     conns: dict[str, HttpConnection] = {}
     try:
@@ -253,6 +249,39 @@ async def test_each_namespace_gets_its_own_pay_and_a_conflict_is_refused_alone(
             await envoys[team].start()
             await plane.ads.wait_acked(f"web-1.{team}", timeout=15)
             conns[team] = HttpConnection("127.0.0.1", await envoys[team].listener_port("outbound"))
+        yield conns
+    finally:
+        for conn in conns.values():
+            await conn.close()
+        for envoy in envoys.values():
+            await envoy.stop()
+
+
+async def warning_event(emulator: kmock.KubernetesEmulator, namespace: str, name: str) -> dict[str, Any]:
+    """The Warning Event meshd left on the object `namespace`/`name` (waits up to 10 s for it)."""
+    deadline = time.monotonic() + 10
+    while True:
+        events = [o.raw for k, o in emulator.objects.items() if k[0] == "v1/events" and not o.deleted]
+        mine = [e for e in events if e["involvedObject"]["name"] == name]
+        if mine or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    assert mine and mine[0]["reason"] == EVENT_REASON and mine[0]["type"] == "Warning"
+    assert mine[0]["involvedObject"]["namespace"] == namespace
+    return mine[0]
+
+
+async def test_each_namespace_gets_its_own_pay_and_a_conflict_is_refused_alone(
+    secured: tuple[ControlPlane, bytes],
+    objects: KubeObjects,
+    emulator: kmock.KubernetesEmulator,
+    upstreams: UpstreamServers,
+    tmp_path: Path,
+) -> None:
+    plane, ca_pem = secured
+    for obj in objects_for("team-a", upstreams, 1, (100, 0)) + objects_for("team-b", upstreams, 2, (100, 0)):
+        await objects.apply(obj)
+    async with team_sidecars(plane, ca_pem, tmp_path) as conns:
         await served_by(conns["team-a"], "team-a-primary")
         await served_by(conns["team-b"], "team-b-primary")
 
@@ -264,20 +293,54 @@ async def test_each_namespace_gets_its_own_pay_and_a_conflict_is_refused_alone(
         await served_by(conns["team-a"], "team-a-primary")
         refused = [r for r in plane.refused if r.ref.name == "pay-hijack"]
         assert refused and "already routes service 'pay'" in refused[0].message
-        deadline = time.monotonic() + 10
-        while True:
-            events = [o.raw for k, o in emulator.objects.items() if k[0] == "v1/events" and not o.deleted]
-            mine = [e for e in events if e["involvedObject"]["name"] == "pay-hijack"]
-            if mine or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.05)
-        assert mine and mine[0]["reason"] == EVENT_REASON and mine[0]["type"] == "Warning"
-        assert mine[0]["involvedObject"]["namespace"] == "team-a"
-    finally:
-        for conn in conns.values():
-            await conn.close()
-        for envoy in envoys.values():
-            await envoy.stop()
+        await warning_event(emulator, "team-a", "pay-hijack")
+
+
+# Matches Envoy refuses (RE2 has no lookarounds or backreferences; `a{1000}` compiles to a program of
+# 1,004 > 100 instructions; an empty regex; a method that is no token), each in an HTTPRouteGroup.
+REFUSED_MATCHES: list[dict[str, Any]] = [
+    {"headers": [{"x-user": "(?=a)"}]},
+    {"headers": [{"x-user": "(a)\\1"}]},
+    {"headers": {"x-user": "a{1000}"}},
+    {"headers": [{"x-user": ""}]},
+    {"pathRegex": "/(?!admin)"},
+    {"methods": ["GET|(POST"]},
+]
+
+
+async def test_a_tenants_invalid_regex_is_refused_alone_and_other_namespaces_keep_being_updated(
+    secured: tuple[ControlPlane, bytes],
+    objects: KubeObjects,
+    emulator: kmock.KubernetesEmulator,
+    upstreams: UpstreamServers,
+    tmp_path: Path,
+) -> None:
+    """team-a's header route (exported to every namespace, as by default) carries a match Envoy would
+    refuse: meshd refuses that split alone, and team-b's weight changes keep reaching team-b's sidecar,
+    which would otherwise reject every update that carries team-a's route."""
+    plane, ca_pem = secured
+    for obj in objects_for("team-a", upstreams, 1, (100, 0)) + objects_for("team-b", upstreams, 2, (100, 0)):
+        await objects.apply(obj)
+    async with team_sidecars(plane, ca_pem, tmp_path) as conns:
+        await served_by(conns["team-b"], "team-b-primary")
+        for index, match in enumerate(REFUSED_MATCHES):
+            group = {
+                "apiVersion": "specs.smi-spec.io/v1alpha4",
+                "kind": "HTTPRouteGroup",
+                "metadata": {"name": "pay", "namespace": "team-a"},
+                "spec": {"matches": [{"name": "testers", **match}]},
+            }
+            header_route = split("team-a", "pay", (0, 100))
+            header_route["spec"]["matches"] = [{"kind": "HTTPRouteGroup", "name": "pay"}]
+            await objects.apply(group)
+            await objects.apply(header_route)
+            side = ("canary", "primary")[index % 2]
+            await objects.apply(split("team-b", "pay", (0, 100) if side == "canary" else (100, 0)))
+            await served_by(conns["team-b"], f"team-b-{side}")
+            refused = [r.message for r in plane.refused if (r.ref.namespace, r.ref.name) == ("team-a", "pay")]
+            assert refused and "HTTPRouteGroup pay matches[0]" in refused[0], (match, plane.refused)
+        event = await warning_event(emulator, "team-a", "pay")
+        assert "HTTPRouteGroup pay" in event["message"]
 
 
 async def test_a_token_review_that_fails_ends_the_stream_unavailable_and_is_retried(

@@ -237,6 +237,25 @@ async def test_a_reference_into_a_namespace_that_is_not_shared_is_an_invalid_spe
     assert await objects.get("apps/v1", "Deployment", NS, "borrower-primary") is None
 
 
+@pytest.mark.asyncio
+async def test_a_regex_the_mesh_would_refuse_is_an_invalid_spec(
+    objects: KubeObjects, kubelet: Kubelet, start_operator: StartOperator
+) -> None:
+    """RE2 refuses lookarounds; the included mesh's Envoy refuses `a{1000}` (program size 1,004 > 100):
+    each Canary is InvalidSpec, with the field path, and a valid one goes on (the operator's default
+    router is the included mesh)."""
+    for name, regex in (("lookahead", "(?=a)"), ("huge", "a{1000}"), ("fine", "^alice$")):
+        await setup_target(objects, "Deployment", name)
+        await objects.apply(canary(name, iterations=2, match=[{"headers": {"x-user": {"regex": regex}}}]))
+    await start_operator()
+    lookahead = str((await invalid_conditions(objects, "lookahead"))["InvalidSpec"]["message"])
+    assert lookahead.startswith("spec.analysis.match.0.headers.x-user.regex: "), lookahead
+    assert "invalid RE2 regex: invalid perl operator" in lookahead
+    huge = str((await invalid_conditions(objects, "huge"))["InvalidSpec"]["message"])
+    assert huge.startswith("spec.analysis.match[0].headers.x-user.regex: regex too complex for Envoy"), huge
+    await wait_phase(objects, "fine", "Initialized")
+
+
 def test_cross_namespace_reference_follows_flaggers_rule_within_the_shared_namespaces() -> None:
     """An empty namespace is the Canary's own; steps, canaryAnalysis and upstreamRef are checked too."""
 

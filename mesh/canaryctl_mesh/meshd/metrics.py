@@ -91,7 +91,8 @@ class _ControlPlaneCollector(Collector):
         refused = CounterMetricFamily(
             f"{PREFIX}_xds_refused_streams",
             "xDS streams refused: unauthenticated, review_unavailable (the token could not be checked: "
-            "TokenReview failed), permission_denied (node id of another pod or namespace), stream_limit.",
+            "TokenReview failed), permission_denied (node id of another pod or namespace), stream_limit, "
+            "unknown_type (a type meshd does not serve), subscription_limit (too many or too long names).",
             labels=["reason"],
         )
         for reason, count in sorted(counters.refused_streams.items()):

@@ -13,6 +13,7 @@ from typing import Final
 from canaryctl.api.models import INCLUDED_MESH, Canary
 from canaryctl.engine.types import RouteState
 from canaryctl.ports import Objects
+from canaryctl_mesh import translate
 from canaryctl_mesh.api import MESH_API_VERSION, TRAFFIC_POLICY_KIND
 from canaryctl_providers.routers import smi
 from canaryctl_providers.routers.common import Obj, StickyCookie, metadata, stickiness
@@ -71,6 +72,17 @@ class CanaryctlRouter(smi.SmiRouter):
 
     def unsupported(self, routes: RouteState) -> str | None:
         return smi.routing_problem(self.name, routes, SMI_VERSION)
+
+    def spec_problem(self, canary: Canary) -> str | None:
+        """A/B matches the mesh would refuse: every regex of the route group (exact, prefix and suffix
+        values become regexes too) within the limits of the sidecars' Envoy, methods that are tokens."""
+        for index, match in enumerate(canary.spec.effective_analysis.match or []):
+            try:
+                translate.http_match(smi.http_match(match, index), "canary")
+            except ValueError as error:
+                path = str(error).replace("pathRegex", "uri", 1)
+                return f"spec.analysis.match[{index}].{path} (router {self.name})"
+        return None
 
     async def desired(self, canary: Canary, routes: RouteState) -> list[Obj]:
         return desired(canary, routes)

@@ -46,7 +46,7 @@ def weight(version: str, percent: int) -> int | str:
     return f"{percent * 10}m"
 
 
-def _http_match(match: HTTPMatchRequest, index: int) -> Obj:
+def http_match(match: HTTPMatchRequest, index: int) -> Obj:
     """HTTPRouteGroup header values are regexes (SMI semantics); Istio exact/prefix/suffix become ones.
     Headers are a list of one-entry maps: the SMI CRDs (and OSM's) type them so, and an API server
     would reject (or with preserved fields, a mesh misread) the map the Go SDK's docs show."""
@@ -64,7 +64,7 @@ def route_groups(canary: Canary, routes: RouteState, version: str) -> list[Obj]:
     """The HTTPRouteGroup of the header route, named after the apex; none when no header route is on."""
     if not header_route_active(routes):
         return []
-    matches = [_http_match(m, i) for i, m in enumerate(routes.match)]
+    matches = [http_match(m, i) for i, m in enumerate(routes.match)]
     return [
         {
             "apiVersion": f"{SPECS_GROUP}/{version}",
