@@ -64,6 +64,7 @@ from canaryctl_mesh.meshd import runtime
 from canaryctl_mesh.meshd.cli import xds_server
 from canaryctl_mesh.meshd.control_plane import ControlPlane
 from canaryctl_mesh.meshd.pki import CertificateAuthority
+from canaryctl_mesh.meshd.tls import IssuedCertificate
 from canaryctl_mesh.meshd.watch import Backoff
 from tests.mesh.objects import meshed_service, traffic_split
 
@@ -168,7 +169,7 @@ async def serve_control_plane(url: str, insecure: bool) -> None:
     ads = (
         AdsServer("127.0.0.1", 0)
         if insecure
-        else xds_server(api, ca, [SERVER_NAME], host="127.0.0.1", port=0)
+        else xds_server(api, IssuedCertificate(ca, [SERVER_NAME]), host="127.0.0.1", port=0)
     )
     plane = ControlPlane(api, (), ads=ads, bind_host="127.0.0.1", events=False)
     async with plane:
@@ -297,8 +298,8 @@ def percentile(values: list[float], share: float) -> float:
 class Child:
     """A child process speaking JSON lines."""
 
-    def __init__(self, *args: str) -> None:
-        command = [sys.executable, "-m", "bench.meshd", *args]
+    def __init__(self, *args: str, module: str = "bench.meshd") -> None:
+        command = [sys.executable, "-m", module, *args]
         self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
     async def ask(self, line: str | None = None) -> dict[str, Any]:

@@ -31,11 +31,11 @@ pod-bound tokens) may hold at most `max_streams_per_identity` streams.
 Without one (loopback tests, the local runtime) the node id's snapshot, else the snapshot of the
 namespace after its last dot (``pod.namespace``), else ``"*"``.
 
-SDS secrets (the sidecar's SPIFFE certificate and the mesh CA, `config.secrets`) are not part of any
-view: `secrets` hands each authenticated stream those of its own identity, so no sidecar can ever be
-sent another identity's key, and a stream without a proven identity gets none. `secrets_changed`
-pushes a renewed certificate to the streams of that identity; Envoy uses it for new connections and
-keeps the open ones.
+SDS secrets (the sidecar's SPIFFE certificate and the mesh trust, `config.WORKLOAD_SECRET` and
+`config.TRUST_SECRET`) are not part of any view: `secrets` hands each authenticated stream those of
+its own identity, so no sidecar can ever be sent another identity's key, and a stream without a
+proven identity gets none. `secrets_changed` pushes a renewed certificate to the streams of that
+identity; Envoy uses it for new connections and keeps the open ones.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ import itertools
 import logging
 import time
 from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -377,7 +377,7 @@ class AdsServer:
         self.max_streams_per_identity = max_streams_per_identity
         self.on_new_view: Callable[[str], None] | None = None
         """Called with a namespace whose sidecar connected while no snapshot serves it."""
-        self.secrets: Callable[[Identity], TypeSnapshot] | None = None
+        self.secrets: Callable[[Identity], Awaitable[TypeSnapshot]] | None = None
         """The SDS secrets of a proven identity; None serves no secrets."""
         self._server: grpc.aio.Server | None = None
         self._snapshots: dict[str, Snapshot] = {}
@@ -567,7 +567,9 @@ class AdsServer:
         final_clusters: tuple[_Subscription, TypeSnapshot, TypeSnapshot] | None = None
         for type_url in TYPE_ORDER:
             subscription = stream.subscriptions.get(type_url)
-            source = self._secrets_of(stream) if type_url == config.SECRET_TYPE else snapshot.get(type_url)
+            source = (
+                await self._secrets_of(stream) if type_url == config.SECRET_TYPE else snapshot.get(type_url)
+            )
             if subscription is None or source is None:
                 continue
             if status.rejected and status.rejected.get(type_url) == source.version:
@@ -595,10 +597,10 @@ class AdsServer:
             subscription, target, source = final_clusters
             await self._deliver(stream, config.CLUSTER_TYPE, subscription, target, source, True)
 
-    def _secrets_of(self, stream: _Stream) -> TypeSnapshot | None:
+    async def _secrets_of(self, stream: _Stream) -> TypeSnapshot | None:
         if self.secrets is None or stream.identity is None:
             return None
-        return self.secrets(stream.identity)
+        return await self.secrets(stream.identity)
 
     async def _deliver(
         self,

@@ -479,12 +479,14 @@ one too) plus a small envelope, and JSON escaping can grow it."""
 
 
 def make_app(
-    settings: InjectorSettings,
+    settings: InjectorSettings | Callable[[], InjectorSettings],
     namespace_labels: NamespaceLabels | None = None,
     outcomes: Counter[str] | None = None,
 ) -> web.Application:
-    """POST /mutate; `namespace_labels` looks up the pod's namespace (the review does not carry it);
-    `outcomes` counts the answers by outcome (see `admission_review`, plus invalid and error).
+    """POST /mutate; `settings` or what it returns for each review (the mesh CA's trust, which the
+    bootstrap carries, changes while the injector runs); `namespace_labels` looks up the pod's
+    namespace (the review does not carry it); `outcomes` counts the answers by outcome (see
+    `admission_review`, plus invalid and error).
 
     The control plane's name is resolved here (the injector's own DNS is the cluster's) and cached
     for a minute, for pods with a dnsPolicy that cannot resolve it. A body that is not an
@@ -493,7 +495,7 @@ def make_app(
     """
     resolved: dict[str, tuple[float, str | None]] = {}
 
-    async def xds_ip() -> str | None:
+    async def xds_ip(settings: InjectorSettings) -> str | None:
         loop = asyncio.get_running_loop()
         cached = resolved.get(settings.xds_host)
         if cached and loop.time() - cached[0] < XDS_ADDRESS_TTL:
@@ -527,8 +529,9 @@ def make_app(
             labels = await namespace_labels(namespace) if namespace_labels else None
             pod_spec = (pod_request.get("object") or {}).get("spec") or {}
             policy = pod_spec.get("dnsPolicy", "ClusterFirst")
-            address = None if policy in CLUSTER_DNS_POLICIES else await xds_ip()
-            return web.json_response(admission_review(review, settings, labels, address, outcomes))
+            current = settings() if callable(settings) else settings
+            address = None if policy in CLUSTER_DNS_POLICIES else await xds_ip(current)
+            return web.json_response(admission_review(review, current, labels, address, outcomes))
         except Exception as error:  # an injector bug must not block or silently drop the pod
             log.exception("admission review failed")
             count("error")

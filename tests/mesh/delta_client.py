@@ -60,6 +60,11 @@ class DeltaClient:
             )
         )
 
+    def unsubscribe(self, type_url: str, names: Sequence[str]) -> None:
+        self._send(
+            discovery_pb2.DeltaDiscoveryRequest(type_url=type_url, resource_names_unsubscribe=list(names))
+        )
+
     def ack(self, response: Response, error: str | None = None) -> None:
         """ACK `response`, or NACK it with `error`."""
         request = discovery_pb2.DeltaDiscoveryRequest(

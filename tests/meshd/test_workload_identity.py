@@ -19,19 +19,20 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 
 from canaryctl_mesh import config
-from canaryctl_mesh.ads import AdsServer
+from canaryctl_mesh.ads import AdsServer, encode
 from canaryctl_mesh.identity import POD_NAME_EXTRA, TOKEN_AUDIENCE, TokenAuthenticator
 from canaryctl_mesh.kube import KubeObjects
 from canaryctl_mesh.meshd.pki import CertificateAuthority, load_or_create_ca
 from canaryctl_mesh.meshd.tls import IssuedCertificate, xds_credentials
-from canaryctl_mesh.meshd.workload import WorkloadCertificates
+from canaryctl_mesh.meshd.workload import WorkloadCertificates, workload_secrets
 from tests.mesh.delta_client import DeltaClient, unpack
+from tests.meshd.authorities import signed
 from tests.meshd.test_security import SERVER_NAME, RawSidecar
 
 pytestmark = pytest.mark.asyncio
@@ -161,25 +162,6 @@ async def test_a_sidecar_without_a_proven_identity_gets_no_secret(tmp_path: Path
         await ads.stop()
 
 
-def _signed(subject: str, key: Any, issuer: x509.Name, signer: Any, path_length: int) -> bytes:
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-        .issuer_name(issuer)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
-        .add_extension(
-            x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True
-        )
-        .sign(signer, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
 async def test_a_root_brought_through_cert_manager_signs_workload_certificates(
     objects: KubeObjects, tmp_path: Path
 ) -> None:
@@ -187,9 +169,9 @@ async def test_a_root_brought_through_cert_manager_signs_workload_certificates(
     tls.crt/tls.key the intermediate meshd signs with, ca.crt the root every sidecar trusts."""
     root_key = ec.generate_private_key(ec.SECP256R1())
     root_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "company root")])
-    root = _signed("company root", root_key, root_name, root_key, 1)
+    root = signed("company root", root_key, root_name, root_key, 1)
     intermediate_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    intermediate = _signed("mesh intermediate", intermediate_key, root_name, root_key, 0)
+    intermediate = signed("mesh intermediate", intermediate_key, root_name, root_key, 0)
     key_pem = intermediate_key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -209,3 +191,17 @@ async def test_a_root_brought_through_cert_manager_signs_workload_certificates(
     # The chain carries the intermediate, so a peer trusting the root alone verifies it.
     cert = checked(pair.cert.decode(), pair.key.decode(), root.decode(), tmp_path)
     assert uris(cert) == ["spiffe://cluster.local/ns/team-a/sa/pay"]
+
+
+async def test_the_secrets_built_as_protobuf_are_the_sds_secrets_config_describes() -> None:
+    """meshd builds each sidecar's two secrets as protobuf (parsing JSON cost more than signing);
+    they must stay byte for byte the resources `config.secrets` describes (the static form tests use)."""
+    ca = CertificateAuthority.create("test mesh CA")
+    pair, built = workload_secrets(ca, "spiffe://cluster.local/ns/team-a/sa/pay", datetime.timedelta(hours=1))
+    described = encode(
+        config.SECRET_TYPE, config.secrets(pair.cert.decode(), pair.key.decode(), ca.trust_pem.decode())
+    )
+    assert built.version == described.version
+    assert {
+        name: resource.SerializeToString() for name, (_, resource) in built.entries.items() if resource
+    } == {name: resource.SerializeToString() for name, (_, resource) in described.entries.items() if resource}

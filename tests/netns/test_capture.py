@@ -30,12 +30,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 
 from canaryctl.api.models import Canary, CanaryMetric
 from canaryctl.local.prometheus import LocalPrometheus, PrometheusError, prometheus_binary
 from canaryctl_mesh import config, injector, telemetry
 from canaryctl_mesh.control import MTLS_LABEL
+from canaryctl_mesh.meshd.pki import CertificateAuthority
 from canaryctl_providers.metrics import MetricsAnalyzer
+from tests.meshd.authorities import root
 from tests.netns import harness
 from tests.netns.harness import Cluster, Pod, ServicePort
 from tests.providers.metrics.test_metrics_prometheus_real import query
@@ -612,3 +615,141 @@ def test_certificates_rotate_under_load_without_a_failed_request(mesh: Mesh) -> 
     assert sum(load.statuses.values()) > 100 and set(load.statuses) == {200}, load.statuses
     assert mesh.client.counter("cluster.web-primary_default.ssl.handshake") >= handshakes
     assert mesh.client.counter("cluster.web-primary_default.ssl.connection_error") == 0
+
+
+def _trusted(pod: Pod) -> list[set[int]]:
+    """Per TLS context of the sidecar, the serials of the CAs it verifies peers with."""
+    contexts = json.loads(pod.admin("/certs"))["certificates"]
+    return [{int(cert["serial_number"], 16) for cert in context["ca_cert"]} for context in contexts]
+
+
+def _chain(pod: Pod) -> list[x509.Certificate]:
+    """The workload certificate chain the sidecar holds (its SDS secret, as Envoy dumps it)."""
+    dump = json.loads(pod.admin("/config_dump?resource=dynamic_active_secrets"))
+    for entry in dump["configs"]:
+        if entry.get("name") == config.WORKLOAD_SECRET:
+            pem = entry["secret"]["tls_certificate"]["certificate_chain"]["inline_string"]
+            return x509.load_pem_x509_certificates(pem.encode())
+    return []
+
+
+def test_a_sidecar_holding_another_trust_domains_certificate_is_refused(mesh: Mesh, tmp_path: Path) -> None:
+    """After meshd's trust domain changes (a restart), a sidecar that has not reconnected yet still holds
+    a certificate of the old domain, from the same CA: the sidecars that did reconnect refuse it."""
+    control_plane = mesh.cluster.control_plane
+    assert isinstance(control_plane, harness.SecuredControlPlane)
+    ca, caller, server = control_plane.certificates.ca, mesh.outsider, mesh.primary
+    assert _as_a_sidecar_holding(ca, caller, server, tmp_path).startswith(
+        "web-primary By=spiffe://cluster.local/"
+    )
+    other_domain = "spiffe://old.example.org/ns/default/sa/client"
+    assert _as_a_sidecar_holding(ca, caller, server, tmp_path, other_domain) == ""
+
+
+async def _sign_with(control_plane: harness.SecuredControlPlane, ca: CertificateAuthority) -> None:
+    control_plane.certificates.use(ca)
+
+
+def _as_a_sidecar_holding(
+    ca: CertificateAuthority,
+    caller: Pod,
+    server: Pod,
+    workdir: Path,
+    identity: str = "spiffe://cluster.local/ns/default/sa/client",
+) -> str:
+    """What `server`'s sidecar answers a new mTLS connection from a sidecar that holds `ca`'s trust and a
+    certificate from it for `identity`, "" if the handshake fails: a sidecar whose SDS push has not
+    arrived yet, meeting one that has moved on."""
+    pair = ca.issue_workload(identity)
+    (workdir / "chain.pem").write_bytes(pair.cert)
+    (workdir / "key.pem").write_bytes(pair.key)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False  # the server's name is a SPIFFE URI, which Python does not match
+    context.load_verify_locations(cadata=ca.trust_pem.decode())
+    context.load_cert_chain(workdir / "chain.pem", workdir / "key.pem")
+    context.set_alpn_protocols([config.MTLS_ALPN])
+    sock = harness.socket_in(caller.netns)
+    sock.settimeout(5)
+    try:
+        sock.connect((server.ip, HTTP))
+        with context.wrap_socket(sock) as tls:
+            tls.sendall(b"GET /peer HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n")
+            reply = b""
+            while chunk := tls.recv(4096):
+                reply += chunk
+        return reply.decode(errors="replace").rpartition("\r\n\r\n")[2]
+    except (OSError, ssl.SSLError):
+        return ""
+    finally:
+        sock.close()
+
+
+def test_the_root_is_rotated_and_the_intermediate_renewed_under_load_without_a_failed_request(
+    mesh: Mesh, tmp_path: Path
+) -> None:
+    """The documented rotation, as meshd applies each change of its CA Secret: add the new root to
+    the bundle, sign with an intermediate under it, drop the old root; then cert-manager renews the
+    intermediate. Every sidecar's trust and certificate move on their open streams while a caller
+    keeps sending requests, and at each step a sidecar still holding the step before (its push not
+    there yet) and one holding the new step both get through to a backend's sidecar."""
+    control_plane = mesh.cluster.control_plane
+    assert isinstance(control_plane, harness.SecuredControlPlane)
+    old = control_plane.ca
+    old_serial = x509.load_pem_x509_certificate(old.cert_pem).serial_number
+    new_root = root("mesh root 2")
+    first, renewed = new_root.issue("mesh intermediate"), new_root.issue("mesh intermediate")
+    phases = [
+        ("both roots trusted", CertificateAuthority(old.pair, old.cert_pem + new_root.cert), None),
+        ("signed under the new root", first.signing(old.cert_pem + new_root.cert), first.serial),
+        ("the old root dropped", first.signing(new_root.cert), first.serial),
+        ("the intermediate renewed", renewed.signing(new_root.cert), renewed.serial),
+    ]
+    mesh.split("web", 50, 50)
+    pods = (mesh.client, mesh.primary, mesh.canary)
+    caller = mesh.outsider  # unmeshed: its connections reach the backend's sidecar as they are sent
+    peer = "web-primary By=spiffe://cluster.local/ns/default/sa/web;"
+    errors = mesh.client.counter("cluster.web-primary_default.ssl.connection_error")
+    load = _Load(mesh.client, harness.SERVICE_PREFIX + "1", 80)
+    load.start()
+    reached: list[str] = []
+    answers: list[tuple[str, bool, bool]] = []
+    try:
+        before = old
+        for name, ca, signer in phases:
+            trusted = {
+                old_serial if cert == old.cert_pem else new_root.serial
+                for cert in (old.cert_pem, new_root.cert)
+                if cert in ca.trust_pem
+            }
+            mesh.cluster.call(_sign_with(control_plane, ca))
+
+            def moved(trusted: set[int] = trusted, signer: int | None = signer) -> bool:
+                return all(
+                    all(held == trusted for held in _trusted(pod))
+                    and (signer is None or signer in {cert.serial_number for cert in _chain(pod)})
+                    for pod in pods
+                )
+
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not moved():
+                time.sleep(0.2)
+            if moved():
+                reached.append(name)
+            answers.append(
+                (
+                    name,
+                    _as_a_sidecar_holding(before, caller, mesh.primary, tmp_path).startswith(peer),
+                    _as_a_sidecar_holding(ca, caller, mesh.primary, tmp_path).startswith(peer),
+                )
+            )
+            before = ca
+        # Only a sidecar left behind two steps, holding the old root alone, is refused at the end.
+        stale = _as_a_sidecar_holding(old, caller, mesh.primary, tmp_path)
+    finally:
+        load.stopping.set()
+        load.join(30)
+    assert reached == [name for name, _, _ in phases]
+    assert answers == [(name, True, True) for name, _, _ in phases]
+    assert stale == ""
+    assert sum(load.statuses.values()) > 100 and set(load.statuses) == {200}, load.statuses
+    assert mesh.client.counter("cluster.web-primary_default.ssl.connection_error") == errors

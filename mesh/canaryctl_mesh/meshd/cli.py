@@ -22,6 +22,7 @@ from canaryctl_mesh.injector import SIDECAR_TOKEN_PATH, InjectorSettings
 from canaryctl_mesh.kube import KubeObjects, api_client, api_client_for_host, pool_size
 from canaryctl_mesh.meshd import injector, metrics, runtime
 from canaryctl_mesh.meshd.auth import KubeTokenReviewer
+from canaryctl_mesh.meshd.ca_secret import CA_RECHECK, CaSecret
 from canaryctl_mesh.meshd.control_plane import ControlPlane, sources
 from canaryctl_mesh.meshd.pki import WORKLOAD_VALIDITY, CertificateAuthority, load_or_create_ca
 from canaryctl_mesh.meshd.tls import IssuedCertificate, xds_credentials
@@ -205,11 +206,28 @@ def _trust_domain(value: str) -> str:
         raise argparse.ArgumentTypeError(str(error)) from error
 
 
+def _recheck_seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0.1 <= seconds <= 3600:
+        raise argparse.ArgumentTypeError(f"expected seconds between 0.1 and 3600, got {value!r}")
+    return seconds
+
+
 def _ca(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("the mesh CA (one Secret the control plane and injector share)")
     group.add_argument("--ca-secret", default="canaryctl-mesh-ca", help="Secret holding ca.crt and ca.key")
     group.add_argument(
         "--ca-namespace", default=None, help="its namespace (default: this pod's namespace, else 'default')"
+    )
+    group.add_argument(
+        "--ca-recheck-seconds",
+        type=_recheck_seconds,
+        default=CA_RECHECK,
+        help=f"how often the Secret is read again, to take up a renewed or rotated CA (default "
+        f"{CA_RECHECK:.0f}; 0.1 to 3600)",
     )
 
 
@@ -250,16 +268,17 @@ def _own_namespace(args: argparse.Namespace) -> str:
     return mounted.read_text().strip() if mounted.exists() else "default"
 
 
-async def _mesh_ca(args: argparse.Namespace, api: client.ApiClient) -> CertificateAuthority:
-    return await load_or_create_ca(
-        KubeObjects(api, field_manager="canaryctl-mesh"), _own_namespace(args), args.ca_secret
-    )
+async def _mesh_ca(args: argparse.Namespace, api: client.ApiClient) -> CaSecret:
+    """The mesh CA Secret, created first if missing, with the CA it holds in use."""
+    objects, namespace = KubeObjects(api, field_manager="canaryctl-mesh"), _own_namespace(args)
+    ca = await load_or_create_ca(objects, namespace, args.ca_secret)
+    events = args.meshd_command == "control-plane"
+    return CaSecret(objects, namespace, args.ca_secret, ca, args.ca_recheck_seconds, events)
 
 
 def xds_server(
     api: client.ApiClient,
-    ca: CertificateAuthority,
-    dns_names: list[str],
+    certificate: IssuedCertificate,
     *,
     host: str = "0.0.0.0",
     port: int = 15010,
@@ -271,10 +290,9 @@ def xds_server(
     API client of their own, so a reconnect storm (thousands of new tokens) reuses its connections
     instead of opening one per review next to the watches holding the shared pool. `measured` counts the
     reviews and shows when the CA and the serving certificate expire."""
-    certificate = IssuedCertificate(ca, dns_names)
     if measured is not None:
         measured.watch_certificates(
-            {"ca": lambda: ca.pair.not_after, "xds": lambda: certificate.pair.not_after}
+            {"ca": lambda: certificate.ca.pair.not_after, "xds": lambda: certificate.pair.not_after}
         )
     token_reviews = measured.token_reviews if measured is not None else None
     return AdsServer(
@@ -302,14 +320,15 @@ async def _control_plane(args: argparse.Namespace, api: client.ApiClient, stop: 
             raise SystemExit("--xds-dns-name is required unless --insecure")
         if not 1 <= args.workload_certificate_minutes <= 60 * 24 * 90:
             raise SystemExit("--workload-certificate-minutes: between 1 and 129600 (90 days)")
-        ca = await _mesh_ca(args, api)
+        ca_secret = await _mesh_ca(args, api)
+        serving = IssuedCertificate(ca_secret.current, args.xds_dns_names)
         ads = xds_server(
-            api, ca, args.xds_dns_names, port=args.xds_port, audience=args.token_audience,
+            api, serving, port=args.xds_port, audience=args.token_audience,
             max_streams_per_identity=args.max_streams_per_identity, measured=measured,
         )  # fmt: skip
         if args.mtls != "off":
             lifetime = datetime.timedelta(minutes=args.workload_certificate_minutes)
-            certificates = WorkloadCertificates(ca, lifetime, args.trust_domain)
+            certificates = WorkloadCertificates(ca_secret.current, lifetime, args.trust_domain)
     mtls = args.mtls if certificates is not None else None
     plane = ControlPlane(
         api, args.namespaces, ports=_ports(args), ads=ads, default_export_to=export_to,
@@ -317,54 +336,88 @@ async def _control_plane(args: argparse.Namespace, api: client.ApiClient, stop: 
         trust_domain=args.trust_domain,
     )  # fmt: skip
     async with plane, metrics.serving(measured, "0.0.0.0", args.metrics_port):
-        if certificates is None:
+        if args.insecure:
             await stop.wait()
-        else:
-            await certificates.keep_current(ads, stop)
+            return
+
+        def use(ca: CertificateAuthority) -> None:
+            serving.use(ca)
+            if certificates is not None:
+                certificates.use(ca)
+
+        following = asyncio.create_task(ca_secret.follow(use, stop))
+        try:
+            if certificates is None:
+                await stop.wait()
+            else:
+                await certificates.keep_current(ads, stop)
+        finally:
+            following.cancel()
+            await asyncio.gather(following, return_exceptions=True)
 
 
 async def _injector(args: argparse.Namespace, api: client.ApiClient, stop: asyncio.Event) -> None:
     objects = KubeObjects(api, field_manager="canaryctl-mesh")
     # The mesh CA signs the webhook's certificate (unless cert-manager does) and is what sidecars trust.
     needs_ca = not args.insecure_xds or not args.tls_cert
-    ca = await _mesh_ca(args, api) if needs_ca else None
-    auth = None
-    if ca is not None and not args.insecure_xds:
-        auth = config.XdsAuth(ca.trust_pem.decode(), SIDECAR_TOKEN_PATH, args.xds_host)
+    ca_secret = await _mesh_ca(args, api) if needs_ca else None
     settings = InjectorSettings(
         proxy_image=args.sidecar_image,
         init_image=args.init_image,
         xds_host=args.xds_host,
         xds_port=args.xds_port,
-        xds_auth=auth,
         token_audience=args.token_audience,
         ports=_ports(args),
         exclude_inbound_ports=args.excluded_ports,
         exclude_outbound_ports=args.excluded_ports,
     )
+
+    def trusting(ca: CertificateAuthority) -> InjectorSettings:
+        """The settings whose bootstraps trust `ca`'s bundle for xDS."""
+        auth = config.XdsAuth(ca.trust_pem.decode(), SIDECAR_TOKEN_PATH, args.xds_host)
+        return settings.model_copy(update={"xds_auth": auth})
+
+    if ca_secret is not None and not args.insecure_xds:
+        settings = trusting(ca_secret.current)
+    current = settings
     if args.tls_cert or args.tls_key:
         if not (args.tls_cert and args.tls_key):
             raise SystemExit("--tls-cert and --tls-key go together")
         serving: injector.ServingCertificate = injector.FileCertificate(args.tls_cert, args.tls_key)
     else:
-        if not args.tls_dns_names or ca is None:
+        if not args.tls_dns_names or ca_secret is None:
             raise SystemExit("--tls-dns-name is required without --tls-cert/--tls-key")
         serving = injector.MeshCertificate(
-            IssuedCertificate(ca, args.tls_dns_names), objects, args.webhook_name
+            IssuedCertificate(ca_secret.current, args.tls_dns_names), objects, args.webhook_name
         )
+
+    def use(ca: CertificateAuthority) -> None:
+        """Pods admitted from now on trust `ca`'s bundle; the webhook's next certificate is from it."""
+        nonlocal current
+        if current.xds_auth is not None:
+            current = trusting(ca)
+        if isinstance(serving, injector.MeshCertificate):
+            serving.issued.use(ca)
+
     measured = metrics.MeshdMetrics()
     outcomes: Counter[str] = Counter()
     measured.watch_admissions(outcomes)
     expiries = {"injector": lambda: serving.current().not_after}
-    if ca is not None:
-        expiries["ca"] = lambda: ca.pair.not_after
+    if ca_secret is not None:
+        expiries["ca"] = lambda: ca_secret.current.pair.not_after
     measured.watch_certificates(expiries)
+    check_interval = min(injector.CHECK_INTERVAL, args.ca_recheck_seconds)
     async with (
         injector.WatchedNamespaceLabels(api, objects) as labels,
-        injector.serving(settings, labels, serving, stop, "0.0.0.0", args.port, outcomes=outcomes),
+        injector.serving(
+            lambda: current, labels, serving, stop, "0.0.0.0", args.port, check_interval, outcomes
+        ),
         metrics.serving(measured, "0.0.0.0", args.metrics_port),
     ):
-        await stop.wait()
+        if ca_secret is None:
+            await stop.wait()
+        else:
+            await ca_secret.follow(use, stop)
 
 
 def _log_handler(log_format: str) -> logging.Handler:

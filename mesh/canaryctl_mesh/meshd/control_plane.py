@@ -75,7 +75,7 @@ class RefusalEvents:
                 log.warning("could not record an Event for %s: %s", refusal.ref, error)
 
     @staticmethod
-    def event(refusal: Refusal) -> dict[str, object]:
+    def event(refusal: Refusal, reason: str = EVENT_REASON) -> dict[str, object]:
         ref = refusal.ref
         suffix = hashlib.sha256(f"{ref.uid}/{refusal.message}".encode()).hexdigest()[:12]
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -92,7 +92,7 @@ class RefusalEvents:
             "kind": "Event",
             "metadata": {"name": f"{ref.name}.mesh-{suffix}", "namespace": ref.namespace},
             "involvedObject": involved,
-            "reason": EVENT_REASON,
+            "reason": reason,
             "message": refusal.message[:MAX_EVENT_MESSAGE],
             "type": "Warning",
             "source": {"component": COMPONENT},

@@ -22,7 +22,7 @@ import base64
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -99,7 +99,8 @@ class FileCertificate:
 
 
 class MeshCertificate:
-    """A certificate from the mesh CA, and the webhook's caBundle kept equal to that CA."""
+    """A certificate from the mesh CA, and the webhook's caBundle kept equal to the CA's trust bundle
+    (its roots, which stay when an intermediate is renewed)."""
 
     def __init__(self, issued: IssuedCertificate, objects: KubeObjects, webhook: str) -> None:
         self.issued = issued
@@ -115,10 +116,10 @@ class MeshCertificate:
         return self.issued.renewed()
 
     async def ensure_ca_bundle(self) -> None:
-        """Set every webhook's caBundle in the configuration to the mesh CA, where it differs."""
+        """Set every webhook's caBundle in the configuration to the mesh CA's trust, where it differs."""
         if not self.webhook:
             return
-        bundle = base64.b64encode(self.issued.ca.cert_pem).decode()
+        bundle = base64.b64encode(self.issued.ca.trust_pem).decode()
         found = await self.objects.get(*WEBHOOK_API, "", self.webhook)
         if found is None:
             log.warning("MutatingWebhookConfiguration %s not found; caBundle not set", self.webhook)
@@ -138,7 +139,7 @@ class MeshCertificate:
 
 @contextlib.asynccontextmanager
 async def serving(
-    settings: InjectorSettings,
+    settings: InjectorSettings | Callable[[], InjectorSettings],
     labels: NamespaceLabels,
     certificate: ServingCertificate,
     stop: asyncio.Event,

@@ -16,13 +16,16 @@ or an intermediate; ``ca.crt`` is what sidecars trust), or as cert-manager write
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import functools
 import ipaddress
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
@@ -62,6 +65,68 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
+MAX_CHAIN = 8
+"""Certificates followed from the signing CA up to a trusted one, at most."""
+
+
+def _certificates(pem: bytes, what: str) -> list[x509.Certificate]:
+    try:
+        return x509.load_pem_x509_certificates(pem)
+    except ValueError as error:
+        raise ValueError(f"{what} is not PEM certificates: {error}") from None
+
+
+def _public(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | x509.Certificate) -> bytes:
+    public = key.public_key()
+    return public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _check_signer(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> None:
+    if _public(cert) != _public(key):
+        raise ValueError(f"the key does not match the signing certificate ({cert.subject.rfc4514_string()})")
+    try:
+        constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        constraints = None
+    if constraints is None or not constraints.ca:
+        raise ValueError(f"the signing certificate ({cert.subject.rfc4514_string()}) is not a CA")
+    with contextlib.suppress(x509.ExtensionNotFound):
+        if not cert.extensions.get_extension_for_class(x509.KeyUsage).value.key_cert_sign:
+            raise ValueError(
+                f"the signing certificate ({cert.subject.rfc4514_string()}) may not sign certificates"
+            )
+    if cert.not_valid_after_utc <= _now():
+        raise ValueError(f"the signing certificate expired at {cert.not_valid_after_utc}")
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def _check_chains(chain: list[x509.Certificate], trust: list[x509.Certificate]) -> None:
+    """The signing certificate leads to one of `trust` through `chain`, each signed by the next."""
+    cert = chain[0]
+    for _ in range(MAX_CHAIN):
+        if cert in trust:
+            return
+        issuer = next((c for c in (*trust, *chain) if c != cert and _issued_by(cert, c)), None)
+        if issuer is None:
+            break
+        cert = issuer
+    raise ValueError(
+        f"the signing certificate ({chain[0].subject.rfc4514_string()}) does not chain to a certificate "
+        "of the trust bundle: sidecars would refuse the certificates it signs"
+    )
+
+
+def _pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
 @dataclass(frozen=True)
 class KeyPair:
     """A PEM certificate (chain) and its PEM private key."""
@@ -77,17 +142,32 @@ class KeyPair:
 
 
 class CertificateAuthority:
-    """Signs with `pair` (its certificate may be an intermediate: leaves carry it as their chain);
-    `trust_pem` is what peers verify against (the root), `pair.cert` unless given."""
+    """Signs with `pair` (its certificate may be an intermediate, followed by the certificates up to
+    the root: leaves carry those not in the trust bundle as their chain); `trust_pem` is what peers
+    verify against (one or more roots, a bundle), `pair.cert` unless given.
+
+    Raises ValueError, saying why, unless the key is the certificate's, the certificate is a CA valid
+    now, and it chains to a certificate of the trust bundle: a CA that would make sidecars refuse each
+    other is never used.
+    """
 
     def __init__(self, pair: KeyPair, trust_pem: bytes | None = None) -> None:
         self.pair = pair
         self.trust_pem = trust_pem or pair.cert
-        self._cert = x509.load_pem_x509_certificate(pair.cert)
-        key = serialization.load_pem_private_key(pair.key, password=None)
+        chain = _certificates(pair.cert, "the signing certificate")
+        trust = _certificates(self.trust_pem, "the trust bundle")
+        try:
+            key = serialization.load_pem_private_key(pair.key, password=None)
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"the signing key is not an unencrypted PEM private key: {error}") from None
         if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
             raise ValueError("the mesh CA key must be an EC or RSA key")
-        self._key = key
+        self._cert, self._key = chain[0], key
+        _check_signer(self._cert, key)
+        _check_chains(chain, trust)
+        untrusted = [cert for cert in chain if cert not in trust]
+        self._chain_pem = b"".join(cert.public_bytes(serialization.Encoding.PEM) for cert in untrusted)
+        """What leaves carry after themselves, so peers trusting only a root can verify them."""
 
     @property
     def cert_pem(self) -> bytes:
@@ -175,10 +255,7 @@ class CertificateAuthority:
             )
             .sign(self._key, hashes.SHA256())
         )
-        chain = cert.public_bytes(serialization.Encoding.PEM)
-        if self.pair.cert != self.trust_pem:
-            chain += self.pair.cert  # the intermediate, so peers trusting only the root can verify
-        return KeyPair(chain, _pem_key(key))
+        return KeyPair(cert.public_bytes(serialization.Encoding.PEM) + self._chain_pem, _pem_key(key))
 
 
 def due_for_renewal(pair: KeyPair, issued_for: datetime.timedelta = LEAF_VALIDITY) -> bool:
@@ -186,18 +263,38 @@ def due_for_renewal(pair: KeyPair, issued_for: datetime.timedelta = LEAF_VALIDIT
     return pair.not_after - _now() < issued_for / 3
 
 
+def ca_from_secret(data: Mapping[str, str]) -> CertificateAuthority | None:
+    """The CA in a Secret's (base64) `data`, None if it holds neither form; ValueError saying why if it
+    holds a CA meshd must not use."""
+    try:
+        fields = {name: base64.b64decode(value, validate=True) for name, value in data.items()}
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"the Secret's data is not base64: {error}") from None
+    if "tls.crt" in fields and "tls.key" in fields and "ca.crt" in fields:  # cert-manager, isCA: true
+        return CertificateAuthority(KeyPair(fields["tls.crt"], fields["tls.key"]), fields["ca.crt"])
+    if "ca.crt" in fields and "ca.key" in fields:
+        # ca.crt may be a bundle of roots (during a rotation): the one of ca.key signs, all are trusted.
+        bundle, key = fields["ca.crt"], fields["ca.key"]
+        certificates = _certificates(bundle, "ca.crt")
+        try:
+            public = _public(serialization.load_pem_private_key(key, password=None))  # type: ignore[arg-type]
+        except (ValueError, TypeError, AttributeError) as error:
+            raise ValueError(f"ca.key is not an unencrypted PEM private key: {error}") from None
+        signer = next((cert for cert in certificates if _public(cert) == public), certificates[0])
+        return CertificateAuthority(KeyPair(_pem(signer), key), bundle)
+    return None
+
+
 async def load_or_create_ca(objects: KubeObjects, namespace: str, secret: str) -> CertificateAuthority:
     """The mesh CA from Secret `namespace`/`secret`, created there first if missing."""
     for _ in range(3):
         found = await objects.get("v1", "Secret", namespace, secret)
-        data = (found or {}).get("data") or {}
-        if "tls.crt" in data and "tls.key" in data and "ca.crt" in data:  # cert-manager, isCA: true
-            signing = KeyPair(base64.b64decode(data["tls.crt"]), base64.b64decode(data["tls.key"]))
-            return CertificateAuthority(signing, base64.b64decode(data["ca.crt"]))
-        if "ca.crt" in data and "ca.key" in data:
-            return CertificateAuthority(
-                KeyPair(base64.b64decode(data["ca.crt"]), base64.b64decode(data["ca.key"]))
-            )
+        try:
+            found_ca = ca_from_secret((found or {}).get("data") or {})
+        except ValueError as error:
+            raise ValueError(f"the mesh CA Secret {namespace}/{secret} is not usable: {error}") from None
+        if found_ca is not None:
+            return found_ca
         ca = CertificateAuthority.create(f"canaryctl mesh CA ({namespace})")
         body = {
             "apiVersion": "v1",

@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 
 
 class IssuedCertificate:
-    """A serving certificate from the mesh CA, re-issued in memory once it is due for renewal."""
+    """A serving certificate from the mesh CA, re-issued in memory once it is due for renewal or the
+    CA changed."""
 
     def __init__(
         self, ca: CertificateAuthority, dns_names: list[str], validity: datetime.timedelta = LEAF_VALIDITY
@@ -29,13 +30,24 @@ class IssuedCertificate:
         self.dns_names = dns_names
         self.validity = validity
         self.pair = ca.issue_server(dns_names, validity)
+        self._handed = self.pair
+
+    def use(self, ca: CertificateAuthority) -> None:
+        """Sign with `ca` from now on: a certificate from it serves the next handshake."""
+        self.ca = ca
+        self.pair = ca.issue_server(self.dns_names, self.validity)
+        log.info("re-issued the serving certificate for %s from the new mesh CA", self.dns_names[0])
 
     def renewed(self) -> KeyPair | None:
-        """A new pair if the current one was due (it is then current), else None."""
-        if not due_for_renewal(self.pair, self.validity):
+        """A new pair if the current one was due or the CA changed since the last call, else None."""
+        if due_for_renewal(self.pair, self.validity):
+            self.pair = self.ca.issue_server(self.dns_names, self.validity)
+            log.info(
+                "renewed the serving certificate for %s (until %s)", self.dns_names[0], self.pair.not_after
+            )
+        if self.pair is self._handed:
             return None
-        self.pair = self.ca.issue_server(self.dns_names, self.validity)
-        log.info("renewed the serving certificate for %s (until %s)", self.dns_names[0], self.pair.not_after)
+        self._handed = self.pair
         return self.pair
 
 
