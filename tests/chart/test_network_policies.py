@@ -23,6 +23,8 @@ from tests.chart.conftest import NAMESPACE, Manifest
 Render = Callable[[str], list[Manifest]]
 API_SERVER = "172.18.0.2"
 METADATA = "169.254.169.254"
+# The cloud metadata services (AWS/GCP/Azure, ECS tasks, Alibaba, AWS over IPv6) and link-local at large.
+METADATA_ADDRESSES = (METADATA, "169.254.170.2", "100.100.100.200", "fd00:ec2::254", "fe80::1")
 
 
 @dataclass(frozen=True)
@@ -186,8 +188,7 @@ def test_the_shared_load_tester_takes_calls_from_the_controller_only(render: Ren
         (component(manifests, "canaryctl"), 8080),
         (component(manifests, "canaryctl-mesh"), 15010),
         (component(manifests, "canaryctl-injector"), 9443),
-        (outside(METADATA), 80),
-        (outside("fd00:ec2::254"), 80),
+        *((outside(address), 80) for address in METADATA_ADDRESSES),
     ):
         assert not allowed(manifests, tester, target, port), target
 
@@ -208,7 +209,7 @@ def test_the_controller_reaches_anything_but_link_local_and_metadata_addresses(r
         (outside("169.254.20.10"), 53),  # NodeLocal DNSCache listens on a link-local address
     ):
         assert allowed(manifests, controller, target, port), target
-    for address in (METADATA, "169.254.170.23", "100.100.100.200", "fd00:ec2::254", "fe80::1"):
+    for address in METADATA_ADDRESSES:
         assert not allowed(manifests, controller, outside(address), 80), address
 
 

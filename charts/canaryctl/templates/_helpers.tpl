@@ -126,12 +126,19 @@ app.kubernetes.io/component: {{ .component }}
       - key: kubernetes.io/metadata.name
         operator: NotIn
         values: [{{ .Release.Namespace }}]
+{{ include "canaryctl.outsideButMetadata" . }}
+{{- end }}
+
+{{/* NetworkPolicy peers: any address but link-local ones and the cloud metadata services (169.254.169.254
+on AWS, GCP and Azure, 169.254.170.2 for ECS tasks, 100.100.100.200 on Alibaba, fd00:ec2::254 on AWS
+over IPv6), which hand the node's cloud credentials to any caller. */}}
+{{- define "canaryctl.outsideButMetadata" -}}
 - ipBlock:
     cidr: 0.0.0.0/0
-    except: [169.254.169.254/32]
+    except: [169.254.0.0/16, 100.100.100.200/32]
 - ipBlock:
     cidr: ::/0
-    except: [fd00:ec2::254/128]
+    except: [fe80::/10, fd00:ec2::254/128]
 {{- end }}
 
 {{/* NetworkPolicy egress rule: the Kubernetes API server (networkPolicy.apiServer). */}}
