@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from canaryctl_providers.metrics import MetricQueryError, provider_for
 from canaryctl_providers.metrics.externalmetrics import _QUANTITY, parse_quantity
 from canaryctl_providers.outbound import close_shared_clients, shared_client, shared_clients
+from tests.loop_stalls import loop_stalls
 from tests.providers.metrics.conftest import _serve_fake_api
 from tests.providers.metrics.test_metrics_stackdriver import MQL, QUERY_PATH, answer, secret_for, stackdriver
 
@@ -40,23 +41,11 @@ def quantity(digits: int) -> dict[str, float]:
 async def stackdriver_stall(key: rsa.RSAPrivateKey, queries: int) -> float:
     api, server = _serve_fake_api()
     api.reply("POST", QUERY_PATH, answer({"doubleValue": 1.0}))
-    stalls = [0.0]
-
-    async def heartbeat() -> None:
-        last = time.monotonic()
-        while True:
-            await asyncio.sleep(0.002)
-            now = time.monotonic()
-            stalls.append(now - last)
-            last = now
-
-    beating = asyncio.create_task(heartbeat())
-    await asyncio.sleep(0.01)
     try:
-        for _ in range(queries):  # a provider per query, as the analyzer builds them
-            await provider_for(stackdriver(api.url), secret_for(key)).query(MQL)
+        async with loop_stalls(0.002, settle=0.01) as stalls:
+            for _ in range(queries):  # a provider per query, as the analyzer builds them
+                await provider_for(stackdriver(api.url), secret_for(key)).query(MQL)
     finally:
-        beating.cancel()
         await close_shared_clients()
         server.shutdown()
         server.server_close()

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from canaryctl.api.models import LocalObjectReference, MetricTemplateProvider
 from canaryctl_providers.metrics import MetricQueryError, ProviderConfigError, provider_for
 from canaryctl_providers.metrics import stackdriver as stackdriver_module
+from tests.loop_stalls import loop_stalls
 
 PROJECT = "canary-project-1"
 QUERY_PATH = f"/v3/projects/{PROJECT}/timeSeries:query"
@@ -187,21 +188,9 @@ def test_a_4096_bit_key_is_loaded_once_and_never_stalls_the_event_loop(
     secret = secret_for(big_key)
 
     async def main() -> float:
-        stalls = [0.0]
-
-        async def heartbeat() -> None:
-            last = time.monotonic()
-            while True:
-                await asyncio.sleep(0.005)
-                now = time.monotonic()
-                stalls.append(now - last)
-                last = now
-
-        beating = asyncio.create_task(heartbeat())
-        await asyncio.sleep(0.02)
-        for _ in range(8):
-            assert await provider_for(stackdriver(fake_api.url), secret).query(MQL) == 2.0
-        beating.cancel()
+        async with loop_stalls(0.005, settle=0.02) as stalls:
+            for _ in range(8):
+                assert await provider_for(stackdriver(fake_api.url), secret).query(MQL) == 2.0
         return max(stalls)
 
     longest_stall = asyncio.run(main())
