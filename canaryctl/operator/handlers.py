@@ -59,7 +59,7 @@ from canaryctl.operator.cache import WatchCache
 from canaryctl.operator.patching import merge_patch
 from canaryctl.operator.workloads import KubeWorkloads, TargetNotReady
 from canaryctl.ports import Notifier
-from canaryctl.runner import ActionFailed, Ports, tick
+from canaryctl.runner import COMMIT_GRACE_SECONDS, ActionFailed, Ports, tick
 from canaryctl.telemetry.metrics import ControllerMetrics
 from canaryctl.telemetry.tracing import Tracer
 from canaryctl_mesh.duration import parse_duration
@@ -92,6 +92,7 @@ LAG_SAMPLES = 10_000
 MAX_CONCURRENT_TICKS = 50
 # A daemon's first tick waits a random part of min(its interval, this): resumed Canaries spread out.
 START_JITTER_SECONDS = 10.0
+DAEMON_STOP_SECONDS = 30.0  # kopf's wait for a cancelled daemon; more than a tick's commit grace
 DEFAULT_INTERVAL_SECONDS = 60.0  # Flagger's default analysis interval
 ROUTER_FIELD_MANAGER = "canaryctl-router"  # routers own only their own fields (e.g. the apex selector)
 CONFLICT_ATTEMPTS = 3  # status writes answered 409 while only metadata or spec changed meanwhile
@@ -120,6 +121,8 @@ class OperatorConfig:
     max_concurrent_ticks: int = MAX_CONCURRENT_TICKS
     min_interval_seconds: float | None = None  # floor of analysis intervals; None: Flagger's 10 s
     start_jitter: float = START_JITTER_SECONDS  # seconds; 0: every daemon ticks at once when it starts
+    # kopf cancels a stopping daemon, then leaves it running ("orphaned") after this many seconds
+    daemon_stop_seconds: float = DAEMON_STOP_SECONDS
 
 
 def invalid_status(
@@ -307,6 +310,7 @@ class CanaryOperator:
         self._intervals: dict[tuple[str, str], float] = {}  # each Canary's analysis interval
         # Each Canary's reconcile of Services and routes, running while its daemon sleeps.
         self._converging: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._daemons: set[asyncio.Task[Any]] = set()  # the running ``follow`` tasks
 
     # --- one tick -----------------------------------------------------------------------------------------
 
@@ -478,6 +482,9 @@ class CanaryOperator:
         wake = self._wakes.setdefault(key, asyncio.Event())
         due: float | None = None
         last_error = ""
+        daemon = asyncio.current_task()
+        assert daemon is not None  # kopf runs every daemon in a task of its own
+        self._daemons.add(daemon)
         try:
             known = self._bodies.get(key)
             if known is not None and self.config.start_jitter > 0:
@@ -494,6 +501,7 @@ class CanaryOperator:
                 due = time.monotonic() + delay
                 await self._sleep(stopped, wake, delay)
         finally:
+            self._daemons.discard(daemon)
             self._wakes.pop(key, None)
             await self._converged({"metadata": {"namespace": namespace, "name": name}}, cancel=True)
             self._seen.pop(key, None)
@@ -632,11 +640,17 @@ class CanaryOperator:
         def login(**_: Any) -> kopf.ConnectionInfo:
             return connection_info(configuration)
 
-        @kopf.daemon(GROUP, VERSION, "canaries", registry=registry, cancellation_timeout=30.0)
+        stop_wait = self.config.daemon_stop_seconds
+
+        @kopf.daemon(GROUP, VERSION, "canaries", registry=registry, cancellation_timeout=stop_wait)
         async def canary_daemon(
             namespace: str | None, name: str, stopped: kopf.DaemonStopped, **_: Any
         ) -> None:
             await self.follow(namespace or "", name, stopped)
+
+        @kopf.on.cleanup(registry=registry)
+        async def finish_ticks(**_: Any) -> None:
+            await self._outlived_daemons()
 
         @kopf.on.event(GROUP, VERSION, "canaries", registry=registry)
         def canary_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
@@ -696,11 +710,26 @@ class CanaryOperator:
                 ready_flag=ready_flag,
             )
         finally:
+            await self._outlived_daemons()  # kopf ran ``finish_ticks`` unless it failed itself
             await self.hooks.aclose()
             await close_shared_clients()
             if self.cache is not None:
                 await asyncio.get_running_loop().run_in_executor(None, self.cache.stop)
             self.kube_executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _outlived_daemons(self) -> None:
+        """Wait for the ticks kopf gave up on: a daemon cancelled while it acts finishes its actions and
+        status write (``COMMIT_GRACE_SECONDS``), and kopf leaves one still running after
+        ``daemon_stop_seconds``, then cancels every task left once its cleanup handlers have run (5 s
+        later), and the operator closes the clients and API threads a tick uses. Either way the status
+        write would be lost and the next operator would repeat the step, so the wait is a cleanup handler."""
+        running = {*self._daemons, *self._converging.values()}
+        if not running:
+            return
+        log.info("waiting for %d Canary ticks to end", len(running))
+        _, pending = await asyncio.wait(running, timeout=COMMIT_GRACE_SECONDS + DAEMON_STOP_SECONDS)
+        if pending:
+            log.warning("%d Canary ticks still running at exit", len(pending))
 
 
 def tune_process() -> None:

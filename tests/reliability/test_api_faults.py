@@ -232,17 +232,26 @@ async def test_after_an_api_outage_every_canary_resumes_within_one_interval(
         assert_clean_rollout(emulator, name)
 
 
+@pytest.mark.parametrize(
+    ("held", "overrides"),
+    [(1.5, {}), (6.0, {"daemon_stop_seconds": 0.3})],
+    ids=["within-kopfs-wait", "after-kopf-gave-up"],
+)
 async def test_an_operator_stopped_while_a_step_waits_on_the_api_finishes_it_and_the_next_one_goes_on(
     objects: KubeObjects,  # noqa: F811
     kubelet: Kubelet,  # noqa: F811
     emulator: StampingEmulator,  # noqa: F811
     faults: ApiFaults,
     start_operator: StartOperator,  # noqa: F811
+    held: float,
+    overrides: dict[str, float],
 ) -> None:
     """A restart or a failover while a tick has acted but not yet stored its status: the tick ends
-    before the operator does, so its successor neither repeats the step nor posts its Event twice."""
+    before the operator does, so its successor neither repeats the step nor posts its Event twice.
+    That holds too when the tick outlasts kopf's wait for its cancelled daemon (kopf then leaves it
+    running): the operator closes its API threads only after the tick has stored its status."""
     await deploy(objects, "halt")
-    first = await start_operator(server=faults.url)
+    first = await start_operator(server=faults.url, **overrides)
     await wait_all(objects, ("halt",), "Initialized", 30)
     await release(objects, "halt")
 
@@ -250,13 +259,17 @@ async def test_an_operator_stopped_while_a_step_waits_on_the_api_finishes_it_and
         return int((await status(objects, "halt")).get("canaryWeight", 0)) >= STEP
 
     await wait_for(stepped, 30, "the first step", poll=0.1)
-    faults.slow_events = 1.5
+    faults.slow_events = held
 
     async def event_in_flight() -> bool:
         return faults.events_in_flight > 0
 
     await wait_for(event_in_flight, 30, "an Event write under way", poll=0.02)
     await first.stop()
+    await asyncio.sleep(held)  # anything the stopped operator left running would write by now
+    advanced = [m for m in event_messages(emulator, "halt") if m.startswith("Advance")]
+    stored = int((await status(objects, "halt")).get("canaryWeight", 0))
+    assert len(advanced) == stored // STEP, f"steps announced {advanced}, weight stored {stored}"
     faults.slow_events = 0.0
     await start_operator(server=faults.url)
     await wait_all(objects, ("halt",), "Succeeded", 60)
