@@ -49,7 +49,7 @@ from canaryctl_mesh.duration import parse_duration
 from canaryctl_mesh.kube import pool_size
 
 NS = "default"
-KUBELET_PERIOD_SECONDS = 0.5
+KUBELET_PERIOD_SECONDS = 2.0  # the Deployment controller and the kubelet: pods ready within 2 s
 STARTUP_SECONDS_PER_CANARY = 0.6  # at most, to initialize (at least 300 s)
 STOP_TIMEOUT_SECONDS = 120.0
 

@@ -27,7 +27,7 @@ import kmock
 import pytest
 import pytest_asyncio
 from aiohttp import web
-from kmock._internal import parsing, rendering
+from kmock._internal import apps, parsing, rendering
 from kubernetes import client
 
 from canaryctl_mesh.kube import KubeObjects, api_client_for_host
@@ -103,7 +103,59 @@ def namespaces_path_fix() -> Iterator[None]:
         parsing.parse_path = _original_parse_path
 
 
-class StampingEmulator(kmock.KubernetesEmulator):
+class OneRequestMatching(apps.RawHandler):
+    """kmock 0.8 finds a request's reaction by filtering its whole request log through each reaction's
+    criteria and looking for the request in what passes. With ``keep_requests=False`` the log still holds
+    every request in flight, open watch streams among them, so each request cost (reactions × requests
+    in flight) criteria checks: 44 % of the API stand-in's CPU with 1,000 Canaries progressing. Matching
+    against a log of this one request gives the same answer for criteria (a trimmed log already breaks
+    slices and counts), and a reaction forgets the requests it served instead of keeping every one.
+    This is kmock 0.8's ``RawHandler._handle`` with that one change; it sits just before it in the MRO."""
+
+    keep_requests = True
+    _ranked: tuple[tuple[int, ...], list[Any]] = ((), [])  # (ids of the reactions, them by priority)
+
+    def _by_priority(self) -> list[Any]:
+        """The reactions, highest priority first (shorter priorities padded with zeroes, as kmock does)."""
+        ids = tuple(map(id, self._payloads))
+        if self._ranked[0] != ids:
+            depth = max((len(payload.priorities) for payload in self._payloads), default=0)
+
+            def rank(payload: Any) -> tuple[float, ...]:
+                return tuple(-p for p in payload.priorities) + (0,) * (depth - len(payload.priorities))
+
+            self._ranked = (ids, sorted(self._payloads, key=rank))
+        return self._ranked[1]
+
+    def _matching(self, request: rendering.Request, reactions: list[Any]) -> Iterator[Any]:
+        """The reactions whose criteria take ``request``, each checked against a log of it alone."""
+        for reaction in reactions:
+            log, self._requests = self._requests, [request]  # no await until the log is back
+            try:
+                taken = request in reaction._source
+            finally:
+                self._requests = log
+            if taken:
+                yield reaction
+
+    async def _handle(self, request: rendering.Request) -> web.StreamResponse:
+        if self.keep_requests:
+            return await super()._handle(request)
+        for payload in self._matching(request, self._by_priority()):
+            if payload._disabled.is_set():
+                continue
+            try:
+                return await payload(request)
+            except rendering.ReactionMismatchError:  # either mismatch or depletion
+                payload._disabled.set()
+            except NotImplementedError:  # matched, but nothing to respond with
+                pass
+            finally:
+                payload._requests.clear()
+        raise NotImplementedError(f"no reaction matches {request.method} {request.url}")
+
+
+class StampingEmulator(kmock.KubernetesEmulator, OneRequestMatching):
     """Stamps what an API server sets and kmock 0.8 does not: ``uid``, ``creationTimestamp``,
     ``resourceVersion`` (kopf guards its finalizer JSON patches with a test on it) and ``generation``
     (bumped when a write touches ``spec``, as readiness checks compare it with observedGeneration).
@@ -120,7 +172,6 @@ class StampingEmulator(kmock.KubernetesEmulator):
     """
 
     _versions = itertools.count(1)
-    keep_requests = True
     _in_flight: set[int] | None = None
     # (method, path) of every request, kept cheaply whatever keep_requests says.
     calls: list[tuple[str, str]]
