@@ -11,6 +11,7 @@ replaces a newer object (see ``ObjectStore.upsert``).
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -41,16 +42,30 @@ CACHED_KINDS = frozenset(
 )
 
 
+def shared_strings(value: Any) -> Any:
+    """``value`` with its mapping keys interned. Each object decoded from JSON holds its own copy of
+    every key ("metadata", "labels", "containerPort", ...), and the cache keeps eight objects per Canary.
+    (Values stay as they are: most short ones, resourceVersions, uids and times, are unique, and each
+    interned one would take a slot in the interpreter's table of interned strings.)"""
+    if isinstance(value, dict):
+        return {sys.intern(key): shared_strings(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [shared_strings(item) for item in value]
+    return value
+
+
 class LeanStore(ObjectStore):
-    """The store without ``metadata.managedFields``: the API server keeps a record per field manager
-    on every object, often more than its spec, and nothing the operator reads looks at it."""
+    """The store without ``metadata.managedFields`` (the API server keeps a record per field manager
+    on every object, often more than its spec, and nothing the operator reads looks at it), and with
+    the keys of its objects shared (``shared_strings``)."""
 
     @staticmethod
     def _typed(source: Source, obj: Obj) -> Obj:
         metadata = obj.get("metadata") or {}
         if "managedFields" in metadata:
             obj = {**obj, "metadata": {k: v for k, v in metadata.items() if k != "managedFields"}}
-        return ObjectStore._typed(source, obj)
+        typed: Obj = shared_strings(ObjectStore._typed(source, obj))
+        return typed
 
 
 # Each watch request lasts this long; the next resumes from the last resourceVersion seen.

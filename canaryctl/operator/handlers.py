@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import gc
 import json
 import logging
@@ -55,7 +54,7 @@ from canaryctl.engine.clock import to_rfc3339
 from canaryctl.engine.machine import READY, RECONCILING, STALLED
 from canaryctl.engine.types import Command, Decision, RouteState, SetRoutes, WorkloadOp
 from canaryctl.operator.adapters import Catalog, KubeEvents, OperatorObjects, cross_namespace_reference
-from canaryctl.operator.cache import WatchCache
+from canaryctl.operator.cache import WatchCache, shared_strings
 from canaryctl.operator.patching import merge_patch
 from canaryctl.operator.workloads import KubeWorkloads, TargetNotReady
 from canaryctl.ports import Notifier
@@ -329,10 +328,11 @@ class CanaryOperator:
 
     def _remember(self, body: Mapping[str, Any], owned: bool = False) -> None:
         """Keep the newest version of a Canary seen (watch events may lag behind a write's answer).
-        kopf's bodies are copied; an ``owned`` one (an API answer only this operator holds) is kept as is."""
+        kopf's bodies are copied (strings shared); an ``owned`` one (an API answer only this operator holds)
+        is kept as is."""
         key = _key(body)
         if not older(dict(body), self._bodies.get(key)):
-            self._bodies[key] = dict(body) if owned else copy.deepcopy(dict(body))
+            self._bodies[key] = dict(body) if owned else shared_strings(dict(body))
 
     async def _store(self, body: Mapping[str, Any], status: dict[str, Any]) -> Mapping[str, Any]:
         """Write the status if it changed, guarded by the resourceVersion read; returns the Canary as

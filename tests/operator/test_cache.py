@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 from kubernetes import client
@@ -64,3 +65,18 @@ def test_cached_objects_keep_everything_but_managed_fields() -> None:
     assert stored is not None
     assert "managedFields" not in stored["metadata"]
     assert stored["metadata"]["resourceVersion"] == "2" and stored["metadata"]["annotations"] == {"team": "a"}
+
+
+def test_cached_objects_share_their_keys() -> None:
+    """Objects decoded one by one (each watch event, each write's answer) share their keys once cached:
+    the cache holds eight objects per Canary, much of their size the same keys again."""
+    cache = WatchCache(client.ApiClient(client.Configuration()))
+    source = Source("apps/v1", "Deployment", None)
+    first, second = (json.loads(json.dumps(deployment(version))) for version in ("1", "2"))
+    second["metadata"]["name"] = "other"
+    cache.store.replace(source, [first, second])
+    stored = [cache.store.get(source, "team", name) or {} for name in ("app", "other")]
+    keys = [next(key for key in obj["metadata"] if key == "annotations") for obj in stored]
+    assert keys[0] is keys[1]
+    kept = {key: value for key, value in first["metadata"].items() if key != "managedFields"}
+    assert stored[0] == {**first, "metadata": kept}
