@@ -8,7 +8,7 @@ Canaries' phases are counted by the child from the emulator's store, so nothing 
 process (its RSS, its CPU, its event loop) is the benchmark's own. Prints one JSON object as its last
 line:
 
-- ``canaries``; ``rss_mb``: the operator process's peak RSS;
+- ``canaries``; ``rss_mb``: the operator process's peak RSS; ``idle_rss_mb``: its RSS after the idle window;
 - ``tick_lag_s_p99``: how late ticks start against the due time their previous tick set;
 - ``ticks_per_s`` against ``due_ticks_per_s`` (canaries / interval), over the idle window;
 - ``api_calls_per_idle_tick``: canaryctl's own API requests per tick while nothing changes;
@@ -16,7 +16,9 @@ line:
 - ``api_requests_per_step_served``: every request the API stand-in answered during the rollouts (kopf's
   included) per weight step, in all and by request kind (``PATCH canaries/status``, ``POST events``, ...);
 - ``api_requests_per_s``: its request rate during the rollouts; ``cpu_operator_pct`` and
-  ``cpu_api_pct``: CPU of the operator and of the API stand-in process, in % of one core.
+  ``cpu_api_pct``: CPU of the operator and of the API stand-in process, in % of one core;
+- ``phases`` and ``failed_checks``: the Canaries by phase and by failed checks at the end (every
+  metric answers 100 %, so a failed check means the operator could not query in time).
 
 The operator's own list and watch requests are counted in ``api_calls_*``; kopf's requests only in
 ``api_requests_per_step_served``.
@@ -152,6 +154,14 @@ async def serve(count: int, interval: str) -> None:
                 stored = (obj.raw for obj in emulator.objects.values())
                 canaries = Counter(phase_of(raw) for raw in stored if raw.get("kind") == "Canary")
                 print(json.dumps(canaries), flush=True)
+            elif line == "failed":  # Canaries by their count of failed checks in this rollout
+                stored = (obj.raw for obj in emulator.objects.values())
+                failed = Counter(
+                    str((raw.get("status") or {}).get("failedChecks", 0))
+                    for raw in stored
+                    if raw.get("kind") == "Canary"
+                )
+                print(json.dumps(failed), flush=True)
         kubelet_task.cancel()
 
 
@@ -184,8 +194,16 @@ def cpu_seconds(pid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def resident_mb() -> float:
+    """This process's resident memory now (the peak is ``ru_maxrss``)."""
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
 def ask(child: subprocess.Popen[str], question: str) -> Counter[str]:
-    """The API stand-in's count of ``calls`` answered so far (by request kind) or of Canary ``phases``."""
+    """The API stand-in's count of ``calls`` answered so far (by request kind), of Canary ``phases``, or
+    of Canaries by the checks they ``failed``."""
     assert child.stdin is not None and child.stdout is not None
     child.stdin.write(f"{question}\n")
     child.stdin.flush()
@@ -258,6 +276,7 @@ async def measure(
         idle = Window(api, operator, child, await asyncio.to_thread(served, child))
         await asyncio.sleep(args.idle)
         quiet = idle.figures()
+        idle_rss = resident_mb()
         lags = list(operator.tick_lags)
         operator.tick_lags.clear()
         assert child.stdin is not None
@@ -266,12 +285,14 @@ async def measure(
         rollouts = Window(api, operator, child, await asyncio.to_thread(served, child))
         final = await wait_all(child, "Succeeded", args.canaries, args.duration)
         busy = rollouts.figures()
+        failed = await asyncio.to_thread(ask, child, "failed")
         by_request = rollouts.served_per_step(await asyncio.to_thread(served, child))
         lags += list(operator.tick_lags)
         result = {
             "canaries": args.canaries,
             "interval": args.interval,
             "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "idle_rss_mb": round(idle_rss, 1),
             "tick_lag_s_p99": round(p99(lags), 3),
             "ticks_per_s": round(quiet["ticks"] / quiet["seconds"], 1),
             "due_ticks_per_s": round(args.canaries / parse_duration(args.interval), 1),
@@ -287,6 +308,7 @@ async def measure(
             "measured_s": round(busy["seconds"], 1),
             "initialized": initialized["Initialized"],
             "phases": dict(final),
+            "failed_checks": dict(sorted(failed.items())),
         }
         print(json.dumps(result), flush=True)  # before the operator stops, which takes its own time
         return result

@@ -145,7 +145,8 @@ class OneRequestMatching(apps.RawHandler):
             if payload._disabled.is_set():
                 continue
             try:
-                return await payload(request)
+                response: web.StreamResponse = await payload(request)
+                return response
             except rendering.ReactionMismatchError:  # either mismatch or depletion
                 payload._disabled.set()
             except NotImplementedError:  # matched, but nothing to respond with
