@@ -161,6 +161,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
             "affinity": {"nodeAffinity": {}},
             "priorityClassName": "system-cluster-critical",
+            "terminationGracePeriodSeconds": 120,
             "tracing": {"otlpEndpoint": "http://otel-collector.monitoring:4318/v1/traces"},
             "podDisruptionBudget": {"enabled": True, "maxUnavailable": 0},
             "topologySpreadConstraints": [

@@ -126,6 +126,8 @@ def test_controller_args_and_cluster_peering(render: Render) -> None:
     assert args[args.index("--default-provider") + 1] == "canaryctl"
     assert _one(manifests, "ClusterKopfPeering", "canaryctl")
     assert not _find(manifests, "KopfPeering")
+    pod = _one(manifests, "Deployment", "canaryctl")["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] == 60  # ticks finish their status writes before a kill
 
 
 def test_replicas_share_one_peering(render: Render) -> None:
