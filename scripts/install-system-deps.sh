@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests and the demo run for real: Prometheus, hey, and for the
-# network-namespace suite (pods with iptables capture) iproute2, iptables and util-linux's setpriv;
+# network-namespace suite (pods with iptables capture) iproute2, iptables, util-linux's setpriv and
+# tcpdump (what crosses a pod's interface: mesh mTLS, never plaintext);
 # chromium and its driver for the dashboard's browser tests; bash, zsh and fish for the completion tests.
 set -euo pipefail
 missing=()
@@ -9,6 +10,7 @@ command -v hey >/dev/null 2>&1 || missing+=(hey)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v iptables >/dev/null 2>&1 || missing+=(iptables)
 command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
+command -v tcpdump >/dev/null 2>&1 || missing+=(tcpdump)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 command -v zsh >/dev/null 2>&1 || missing+=(zsh)

@@ -414,6 +414,7 @@ def test_builtin_queries_measure_the_canary_on_the_server_side(mesh: Mesh) -> No
 
 def _sniff(pod: Pod, port: int, send: Callable[[], object]) -> bytes:
     """The TCP payload bytes that crossed the pod's interface to or from `port` while `send` ran."""
+    assert shutil.which("tcpdump"), "tcpdump is not installed: `make deps` (scripts/install-system-deps.sh)"
     pcap = pod.cluster.workdir / f"{pod.name}-{port}-{time.monotonic_ns()}.pcap"
     argv = [
         "tcpdump",
@@ -445,8 +446,6 @@ def _peer(pod: Pod, host: str, port: int = 80) -> str:
 
 
 def test_meshed_pods_talk_mutual_tls_on_the_wire_as_their_service_accounts(mesh: Mesh) -> None:
-    if shutil.which("tcpdump") is None:
-        pytest.skip("tcpdump is not installed (scripts/install-system-deps.sh installs it)")
     mesh.split("web", 100, 0)
     answers: list[str] = []
     meshed = _sniff(mesh.primary, HTTP, lambda: answers.append(_peer(mesh.client, "web")))
@@ -472,8 +471,6 @@ def test_meshed_pods_talk_mutual_tls_on_the_wire_as_their_service_accounts(mesh:
 def test_traffic_no_traffic_split_routes_is_mutual_tls_between_meshed_pods(mesh: Mesh) -> None:
     """Through a Service no TrafficSplit routes and to the pod's IP, HTTP and raw TCP alike: the
     caller's sidecar wraps what it passes through in mesh mTLS, as the destination is a meshed pod."""
-    if shutil.which("tcpdump") is None:
-        pytest.skip("tcpdump is not installed (scripts/install-system-deps.sh installs it)")
     mesh.cluster.service(
         "plain", [mesh.primary], ServicePort(80, HTTP, "http"), ServicePort(443, TLS, "https")
     )
