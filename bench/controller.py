@@ -40,6 +40,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client
@@ -150,18 +151,9 @@ async def serve(count: int, interval: str) -> None:
             elif line == "calls":  # every request the API stand-in answered so far, kopf's included
                 calls = Counter(request_kind(method, path) for method, path in emulator.calls)
                 print(json.dumps(calls), flush=True)
-            elif line == "phases":  # the Canaries' phases, read here so the operator's figures are its own
-                stored = (obj.raw for obj in emulator.objects.values())
-                canaries = Counter(phase_of(raw) for raw in stored if raw.get("kind") == "Canary")
-                print(json.dumps(canaries), flush=True)
-            elif line == "failed":  # Canaries by their count of failed checks in this rollout
-                stored = (obj.raw for obj in emulator.objects.values())
-                failed = Counter(
-                    str((raw.get("status") or {}).get("failedChecks", 0))
-                    for raw in stored
-                    if raw.get("kind") == "Canary"
-                )
-                print(json.dumps(failed), flush=True)
+            elif line in CANARY_TALLIES:  # read here, so the operator's figures are its own
+                canaries = (obj.raw for obj in emulator.objects.values() if obj.raw.get("kind") == "Canary")
+                print(json.dumps(Counter(map(CANARY_TALLIES[line], canaries))), flush=True)
         kubelet_task.cancel()
 
 
@@ -170,6 +162,14 @@ async def serve(count: int, interval: str) -> None:
 
 def phase_of(canary: dict[str, Any]) -> str:
     return str((canary.get("status") or {}).get("phase") or "Pending")
+
+
+def failed_checks_of(canary: dict[str, Any]) -> str:
+    return str((canary.get("status") or {}).get("failedChecks", 0))
+
+
+# What the API stand-in counts the Canaries by, asked by name: their phases, their failed checks.
+CANARY_TALLIES: dict[str, Callable[[dict[str, Any]], str]] = {"phases": phase_of, "failed": failed_checks_of}
 
 
 async def wait_all(child: subprocess.Popen[str], phase: str, count: int, timeout: float) -> Counter[str]:
