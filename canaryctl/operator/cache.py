@@ -64,8 +64,12 @@ class LeanStore(ObjectStore):
         metadata = obj.get("metadata") or {}
         if "managedFields" in metadata:
             obj = {**obj, "metadata": {k: v for k, v in metadata.items() if k != "managedFields"}}
-        typed: Obj = shared_strings(ObjectStore._typed(source, obj))
-        return typed
+        typed = ObjectStore._typed(source, obj)
+        try:
+            shared: Obj = shared_strings(typed)
+        except RecursionError:  # nested deeper than the interpreter recurses (schema-free fields): as is
+            return typed
+        return shared
 
 
 # Each watch request lasts this long; the next resumes from the last resourceVersion seen.

@@ -80,3 +80,20 @@ def test_cached_objects_share_their_keys() -> None:
     assert keys[0] is keys[1]
     kept = {key: value for key, value in first["metadata"].items() if key != "managedFields"}
     assert stored[0] == {**first, "metadata": kept}
+
+
+def test_an_object_nested_too_deep_to_share_is_cached_as_it_is() -> None:
+    """A field without a schema (a tenant's routing object, say) may nest deeper than interning can
+    recurse; the object is kept unshared, and the watch that stores it goes on."""
+    cache = WatchCache(client.ApiClient(client.Configuration()))
+    source = Source("apps/v1", "Deployment", None)
+    deep: dict[str, Any] = {}
+    inner = deep
+    for _ in range(900):  # json.loads takes it; interning would recurse twice per level
+        inner["x"] = {}
+        inner = inner["x"]
+    obj = deployment("1") | {"spec": {"extra": deep}}
+    cache.store.replace(source, [json.loads(json.dumps(obj))])
+    cache.store.upsert(source, json.loads(json.dumps(deployment("2") | {"spec": {"extra": deep}})))
+    stored = cache.store.get(source, "team", "app") or {}
+    assert stored["metadata"]["resourceVersion"] == "2" and stored["spec"]["extra"] == deep
