@@ -215,6 +215,13 @@ def default_notifier(
     return registry.notifier(spec, secret)
 
 
+async def release_all(objects: OperatorObjects, namespaces: tuple[str, ...]) -> list[str]:
+    try:
+        return await release_finalizers(objects, namespaces)
+    finally:
+        await objects.aclose()
+
+
 def run(args: argparse.Namespace) -> int:
     configure_logging("DEBUG" if args.verbose else args.log_level, args.log_format)
     try:
@@ -248,7 +255,7 @@ def run(args: argparse.Namespace) -> int:
         else api_client(args.kubeconfig, args.context, connections=connections)
     )
     if args.release_finalizers:
-        released = asyncio.run(release_finalizers(OperatorObjects(api), tuple(args.namespace)))
+        released = asyncio.run(release_all(OperatorObjects(api), tuple(args.namespace)))
         for name in released:
             print(f"released {name}")
         print(f"{len(released)} Canaries released")

@@ -1,22 +1,26 @@
-"""Kubernetes objects as plain dicts over the official client: the ``Objects`` port.
+"""Kubernetes objects as plain dicts: the ``Objects`` port.
 
 Routers and workloads deal in whole manifests of many kinds (Deployments, TrafficSplits,
-VirtualServices, ...), so this goes through the client's generic ``call_api`` with paths from the
-kinds table (canaryctl_mesh.kinds) instead of one typed API class per kind. Blocking client calls run in
-worker threads of their own executor, so the operator's event loop never stalls and no API call
-queues behind other blocking work; each has a client timeout, so a half-open connection fails the
-call instead of stalling it for good.
+VirtualServices, ...), so requests are built by the official client's generic ``param_serialize`` (its
+credentials, headers and URL) with paths from the kinds table (canaryctl_mesh.kinds), and sent with
+aiohttp on the caller's event loop. The official client's own transport (urllib3 in worker threads)
+cost about 0.85 ms of CPU per request against aiohttp's 0.2 ms: with a few writes per rollout step that
+was a quarter of the operator's CPU. Each request has a client timeout, so a half-open connection fails
+the call instead of stalling it for good; at most ``KUBE_REQUESTS_IN_FLIGHT`` are in flight per client
+and event loop, the rest wait their turn (outside the timeout).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-from concurrent.futures import Executor, ThreadPoolExecutor
-from typing import Any
+import json
+import ssl
+from typing import Any, Self
 
+import aiohttp
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from kubernetes.client.rest import should_bypass_proxies
 
 from canaryctl_mesh.kinds import KINDS, Kind, UnknownKind, resource_path
 
@@ -25,6 +29,7 @@ __all__ = [
     "KINDS",
     "Kind",
     "KubeObjects",
+    "KubeUnreachable",
     "UnknownKind",
     "api_client",
     "api_client_for_host",
@@ -34,9 +39,13 @@ __all__ = [
 
 
 FIELD_MANAGER = "canaryctl"
-# urllib3's total timeout: connect, then each read of the answer, within this many seconds.
+# A request's whole exchange (connect, send, answer) within this many seconds.
 KUBE_REQUEST_TIMEOUT_SECONDS = 30.0
+# Threads that make calls with the official client itself (watch streams have their own): TokenReviews.
 KUBE_API_THREADS = 8
+KUBE_REQUESTS_IN_FLIGHT = 8  # per KubeObjects and event loop
+# Idle keep-alive connections close after this; API servers close theirs later (Go's default: 90 s).
+KEEPALIVE_SECONDS = 15.0
 
 
 def pool_size(watchers: int = 0, threads: int = KUBE_API_THREADS) -> int:
@@ -71,46 +80,74 @@ def api_client_for_host(host: str, *, connections: int | None = None) -> client.
     return client.ApiClient(configuration)
 
 
+class KubeUnreachable(ConnectionError):
+    """A request that got no answer from the API server: refused, reset, or past its timeout (an
+    OSError, as the official client's transport failures were)."""
+
+
+def tls_context(configuration: client.Configuration) -> ssl.SSLContext:
+    """The TLS settings the official client would use: its CA, client certificate and verification."""
+    context = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
+    if configuration.cert_file:
+        context.load_cert_chain(configuration.cert_file, configuration.key_file)
+    if not configuration.verify_ssl:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif configuration.assert_hostname is False:
+        context.check_hostname = False
+    return context
+
+
 class KubeObjects:
-    """The ``Objects`` port over one ApiClient."""
+    """The ``Objects`` port over one ApiClient's configuration."""
 
     def __init__(
         self,
         api: client.ApiClient,
         field_manager: str = FIELD_MANAGER,
         *,
-        executor: Executor | None = None,
         request_timeout: float = KUBE_REQUEST_TIMEOUT_SECONDS,
+        in_flight: int = KUBE_REQUESTS_IN_FLIGHT,
     ) -> None:
         self.api = api
         # Writers that own different fields of one object (the workloads own the apex Service, the
         # kubernetes router only its selector) apply under different managers, or each apply would
         # remove the fields the other set.
         self.field_manager = field_manager
-        self.executor = executor or ThreadPoolExecutor(KUBE_API_THREADS, thread_name_prefix="kube-api")
         self.request_timeout = request_timeout
-
-    def _call(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        content_type: str = "application/json",
-        query: list[tuple[str, str]] | None = None,
-    ) -> dict[str, Any]:
-        """One request; non-2xx answers raise ApiException with the server's status and message."""
-        request = self.api.param_serialize(
-            method=method,
-            resource_path=path,
-            query_params=query or [],
-            header_params={"Accept": "application/json", "Content-Type": content_type},
-            body=body,
-            auth_settings=["BearerToken"],
+        self.in_flight = in_flight
+        self.requests = 0  # sent, for benchmarks
+        self._session: tuple[asyncio.AbstractEventLoop, aiohttp.ClientSession, asyncio.Semaphore] | None
+        self._session = None
+        configuration = api.configuration
+        bypass = should_bypass_proxies(configuration.host, no_proxy=configuration.no_proxy or "")
+        self._proxy = configuration.proxy if configuration.proxy and not bypass else None
+        self._proxy_headers = configuration.proxy_headers
+        self._tls: ssl.SSLContext | bool = (
+            tls_context(configuration) if configuration.host.startswith("https:") else False
         )
-        response = self.api.call_api(*request, _request_timeout=self.request_timeout)
-        response.read()  # type: ignore[no-untyped-call]
-        result: Any = self.api.response_deserialize(response, {"2XX": "object"}).data
-        return dict(result or {})
+        self._server_name = configuration.tls_server_name
+
+    def _client(self) -> tuple[aiohttp.ClientSession, asyncio.Semaphore]:
+        """The running loop's session (a session belongs to the loop it was made in)."""
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session[0] is not loop or self._session[1].closed:
+            connector = aiohttp.TCPConnector(limit=0, ssl=self._tls, keepalive_timeout=KEEPALIVE_SECONDS)
+            session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+            self._session = (loop, session, asyncio.Semaphore(self.in_flight))
+        return self._session[1], self._session[2]
+
+    async def aclose(self) -> None:
+        """Close the session of the running loop (its connections belong to that loop)."""
+        if self._session is not None and self._session[0] is asyncio.get_running_loop():
+            await self._session[1].close()
+        self._session = None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
 
     async def request(
         self,
@@ -120,9 +157,45 @@ class KubeObjects:
         content_type: str = "application/json",
         query: list[tuple[str, str]] | None = None,
     ) -> dict[str, Any]:
-        """``_call`` on this client's own executor."""
-        call = functools.partial(self._call, method, path, body, content_type, query)
-        return await asyncio.get_running_loop().run_in_executor(self.executor, call)
+        """One request; a non-2xx answer raises ApiException with the server's status, message and
+        headers, no answer raises KubeUnreachable."""
+        method, url, headers, payload, _ = self.api.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=query or [],
+            header_params={"Accept": "application/json", "Content-Type": content_type},
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        data = None if payload is None else json.dumps(payload)
+        session, slots = self._client()
+        async with slots:
+            self.requests += 1
+            try:
+                async with session.request(
+                    method,
+                    url,
+                    headers=headers,
+                    data=data,
+                    timeout=aiohttp.ClientTimeout(total=self.request_timeout),
+                    proxy=self._proxy,
+                    proxy_headers=self._proxy_headers,
+                    server_hostname=self._server_name,
+                ) as response:
+                    answer = await response.read()
+            except TimeoutError as exc:
+                raise KubeUnreachable(
+                    f"{method} {path}: no answer within {self.request_timeout:g} s (timed out)"
+                ) from exc
+            except aiohttp.ClientError as exc:
+                raise KubeUnreachable(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+        if not 200 <= response.status < 300:
+            text = answer.decode(errors="replace")
+            error = ApiException(status=response.status, reason=response.reason, body=text)
+            error.headers = response.headers
+            raise error
+        found = json.loads(answer) if answer else None
+        return dict(found or {})
 
     async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:

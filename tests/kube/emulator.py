@@ -358,6 +358,7 @@ def kube_api(emulator: kmock.KubernetesEmulator) -> Iterator[client.ApiClient]:
         api.close()  # type: ignore[no-untyped-call]
 
 
-@pytest.fixture()
-def objects(kube_api: client.ApiClient) -> KubeObjects:
-    return KubeObjects(kube_api)
+@pytest_asyncio.fixture()
+async def objects(kube_api: client.ApiClient) -> AsyncIterator[KubeObjects]:
+    async with KubeObjects(kube_api) as objects:
+        yield objects

@@ -20,7 +20,6 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from canaryctl_mesh.kube import KubeObjects
@@ -61,7 +60,7 @@ class CaSecret:
         where = f"{self.namespace}/{self.name}"
         try:
             found = await self.objects.get("v1", "Secret", self.namespace, self.name)
-        except (ApiException, urllib3.exceptions.HTTPError, OSError) as error:
+        except (ApiException, OSError) as error:
             log.warning("could not read the mesh CA Secret %s, the current CA stays in use: %s", where, error)
             return None
         data = (found or {}).get("data") or {}
@@ -102,5 +101,5 @@ class CaSecret:
         event = RefusalEvents.event(Refusal(ref, message), REFUSED_REASON)
         try:
             await self.objects.apply(event)
-        except (ApiException, urllib3.exceptions.HTTPError, OSError) as error:
+        except (ApiException, OSError) as error:
             log.warning("could not record an Event for the mesh CA Secret: %s", error)

@@ -26,7 +26,6 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Protocol
 
-import urllib3
 from aiohttp import web
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -68,7 +67,7 @@ class WatchedNamespaceLabels:
         if namespace is None:
             try:
                 namespace = await self.objects.get("v1", "Namespace", "", name)
-            except (ApiException, urllib3.exceptions.HTTPError, OSError) as error:
+            except (ApiException, OSError) as error:
                 log.warning(
                     "namespace %s: label lookup failed (%s); judging the pod by annotation", name, error
                 )
@@ -111,7 +110,7 @@ class MeshCertificate:
         return self.issued.pair
 
     async def refresh(self) -> KeyPair | None:
-        with contextlib.suppress(ApiException, urllib3.exceptions.HTTPError, OSError):
+        with contextlib.suppress(ApiException, OSError):
             await self.ensure_ca_bundle()
         return self.issued.renewed()
 
