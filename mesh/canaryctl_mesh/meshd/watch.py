@@ -309,8 +309,16 @@ class Reflector:
             self._response = response
         try:
             for line in response:
-                if line.strip():
-                    yield json.loads(line)
+                if not line.strip():
+                    continue
+                try:
+                    event = json.loads(line)
+                except RecursionError:
+                    # Nested deeper than the decoder recurses (a field without a schema): listing again
+                    # would meet it again, so only this event is dropped, and the watch goes on.
+                    log.warning("%s: an event nested too deep to decode was skipped", self.source)
+                    continue
+                yield event
         except urllib3.exceptions.ReadTimeoutError:
             return  # a quiet stream past its timeout: watch again from the last version
         finally:
@@ -363,8 +371,8 @@ class Reflector:
                     self._stopping.wait(MISSING_RECHECK)
                 else:
                     self._failed(error)
-            except (urllib3.exceptions.HTTPError, OSError, ValueError) as error:
-                self._failed(error)
+            except (urllib3.exceptions.HTTPError, OSError, ValueError, RecursionError) as error:
+                self._failed(error)  # a list holding a too-deep object: retried with backoff, never fatal
 
     def _restarted(self, reason: str) -> None:
         if self.on_restart is not None:
