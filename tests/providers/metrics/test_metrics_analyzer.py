@@ -105,6 +105,19 @@ def test_template_variables_and_primary_model() -> None:
     assert TemplateModel.for_canary(canary()).backend == "podinfo-svc-canary_test"
 
 
+@pytest.mark.parametrize("padding", [0, 5000], ids=["kept-parsed", "too-long-to-keep"])
+def test_one_query_text_renders_each_canarys_own_values(padding: int) -> None:
+    """Parsed queries are kept between ticks: the same text must still render each model's values."""
+    text = "{{ target }}/{{ variables.direction }}" + " " * padding
+    for direction in ("inbound", "outbound"):
+        for primary in (False, True):
+            model = TemplateModel.for_canary(canary(), None, {"direction": direction}, primary=primary)
+            expected = f"{'podinfo-primary' if primary else 'podinfo'}/{direction}"
+            assert render(text, model).rstrip() == expected
+    with pytest.raises(TemplateRenderError, match="is not defined"):
+        render(text, TemplateModel.for_canary(canary(), None, {}))
+
+
 def test_missing_variables_are_named() -> None:
     model = TemplateModel.for_canary(canary(), None, {"a": "1"})
     with pytest.raises(
