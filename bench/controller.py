@@ -271,18 +271,22 @@ async def measure(
         assert child.stdin is not None
         child.stdin.write("bump\n")
         child.stdin.flush()
+        operator.tick_seconds.clear()
         rollouts = Window(operator, child, await asyncio.to_thread(served, child))
         final = await wait_all(child, "Succeeded", args.canaries, args.duration)
         busy = rollouts.figures()
         failed = await asyncio.to_thread(ask, child, "failed")
         by_request = rollouts.served_per_step(await asyncio.to_thread(served, child))
         lags += list(operator.tick_lags)
+        durations = list(operator.tick_seconds)
         result = {
             "canaries": args.canaries,
             "interval": args.interval,
             "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "idle_rss_mb": round(idle_rss, 1),
             "tick_lag_s_p99": round(p99(lags), 3),
+            "rollout_tick_s_p50": round(statistics.median(durations), 3) if durations else 0.0,
+            "rollout_tick_s_p99": round(p99(durations), 3),
             "ticks_per_s": round(quiet["ticks"] / quiet["seconds"], 1),
             "due_ticks_per_s": round(args.canaries / parse_duration(args.interval), 1),
             "api_calls_per_idle_tick": round(quiet["calls"] / max(quiet["ticks"], 1), 3),

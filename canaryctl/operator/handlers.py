@@ -289,6 +289,8 @@ class CanaryOperator:
         self.ticks = 0
         self.steps = 0  # ticks that changed the canary's weight, for the benchmark
         self.tick_lags: deque[float] = deque(maxlen=LAG_SAMPLES)  # seconds late, for the benchmark
+        # Seconds from a tick's start to its status stored: the next one is due an interval after that.
+        self.tick_seconds: deque[float] = deque(maxlen=LAG_SAMPLES)
         self.first_ticks = 0  # first ticks in flight (each in a slot)
         self.peak_first_ticks = 0  # the most ever in flight at once, for tests
         self._tick_slots = asyncio.Semaphore(config.max_concurrent_ticks)
@@ -513,7 +515,9 @@ class CanaryOperator:
             self._gone(namespace, name, body)
             return True, 0.0, last_error
         try:
-            return False, await self.reconcile(body), ""
+            delay = await self.reconcile(body)
+            self.tick_seconds.append(time.monotonic() - started)
+            return False, delay, ""
         except Exception as exc:  # one canary's failure must never stop the others
             delay = retry_delay(exc, self._intervals.get(key, RETRY_SECONDS))
             return False, delay, await self._report(body, exc, last_error)
