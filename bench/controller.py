@@ -272,6 +272,7 @@ async def measure(
         child.stdin.write("bump\n")
         child.stdin.flush()
         operator.tick_seconds.clear()
+        operator.tick_requests = []
         rollouts = Window(operator, child, await asyncio.to_thread(served, child))
         final = await wait_all(child, "Succeeded", args.canaries, args.duration)
         busy = rollouts.figures()
@@ -279,6 +280,8 @@ async def measure(
         by_request = rollouts.served_per_step(await asyncio.to_thread(served, child))
         lags += list(operator.tick_lags)
         durations = list(operator.tick_seconds)
+        step_ticks = [tally.sent for stepped, tally in operator.tick_requests if stepped]
+        other_ticks = [tally.sent for stepped, tally in operator.tick_requests if not stepped]
         result = {
             "canaries": args.canaries,
             "interval": args.interval,
@@ -292,6 +295,11 @@ async def measure(
             "api_calls_per_idle_tick": round(quiet["calls"] / max(quiet["ticks"], 1), 3),
             "api_calls_per_step": round(busy["calls"] / max(busy["steps"], 1), 2),
             "api_requests_per_step_served": by_request,
+            # What a tick that changed the weight sent, and the ticks that did not (starts, readiness
+            # holds, phase changes): together they make up api_calls_per_step.
+            "api_calls_per_step_tick": round(statistics.fmean(step_ticks), 2) if step_ticks else 0.0,
+            "api_calls_per_other_tick": round(statistics.fmean(other_ticks), 2) if other_ticks else 0.0,
+            "other_ticks": len(other_ticks),
             "api_requests_per_s": round(busy["calls"] / busy["seconds"], 1),
             "cpu_operator_pct": round(busy["cpu_operator_pct"], 1),
             "cpu_api_pct": round(busy["cpu_api_pct"], 1),

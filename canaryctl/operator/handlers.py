@@ -61,7 +61,7 @@ from canaryctl.runner import COMMIT_GRACE_SECONDS, ActionFailed, Ports, tick
 from canaryctl.telemetry.metrics import ControllerMetrics
 from canaryctl.telemetry.tracing import Tracer
 from canaryctl_mesh.duration import parse_duration
-from canaryctl_mesh.kube import FIELD_MANAGER, KUBE_REQUEST_TIMEOUT_SECONDS
+from canaryctl_mesh.kube import FIELD_MANAGER, KUBE_REQUEST_TIMEOUT_SECONDS, RequestTally, current_tally
 from canaryctl_mesh.meshd.runtime import tune_collector
 from canaryctl_mesh.meshd.watch import older
 from canaryctl_providers.metrics.analyzer import DEFAULT_PROMETHEUS, MetricsAnalyzer
@@ -291,6 +291,9 @@ class CanaryOperator:
         self.tick_lags: deque[float] = deque(maxlen=LAG_SAMPLES)  # seconds late, for the benchmark
         # Seconds from a tick's start to its status stored: the next one is due an interval after that.
         self.tick_seconds: deque[float] = deque(maxlen=LAG_SAMPLES)
+        # When set (by a benchmark): each tick, whether it changed the weight, and the API requests it
+        # and the reconcile it left running sent.
+        self.tick_requests: list[tuple[bool, RequestTally]] | None = None
         self.first_ticks = 0  # first ticks in flight (each in a slot)
         self.peak_first_ticks = 0  # the most ever in flight at once, for tests
         self._tick_slots = asyncio.Semaphore(config.max_concurrent_ticks)
@@ -406,13 +409,22 @@ class CanaryOperator:
             decision.status.observed_generation = body["metadata"].get("generation")
             await self._store(body, decision.status.to_wire())
 
-        decision = await tick(canary, ports, command=command, commit=store)
+        tally = RequestTally()
+        counting = current_tally.set(tally) if self.tick_requests is not None else None
+        try:
+            decision = await tick(canary, ports, command=command, commit=store)
+            updated = canary.model_copy(update={"status": decision.status})
+            if decision.status.phase not in (None, Phase.INITIALIZING):
+                key = (canary.metadata.namespace or "", canary.metadata.name or "")
+                self._converging[key] = asyncio.create_task(self._converge(updated, ports, decision))
+        finally:
+            if counting is not None:
+                current_tally.reset(counting)
+        stepped = decision.status.canary_weight != weight_before
         self.ticks += 1
-        self.steps += decision.status.canary_weight != weight_before
-        updated = canary.model_copy(update={"status": decision.status})
-        if decision.status.phase not in (None, Phase.INITIALIZING):
-            key = (canary.metadata.namespace or "", canary.metadata.name or "")
-            self._converging[key] = asyncio.create_task(self._converge(updated, ports, decision))
+        self.steps += stepped
+        if self.tick_requests is not None:
+            self.tick_requests.append((stepped, tally))
         self.metrics.record_tick(canary, updated, time.monotonic() - started)
         return max(decision.requeue_after, MIN_REQUEUE_SECONDS)
 

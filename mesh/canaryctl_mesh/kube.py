@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any, Self
 
 import aiohttp
@@ -30,9 +32,11 @@ __all__ = [
     "Kind",
     "KubeObjects",
     "KubeUnreachable",
+    "RequestTally",
     "UnknownKind",
     "api_client",
     "api_client_for_host",
+    "current_tally",
     "pool_size",
     "resource_path",
 ]
@@ -78,6 +82,17 @@ def api_client_for_host(host: str, *, connections: int | None = None) -> client.
     configuration.host = host
     configuration.connection_pool_maxsize = connections or pool_size()
     return client.ApiClient(configuration)
+
+
+@dataclass
+class RequestTally:
+    """The requests sent while this tally is current (``current_tally``), tasks started meanwhile
+    included: what one operator tick costs the API server, for benchmarks."""
+
+    sent: int = 0
+
+
+current_tally: ContextVar[RequestTally | None] = ContextVar("canaryctl_kube_tally", default=None)
 
 
 class KubeUnreachable(ConnectionError):
@@ -171,6 +186,9 @@ class KubeObjects:
         session, slots = self._client()
         async with slots:
             self.requests += 1
+            tally = current_tally.get()
+            if tally is not None:
+                tally.sent += 1
             try:
                 async with session.request(
                     method,
