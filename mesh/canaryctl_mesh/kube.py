@@ -47,7 +47,7 @@ FIELD_MANAGER = "canaryctl"
 KUBE_REQUEST_TIMEOUT_SECONDS = 30.0
 # Threads that make calls with the official client itself (watch streams have their own): TokenReviews.
 KUBE_API_THREADS = 8
-KUBE_REQUESTS_IN_FLIGHT = 8  # per KubeObjects and event loop
+KUBE_REQUESTS_IN_FLIGHT = 32  # per KubeObjects and event loop (client-go multiplexes ~100 on HTTP/2)
 # Idle keep-alive connections close after this; API servers close theirs later (Go's default: 90 s).
 KEEPALIVE_SECONDS = 15.0
 
