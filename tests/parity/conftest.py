@@ -21,12 +21,20 @@ async def prometheus() -> AsyncIterator[PrometheusStub]:
 
 
 @pytest_asyncio.fixture()
-async def fixture(emulator: kmock.KubernetesEmulator, prometheus: PrometheusStub) -> NewScheduler:  # noqa: F811
+async def fixture(
+    emulator: kmock.KubernetesEmulator,  # noqa: F811
+    prometheus: PrometheusStub,
+) -> AsyncIterator[NewScheduler]:
     """``newDeploymentFixture(canary)``: seeds the shared objects plus ``objs`` (target, HPA, Canary)."""
+    made: list[Scheduler] = []
 
     async def make(*objs: Obj) -> Scheduler:
         scheduler = new_scheduler(emulator, prometheus.url)
+        made.append(scheduler)
         await seed(scheduler, prometheus.url, *objs)
         return scheduler
 
-    return make
+    yield make
+    for scheduler in made:  # the operator's API clients, which its run() would close
+        await scheduler.operator.objects.aclose()
+        await scheduler.operator.router_objects.aclose()
