@@ -24,6 +24,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.client.rest import should_bypass_proxies
 
+from canaryctl_mesh.cluster_tls import tls_context
 from canaryctl_mesh.kinds import KINDS, Kind, UnknownKind, resource_path
 
 __all__ = [
@@ -98,19 +99,6 @@ current_tally: ContextVar[RequestTally | None] = ContextVar("canaryctl_kube_tall
 class KubeUnreachable(ConnectionError):
     """A request that got no answer from the API server: refused, reset, or past its timeout (an
     OSError, as the official client's transport failures were)."""
-
-
-def tls_context(configuration: client.Configuration) -> ssl.SSLContext:
-    """The TLS settings the official client would use: its CA, client certificate and verification."""
-    context = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
-    if configuration.cert_file:
-        context.load_cert_chain(configuration.cert_file, configuration.key_file)
-    if not configuration.verify_ssl:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    elif configuration.assert_hostname is False:
-        context.check_hostname = False
-    return context
 
 
 class KubeObjects:

@@ -13,31 +13,16 @@ import ssl
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+from canaryctl_mesh.cluster_tls import TlsConfiguration, tls_context
 from canaryctl_providers.metrics.transport import DEFAULT_TIMEOUT, Endpoint, parse_json
 
 
-class ClientConfiguration(Protocol):
+class ClientConfiguration(TlsConfiguration, Protocol):
     """What is read of a ``kubernetes.client.Configuration`` (in-cluster or from a kubeconfig)."""
 
     host: str
-    verify_ssl: bool
-    ssl_ca_cert: str | None
-    cert_file: str | None
-    key_file: str | None
 
     def get_api_key_with_prefix(self, identifier: str, alias: str | None = None) -> str | None: ...
-
-
-def _tls(configuration: ClientConfiguration, client_certificate: bool) -> ssl.SSLContext:
-    if configuration.verify_ssl:
-        context = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
-    else:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    if client_certificate and configuration.cert_file:
-        context.load_cert_chain(configuration.cert_file, configuration.key_file)
-    return context
 
 
 class ClusterApi:
@@ -67,8 +52,8 @@ class ClusterApi:
         """The server, CA, client certificate and bearer token the controller's own client uses."""
         return cls(
             configuration.host,
-            _tls(configuration, client_certificate=True),
-            _tls(configuration, client_certificate=False),
+            tls_context(configuration, client_certificate=True),
+            tls_context(configuration, client_certificate=False),
             lambda: configuration.get_api_key_with_prefix("BearerToken"),
         )
 
