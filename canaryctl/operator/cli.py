@@ -216,10 +216,8 @@ def default_notifier(
 
 
 async def release_all(objects: OperatorObjects, namespaces: tuple[str, ...]) -> list[str]:
-    try:
+    async with objects:  # its connections belong to this event loop
         return await release_finalizers(objects, namespaces)
-    finally:
-        await objects.aclose()
 
 
 def run(args: argparse.Namespace) -> int:

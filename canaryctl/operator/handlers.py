@@ -409,8 +409,8 @@ class CanaryOperator:
             decision.status.observed_generation = body["metadata"].get("generation")
             await self._store(body, decision.status.to_wire())
 
-        tally = RequestTally()
-        counting = current_tally.set(tally) if self.tick_requests is not None else None
+        tally = RequestTally() if self.tick_requests is not None else None
+        counting = current_tally.set(tally) if tally is not None else None
         try:
             decision = await tick(canary, ports, command=command, commit=store)
             updated = canary.model_copy(update={"status": decision.status})
@@ -423,7 +423,7 @@ class CanaryOperator:
         stepped = decision.status.canary_weight != weight_before
         self.ticks += 1
         self.steps += stepped
-        if self.tick_requests is not None:
+        if self.tick_requests is not None and tally is not None:
             self.tick_requests.append((stepped, tally))
         self.metrics.record_tick(canary, updated, time.monotonic() - started)
         return max(decision.requeue_after, MIN_REQUEUE_SECONDS)
