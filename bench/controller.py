@@ -37,6 +37,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -66,9 +67,25 @@ def request_kind(method: str, path: str) -> str:
     return f"{method} {'/'.join([parts[0], *parts[2:]]) if parts else '?'}"
 
 
-def api_calls(operator: CanaryOperator) -> int:
-    """The requests canaryctl's own clients sent (kopf's are not counted)."""
-    return operator.objects.requests + operator.router_objects.requests
+class CountingApiClient(client.ApiClient):
+    """Counts the requests made with the official client itself: the watch cache's lists and watches,
+    from its threads (the operator's other requests are counted by its ``KubeObjects``)."""
+
+    def __init__(self, configuration: client.Configuration) -> None:
+        super().__init__(configuration)
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def call_api(self, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            self.calls += 1
+        return super().call_api(*args, **kwargs)
+
+
+def api_calls(operator: CanaryOperator, api: CountingApiClient) -> int:
+    """The requests canaryctl's own clients sent: its reads and writes, and the lists and watches that
+    fill its caches (kopf's are not counted)."""
+    return operator.objects.requests + operator.router_objects.requests + api.calls
 
 
 def manifests(index: int, interval: str) -> list[dict[str, Any]]:
@@ -210,12 +227,13 @@ class Window:
 
     def __init__(
         self,
+        api: CountingApiClient,
         operator: CanaryOperator,
         child: subprocess.Popen[str],
         answered: Counter[str],
     ) -> None:
-        self.operator, self.child = operator, child
-        self.calls, self.ticks, self.steps = api_calls(operator), operator.ticks, operator.steps
+        self.api, self.operator, self.child = api, operator, child
+        self.calls, self.ticks, self.steps = api_calls(operator, api), operator.ticks, operator.steps
         self.served = answered  # what the API stand-in had answered at the start
         self.cpu, self.child_cpu = cpu_seconds(), cpu_seconds(child.pid)
         self.started = time.monotonic()
@@ -233,7 +251,7 @@ class Window:
         seconds = time.monotonic() - self.started
         return {
             "seconds": seconds,
-            "calls": api_calls(self.operator) - self.calls,
+            "calls": api_calls(self.operator, self.api) - self.calls,
             "ticks": self.operator.ticks - self.ticks,
             "steps": self.operator.steps - self.steps,
             "cpu_operator_pct": 100 * (cpu_seconds() - self.cpu) / seconds,
@@ -251,7 +269,7 @@ async def measure(
     configuration = client.Configuration()
     configuration.host = url
     configuration.connection_pool_maxsize = pool_size(watchers=16)
-    api = client.ApiClient(configuration)
+    api = CountingApiClient(configuration)
     operator = CanaryOperator(
         OperatorConfig(peering=None, prometheus_url=prometheus), api, ControllerMetrics()
     )
@@ -262,7 +280,7 @@ async def measure(
         initialized = await wait_all(child, "Initialized", args.canaries, startup)
         await asyncio.sleep(parse_duration(args.interval))  # the tick after initialization may write
         operator.tick_lags.clear()
-        idle = Window(operator, child, await asyncio.to_thread(served, child))
+        idle = Window(api, operator, child, await asyncio.to_thread(served, child))
         await asyncio.sleep(args.idle)
         quiet = idle.figures()
         idle_rss = resident_mb()
@@ -273,7 +291,7 @@ async def measure(
         child.stdin.flush()
         operator.tick_seconds.clear()
         operator.tick_requests = []
-        rollouts = Window(operator, child, await asyncio.to_thread(served, child))
+        rollouts = Window(api, operator, child, await asyncio.to_thread(served, child))
         final = await wait_all(child, "Succeeded", args.canaries, args.duration)
         busy = rollouts.figures()
         failed = await asyncio.to_thread(ask, child, "failed")
